@@ -1,0 +1,1 @@
+"""Pieces shared by more than one op: the fold in Triton, masks, dispatch, validation helpers."""

@@ -1,0 +1,45 @@
+"""Which implementation runs a call: the Triton kernels or the torch fold.
+
+CUDA tensors run the Triton kernels. CPU tensors run the torch implementation of the same fold,
+unless ``TRITON_INTERPRET=1`` is set, in which case the Triton kernels run on the CPU tensors through
+the interpreter. ``use_backend`` overrides the choice in a scope (tests use it to run both on CPU).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+import torch
+
+_local = threading.local()
+
+
+def interpreter_enabled() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@contextlib.contextmanager
+def use_backend(name: str | None):
+    """Force ``"triton"`` or ``"torch"`` for calls inside the block (``None``: automatic)."""
+    if name not in (None, "triton", "torch"):
+        raise ValueError(f"backend: expected 'triton', 'torch' or None, got {name!r}")
+    old = getattr(_local, "backend", None)
+    _local.backend = name
+    try:
+        yield
+    finally:
+        _local.backend = old
+
+
+def backend_for(t: torch.Tensor) -> str:
+    forced = getattr(_local, "backend", None)
+    if forced == "triton" and t.device.type != "cuda" and not interpreter_enabled():
+        raise RuntimeError("backend 'triton' on CPU tensors needs TRITON_INTERPRET=1 before import")
+    if forced is not None:
+        return forced
+    if t.device.type == "cuda":
+        return "triton"
+    if interpreter_enabled():
+        return "triton"
+    return "torch"
