@@ -1,0 +1,462 @@
+"""Benchmark machinery shared by every op: registry, timing, record format, FLOP counts, output.
+
+An op module (``tilefold/bench/<op>.py``) registers one function::
+
+    @register("attention")
+    def run(quick: bool, progress, providers=None) -> list[dict]:
+        bar = progress(total=len(cases), desc="attention")   # or: for c in progress(cases): ...
+        ...
+        bar.update()
+        ...
+        return records          # one dict per measurement, built with ``base_record``
+
+``progress`` is a factory with a subset of tqdm's interface: ``progress(iterable=None, total=None,
+desc=None)`` returns a bar that can be iterated (when given an iterable) or advanced with
+``bar.update(n)``; ``bar.write(msg)`` prints without breaking the bar; ``bar.close()`` ends it (it is
+also a context manager). ``providers`` (optional parameter) is a set of provider names the user asked
+for (``--providers``) or ``None`` for all.
+
+Op modules are imported lazily by name (``tilefold.bench.<op>``), so one op's missing optional
+dependency never breaks another op. Records follow DESIGN.md §6.
+"""
+from __future__ import annotations
+
+import datetime
+import importlib
+import inspect
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+# ---------------------------------------------------------------------------------------------
+# registry
+
+REGISTRY: dict[str, Callable] = {}
+# Per-op plot options (x key, y key); filled by ``register``.
+PLOT_OPTIONS: dict[str, dict] = {}
+
+MEASURE_KEYS = ("ms", "tflops", "gbps", "max_err")
+META_KEYS = ("gpu", "torch", "triton")
+
+
+def register(name: str, *, plot_x: str = "seqlen_q", plot_y: str = "tflops"):
+    """Decorator: ``@register("attention")`` makes ``run(quick, progress) -> list[dict]`` the op's
+    benchmark. ``plot_x``/``plot_y`` name the record keys the PNG plots (one line per provider)."""
+
+    def deco(fn):
+        REGISTRY[name] = fn
+        PLOT_OPTIONS[name] = {"x": plot_x, "y": plot_y}
+        return fn
+
+    return deco
+
+
+def available_ops() -> list[str]:
+    """Op names that have a module in ``tilefold/bench`` (not imported) or are registered."""
+    here = Path(__file__).parent
+    names = {p.stem for p in here.glob("*.py") if p.stem not in ("__init__", "core") and not p.stem.startswith("_")}
+    return sorted(names | set(REGISTRY))
+
+
+def load_op(name: str) -> Callable:
+    """Import ``tilefold.bench.<name>`` (lazily, only this op) and return its registered run function."""
+    if name not in REGISTRY:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"op: expected a name like 'attention', got {name!r}")
+        try:
+            importlib.import_module(f"tilefold.bench.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"tilefold.bench.{name}":
+                raise ValueError(f"op: expected one of {available_ops()}, got {name!r}") from None
+            raise
+    if name not in REGISTRY:
+        raise ValueError(f"op: module tilefold.bench.{name} registered no op {name!r} (use @register({name!r}))")
+    return REGISTRY[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# environment
+
+
+def gpu_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"cpu-{platform.machine() or 'unknown'}"
+
+
+def slug(text: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3'."""
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return s or "unknown"
+
+
+def triton_version() -> str | None:
+    try:
+        import triton
+
+        return triton.__version__
+    except Exception:  # noqa: BLE001 - a missing triton must not break the CPU path
+        return None
+
+
+def dtype_name(dtype) -> str:
+    """torch.bfloat16 -> 'bfloat16'; strings pass through."""
+    return str(dtype).removeprefix("torch.")
+
+
+def base_record(op: str, provider: str, mode: str, dtype, **fields) -> dict:
+    """One measurement in the DESIGN.md §6 format.
+
+    Key order: op, provider, mode, dtype, the distinguishing ``fields`` (batch, heads, ...), then
+    ms, tflops, gbps, max_err (``None`` when not given), then gpu, torch, triton.
+    """
+    rec = {"op": op, "provider": provider, "mode": mode, "dtype": dtype_name(dtype)}
+    measures = {k: fields.pop(k, None) for k in MEASURE_KEYS}
+    rec.update(fields)
+    rec.update(measures)
+    rec.update({"gpu": gpu_name(), "torch": torch.__version__.split("+")[0], "triton": triton_version()})
+    return rec
+
+
+# ---------------------------------------------------------------------------------------------
+# timing
+
+
+def bench_ms(fn: Callable[[], object], warmup: int = 25, rep: int = 100) -> float:
+    """Median milliseconds of ``fn()``. On CUDA: ``triton.testing.do_bench`` (warmup/rep are time
+    budgets in ms, L2 flushed between calls). Without CUDA: a wall-clock loop with the same budgets
+    (at least 3 timed calls) — for smoke runs only."""
+    if torch.cuda.is_available():
+        import triton.testing
+
+        return float(triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median"))
+    fn()
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-6) * 1e3
+    for _ in range(max(0, min(int(warmup / one), 100))):
+        fn()
+    n = max(3, min(int(rep / one), 1000))
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(statistics.median(times))
+
+
+def copy_record(op: str, nbytes: int | None = None, dtype=torch.bfloat16) -> dict:
+    """The ``copy`` provider: a device-to-device copy of ``nbytes`` (default 2 GiB on CUDA, 64 MiB on
+    CPU), ``gbps`` counting bytes read + written — the bandwidth ceiling of this run."""
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if nbytes is None:
+        nbytes = (2 << 30) if dev == "cuda" else (64 << 20)
+    esize = torch.empty((), dtype=dtype).element_size()
+    n = nbytes // esize
+    src = torch.randn(n, device=dev, dtype=torch.float32).to(dtype) if dev == "cpu" else \
+        torch.empty(n, device=dev, dtype=dtype).normal_()
+    dst = torch.empty_like(src)
+    ms = bench_ms(lambda: dst.copy_(src))
+    moved = 2 * n * esize
+    rec = base_record(op, "copy", "fwd", dtype, bytes=n * esize, ms=ms, gbps=gbps(moved, ms))
+    del src, dst
+    if dev == "cuda":
+        torch.cuda.empty_cache()
+    return rec
+
+
+# ---------------------------------------------------------------------------------------------
+# FLOP and bandwidth counts
+
+
+def visible_pairs(M: int, N: int, causal: bool = False, window_size=(-1, -1)) -> int:
+    """Exact number of (query i, key j) pairs that are visible, bottom-right aligned: query i sees key j
+    iff ``i + N - M - left <= j <= i + N - M + right`` (``right = 0`` under causal; -1 unbounded)."""
+    left, right = window_size
+    if causal:
+        right = 0 if right < 0 else min(right, 0)
+    shift = N - M
+    # Per row the visible keys are one interval [lo, hi]; sum the lengths (exact, vectorized).
+    i = torch.arange(M, dtype=torch.int64)
+    hi = torch.full_like(i, N - 1) if right < 0 else torch.clamp(i + shift + right, max=N - 1)
+    lo = torch.zeros_like(i) if left < 0 else torch.clamp(i + shift - left, min=0)
+    return int(torch.clamp(hi - lo + 1, min=0).sum())
+
+
+def attention_flops(batch: int, heads: int, seqlen_q: int, seqlen_k: int, headdim: int,
+                    causal: bool = False, window_size=(-1, -1), mode: str = "fwd",
+                    headdim_v: int | None = None) -> int:
+    """Matmul FLOPs of attention: 2·D (QK^T) + 2·Dv (PV) per visible pair, i.e. 4·B·H·M·N·D unmasked;
+    masks count the visible pairs exactly. ``bwd`` is 2.5× the forward, ``fwd+bwd`` 3.5×."""
+    dv = headdim if headdim_v is None else headdim_v
+    fwd = 2 * batch * heads * visible_pairs(seqlen_q, seqlen_k, causal, window_size) * (headdim + dv)
+    factor = {"fwd": 1.0, "bwd": 2.5, "fwd+bwd": 3.5}
+    if mode not in factor:
+        raise ValueError(f"mode: expected one of {list(factor)}, got {mode!r}")
+    return int(fwd * factor[mode])
+
+
+def tflops(flops: float, ms: float) -> float:
+    return flops / (ms * 1e-3) / 1e12
+
+
+def gbps(nbytes: float, ms: float) -> float:
+    return nbytes / (ms * 1e-3) / 1e9
+
+
+# ---------------------------------------------------------------------------------------------
+# progress
+
+
+class _SimpleBar:
+    """tqdm stand-in: counter on stderr ('\\r' on a terminal, a line every ~10% otherwise)."""
+
+    def __init__(self, iterable=None, total=None, desc=None, file=None):
+        self.iterable = iterable
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)
+        self.total, self.desc, self.n = total, desc or "", 0
+        self.file = file or sys.stderr
+        self.tty = hasattr(self.file, "isatty") and self.file.isatty()
+        self._last = -1
+        self.t0 = time.time()
+
+    def __iter__(self):
+        for x in self.iterable:
+            yield x
+            self.update()
+        self.close()
+
+    def _show(self, force=False):
+        tot = f"/{self.total}" if self.total else ""
+        line = f"{self.desc}: {self.n}{tot} [{time.time() - self.t0:.0f}s]"
+        if self.tty:
+            print("\r" + line, end="", file=self.file, flush=True)
+            return
+        step = max(1, (self.total or 10) // 10)
+        if force or self.n // step != self._last:
+            self._last = self.n // step
+            print(line, file=self.file, flush=True)
+
+    def update(self, n: int = 1):
+        self.n += n
+        self._show()
+
+    def write(self, msg: str):
+        if self.tty:
+            print("\r", end="", file=self.file)
+        print(msg, file=self.file, flush=True)
+
+    def set_postfix_str(self, s: str):  # tqdm compatibility; nothing to show
+        pass
+
+    def close(self):
+        if self.tty:
+            print(file=self.file, flush=True)
+        self.file.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def progress(iterable: Iterable | None = None, total: int | None = None, desc: str | None = None):
+    """A progress bar: tqdm if installed, else a plain stderr counter (same small interface)."""
+    try:
+        from tqdm.auto import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, file=sys.stderr, mininterval=1.0)
+    except ImportError:
+        return _SimpleBar(iterable, total=total, desc=desc)
+
+
+# ---------------------------------------------------------------------------------------------
+# output: table, JSON, plot
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "y" if v else "n"
+    if isinstance(v, float):
+        if v == 0 or math.isnan(v) or math.isinf(v):
+            return str(v)
+        return f"{v:.3g}" if abs(v) < 1e-2 else f"{v:.2f}" if abs(v) < 1e4 else f"{v:.0f}"
+    if isinstance(v, (list, tuple)):
+        return ",".join(str(x) for x in v)
+    return str(v)
+
+
+def _case_keys(records: list[dict]) -> list[str]:
+    """Keys that distinguish measurements, other than provider: in first-seen order."""
+    skip = {"op", "provider", *MEASURE_KEYS, *META_KEYS}
+    keys: list[str] = []
+    for r in records:
+        for k in r:
+            if k not in skip and k not in keys:
+                keys.append(k)
+    # drop keys that never vary (they go in the header)
+    return [k for k in keys if len({json.dumps(r.get(k)) for r in records}) > 1]
+
+
+def format_table(records: list[dict], value: str | None = None) -> str:
+    """A pivot table: one row per case (the varying keys), one column per provider, cells = ``value``
+    (default: tflops, or gbps where a record has no tflops, else ms). Constant keys are in the header.
+    Below it, the copy (bandwidth ceiling) records."""
+    if not records:
+        return "(no records)"
+    main = [r for r in records if r["provider"] != "copy"]
+    copies = [r for r in records if r["provider"] == "copy"]
+    lines = []
+    if main:
+        keys = _case_keys(main)
+        providers = list(dict.fromkeys(r["provider"] for r in main))
+        const = {k: main[0].get(k) for k in main[0] if k not in keys and k not in ("provider", *MEASURE_KEYS)}
+        lines.append("  ".join(f"{k}={_fmt(v)}" for k, v in const.items()))
+
+        def cell(r):
+            if value is not None:
+                return r.get(value)
+            for k in ("tflops", "gbps", "ms"):
+                if r.get(k) is not None:
+                    return r[k]
+            return None
+
+        unit = value or ("TFLOP/s" if any(r.get("tflops") is not None for r in main) else
+                         "GB/s" if any(r.get("gbps") is not None for r in main) else "ms")
+        rows: dict[tuple, dict] = {}
+        for r in main:
+            rows.setdefault(tuple(json.dumps(r.get(k)) for k in keys), {})[r["provider"]] = r
+        header = keys + [f"{p}" for p in providers]
+        body = []
+        for key, by_p in rows.items():
+            first = next(iter(by_p.values()))
+            body.append([_fmt(first.get(k)) for k in keys] + [_fmt(cell(by_p[p])) if p in by_p else "-"
+                                                               for p in providers])
+        widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
+        lines.append(f"[{unit}]")
+        lines.append("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+        lines.append("  ".join("-" * w for w in widths))
+        lines.extend("  ".join(c.rjust(w) for c, w in zip(b, widths)) for b in body)
+        errs = {}
+        for r in main:
+            if r.get("max_err") is not None:
+                errs[r["provider"]] = max(errs.get(r["provider"], 0.0), r["max_err"])
+        if errs:
+            lines.append("max_err (worst over cases): " + "  ".join(f"{p}={e:.3g}" for p, e in errs.items()))
+    for r in copies:
+        lines.append(f"copy ({r.get('bytes', 0) / 2**30:.2f} GiB, {r['dtype']}): {r['ms']:.3f} ms, "
+                     f"{r['gbps']:.0f} GB/s (read + write)")
+    return "\n".join(lines)
+
+
+def print_table(records: list[dict], file=None) -> None:
+    print(format_table(records), file=file or sys.stdout, flush=True)
+
+
+def result_path(op: str, out_dir: str | os.PathLike | None = None, gpu: str | None = None,
+                date: str | None = None, suffix: str = ".json") -> Path:
+    """``<out_dir>/<op>-<gpu-slug>-<date><suffix>``; out_dir defaults to ``benchmarks/results``."""
+    out = Path(out_dir) if out_dir is not None else Path("benchmarks") / "results"
+    date = date or datetime.date.today().isoformat()
+    return out / f"{op}-{slug(gpu or gpu_name())}-{date}{suffix}"
+
+
+def write_json(records: list[dict], op: str, out_dir=None, gpu: str | None = None, date: str | None = None) -> Path:
+    """Write the records (a JSON list, one object per measurement) and return the path."""
+    path = result_path(op, out_dir, gpu=gpu, date=date)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(records, indent=1) + "\n")
+    return path
+
+
+def plot_records(records: list[dict], path: str | os.PathLike, x: str = "seqlen_q", y: str = "tflops",
+                 title: str | None = None) -> Path | None:
+    """PNG: one panel per combination of the other varying keys, one line per provider (y against x).
+    Returns the path, or ``None`` (with a message) when matplotlib is missing or nothing fits."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("plot skipped: matplotlib is not installed (pip install matplotlib)", file=sys.stderr)
+        return None
+    pts = [r for r in records if r.get(x) is not None and r.get(y) is not None and r["provider"] != "copy"]
+    if not pts:
+        print(f"plot skipped: no records with both {x!r} and {y!r}", file=sys.stderr)
+        return None
+    facet_keys = [k for k in _case_keys(pts) if k != x]
+    panels: dict[tuple, list[dict]] = {}
+    for r in pts:
+        panels.setdefault(tuple(r.get(k) for k in facet_keys), []).append(r)
+    n = len(panels)
+    cols = min(4, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
+    providers = list(dict.fromkeys(r["provider"] for r in pts))
+    colors = {p: f"C{i % 10}" for i, p in enumerate(providers)}
+    for ax, (key, rs) in zip(axes.flat, panels.items()):
+        for p in providers:
+            line = sorted((r[x], r[y]) for r in rs if r["provider"] == p)
+            if line:
+                ax.plot([a for a, _ in line], [b for _, b in line], "o-", color=colors[p], label=p, ms=3)
+        ax.set_title(", ".join(f"{k}={_fmt(v)}" for k, v in zip(facet_keys, key)) or (title or ""), fontsize=8)
+        if all(isinstance(r[x], (int, float)) and r[x] > 0 for r in rs):
+            ax.set_xscale("log", base=2)
+        ax.set_xlabel(x, fontsize=8)
+        ax.set_ylabel(y, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], color=colors[p], marker="o", label=p) for p in providers]
+    fig.legend(handles=handles, loc="upper center", ncol=min(len(providers), 8), fontsize=8)
+    first = pts[0]
+    fig.suptitle(title or f"{first['op']} on {first.get('gpu')}", y=0.995, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def run_op(name: str, quick: bool = False, out_dir=None, providers: Iterable[str] | None = None,
+           plot: bool = True) -> tuple[list[dict], Path | None]:
+    """Load op ``name``, run it, print the table, write JSON (+ PNG). Returns (records, json path)."""
+    fn = load_op(name)
+    kwargs = {}
+    if providers is not None:
+        params = inspect.signature(fn).parameters
+        if "providers" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            kwargs["providers"] = set(providers)
+        else:
+            print(f"note: op {name!r} takes no provider filter; running all providers", file=sys.stderr)
+    t0 = time.time()
+    records = fn(quick, progress, **kwargs)
+    print(f"\n{name}: {len(records)} records in {time.time() - t0:.0f}s on {gpu_name()}")
+    print_table(records)
+    if not records:
+        print("no records: nothing written", file=sys.stderr)
+        return records, None
+    path = write_json(records, name, out_dir)
+    print(f"wrote {path}")
+    if plot:
+        opts = PLOT_OPTIONS.get(name, {})
+        png = plot_records(records, path.with_suffix(".png"), x=opts.get("x", "seqlen_q"), y=opts.get("y", "tflops"))
+        if png is not None:
+            print(f"wrote {png}")
+    return records, path
