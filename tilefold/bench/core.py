@@ -48,13 +48,14 @@ MEASURE_KEYS = ("ms", "tflops", "gbps", "max_err")
 META_KEYS = ("gpu", "torch", "triton")
 
 
-def register(name: str, *, plot_x: str = "seqlen_q", plot_y: str = "tflops"):
+def register(name: str, *, plot_x: str = "seqlen_q", plot_y: str = "tflops", ratios: tuple = ()):
     """Decorator: ``@register("attention")`` makes ``run(quick, progress) -> list[dict]`` the op's
-    benchmark. ``plot_x``/``plot_y`` name the record keys the PNG plots (one line per provider)."""
+    benchmark. ``plot_x``/``plot_y`` name the record keys the PNG plots (one line per provider);
+    ``ratios`` names anchors the table compares ``tilefold`` with (columns ``tilefold/<anchor>``)."""
 
     def deco(fn):
         REGISTRY[name] = fn
-        PLOT_OPTIONS[name] = {"x": plot_x, "y": plot_y}
+        PLOT_OPTIONS[name] = {"x": plot_x, "y": plot_y, "ratios": tuple(ratios)}
         return fn
 
     return deco
@@ -311,10 +312,11 @@ def _case_keys(records: list[dict]) -> list[str]:
     return [k for k in keys if len({json.dumps(r.get(k)) for r in records}) > 1]
 
 
-def format_table(records: list[dict], value: str | None = None) -> str:
+def format_table(records: list[dict], value: str | None = None, ratios: Iterable[str] = ()) -> str:
     """A pivot table: one row per case (the varying keys), one column per provider, cells = ``value``
-    (default: tflops, or gbps where a record has no tflops, else ms). Constant keys are in the header.
-    Below it, the copy (bandwidth ceiling) records."""
+    (default: tflops, or gbps where a record has no tflops, else ms), rows grouped by mode. Constant
+    keys are in the header. ``ratios``: anchors to add a ``tilefold/<anchor>`` column for (speed
+    ratio, same run). Below it, the copy (bandwidth ceiling) records."""
     if not records:
         return "(no records)"
     main = [r for r in records if r["provider"] != "copy"]
@@ -339,12 +341,19 @@ def format_table(records: list[dict], value: str | None = None) -> str:
         rows: dict[tuple, dict] = {}
         for r in main:
             rows.setdefault(tuple(json.dumps(r.get(k)) for k in keys), {})[r["provider"]] = r
-        header = keys + [f"{p}" for p in providers]
+        modes = list(dict.fromkeys(r.get("mode") for r in main))
+        order = sorted(rows, key=lambda key: modes.index(next(iter(rows[key].values())).get("mode")))
+        ratios = [a for a in ratios if a in providers and "tilefold" in providers]
+        header = keys + providers + [f"tilefold/{a}" for a in ratios]
         body = []
-        for key, by_p in rows.items():
+        for key in order:
+            by_p = rows[key]
             first = next(iter(by_p.values()))
-            body.append([_fmt(first.get(k)) for k in keys] + [_fmt(cell(by_p[p])) if p in by_p else "-"
-                                                               for p in providers])
+            row = [_fmt(first.get(k)) for k in keys] + [_fmt(cell(by_p[p])) if p in by_p else "-" for p in providers]
+            for a in ratios:
+                t, b = by_p.get("tilefold"), by_p.get(a)
+                row.append(f"{b['ms'] / t['ms']:.2f}x" if t and b and t.get("ms") and b.get("ms") else "-")
+            body.append(row)
         widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
         lines.append(f"[{unit}]")
         lines.append("  ".join(h.rjust(w) for h, w in zip(header, widths)))
@@ -362,8 +371,8 @@ def format_table(records: list[dict], value: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def print_table(records: list[dict], file=None) -> None:
-    print(format_table(records), file=file or sys.stdout, flush=True)
+def print_table(records: list[dict], file=None, ratios: Iterable[str] = ()) -> None:
+    print(format_table(records, ratios=ratios), file=file or sys.stdout, flush=True)
 
 
 def result_path(op: str, out_dir: str | os.PathLike | None = None, gpu: str | None = None,
@@ -448,14 +457,14 @@ def run_op(name: str, quick: bool = False, out_dir=None, providers: Iterable[str
     t0 = time.time()
     records = fn(quick, progress, **kwargs)
     print(f"\n{name}: {len(records)} records in {time.time() - t0:.0f}s on {gpu_name()}")
-    print_table(records)
+    opts = PLOT_OPTIONS.get(name, {})
+    print_table(records, ratios=opts.get("ratios", ()))
     if not records:
         print("no records: nothing written", file=sys.stderr)
         return records, None
     path = write_json(records, name, out_dir)
     print(f"wrote {path}")
     if plot:
-        opts = PLOT_OPTIONS.get(name, {})
         png = plot_records(records, path.with_suffix(".png"), x=opts.get("x", "seqlen_q"), y=opts.get("y", "tflops"))
         if png is not None:
             print(f"wrote {png}")

@@ -1,0 +1,387 @@
+"""Backward kernels of exact attention. Nothing N×N is stored: P is recomputed tile by tile from the
+saved lse.
+
+- ``attention_bwd_preprocess_kernel``: delta = rowsum(dO ∘ O) and lse in log2 units with empty rows
+  mapped to +inf (so their recomputed P is 0, never NaN).
+- ``attention_bwd_dkdv_kernel``: one program per (key block, key head): folds the query tiles of every
+  query head of its GQA group that see the block, so dK/dV are summed over the group in registers
+  (no atomics: deterministic).
+- ``attention_bwd_dq_kernel``: one program per (query block, head): folds the key tiles the mask lets
+  it see (the forward's tile walk) into dQ. Deterministic too.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from ..common.fold import LOG2E
+from ..common.masks import key_tiles, query_tiles, visible
+
+
+@triton.jit
+def attention_bwd_preprocess_kernel(
+    O, DO, LSE, DELTA, LSE2,
+    stride_ob, stride_om, stride_oh,
+    stride_dob, stride_dom, stride_doh,
+    stride_lb, stride_lh, stride_lm,
+    cu_seqlens_q, seqlen_q_fixed, H, D,
+    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, IS_VARLEN: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    if IS_VARLEN:
+        q_start = tl.load(cu_seqlens_q + b)
+        seqlen_q = tl.load(cu_seqlens_q + b + 1) - q_start
+    else:
+        q_start = 0
+        seqlen_q = seqlen_q_fixed
+    m0 = pid_m * BLOCK_M
+    if m0 >= seqlen_q:
+        return
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask = (offs_m[:, None] < seqlen_q) & (offs_d[None, :] < D)
+    o = tl.load(O + b.to(tl.int64) * stride_ob + q_start.to(tl.int64) * stride_om + h * stride_oh
+                + offs_m[:, None] * stride_om + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+    do = tl.load(DO + b.to(tl.int64) * stride_dob + q_start.to(tl.int64) * stride_dom + h * stride_doh
+                 + offs_m[:, None] * stride_dom + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+    delta = tl.sum(o * do, 1)
+    l_off = b.to(tl.int64) * stride_lb + h.to(tl.int64) * stride_lh + (q_start + offs_m).to(tl.int64) * stride_lm
+    lse = tl.load(LSE + l_off, mask=offs_m < seqlen_q, other=0.0)
+    lse2 = tl.where(lse == float("-inf"), float("inf"), lse * LOG2E)
+    tl.store(DELTA + l_off, delta, mask=offs_m < seqlen_q)
+    tl.store(LSE2 + l_off, lse2, mask=offs_m < seqlen_q)
+
+
+@triton.jit
+def _probs_t(k, qT, lse2, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr):
+    """Recompute P^T [BN, BM] (and the softcap's tanh, for its derivative) from K and Q^T."""
+    qkT = tl.dot(k, qT, input_precision=DOT_PREC)
+    if HAS_SOFTCAP:
+        t = 1.0 - 2.0 / (tl.math.exp2(qkT * softcap_pre * (2.0 * LOG2E)) + 1.0)
+        sT = t * softcap_post
+    else:
+        t = qkT
+        sT = qkT * qk_scale
+    pT = tl.math.exp2(sT - lse2[None, :])
+    return pT, t
+
+
+@triton.jit
+def _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse2_ptrs, delta_ptrs, stride_qm, stride_dom, stride_lm,
+                offs_n, offs_m0, offs_d, m_lo, m_hi, seqlen_q, seqlen_k, shift, win_left, win_right,
+                qk_scale, softcap_pre, softcap_post, D,
+                BLOCK_M: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr,
+                HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr):
+    q_ptrs += m_lo.to(tl.int64) * stride_qm
+    do_ptrs += m_lo.to(tl.int64) * stride_dom
+    lse2_ptrs += m_lo.to(tl.int64) * stride_lm
+    delta_ptrs += m_lo.to(tl.int64) * stride_lm
+    for start_m in range(m_lo, m_hi, BLOCK_M):
+        offs_m = start_m + offs_m0
+        if MASKED:
+            row_ok = offs_m < seqlen_q
+            if EVEN_D:
+                qd_mask = row_ok[None, :]
+                do_mask = row_ok[:, None]
+            else:
+                qd_mask = row_ok[None, :] & (offs_d[:, None] < D)
+                do_mask = row_ok[:, None] & (offs_d[None, :] < D)
+            qT = tl.load(q_ptrs, mask=qd_mask, other=0.0)
+            do = tl.load(do_ptrs, mask=do_mask, other=0.0)
+            lse2 = tl.load(lse2_ptrs, mask=row_ok, other=float("inf"))
+            delta = tl.load(delta_ptrs, mask=row_ok, other=0.0)
+        else:
+            if EVEN_D:
+                qT = tl.load(q_ptrs)
+                do = tl.load(do_ptrs)
+            else:
+                qT = tl.load(q_ptrs, mask=offs_d[:, None] < D, other=0.0)
+                do = tl.load(do_ptrs, mask=offs_d[None, :] < D, other=0.0)
+            lse2 = tl.load(lse2_ptrs)
+            delta = tl.load(delta_ptrs)
+        pT, t = _probs_t(k, qT, lse2, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP, DOT_PREC)
+        if MASKED:
+            okT = tl.trans(visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI))
+            pT = tl.where(okT, pT, 0.0)
+        dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=DOT_PREC)
+        dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
+        dsT = pT * (dpT - delta[None, :])
+        if HAS_SOFTCAP:
+            dsT = dsT * (1.0 - t * t)
+        dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision=DOT_PREC)
+        q_ptrs += BLOCK_M * stride_qm
+        do_ptrs += BLOCK_M * stride_dom
+        lse2_ptrs += BLOCK_M * stride_lm
+        delta_ptrs += BLOCK_M * stride_lm
+    return dk, dv
+
+
+@triton.jit
+def attention_bwd_dkdv_kernel(
+    Q, K, V, DO, LSE2, DELTA, DK, DV,
+    stride_qb, stride_qm, stride_qh,
+    stride_kb, stride_kn, stride_kh,
+    stride_vb, stride_vn, stride_vh,
+    stride_dob, stride_dom, stride_doh,
+    stride_lb, stride_lh, stride_lm,
+    stride_dkb, stride_dkn, stride_dkh,
+    stride_dvb, stride_dvn, stride_dvh,
+    cu_seqlens_q, cu_seqlens_k,
+    seqlen_q_fixed, seqlen_k_fixed, shift_extra, win_left, win_right,
+    sm_scale, qk_scale, softcap_pre, softcap_post,
+    HK, GROUP, D,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // HK
+    hk = pid_bh % HK
+    if IS_VARLEN:
+        q_start = tl.load(cu_seqlens_q + b)
+        seqlen_q = tl.load(cu_seqlens_q + b + 1) - q_start
+        k_start = tl.load(cu_seqlens_k + b)
+        seqlen_k = tl.load(cu_seqlens_k + b + 1) - k_start
+    else:
+        q_start = 0
+        seqlen_q = seqlen_q_fixed
+        k_start = 0
+        seqlen_k = seqlen_k_fixed
+    n0 = pid_n * BLOCK_N
+    if n0 >= seqlen_k:
+        return
+    shift = seqlen_k - seqlen_q + shift_extra
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    offs_m0 = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    kv_mask = offs_n[:, None] < seqlen_k
+    if not EVEN_D:
+        kv_mask = kv_mask & (offs_d[None, :] < D)
+    k = tl.load(K + b.to(tl.int64) * stride_kb + (k_start + offs_n[:, None]).to(tl.int64) * stride_kn
+                + hk * stride_kh + offs_d[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(V + b.to(tl.int64) * stride_vb + (k_start + offs_n[:, None]).to(tl.int64) * stride_vn
+                + hk * stride_vh + offs_d[None, :], mask=kv_mask, other=0.0)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    m_start, f_lo, f_hi, m_end = query_tiles(n0, seqlen_q, seqlen_k, shift, win_left, win_right,
+                                             BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
+    for g in range(0, GROUP):
+        h = hk * GROUP + g
+        q_ptrs = Q + b.to(tl.int64) * stride_qb + q_start.to(tl.int64) * stride_qm + h.to(tl.int64) * stride_qh \
+            + offs_m0[None, :] * stride_qm + offs_d[:, None]
+        do_ptrs = DO + b.to(tl.int64) * stride_dob + q_start.to(tl.int64) * stride_dom + h.to(tl.int64) * stride_doh \
+            + offs_m0[:, None] * stride_dom + offs_d[None, :]
+        l_off = b.to(tl.int64) * stride_lb + h.to(tl.int64) * stride_lh + q_start.to(tl.int64) * stride_lm \
+            + offs_m0 * stride_lm
+        lse2_ptrs = LSE2 + l_off
+        delta_ptrs = DELTA + l_off
+        dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
+                             stride_lm, offs_n, offs_m0, offs_d, m_start, f_lo, seqlen_q, seqlen_k, shift,
+                             win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
+                             BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
+        dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
+                             stride_lm, offs_n, offs_m0, offs_d, f_lo, f_hi, seqlen_q, seqlen_k, shift,
+                             win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
+                             BLOCK_M, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
+        dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
+                             stride_lm, offs_n, offs_m0, offs_d, f_hi, m_end, seqlen_q, seqlen_k, shift,
+                             win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
+                             BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
+    dk = dk * sm_scale
+    dk_ptrs = DK + b.to(tl.int64) * stride_dkb + (k_start + offs_n[:, None]).to(tl.int64) * stride_dkn \
+        + hk * stride_dkh + offs_d[None, :]
+    dv_ptrs = DV + b.to(tl.int64) * stride_dvb + (k_start + offs_n[:, None]).to(tl.int64) * stride_dvn \
+        + hk * stride_dvh + offs_d[None, :]
+    tl.store(dk_ptrs, dk.to(DK.dtype.element_ty), mask=kv_mask)
+    tl.store(dv_ptrs, dv.to(DV.dtype.element_ty), mask=kv_mask)
+
+
+@triton.jit
+def _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
+              n_lo, n_hi, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
+              BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr,
+              HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr):
+    k_ptrs += n_lo.to(tl.int64) * stride_kn
+    v_ptrs += n_lo.to(tl.int64) * stride_vn
+    for start_n in range(n_lo, n_hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        if MASKED:
+            kv_mask = offs_n[:, None] < seqlen_k
+            if not EVEN_D:
+                kv_mask = kv_mask & (offs_d[None, :] < D)
+            k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
+            v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
+        else:
+            if EVEN_D:
+                k = tl.load(k_ptrs)
+                v = tl.load(v_ptrs)
+            else:
+                k = tl.load(k_ptrs, mask=offs_d[None, :] < D, other=0.0)
+                v = tl.load(v_ptrs, mask=offs_d[None, :] < D, other=0.0)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+        if HAS_SOFTCAP:
+            t = 1.0 - 2.0 / (tl.math.exp2(qk * softcap_pre * (2.0 * LOG2E)) + 1.0)
+            s = t * softcap_post
+        else:
+            s = qk * qk_scale
+        p = tl.math.exp2(s - lse2[:, None])
+        if MASKED:
+            ok = visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
+            p = tl.where(ok, p, 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
+        ds = p * (dp - delta[:, None])
+        if HAS_SOFTCAP:
+            ds = ds * (1.0 - t * t)
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PREC)
+        k_ptrs += BLOCK_N * stride_kn
+        v_ptrs += BLOCK_N * stride_vn
+    return dq
+
+
+@triton.jit
+def attention_bwd_dq_kernel(
+    Q, K, V, DO, LSE2, DELTA, DQ,
+    stride_qb, stride_qm, stride_qh,
+    stride_kb, stride_kn, stride_kh,
+    stride_vb, stride_vn, stride_vh,
+    stride_dob, stride_dom, stride_doh,
+    stride_lb, stride_lh, stride_lm,
+    stride_dqb, stride_dqm, stride_dqh,
+    cu_seqlens_q, cu_seqlens_k,
+    seqlen_q_fixed, seqlen_k_fixed, shift_extra, win_left, win_right,
+    sm_scale, qk_scale, softcap_pre, softcap_post,
+    H, GROUP, D,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    hk = h // GROUP
+    if IS_VARLEN:
+        q_start = tl.load(cu_seqlens_q + b)
+        seqlen_q = tl.load(cu_seqlens_q + b + 1) - q_start
+        k_start = tl.load(cu_seqlens_k + b)
+        seqlen_k = tl.load(cu_seqlens_k + b + 1) - k_start
+    else:
+        q_start = 0
+        seqlen_q = seqlen_q_fixed
+        k_start = 0
+        seqlen_k = seqlen_k_fixed
+    m0 = pid_m * BLOCK_M
+    if m0 >= seqlen_q:
+        return
+    shift = seqlen_k - seqlen_q + shift_extra
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_n0 = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_ok = offs_m < seqlen_q
+    qd_mask = row_ok[:, None]
+    if not EVEN_D:
+        qd_mask = qd_mask & (offs_d[None, :] < D)
+    q = tl.load(Q + b.to(tl.int64) * stride_qb + (q_start + offs_m[:, None]).to(tl.int64) * stride_qm
+                + h * stride_qh + offs_d[None, :], mask=qd_mask, other=0.0)
+    do = tl.load(DO + b.to(tl.int64) * stride_dob + (q_start + offs_m[:, None]).to(tl.int64) * stride_dom
+                 + h * stride_doh + offs_d[None, :], mask=qd_mask, other=0.0)
+    l_off = b.to(tl.int64) * stride_lb + h.to(tl.int64) * stride_lh + (q_start + offs_m).to(tl.int64) * stride_lm
+    lse2 = tl.load(LSE2 + l_off, mask=row_ok, other=float("inf"))
+    delta = tl.load(DELTA + l_off, mask=row_ok, other=0.0)
+    k_base = K + b.to(tl.int64) * stride_kb + k_start.to(tl.int64) * stride_kn + hk.to(tl.int64) * stride_kh
+    v_base = V + b.to(tl.int64) * stride_vb + k_start.to(tl.int64) * stride_vn + hk.to(tl.int64) * stride_vh
+    k_ptrs = k_base + offs_n0[:, None] * stride_kn + offs_d[None, :]
+    v_ptrs = v_base + offs_n0[:, None] * stride_vn + offs_d[None, :]
+    n_start, f_lo, f_hi, n_end = key_tiles(m0, seqlen_q, seqlen_k, shift, win_left, win_right,
+                                           0, seqlen_k, BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    dq = _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
+                   n_start, f_lo, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
+                   BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
+    dq = _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
+                   f_lo, f_hi, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
+                   BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
+    dq = _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
+                   f_hi, n_end, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
+                   BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
+    dq = dq * sm_scale
+    tl.store(DQ + b.to(tl.int64) * stride_dqb + (q_start + offs_m[:, None]).to(tl.int64) * stride_dqm
+             + h * stride_dqh + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=qd_mask)
+
+
+# ----------------------------------------------------------------------------------------------------
+# launcher
+
+
+def _strides(t):
+    if t.dim() == 4:
+        return t.stride(0), t.stride(1), t.stride(2)
+    return 0, t.stride(0), t.stride(1)
+
+
+def attention_bwd(dout, q, k, v, out, lse, *, softmax_scale, window, softcap, cu_seqlens_q=None,
+                  cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None, shift_extra=0):
+    """Launch the backward: returns dq, dk, dv (dtypes and shapes of q, k, v, contiguous)."""
+    import torch
+    from .config import block_d, bwd_config, dot_precision
+
+    varlen = cu_seqlens_q is not None
+    if varlen:
+        T, H, D = q.shape
+        B = cu_seqlens_q.numel() - 1
+        M, N = max_seqlen_q, max_seqlen_k
+    else:
+        B, M, H, D = q.shape
+        N = k.shape[1]
+    HK = k.shape[-2]
+    left, right = window
+    dq = torch.empty_like(q, memory_format=torch.contiguous_format)
+    dk = torch.empty_like(k, memory_format=torch.contiguous_format)
+    dv = torch.empty_like(v, memory_format=torch.contiguous_format)
+    if q.numel() == 0 or k.numel() == 0 or B == 0:
+        dq.zero_()
+        dk.zero_()
+        dv.zero_()
+        return dq, dk, dv
+    cfg = bwd_config(D, left >= 0 or right >= 0, q.dtype, q.device)
+    BD = block_d(D)
+    delta = torch.empty_like(lse)
+    lse2 = torch.empty_like(lse)
+    if varlen:
+        slb, slh, slm = 0, lse.stride(0), lse.stride(1)
+    else:
+        slb, slh, slm = lse.stride(0), lse.stride(1), lse.stride(2)
+    dummy = cu_seqlens_q if varlen else q
+    cuq = cu_seqlens_q if varlen else dummy
+    cuk = cu_seqlens_k if varlen else dummy
+    PRE_M = 16 if cfg.BLOCK_M == 16 else 64
+    attention_bwd_preprocess_kernel[(triton.cdiv(M, PRE_M), B * H)](
+        out, dout, lse, delta, lse2, *_strides(out), *_strides(dout), slb, slh, slm,
+        cuq, M, H, D, BLOCK_M=PRE_M, BLOCK_D=BD, IS_VARLEN=varlen)
+    LOG2E = 1.4426950408889634
+    if softcap > 0:
+        sc_pre, sc_post = softmax_scale / softcap, softcap * LOG2E
+    else:
+        sc_pre, sc_post = 0.0, 0.0
+    common = dict(IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0, HAS_SOFTCAP=softcap > 0,
+                  EVEN_D=BD == D, DOT_PREC=dot_precision(q.dtype), BLOCK_D=BD,
+                  num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    scal = (cuq, cuk, M, N, shift_extra, max(left, 0), max(right, 0),
+            softmax_scale, softmax_scale * LOG2E, sc_pre, sc_post)
+    # dK, dV: key blocks of BLOCK_N (the long side), query tiles of BLOCK_M
+    attention_bwd_dkdv_kernel[(triton.cdiv(N, cfg.BLOCK_N), B * HK)](
+        q, k, v, dout, lse2, delta, dk, dv,
+        *_strides(q), *_strides(k), *_strides(v), *_strides(dout), slb, slh, slm,
+        *_strides(dk), *_strides(dv), *scal, HK, H // HK, D,
+        BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, **common)
+    # dQ: query blocks of BLOCK_N rows (roles swapped), key tiles of BLOCK_M
+    attention_bwd_dq_kernel[(triton.cdiv(M, cfg.BLOCK_N), B * H)](
+        q, k, v, dout, lse2, delta, dq,
+        *_strides(q), *_strides(k), *_strides(v), *_strides(dout), slb, slh, slm,
+        *_strides(dq), *scal, H, H // HK, D,
+        BLOCK_M=cfg.BLOCK_N, BLOCK_N=cfg.BLOCK_M, **common)
+    return dq, dk, dv

@@ -1,0 +1,240 @@
+"""Forward kernel of exact attention: the fold of (m, l, acc) over K/V tiles in registers.
+
+One program owns BLOCK_M query rows of one (batch, head) and folds the key tiles its mask lets it
+see: first the tiles that need the mask, then the fully visible ones (no mask arithmetic), then the
+masked tail. Optional split of the key range (split-KV) writes fp32 partial states instead of the
+final output; the combine merges them with ⊕.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from ..common.fold import LOG2E, finalize, fold_step
+from ..common.masks import key_tiles, visible
+
+
+@triton.jit
+def _scores(q, k, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr):
+    """Scores of one tile in log2 units (fp32), softcap applied."""
+    qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+    if HAS_SOFTCAP:
+        x = qk * softcap_pre
+        t = 1.0 - 2.0 / (tl.math.exp2(x * (2.0 * LOG2E)) + 1.0)  # tanh(x)
+        s = t * softcap_post
+    else:
+        s = qk * qk_scale
+    return s
+
+
+@triton.jit
+def _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
+               n_lo, n_hi, seqlen_k, shift, win_left, win_right,
+               qk_scale, softcap_pre, softcap_post, D,
+               BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr,
+               HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr):
+    k_ptrs += n_lo.to(tl.int64) * stride_kn
+    v_ptrs += n_lo.to(tl.int64) * stride_vn
+    for start_n in range(n_lo, n_hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        if MASKED:
+            kv_mask = offs_n[:, None] < seqlen_k
+            if not EVEN_D:
+                kv_mask = kv_mask & (offs_d[None, :] < D)
+            k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
+            v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
+        else:
+            if EVEN_D:
+                k = tl.load(k_ptrs)
+                v = tl.load(v_ptrs)
+            else:
+                k = tl.load(k_ptrs, mask=offs_d[None, :] < D, other=0.0)
+                v = tl.load(v_ptrs, mask=offs_d[None, :] < D, other=0.0)
+        s = _scores(q, k, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP, DOT_PREC)
+        if MASKED:
+            ok = visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
+            s = tl.where(ok, s, float("-inf"))
+        acc, l_i, m_i, p = fold_step(acc, l_i, m_i, s, v, MASKED)
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PREC)
+        k_ptrs += BLOCK_N * stride_kn
+        v_ptrs += BLOCK_N * stride_vn
+    return acc, l_i, m_i
+
+
+@triton.jit
+def attention_fwd_kernel(
+    Q, K, V, O, LSE,
+    stride_qb, stride_qm, stride_qh,
+    stride_kb, stride_kn, stride_kh,
+    stride_vb, stride_vn, stride_vh,
+    stride_ob, stride_om, stride_oh, stride_os,
+    stride_lb, stride_lh, stride_lm, stride_ls,
+    cu_seqlens_q, cu_seqlens_k,
+    seqlen_q_fixed, seqlen_k_fixed, shift_extra, win_left, win_right,
+    qk_scale, softcap_pre, softcap_post,
+    H, GROUP, D, split_size,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, IS_SPLIT: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    pid_s = tl.program_id(2)
+    b = pid_bh // H
+    h = pid_bh % H
+    hk = h // GROUP
+    if IS_VARLEN:
+        q_start = tl.load(cu_seqlens_q + b)
+        seqlen_q = tl.load(cu_seqlens_q + b + 1) - q_start
+        k_start = tl.load(cu_seqlens_k + b)
+        seqlen_k = tl.load(cu_seqlens_k + b + 1) - k_start
+    else:
+        q_start = 0
+        seqlen_q = seqlen_q_fixed
+        k_start = 0
+        seqlen_k = seqlen_k_fixed
+    m0 = pid_m * BLOCK_M
+    if m0 >= seqlen_q:
+        return
+    shift = seqlen_k - seqlen_q + shift_extra
+
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_n0 = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_ok = offs_m < seqlen_q
+
+    q_base = Q + b.to(tl.int64) * stride_qb + q_start.to(tl.int64) * stride_qm + h.to(tl.int64) * stride_qh
+    k_base = K + b.to(tl.int64) * stride_kb + k_start.to(tl.int64) * stride_kn + hk.to(tl.int64) * stride_kh
+    v_base = V + b.to(tl.int64) * stride_vb + k_start.to(tl.int64) * stride_vn + hk.to(tl.int64) * stride_vh
+    q_ptrs = q_base + offs_m[:, None] * stride_qm + offs_d[None, :]
+    if EVEN_D:
+        q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
+    else:
+        q = tl.load(q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+    k_ptrs = k_base + offs_n0[:, None] * stride_kn + offs_d[None, :]
+    v_ptrs = v_base + offs_n0[:, None] * stride_vn + offs_d[None, :]
+
+    if IS_SPLIT:
+        split_lo = pid_s * split_size
+        split_hi = split_lo + split_size
+    else:
+        split_lo = 0
+        split_hi = seqlen_k
+    n_start, f_lo, f_hi, n_end = key_tiles(m0, seqlen_q, seqlen_k, shift, win_left, win_right,
+                                           split_lo, split_hi, BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    # masked head (window left edge), fully visible middle, masked tail (diagonal / seqlen_k edge)
+    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, offs_m, offs_n0,
+                               offs_d, n_start, f_lo, seqlen_k, shift, win_left, win_right,
+                               qk_scale, softcap_pre, softcap_post, D,
+                               BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
+    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, offs_m, offs_n0,
+                               offs_d, f_lo, f_hi, seqlen_k, shift, win_left, win_right,
+                               qk_scale, softcap_pre, softcap_post, D,
+                               BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
+    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, offs_m, offs_n0,
+                               offs_d, f_hi, n_end, seqlen_k, shift, win_left, win_right,
+                               qk_scale, softcap_pre, softcap_post, D,
+                               BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
+    o, lse = finalize(acc, l_i, m_i)
+
+    o_base = O + b.to(tl.int64) * stride_ob + q_start.to(tl.int64) * stride_om + h.to(tl.int64) * stride_oh \
+        + pid_s.to(tl.int64) * stride_os
+    o_ptrs = o_base + offs_m[:, None] * stride_om + offs_d[None, :]
+    if EVEN_D:
+        tl.store(o_ptrs, o.to(O.dtype.element_ty), mask=row_ok[:, None])
+    else:
+        tl.store(o_ptrs, o.to(O.dtype.element_ty), mask=row_ok[:, None] & (offs_d[None, :] < D))
+    l_ptrs = LSE + b.to(tl.int64) * stride_lb + h.to(tl.int64) * stride_lh \
+        + (q_start + offs_m).to(tl.int64) * stride_lm + pid_s.to(tl.int64) * stride_ls
+    tl.store(l_ptrs, lse, mask=row_ok)
+
+
+# ----------------------------------------------------------------------------------------------------
+# launcher
+
+
+def _qkv_strides(t):
+    """(stride_b, stride_seq, stride_head) of a (B, S, H, D) or packed (T, H, D) tensor."""
+    if t.dim() == 4:
+        return t.stride(0), t.stride(1), t.stride(2)
+    return 0, t.stride(0), t.stride(1)
+
+
+def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None, cu_seqlens_k=None,
+                  max_seqlen_q=None, max_seqlen_k=None, shift_extra=0, num_splits=1):
+    """Launch the forward. ``window = (left, right)`` with -1 unbounded (causal already folded into
+    right = 0). Returns (out, lse): out like q, lse (B, H, M) or (H, Tq) fp32 natural log.
+    With num_splits > 1 returns fp32 partial states (num_splits, *out.shape) and (num_splits, *lse.shape)."""
+    import math
+    import torch
+    from .config import block_d, dot_precision, fwd_config
+
+    varlen = cu_seqlens_q is not None
+    if varlen:
+        T, H, D = q.shape
+        B = cu_seqlens_q.numel() - 1
+        M, N = max_seqlen_q, max_seqlen_k
+        lse_shape = (H, T)
+    else:
+        B, M, H, D = q.shape
+        N = k.shape[1]
+        lse_shape = (B, H, M)
+    HK = k.shape[-2]
+    left, right = window
+    cfg = fwd_config(D, left >= 0 or right >= 0, q.dtype, q.device)
+    BD = block_d(D)
+    split = num_splits > 1
+    if split:
+        split_size = triton.cdiv(triton.cdiv(N, num_splits), cfg.BLOCK_N) * cfg.BLOCK_N
+        out = torch.empty((num_splits,) + tuple(q.shape), device=q.device, dtype=torch.float32)
+        lse = torch.empty((num_splits,) + lse_shape, device=q.device, dtype=torch.float32)
+        so = out.stride(0)
+        sl = lse.stride(0)
+        o_view, l_view = out[0], lse[0]
+    else:
+        split_size = max(N, 1)
+        out = torch.empty_like(q, memory_format=torch.contiguous_format)
+        lse = torch.empty(lse_shape, device=q.device, dtype=torch.float32)
+        so = sl = 0
+        o_view, l_view = out, lse
+    if B == 0 or M == 0 or H == 0 or q.numel() == 0:
+        if split:
+            out.zero_()
+            lse.fill_(float("-inf"))
+        return out, lse
+    if varlen:
+        slb, slh, slm = 0, l_view.stride(0), l_view.stride(1)
+    else:
+        slb, slh, slm = l_view.stride(0), l_view.stride(1), l_view.stride(2)
+    sqb, sqm, sqh = _qkv_strides(q)
+    skb, skn, skh = _qkv_strides(k)
+    svb, svn, svh = _qkv_strides(v)
+    sob, som, soh = _qkv_strides(o_view)
+    LOG2E = 1.4426950408889634
+    if softcap > 0:
+        sc_pre, sc_post = softmax_scale / softcap, softcap * LOG2E
+    else:
+        sc_pre, sc_post = 0.0, 0.0
+    dummy = cu_seqlens_q if varlen else q
+    grid = (triton.cdiv(M, cfg.BLOCK_M), B * H, num_splits if split else 1)
+    attention_fwd_kernel[grid](
+        q, k, v, out, lse,
+        sqb, sqm, sqh, skb, skn, skh, svb, svn, svh,
+        sob, som, soh, so, slb, slh, slm, sl,
+        cu_seqlens_q if varlen else dummy, cu_seqlens_k if varlen else dummy,
+        M, N, shift_extra, max(left, 0), max(right, 0),
+        softmax_scale * LOG2E, sc_pre, sc_post,
+        H, H // HK, D, split_size,
+        BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=BD,
+        IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0,
+        HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D, IS_SPLIT=split,
+        DOT_PREC=dot_precision(q.dtype),
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    del math
+    return out, lse

@@ -1,0 +1,53 @@
+"""The fold in Triton, written once: the online-softmax step over a tile, the finalize, and ⊕ of two
+(o, lse) states. Inside kernels the running state is (m, l, acc) in fp32 with m in log2 units (the
+scale carries log2(e)); at boundaries lse is the natural log. Empty rows stay (0, -inf) without NaN.
+"""
+import triton
+import triton.language as tl
+
+LN2: tl.constexpr = 0.6931471805599453
+LOG2E: tl.constexpr = 1.4426950408889634
+
+
+@triton.jit
+def fold_step(acc, l_i, m_i, s, v, GUARD_EMPTY: tl.constexpr):
+    """(m, l, acc) ⊕ tile: ``s`` are the tile's scores in log2 units (masked entries -inf), ``v`` the
+    tile's values. Returns the new (acc, l, m) and the tile's probabilities ``p`` (relative to the new
+    m, fp32) for callers that need them (dropout, returned probabilities).
+    GUARD_EMPTY: the tile may hold rows with every entry masked (so m can stay -inf)."""
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    if GUARD_EMPTY:
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+    else:
+        m_use = m_new
+    alpha = tl.math.exp2(m_i - m_use)
+    p = tl.math.exp2(s - m_use[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    return acc, l_i, m_new, p
+
+
+@triton.jit
+def finalize(acc, l_i, m_i):
+    """(m, l, acc) -> (o, lse): o = acc / l (0 for empty rows), lse natural log (-inf for empty rows)."""
+    empty = l_i == 0.0
+    l_safe = tl.where(empty, 1.0, l_i)
+    o = acc / l_safe[:, None]
+    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * LN2)
+    return o, lse
+
+
+@triton.jit
+def merge_state(o_a, lse_a, o_b, lse_b):
+    """(o_a, lse_a) ⊕ (o_b, lse_b) for row blocks (o: [R, D] fp32, lse: [R] natural log fp32).
+    Two empty states give (0, -inf)."""
+    m = tl.maximum(lse_a, lse_b)
+    m = tl.where(m == float("-inf"), 0.0, m)
+    ea = tl.exp(lse_a - m)
+    eb = tl.exp(lse_b - m)
+    s = ea + eb
+    empty = s == 0.0
+    s_safe = tl.where(empty, 1.0, s)
+    lse = tl.where(empty, float("-inf"), m + tl.log(s_safe))
+    o = o_a * (ea / s_safe)[:, None] + o_b * (eb / s_safe)[:, None]
+    return o, lse

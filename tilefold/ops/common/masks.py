@@ -1,0 +1,91 @@
+"""Mask geometry shared by the attention kernels (forward, backward, split-KV, decode).
+
+Query row r (0-based within its sequence) may see key j iff, with ``shift = seqlen_k - seqlen_q``
+(bottom-right alignment, plus any global offset of a partial range)::
+
+    j - r >= shift - win_left     (HAS_LO)
+    j - r <= shift + win_right    (HAS_HI; causal is win_right = 0)
+    0 <= j < seqlen_k
+
+Loops are split into tiles that need this mask and tiles that are fully visible, so the hot loop
+carries no mask arithmetic.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right,
+            HAS_LO: tl.constexpr, HAS_HI: tl.constexpr):
+    """Boolean [BM, BN] tile: may row offs_m see key offs_n."""
+    ok = offs_n[None, :] < seqlen_k
+    diff = offs_n[None, :] - offs_m[:, None]
+    if HAS_HI:
+        ok = ok & (diff <= shift + win_right)
+    if HAS_LO:
+        ok = ok & (diff >= shift - win_left)
+    return ok
+
+
+@triton.jit
+def key_tiles(m0, seqlen_q, seqlen_k, shift, win_left, win_right, split_lo, split_hi,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+              HAS_LO: tl.constexpr, HAS_HI: tl.constexpr):
+    """Key tiles for query rows [m0, m0 + BLOCK_M), within keys [split_lo, split_hi) (split_lo a
+    multiple of BLOCK_N). Returns (n_start, f_lo, f_hi, n_end): masked tiles [n_start, f_lo), fully
+    visible tiles [f_lo, f_hi), masked tiles [f_hi, n_end); all tile starts are BLOCK_N-aligned."""
+    r_last = tl.minimum(m0 + BLOCK_M, seqlen_q) - 1
+    lo = split_lo
+    hi = tl.minimum(seqlen_k, split_hi)
+    if HAS_LO:
+        lo = tl.maximum(lo, m0 + shift - win_left)
+    if HAS_HI:
+        hi = tl.minimum(hi, r_last + shift + win_right + 1)
+    n_start = (lo // BLOCK_N) * BLOCK_N
+    n_start = tl.maximum(n_start, split_lo)
+    hi = tl.maximum(hi, n_start)
+    n_end_al = n_start + tl.cdiv(hi - n_start, BLOCK_N) * BLOCK_N
+    # fully visible tiles: n >= r_last + shift - win_left ; n + BLOCK_N <= min(m0 + shift + win_right + 1, hi)
+    full_hi_edge = hi
+    if HAS_HI:
+        full_hi_edge = tl.minimum(full_hi_edge, m0 + shift + win_right + 1)
+    f_hi = n_start + tl.maximum(full_hi_edge - n_start, 0) // BLOCK_N * BLOCK_N
+    f_lo = n_start
+    if HAS_LO:
+        need = r_last + shift - win_left
+        f_lo = n_start + tl.cdiv(tl.maximum(need - n_start, 0), BLOCK_N) * BLOCK_N
+    f_lo = tl.minimum(f_lo, n_end_al)
+    f_hi = tl.maximum(f_hi, f_lo)
+    return n_start, f_lo, f_hi, hi
+
+
+@triton.jit
+def query_tiles(n0, seqlen_q, seqlen_k, shift, win_left, win_right,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                HAS_LO: tl.constexpr, HAS_HI: tl.constexpr):
+    """Query tiles that see keys [n0, n0 + BLOCK_N). Returns (m_start, f_lo, f_hi, m_end): masked
+    tiles [m_start, f_lo), fully visible tiles [f_lo, f_hi), masked [f_hi, m_end); starts aligned to
+    BLOCK_M. Tiles are fully visible only if the key block is complete and rows are in range."""
+    n_last = tl.minimum(n0 + BLOCK_N, seqlen_k) - 1
+    lo = 0
+    hi = seqlen_q
+    if HAS_HI:
+        lo = tl.maximum(lo, n0 - shift - win_right)
+    if HAS_LO:
+        hi = tl.minimum(hi, n_last - shift + win_left + 1)
+    m_start = (lo // BLOCK_M) * BLOCK_M
+    hi = tl.maximum(hi, m_start)
+    m_end_al = m_start + tl.cdiv(hi - m_start, BLOCK_M) * BLOCK_M
+    full_hi_edge = hi
+    if HAS_LO:
+        full_hi_edge = tl.minimum(full_hi_edge, n0 - shift + win_left + 1)
+    f_hi = m_start + tl.maximum(full_hi_edge - m_start, 0) // BLOCK_M * BLOCK_M
+    f_lo = m_start
+    if HAS_HI:
+        need = n_last - shift - win_right
+        f_lo = m_start + tl.cdiv(tl.maximum(need - m_start, 0), BLOCK_M) * BLOCK_M
+    # a partial key block needs the mask on every tile
+    f_lo = tl.where(n0 + BLOCK_N <= seqlen_k, f_lo, m_end_al)
+    f_lo = tl.minimum(f_lo, m_end_al)
+    f_hi = tl.maximum(f_hi, f_lo)
+    return m_start, f_lo, f_hi, hi
