@@ -300,16 +300,24 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def _case_keys(records: list[dict]) -> list[str]:
-    """Keys that distinguish measurements, other than provider: in first-seen order."""
+def _varying_keys(records: list[dict]) -> list[str]:
+    """Keys other than provider/measures/meta whose value differs between records (first-seen order)."""
     skip = {"op", "provider", *MEASURE_KEYS, *META_KEYS}
     keys: list[str] = []
     for r in records:
         for k in r:
             if k not in skip and k not in keys:
                 keys.append(k)
-    # drop keys that never vary (they go in the header)
     return [k for k in keys if len({json.dumps(r.get(k)) for r in records}) > 1]
+
+
+def _case_keys(records: list[dict]) -> list[str]:
+    """The varying keys, less those that repeat an earlier one in every record (seqlen_k == seqlen_q)."""
+    out: list[str] = []
+    for k in _varying_keys(records):
+        if not any(all(r.get(k) == r.get(o) for r in records) for o in out):
+            out.append(k)
+    return out
 
 
 def format_table(records: list[dict], value: str | None = None, ratios: Iterable[str] = ()) -> str:
@@ -325,7 +333,8 @@ def format_table(records: list[dict], value: str | None = None, ratios: Iterable
     if main:
         keys = _case_keys(main)
         providers = list(dict.fromkeys(r["provider"] for r in main))
-        const = {k: main[0].get(k) for k in main[0] if k not in keys and k not in ("provider", *MEASURE_KEYS)}
+        varying = set(_varying_keys(main))
+        const = {k: main[0].get(k) for k in main[0] if k not in varying and k not in ("provider", *MEASURE_KEYS)}
         lines.append("  ".join(f"{k}={_fmt(v)}" for k, v in const.items()))
 
         def cell(r):
@@ -414,7 +423,8 @@ def plot_records(records: list[dict], path: str | os.PathLike, x: str = "seqlen_
     n = len(panels)
     cols = min(4, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
+    height = 3.3 * rows + 0.8
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, height), squeeze=False)
     providers = list(dict.fromkeys(r["provider"] for r in pts))
     colors = {p: f"C{i % 10}" for i, p in enumerate(providers)}
     for ax, (key, rs) in zip(axes.flat, panels.items()):
@@ -432,10 +442,12 @@ def plot_records(records: list[dict], path: str | os.PathLike, x: str = "seqlen_
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     handles = [plt.Line2D([], [], color=colors[p], marker="o", label=p) for p in providers]
-    fig.legend(handles=handles, loc="upper center", ncol=min(len(providers), 8), fontsize=8)
     first = pts[0]
-    fig.suptitle(title or f"{first['op']} on {first.get('gpu')}", y=0.995, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    top = 1 - 0.75 / height
+    fig.suptitle(title or f"{first['op']} on {first.get('gpu')} ({y})", y=1 - 0.1 / height, va="top", fontsize=10)
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.35 / height),
+               ncol=min(len(providers), 8), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, top))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
