@@ -20,12 +20,12 @@ from ..common.masks import key_tiles, query_tiles, visible
 
 @triton.jit
 def attention_bwd_preprocess_kernel(
-    O, DO, LSE, DELTA, LSE2,
+    O, DO, LSE, DLSE, DELTA, LSE2,
     stride_ob, stride_om, stride_oh,
     stride_dob, stride_dom, stride_doh,
     stride_lb, stride_lh, stride_lm,
     cu_seqlens_q, seqlen_q_fixed, H, D,
-    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, IS_VARLEN: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_DLSE: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -51,6 +51,9 @@ def attention_bwd_preprocess_kernel(
     l_off = b.to(tl.int64) * stride_lb + h.to(tl.int64) * stride_lh + (q_start + offs_m).to(tl.int64) * stride_lm
     lse = tl.load(LSE + l_off, mask=offs_m < seqlen_q, other=0.0)
     lse2 = tl.where(lse == float("-inf"), float("inf"), lse * LOG2E)
+    if HAS_DLSE:
+        # a gradient flowing into lse adds P * dlse to dS: fold it into delta
+        delta -= tl.load(DLSE + l_off, mask=offs_m < seqlen_q, other=0.0)
     tl.store(DELTA + l_off, delta, mask=offs_m < seqlen_q)
     tl.store(LSE2 + l_off, lse2, mask=offs_m < seqlen_q)
 
@@ -323,9 +326,10 @@ def _strides(t):
     return 0, t.stride(0), t.stride(1)
 
 
-def attention_bwd(dout, q, k, v, out, lse, *, softmax_scale, window, softcap, cu_seqlens_q=None,
+def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, softcap, cu_seqlens_q=None,
                   cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None, shift_extra=0):
-    """Launch the backward: returns dq, dk, dv (dtypes and shapes of q, k, v, contiguous)."""
+    """Launch the backward: returns dq, dk, dv (dtypes and shapes of q, k, v, contiguous).
+    ``dlse`` (optional, like lse) is the gradient flowing into the returned lse."""
     import torch
     from .config import block_d, bwd_config, dot_precision
 
@@ -360,8 +364,9 @@ def attention_bwd(dout, q, k, v, out, lse, *, softmax_scale, window, softcap, cu
     cuk = cu_seqlens_k if varlen else dummy
     PRE_M = 16 if cfg.BLOCK_M == 16 else 64
     attention_bwd_preprocess_kernel[(triton.cdiv(M, PRE_M), B * H)](
-        out, dout, lse, delta, lse2, *_strides(out), *_strides(dout), slb, slh, slm,
-        cuq, M, H, D, BLOCK_M=PRE_M, BLOCK_D=BD, IS_VARLEN=varlen)
+        out, dout, lse, dlse if dlse is not None else lse, delta, lse2,
+        *_strides(out), *_strides(dout), slb, slh, slm,
+        cuq, M, H, D, BLOCK_M=PRE_M, BLOCK_D=BD, IS_VARLEN=varlen, HAS_DLSE=dlse is not None)
     LOG2E = 1.4426950408889634
     if softcap > 0:
         sc_pre, sc_post = softmax_scale / softcap, softcap * LOG2E

@@ -1,0 +1,141 @@
+"""The CPU path: the same fold in torch, tiled over keys (memory O(M·tile), never M×N).
+
+Each key tile gives a state (o_t, lse_t) that is merged into the running state with the one ⊕ of
+``tilefold.state``. The backward walks the same tiles, recomputing P from the saved lse. Arithmetic is
+fp32 (fp64 inputs stay fp64); outputs are cast back to the input dtype. Varlen runs the batch path per
+sequence on views of the packed tensors.
+"""
+from __future__ import annotations
+
+import torch
+
+from ...state import merge, tile_state
+
+KEY_TILE = 256
+
+
+def _tile_visible(M, n0, n1, seqlen_k, shift, window, device):
+    left, right = window
+    i = torch.arange(M, device=device).unsqueeze(1)
+    j = torch.arange(n0, n1, device=device).unsqueeze(0)
+    ok = j < seqlen_k
+    if right >= 0:
+        ok = ok & (j - i <= shift + right)
+    if left >= 0:
+        ok = ok & (j - i >= shift - left)
+    return ok
+
+
+def _acc_dtype(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _grouped(q, HK):
+    """(B, M, H, D) -> (B, HK, G, M, D) view."""
+    B, M, H, D = q.shape
+    return q.transpose(1, 2).reshape(B, HK, H // HK, M, D)
+
+
+def _scores(qg, kt, scale, softcap):
+    s = torch.matmul(qg, kt.unsqueeze(2).transpose(-1, -2)) * scale
+    t = None
+    if softcap > 0:
+        t = torch.tanh(s / softcap)
+        s = softcap * t
+    return s, t
+
+
+def attention_fwd_cpu(q, k, v, *, softmax_scale, window, softcap, shift_extra=0):
+    """q (B, M, H, D), k/v (B, N, HK, D) -> out (B, M, H, D) in q.dtype, lse (B, H, M) fp32."""
+    B, M, H, D = q.shape
+    N, HK = k.shape[1], k.shape[2]
+    adt = _acc_dtype(q.dtype)
+    qg = _grouped(q, HK).to(adt)
+    kt_all = k.transpose(1, 2).to(adt)  # B HK N D
+    vt_all = v.transpose(1, 2).to(adt)
+    shift = N - M + shift_extra
+    o = torch.zeros(B, HK, H // HK, M, v.shape[-1], dtype=adt)
+    lse = torch.full((B, HK, H // HK, M), float("-inf"), dtype=torch.float32)
+    for n0 in range(0, N, KEY_TILE):
+        n1 = min(N, n0 + KEY_TILE)
+        ok = _tile_visible(M, n0, n1, N, shift, window, q.device)
+        if not bool(ok.any()):
+            continue
+        s, _ = _scores(qg, kt_all[:, :, n0:n1], softmax_scale, softcap)
+        s = s.masked_fill(~ok, float("-inf"))
+        o_t, lse_t = tile_state(s, vt_all[:, :, n0:n1].unsqueeze(2))
+        o, lse = merge(o, lse, o_t, lse_t)
+        o = o.to(adt)
+    out = o.reshape(B, H, M, v.shape[-1]).transpose(1, 2).to(q.dtype).contiguous()
+    return out, lse.reshape(B, H, M).contiguous()
+
+
+def attention_bwd_cpu(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, softcap, shift_extra=0):
+    B, M, H, D = q.shape
+    N, HK = k.shape[1], k.shape[2]
+    G = H // HK
+    adt = _acc_dtype(q.dtype)
+    qg = _grouped(q, HK).to(adt)
+    dog = _grouped(dout, HK).to(adt)
+    delta = (dout.to(adt) * out.to(adt)).sum(-1).transpose(1, 2).reshape(B, HK, G, M)
+    if dlse is not None:
+        delta = delta - dlse.to(adt).reshape(B, HK, G, M)
+    lse_g = lse.to(adt).reshape(B, HK, G, M)
+    lse_g = torch.where(torch.isneginf(lse_g), torch.full_like(lse_g, float("inf")), lse_g)
+    kt_all = k.transpose(1, 2).to(adt)
+    vt_all = v.transpose(1, 2).to(adt)
+    shift = N - M + shift_extra
+    dq = torch.zeros_like(qg)
+    dk = torch.zeros(B, HK, N, D, dtype=adt)
+    dv = torch.zeros(B, HK, N, v.shape[-1], dtype=adt)
+    for n0 in range(0, N, KEY_TILE):
+        n1 = min(N, n0 + KEY_TILE)
+        ok = _tile_visible(M, n0, n1, N, shift, window, q.device)
+        if not bool(ok.any()):
+            continue
+        kt = kt_all[:, :, n0:n1]
+        vt = vt_all[:, :, n0:n1]
+        s, t = _scores(qg, kt, softmax_scale, softcap)
+        p = torch.exp(s - lse_g.unsqueeze(-1)).masked_fill(~ok, 0.0)  # B HK G M n
+        dv[:, :, n0:n1] = torch.matmul(p.transpose(-1, -2), dog).sum(2)
+        dp = torch.matmul(dog, vt.unsqueeze(2).transpose(-1, -2))
+        ds = p * (dp - delta.unsqueeze(-1))
+        if t is not None:
+            ds = ds * (1.0 - t * t)
+        dq += torch.matmul(ds, kt.unsqueeze(2)) * softmax_scale
+        dk[:, :, n0:n1] = torch.matmul(ds.transpose(-1, -2), qg).sum(2) * softmax_scale
+    dq = dq.reshape(B, H, M, D).transpose(1, 2).to(q.dtype).contiguous()
+    dk = dk.transpose(1, 2).to(k.dtype).contiguous()
+    dv = dv.transpose(1, 2).to(v.dtype).contiguous()
+    return dq, dk, dv
+
+
+def _split(t, cu, b):
+    return t[int(cu[b]):int(cu[b + 1])].unsqueeze(0)
+
+
+def varlen_fwd_cpu(q, k, v, cu_q, cu_k, **kw):
+    T, H, D = q.shape
+    out = torch.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype)
+    lse = torch.empty(H, T, dtype=torch.float32)
+    cu_q, cu_k = cu_q.tolist(), cu_k.tolist()
+    for b in range(len(cu_q) - 1):
+        o, l = attention_fwd_cpu(_split(q, cu_q, b), _split(k, cu_k, b), _split(v, cu_k, b), **kw)
+        out[cu_q[b]:cu_q[b + 1]] = o[0]
+        lse[:, cu_q[b]:cu_q[b + 1]] = l[0]
+    return out, lse
+
+
+def varlen_bwd_cpu(dout, q, k, v, out, lse, cu_q, cu_k, *, dlse=None, **kw):
+    dq = torch.empty(q.shape, dtype=q.dtype)
+    dk = torch.zeros(k.shape, dtype=k.dtype)
+    dv = torch.zeros(v.shape, dtype=v.dtype)
+    cu_q, cu_k = cu_q.tolist(), cu_k.tolist()
+    for b in range(len(cu_q) - 1):
+        qs, qe, ks, ke = cu_q[b], cu_q[b + 1], cu_k[b], cu_k[b + 1]
+        dl = None if dlse is None else dlse[:, qs:qe].unsqueeze(0)
+        g = attention_bwd_cpu(dout[qs:qe].unsqueeze(0), q[qs:qe].unsqueeze(0), k[ks:ke].unsqueeze(0),
+                              v[ks:ke].unsqueeze(0), out[qs:qe].unsqueeze(0), lse[:, qs:qe].unsqueeze(0),
+                              dlse=dl, **kw)
+        dq[qs:qe], dk[ks:ke], dv[ks:ke] = g[0][0], g[1][0], g[2][0]
+    return dq, dk, dv

@@ -1,0 +1,93 @@
+"""Attention as torch.library custom ops (fake implementations for torch.compile, autograd
+registered), dispatching to the Triton launchers or the CPU fold by device.
+
+The forward saves q, k, v, out and lse — O(seqlen) beyond the inputs; nothing N×N.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..common.dispatch import backend_for
+from . import cpu
+from .backward import attention_bwd
+from .forward import attention_fwd
+
+
+def _lse_shape(q, cu_seqlens_q):
+    if cu_seqlens_q is not None:
+        return (q.shape[1], q.shape[0])
+    return (q.shape[0], q.shape[2], q.shape[1])
+
+
+@torch.library.custom_op("tilefold::attention_fwd", mutates_args=())
+def attention_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     cu_seqlens_q: Optional[torch.Tensor], cu_seqlens_k: Optional[torch.Tensor],
+                     max_seqlen_q: int, max_seqlen_k: int, softmax_scale: float,
+                     window_left: int, window_right: int, softcap: float,
+                     shift_extra: int) -> tuple[torch.Tensor, torch.Tensor]:
+    window = (window_left, window_right)
+    if backend_for(q) == "triton":
+        return attention_fwd(q, k, v, softmax_scale=softmax_scale, window=window, softcap=softcap,
+                             cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k,
+                             max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, shift_extra=shift_extra)
+    kw = dict(softmax_scale=softmax_scale, window=window, softcap=softcap, shift_extra=shift_extra)
+    if cu_seqlens_q is not None:
+        return cpu.varlen_fwd_cpu(q, k, v, cu_seqlens_q, cu_seqlens_k, **kw)
+    return cpu.attention_fwd_cpu(q, k, v, **kw)
+
+
+@attention_fwd_op.register_fake
+def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
+      window_left, window_right, softcap, shift_extra):
+    out = torch.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype, device=q.device)
+    lse = torch.empty(_lse_shape(q, cu_seqlens_q), dtype=torch.float32, device=q.device)
+    return out, lse
+
+
+@torch.library.custom_op("tilefold::attention_bwd", mutates_args=())
+def attention_bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     out: torch.Tensor, lse: torch.Tensor, dlse: Optional[torch.Tensor],
+                     cu_seqlens_q: Optional[torch.Tensor], cu_seqlens_k: Optional[torch.Tensor],
+                     max_seqlen_q: int, max_seqlen_k: int, softmax_scale: float,
+                     window_left: int, window_right: int, softcap: float,
+                     shift_extra: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    window = (window_left, window_right)
+    if backend_for(q) == "triton":
+        return attention_bwd(dout, q, k, v, out, lse, dlse=dlse, softmax_scale=softmax_scale, window=window,
+                             softcap=softcap, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k,
+                             max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, shift_extra=shift_extra)
+    kw = dict(softmax_scale=softmax_scale, window=window, softcap=softcap, shift_extra=shift_extra)
+    if cu_seqlens_q is not None:
+        return cpu.varlen_bwd_cpu(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, dlse=dlse, **kw)
+    return cpu.attention_bwd_cpu(dout, q, k, v, out, lse, dlse=dlse, **kw)
+
+
+@attention_bwd_op.register_fake
+def _(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+      softmax_scale, window_left, window_right, softcap, shift_extra):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.set_materialize_grads(False)
+    q, k, v, cu_q, cu_k, max_q, max_k, scale, wl, wr, softcap, shift_extra = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k)
+    ctx.args = (max_q, max_k, scale, wl, wr, softcap, shift_extra)
+
+
+def _backward(ctx, dout, dlse):
+    q, k, v, out, lse, cu_q, cu_k = ctx.saved_tensors
+    if dout is None:
+        dout = torch.zeros_like(out)
+    if dout.stride(-1) != 1:
+        dout = dout.contiguous()
+    if dlse is not None:
+        dlse = dlse.contiguous()
+    dq, dk, dv = attention_bwd_op(dout, q, k, v, out, lse, dlse, cu_q, cu_k, *ctx.args)
+    return dq, dk, dv, None, None, None, None, None, None, None, None, None
+
+
+attention_fwd_op.register_autograd(_backward, setup_context=_setup_context)

@@ -1,0 +1,107 @@
+"""Public exact-attention functions: validate at the boundary, then dispatch to the custom ops."""
+from __future__ import annotations
+
+import torch
+
+from ..common.validate import (_validate_cu_seqlens, _validate_last_contiguous, _validate_same,
+                               _validate_scale, _validate_softcap, _validate_tensor, _validate_window)
+from .function import attention_fwd_op
+
+MAX_HEADDIM = 256
+
+_MASK_DOC = """
+    Masks are aligned to the bottom-right corner: with ``shift = seqlen_k - seqlen_q``, query ``i`` may
+    see key ``j`` iff ``i + shift - left <= j <= i + shift + right`` (``window_size = (left, right)``,
+    -1 = unbounded; ``causal=True`` sets ``right = 0``). Causal with seqlen_q=2, seqlen_k=5 and with
+    seqlen_q=5, seqlen_k=2 (1 = visible)::
+
+        (2, 5)        (5, 2)
+        1 1 1 1 0     0 0
+        1 1 1 1 1     0 0
+                      0 0
+                      1 0
+                      1 1
+
+    A row that sees no key (the first three rows on the right) gets output 0 and lse -inf.
+"""
+
+
+def _options(q, D, softmax_scale, causal, window_size, softcap, dropout_p, return_attn_probs):
+    if D > MAX_HEADDIM or D < 1:
+        raise ValueError(f"q: expected head dim in [1, {MAX_HEADDIM}], got {D}")
+    scale = _validate_scale(softmax_scale, D)
+    left, right = _validate_window(window_size)
+    if causal:
+        right = 0 if right < 0 else min(right, 0)
+    softcap = _validate_softcap(softcap)
+    if dropout_p != 0.0:
+        raise NotImplementedError("dropout_p > 0 is not implemented yet (the dropout issue adds it)")
+    if return_attn_probs:
+        raise NotImplementedError("return_attn_probs is not implemented yet (the dropout issue adds it)")
+    return scale, left, right, softcap
+
+
+def _check_qkv(q, k, v, ndim):
+    names = ("q", "k", "v")
+    for n, t in zip(names, (q, k, v)):
+        _validate_tensor(n, t, ndim)
+        _validate_last_contiguous(n, t)
+    _validate_same(names, (q, k, v), "dtype")
+    _validate_same(names, (q, k, v), "device")
+    if k.shape != v.shape:
+        raise ValueError(f"v: expected shape {tuple(k.shape)} (as k), got {tuple(v.shape)}")
+    if k.shape[-1] != q.shape[-1]:
+        raise ValueError(f"k: expected head dim {q.shape[-1]} (as q), got {k.shape[-1]}")
+    H, HK = q.shape[-2], k.shape[-2]
+    if HK < 1 or H % HK != 0:
+        raise ValueError(f"k: expected heads_k dividing heads={H}, got heads_k={HK}")
+
+
+def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
+              return_lse=False, deterministic=False, dropout_p=0.0, return_attn_probs=False):
+    """Exact attention ``softmax(scale · q kᵀ) v``, fused: the seqlen_q × seqlen_k matrix is never stored.
+
+    Args:
+        q: (batch, seqlen_q, heads, headdim); k, v: (batch, seqlen_k, heads_k, headdim). fp16, bf16
+            (GPU) or fp32; last dim contiguous, other strides arbitrary. headdim <= 256. ``heads`` must
+            be a multiple of ``heads_k`` (GQA/MQA: query head h uses key head h // (heads / heads_k)).
+        softmax_scale: defaults to headdim ** -0.5.
+        causal, window_size: the mask (below).
+        softcap: if > 0, scores become ``softcap · tanh(scores / softcap)`` before the softmax.
+        return_lse: also return lse (batch, heads, seqlen_q), fp32, natural log.
+        deterministic: accepted for flash_attn compatibility; the backward is always deterministic
+            (dK/dV of a GQA group are summed in registers and dQ has its own pass: no atomics).
+    """
+    _check_qkv(q, k, v, 4)
+    B, M, H, D = q.shape
+    if k.shape[0] != B:
+        raise ValueError(f"k: expected batch {B} (as q), got {k.shape[0]}")
+    scale, left, right, softcap = _options(q, D, softmax_scale, causal, window_size, softcap,
+                                           dropout_p, return_attn_probs)
+    out, lse = attention_fwd_op(q, k, v, None, None, M, k.shape[1], scale, left, right, softcap, 0)
+    return (out, lse) if return_lse else out
+
+
+def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *,
+                     softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
+                     return_lse=False, deterministic=False, dropout_p=0.0, return_attn_probs=False):
+    """Attention over packed sequences: q (total_q, heads, headdim), k/v (total_k, heads_k, headdim);
+    sequence b is rows ``cu_seqlens_q[b]:cu_seqlens_q[b+1]`` of q and ``cu_seqlens_k[b]:cu_seqlens_k[b+1]``
+    of k/v (int32, batch + 1 values, starting at 0). max_seqlen_q/k bound the lengths. Empty sequences
+    are allowed. Same options as :func:`attention`; lse is (heads, total_q). Masks are per sequence."""
+    _check_qkv(q, k, v, 3)
+    T, H, D = q.shape
+    _validate_cu_seqlens("cu_seqlens_q", cu_seqlens_q, T, max_seqlen_q, "max_seqlen_q", q.device)
+    _validate_cu_seqlens("cu_seqlens_k", cu_seqlens_k, k.shape[0], max_seqlen_k, "max_seqlen_k", q.device)
+    if cu_seqlens_q.numel() != cu_seqlens_k.numel():
+        raise ValueError(f"cu_seqlens_k: expected {cu_seqlens_q.numel()} values (as cu_seqlens_q), "
+                         f"got {cu_seqlens_k.numel()}")
+    scale, left, right, softcap = _options(q, D, softmax_scale, causal, window_size, softcap,
+                                           dropout_p, return_attn_probs)
+    out, lse = attention_fwd_op(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                                scale, left, right, softcap, 0)
+    return (out, lse) if return_lse else out
+
+
+attention.__doc__ += _MASK_DOC
+varlen_attention.__doc__ += _MASK_DOC

@@ -1,0 +1,81 @@
+"""Small validators for the public boundary. Each raises ValueError naming the argument, what was
+expected and what was given. Kernels assume valid input."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _validate_tensor(name, t, ndim, dtypes=FLOAT_DTYPES):
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != ndim:
+        raise ValueError(f"{name}: expected {ndim} dims, got shape {tuple(t.shape)}")
+    if dtypes is not None and t.dtype not in dtypes:
+        raise ValueError(f"{name}: expected dtype in {[str(d) for d in dtypes]}, got {t.dtype}")
+
+
+def _validate_same(names, tensors, what):
+    first = getattr(tensors[0], what)
+    for n, t in zip(names[1:], tensors[1:]):
+        if getattr(t, what) != first:
+            raise ValueError(f"{n}: expected {what} {first} (as {names[0]}), got {getattr(t, what)}")
+
+
+def _validate_last_contiguous(name, t):
+    if t.numel() > 0 and t.shape[-1] > 1 and t.stride(-1) != 1:
+        raise ValueError(f"{name}: expected the last dimension contiguous (stride 1), got strides {t.stride()}")
+
+
+def _validate_window(window_size):
+    if not (isinstance(window_size, (tuple, list)) and len(window_size) == 2):
+        raise ValueError(f"window_size: expected a pair (left, right), got {window_size!r}")
+    left, right = (int(w) for w in window_size)
+    if left < -1 or right < -1:
+        raise ValueError(f"window_size: expected values >= -1 (-1 = unbounded), got {tuple(window_size)}")
+    return left, right
+
+
+def _validate_softcap(softcap):
+    if not isinstance(softcap, (int, float)) or not math.isfinite(softcap) or softcap < 0:
+        raise ValueError(f"softcap: expected a finite number >= 0, got {softcap!r}")
+    return float(softcap)
+
+
+def _validate_scale(softmax_scale, D):
+    if softmax_scale is None:
+        return 1.0 / math.sqrt(D)
+    if not isinstance(softmax_scale, (int, float)) or not math.isfinite(softmax_scale):
+        raise ValueError(f"softmax_scale: expected a finite number or None, got {softmax_scale!r}")
+    return float(softmax_scale)
+
+
+def _validate_cu_seqlens(name, cu, total, max_seqlen, max_name, device):
+    """cu_seqlens: int32 (batch+1,), starts at 0, non-decreasing, last == total; max_seqlen >= every
+    length. The value checks read the tensor on the host (skipped while torch.compile traces)."""
+    if not isinstance(cu, torch.Tensor):
+        raise ValueError(f"{name}: expected an int32 torch.Tensor, got {type(cu).__name__}")
+    if cu.dtype != torch.int32:
+        raise ValueError(f"{name}: expected dtype torch.int32, got {cu.dtype}")
+    if cu.dim() != 1 or cu.numel() < 1:
+        raise ValueError(f"{name}: expected shape (batch + 1,), got {tuple(cu.shape)}")
+    if cu.device != device:
+        raise ValueError(f"{name}: expected device {device} (as q), got {cu.device}")
+    if not isinstance(max_seqlen, int) or max_seqlen < 0:
+        raise ValueError(f"{max_name}: expected an int >= 0, got {max_seqlen!r}")
+    if torch.compiler.is_compiling():
+        return
+    vals = cu.tolist()
+    if vals[0] != 0:
+        raise ValueError(f"{name}: expected first value 0, got {vals[0]}")
+    lens = [b - a for a, b in zip(vals[:-1], vals[1:])]
+    if any(n < 0 for n in lens):
+        raise ValueError(f"{name}: expected non-decreasing values, got {vals}")
+    if vals[-1] != total:
+        raise ValueError(f"{name}: expected last value == total tokens {total}, got {vals[-1]}")
+    longest = max(lens, default=0)
+    if longest > max_seqlen:
+        raise ValueError(f"{max_name}: expected >= the longest sequence ({longest}), got {max_seqlen}")
