@@ -1,0 +1,409 @@
+"""GLA by chunks: chunk_gla (states materialized, chunks in parallel) and fused_chunk_gla (state on chip).
+
+Inside a chunk of BT = 64 positions, gc is the chunk-local cumulative sum of the floored gates. The
+output of row t is  scale * (q_t * exp(gc_t)) @ h_chunk_start  +  sum_{s <= t} A[t, s] v_s  with
+A[t, s] = scale * sum_k q_tk k_sk exp(gc_tk - gc_sk). A is built from sub-chunks of BC = 16:
+an off-diagonal block (rows in sub-chunk i, columns in sub-chunk j < i) is re-referenced to the gate at
+the first row n of sub-chunk i:  (q_i * exp(gc_i - gc_n)) @ (k_j * exp(gc_n - gc_j))^T, both exponents
+<= 0; a diagonal block is formed column by column with exp(gc_t - gc_s), t >= s. No exp() ever sees a
+positive argument, so no inf, and no inf * 0.
+
+Kernels: fwd_h (states at chunk starts, the gc table, final state), fwd_o (per chunk; with FUSED the
+same program walks all chunks carrying the state), bwd_dh (state gradients, reverse), bwd_dqkv (per chunk).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .utils import G_FLOOR, dot_precision, gla_bwd_dg
+
+BT = 64
+BC = 16
+
+
+@triton.jit
+def _tile(ptr, rows, m_rows, i_h, H, D: tl.constexpr, cols, m_cols):
+    return tl.load(ptr + rows[:, None] * H * D + i_h * D + cols[None, :],
+                   mask=m_rows[:, None] & m_cols[None, :], other=0.0)
+
+
+@triton.jit
+def _row(ptr, row, i_h, H, D: tl.constexpr, cols, m_cols):
+    return tl.load(ptr + row * H * D + i_h * D + cols, mask=m_cols, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _diag_A(k, gc, b_q, b_g, row0, L, i_h, H, K: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr):
+    """A[t, s] = sum_k b_q[t] k_s exp(b_g[t] - gc_s) for s <= t < L (rows of one sub-chunk starting at
+    global row row0, L valid rows); b_q already scaled, fp32."""
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    r = tl.arange(0, BC)
+    b_A = tl.zeros([BC, BC], dtype=tl.float32)
+    for s in range(0, tl.minimum(L, BC)):
+        b_ks = _row(k, row0 + s, i_h, H, K, o_k, m_k)
+        b_gs = _row(gc, row0 + s, i_h, H, K, o_k, m_k)
+        cond = (r >= s) & (r < L)
+        b_e = tl.exp(tl.where(cond[:, None], b_g - b_gs[None, :], 0.0))
+        b_a = tl.where(cond, tl.sum(b_q * b_ks[None, :] * b_e, axis=1), 0.0)
+        b_A = tl.where(r[None, :] == s, b_a[:, None], b_A)
+    return b_A
+
+
+@triton.jit
+def _chunk_fwd_o(q, k, v, gc, o, b_h, row0, L, i_h, H, i_v, scale, K: tl.constexpr, V: tl.constexpr,
+                 BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                 PREC: tl.constexpr):
+    """o rows [row0, row0 + L) of one chunk, V columns of block i_v, given the chunk-start state b_h."""
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_v = o_v < V
+    DT = k.dtype.element_ty
+    b_hc = b_h.to(DT)
+    for i in tl.static_range(BT // BC):
+        if i * BC < L:
+            r_i = i * BC + tl.arange(0, BC)
+            m_i = r_i < L
+            b_q = _tile(q, row0 + r_i, m_i, i_h, H, K, o_k, m_k).to(tl.float32) * scale
+            b_g = _tile(gc, row0 + r_i, m_i, i_h, H, K, o_k, m_k)
+            b_gn = _row(gc, row0 + i * BC, i_h, H, K, o_k, m_k)
+            b_o = tl.dot((b_q * tl.exp(b_g)).to(DT), b_hc, input_precision=PREC)
+            b_qn = (b_q * tl.exp(tl.where(m_i[:, None], b_g - b_gn[None, :], 0.0))).to(DT)
+            for j in tl.static_range(i):
+                r_j = j * BC + tl.arange(0, BC)
+                m_j = r_j < L
+                b_k = _tile(k, row0 + r_j, m_j, i_h, H, K, o_k, m_k).to(tl.float32)
+                b_gk = _tile(gc, row0 + r_j, m_j, i_h, H, K, o_k, m_k)
+                b_kn = (b_k * tl.exp(b_gn[None, :] - b_gk)).to(DT)
+                b_A = tl.dot(b_qn, tl.trans(b_kn), input_precision=PREC)
+                b_vj = _tile(v, row0 + r_j, m_j, i_h, H, V, o_v, m_v)
+                b_o += tl.dot(b_A.to(DT), b_vj, input_precision=PREC)
+            b_A = _diag_A(k, gc, b_q, b_g, row0 + i * BC, L - i * BC, i_h, H, K, BC, BK)
+            b_vi = _tile(v, row0 + r_i, m_i, i_h, H, V, o_v, m_v)
+            b_o += tl.dot(b_A.to(DT), b_vi, input_precision=PREC)
+            p_o = o + (row0 + r_i)[:, None] * H * V + i_h * V + o_v[None, :]
+            tl.store(p_o, b_o.to(o.dtype.element_ty), mask=m_i[:, None] & m_v[None, :])
+
+
+@triton.jit
+def _chunk_gc(g, row0, L, i_h, H, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, G_MIN: tl.constexpr):
+    """(gc [BT, BK] chunk-local cumsum of floored gates (0 on invalid rows... continued), gc at last row)."""
+    o_k = tl.arange(0, BK)
+    r = tl.arange(0, BT)
+    m_t = r < L
+    b_g = tl.load(g + (row0 + r)[:, None] * H * K + i_h * K + o_k[None, :],
+                  mask=m_t[:, None] & (o_k < K)[None, :], other=0.0).to(tl.float32)
+    b_g = tl.where(m_t[:, None], tl.maximum(b_g, G_MIN), 0.0)
+    b_gc = tl.cumsum(b_g, axis=0)
+    b_glast = tl.sum(tl.where((r == L - 1)[:, None], b_gc, 0.0), axis=0)
+    return b_gc, b_glast
+
+
+@triton.jit
+def _state_update(k, v, b_h, b_gc, b_glast, row0, L, i_h, H, i_v, K: tl.constexpr, V: tl.constexpr,
+                  BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr):
+    o_k = tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    r = tl.arange(0, BT)
+    m_t = r < L
+    b_k = _tile(k, row0 + r, m_t, i_h, H, K, o_k, o_k < K).to(tl.float32)
+    b_v = _tile(v, row0 + r, m_t, i_h, H, V, o_v, o_v < V)
+    b_kd = (b_k * tl.exp(b_glast[None, :] - b_gc)).to(k.dtype.element_ty)
+    return b_h * tl.exp(b_glast)[:, None] + tl.dot(tl.trans(b_kd), b_v, input_precision=PREC)
+
+
+@triton.jit
+def chunk_gla_fwd_h_kernel(k, v, g, gc, h, h0, ht, cu_seqlens, chunk_offsets, H, K: tl.constexpr,
+                           V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                           HAS_H0: tl.constexpr, STORE_H: tl.constexpr, STORE_GC: tl.constexpr,
+                           STORE_HT: tl.constexpr, G_MIN: tl.constexpr, PREC: tl.constexpr):
+    """Grid (NV, N*H). h[c] = state at the start of global chunk c; gc = chunk-local gate cumsum."""
+    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_n, i_h = i_nh // H, i_nh % H
+    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+    T = tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos
+    boh = tl.load(chunk_offsets + i_n).to(tl.int64)
+    o_k = tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_h = (o_k < K)[:, None] & (o_v < V)[None, :]
+    off_h = o_k[:, None] * V + o_v[None, :]
+    b_h = tl.zeros([BK, BV], dtype=tl.float32)
+    if HAS_H0:
+        b_h += tl.load(h0 + i_nh.to(tl.int64) * K * V + off_h, mask=m_h, other=0.0)
+    r = tl.arange(0, BT)
+    for i_t in range(0, tl.cdiv(T, BT)):
+        if STORE_H:
+            tl.store(h + ((boh + i_t) * H + i_h) * K * V + off_h, b_h, mask=m_h)
+        row0 = bos + i_t * BT
+        L = tl.minimum(T - i_t * BT, BT)
+        b_gc, b_glast = _chunk_gc(g, row0, L, i_h, H, K, BT, BK, G_MIN)
+        if STORE_GC:
+            if i_v == 0:
+                tl.store(gc + (row0 + r)[:, None] * H * K + i_h * K + o_k[None, :], b_gc,
+                         mask=(r < L)[:, None] & (o_k < K)[None, :])
+        b_h = _state_update(k, v, b_h, b_gc, b_glast, row0, L, i_h, H, i_v, K, V, BT, BK, BV, PREC)
+    if STORE_HT:
+        tl.store(ht + i_nh.to(tl.int64) * K * V + off_h, b_h, mask=m_h)
+
+
+@triton.jit
+def chunk_gla_fwd_o_kernel(q, k, v, g, gc, o, h, h0, ht, cu_seqlens, chunk_indices, scale, H,
+                           K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+                           BK: tl.constexpr, BV: tl.constexpr, FUSED: tl.constexpr, HAS_H0: tl.constexpr,
+                           STORE_HT: tl.constexpr, G_MIN: tl.constexpr, PREC: tl.constexpr):
+    """FUSED=False: grid (NV, NT_total, H), one chunk per program, its start state read from h.
+    FUSED=True: grid (NV, N*H), the program walks its sequence's chunks with the state in registers,
+    writing each chunk's gc (read back by the same program after a barrier)."""
+    i_v = tl.program_id(0)
+    o_k = tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_h = (o_k < K)[:, None] & (o_v < V)[None, :]
+    off_h = o_k[:, None] * V + o_v[None, :]
+    if FUSED:
+        i_nh = tl.program_id(1)
+        i_n, i_h = i_nh // H, i_nh % H
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        T = tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos
+        b_h = tl.zeros([BK, BV], dtype=tl.float32)
+        if HAS_H0:
+            b_h += tl.load(h0 + i_nh.to(tl.int64) * K * V + off_h, mask=m_h, other=0.0)
+        r = tl.arange(0, BT)
+        for i_t in range(0, tl.cdiv(T, BT)):
+            row0 = bos + i_t * BT
+            L = tl.minimum(T - i_t * BT, BT)
+            b_gc, b_glast = _chunk_gc(g, row0, L, i_h, H, K, BT, BK, G_MIN)
+            tl.store(gc + (row0 + r)[:, None] * H * K + i_h * K + o_k[None, :], b_gc,
+                     mask=(r < L)[:, None] & (o_k < K)[None, :])
+            tl.debug_barrier()
+            _chunk_fwd_o(q, k, v, gc, o, b_h, row0, L, i_h, H, i_v, scale, K, V, BT, BC, BK, BV, PREC)
+            b_h = _state_update(k, v, b_h, b_gc, b_glast, row0, L, i_h, H, i_v, K, V, BT, BK, BV, PREC)
+        if STORE_HT:
+            tl.store(ht + i_nh.to(tl.int64) * K * V + off_h, b_h, mask=m_h)
+    else:
+        i_c, i_h = tl.program_id(1), tl.program_id(2)
+        i_n = tl.load(chunk_indices + 2 * i_c)
+        i_t = tl.load(chunk_indices + 2 * i_c + 1)
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        T = tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos
+        row0 = bos + i_t * BT
+        L = tl.minimum(T - i_t * BT, BT)
+        b_h = tl.load(h + (i_c.to(tl.int64) * H + i_h) * K * V + off_h, mask=m_h, other=0.0)
+        _chunk_fwd_o(q, k, v, gc, o, b_h, row0, L, i_h, H, i_v, scale, K, V, BT, BC, BK, BV, PREC)
+
+
+@triton.jit
+def chunk_gla_bwd_dh_kernel(q, gc, do, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, H, K: tl.constexpr,
+                            V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                            HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr):
+    """Grid (NV, N*H), reverse over chunks: dh[c] = gradient of the state at the END of chunk c."""
+    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_n, i_h = i_nh // H, i_nh % H
+    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+    T = tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos
+    boh = tl.load(chunk_offsets + i_n).to(tl.int64)
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_v = o_v < V
+    m_h = m_k[:, None] & m_v[None, :]
+    off_h = o_k[:, None] * V + o_v[None, :]
+    b_dh = tl.zeros([BK, BV], dtype=tl.float32)
+    if HAS_DHT:
+        b_dh += tl.load(dht + i_nh.to(tl.int64) * K * V + off_h, mask=m_h, other=0.0)
+    r = tl.arange(0, BT)
+    NT = tl.cdiv(T, BT)
+    for i in range(0, NT):
+        i_t = NT - 1 - i
+        tl.store(dh + ((boh + i_t) * H + i_h) * K * V + off_h, b_dh, mask=m_h)
+        row0 = bos + i_t * BT
+        L = tl.minimum(T - i_t * BT, BT)
+        m_t = r < L
+        b_q = _tile(q, row0 + r, m_t, i_h, H, K, o_k, m_k).to(tl.float32)
+        b_g = _tile(gc, row0 + r, m_t, i_h, H, K, o_k, m_k)
+        b_glast = _row(gc, row0 + L - 1, i_h, H, K, o_k, m_k)
+        b_do = _tile(do, row0 + r, m_t, i_h, H, V, o_v, m_v)
+        b_qe = (b_q * tl.exp(b_g) * scale).to(do.dtype.element_ty)
+        b_dh = b_dh * tl.exp(b_glast)[:, None] + tl.dot(tl.trans(b_qe), b_do, input_precision=PREC)
+    if STORE_DH0:
+        tl.store(dh0 + i_nh.to(tl.int64) * K * V + off_h, b_dh, mask=m_h)
+
+
+@triton.jit
+def chunk_gla_bwd_dqkv_kernel(q, k, v, gc, do, h, dh, dq, dk, dv, cu_seqlens, chunk_indices, scale, H,
+                              K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+                              BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr):
+    """Grid (NT_total, H): dq, dk (fp32) and dv of one chunk; V in blocks of BV."""
+    i_c, i_h = tl.program_id(0), tl.program_id(1)
+    i_n = tl.load(chunk_indices + 2 * i_c)
+    i_t = tl.load(chunk_indices + 2 * i_c + 1)
+    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+    T = tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos
+    row0 = bos + i_t * BT
+    L = tl.minimum(T - i_t * BT, BT)
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    r = tl.arange(0, BC)
+    DT = k.dtype.element_ty
+    p_hc = (i_c.to(tl.int64) * H + i_h) * K * V
+    NV = tl.cdiv(V, BV)
+    b_glast = _row(gc, row0 + L - 1, i_h, H, K, o_k, m_k)
+    # dq, row sub-chunk by row sub-chunk
+    for i in tl.static_range(BT // BC):
+        if i * BC < L:
+            r_i = i * BC + r
+            m_i = r_i < L
+            b_g = _tile(gc, row0 + r_i, m_i, i_h, H, K, o_k, m_k)
+            b_gn = _row(gc, row0 + i * BC, i_h, H, K, o_k, m_k)
+            b_inter = tl.zeros([BC, BK], dtype=tl.float32)
+            b_off = tl.zeros([BC, BK], dtype=tl.float32)
+            b_dA = tl.zeros([BC, BC], dtype=tl.float32)
+            for i_v in range(0, NV):
+                o_v = i_v * BV + tl.arange(0, BV)
+                m_v = o_v < V
+                b_do = _tile(do, row0 + r_i, m_i, i_h, H, V, o_v, m_v)
+                b_h = tl.load(h + p_hc + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :],
+                              other=0.0)
+                b_inter += tl.dot(b_do, tl.trans(b_h.to(DT)), input_precision=PREC)
+                for j in tl.static_range(i):
+                    r_j = j * BC + r
+                    b_vj = _tile(v, row0 + r_j, r_j < L, i_h, H, V, o_v, m_v)
+                    b_dAj = tl.dot(b_do, tl.trans(b_vj), input_precision=PREC)
+                    b_k = _tile(k, row0 + r_j, r_j < L, i_h, H, K, o_k, m_k).to(tl.float32)
+                    b_gk = _tile(gc, row0 + r_j, r_j < L, i_h, H, K, o_k, m_k)
+                    b_kn = (b_k * tl.exp(b_gn[None, :] - b_gk)).to(DT)
+                    b_off += tl.dot(b_dAj.to(DT), b_kn, input_precision=PREC)
+                b_vi = _tile(v, row0 + r_i, m_i, i_h, H, V, o_v, m_v)
+                b_dA += tl.dot(b_do, tl.trans(b_vi), input_precision=PREC)
+            b_dq = b_inter * tl.exp(b_g) + b_off * tl.exp(tl.where(m_i[:, None], b_g - b_gn[None, :], 0.0))
+            for s in range(0, tl.minimum(L - i * BC, BC)):
+                b_ks = _row(k, row0 + i * BC + s, i_h, H, K, o_k, m_k)
+                b_gs = _row(gc, row0 + i * BC + s, i_h, H, K, o_k, m_k)
+                cond = (r >= s) & m_i
+                b_col = tl.sum(tl.where(r[None, :] == s, b_dA, 0.0), axis=1)
+                b_e = tl.exp(tl.where(cond[:, None], b_g - b_gs[None, :], 0.0))
+                b_dq += tl.where(cond[:, None], b_col[:, None] * b_ks[None, :] * b_e, 0.0)
+            tl.store(dq + (row0 + r_i)[:, None] * H * K + i_h * K + o_k[None, :], b_dq * scale,
+                     mask=m_i[:, None] & m_k[None, :])
+    # dk, dv, column sub-chunk by column sub-chunk
+    for j in tl.static_range(BT // BC):
+        if j * BC < L:
+            r_j = j * BC + r
+            m_j = r_j < L
+            b_k = _tile(k, row0 + r_j, m_j, i_h, H, K, o_k, m_k).to(tl.float32)
+            b_gk = _tile(gc, row0 + r_j, m_j, i_h, H, K, o_k, m_k)
+            b_qj = _tile(q, row0 + r_j, m_j, i_h, H, K, o_k, m_k).to(tl.float32) * scale
+            b_kd = (b_k * tl.exp(b_glast[None, :] - b_gk)).to(DT)
+            b_inter = tl.zeros([BC, BK], dtype=tl.float32)
+            b_intra = tl.zeros([BC, BK], dtype=tl.float32)
+            b_Ajj = _diag_A(k, gc, b_qj, b_gk, row0 + j * BC, L - j * BC, i_h, H, K, BC, BK)
+            b_dAjj = tl.zeros([BC, BC], dtype=tl.float32)
+            for i_v in range(0, NV):
+                o_v = i_v * BV + tl.arange(0, BV)
+                m_v = o_v < V
+                b_v = _tile(v, row0 + r_j, m_j, i_h, H, V, o_v, m_v)
+                b_doj = _tile(do, row0 + r_j, m_j, i_h, H, V, o_v, m_v)
+                b_dh = tl.load(dh + p_hc + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :],
+                               other=0.0)
+                b_inter += tl.dot(b_v, tl.trans(b_dh.to(DT)), input_precision=PREC)
+                b_dv = tl.dot(b_kd, b_dh.to(DT), input_precision=PREC)
+                for i in tl.static_range(j + 1, BT // BC):
+                    if i * BC < L:
+                        r_i = i * BC + r
+                        m_i = r_i < L
+                        b_q = _tile(q, row0 + r_i, m_i, i_h, H, K, o_k, m_k).to(tl.float32) * scale
+                        b_g = _tile(gc, row0 + r_i, m_i, i_h, H, K, o_k, m_k)
+                        b_gn = _row(gc, row0 + i * BC, i_h, H, K, o_k, m_k)
+                        b_qn = (b_q * tl.exp(tl.where(m_i[:, None], b_g - b_gn[None, :], 0.0))).to(DT)
+                        b_kn = (b_k * tl.exp(b_gn[None, :] - b_gk)).to(DT)
+                        b_A = tl.dot(b_qn, tl.trans(b_kn), input_precision=PREC)
+                        b_do = _tile(do, row0 + r_i, m_i, i_h, H, V, o_v, m_v)
+                        b_dv += tl.dot(tl.trans(b_A.to(DT)), b_do, input_precision=PREC)
+                        b_dA = tl.dot(b_do, tl.trans(b_v), input_precision=PREC)
+                        b_intra += tl.dot(tl.trans(b_dA.to(DT)), b_qn, input_precision=PREC) * \
+                            tl.exp(b_gn[None, :] - b_gk)
+                b_dv += tl.dot(tl.trans(b_Ajj.to(DT)), b_doj, input_precision=PREC)
+                b_dAjj += tl.dot(b_doj, tl.trans(b_v), input_precision=PREC)
+                tl.store(dv + (row0 + r_j)[:, None] * H * V + i_h * V + o_v[None, :],
+                         b_dv.to(dv.dtype.element_ty), mask=m_j[:, None] & m_v[None, :])
+            b_dk = b_inter * tl.exp(b_glast[None, :] - b_gk) + b_intra
+            for t in range(0, tl.minimum(L - j * BC, BC)):
+                b_qt = _row(q, row0 + j * BC + t, i_h, H, K, o_k, m_k) * scale
+                b_gt = _row(gc, row0 + j * BC + t, i_h, H, K, o_k, m_k)
+                cond = (r <= t) & m_j
+                b_rowdA = tl.sum(tl.where(r[:, None] == t, b_dAjj, 0.0), axis=0)
+                b_e = tl.exp(tl.where(cond[:, None], b_gt[None, :] - b_gk, 0.0))
+                b_dk += tl.where(cond[:, None], b_rowdA[:, None] * b_qt[None, :] * b_e, 0.0)
+            tl.store(dk + (row0 + r_j)[:, None] * H * K + i_h * K + o_k[None, :], b_dk,
+                     mask=m_j[:, None] & m_k[None, :])
+
+
+def _bk(K):
+    return max(16, triton.next_power_of_2(K))
+
+
+def _bv(V, cap=64):
+    return min(max(16, triton.next_power_of_2(V)), cap)
+
+
+def chunk_gla_fwd(q, k, v, g, scale, h0, output_final_state, info, fused):
+    """Returns (o, ht or None, h [NT_total, H, K, V] fp32 or None (fused), gc [B, T, H, K] fp32)."""
+    B, T, H, K = q.shape
+    V = v.shape[3]
+    N, cu, chunk_indices, chunk_offsets, NT = info
+    BK, BV = _bk(K), _bv(V)
+    NV = triton.cdiv(V, BV)
+    prec = dot_precision(q.dtype)
+    gc = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
+    o = torch.empty_like(v)
+    ht = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
+    dummy = gc
+    if N * H == 0:
+        return o, ht, None, gc
+    if fused:
+        chunk_gla_fwd_o_kernel[(NV, N * H)](
+            q, k, v, g, gc, o, dummy, h0 if h0 is not None else dummy, ht if ht is not None else dummy, cu,
+            chunk_indices, scale, H, K, V, BT, BC, BK, BV, True, h0 is not None, ht is not None, G_FLOOR, prec,
+            num_warps=4, num_stages=1)
+        return o, ht, None, gc
+    h = q.new_empty(NT, H, K, V, dtype=torch.float32)
+    chunk_gla_fwd_h_kernel[(NV, N * H)](
+        k, v, g, gc, h, h0 if h0 is not None else dummy, ht if ht is not None else dummy, cu, chunk_offsets,
+        H, K, V, BT, BK, BV, h0 is not None, True, True, ht is not None, G_FLOOR, prec, num_warps=4)
+    if NT > 0:
+        chunk_gla_fwd_o_kernel[(NV, NT, H)](
+            q, k, v, g, gc, o, h, dummy, dummy, cu, chunk_indices, scale, H, K, V, BT, BC, BK, BV, False,
+            False, False, G_FLOOR, prec, num_warps=4)
+    return o, ht, h, gc
+
+
+def chunk_gla_bwd(q, k, v, g, do, scale, h0, ht, dht, h, gc, info):
+    B, T, H, K = q.shape
+    V = v.shape[3]
+    N, cu, chunk_indices, chunk_offsets, NT = info
+    BK, BV = _bk(K), _bv(V)
+    NV = triton.cdiv(V, BV)
+    prec = dot_precision(q.dtype)
+    dq = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
+    dk = torch.empty_like(dq)
+    dv = torch.empty_like(v)
+    dh0 = torch.empty_like(h0) if h0 is not None else None
+    if N * H == 0:
+        return dq.to(q.dtype), dk.to(k.dtype), dv, torch.zeros_like(g), dh0
+    if h is None:
+        h = q.new_empty(NT, H, K, V, dtype=torch.float32)
+        chunk_gla_fwd_h_kernel[(NV, N * H)](
+            k, v, g, gc, h, h0 if h0 is not None else gc, gc, cu, chunk_offsets, H, K, V, BT, BK, BV,
+            h0 is not None, True, False, False, G_FLOOR, prec, num_warps=4)
+    dh = torch.empty_like(h)
+    chunk_gla_bwd_dh_kernel[(NV, N * H)](
+        q, gc, do, dh, dht if dht is not None else gc, dh0 if dh0 is not None else gc, cu, chunk_offsets,
+        scale, H, K, V, BT, BK, BV, dht is not None, dh0 is not None, prec, num_warps=4)
+    if NT > 0:
+        chunk_gla_bwd_dqkv_kernel[(NT, H)](
+            q, k, v, gc, do, h, dh, dq, dk, dv, cu, chunk_indices, scale, H, K, V, BT, BC, BK, BV, prec,
+            num_warps=4)
+    dg = gla_bwd_dg(q, k, dq, dk, g, cu, N, ht, dht)
+    return dq.to(q.dtype), dk.to(k.dtype), dv, dg, dh0
