@@ -5,8 +5,8 @@ scale carries log2(e)); at boundaries lse is the natural log. Empty rows stay (0
 import triton
 import triton.language as tl
 
-LN2: tl.constexpr = 0.6931471805599453
-LOG2E: tl.constexpr = 1.4426950408889634
+LN2 = tl.constexpr(0.6931471805599453)
+LOG2E = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit

@@ -1,0 +1,49 @@
+"""Compile the attention kernels for sm_90 on a machine without a GPU (Triton's ptxas), to catch
+compile errors and read resource use (shared memory, wgmma in PTX) before spending device time."""
+import inspect, itertools, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from tilefold.ops.attention.forward import attention_fwd_kernel
+from tilefold.ops.attention.backward import (attention_bwd_dkdv_kernel, attention_bwd_dq_kernel,
+                                             attention_bwd_preprocess_kernel)
+
+PTR = {"Q", "K", "V", "O", "DO", "DK", "DV", "DQ"}
+F32P = {"LSE", "LSE2", "DELTA", "DLSE"}
+FLOATS = {"qk_scale", "softcap_pre", "softcap_post", "sm_scale"}
+
+
+def compile_one(fn, cons, dtype="bf16", warps=4, stages=2):
+    params = list(inspect.signature(fn.fn).parameters)
+    sig = {}
+    for n in params:
+        if n in cons:
+            sig[n] = "constexpr"
+        elif n in PTR:
+            sig[n] = "*" + dtype
+        elif n in F32P:
+            sig[n] = "*fp32"
+        elif n.startswith("cu_"):
+            sig[n] = "*i32"
+        elif n in FLOATS:
+            sig[n] = "fp32"
+        else:
+            sig[n] = "i32"
+    src = ASTSource(fn, sig, constexprs={(params.index(k),): v for k, v in cons.items()})
+    k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages))
+    ptx = k.asm["ptx"]
+    return k.metadata.shared, ("wgmma" in ptx), ptx.count("ld.local") + ptx.count("st.local")
+
+
+if __name__ == "__main__":
+    flags = dict(IS_VARLEN=False, HAS_LO=False, HAS_HI=True, HAS_SOFTCAP=False, EVEN_D=True, DOT_PREC="tf32")
+    for BM, BN, BD, w, s in [(128, 64, 128, 4, 3), (128, 128, 128, 8, 2), (64, 64, 256, 4, 2), (128, 64, 64, 4, 3)]:
+        r = compile_one(attention_fwd_kernel, dict(BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD, IS_SPLIT=False, **flags), warps=w, stages=s)
+        print("fwd", BM, BN, BD, w, s, "smem", r[0], "wgmma", r[1], "local", r[2], flush=True)
+    for BM, BN, BD, w, s in [(64, 128, 128, 8, 2), (32, 128, 128, 4, 2), (32, 64, 256, 4, 1)]:
+        r = compile_one(attention_bwd_dkdv_kernel, dict(BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD, **flags), warps=w, stages=s)
+        print("dkdv", BM, BN, BD, w, s, "smem", r[0], "wgmma", r[1], "local", r[2], flush=True)
+        r = compile_one(attention_bwd_dq_kernel, dict(BLOCK_M=BN, BLOCK_N=BM, BLOCK_D=BD, **flags), warps=w, stages=s)
+        print("dq", BN, BM, BD, w, s, "smem", r[0], "wgmma", r[1], "local", r[2], flush=True)
+    r = compile_one(attention_bwd_preprocess_kernel, dict(BLOCK_M=64, BLOCK_D=128, IS_VARLEN=True, HAS_DLSE=True))
+    print("pre", r)

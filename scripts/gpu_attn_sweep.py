@@ -1,0 +1,88 @@
+"""GPU check + config sweep for the attention kernels (run on the device):
+correctness of a few configs vs fp64 (2x rule), then fwd/bwd timing of candidate block configs
+beside SDPA cuDNN/flash at headdim 128, seqlen 8k/16k. Writes JSON lines to $OUT/sweep.jsonl."""
+import json, math, os, sys, time
+import torch, triton
+import tilefold
+from tilefold.ops.attention import config as C
+from tilefold.ops.attention.naive import attention_ref
+from torch.nn.attention import sdpa_kernel, SDPBackend
+
+OUT = os.environ.get("OUT", "/tmp")
+dev = "cuda"
+log = open(os.path.join(OUT, "sweep.jsonl"), "w")
+def emit(**r):
+    print(json.dumps(r), flush=True); log.write(json.dumps(r) + "\n"); log.flush()
+
+def check(B, M, N, H, HK, D, dtype, causal, ws=(-1, -1), sc=0.0):
+    q = torch.randn(B, M, H, D, device=dev, dtype=dtype, requires_grad=True)
+    k = torch.randn(B, N, HK, D, device=dev, dtype=dtype, requires_grad=True)
+    v = torch.randn(B, N, HK, D, device=dev, dtype=dtype, requires_grad=True)
+    o, l = tilefold.attention(q, k, v, causal=causal, window_size=ws, softcap=sc, return_lse=True)
+    do = torch.randn_like(o)
+    g = torch.autograd.grad(o, (q, k, v), do)
+    ro, rl = attention_ref(q.double(), k.double(), v.double(), causal=causal, window_size=ws, softcap=sc)
+    rg = torch.autograd.grad(ro, (q, k, v), do.double())
+    lo, ll = attention_ref(q, k, v, causal=causal, window_size=ws, softcap=sc, compute_dtype=dtype)
+    lg = torch.autograd.grad(lo, (q, k, v), do)
+    e = lambda a, b: (a.double() - b.double()).abs().nan_to_num(posinf=0, neginf=0).max().item()
+    res = dict(kind="check", shape=[B, M, N, H, HK, D], dtype=str(dtype), causal=causal, ws=ws, sc=sc)
+    ok = True
+    for name, a, r, t in [("out", o, ro, lo)] + [(n, a, r, t) for n, a, r, t in zip(("dq", "dk", "dv"), g, rg, lg)]:
+        ea, et = e(a, r), e(t, r)
+        res[name] = [ea, et]
+        ok &= ea <= 2 * et + 1e-5
+    res["lse"] = e(l, rl); res["ok"] = bool(ok)
+    emit(**res)
+
+def bench(fn):
+    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
+    for args in [(2, 128, 128, 4, 4, 64, torch.bfloat16, False), (2, 113, 1023, 4, 1, 128, torch.bfloat16, True),
+                 (1, 1023, 113, 8, 2, 96, torch.float16, True), (1, 300, 300, 4, 2, 256, torch.bfloat16, False),
+                 (1, 257, 257, 2, 2, 40, torch.float16, True, (31, 0)), (1, 200, 333, 2, 1, 128, torch.float32, False, (-1, -1), 30.0)]:
+        try:
+            check(*args)
+        except Exception as ex:
+            emit(kind="check", args=str(args), error=repr(ex)[:400])
+    B, H, D = 2, 16, 128
+    fwd_cands = [C.KernelConfig(128, 64, 4, 3), C.KernelConfig(128, 128, 8, 2), C.KernelConfig(128, 64, 8, 3),
+                 C.KernelConfig(128, 128, 8, 3), C.KernelConfig(64, 64, 4, 3), C.KernelConfig(128, 32, 4, 3)]
+    bwd_cands = [C.KernelConfig(64, 128, 8, 2), C.KernelConfig(32, 128, 4, 2), C.KernelConfig(64, 64, 4, 2),
+                 C.KernelConfig(64, 128, 4, 2), C.KernelConfig(32, 64, 4, 3), C.KernelConfig(64, 128, 8, 3)]
+    for S in (8192, 16384):
+        for causal in (False, True):
+            q = torch.randn(B, S, H, D, device=dev, dtype=torch.bfloat16, requires_grad=True)
+            k = torch.randn_like(q, requires_grad=True); v = torch.randn_like(q, requires_grad=True)
+            do = torch.randn_like(q)
+            fl = 4 * B * H * S * S * D * (0.5 if causal else 1.0)
+            qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
+            for name, be in (("sdpa-cudnn", SDPBackend.CUDNN_ATTENTION), ("sdpa-flash", SDPBackend.FLASH_ATTENTION)):
+                try:
+                    with sdpa_kernel(be):
+                        ms = bench(lambda: torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=causal))
+                        o = torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=causal)
+                        msb = bench(lambda: torch.autograd.grad(o, (qt, kt, vt), do.transpose(1, 2), retain_graph=True))
+                    emit(kind="bench", provider=name, S=S, causal=causal, fwd_ms=ms, fwd_tflops=fl / ms * 1e-9,
+                         bwd_ms=msb, bwd_tflops=2.5 * fl / msb * 1e-9)
+                except Exception as ex:
+                    emit(kind="bench", provider=name, error=repr(ex)[:300])
+            for cfg in fwd_cands:
+                C.fwd_config = lambda *a, cfg=cfg: cfg
+                try:
+                    ms = bench(lambda: tilefold.attention(q.detach(), k.detach(), v.detach(), causal=causal))
+                    emit(kind="bench", provider="tilefold", mode="fwd", cfg=str(cfg), S=S, causal=causal, ms=ms, tflops=fl / ms * 1e-9)
+                except Exception as ex:
+                    emit(kind="bench", provider="tilefold", mode="fwd", cfg=str(cfg), error=repr(ex)[:300])
+            C.fwd_config = lambda *a: C.KernelConfig(128, 64, 4, 3)
+            o = tilefold.attention(q, k, v, causal=causal)
+            for cfg in bwd_cands:
+                C.bwd_config = lambda *a, cfg=cfg: cfg
+                try:
+                    ms = bench(lambda: torch.autograd.grad(o, (q, k, v), do, retain_graph=True))
+                    emit(kind="bench", provider="tilefold", mode="bwd", cfg=str(cfg), S=S, causal=causal, ms=ms, tflops=2.5 * fl / ms * 1e-9)
+                except Exception as ex:
+                    emit(kind="bench", provider="tilefold", mode="bwd", cfg=str(cfg), error=repr(ex)[:300])
