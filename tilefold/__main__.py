@@ -20,10 +20,13 @@ import time
 # demo
 
 
-def _demo_configs(cuda: bool):
+def _demo_configs(cuda: bool, interpreted: bool = False):
     if cuda:
         B, H, S, D = 2, 16, 2048, 128
         win = (256, 256)
+    elif interpreted:  # Triton interpreter on the CPU: slow, keep it small
+        B, H, S, D = 1, 2, 128, 32
+        win = (32, 32)
     else:
         B, H, S, D = 1, 4, 512, 64
         win = (64, 64)
@@ -41,7 +44,7 @@ def _demo_configs(cuda: bool):
 def _maxdiff(a, b):
     import torch
 
-    a, b = a.double(), b.double()
+    a, b = a.detach().double(), b.detach().double()
     both_inf = torch.isinf(a) & torch.isinf(b) & (torch.sign(a) == torch.sign(b))
     d = (a - b).abs().masked_fill(both_inf, 0.0)
     return float(d.max()) if d.numel() else 0.0
@@ -75,7 +78,7 @@ def demo(args) -> int:
     rows = []
     all_ok = True
     budget = dict(warmup=5, rep=20) if not cuda else dict(warmup=25, rep=100)
-    for name, s, kw in _demo_configs(cuda):
+    for name, s, kw in _demo_configs(cuda, interpreted=not cuda and backend == "triton"):
         q = torch.randn(s["B"], s["M"], s["H"], s["D"], device=device, dtype=dtype, requires_grad=True)
         k = torch.randn(s["B"], s["N"], s["HK"], s["D"], device=device, dtype=dtype, requires_grad=True)
         v = torch.randn(s["B"], s["N"], s["HK"], s["D"], device=device, dtype=dtype, requires_grad=True)
@@ -232,7 +235,9 @@ def main(argv=None) -> int:
     d.set_defaults(func=demo)
     bp = sub.add_parser("bench", help="benchmark an op against the anchors (JSON + PNG)")
     bp.add_argument("op", help="op name, e.g. attention, gla")
-    bp.add_argument("--quick", action="store_true", help="the few headline shapes only")
+    size = bp.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="the few headline shapes only")
+    size.add_argument("--full", action="store_true", help="the full sweep (the default)")
     bp.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
     bp.add_argument("--providers", default=None, help="comma-separated provider names (default: all)")
     bp.add_argument("--no-plot", action="store_true", help="skip the PNG")
