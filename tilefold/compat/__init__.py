@@ -1,1 +1,1 @@
-
+"""Drop-in names of other libraries: ``tilefold.compat.flash_attn_interface``."""

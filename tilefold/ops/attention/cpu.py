@@ -139,3 +139,17 @@ def varlen_bwd_cpu(dout, q, k, v, out, lse, cu_q, cu_k, *, dlse=None, **kw):
                               dlse=dl, **kw)
         dq[qs:qe], dk[ks:ke], dv[ks:ke] = g[0][0], g[1][0], g[2][0]
     return dq, dk, dv
+
+
+def attention_probs(q, k, lse, *, softmax_scale, window, softcap, shift_extra=0):
+    """The normalized probabilities (B, H, M, N) fp32 from the saved lse — the one O(M·N) output
+    (``return_attn_probs``; for testing and analysis). Device-agnostic torch."""
+    B, M, H, D = q.shape
+    N, HK = k.shape[1], k.shape[2]
+    qg = _grouped(q, HK).float()
+    s, _ = _scores(qg, k.transpose(1, 2).float(), softmax_scale, softcap)
+    ok = _tile_visible(M, 0, N, N, N - M + shift_extra, window, q.device)
+    lse_g = lse.float().reshape(B, HK, H // HK, M)
+    lse_g = torch.where(torch.isneginf(lse_g), torch.full_like(lse_g, float("inf")), lse_g)
+    p = torch.exp(s - lse_g.unsqueeze(-1)).masked_fill(~ok, 0.0)
+    return p.reshape(B, H, M, N)

@@ -5,6 +5,7 @@ import torch
 
 from ..common.validate import (_validate_cu_seqlens, _validate_last_contiguous, _validate_same,
                                _validate_scale, _validate_softcap, _validate_tensor, _validate_window)
+from .cpu import attention_probs
 from .function import attention_fwd_op
 
 MAX_HEADDIM = 256
@@ -34,10 +35,11 @@ def _options(q, D, softmax_scale, causal, window_size, softcap, dropout_p, retur
     if causal:
         right = 0 if right < 0 else min(right, 0)
     softcap = _validate_softcap(softcap)
-    if dropout_p != 0.0:
-        raise NotImplementedError("dropout_p > 0 is not implemented yet (the dropout issue adds it)")
-    if return_attn_probs:
-        raise NotImplementedError("return_attn_probs is not implemented yet (the dropout issue adds it)")
+    if not isinstance(dropout_p, (int, float)) or not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p: expected a number in [0, 1), got {dropout_p!r}")
+    if dropout_p > 0.0:
+        raise NotImplementedError("dropout_p > 0: fused dropout is not implemented yet (tracked by the "
+                                  "dropout issue); use dropout_p=0.0")
     return scale, left, right, softcap
 
 
@@ -69,6 +71,9 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
         causal, window_size: the mask (below).
         softcap: if > 0, scores become ``softcap · tanh(scores / softcap)`` before the softmax.
         return_lse: also return lse (batch, heads, seqlen_q), fp32, natural log.
+        return_attn_probs: return ``(out, lse, S)`` with S (batch, heads, seqlen_q, seqlen_k) fp32 the
+            normalized probabilities (masked positions 0) — the one O(seqlen_q·seqlen_k) output, for
+            testing and analysis; it carries no gradient.
         deterministic: accepted for flash_attn compatibility; the backward is always deterministic
             (dK/dV of a GQA group are summed in registers and dQ has its own pass: no atomics).
     """
@@ -79,6 +84,10 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
     scale, left, right, softcap = _options(q, D, softmax_scale, causal, window_size, softcap,
                                            dropout_p, return_attn_probs)
     out, lse = attention_fwd_op(q, k, v, None, None, M, k.shape[1], scale, left, right, softcap, 0)
+    if return_attn_probs:
+        with torch.no_grad():
+            S = attention_probs(q, k, lse, softmax_scale=scale, window=(left, right), softcap=softcap)
+        return out, lse, S
     return (out, lse) if return_lse else out
 
 
@@ -88,7 +97,9 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     """Attention over packed sequences: q (total_q, heads, headdim), k/v (total_k, heads_k, headdim);
     sequence b is rows ``cu_seqlens_q[b]:cu_seqlens_q[b+1]`` of q and ``cu_seqlens_k[b]:cu_seqlens_k[b+1]``
     of k/v (int32, batch + 1 values, starting at 0). max_seqlen_q/k bound the lengths. Empty sequences
-    are allowed. Same options as :func:`attention`; lse is (heads, total_q). Masks are per sequence."""
+    are allowed. Same options as :func:`attention`; lse is (heads, total_q). Masks are per sequence.
+    With return_attn_probs, S is padded: (batch, heads, max_seqlen_q, max_seqlen_k), sequence b in the
+    top-left corner of S[b], padding 0."""
     _check_qkv(q, k, v, 3)
     T, H, D = q.shape
     _validate_cu_seqlens("cu_seqlens_q", cu_seqlens_q, T, max_seqlen_q, "max_seqlen_q", q.device)
@@ -100,7 +111,28 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
                                            dropout_p, return_attn_probs)
     out, lse = attention_fwd_op(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                                 scale, left, right, softcap, 0)
+    if return_attn_probs:
+        S = _varlen_probs(q, k, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                          scale, (left, right), softcap)
+        return out, lse, S
     return (out, lse) if return_lse else out
+
+
+def _varlen_probs(q, k, lse, cu_q, cu_k, max_q, max_k, scale, window, softcap):
+    """Padded layout (batch, heads, max_seqlen_q, max_seqlen_k): sequence b's probabilities in the
+    top-left corner, padding +0.0."""
+    B = cu_q.numel() - 1
+    S = torch.zeros(B, q.shape[1], max_q, max_k, device=q.device, dtype=torch.float32)
+    cq, ck = cu_q.tolist(), cu_k.tolist()
+    with torch.no_grad():
+        for b in range(B):
+            m, n = cq[b + 1] - cq[b], ck[b + 1] - ck[b]
+            if m == 0 or n == 0:
+                continue
+            S[b, :, :m, :n] = attention_probs(q[cq[b]:cq[b + 1]][None], k[ck[b]:ck[b + 1]][None],
+                                              lse[:, cq[b]:cq[b + 1]][None], softmax_scale=scale,
+                                              window=window, softcap=softcap)[0]
+    return S
 
 
 attention.__doc__ += _MASK_DOC

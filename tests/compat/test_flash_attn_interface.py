@@ -1,0 +1,70 @@
+import math
+
+import pytest
+import torch
+
+import tilefold
+from tilefold.compat import flash_attn_interface as fa
+from tilefold.ops.attention.naive import attention_ref, visible_mask
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _probs_ref(q, k, causal, window_size, softcap):
+    D = q.shape[-1]
+    g = q.shape[2] // k.shape[2]
+    s = torch.einsum("bmhd,bnhd->bhmn", q.double(), k.double().repeat_interleave(g, dim=2)) / math.sqrt(D)
+    if softcap > 0:
+        s = softcap * torch.tanh(s / softcap)
+    s = s.masked_fill(~visible_mask(q.shape[1], k.shape[1], causal, window_size, device=q.device), float("-inf"))
+    return torch.softmax(s, -1).nan_to_num(0.0)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_qkvpacked_matches_attention_and_grads(causal):
+    qkv = torch.randn(2, 37, 3, 2, 32, device=DEV, requires_grad=True)
+    out = fa.flash_attn_qkvpacked_func(qkv, causal=causal)
+    ref, _ = attention_ref(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], causal=causal)
+    assert (out - ref).abs().max() < 1e-5
+    do = torch.randn_like(out)
+    (g,) = torch.autograd.grad(out, qkv, do)
+    (rg,) = torch.autograd.grad(ref, qkv, do.double())
+    assert (g - rg).abs().max() < 1e-4
+
+
+def test_kvpacked_gqa_and_probs():
+    q = torch.randn(1, 9, 4, 16, device=DEV)
+    kv = torch.randn(1, 21, 2, 2, 16, device=DEV)
+    out, lse, S = fa.flash_attn_kvpacked_func(q, kv, causal=True, window_size=(5, -1), softcap=2.0,
+                                              return_attn_probs=True)
+    ref, rlse = attention_ref(q, kv[:, :, 0], kv[:, :, 1], causal=True, window_size=(5, -1), softcap=2.0)
+    assert (out - ref).abs().max() < 1e-5
+    assert (lse - rlse).abs().max() < 1e-5
+    P = _probs_ref(q, kv[:, :, 0], True, (5, -1), 2.0)
+    assert S.shape == (1, 4, 9, 21) and S.dtype == torch.float32
+    assert (S - P).abs().max() < 1e-5
+    assert not torch.signbit(S).any()
+
+
+def test_varlen_packed_variants():
+    cu = torch.tensor([0, 3, 3, 11], dtype=torch.int32, device=DEV)
+    qkv = torch.randn(11, 3, 2, 16, device=DEV)
+    out = fa.flash_attn_varlen_qkvpacked_func(qkv, cu, 8, causal=True)
+    ref = tilefold.varlen_attention(qkv[:, 0], qkv[:, 1], qkv[:, 2], cu, cu, 8, 8, causal=True)
+    assert torch.equal(out, ref)
+    out2, lse2, S = fa.flash_attn_varlen_kvpacked_func(qkv[:, 0], qkv[:, 1:], cu, cu, 8, 8, causal=True,
+                                                       return_attn_probs=True)
+    assert torch.equal(out2, ref)
+    assert S.shape == (3, 2, 8, 8) and lse2.shape == (2, 11)
+    assert (S[1] == 0).all()  # empty sequence: all padding
+    assert torch.allclose(S[2].sum(-1), torch.ones(2, 8, device=DEV), atol=1e-5)
+
+
+def test_unsupported_arguments_say_so():
+    q = torch.randn(1, 4, 2, 16, device=DEV)
+    with pytest.raises(NotImplementedError, match="alibi"):
+        fa.flash_attn_func(q, q, q, alibi_slopes=torch.ones(2, device=DEV))
+    with pytest.raises(ValueError, match="dropout_p"):
+        fa.flash_attn_func(q, q, q, dropout_p=1.5)
+    with pytest.raises(ValueError, match="qkv"):
+        fa.flash_attn_qkvpacked_func(q)

@@ -1,0 +1,85 @@
+"""flash_attn 2.x names and argument lists mapped onto tilefold, so code switches by one import::
+
+    from tilefold.compat.flash_attn_interface import flash_attn_func, flash_attn_varlen_func
+
+Layouts and semantics follow flash_attn 2.x (bottom-right causal, window_size, softcap, lse
+(batch, heads, seqlen_q) / (heads, total_q)). ``return_attn_probs=True`` returns (out, lse, S).
+Not provided yet: ``alibi_slopes`` and ``block_table`` (NotImplementedError), ``dropout_p > 0``
+(NotImplementedError until fused dropout lands).
+"""
+from __future__ import annotations
+
+from ..ops.attention.interface import attention, varlen_attention
+
+__all__ = ["flash_attn_func", "flash_attn_varlen_func", "flash_attn_qkvpacked_func",
+           "flash_attn_kvpacked_func", "flash_attn_varlen_qkvpacked_func", "flash_attn_varlen_kvpacked_func"]
+
+
+def _unsupported(alibi_slopes=None, block_table=None):
+    if alibi_slopes is not None:
+        raise NotImplementedError("alibi_slopes is not supported by tilefold yet")
+    if block_table is not None:
+        raise NotImplementedError("block_table (paged KV) is not supported by tilefold yet")
+
+
+
+
+def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
+                    softcap=0.0, alibi_slopes=None, deterministic=False, return_attn_probs=False):
+    """q (batch, seqlen_q, heads, d), k/v (batch, seqlen_k, heads_k, d) -> out, or (out, lse, S)."""
+    _unsupported(alibi_slopes)
+    return attention(q, k, v, softmax_scale=softmax_scale, causal=causal, window_size=window_size,
+                     softcap=softcap, deterministic=deterministic, dropout_p=dropout_p,
+                     return_attn_probs=return_attn_probs)
+
+
+def flash_attn_qkvpacked_func(qkv, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
+                              softcap=0.0, alibi_slopes=None, deterministic=False, return_attn_probs=False):
+    """qkv (batch, seqlen, 3, heads, d): views, no copy."""
+    if qkv.dim() != 5 or qkv.shape[2] != 3:
+        raise ValueError(f"qkv: expected shape (batch, seqlen, 3, heads, d), got {tuple(qkv.shape)}")
+    return flash_attn_func(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], dropout_p, softmax_scale, causal,
+                           window_size, softcap, alibi_slopes, deterministic, return_attn_probs)
+
+
+def flash_attn_kvpacked_func(q, kv, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
+                             softcap=0.0, alibi_slopes=None, deterministic=False, return_attn_probs=False):
+    """q (batch, seqlen_q, heads, d), kv (batch, seqlen_k, 2, heads_k, d)."""
+    if kv.dim() != 5 or kv.shape[2] != 2:
+        raise ValueError(f"kv: expected shape (batch, seqlen_k, 2, heads_k, d), got {tuple(kv.shape)}")
+    return flash_attn_func(q, kv[:, :, 0], kv[:, :, 1], dropout_p, softmax_scale, causal, window_size,
+                           softcap, alibi_slopes, deterministic, return_attn_probs)
+
+
+def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
+                           softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
+                           alibi_slopes=None, deterministic=False, return_attn_probs=False, block_table=None):
+    """q (total_q, heads, d), k/v (total_k, heads_k, d), cu_seqlens int32 (batch + 1,)."""
+    _unsupported(alibi_slopes, block_table)
+    return varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                            softmax_scale=softmax_scale, causal=causal, window_size=window_size,
+                            softcap=softcap, deterministic=deterministic, dropout_p=dropout_p,
+                            return_attn_probs=return_attn_probs)
+
+
+def flash_attn_varlen_qkvpacked_func(qkv, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None,
+                                     causal=False, window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
+                                     deterministic=False, return_attn_probs=False):
+    """qkv (total, 3, heads, d)."""
+    if qkv.dim() != 4 or qkv.shape[1] != 3:
+        raise ValueError(f"qkv: expected shape (total, 3, heads, d), got {tuple(qkv.shape)}")
+    return flash_attn_varlen_func(qkv[:, 0], qkv[:, 1], qkv[:, 2], cu_seqlens, cu_seqlens, max_seqlen,
+                                  max_seqlen, dropout_p, softmax_scale, causal, window_size, softcap,
+                                  alibi_slopes, deterministic, return_attn_probs)
+
+
+def flash_attn_varlen_kvpacked_func(q, kv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                                    dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
+                                    softcap=0.0, alibi_slopes=None, deterministic=False,
+                                    return_attn_probs=False):
+    """q (total_q, heads, d), kv (total_k, 2, heads_k, d)."""
+    if kv.dim() != 4 or kv.shape[1] != 2:
+        raise ValueError(f"kv: expected shape (total_k, 2, heads_k, d), got {tuple(kv.shape)}")
+    return flash_attn_varlen_func(q, kv[:, 0], kv[:, 1], cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                                  max_seqlen_k, dropout_p, softmax_scale, causal, window_size, softcap,
+                                  alibi_slopes, deterministic, return_attn_probs)
