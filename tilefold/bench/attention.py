@@ -54,6 +54,8 @@ def _tilefold():
 
 
 def _sdpa(backend_name: str):
+    # NB: SDPA's is_causal is aligned top-left; the sweep uses seqlen_q == seqlen_k only, where the
+    # two alignments agree.
     from torch.nn.attention import SDPBackend, sdpa_kernel
     import torch.nn.functional as F
 
@@ -77,7 +79,10 @@ def _flex():
                  "accumulated_recompile_limit"):
         if hasattr(torch._dynamo.config, knob):
             setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), 256))
-    compiled = torch.compile(flex_attention)
+    # Static shapes (one compile per shape, as PyTorch's own flex benchmarks do): dynamic-shape kernels
+    # could be slower and would handicap the anchor. Compiles cost seconds each; a full sweep with
+    # flex can take several minutes (leave it out with --providers if time is short).
+    compiled = torch.compile(flex_attention, dynamic=False)
     masks: dict = {}
 
     def block_mask(M, N, device):
