@@ -37,9 +37,20 @@ def compile_one(fn, cons, dtype="bf16", warps=4, stages=2):
 
 if __name__ == "__main__":
     flags = dict(IS_VARLEN=False, HAS_LO=False, HAS_HI=True, HAS_SOFTCAP=False, EVEN_D=True, DOT_PREC="tf32")
-    for BM, BN, BD, w, s in [(128, 64, 128, 4, 3), (128, 128, 128, 8, 2), (64, 64, 256, 4, 2), (128, 64, 64, 4, 3)]:
-        r = compile_one(attention_fwd_kernel, dict(BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD, IS_SPLIT=False, **flags), warps=w, stages=s)
-        print("fwd", BM, BN, BD, w, s, "smem", r[0], "wgmma", r[1], "local", r[2], flush=True)
+    for BM, BN, BD, w, s, tma, ws in [(128, 64, 128, 8, 3, False, False), (128, 128, 128, 4, 2, True, True),
+                                      (128, 64, 128, 4, 2, True, False), (128, 128, 128, 8, 2, True, False),
+                                      (128, 64, 128, 8, 3, True, False), (64, 64, 256, 4, 2, False, False),
+                                      (128, 128, 64, 4, 2, True, True), (64, 64, 256, 4, 2, True, True)]:
+        for causal in (False, True):
+            f = dict(flags, HAS_HI=causal)
+            try:
+                r = compile_one(attention_fwd_kernel, dict(BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD, IS_SPLIT=False,
+                                                           USE_TMA=tma, WARP_SPEC=ws, **f), warps=w, stages=s)
+                print("fwd", BM, BN, BD, w, s, "tma", tma, "ws", ws, "causal", causal, "smem", r[0], "wgmma", r[1], "local", r[2], flush=True)
+            except Exception as ex:
+                print("fwd", BM, BN, BD, w, s, "tma", tma, "ws", ws, "causal", causal, "FAILED", str(ex).splitlines()[-1][:200], flush=True)
+    if "--fwd-only" in sys.argv:
+        sys.exit(0)
     for BM, BN, BD, w, s in [(64, 128, 128, 8, 2), (32, 128, 128, 4, 2), (32, 64, 256, 4, 1)]:
         r = compile_one(attention_bwd_dkdv_kernel, dict(BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD, **flags), warps=w, stages=s)
         print("dkdv", BM, BN, BD, w, s, "smem", r[0], "wgmma", r[1], "local", r[2], flush=True)

@@ -40,19 +40,27 @@ def bench(fn):
 
 if __name__ == "__main__":
     torch.manual_seed(0)
+    if "--v2" in sys.argv:  # checks run through the descriptor path
+        _orig = C.fwd_config
+        C.fwd_config = lambda D, m, dt, dev: C.KernelConfig(128, 64, 4, 2, True) if dt != torch.float32 and D <= 128 else _orig(D, m, dt, dev)
     print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
     for args in [(2, 128, 128, 4, 4, 64, torch.bfloat16, False), (2, 113, 1023, 4, 1, 128, torch.bfloat16, True),
                  (1, 1023, 113, 8, 2, 96, torch.float16, True), (1, 300, 300, 4, 2, 256, torch.bfloat16, False),
-                 (1, 257, 257, 2, 2, 40, torch.float16, True, (31, 0)), (1, 200, 333, 2, 1, 128, torch.float32, False, (-1, -1), 30.0)]:
+                 (1, 257, 257, 2, 2, 40, torch.float16, True, (31, 0)), (3, 77, 1000, 4, 2, 64, torch.bfloat16, True, (100, 5), 10.0), (1, 200, 333, 2, 1, 128, torch.float32, False, (-1, -1), 30.0)]:
         try:
             check(*args)
         except Exception as ex:
             emit(kind="check", args=str(args), error=repr(ex)[:400])
     B, H, D = 2, 16, 128
-    fwd_cands = [C.KernelConfig(128, 64, 4, 3), C.KernelConfig(128, 128, 8, 2), C.KernelConfig(128, 64, 8, 3),
-                 C.KernelConfig(128, 128, 8, 3), C.KernelConfig(64, 64, 4, 3), C.KernelConfig(128, 32, 4, 3)]
-    bwd_cands = [C.KernelConfig(64, 128, 8, 2), C.KernelConfig(32, 128, 4, 2), C.KernelConfig(64, 64, 4, 2),
-                 C.KernelConfig(64, 128, 4, 2), C.KernelConfig(32, 64, 4, 3), C.KernelConfig(64, 128, 8, 3)]
+    if "--v2" in sys.argv:  # tensor-descriptor (TMA) K/V loads vs the pointer baseline, forward only
+        fwd_cands = [C.KernelConfig(128, 64, 8, 3), C.KernelConfig(128, 64, 4, 2, True), C.KernelConfig(128, 128, 8, 2, True),
+                     C.KernelConfig(128, 64, 8, 3, True), C.KernelConfig(128, 64, 8, 2, True), C.KernelConfig(128, 128, 8, 3, True)]
+        bwd_cands = []
+    else:
+        fwd_cands = [C.KernelConfig(128, 64, 4, 3), C.KernelConfig(128, 128, 8, 2), C.KernelConfig(128, 64, 8, 3),
+                     C.KernelConfig(128, 128, 8, 3), C.KernelConfig(64, 64, 4, 3), C.KernelConfig(128, 32, 4, 3)]
+        bwd_cands = [C.KernelConfig(64, 128, 8, 2), C.KernelConfig(32, 128, 4, 2), C.KernelConfig(64, 64, 4, 2),
+                     C.KernelConfig(64, 128, 4, 2), C.KernelConfig(32, 64, 4, 3), C.KernelConfig(64, 128, 8, 3)]
     for S in (8192, 16384):
         for causal in (False, True):
             q = torch.randn(B, S, H, D, device=dev, dtype=torch.bfloat16, requires_grad=True)
@@ -77,7 +85,9 @@ if __name__ == "__main__":
                     emit(kind="bench", provider="tilefold", mode="fwd", cfg=str(cfg), S=S, causal=causal, ms=ms, tflops=fl / ms * 1e-9)
                 except Exception as ex:
                     emit(kind="bench", provider="tilefold", mode="fwd", cfg=str(cfg), error=repr(ex)[:300])
-            C.fwd_config = lambda *a: C.KernelConfig(128, 64, 4, 3)
+            C.fwd_config = lambda *a: C.KernelConfig(128, 64, 8, 3)
+            if not bwd_cands:
+                continue
             o = tilefold.attention(q, k, v, causal=causal)
             for cfg in bwd_cands:
                 C.bwd_config = lambda *a, cfg=cfg: cfg

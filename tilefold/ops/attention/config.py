@@ -16,6 +16,8 @@ class KernelConfig:
     BLOCK_N: int
     num_warps: int
     num_stages: int
+    use_tma: bool = False
+    warp_spec: bool = False
 
 
 INTERPRETER = KernelConfig(16, 16, 4, 1)

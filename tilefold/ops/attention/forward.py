@@ -28,16 +28,22 @@ def _scores(q, k, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP: tl.constexpr
 
 
 @triton.jit
-def _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
+def _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
                n_lo, n_hi, seqlen_k, shift, win_left, win_right,
                qk_scale, softcap_pre, softcap_post, D,
                BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr,
-               HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr):
-    k_ptrs += n_lo.to(tl.int64) * stride_kn
-    v_ptrs += n_lo.to(tl.int64) * stride_vn
-    for start_n in range(n_lo, n_hi, BLOCK_N):
+               HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr,
+               USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr):
+    if not USE_TMA:
+        k_ptrs += n_lo.to(tl.int64) * stride_kn
+        v_ptrs += n_lo.to(tl.int64) * stride_vn
+    for start_n in tl.range(n_lo, n_hi, BLOCK_N, warp_specialize=WARP_SPEC):
         offs_n = start_n + offs_n0
-        if MASKED:
+        if USE_TMA:
+            # the descriptor's bounds zero-fill rows >= seqlen_k and columns >= D
+            k = k_desc.load([start_n, 0])
+            v = v_desc.load([start_n, 0])
+        elif MASKED:
             kv_mask = offs_n[:, None] < seqlen_k
             if not EVEN_D:
                 kv_mask = kv_mask & (offs_d[None, :] < D)
@@ -56,8 +62,9 @@ def _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, offs_m, o
             s = tl.where(ok, s, float("-inf"))
         acc, l_i, m_i, p = fold_step(acc, l_i, m_i, s, v, MASKED)
         acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PREC)
-        k_ptrs += BLOCK_N * stride_kn
-        v_ptrs += BLOCK_N * stride_vn
+        if not USE_TMA:
+            k_ptrs += BLOCK_N * stride_kn
+            v_ptrs += BLOCK_N * stride_vn
     return acc, l_i, m_i
 
 
@@ -76,7 +83,7 @@ def attention_fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, IS_SPLIT: tl.constexpr,
-    DOT_PREC: tl.constexpr,
+    DOT_PREC: tl.constexpr, USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -114,6 +121,14 @@ def attention_fwd_kernel(
         q = tl.load(q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)
     k_ptrs = k_base + offs_n0[:, None] * stride_kn + offs_d[None, :]
     v_ptrs = v_base + offs_n0[:, None] * stride_vn + offs_d[None, :]
+    if USE_TMA:
+        k_desc = tl.make_tensor_descriptor(k_base, shape=[seqlen_k, D], strides=[stride_kn, 1],
+                                           block_shape=[BLOCK_N, BLOCK_D])
+        v_desc = tl.make_tensor_descriptor(v_base, shape=[seqlen_k, D], strides=[stride_vn, 1],
+                                           block_shape=[BLOCK_N, BLOCK_D])
+    else:
+        k_desc = k_base
+        v_desc = v_base
 
     if IS_SPLIT:
         split_lo = pid_s * split_size
@@ -128,18 +143,18 @@ def attention_fwd_kernel(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     # masked head (window left edge), fully visible middle, masked tail (diagonal / seqlen_k edge)
-    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, offs_m, offs_n0,
+    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0,
                                offs_d, n_start, f_lo, seqlen_k, shift, win_left, win_right,
                                qk_scale, softcap_pre, softcap_post, D,
-                               BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
-    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, offs_m, offs_n0,
+                               BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, USE_TMA, False)
+    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0,
                                offs_d, f_lo, f_hi, seqlen_k, shift, win_left, win_right,
                                qk_scale, softcap_pre, softcap_post, D,
-                               BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
-    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, offs_m, offs_n0,
+                               BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, USE_TMA, WARP_SPEC)
+    acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0,
                                offs_d, f_hi, n_end, seqlen_k, shift, win_left, win_right,
                                qk_scale, softcap_pre, softcap_post, D,
-                               BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
+                               BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, USE_TMA, False)
     o, lse = finalize(acc, l_i, m_i)
 
     o_base = O + b.to(tl.int64) * stride_ob + q_start.to(tl.int64) * stride_om + h.to(tl.int64) * stride_oh \
@@ -163,6 +178,34 @@ def _qkv_strides(t):
     if t.dim() == 4:
         return t.stride(0), t.stride(1), t.stride(2)
     return 0, t.stride(0), t.stride(1)
+
+
+_ALLOCATOR_SET = False
+
+
+def _ensure_allocator():
+    """Device-side tensor descriptors need a global scratch allocator."""
+    global _ALLOCATOR_SET
+    if not _ALLOCATOR_SET:
+        import torch
+        triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
+        _ALLOCATOR_SET = True
+
+
+def _tma_ok(k, v):
+    """Tensor descriptors need 16-byte aligned bases and row strides, and a CUDA tensor on sm_90+."""
+    import torch
+    if k.device.type != "cuda" or torch.cuda.get_device_capability(k.device)[0] < 9:
+        return False
+    es = k.element_size()
+    for t in (k, v):
+        if t.data_ptr() % 16 or (t.stride(-3) * es) % 16 or (t.shape[-1] * es) % 16:
+            return False
+        if t.dim() == 4 and (t.stride(0) * es) % 16:
+            return False
+        if (t.stride(-2) * es) % 16:
+            return False
+    return True
 
 
 def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None, cu_seqlens_k=None,
@@ -221,6 +264,9 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
     else:
         sc_pre, sc_post = 0.0, 0.0
     dummy = cu_seqlens_q if varlen else q
+    use_tma = cfg.use_tma and _tma_ok(k, v)
+    if use_tma:
+        _ensure_allocator()
     grid = (triton.cdiv(M, cfg.BLOCK_M), B * H, num_splits if split else 1)
     attention_fwd_kernel[grid](
         q, k, v, out, lse,
@@ -233,7 +279,7 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
         BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=BD,
         IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0,
         HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D, IS_SPLIT=split,
-        DOT_PREC=dot_precision(q.dtype),
+        DOT_PREC=dot_precision(q.dtype), USE_TMA=use_tma, WARP_SPEC=use_tma and cfg.warp_spec,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     del math
