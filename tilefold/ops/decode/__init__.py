@@ -1,1 +1,3 @@
-
+"""Split-KV / decode attention and partial attention in global positions."""
+from .partial import partial_attention  # noqa: F401
+from .splitkv import choose_num_splits, split_kv_attention  # noqa: F401
