@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .utils import G_FLOOR, dot_precision, gla_bwd_dg
+from .utils import G_FLOOR, dot_precision, empty, gla_bwd_dg
 
 BT = 64
 BC = 16
@@ -356,9 +356,9 @@ def chunk_gla_fwd(q, k, v, g, scale, h0, output_final_state, info, fused):
     BK, BV = _bk(K), _bv(V)
     NV = triton.cdiv(V, BV)
     prec = dot_precision(q.dtype)
-    gc = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
-    o = torch.empty_like(v)
-    ht = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
+    gc = empty(B, T, H, K, dtype=torch.float32, device=q.device)
+    o = empty(*v.shape, dtype=v.dtype, device=v.device)
+    ht = empty(N, H, K, V, dtype=torch.float32, device=q.device) if output_final_state else None
     dummy = gc
     if N * H == 0:
         return o, ht, None, gc
@@ -368,7 +368,7 @@ def chunk_gla_fwd(q, k, v, g, scale, h0, output_final_state, info, fused):
             chunk_indices, scale, H, K, V, BT, BC, BK, BV, True, h0 is not None, ht is not None, G_FLOOR, prec,
             num_warps=4, num_stages=1)
         return o, ht, None, gc
-    h = q.new_empty(NT, H, K, V, dtype=torch.float32)
+    h = empty(NT, H, K, V, dtype=torch.float32, device=q.device)
     chunk_gla_fwd_h_kernel[(NV, N * H)](
         k, v, g, gc, h, h0 if h0 is not None else dummy, ht if ht is not None else dummy, cu, chunk_offsets,
         H, K, V, BT, BK, BV, h0 is not None, True, True, ht is not None, G_FLOOR, prec, num_warps=4)
@@ -386,18 +386,18 @@ def chunk_gla_bwd(q, k, v, g, do, scale, h0, ht, dht, h, gc, info):
     BK, BV = _bk(K), _bv(V)
     NV = triton.cdiv(V, BV)
     prec = dot_precision(q.dtype)
-    dq = torch.empty(B, T, H, K, dtype=torch.float32, device=q.device)
-    dk = torch.empty_like(dq)
-    dv = torch.empty_like(v)
-    dh0 = torch.empty_like(h0) if h0 is not None else None
+    dq = empty(B, T, H, K, dtype=torch.float32, device=q.device)
+    dk = empty(B, T, H, K, dtype=torch.float32, device=q.device)
+    dv = empty(*v.shape, dtype=v.dtype, device=v.device)
+    dh0 = empty(*h0.shape, dtype=h0.dtype, device=h0.device) if h0 is not None else None
     if N * H == 0:
         return dq.to(q.dtype), dk.to(k.dtype), dv, torch.zeros_like(g), dh0
     if h is None:
-        h = q.new_empty(NT, H, K, V, dtype=torch.float32)
+        h = empty(NT, H, K, V, dtype=torch.float32, device=q.device)
         chunk_gla_fwd_h_kernel[(NV, N * H)](
             k, v, g, gc, h, h0 if h0 is not None else gc, gc, cu, chunk_offsets, H, K, V, BT, BK, BV,
             h0 is not None, True, False, False, G_FLOOR, prec, num_warps=4)
-    dh = torch.empty_like(h)
+    dh = empty(*h.shape, dtype=h.dtype, device=h.device)
     chunk_gla_bwd_dh_kernel[(NV, N * H)](
         q, gc, do, dh, dht if dht is not None else gc, dh0 if dh0 is not None else gc, cu, chunk_offsets,
         scale, H, K, V, BT, BK, BV, dht is not None, dh0 is not None, prec, num_warps=4)

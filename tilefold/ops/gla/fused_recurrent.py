@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .utils import G_FLOOR, gla_bwd_dg
+from .utils import G_FLOOR, empty, gla_bwd_dg
 
 
 @triton.jit
@@ -110,8 +110,8 @@ def fused_recurrent_gla_fwd(q, k, v, g, scale, h0, output_final_state, cu, N):
     """q, k, g: [B, T, H, K]; v: [B, T, H, V] (contiguous). Returns (o, ht or None)."""
     H, K, V = q.shape[2], q.shape[3], v.shape[3]
     BK, BV = _blocks(K, V)
-    o = torch.empty_like(v)
-    ht = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
+    o = empty(*v.shape, dtype=v.dtype, device=v.device)
+    ht = empty(N, H, K, V, dtype=torch.float32, device=q.device) if output_final_state else None
     grid = (triton.cdiv(V, BV), N * H)
     if N * H > 0:
         fused_recurrent_gla_fwd_kernel[grid](q, k, v, g, o, h0 if h0 is not None else q, ht if ht is not None else q,
@@ -125,10 +125,10 @@ def fused_recurrent_gla_bwd(q, k, v, g, do, scale, h0, ht, dht, cu, N):
     V = v.shape[3]
     BK, BV = _blocks(K, V)
     NV = triton.cdiv(V, BV)
-    dq = q.new_empty(NV, B, T, H, K, dtype=torch.float32)
-    dk = q.new_empty(NV, B, T, H, K, dtype=torch.float32)
-    dv = torch.empty_like(v)
-    dh0 = torch.empty_like(h0) if h0 is not None else None
+    dq = empty(NV, B, T, H, K, dtype=torch.float32, device=q.device)
+    dk = empty(NV, B, T, H, K, dtype=torch.float32, device=q.device)
+    dv = empty(*v.shape, dtype=v.dtype, device=v.device)
+    dh0 = empty(*h0.shape, dtype=h0.dtype, device=h0.device) if h0 is not None else None
     if N * H > 0:
         fused_recurrent_gla_bwd_kernel[(NV, N * H)](
             q, k, v, g, do, dq, dk, dv, h0 if h0 is not None else q, dh0 if dh0 is not None else q,

@@ -18,16 +18,16 @@ def naive_recurrent_gla(q, k, v, g, scale=None, initial_state=None, output_final
     else:
         cu = cu_seqlens.tolist()
         bounds = [(0, cu[i], cu[i + 1]) for i in range(len(cu) - 1)]
-    outs, finals = [], []
+    # unbind once: indexing q[b, t] inside the loop would make autograd build a full-size gradient per step
+    steps = [list(zip(*(x[b].unbind(0) for x in (q, k, v, g)))) for b in range(B)]
+    rows = [[] for _ in range(B)]
+    finals = []
     for n, (b, s, e) in enumerate(bounds):
         h = q.new_zeros(H, K, V) if initial_state is None else initial_state[n].to(dtype)
         for t in range(s, e):
-            h = h * g[b, t].exp()[..., None] + k[b, t][..., None] * v[b, t][:, None, :]
-            outs.append((b, t, scale * torch.einsum("hk,hkv->hv", q[b, t], h)))
+            qt, kt, vt, gt = steps[b][t]
+            h = h * gt.exp()[..., None] + kt[..., None] * vt[:, None, :]
+            rows[b].append(scale * torch.einsum("hk,hkv->hv", qt, h))
         finals.append(h)
-    o = q.new_zeros(B, T, H, V)
-    if outs:
-        idx_b = torch.tensor([x[0] for x in outs])
-        idx_t = torch.tensor([x[1] for x in outs])
-        o = o.index_put((idx_b, idx_t), torch.stack([x[2] for x in outs]))
+    o = torch.stack([torch.stack(r, 0) if r else q.new_zeros(0, H, V) for r in rows], 0)
     return o, (torch.stack(finals) if output_final_state else None)

@@ -1,0 +1,117 @@
+"""Every GLA mode against the fp64 recurrence and against each other: outputs, final states and all
+gradients (dq, dk, dv, dg, d initial_state). CPU tier: Triton kernels under the interpreter (fp32, small
+shapes) and the torch path; GPU tier: bf16/fp32 at larger shapes."""
+import pytest
+import torch
+
+from tilefold.ops.common.dispatch import use_backend
+
+from gla_helpers import MODES, TOL, check_all, make_inputs, reference, rms_rel, run_with_grads
+
+# (B, T, H, K, V): odd lengths, one step, several chunks, K != V, non-power-of-two dims
+INTERP_SHAPES = [(2, 63, 2, 60, 64), (1, 1, 1, 64, 60), (1, 100, 1, 64, 64)]
+
+
+def _ids(s):
+    return "B{}-T{}-H{}-K{}-V{}".format(*s)
+
+
+@pytest.mark.parametrize("shape", INTERP_SHAPES, ids=_ids)
+@pytest.mark.parametrize("mode", list(MODES))
+def test_triton_mode_vs_reference(mode, shape):
+    torch.manual_seed(hash((mode, shape)) % 2**31)
+    q, k, v, g, h0 = make_inputs(*shape)
+    do, dht = torch.randn_like(v), torch.randn_like(h0)
+    ref = reference(q, k, v, g, h0, do, dht)
+    with use_backend("triton"):
+        out = run_with_grads(MODES[mode], q, k, v, g, h0, do, dht)
+    check_all(out, ref, TOL[torch.float32], f"{mode} {shape}")
+
+
+@pytest.mark.parametrize("shape", [(2, 63, 2, 60, 64), (1, 1000, 2, 128, 256), (1, 100, 1, 256, 128)], ids=_ids)
+def test_torch_path_vs_reference(shape):
+    torch.manual_seed(1)
+    q, k, v, g, h0 = make_inputs(*shape)
+    do, dht = torch.randn_like(v), torch.randn_like(h0)
+    ref = reference(q, k, v, g, h0, do, dht)
+    with use_backend("torch"):
+        for mode, fn in MODES.items():
+            check_all(run_with_grads(fn, q, k, v, g, h0, do, dht), ref, TOL[torch.float32], f"torch {mode}")
+
+
+def test_triton_modes_agree_strong_gates():
+    """Strong gates (per-step decay down to exp(-20)) stress the chunk forms' re-referencing."""
+    torch.manual_seed(2)
+    q, k, v, g, h0 = make_inputs(1, 80, 2, 64, 64)
+    g = -torch.rand_like(g) * 20
+    do, dht = torch.randn_like(v), torch.randn_like(h0)
+    ref = reference(q, k, v, g, h0, do, dht)
+    with use_backend("triton"):
+        outs = {m: run_with_grads(fn, q, k, v, g, h0, do, dht) for m, fn in MODES.items()}
+    for m, out in outs.items():
+        check_all(out, ref, TOL[torch.float32], m)
+    for a, b in zip(outs["chunk"], outs["fused_chunk"]):
+        assert rms_rel(a, b) <= 1e-6
+    for a, b in zip(outs["chunk"], outs["fused_recurrent"]):
+        assert rms_rel(a, b) <= TOL[torch.float32]
+
+
+def test_default_scale_and_no_state():
+    torch.manual_seed(3)
+    q, k, v, g, _ = make_inputs(1, 20, 1, 64, 64)
+    ref, _ = __import__("tilefold.ops.gla.naive", fromlist=["x"]).naive_recurrent_gla(q, k, v, g, scale=0.3)
+    with use_backend("triton"):
+        for fn in MODES.values():
+            o, ht = fn(q, k, v, g, scale=0.3)
+            assert ht is None
+            assert rms_rel(o, ref) <= TOL[torch.float32]
+    with use_backend("torch"):
+        o, ht = MODES["chunk"](q, k, v, g)
+        ref2, _ = __import__("tilefold.ops.gla.naive", fromlist=["x"]).naive_recurrent_gla(q, k, v, g)
+        assert rms_rel(o, ref2) <= TOL[torch.float32]
+
+
+def test_inputs_not_mutated_noncontiguous():
+    torch.manual_seed(4)
+    q, k, v, g, h0 = make_inputs(1, 40, 2, 64, 64)
+    # non-contiguous views: transpose of a [B, H, T, D] tensor
+    q, k, g = (x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k, g))
+    assert not q.is_contiguous()
+    before = [x.clone() for x in (q, k, v, g, h0)]
+    do, dht = torch.randn_like(v), torch.randn_like(h0)
+    ref = reference(q, k, v, g, h0, do, dht)
+    with use_backend("triton"):
+        for m, fn in MODES.items():
+            check_all(run_with_grads(fn, q, k, v, g, h0, do, dht), ref, TOL[torch.float32], m)
+    for a, b in zip(before, (q, k, v, g, h0)):
+        assert torch.equal(a, b)
+
+
+# ----------------------------------------------------------------------------------------- GPU tier
+
+GPU_SHAPES = [(2, 1000, 4, 128, 128), (1, 63, 2, 256, 256), (2, 300, 3, 60, 64), (1, 1, 2, 128, 128),
+              (1, 517, 2, 64, 256)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("shape", GPU_SHAPES, ids=_ids)
+@pytest.mark.parametrize("mode", list(MODES))
+def test_gpu_mode_vs_reference(mode, shape, dtype):
+    torch.manual_seed(5)
+    q, k, v, g, h0 = make_inputs(*shape, dtype=dtype, device="cuda")
+    do, dht = torch.randn_like(v), torch.randn_like(h0)
+    ref = reference(q, k, v, g, h0, do, dht)
+    out = run_with_grads(MODES[mode], q, k, v, g, h0, do, dht)
+    check_all(out, ref, TOL[dtype], f"{mode} {shape} {dtype}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", list(MODES))
+def test_gpu_fp32_gate_bf16_inputs(mode):
+    torch.manual_seed(6)
+    q, k, v, g, h0 = make_inputs(2, 200, 2, 128, 128, dtype=torch.bfloat16, device="cuda", gate_dtype=torch.float32)
+    do, dht = torch.randn_like(v), torch.randn_like(h0)
+    out = run_with_grads(MODES[mode], q, k, v, g, h0, do, dht)
+    assert out[5].dtype == torch.float32
+    check_all(out, reference(q, k, v, g, h0, do, dht), TOL[torch.bfloat16], mode)

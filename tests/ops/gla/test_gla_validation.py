@@ -1,0 +1,55 @@
+"""Bad input raises ValueError naming the argument, the expected and the actual value."""
+import pytest
+import torch
+
+from gla_helpers import MODES, make_inputs
+
+
+def _args():
+    q, k, v, g, h0 = make_inputs(2, 8, 2, 16, 32)
+    return dict(q=q, k=k, v=v, g=g), h0
+
+
+CASES = {
+    "q-ndim": (lambda a, h0: a.update(q=a["q"][0]), {}, ["q", "4-D", "(8, 2, 16)"]),
+    "k-shape": (lambda a, h0: a.update(k=a["k"][:, :4]), {}, ["k", "(2, 8, 2, 16)", "(2, 4, 2, 16)"]),
+    "g-shape": (lambda a, h0: a.update(g=a["g"][..., :8]), {}, ["g", "(2, 8, 2, 16)", "(2, 8, 2, 8)"]),
+    "v-shape": (lambda a, h0: a.update(v=a["v"][:, :, :1]), {}, ["v", "(2, 8, 1, 32)"]),
+    "k-dtype": (lambda a, h0: a.update(k=a["k"].double()), {}, ["k", "torch.float32", "torch.float64"]),
+    "q-dtype": (lambda a, h0: a.update(q=a["q"].int(), k=a["k"].int(), v=a["v"].int()), {}, ["q", "torch.int32"]),
+    "K-too-big": (lambda a, h0: a.update(q=torch.randn(2, 8, 2, 300), k=torch.randn(2, 8, 2, 300),
+                                         g=-torch.rand(2, 8, 2, 300)), {}, ["K, V <= 256", "K=300"]),
+    "h0-shape": (lambda a, h0: None, {"initial_state": torch.randn(2, 2, 32, 16)}, ["initial_state", "(2, 2, 16, 32)", "(2, 2, 32, 16)"]),
+    "h0-dtype": (lambda a, h0: None, {"initial_state": torch.randn(2, 2, 16, 32).double()}, ["initial_state", "torch.float32", "torch.float64"]),
+    "cu-batch": (lambda a, h0: None, {"cu_seqlens": torch.tensor([0, 8], dtype=torch.int32)}, ["batch size 1", "2"]),
+    "scale": (lambda a, h0: None, {"scale": "x"}, ["scale", "'x'"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_names_argument(case):
+    change, extra, words = CASES[case]
+    a, h0 = _args()
+    change(a, h0)
+    with pytest.raises(ValueError) as e:
+        MODES["chunk"](a["q"], a["k"], a["v"], a["g"], **extra)
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+
+
+@pytest.mark.parametrize("cu,words", [
+    ([0, 3, 2, 8], ["non-decreasing", "[0, 3, 2, 8]"]),
+    ([1, 8], ["start at 0", "T=8", "1"]),
+    ([0, 5], ["end at T=8", "5"]),
+    ([[0, 8]], ["1-D", "(1, 2)"]),
+])
+def test_bad_cu_seqlens(cu, words):
+    q, k, v, g, _ = make_inputs(1, 8, 2, 16, 32)
+    for fn in MODES.values():
+        with pytest.raises(ValueError) as e:
+            fn(q, k, v, g, cu_seqlens=torch.tensor(cu, dtype=torch.int32))
+        assert "cu_seqlens" in str(e.value)
+        for w in words:
+            assert w in str(e.value), (w, str(e.value))
+    with pytest.raises(ValueError, match="cu_seqlens: expected dtype torch.int32"):
+        MODES["chunk"](q, k, v, g, cu_seqlens=torch.tensor([0.0, 8.0]))
