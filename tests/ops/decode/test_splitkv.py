@@ -1,0 +1,180 @@
+"""Split-KV attention (num_splits 1, 2, 3, 7, 0 == no split), varlen with empty sequences, gradients,
+and partial attention in global positions. Both backends on the CPU tier; bf16 decode shapes on GPU."""
+import random
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from decode_helpers import assert_2x, random_partition, tree_merge
+from tilefold.ops.attention.naive import attention_ref, varlen_attention_ref
+from tilefold.ops.common.dispatch import use_backend
+from tilefold.ops.decode import choose_num_splits, partial_attention, split_kv_attention
+from tilefold.ops.merge import merge_state, merge_states
+
+BACKENDS = ["torch", "triton"]
+SPLITS = [1, 2, 3, 7, 0]
+
+
+def _window(causal, window):
+    left, right = window
+    if causal:
+        right = 0 if right < 0 else min(right, 0)
+    return left, right
+
+
+CASES = [  # (B, M, N, H, HK, D, causal, window)
+    (2, 1, 113, 4, 2, 32, False, (-1, -1)),   # decode, GQA
+    (1, 17, 113, 2, 1, 40, True, (-1, -1)),   # MQA, odd head dim, causal
+    (1, 5, 70, 2, 2, 16, True, (8, -1)),      # causal + left window
+    (1, 33, 20, 2, 2, 16, True, (-1, -1)),    # seqlen_q > seqlen_k: empty rows
+    (1, 3, 1, 2, 2, 16, False, (-1, -1)),     # one key
+]
+
+
+def _cid(c):
+    B, M, N, H, HK, D, causal, w = c
+    return f"b{B}-q{M}-k{N}-h{H}x{HK}-d{D}" + ("-causal" if causal else "") + ("-win{}_{}".format(*w) if w != (-1, -1) else "")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", CASES, ids=_cid)
+def test_num_splits_equal_no_split(backend, case):
+    B, M, N, H, HK, D, causal, win = case
+    torch.manual_seed(hash(case) % 1000)
+    q, k, v = torch.randn(B, M, H, D), torch.randn(B, N, HK, D), torch.randn(B, N, HK, D)
+    ref_o, ref_l = attention_ref(q, k, v, causal=causal, window_size=win)
+    base_o, base_l = attention_ref(q, k, v, causal=causal, window_size=win, compute_dtype=torch.float32)
+    with use_backend(backend):
+        results = {S: split_kv_attention(q, k, v, num_splits=S, softmax_scale=D ** -0.5,
+                                         window=_window(causal, win), softcap=0.0) for S in SPLITS}
+    for S, (o, l) in results.items():
+        assert o.shape == q.shape and o.dtype == q.dtype and l.shape == (B, H, M)
+        assert_2x(f"out S={S}", o, ref_o, base_o)
+        assert_2x(f"lse S={S}", l, ref_l, base_l)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("S", [2, 3, 0])
+def test_varlen_with_empty_sequences(backend, S):
+    torch.manual_seed(S)
+    lq, lk = [1, 0, 3, 2, 4], [50, 7, 0, 60, 9]  # empty q, empty k, seqlen_q < seqlen_k and >
+    cu_q = torch.tensor([0] + list(torch.tensor(lq).cumsum(0)), dtype=torch.int32)
+    cu_k = torch.tensor([0] + list(torch.tensor(lk).cumsum(0)), dtype=torch.int32)
+    H, HK, D = 4, 2, 16
+    q, k, v = torch.randn(sum(lq), H, D), torch.randn(sum(lk), HK, D), torch.randn(sum(lk), HK, D)
+    ref_o, ref_l = varlen_attention_ref(q, k, v, cu_q, cu_k, causal=True)
+    base_o, base_l = varlen_attention_ref(q, k, v, cu_q, cu_k, causal=True, compute_dtype=torch.float32)
+    with use_backend(backend):
+        o, l = split_kv_attention(q, k, v, num_splits=S, softmax_scale=D ** -0.5, window=(-1, 0), softcap=0.0,
+                                  cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=max(lq), max_seqlen_k=max(lk))
+    assert_2x("out", o, ref_o, base_o)
+    assert_2x("lse", l, ref_l, base_l)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_split_kv_gradients(backend):
+    torch.manual_seed(3)
+    B, M, N, H, HK, D = 1, 4, 45, 4, 2, 16
+    q, k, v = torch.randn(B, M, H, D), torch.randn(B, N, HK, D), torch.randn(B, N, HK, D)
+    dout, dlse = torch.randn(B, M, H, D), torch.randn(B, H, M)
+
+    def grads(fn, dtype):
+        xs = [t.to(dtype).requires_grad_() for t in (q, k, v)]
+        o, l = fn(*xs)
+        return list(torch.autograd.grad((o * dout.to(o.dtype)).sum() + (l * dlse.to(l.dtype)).sum(), xs))
+
+    ref = grads(lambda a, b, c: attention_ref(a, b, c, causal=True), torch.float64)
+    base = grads(lambda a, b, c: attention_ref(a, b, c, causal=True, compute_dtype=torch.float32), torch.float32)
+    with use_backend(backend):
+        got = grads(lambda a, b, c: split_kv_attention(a, b, c, num_splits=3, softmax_scale=D ** -0.5,
+                                                       window=(-1, 0), softcap=0.0), torch.float32)
+    for name, g, r, bs in zip(("dq", "dk", "dv"), got, ref, base):
+        assert_2x(name, g, r, bs)
+
+
+def test_num_splits_validation_and_cpu_heuristic():
+    q, k = torch.randn(1, 1, 2, 16), torch.randn(1, 64, 2, 16)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="num_splits"):
+            split_kv_attention(q, k, k, num_splits=bad, softmax_scale=0.25, window=(-1, -1), softcap=0.0)
+    s = choose_num_splits(1, 2, 1, 64, 16, torch.float32, "cpu")
+    assert 1 <= s <= 4
+
+
+# ---------------------------------------------------------------------------------------------------
+# partial attention in global positions
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=5, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), M=st.sampled_from([1, 4, 19]), N=st.sampled_from([5, 33]),
+       causal=st.booleans(), window=st.sampled_from([(-1, -1), (4, -1), (2, 3)]))
+def test_partial_key_and_query_blocks_tile_the_full_attention(backend, seed, M, N, causal, window):
+    """Cut queries and keys into random blocks (ring / 2.5D style); every query block's merged key
+    blocks equal the full attention rows."""
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    B, H, HK, D = 1, 2, 1, 16
+    q, k, v = torch.randn(B, M, H, D), torch.randn(B, N, HK, D), torch.randn(B, N, HK, D)
+    ref_o, ref_l = attention_ref(q, k, v, causal=causal, window_size=window)
+    base_o, base_l = attention_ref(q, k, v, causal=causal, window_size=window, compute_dtype=torch.float32)
+    qcuts = sorted(set(random_partition(rng, M, 3)))
+    kcuts = random_partition(rng, N, 4)
+    with use_backend(backend):
+        for qa, qb in zip(qcuts[:-1], qcuts[1:]):
+            states = [partial_attention(q[:, qa:qb], k[:, a:b], v[:, a:b], q_start=qa, k_start=a,
+                                        seqlen_q_total=M, seqlen_k_total=N, causal=causal, window_size=window)
+                      for a, b in zip(kcuts[:-1], kcuts[1:])]
+            o, l = tree_merge(rng, states, lambda x, y: merge_state(*x, *y))
+            assert_2x("out", o, ref_o[:, qa:qb], base_o[:, qa:qb])
+            assert_2x("lse", l, ref_l[:, :, qa:qb], base_l[:, :, qa:qb])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_partial_empty_key_range(backend):
+    q = torch.randn(1, 3, 2, 16)
+    k = torch.randn(1, 0, 2, 16)
+    with use_backend(backend):
+        o, l = partial_attention(q, k, k, q_start=0, k_start=5, seqlen_q_total=3, seqlen_k_total=5, causal=True)
+    assert (o == 0).all() and torch.isneginf(l).all()
+
+
+def test_partial_validation():
+    q, k = torch.randn(1, 3, 2, 16), torch.randn(1, 4, 2, 16)
+    with pytest.raises(ValueError, match="q_start"):
+        partial_attention(q, k, k, q_start=2, k_start=0, seqlen_q_total=4, seqlen_k_total=4)
+    with pytest.raises(ValueError, match="k_start"):
+        partial_attention(q, k, k, q_start=0, k_start=1, seqlen_q_total=4, seqlen_k_total=4)
+    with pytest.raises(ValueError, match="k_start"):
+        partial_attention(q, k, k, q_start=0, k_start=-1, seqlen_q_total=4, seqlen_k_total=4)
+
+
+# ---------------------------------------------------------------------------------------------------
+# GPU tier: decode shapes in bf16
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("M", [1, 16, 200])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("S", [1, 3, 16, 0])
+def test_decode_gpu(M, causal, S):
+    torch.manual_seed(M)
+    B, N, H, HK, D = 2, 4096 + 17, 32, 8, 128
+    q = torch.randn(B, M, H, D, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(B, N, HK, D, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(B, N, HK, D, device="cuda", dtype=torch.bfloat16)
+    ref_o, ref_l = attention_ref(q, k, v, causal=causal)
+    base_o, base_l = attention_ref(q, k, v, causal=causal, compute_dtype=torch.bfloat16)
+    o, l = split_kv_attention(q, k, v, num_splits=S, softmax_scale=D ** -0.5, window=(-1, 0 if causal else -1),
+                              softcap=0.0)
+    assert_2x("out", o, ref_o, base_o)
+    assert_2x("lse", l, ref_l, base_l)
+
+
+@pytest.mark.gpu
+def test_choose_num_splits_gpu():
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    s = choose_num_splits(1, 32, 1, 1 << 20, 128, torch.bfloat16, "cuda")
+    assert s > 1 and 32 * s >= sms
+    assert choose_num_splits(64, 32, 4096, 4096, 128, torch.bfloat16, "cuda") == 1
