@@ -1,0 +1,175 @@
+"""``python -m tilefold bench decode``: split-KV decode bandwidth beside SDPA, in the same process.
+
+Providers: ``tilefold`` (``split_kv_attention`` with ``num_splits=0``: occupancy heuristic; the record
+carries the chosen ``num_splits``), ``sdpa-cudnn`` and ``sdpa-flash`` (SDPA pinned to one backend, with
+``enable_gqa=True``; where a backend refuses GQA the K/V heads are expanded *outside* the timed call and
+the record says ``kv_expanded: true``), and one ``copy`` record (the bandwidth ceiling).
+
+Shapes: bf16, 32 query heads / 8 key heads, headdim 128, seqlen_q 1 and 16, no mask (SDPA's
+``is_causal`` is top-left aligned, so a bottom-right causal decode mask is not comparable; for
+seqlen_q = 1 they coincide anyway), batch 1..32 against seqlen_k 8k..1M with K+V at most ~17 GB.
+``gbps`` = bytes of K and V read once / time (DESIGN.md §6). ``max_err``: max |out - fp32 reference|
+at batch 1, seqlen_k 8192 of the same seqlen_q.
+
+Without CUDA: a smoke run (fp32, tiny shapes, tilefold only); the numbers mean nothing.
+"""
+from __future__ import annotations
+
+import math
+import sys
+
+import torch
+
+from .core import base_record, bench_ms, copy_record, gbps, register
+
+PROVIDERS = ("tilefold", "sdpa-cudnn", "sdpa-flash")
+H, HK, D = 32, 8, 128
+MAX_KV_BYTES = 17 << 30
+
+
+def _cases(quick: bool, cuda: bool):
+    if not cuda:
+        return [(1, M, N) for M in (1, 16) for N in (256, 1024)]
+    if quick:
+        bn = [(1, 8192), (1, 32768), (1, 131072), (1, 1 << 20), (8, 32768), (8, 131072), (32, 8192), (32, 32768)]
+    else:
+        bn = [(b, n) for b in (1, 4, 8, 16, 32) for n in (8192, 32768, 131072, 262144, 1 << 20)]
+    out = []
+    for B, N in bn:
+        if 2 * B * N * HK * D * 2 <= MAX_KV_BYTES:
+            out += [(B, M, N) for M in (1, 16)]
+    return out
+
+
+def _tilefold():
+    from tilefold.ops.decode import choose_num_splits, split_kv_attention
+
+    def fn(q, k, v):
+        return split_kv_attention(q, k, v, num_splits=0, softmax_scale=q.shape[-1] ** -0.5, window=(-1, -1),
+                                  softcap=0.0)[0]
+
+    def splits(q, k):
+        return choose_num_splits(q.shape[0], q.shape[2], q.shape[1], k.shape[1], q.shape[3], q.dtype, q.device)
+
+    return fn, splits
+
+
+def _sdpa(name):
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = getattr(SDPBackend, name)
+
+    def fn(q, k, v, gqa=True):
+        with sdpa_kernel(backend):
+            o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                               enable_gqa=gqa)
+        return o.transpose(1, 2)
+
+    return fn
+
+
+def _reference(q, k, v):
+    g = q.shape[2] // k.shape[2]
+    qf = q.float().transpose(1, 2)
+    kf = k.float().transpose(1, 2).repeat_interleave(g, 1)
+    vf = v.float().transpose(1, 2).repeat_interleave(g, 1)
+    s = torch.matmul(qf, kf.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    return torch.matmul(torch.softmax(s, -1), vf).transpose(1, 2)
+
+
+@register("decode", plot_x="seqlen_k", plot_y="gbps", ratios=("sdpa-cudnn", "sdpa-flash"))
+def run(quick: bool, progress, providers=None) -> list[dict]:
+    cuda = torch.cuda.is_available()
+    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
+    if not cuda:
+        print("no CUDA: CPU smoke run (fp32, tiny shapes, tilefold only); the numbers mean nothing", file=sys.stderr)
+    names = [p for p in (PROVIDERS if cuda else ("tilefold",)) if providers is None or p in providers]
+    if providers is not None:
+        unknown = set(providers) - set(PROVIDERS) - {"copy"}
+        if unknown:
+            raise ValueError(f"providers: expected names from {list(PROVIDERS) + ['copy']}, got {sorted(unknown)}")
+    records: list[dict] = []
+    if providers is None or "copy" in providers:
+        try:
+            records.append(copy_record("decode"))
+        except Exception as e:  # noqa: BLE001
+            print(f"[copy] failed: {type(e).__name__}: {e}", file=sys.stderr)
+    fns, expand, splits_of = {}, {}, None
+    for p in names:
+        try:
+            if p == "tilefold":
+                fns[p], splits_of = _tilefold()
+            else:
+                fns[p] = _sdpa("CUDNN_ATTENTION" if p == "sdpa-cudnn" else "FLASH_ATTENTION")
+        except Exception as e:  # noqa: BLE001
+            print(f"[{p}] unavailable: {type(e).__name__}: {e}", file=sys.stderr)
+    cases = _cases(quick, cuda)
+    bar = progress(total=len(cases) * len(names), desc="decode")
+    errs: dict = {}
+    failed: dict = {}
+
+    def call(p, q, k, v):
+        if p == "tilefold":
+            return fns[p](q, k, v)
+        if expand.get(p):
+            return fns[p](q, k, v, gqa=False)
+        return fns[p](q, k, v)
+
+    def prep(p, q, k, v):
+        """SDPA GQA support check: try enable_gqa once; else expand K/V heads (outside the timing)."""
+        if p == "tilefold" or p in expand:
+            pass
+        else:
+            try:
+                fns[p](q[:1, :1], k[:1, :128], v[:1, :128])
+                expand[p] = False
+            except Exception:  # noqa: BLE001
+                expand[p] = True
+                bar.write(f"[{p}] refuses enable_gqa: K/V heads expanded outside the timed call")
+        if expand.get(p):
+            g = q.shape[2] // k.shape[2]
+            return k.repeat_interleave(g, 2), v.repeat_interleave(g, 2)
+        return k, v
+
+    for B, M, N in cases:
+        q = torch.randn(B, M, H, D, device=device, dtype=dtype)
+        k = torch.randn(B, N, HK, D, device=device, dtype=dtype)
+        v = torch.randn(B, N, HK, D, device=device, dtype=dtype)
+        nbytes = 2 * B * N * HK * D * k.element_size()
+        for p in names:
+            if p not in fns:
+                bar.update()
+                continue
+            try:
+                if (p, M) not in errs:
+                    qe, ke, ve = q[:1], torch.randn(1, 8192 if cuda else 512, HK, D, device=device, dtype=dtype), None
+                    ve = torch.randn_like(ke)
+                    kk, vv = prep(p, qe, ke, ve)
+                    errs[(p, M)] = (call(p, qe, kk, vv).float() - _reference(qe, ke, ve)).abs().max().item()
+                kk, vv = prep(p, q, k, v)
+                ms = bench_ms(lambda: call(p, q, kk, vv))
+                extra = {}
+                if p == "tilefold":
+                    extra["num_splits"] = splits_of(q, k)
+                if expand.get(p):
+                    extra["kv_expanded"] = True
+                records.append(base_record("decode", p, "fwd", dtype, batch=B, heads=H, heads_k=HK, headdim=D,
+                                           seqlen_q=M, seqlen_k=N, causal=False, **extra, ms=ms,
+                                           gbps=gbps(nbytes, ms), max_err=errs[(p, M)]))
+                del kk, vv
+            except Exception as e:  # noqa: BLE001
+                if p not in failed:
+                    bar.write(f"[{p}] failed, recording nothing: {type(e).__name__}: {str(e).strip()[:300]}")
+                failed[p] = failed.get(p, 0) + 1
+                if "illegal memory access" in str(e):
+                    bar.close()
+                    return records
+            bar.update()
+        del q, k, v
+        if cuda:
+            torch.cuda.empty_cache()
+    bar.close()
+    for p, n in failed.items():
+        print(f"{p}: {n} case(s) failed", file=sys.stderr)
+    return records
