@@ -21,6 +21,9 @@ from .utils import G_FLOOR, dot_precision, empty, gla_bwd_dg
 
 BT = 64
 BC = 16
+# Launch configs per kernel: (BV cap, num_warps). Measured reasons go in benchmarks/NOTES.md (## GLA).
+# The interpreter ignores warps; tests run these same block shapes.
+CFG = {"fwd_h": (64, 4), "fwd_o": (64, 4), "fused": (64, 4), "bwd_dh": (64, 4), "bwd_dqkv": (64, 4)}
 
 
 @triton.jit
@@ -344,7 +347,7 @@ def _bk(K):
     return max(16, triton.next_power_of_2(K))
 
 
-def _bv(V, cap=64):
+def _bv(V, cap):
     return min(max(16, triton.next_power_of_2(V)), cap)
 
 
@@ -353,8 +356,7 @@ def chunk_gla_fwd(q, k, v, g, scale, h0, output_final_state, info, fused):
     B, T, H, K = q.shape
     V = v.shape[3]
     N, cu, chunk_indices, chunk_offsets, NT = info
-    BK, BV = _bk(K), _bv(V)
-    NV = triton.cdiv(V, BV)
+    BK = _bk(K)
     prec = dot_precision(q.dtype)
     gc = empty(B, T, H, K, dtype=torch.float32, device=q.device)
     o = empty(*v.shape, dtype=v.dtype, device=v.device)
@@ -363,19 +365,25 @@ def chunk_gla_fwd(q, k, v, g, scale, h0, output_final_state, info, fused):
     if N * H == 0:
         return o, ht, None, gc
     if fused:
+        BV, nw = _bv(V, CFG["fused"][0]), CFG["fused"][1]
+        NV = triton.cdiv(V, BV)
         chunk_gla_fwd_o_kernel[(NV, N * H)](
             q, k, v, g, gc, o, dummy, h0 if h0 is not None else dummy, ht if ht is not None else dummy, cu,
             chunk_indices, scale, H, K, V, BT, BC, BK, BV, True, h0 is not None, ht is not None, G_FLOOR, prec,
-            num_warps=4, num_stages=1)
+            num_warps=nw, num_stages=1)
         return o, ht, None, gc
     h = empty(NT, H, K, V, dtype=torch.float32, device=q.device)
+    BV, nw = _bv(V, CFG["fwd_h"][0]), CFG["fwd_h"][1]
+    NV = triton.cdiv(V, BV)
     chunk_gla_fwd_h_kernel[(NV, N * H)](
         k, v, g, gc, h, h0 if h0 is not None else dummy, ht if ht is not None else dummy, cu, chunk_offsets,
-        H, K, V, BT, BK, BV, h0 is not None, True, True, ht is not None, G_FLOOR, prec, num_warps=4)
+        H, K, V, BT, BK, BV, h0 is not None, True, True, ht is not None, G_FLOOR, prec, num_warps=nw)
     if NT > 0:
+        BV, nw = _bv(V, CFG["fwd_o"][0]), CFG["fwd_o"][1]
+        NV = triton.cdiv(V, BV)
         chunk_gla_fwd_o_kernel[(NV, NT, H)](
             q, k, v, g, gc, o, h, dummy, dummy, cu, chunk_indices, scale, H, K, V, BT, BC, BK, BV, False,
-            False, False, G_FLOOR, prec, num_warps=4)
+            False, False, G_FLOOR, prec, num_warps=nw)
     return o, ht, h, gc
 
 
@@ -383,8 +391,7 @@ def chunk_gla_bwd(q, k, v, g, do, scale, h0, ht, dht, h, gc, info):
     B, T, H, K = q.shape
     V = v.shape[3]
     N, cu, chunk_indices, chunk_offsets, NT = info
-    BK, BV = _bk(K), _bv(V)
-    NV = triton.cdiv(V, BV)
+    BK = _bk(K)
     prec = dot_precision(q.dtype)
     dq = empty(B, T, H, K, dtype=torch.float32, device=q.device)
     dk = empty(B, T, H, K, dtype=torch.float32, device=q.device)
@@ -394,16 +401,21 @@ def chunk_gla_bwd(q, k, v, g, do, scale, h0, ht, dht, h, gc, info):
         return dq.to(q.dtype), dk.to(k.dtype), dv, torch.zeros_like(g), dh0
     if h is None:
         h = empty(NT, H, K, V, dtype=torch.float32, device=q.device)
+        BV, nw = _bv(V, CFG["fwd_h"][0]), CFG["fwd_h"][1]
+        NV = triton.cdiv(V, BV)
         chunk_gla_fwd_h_kernel[(NV, N * H)](
             k, v, g, gc, h, h0 if h0 is not None else gc, gc, cu, chunk_offsets, H, K, V, BT, BK, BV,
-            h0 is not None, True, False, False, G_FLOOR, prec, num_warps=4)
+            h0 is not None, True, False, False, G_FLOOR, prec, num_warps=nw)
     dh = empty(*h.shape, dtype=h.dtype, device=h.device)
+    BV, nw = _bv(V, CFG["bwd_dh"][0]), CFG["bwd_dh"][1]
+    NV = triton.cdiv(V, BV)
     chunk_gla_bwd_dh_kernel[(NV, N * H)](
         q, gc, do, dh, dht if dht is not None else gc, dh0 if dh0 is not None else gc, cu, chunk_offsets,
-        scale, H, K, V, BT, BK, BV, dht is not None, dh0 is not None, prec, num_warps=4)
+        scale, H, K, V, BT, BK, BV, dht is not None, dh0 is not None, prec, num_warps=nw)
     if NT > 0:
+        BV, nw = _bv(V, CFG["bwd_dqkv"][0]), CFG["bwd_dqkv"][1]
         chunk_gla_bwd_dqkv_kernel[(NT, H)](
             q, k, v, gc, do, h, dh, dq, dk, dv, cu, chunk_indices, scale, H, K, V, BT, BC, BK, BV, prec,
-            num_warps=4)
+            num_warps=nw)
     dg = gla_bwd_dg(q, k, dq, dk, g, cu, N, ht, dht)
     return dq.to(q.dtype), dk.to(k.dtype), dv, dg, dh0

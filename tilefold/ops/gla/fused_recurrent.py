@@ -100,9 +100,13 @@ def fused_recurrent_gla_bwd_kernel(q, k, v, g, do, dq, dk, dv, h0, dh0, dht, cu_
         tl.store(dh0 + off_h, b_dh, mask=m_h)
 
 
+# (max state elements per program, num_warps); the state slice is [K, BV] fp32 in registers.
+CFG = {"state": 8192, "warps": 4}
+
+
 def _blocks(K, V):
     BK = triton.next_power_of_2(K)
-    BV = min(triton.next_power_of_2(V), max(16, 8192 // BK))
+    BV = min(triton.next_power_of_2(V), max(16, CFG["state"] // BK))
     return BK, BV
 
 
@@ -116,7 +120,7 @@ def fused_recurrent_gla_fwd(q, k, v, g, scale, h0, output_final_state, cu, N):
     if N * H > 0:
         fused_recurrent_gla_fwd_kernel[grid](q, k, v, g, o, h0 if h0 is not None else q, ht if ht is not None else q,
                                              cu, scale, H, K, V, BK, BV, h0 is not None, ht is not None, G_FLOOR,
-                                             num_warps=4)
+                                             num_warps=CFG["warps"])
     return o, ht
 
 
@@ -133,7 +137,7 @@ def fused_recurrent_gla_bwd(q, k, v, g, do, scale, h0, ht, dht, cu, N):
         fused_recurrent_gla_bwd_kernel[(NV, N * H)](
             q, k, v, g, do, dq, dk, dv, h0 if h0 is not None else q, dh0 if dh0 is not None else q,
             dht if dht is not None else q, cu, scale, H, B * T * H * K, K, V, BK, BV, h0 is not None,
-            dht is not None, dh0 is not None, G_FLOOR, num_warps=4)
+            dht is not None, dh0 is not None, G_FLOOR, num_warps=CFG["warps"])
     dq = dq.sum(0)
     dk = dk.sum(0)
     dg = gla_bwd_dg(q, k, dq, dk, g, cu, N, ht, dht)
