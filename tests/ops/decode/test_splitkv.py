@@ -29,6 +29,9 @@ CASES = [  # (B, M, N, H, HK, D, causal, window)
     (1, 5, 70, 2, 2, 16, True, (8, -1)),      # causal + left window
     (1, 33, 20, 2, 2, 16, True, (-1, -1)),    # seqlen_q > seqlen_k: empty rows
     (1, 3, 1, 2, 2, 16, False, (-1, -1)),     # one key
+    (2, 1, 50, 8, 2, 16, True, (-1, -1)),     # decode, GQA packed (causal)
+    (1, 1, 50, 4, 1, 16, False, (-1, 3)),     # decode, MQA packed, right window
+    (1, 1, 50, 4, 2, 16, False, (6, -1)),     # decode with left window: not packed
 ]
 
 

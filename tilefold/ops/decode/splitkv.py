@@ -85,9 +85,30 @@ def choose_num_splits(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head
 # forward implementations
 
 
+def can_pack_gqa(q, k, window, cu_q) -> bool:
+    """Decode with GQA (batched, seqlen_q = 1, no left window): the G query heads of one key head are
+    packed as G query rows of that head, so each K/V tile is read once for the whole group."""
+    return cu_q is None and q.shape[1] == 1 and window[0] < 0 and q.shape[2] > k.shape[2]
+
+
 def _fwd_triton(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k):
     from ..merge.kernel import merge_fwd
 
+    if can_pack_gqa(q, k, window, cu_q):
+        # q (B, 1, H, D) -> (B, G, HK, D) (a view): row g of key head hk is query head hk * G + g. All
+        # rows sit at position N - 1: with right-only masks, shift_extra = G - 1 gives row 0 the keys
+        # j <= N - 1 + right, and rows g > 0 see more only past the end (j < N clips them).
+        B, _, H, D = q.shape
+        HK = k.shape[2]
+        G = H // HK
+        qp = q.view(B, HK, G, D).transpose(1, 2)
+        kw = dict(softmax_scale=scale, window=window, softcap=softcap, shift_extra=G - 1)
+        if S <= 1:
+            o, lse = attention_fwd(qp, k, v, **kw)
+        else:
+            o_parts, l_parts = attention_fwd(qp, k, v, num_splits=S, **kw)
+            o, lse = merge_fwd(o_parts, l_parts, out_dtype=q.dtype)
+        return o.transpose(1, 2).reshape(B, 1, H, D), lse.reshape(B, H, 1)
     kw = dict(softmax_scale=scale, window=window, softcap=softcap, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
               max_seqlen_q=max_q, max_seqlen_k=max_k)
     if S <= 1:
@@ -189,6 +210,9 @@ def split_kv_attention(q, k, v, *, num_splits, softmax_scale, window, softcap, c
     left, right = window
     S = num_splits
     if S == 0:
-        S = choose_num_splits(B, H, M, N, D, q.dtype, q.device, masked=left >= 0 or right >= 0)
+        if can_pack_gqa(q, k, window, cu_seqlens_q):
+            S = choose_num_splits(B, k.shape[2], H // k.shape[2], N, D, q.dtype, q.device, masked=right >= 0)
+        else:
+            S = choose_num_splits(B, H, M, N, D, q.dtype, q.device, masked=left >= 0 or right >= 0)
     return SplitKVFunction.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, S, float(softmax_scale), int(left),
                                  int(right), float(softcap), int(max_seqlen_q), int(max_seqlen_k))
