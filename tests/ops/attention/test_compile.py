@@ -1,0 +1,133 @@
+"""The custom ops under torch.library.opcheck (CPU, torch path) and torch.compile(fullgraph=True) of modules
+calling tilefold.attention / varlen_attention: compiled == eager, forward and backward (aot_eager on CPU,
+inductor on the GPU)."""
+import pytest
+import torch
+
+import tilefold
+from tilefold.ops.attention import function  # noqa: F401  (registers torch.ops.tilefold.*)
+
+
+def _qkv(B, M, N, H, HK, D, dtype, device, grad=False):
+    q = torch.randn(B, M, H, D, device=device, dtype=dtype, requires_grad=grad)
+    k = torch.randn(B, N, HK, D, device=device, dtype=dtype, requires_grad=grad)
+    v = torch.randn(B, N, HK, D, device=device, dtype=dtype, requires_grad=grad)
+    return q, k, v
+
+
+def _fwd_args(q, k, v, cu_q=None, cu_k=None, M=None, N=None, scale=0.25, left=-1, right=-1, softcap=0.0):
+    M = q.shape[1] if M is None else M
+    N = k.shape[1] if N is None else N
+    return (q, k, v, cu_q, cu_k, M, N, scale, left, right, softcap, 0)
+
+
+OPCHECK_CASES = {
+    "full": dict(),
+    "causal": dict(right=0),
+    "window_softcap": dict(left=4, right=2, softcap=5.0),
+}
+
+
+@pytest.mark.parametrize("opts", list(OPCHECK_CASES.values()), ids=list(OPCHECK_CASES))
+def test_opcheck_attention_fwd_cpu(opts):
+    q, k, v = _qkv(2, 9, 13, 4, 2, 16, torch.float32, "cpu", grad=True)
+    with tilefold.use_backend("torch"):
+        torch.library.opcheck(torch.ops.tilefold.attention_fwd.default, _fwd_args(q, k, v, **opts))
+
+
+def test_opcheck_attention_fwd_varlen_cpu():
+    q = torch.randn(12, 4, 16, requires_grad=True)
+    k = torch.randn(15, 2, 16, requires_grad=True)
+    v = torch.randn(15, 2, 16, requires_grad=True)
+    cu_q = torch.tensor([0, 5, 5, 12], dtype=torch.int32)
+    cu_k = torch.tensor([0, 3, 8, 15], dtype=torch.int32)
+    with tilefold.use_backend("torch"):
+        torch.library.opcheck(torch.ops.tilefold.attention_fwd.default,
+                              _fwd_args(q, k, v, cu_q, cu_k, 7, 7, right=0))
+
+
+def test_opcheck_attention_bwd_cpu():
+    q, k, v = _qkv(1, 9, 13, 4, 2, 16, torch.float32, "cpu")
+    with tilefold.use_backend("torch"):
+        out, lse = tilefold.attention(q, k, v, causal=True, return_lse=True)
+        dout, dlse = torch.randn_like(out), torch.randn_like(lse)
+        args = (dout, q, k, v, out, lse, dlse, None, None, 9, 13, 0.25, -1, 0, 0.0, 0)
+        torch.library.opcheck(torch.ops.tilefold.attention_bwd.default, args)
+
+
+class Attn(torch.nn.Module):
+    def __init__(self, **opts):
+        super().__init__()
+        self.opts = opts
+
+    def forward(self, q, k, v):
+        out, lse = tilefold.attention(q, k, v, return_lse=True, **self.opts)
+        return out * 2 + 1, lse
+
+
+class VarlenAttn(torch.nn.Module):
+    def __init__(self, cu_q, cu_k, max_q, max_k, **opts):
+        super().__init__()
+        self.meta = (cu_q, cu_k, max_q, max_k)
+        self.opts = opts
+
+    def forward(self, q, k, v):
+        out, lse = tilefold.varlen_attention(q, k, v, *self.meta, return_lse=True, **self.opts)
+        return out.float().sin(), lse
+
+
+def _compare_compiled(module, inputs, backend, atol, rtol):
+    xs_e = [t.detach().clone().requires_grad_() for t in inputs]
+    xs_c = [t.detach().clone().requires_grad_() for t in inputs]
+    out_e, lse_e = module(*xs_e)
+    compiled = torch.compile(module, fullgraph=True, backend=backend)
+    out_c, lse_c = compiled(*xs_c)
+    torch.testing.assert_close(out_c, out_e, atol=atol, rtol=rtol)
+    torch.testing.assert_close(lse_c, lse_e, atol=atol, rtol=rtol)
+    dout = torch.randn_like(out_e)
+    dlse = torch.randn_like(lse_e)
+    g_e = torch.autograd.grad([out_e, lse_e], xs_e, [dout, dlse])
+    g_c = torch.autograd.grad([out_c, lse_c], xs_c, [dout, dlse])
+    for n, a, b in zip("qkv", g_c, g_e):
+        torch.testing.assert_close(a, b, atol=atol, rtol=rtol, msg=lambda m: f"d{n}: {m}")
+
+
+def test_compile_fullgraph_cpu_aot_eager():
+    torch._dynamo.reset()
+    with tilefold.use_backend("torch"):
+        _compare_compiled(Attn(causal=True, window_size=(8, -1)), _qkv(2, 17, 23, 4, 2, 32, torch.float32, "cpu"),
+                          "aot_eager", 1e-5, 1e-5)
+
+
+def test_compile_fullgraph_varlen_cpu_aot_eager():
+    torch._dynamo.reset()
+    cu_q = torch.tensor([0, 5, 5, 12], dtype=torch.int32)
+    cu_k = torch.tensor([0, 3, 8, 15], dtype=torch.int32)
+    q, k, v = torch.randn(12, 4, 32), torch.randn(15, 1, 32), torch.randn(15, 1, 32)
+    with tilefold.use_backend("torch"):
+        _compare_compiled(VarlenAttn(cu_q, cu_k, 7, 7, causal=True, softcap=5.0), (q, k, v), "aot_eager", 1e-5, 1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------
+# GPU tier: inductor
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
+@pytest.mark.parametrize("opts", [dict(), dict(causal=True), dict(window_size=(32, 0), softcap=30.0)],
+                         ids=["full", "causal", "win32_0_cap"])
+def test_compile_fullgraph_gpu(opts, dtype):
+    torch._dynamo.reset()
+    _compare_compiled(Attn(**opts), _qkv(2, 113, 257, 8, 2, 64, dtype, "cuda"), "inductor", 1e-2, 1e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_compile_fullgraph_varlen_gpu(dtype):
+    torch._dynamo.reset()
+    cu_q = torch.tensor([0, 1, 1, 120, 300], dtype=torch.int32, device="cuda")
+    cu_k = torch.tensor([0, 40, 45, 45, 300], dtype=torch.int32, device="cuda")
+    q = torch.randn(300, 8, 128, device="cuda", dtype=dtype)
+    k = torch.randn(300, 2, 128, device="cuda", dtype=dtype)
+    v = torch.randn(300, 2, 128, device="cuda", dtype=dtype)
+    _compare_compiled(VarlenAttn(cu_q, cu_k, 180, 255, causal=True), (q, k, v), "inductor", 1e-2, 1e-2)

@@ -1,0 +1,321 @@
+"""Bad input to attention / varlen_attention raises ValueError naming the argument (and giving the
+actual value) before any kernel runs. CPU only, fast; mixed devices use a meta tensor."""
+import re
+
+import pytest
+import torch
+
+import tilefold
+
+B, M, N, H, HK, D = 2, 5, 7, 4, 2, 16
+
+
+def qkv(dtype=torch.float32):
+    return (torch.randn(B, M, H, D).to(dtype), torch.randn(B, N, HK, D).to(dtype),
+            torch.randn(B, N, HK, D).to(dtype))
+
+
+def packed(lens_q=(3, 2), lens_k=(4, 3), dtype=torch.float32):
+    Tq, Tk = sum(lens_q), sum(lens_k)
+    q, k, v = torch.randn(Tq, H, D).to(dtype), torch.randn(Tk, HK, D).to(dtype), torch.randn(Tk, HK, D).to(dtype)
+    cu_q = torch.tensor([0, *torch.tensor(lens_q).cumsum(0).tolist()], dtype=torch.int32)
+    cu_k = torch.tensor([0, *torch.tensor(lens_k).cumsum(0).tolist()], dtype=torch.int32)
+    return q, k, v, cu_q, cu_k, max(lens_q), max(lens_k)
+
+
+def raises(name, *actual):
+    """ValueError whose message starts with the argument's name and mentions the actual value(s)."""
+    class _Ctx:
+        def __enter__(self):
+            self.cm = pytest.raises(ValueError, match=rf"^{re.escape(name)}\b")
+            self.info = self.cm.__enter__()
+            return self.info
+
+        def __exit__(self, *exc):
+            r = self.cm.__exit__(*exc)
+            msg = str(self.info.value)
+            for a in actual:
+                assert str(a) in msg, f"message {msg!r} does not give the actual value {a!r}"
+            return r
+    return _Ctx()
+
+
+def call(q, k, v, **kw):
+    return tilefold.attention(q, k, v, **kw)
+
+
+# --------------------------------------------------------------------------------------------- shapes
+
+def test_rank_q():
+    q, k, v = qkv()
+    with raises("q", (B * M, H, D)):
+        call(q.reshape(B * M, H, D), k, v)
+
+
+def test_rank_k():
+    q, k, v = qkv()
+    with raises("k"):
+        call(q, k[0], v)
+
+
+def test_rank_v():
+    q, k, v = qkv()
+    with raises("v"):
+        call(q, k, v[None])
+
+
+def test_rank_varlen_q():
+    q, k, v, *rest = packed()
+    with raises("q"):
+        tilefold.varlen_attention(q[None], k, v, *rest)
+
+
+def test_batch_mismatch_k():
+    q, k, v = qkv()
+    with raises("k", B + 1):
+        call(q, torch.randn(B + 1, N, HK, D), torch.randn(B + 1, N, HK, D))
+
+
+def test_batch_mismatch_v():
+    q, k, v = qkv()
+    with raises("v"):
+        call(q, k, torch.randn(B + 1, N, HK, D))
+
+
+def test_seqlen_mismatch_k_v():
+    q, k, v = qkv()
+    with raises("v"):
+        call(q, k, torch.randn(B, N + 1, HK, D))
+
+
+def test_heads_mismatch_k_v():
+    q, k, v = qkv()
+    with raises("v"):
+        call(q, k, torch.randn(B, N, HK * 2, D))
+
+
+def test_heads_not_divisible():
+    q, k, v = qkv()
+    with raises("k", 3):
+        call(q, torch.randn(B, N, 3, D), torch.randn(B, N, 3, D))
+
+
+def test_more_kv_heads_than_q_heads():
+    q, k, v = qkv()
+    with raises("k"):
+        call(q, torch.randn(B, N, 2 * H, D), torch.randn(B, N, 2 * H, D))
+
+
+def test_headdim_mismatch_k():
+    q, k, v = qkv()
+    with raises("k", D + 8):
+        call(q, torch.randn(B, N, HK, D + 8), torch.randn(B, N, HK, D + 8))
+
+
+def test_headdim_mismatch_v():
+    q, k, v = qkv()
+    with raises("v"):
+        call(q, k, torch.randn(B, N, HK, D + 8))
+
+
+def test_headdim_too_large():
+    with raises("q", 264):
+        call(torch.randn(1, 3, 1, 264), torch.randn(1, 3, 1, 264), torch.randn(1, 3, 1, 264))
+
+
+@pytest.mark.parametrize("name", ["q", "k", "v"])
+def test_last_dim_not_contiguous(name):
+    q, k, v = qkv()
+    t = dict(q=q, k=k, v=v)
+    t[name] = torch.randn(*t[name].shape[:-1], 2 * D)[..., ::2]
+    assert t[name].stride(-1) == 2
+    with raises(name):
+        call(t["q"], t["k"], t["v"])
+
+
+def test_last_dim_not_contiguous_varlen():
+    q, k, v, *rest = packed()
+    with raises("k"):
+        tilefold.varlen_attention(q, torch.randn(k.shape[0], HK, D, 2)[..., 0], v, *rest)
+
+
+def test_not_a_tensor():
+    q, k, v = qkv()
+    with raises("q"):
+        call(q.tolist(), k, v)
+
+
+# ------------------------------------------------------------------------------------- dtypes, devices
+
+@pytest.mark.parametrize("name", ["k", "v"])
+def test_mixed_dtypes(name):
+    q, k, v = qkv()
+    t = dict(q=q, k=k, v=v)
+    t[name] = t[name].half()
+    with raises(name, torch.float16):
+        call(t["q"], t["k"], t["v"])
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.float64, torch.bool], ids=str)
+def test_unsupported_dtype(dtype):
+    q, k, v = (t.to(dtype) for t in qkv())
+    with raises("q", dtype):
+        call(q, k, v)
+
+
+@pytest.mark.parametrize("name", ["k", "v"])
+def test_mixed_devices(name):
+    q, k, v = qkv()
+    t = dict(q=q, k=k, v=v)
+    t[name] = t[name].to("meta")
+    with raises(name, "meta"):
+        call(t["q"], t["k"], t["v"])
+
+
+@pytest.mark.gpu
+def test_mixed_devices_cuda():
+    q, k, v = qkv()
+    with raises("k", "cuda"):
+        call(q, k.cuda(), v)
+    q, k, v, cu_q, cu_k, mq, mk = packed()
+    with raises("cu_seqlens_q"):
+        tilefold.varlen_attention(q.cuda(), k.cuda(), v.cuda(), cu_q, cu_k.cuda(), mq, mk)
+
+
+# ---------------------------------------------------------------------------------------------- varlen
+
+@pytest.mark.parametrize("which", ["cu_seqlens_q", "cu_seqlens_k"])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float32], ids=str)
+def test_cu_seqlens_dtype(which, dtype):
+    q, k, v, cu_q, cu_k, mq, mk = packed()
+    cu = dict(cu_seqlens_q=cu_q, cu_seqlens_k=cu_k)
+    cu[which] = cu[which].to(dtype)
+    with raises(which, dtype):
+        tilefold.varlen_attention(q, k, v, cu["cu_seqlens_q"], cu["cu_seqlens_k"], mq, mk)
+
+
+def test_cu_seqlens_not_a_tensor():
+    q, k, v, cu_q, cu_k, mq, mk = packed()
+    with raises("cu_seqlens_q"):
+        tilefold.varlen_attention(q, k, v, cu_q.tolist(), cu_k, mq, mk)
+
+
+def test_cu_seqlens_rank():
+    q, k, v, cu_q, cu_k, mq, mk = packed()
+    with raises("cu_seqlens_k"):
+        tilefold.varlen_attention(q, k, v, cu_q, cu_k[None], mq, mk)
+
+
+@pytest.mark.parametrize("which", ["cu_seqlens_q", "cu_seqlens_k"])
+def test_cu_seqlens_not_starting_at_zero(which):
+    q, k, v, cu_q, cu_k, mq, mk = packed(lens_q=(3, 2), lens_k=(4, 3))
+    # drop the first sequence's rows: values start at 3 / 4, last still == total
+    bad = dict(cu_seqlens_q=torch.tensor([1, 3, 5], dtype=torch.int32),
+               cu_seqlens_k=torch.tensor([2, 4, 7], dtype=torch.int32))
+    cu = dict(cu_seqlens_q=cu_q, cu_seqlens_k=cu_k)
+    cu[which] = bad[which]
+    with raises(which, bad[which][0].item()):
+        tilefold.varlen_attention(q, k, v, cu["cu_seqlens_q"], cu["cu_seqlens_k"], 5, 7)
+
+
+@pytest.mark.parametrize("which", ["cu_seqlens_q", "cu_seqlens_k"])
+def test_cu_seqlens_decreasing(which):
+    q, k, v, cu_q, cu_k, mq, mk = packed(lens_q=(3, 2), lens_k=(4, 3))
+    bad = dict(cu_seqlens_q=torch.tensor([0, 4, 3, 5], dtype=torch.int32),
+               cu_seqlens_k=torch.tensor([0, 5, 4, 7], dtype=torch.int32))
+    ok = dict(cu_seqlens_q=torch.tensor([0, 2, 3, 5], dtype=torch.int32),
+              cu_seqlens_k=torch.tensor([0, 3, 4, 7], dtype=torch.int32))
+    cu = dict(ok)
+    cu[which] = bad[which]
+    with raises(which):
+        tilefold.varlen_attention(q, k, v, cu["cu_seqlens_q"], cu["cu_seqlens_k"], 5, 7)
+
+
+@pytest.mark.parametrize("which", ["cu_seqlens_q", "cu_seqlens_k"])
+@pytest.mark.parametrize("delta", [-1, 1])
+def test_cu_seqlens_last_not_total(which, delta):
+    q, k, v, cu_q, cu_k, mq, mk = packed()
+    cu = dict(cu_seqlens_q=cu_q.clone(), cu_seqlens_k=cu_k.clone())
+    cu[which][-1] += delta
+    with raises(which, cu[which][-1].item()):
+        tilefold.varlen_attention(q, k, v, cu["cu_seqlens_q"], cu["cu_seqlens_k"], mq + 1, mk + 1)
+
+
+def test_cu_seqlens_batch_mismatch():
+    q, k, v, cu_q, cu_k, mq, mk = packed(lens_q=(3, 2), lens_k=(4, 3))
+    with raises("cu_seqlens_k"):
+        tilefold.varlen_attention(q, k, v, cu_q, torch.tensor([0, 2, 5, 7], dtype=torch.int32), mq, mk)
+
+
+@pytest.mark.parametrize("which", ["max_seqlen_q", "max_seqlen_k"])
+def test_max_seqlen_too_small(which):
+    q, k, v, cu_q, cu_k, mq, mk = packed(lens_q=(3, 2), lens_k=(4, 3))
+    m = dict(max_seqlen_q=mq, max_seqlen_k=mk)
+    m[which] -= 1
+    with raises(which, m[which]):
+        tilefold.varlen_attention(q, k, v, cu_q, cu_k, m["max_seqlen_q"], m["max_seqlen_k"])
+
+
+@pytest.mark.parametrize("value", [-1, 2.5, None], ids=["negative", "float", "none"])
+def test_max_seqlen_not_a_nonnegative_int(value):
+    q, k, v, cu_q, cu_k, mq, mk = packed()
+    with raises("max_seqlen_k"):
+        tilefold.varlen_attention(q, k, v, cu_q, cu_k, mq, value)
+
+
+def test_cu_seqlens_meta_device():
+    q, k, v, cu_q, cu_k, mq, mk = packed()
+    with raises("cu_seqlens_q", "meta"):
+        tilefold.varlen_attention(q, k, v, cu_q.to("meta"), cu_k, mq, mk)
+
+
+# --------------------------------------------------------------------------------------------- options
+
+@pytest.mark.parametrize("window", [(-2, -1), (-1, -5), (3, -2)], ids=str)
+def test_window_below_minus_one(window):
+    q, k, v = qkv()
+    with raises("window_size", window):
+        call(q, k, v, window_size=window)
+
+
+@pytest.mark.parametrize("window", [(1, 2, 3), 4, None], ids=str)
+def test_window_not_a_pair(window):
+    q, k, v = qkv()
+    with raises("window_size"):
+        call(q, k, v, window_size=window)
+
+
+def test_window_varlen():
+    q, k, v, *rest = packed()
+    with raises("window_size"):
+        tilefold.varlen_attention(q, k, v, *rest, window_size=(-3, 0))
+
+
+@pytest.mark.parametrize("softcap", [-1.0, -1e-3, float("nan"), float("inf")], ids=str)
+def test_softcap_invalid(softcap):
+    q, k, v = qkv()
+    with raises("softcap"):
+        call(q, k, v, softcap=softcap)
+
+
+def test_softcap_negative_varlen():
+    q, k, v, *rest = packed()
+    with raises("softcap", -2.0):
+        tilefold.varlen_attention(q, k, v, *rest, softcap=-2.0)
+
+
+@pytest.mark.parametrize("scale", [float("nan"), float("inf"), "0.1"], ids=str)
+def test_softmax_scale_invalid(scale):
+    q, k, v = qkv()
+    with raises("softmax_scale"):
+        call(q, k, v, softmax_scale=scale)
+
+
+def test_bad_input_does_not_touch_tensors():
+    """A rejected call leaves every input exactly as it was."""
+    q, k, v, cu_q, cu_k, mq, mk = packed()
+    clones = [t.clone() for t in (q, k, v, cu_q, cu_k)]
+    with pytest.raises(ValueError):
+        tilefold.varlen_attention(q, k, v, cu_q, cu_k, mq - 1, mk)
+    for a, b in zip((q, k, v, cu_q, cu_k), clones):
+        assert torch.equal(a, b)
