@@ -5,6 +5,7 @@ import torch
 
 from ..common.validate import (_validate_cu_seqlens, _validate_last_contiguous, _validate_same,
                                _validate_scale, _validate_softcap, _validate_tensor, _validate_window)
+from ..decode.splitkv import split_kv_attention
 from .cpu import attention_probs
 from .function import attention_fwd_op
 
@@ -60,7 +61,7 @@ def _check_qkv(q, k, v, ndim):
 
 
 def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
-              return_lse=False, deterministic=False, dropout_p=0.0, return_attn_probs=False):
+              return_lse=False, deterministic=False, dropout_p=0.0, return_attn_probs=False, num_splits=1):
     """Exact attention ``softmax(scale · q kᵀ) v``, fused: the seqlen_q × seqlen_k matrix is never stored.
 
     Args:
@@ -76,6 +77,9 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
             testing and analysis; it carries no gradient.
         deterministic: accepted for flash_attn compatibility; the backward is always deterministic
             (dK/dV of a GQA group are summed in registers and dQ has its own pass: no atomics).
+        num_splits: split each row's key loop over this many programs and merge their (out, lse)
+            states with ⊕ (split-KV; for decoding and long keys with few queries). 0 picks the number by
+            occupancy, 1 (default) does not split.
     """
     _check_qkv(q, k, v, 4)
     B, M, H, D = q.shape
@@ -83,7 +87,11 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
         raise ValueError(f"k: expected batch {B} (as q), got {k.shape[0]}")
     scale, left, right, softcap = _options(q, D, softmax_scale, causal, window_size, softcap,
                                            dropout_p, return_attn_probs)
-    out, lse = attention_fwd_op(q, k, v, None, None, M, k.shape[1], scale, left, right, softcap, 0)
+    if num_splits != 1:
+        out, lse = split_kv_attention(q, k, v, num_splits=num_splits, softmax_scale=scale,
+                                      window=(left, right), softcap=softcap)
+    else:
+        out, lse = attention_fwd_op(q, k, v, None, None, M, k.shape[1], scale, left, right, softcap, 0)
     if return_attn_probs:
         with torch.no_grad():
             S = attention_probs(q, k, lse, softmax_scale=scale, window=(left, right), softcap=softcap)
@@ -93,7 +101,8 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
 
 def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *,
                      softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
-                     return_lse=False, deterministic=False, dropout_p=0.0, return_attn_probs=False):
+                     return_lse=False, deterministic=False, dropout_p=0.0, return_attn_probs=False,
+                     num_splits=1):
     """Attention over packed sequences: q (total_q, heads, headdim), k/v (total_k, heads_k, headdim);
     sequence b is rows ``cu_seqlens_q[b]:cu_seqlens_q[b+1]`` of q and ``cu_seqlens_k[b]:cu_seqlens_k[b+1]``
     of k/v (int32, batch + 1 values, starting at 0). max_seqlen_q/k bound the lengths. Empty sequences
@@ -109,8 +118,14 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
                          f"got {cu_seqlens_k.numel()}")
     scale, left, right, softcap = _options(q, D, softmax_scale, causal, window_size, softcap,
                                            dropout_p, return_attn_probs)
-    out, lse = attention_fwd_op(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-                                scale, left, right, softcap, 0)
+    if num_splits != 1:
+        out, lse = split_kv_attention(q, k, v, num_splits=num_splits, softmax_scale=scale,
+                                      window=(left, right), softcap=softcap, cu_seqlens_q=cu_seqlens_q,
+                                      cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max_seqlen_q,
+                                      max_seqlen_k=max_seqlen_k)
+    else:
+        out, lse = attention_fwd_op(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                                    scale, left, right, softcap, 0)
     if return_attn_probs:
         S = _varlen_probs(q, k, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                           scale, (left, right), softcap)
