@@ -23,7 +23,7 @@ BT = 64
 BC = 16
 # Launch configs per kernel: (BV cap, num_warps). Measured reasons go in benchmarks/NOTES.md (## GLA).
 # The interpreter ignores warps; tests run these same block shapes.
-CFG = {"fwd_h": (64, 4), "fwd_o": (64, 4), "fused": (64, 4), "bwd_dh": (64, 4), "bwd_dqkv": (64, 4)}
+CFG = {"fwd_h": (128, 8), "fwd_o": (128, 8), "fused": (64, 4), "bwd_dh": (128, 8), "bwd_dqkv": (64, 4)}
 
 
 @triton.jit
@@ -56,6 +56,37 @@ def _diag_A(k, gc, b_q, b_g, row0, L, i_h, H, K: tl.constexpr, BC: tl.constexpr,
 
 
 @triton.jit
+def _diag_fast(gc, b_gn, row0, L, i_h, H, K: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
+               RANGE: tl.constexpr):
+    """True when the sub-chunk's decay range max_k(gc_first - gc_last) <= RANGE: then its diagonal block
+    can be re-referenced to its first row too (factors exp(gc_n - gc_s) <= exp(RANGE), finite in fp32
+    and bf16) and formed by one masked dot instead of a column loop."""
+    o_k = tl.arange(0, BK)
+    b_gl = _row(gc, row0 + tl.minimum(L, BC) - 1, i_h, H, K, o_k, o_k < K)
+    return tl.max(b_gn - b_gl, axis=0) <= RANGE
+
+
+@triton.jit
+def _diag(k, gc, b_q, b_g, b_gn, row0, L, i_h, H, K: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
+          RANGE: tl.constexpr, PREC: tl.constexpr):
+    """The diagonal block A[t, s] (s <= t < L) of one sub-chunk: one dot when the decay range allows
+    (_diag_fast), else the exact column loop (_diag_A). b_q scaled fp32, b_g its gc, b_gn gc of row0."""
+    DT = k.dtype.element_ty
+    o_k = tl.arange(0, BK)
+    r = tl.arange(0, BC)
+    m_r = r < L
+    if _diag_fast(gc, b_gn, row0, L, i_h, H, K, BC, BK, RANGE):
+        b_k = _tile(k, row0 + r, m_r, i_h, H, K, o_k, o_k < K).to(tl.float32)
+        b_qn = (b_q * tl.exp(tl.where(m_r[:, None], b_g - b_gn[None, :], 0.0))).to(DT)
+        b_kn = (b_k * tl.exp(b_gn[None, :] - b_g)).to(DT)
+        b_A = tl.dot(b_qn, tl.trans(b_kn), input_precision=PREC)
+        b_A = tl.where((r[:, None] >= r[None, :]) & m_r[:, None], b_A, 0.0)
+    else:
+        b_A = _diag_A(k, gc, b_q, b_g, row0, L, i_h, H, K, BC, BK)
+    return b_A
+
+
+@triton.jit
 def _chunk_fwd_o(q, k, v, gc, o, b_h, row0, L, i_h, H, i_v, scale, K: tl.constexpr, V: tl.constexpr,
                  BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                  PREC: tl.constexpr):
@@ -84,7 +115,7 @@ def _chunk_fwd_o(q, k, v, gc, o, b_h, row0, L, i_h, H, i_v, scale, K: tl.constex
                 b_A = tl.dot(b_qn, tl.trans(b_kn), input_precision=PREC)
                 b_vj = _tile(v, row0 + r_j, m_j, i_h, H, V, o_v, m_v)
                 b_o += tl.dot(b_A.to(DT), b_vj, input_precision=PREC)
-            b_A = _diag_A(k, gc, b_q, b_g, row0 + i * BC, L - i * BC, i_h, H, K, BC, BK)
+            b_A = _diag(k, gc, b_q, b_g, b_gn, row0 + i * BC, L - i * BC, i_h, H, K, BC, BK, 20.0, PREC)
             b_vi = _tile(v, row0 + r_i, m_i, i_h, H, V, o_v, m_v)
             b_o += tl.dot(b_A.to(DT), b_vi, input_precision=PREC)
             p_o = o + (row0 + r_i)[:, None] * H * V + i_h * V + o_v[None, :]
@@ -119,11 +150,31 @@ def _state_update(k, v, b_h, b_gc, b_glast, row0, L, i_h, H, i_v, K: tl.constexp
 
 
 @triton.jit
+def chunk_gla_fwd_gc_kernel(g, gc, cu_seqlens, chunk_indices, H, K: tl.constexpr, BT: tl.constexpr,
+                            BK: tl.constexpr, G_MIN: tl.constexpr):
+    """Grid (NT_total, H, cdiv(K, BK)): gc = chunk-local cumulative sum of the floored gates (fp32)."""
+    i_c, i_h, i_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_n = tl.load(chunk_indices + 2 * i_c)
+    i_t = tl.load(chunk_indices + 2 * i_c + 1)
+    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+    T = tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos
+    row0 = bos + i_t * BT
+    L = tl.minimum(T - i_t * BT, BT)
+    r = tl.arange(0, BT)
+    o_k = i_k * BK + tl.arange(0, BK)
+    m = (r < L)[:, None] & (o_k < K)[None, :]
+    off = (row0 + r)[:, None] * H * K + i_h * K + o_k[None, :]
+    b_g = tl.load(g + off, mask=m, other=0.0).to(tl.float32)
+    b_g = tl.where(m, tl.maximum(b_g, G_MIN), 0.0)
+    tl.store(gc + off, tl.cumsum(b_g, axis=0), mask=m)
+
+
+@triton.jit
 def chunk_gla_fwd_h_kernel(k, v, g, gc, h, h0, ht, cu_seqlens, chunk_offsets, H, K: tl.constexpr,
                            V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                           HAS_H0: tl.constexpr, STORE_H: tl.constexpr, STORE_GC: tl.constexpr,
+                           HAS_H0: tl.constexpr, STORE_H: tl.constexpr,
                            STORE_HT: tl.constexpr, G_MIN: tl.constexpr, PREC: tl.constexpr):
-    """Grid (NV, N*H). h[c] = state at the start of global chunk c; gc = chunk-local gate cumsum."""
+    """Grid (NV, N*H). h[c] = state at the start of global chunk c (stored in h's dtype), from gc."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos = tl.load(cu_seqlens + i_n).to(tl.int64)
@@ -139,14 +190,12 @@ def chunk_gla_fwd_h_kernel(k, v, g, gc, h, h0, ht, cu_seqlens, chunk_offsets, H,
     r = tl.arange(0, BT)
     for i_t in range(0, tl.cdiv(T, BT)):
         if STORE_H:
-            tl.store(h + ((boh + i_t) * H + i_h) * K * V + off_h, b_h, mask=m_h)
+            tl.store(h + ((boh + i_t) * H + i_h) * K * V + off_h, b_h.to(h.dtype.element_ty), mask=m_h)
         row0 = bos + i_t * BT
         L = tl.minimum(T - i_t * BT, BT)
-        b_gc, b_glast = _chunk_gc(g, row0, L, i_h, H, K, BT, BK, G_MIN)
-        if STORE_GC:
-            if i_v == 0:
-                tl.store(gc + (row0 + r)[:, None] * H * K + i_h * K + o_k[None, :], b_gc,
-                         mask=(r < L)[:, None] & (o_k < K)[None, :])
+        b_gc = _tile(gc, row0 + r, r < L, i_h, H, K, o_k, o_k < K)
+        b_glast = _row(gc, row0 + L - 1, i_h, H, K, o_k, o_k < K)
+        b_gc = tl.where((r < L)[:, None], b_gc, b_glast[None, :])
         b_h = _state_update(k, v, b_h, b_gc, b_glast, row0, L, i_h, H, i_v, K, V, BT, BK, BV, PREC)
     if STORE_HT:
         tl.store(ht + i_nh.to(tl.int64) * K * V + off_h, b_h, mask=m_h)
@@ -193,7 +242,7 @@ def chunk_gla_fwd_o_kernel(q, k, v, g, gc, o, h, h0, ht, cu_seqlens, chunk_indic
         T = tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos
         row0 = bos + i_t * BT
         L = tl.minimum(T - i_t * BT, BT)
-        b_h = tl.load(h + (i_c.to(tl.int64) * H + i_h) * K * V + off_h, mask=m_h, other=0.0)
+        b_h = tl.load(h + (i_c.to(tl.int64) * H + i_h) * K * V + off_h, mask=m_h, other=0.0).to(tl.float32)
         _chunk_fwd_o(q, k, v, gc, o, b_h, row0, L, i_h, H, i_v, scale, K, V, BT, BC, BK, BV, PREC)
 
 
@@ -220,7 +269,7 @@ def chunk_gla_bwd_dh_kernel(q, gc, do, dh, dht, dh0, cu_seqlens, chunk_offsets, 
     NT = tl.cdiv(T, BT)
     for i in range(0, NT):
         i_t = NT - 1 - i
-        tl.store(dh + ((boh + i_t) * H + i_h) * K * V + off_h, b_dh, mask=m_h)
+        tl.store(dh + ((boh + i_t) * H + i_h) * K * V + off_h, b_dh.to(dh.dtype.element_ty), mask=m_h)
         row0 = bos + i_t * BT
         L = tl.minimum(T - i_t * BT, BT)
         m_t = r < L
@@ -281,13 +330,20 @@ def chunk_gla_bwd_dqkv_kernel(q, k, v, gc, do, h, dh, dq, dk, dv, cu_seqlens, ch
                 b_vi = _tile(v, row0 + r_i, m_i, i_h, H, V, o_v, m_v)
                 b_dA += tl.dot(b_do, tl.trans(b_vi), input_precision=PREC)
             b_dq = b_inter * tl.exp(b_g) + b_off * tl.exp(tl.where(m_i[:, None], b_g - b_gn[None, :], 0.0))
-            for s in range(0, tl.minimum(L - i * BC, BC)):
-                b_ks = _row(k, row0 + i * BC + s, i_h, H, K, o_k, m_k)
-                b_gs = _row(gc, row0 + i * BC + s, i_h, H, K, o_k, m_k)
-                cond = (r >= s) & m_i
-                b_col = tl.sum(tl.where(r[None, :] == s, b_dA, 0.0), axis=1)
-                b_e = tl.exp(tl.where(cond[:, None], b_g - b_gs[None, :], 0.0))
-                b_dq += tl.where(cond[:, None], b_col[:, None] * b_ks[None, :] * b_e, 0.0)
+            if _diag_fast(gc, b_gn, row0 + i * BC, L - i * BC, i_h, H, K, BC, BK, 20.0):
+                b_ki = _tile(k, row0 + r_i, m_i, i_h, H, K, o_k, m_k).to(tl.float32)
+                b_kn = (b_ki * tl.exp(b_gn[None, :] - b_g)).to(DT)
+                b_dAm = tl.where((r[:, None] >= r[None, :]) & m_i[:, None], b_dA, 0.0).to(DT)
+                b_dq += tl.dot(b_dAm, b_kn, input_precision=PREC) * \
+                    tl.exp(tl.where(m_i[:, None], b_g - b_gn[None, :], 0.0))
+            else:
+                for s in range(0, tl.minimum(L - i * BC, BC)):
+                    b_ks = _row(k, row0 + i * BC + s, i_h, H, K, o_k, m_k)
+                    b_gs = _row(gc, row0 + i * BC + s, i_h, H, K, o_k, m_k)
+                    cond = (r >= s) & m_i
+                    b_col = tl.sum(tl.where(r[None, :] == s, b_dA, 0.0), axis=1)
+                    b_e = tl.exp(tl.where(cond[:, None], b_g - b_gs[None, :], 0.0))
+                    b_dq += tl.where(cond[:, None], b_col[:, None] * b_ks[None, :] * b_e, 0.0)
             tl.store(dq + (row0 + r_i)[:, None] * H * K + i_h * K + o_k[None, :], b_dq * scale,
                      mask=m_i[:, None] & m_k[None, :])
     # dk, dv, column sub-chunk by column sub-chunk
@@ -301,7 +357,8 @@ def chunk_gla_bwd_dqkv_kernel(q, k, v, gc, do, h, dh, dq, dk, dv, cu_seqlens, ch
             b_kd = (b_k * tl.exp(b_glast[None, :] - b_gk)).to(DT)
             b_inter = tl.zeros([BC, BK], dtype=tl.float32)
             b_intra = tl.zeros([BC, BK], dtype=tl.float32)
-            b_Ajj = _diag_A(k, gc, b_qj, b_gk, row0 + j * BC, L - j * BC, i_h, H, K, BC, BK)
+            b_gnj = _row(gc, row0 + j * BC, i_h, H, K, o_k, m_k)
+            b_Ajj = _diag(k, gc, b_qj, b_gk, b_gnj, row0 + j * BC, L - j * BC, i_h, H, K, BC, BK, 20.0, PREC)
             b_dAjj = tl.zeros([BC, BC], dtype=tl.float32)
             for i_v in range(0, NV):
                 o_v = i_v * BV + tl.arange(0, BV)
@@ -332,15 +389,25 @@ def chunk_gla_bwd_dqkv_kernel(q, k, v, gc, do, h, dh, dq, dk, dv, cu_seqlens, ch
                 tl.store(dv + (row0 + r_j)[:, None] * H * V + i_h * V + o_v[None, :],
                          b_dv.to(dv.dtype.element_ty), mask=m_j[:, None] & m_v[None, :])
             b_dk = b_inter * tl.exp(b_glast[None, :] - b_gk) + b_intra
-            for t in range(0, tl.minimum(L - j * BC, BC)):
-                b_qt = _row(q, row0 + j * BC + t, i_h, H, K, o_k, m_k) * scale
-                b_gt = _row(gc, row0 + j * BC + t, i_h, H, K, o_k, m_k)
-                cond = (r <= t) & m_j
-                b_rowdA = tl.sum(tl.where(r[:, None] == t, b_dAjj, 0.0), axis=0)
-                b_e = tl.exp(tl.where(cond[:, None], b_gt[None, :] - b_gk, 0.0))
-                b_dk += tl.where(cond[:, None], b_rowdA[:, None] * b_qt[None, :] * b_e, 0.0)
+            if _diag_fast(gc, b_gnj, row0 + j * BC, L - j * BC, i_h, H, K, BC, BK, 20.0):
+                b_qn = (b_qj * tl.exp(tl.where(m_j[:, None], b_gk - b_gnj[None, :], 0.0))).to(DT)
+                b_dAm = tl.where((r[:, None] >= r[None, :]) & m_j[:, None], b_dAjj, 0.0).to(DT)
+                b_dk += tl.dot(tl.trans(b_dAm), b_qn, input_precision=PREC) * tl.exp(b_gnj[None, :] - b_gk)
+            else:
+                for t in range(0, tl.minimum(L - j * BC, BC)):
+                    b_qt = _row(q, row0 + j * BC + t, i_h, H, K, o_k, m_k) * scale
+                    b_gt = _row(gc, row0 + j * BC + t, i_h, H, K, o_k, m_k)
+                    cond = (r <= t) & m_j
+                    b_rowdA = tl.sum(tl.where(r[:, None] == t, b_dAjj, 0.0), axis=0)
+                    b_e = tl.exp(tl.where(cond[:, None], b_gt[None, :] - b_gk, 0.0))
+                    b_dk += tl.where(cond[:, None], b_rowdA[:, None] * b_qt[None, :] * b_e, 0.0)
             tl.store(dk + (row0 + r_j)[:, None] * H * K + i_h * K + o_k[None, :], b_dk,
                      mask=m_j[:, None] & m_k[None, :])
+
+
+def _state_dtype(dtype):
+    """Materialized states (h, dh) in the inputs' dtype: the dots read them as that dtype anyway."""
+    return torch.float32 if dtype == torch.float32 else dtype
 
 
 def _bk(K):
@@ -372,12 +439,15 @@ def chunk_gla_fwd(q, k, v, g, scale, h0, output_final_state, info, fused):
             chunk_indices, scale, H, K, V, BT, BC, BK, BV, True, h0 is not None, ht is not None, G_FLOOR, prec,
             num_warps=nw, num_stages=1)
         return o, ht, None, gc
-    h = empty(NT, H, K, V, dtype=torch.float32, device=q.device)
+    if NT > 0:
+        chunk_gla_fwd_gc_kernel[(NT, H, triton.cdiv(K, 64))](g, gc, cu, chunk_indices, H, K, BT, 64, G_FLOOR,
+                                                             num_warps=4)
+    h = empty(NT, H, K, V, dtype=_state_dtype(q.dtype), device=q.device)
     BV, nw = _bv(V, CFG["fwd_h"][0]), CFG["fwd_h"][1]
     NV = triton.cdiv(V, BV)
     chunk_gla_fwd_h_kernel[(NV, N * H)](
         k, v, g, gc, h, h0 if h0 is not None else dummy, ht if ht is not None else dummy, cu, chunk_offsets,
-        H, K, V, BT, BK, BV, h0 is not None, True, True, ht is not None, G_FLOOR, prec, num_warps=nw)
+        H, K, V, BT, BK, BV, h0 is not None, True, ht is not None, G_FLOOR, prec, num_warps=nw)
     if NT > 0:
         BV, nw = _bv(V, CFG["fwd_o"][0]), CFG["fwd_o"][1]
         NV = triton.cdiv(V, BV)
@@ -400,12 +470,12 @@ def chunk_gla_bwd(q, k, v, g, do, scale, h0, ht, dht, h, gc, info):
     if N * H == 0:
         return dq.to(q.dtype), dk.to(k.dtype), dv, torch.zeros_like(g), dh0
     if h is None:
-        h = empty(NT, H, K, V, dtype=torch.float32, device=q.device)
+        h = empty(NT, H, K, V, dtype=_state_dtype(q.dtype), device=q.device)
         BV, nw = _bv(V, CFG["fwd_h"][0]), CFG["fwd_h"][1]
         NV = triton.cdiv(V, BV)
         chunk_gla_fwd_h_kernel[(NV, N * H)](
             k, v, g, gc, h, h0 if h0 is not None else gc, gc, cu, chunk_offsets, H, K, V, BT, BK, BV,
-            h0 is not None, True, False, False, G_FLOOR, prec, num_warps=nw)
+            h0 is not None, True, False, G_FLOOR, prec, num_warps=nw)
     dh = empty(*h.shape, dtype=h.dtype, device=h.device)
     BV, nw = _bv(V, CFG["bwd_dh"][0]), CFG["bwd_dh"][1]
     NV = triton.cdiv(V, BV)

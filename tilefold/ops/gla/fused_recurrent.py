@@ -101,7 +101,7 @@ def fused_recurrent_gla_bwd_kernel(q, k, v, g, do, dq, dk, dv, h0, dh0, dht, cu_
 
 
 # (max state elements per program, num_warps); the state slice is [K, BV] fp32 in registers.
-CFG = {"state": 8192, "warps": 4}
+CFG = {"state": 2048, "warps": 2}
 
 
 def _blocks(K, V):
