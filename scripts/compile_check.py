@@ -9,8 +9,8 @@ from tilefold.ops.attention.backward import (attention_bwd_dkdv_kernel, attentio
                                              attention_bwd_preprocess_kernel)
 
 PTR = {"Q", "K", "V", "O", "DO", "DK", "DV", "DQ"}
-F32P = {"LSE", "LSE2", "DELTA", "DLSE"}
-FLOATS = {"qk_scale", "softcap_pre", "softcap_post", "sm_scale"}
+F32P = {"LSE", "LSE2", "DELTA", "DLSE", "P"}
+FLOATS = {"qk_scale", "softcap_pre", "softcap_post", "sm_scale", "drop_rscale"}
 
 
 def compile_one(fn, cons, dtype="bf16", warps=4, stages=2):
@@ -36,7 +36,9 @@ def compile_one(fn, cons, dtype="bf16", warps=4, stages=2):
 
 
 if __name__ == "__main__":
-    flags = dict(IS_VARLEN=False, HAS_LO=False, HAS_HI=True, HAS_SOFTCAP=False, EVEN_D=True, DOT_PREC="tf32")
+    drop = "--dropout" in sys.argv
+    flags = dict(IS_VARLEN=False, HAS_LO=False, HAS_HI=True, HAS_SOFTCAP=False, EVEN_D=True, DOT_PREC="tf32",
+                 HAS_DROPOUT=drop)
     for BM, BN, BD, w, s, tma, ws in [(128, 64, 128, 8, 3, False, False), (128, 128, 128, 4, 2, True, True),
                                       (128, 64, 128, 4, 2, True, False), (128, 128, 128, 8, 2, True, False),
                                       (128, 64, 128, 8, 3, True, False), (64, 64, 256, 4, 2, False, False),
@@ -45,7 +47,7 @@ if __name__ == "__main__":
             f = dict(flags, HAS_HI=causal)
             try:
                 r = compile_one(attention_fwd_kernel, dict(BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD, IS_SPLIT=False,
-                                                           USE_TMA=tma, WARP_SPEC=ws, **f), warps=w, stages=s)
+                                                           USE_TMA=tma, WARP_SPEC=ws, RETURN_P=False, **f), warps=w, stages=s)
                 print("fwd", BM, BN, BD, w, s, "tma", tma, "ws", ws, "causal", causal, "smem", r[0], "wgmma", r[1], "local", r[2], flush=True)
             except Exception as ex:
                 print("fwd", BM, BN, BD, w, s, "tma", tma, "ws", ws, "causal", causal, "FAILED", str(ex).splitlines()[-1][:200], flush=True)
@@ -57,4 +59,7 @@ if __name__ == "__main__":
         r = compile_one(attention_bwd_dq_kernel, dict(BLOCK_M=BN, BLOCK_N=BM, BLOCK_D=BD, **flags), warps=w, stages=s)
         print("dq", BN, BM, BD, w, s, "smem", r[0], "wgmma", r[1], "local", r[2], flush=True)
     r = compile_one(attention_bwd_preprocess_kernel, dict(BLOCK_M=64, BLOCK_D=128, IS_VARLEN=True, HAS_DLSE=True))
+    r2 = compile_one(attention_fwd_kernel, dict(BLOCK_M=128, BLOCK_N=64, BLOCK_D=128, IS_SPLIT=False, USE_TMA=False,
+                                                WARP_SPEC=False, RETURN_P=True, **flags), warps=8, stages=3)
+    print("fwd RETURN_P", r2)
     print("pre", r)

@@ -58,11 +58,14 @@ def merge_many(os: torch.Tensor, lses: torch.Tensor):
     return o, lse
 
 
-def tile_state(scores: torch.Tensor, v: torch.Tensor):
+def tile_state(scores: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None = None):
     """The state of one tile of (already masked, natural-log) scores ``(..., M, n)`` over values
-    ``(..., n, D)``: ``(softmax(scores) @ v, logsumexp(scores))``; fully masked rows give (0, -inf)."""
+    ``(..., n, D)``: ``(softmax(scores) @ v, logsumexp(scores))``; fully masked rows give (0, -inf).
+    ``keep`` (dropout) zeroes probabilities in the output sum but not in lse (scale applied by the caller)."""
     lse = torch.logsumexp(scores, dim=-1)
     safe = torch.where(torch.isneginf(lse), torch.zeros_like(lse), lse)
     p = torch.exp(scores - safe.unsqueeze(-1))
+    if keep is not None:
+        p = p * keep
     o = torch.matmul(p.to(v.dtype), v)
     return o, lse

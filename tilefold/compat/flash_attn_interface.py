@@ -2,10 +2,10 @@
 
     from tilefold.compat.flash_attn_interface import flash_attn_func, flash_attn_varlen_func
 
-Layouts and semantics follow flash_attn 2.x (bottom-right causal, window_size, softcap, lse
-(batch, heads, seqlen_q) / (heads, total_q)). ``return_attn_probs=True`` returns (out, lse, S).
-Not provided yet: ``alibi_slopes`` and ``block_table`` (NotImplementedError), ``dropout_p > 0``
-(NotImplementedError until fused dropout lands).
+Layouts and semantics follow flash_attn 2.x (bottom-right causal, window_size, softcap, fused dropout,
+lse (batch, heads, seqlen_q) / (heads, total_q)). ``return_attn_probs=True`` returns (out, lse, S) with
+S the probabilities before dropout and the sign bit set where an element was dropped (see
+``tilefold.attention``). Not provided yet: ``alibi_slopes`` and ``block_table`` (NotImplementedError).
 """
 from __future__ import annotations
 

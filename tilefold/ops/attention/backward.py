@@ -16,6 +16,7 @@ import triton.language as tl
 
 from ..common.fold import LOG2E
 from ..common.masks import key_tiles, query_tiles, visible
+from ..common.philox import dropout_keep
 
 
 @triton.jit
@@ -77,7 +78,9 @@ def _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse2_ptrs, delta_ptrs, stride_qm,
                 offs_n, offs_m0, offs_d, m_lo, m_hi, seqlen_q, seqlen_k, shift, win_left, win_right,
                 qk_scale, softcap_pre, softcap_post, D,
                 BLOCK_M: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr,
-                HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr):
+                HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr,
+                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, bh, n0,
+                BLOCK_N: tl.constexpr, HAS_DROPOUT: tl.constexpr):
     q_ptrs += m_lo.to(tl.int64) * stride_qm
     do_ptrs += m_lo.to(tl.int64) * stride_dom
     lse2_ptrs += m_lo.to(tl.int64) * stride_lm
@@ -109,9 +112,17 @@ def _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse2_ptrs, delta_ptrs, stride_qm,
         if MASKED:
             okT = tl.trans(visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI))
             pT = tl.where(okT, pT, 0.0)
-        dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=DOT_PREC)
         dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
-        dsT = pT * (dpT - delta[None, :])
+        if HAS_DROPOUT:
+            # the regenerated mask rides in the sign bit of one tile: its positive part feeds dV,
+            # its magnitude dS = P * (dP_kept - delta)
+            keepT = tl.trans(dropout_keep(seed_lo, seed_hi, rng_offset, bh, offs_m, n0, BLOCK_M, BLOCK_N, drop_thr))
+            pT = tl.where(keepT, pT, -pT)
+            dv = tl.dot((tl.maximum(pT, 0.0) * drop_rscale).to(do.dtype), do, dv, input_precision=DOT_PREC)
+            dsT = tl.abs(pT) * (tl.where(pT > 0.0, dpT * drop_rscale, 0.0) - delta[None, :])
+        else:
+            dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=DOT_PREC)
+            dsT = pT * (dpT - delta[None, :])
         if HAS_SOFTCAP:
             dsT = dsT * (1.0 - t * t)
         dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision=DOT_PREC)
@@ -135,10 +146,11 @@ def attention_bwd_dkdv_kernel(
     cu_seqlens_q, cu_seqlens_k,
     seqlen_q_fixed, seqlen_k_fixed, shift_extra, win_left, win_right,
     sm_scale, qk_scale, softcap_pre, softcap_post,
+    seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
     HK, GROUP, D,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
-    HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, HAS_DROPOUT: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -185,15 +197,21 @@ def attention_bwd_dkdv_kernel(
         dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
                              stride_lm, offs_n, offs_m0, offs_d, m_start, f_lo, seqlen_q, seqlen_k, shift,
                              win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
-                             BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
+                             BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
+                             seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
+                             BLOCK_N, HAS_DROPOUT)
         dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
                              stride_lm, offs_n, offs_m0, offs_d, f_lo, f_hi, seqlen_q, seqlen_k, shift,
                              win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
-                             BLOCK_M, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
+                             BLOCK_M, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
+                             seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
+                             BLOCK_N, HAS_DROPOUT)
         dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
                              stride_lm, offs_n, offs_m0, offs_d, f_hi, m_end, seqlen_q, seqlen_k, shift,
                              win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
-                             BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
+                             BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
+                             seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
+                             BLOCK_N, HAS_DROPOUT)
     dk = dk * sm_scale
     dk_ptrs = DK + b.to(tl.int64) * stride_dkb + (k_start + offs_n[:, None]).to(tl.int64) * stride_dkn \
         + hk * stride_dkh + offs_d[None, :]
@@ -207,7 +225,9 @@ def attention_bwd_dkdv_kernel(
 def _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
               n_lo, n_hi, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
               BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr,
-              HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr):
+              HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr,
+              seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, bh,
+              BLOCK_M: tl.constexpr, HAS_DROPOUT: tl.constexpr):
     k_ptrs += n_lo.to(tl.int64) * stride_kn
     v_ptrs += n_lo.to(tl.int64) * stride_vn
     for start_n in range(n_lo, n_hi, BLOCK_N):
@@ -236,6 +256,9 @@ def _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, offs
             ok = visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
             p = tl.where(ok, p, 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
+        if HAS_DROPOUT:
+            keep = dropout_keep(seed_lo, seed_hi, rng_offset, bh, offs_m, start_n, BLOCK_M, BLOCK_N, drop_thr)
+            dp = tl.where(keep, dp * drop_rscale, 0.0)
         ds = p * (dp - delta[:, None])
         if HAS_SOFTCAP:
             ds = ds * (1.0 - t * t)
@@ -257,10 +280,11 @@ def attention_bwd_dq_kernel(
     cu_seqlens_q, cu_seqlens_k,
     seqlen_q_fixed, seqlen_k_fixed, shift_extra, win_left, win_right,
     sm_scale, qk_scale, softcap_pre, softcap_post,
+    seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
     H, GROUP, D,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
-    HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr,
+    HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, HAS_DROPOUT: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -304,13 +328,16 @@ def attention_bwd_dq_kernel(
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     dq = _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
                    n_start, f_lo, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
-                   BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
+                   BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
+                   seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, BLOCK_M, HAS_DROPOUT)
     dq = _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
                    f_lo, f_hi, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
-                   BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
+                   BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
+                   seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, BLOCK_M, HAS_DROPOUT)
     dq = _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
                    f_hi, n_end, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
-                   BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
+                   BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
+                   seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, BLOCK_M, HAS_DROPOUT)
     dq = dq * sm_scale
     tl.store(DQ + b.to(tl.int64) * stride_dqb + (q_start + offs_m[:, None]).to(tl.int64) * stride_dqm
              + h * stride_dqh + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=qd_mask)
@@ -327,7 +354,8 @@ def _strides(t):
 
 
 def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, softcap, cu_seqlens_q=None,
-                  cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None, shift_extra=0):
+                  cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None, shift_extra=0,
+                  dropout_p=0.0, seed=0, offset=0):
     """Launch the backward: returns dq, dk, dv (dtypes and shapes of q, k, v, contiguous).
     ``dlse`` (optional, like lse) is the gradient flowing into the returned lse."""
     import torch
@@ -375,8 +403,12 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
     common = dict(IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0, HAS_SOFTCAP=softcap > 0,
                   EVEN_D=BD == D, DOT_PREC=dot_precision(q.dtype), BLOCK_D=BD,
                   num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+    from ..common.philox import as_int32, dropout_threshold
     scal = (cuq, cuk, M, N, shift_extra, max(left, 0), max(right, 0),
-            softmax_scale, softmax_scale * LOG2E, sc_pre, sc_post)
+            softmax_scale, softmax_scale * LOG2E, sc_pre, sc_post,
+            as_int32(seed), as_int32(seed >> 32), as_int32(offset), dropout_threshold(dropout_p),
+            1.0 / (1.0 - dropout_p))
+    common["HAS_DROPOUT"] = dropout_p > 0
     # dK, dV: key blocks of BLOCK_N (the long side), query tiles of BLOCK_M
     attention_bwd_dkdv_kernel[(triton.cdiv(N, cfg.BLOCK_N), B * HK)](
         q, k, v, dout, lse2, delta, dk, dv,

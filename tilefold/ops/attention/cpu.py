@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ...state import merge, tile_state
+from ..common.philox import dropout_keep_torch, dropout_threshold
 
 KEY_TILE = 256
 
@@ -45,7 +46,17 @@ def _scores(qg, kt, scale, softcap):
     return s, t
 
 
-def attention_fwd_cpu(q, k, v, *, softmax_scale, window, softcap, shift_extra=0):
+def _keep(B, HK, G, M, n0, n1, dropout_p, seed, offset, b_offset=0):
+    """Dropout keep-mask (B, HK, G, M, n) for key columns n0..n1 (the kernels' Philox stream)."""
+    H = HK * G
+    bh = ((torch.arange(B) + b_offset) * H).view(B, 1, 1, 1, 1) + torch.arange(H).view(1, HK, G, 1, 1)
+    rows = torch.arange(M).view(M, 1)
+    cols = torch.arange(n0, n1).view(1, n1 - n0)
+    return dropout_keep_torch(seed, offset, bh, rows, cols, dropout_threshold(dropout_p))
+
+
+def attention_fwd_cpu(q, k, v, *, softmax_scale, window, softcap, shift_extra=0, dropout_p=0.0, seed=0,
+                      offset=0, b_offset=0):
     """q (B, M, H, D), k/v (B, N, HK, D) -> out (B, M, H, D) in q.dtype, lse (B, H, M) fp32."""
     B, M, H, D = q.shape
     N, HK = k.shape[1], k.shape[2]
@@ -63,14 +74,18 @@ def attention_fwd_cpu(q, k, v, *, softmax_scale, window, softcap, shift_extra=0)
             continue
         s, _ = _scores(qg, kt_all[:, :, n0:n1], softmax_scale, softcap)
         s = s.masked_fill(~ok, float("-inf"))
-        o_t, lse_t = tile_state(s, vt_all[:, :, n0:n1].unsqueeze(2))
+        keep = _keep(B, HK, H // HK, M, n0, n1, dropout_p, seed, offset, b_offset) if dropout_p > 0 else None
+        o_t, lse_t = tile_state(s, vt_all[:, :, n0:n1].unsqueeze(2), keep)
         o, lse = merge(o, lse, o_t, lse_t)
         o = o.to(adt)
+    if dropout_p > 0:
+        o = o / (1.0 - dropout_p)
     out = o.reshape(B, H, M, v.shape[-1]).transpose(1, 2).to(q.dtype).contiguous()
     return out, lse.reshape(B, H, M).contiguous()
 
 
-def attention_bwd_cpu(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, softcap, shift_extra=0):
+def attention_bwd_cpu(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, softcap, shift_extra=0,
+                      dropout_p=0.0, seed=0, offset=0, b_offset=0):
     B, M, H, D = q.shape
     N, HK = k.shape[1], k.shape[2]
     G = H // HK
@@ -97,8 +112,14 @@ def attention_bwd_cpu(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, wind
         vt = vt_all[:, :, n0:n1]
         s, t = _scores(qg, kt, softmax_scale, softcap)
         p = torch.exp(s - lse_g.unsqueeze(-1)).masked_fill(~ok, 0.0)  # B HK G M n
-        dv[:, :, n0:n1] = torch.matmul(p.transpose(-1, -2), dog).sum(2)
         dp = torch.matmul(dog, vt.unsqueeze(2).transpose(-1, -2))
+        if dropout_p > 0:
+            keep = _keep(B, HK, G, M, n0, n1, dropout_p, seed, offset, b_offset)
+            rs = 1.0 / (1.0 - dropout_p)
+            dv[:, :, n0:n1] = torch.matmul((p * keep * rs).transpose(-1, -2), dog).sum(2)
+            dp = torch.where(keep, dp * rs, torch.zeros_like(dp))
+        else:
+            dv[:, :, n0:n1] = torch.matmul(p.transpose(-1, -2), dog).sum(2)
         ds = p * (dp - delta.unsqueeze(-1))
         if t is not None:
             ds = ds * (1.0 - t * t)
@@ -120,7 +141,7 @@ def varlen_fwd_cpu(q, k, v, cu_q, cu_k, **kw):
     lse = torch.empty(H, T, dtype=torch.float32)
     cu_q, cu_k = cu_q.tolist(), cu_k.tolist()
     for b in range(len(cu_q) - 1):
-        o, l = attention_fwd_cpu(_split(q, cu_q, b), _split(k, cu_k, b), _split(v, cu_k, b), **kw)
+        o, l = attention_fwd_cpu(_split(q, cu_q, b), _split(k, cu_k, b), _split(v, cu_k, b), b_offset=b, **kw)
         out[cu_q[b]:cu_q[b + 1]] = o[0]
         lse[:, cu_q[b]:cu_q[b + 1]] = l[0]
     return out, lse
@@ -136,12 +157,13 @@ def varlen_bwd_cpu(dout, q, k, v, out, lse, cu_q, cu_k, *, dlse=None, **kw):
         dl = None if dlse is None else dlse[:, qs:qe].unsqueeze(0)
         g = attention_bwd_cpu(dout[qs:qe].unsqueeze(0), q[qs:qe].unsqueeze(0), k[ks:ke].unsqueeze(0),
                               v[ks:ke].unsqueeze(0), out[qs:qe].unsqueeze(0), lse[:, qs:qe].unsqueeze(0),
-                              dlse=dl, **kw)
+                              dlse=dl, b_offset=b, **kw)
         dq[qs:qe], dk[ks:ke], dv[ks:ke] = g[0][0], g[1][0], g[2][0]
     return dq, dk, dv
 
 
-def attention_probs(q, k, lse, *, softmax_scale, window, softcap, shift_extra=0):
+def attention_probs(q, k, lse, *, softmax_scale, window, softcap, shift_extra=0, dropout_p=0.0, seed=0,
+                    offset=0, b_offset=0):
     """The normalized probabilities (B, H, M, N) fp32 from the saved lse — the one O(M·N) output
     (``return_attn_probs``; for testing and analysis). Device-agnostic torch."""
     B, M, H, D = q.shape
@@ -152,4 +174,7 @@ def attention_probs(q, k, lse, *, softmax_scale, window, softcap, shift_extra=0)
     lse_g = lse.float().reshape(B, HK, H // HK, M)
     lse_g = torch.where(torch.isneginf(lse_g), torch.full_like(lse_g, float("inf")), lse_g)
     p = torch.exp(s - lse_g.unsqueeze(-1)).masked_fill(~ok, 0.0)
+    if dropout_p > 0:
+        keep = _keep(B, HK, H // HK, M, 0, N, dropout_p, seed, offset, b_offset)
+        p = torch.where(ok & ~keep, -p, p)  # sign bit = dropped (a dropped 0 is -0.0)
     return p.reshape(B, H, M, N)

@@ -12,6 +12,7 @@ import triton.language as tl
 
 from ..common.fold import LOG2E, finalize, fold_step
 from ..common.masks import key_tiles, visible
+from ..common.philox import dropout_keep
 
 
 @triton.jit
@@ -33,7 +34,8 @@ def _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stri
                qk_scale, softcap_pre, softcap_post, D,
                BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr,
                HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr,
-               USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr):
+               USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr,
+               seed_lo, seed_hi, rng_offset, drop_thr, bh, BLOCK_M: tl.constexpr, HAS_DROPOUT: tl.constexpr):
     if not USE_TMA:
         k_ptrs += n_lo.to(tl.int64) * stride_kn
         v_ptrs += n_lo.to(tl.int64) * stride_vn
@@ -61,6 +63,10 @@ def _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stri
             ok = visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
             s = tl.where(ok, s, float("-inf"))
         acc, l_i, m_i, p = fold_step(acc, l_i, m_i, s, v, MASKED)
+        if HAS_DROPOUT:
+            # l already counts every probability; only kept ones reach the accumulator
+            keep = dropout_keep(seed_lo, seed_hi, rng_offset, bh, offs_m, start_n, BLOCK_M, BLOCK_N, drop_thr)
+            p = tl.where(keep, p, 0.0)
         acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PREC)
         if not USE_TMA:
             k_ptrs += BLOCK_N * stride_kn
@@ -80,10 +86,13 @@ def attention_fwd_kernel(
     seqlen_q_fixed, seqlen_k_fixed, shift_extra, win_left, win_right,
     qk_scale, softcap_pre, softcap_post,
     H, GROUP, D, split_size,
+    seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
+    P, stride_pb, stride_ph, stride_pm,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, IS_SPLIT: tl.constexpr,
     DOT_PREC: tl.constexpr, USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr,
+    HAS_DROPOUT: tl.constexpr, RETURN_P: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -146,16 +155,41 @@ def attention_fwd_kernel(
     acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0,
                                offs_d, n_start, f_lo, seqlen_k, shift, win_left, win_right,
                                qk_scale, softcap_pre, softcap_post, D,
-                               BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, USE_TMA, False)
+                               BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, USE_TMA, False,
+                               seed_lo, seed_hi, rng_offset, drop_thr, pid_bh, BLOCK_M, HAS_DROPOUT)
     acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0,
                                offs_d, f_lo, f_hi, seqlen_k, shift, win_left, win_right,
                                qk_scale, softcap_pre, softcap_post, D,
-                               BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, USE_TMA, WARP_SPEC)
+                               BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, USE_TMA, WARP_SPEC,
+                               seed_lo, seed_hi, rng_offset, drop_thr, pid_bh, BLOCK_M, HAS_DROPOUT)
     acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0,
                                offs_d, f_hi, n_end, seqlen_k, shift, win_left, win_right,
                                qk_scale, softcap_pre, softcap_post, D,
-                               BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, USE_TMA, False)
+                               BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, USE_TMA, False,
+                               seed_lo, seed_hi, rng_offset, drop_thr, pid_bh, BLOCK_M, HAS_DROPOUT)
     o, lse = finalize(acc, l_i, m_i)
+    if HAS_DROPOUT:
+        o = o * drop_rscale
+    if RETURN_P:
+        # the normalized probabilities, dropped ones with the sign bit set; masked / padding +0.0
+        lse2 = tl.where(lse == float("-inf"), float("inf"), lse * LOG2E)
+        p_base = P + b.to(tl.int64) * stride_pb + h.to(tl.int64) * stride_ph
+        for start_n in range(0, seqlen_k, BLOCK_N):
+            offs_n = start_n + offs_n0
+            kmask = offs_n[:, None] < seqlen_k
+            if not EVEN_D:
+                kmask = kmask & (offs_d[None, :] < D)
+            k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :], mask=kmask, other=0.0)
+            s = _scores(q, k, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP, DOT_PREC)
+            ok = visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
+            p = tl.where(ok, tl.math.exp2(s - lse2[:, None]), 0.0)
+            if HAS_DROPOUT:
+                keep = dropout_keep(seed_lo, seed_hi, rng_offset, pid_bh, offs_m, start_n, BLOCK_M, BLOCK_N, drop_thr)
+                # set the sign bit explicitly so a dropped 0 becomes -0.0
+                signed = (p.to(tl.uint32, bitcast=True) | 0x80000000).to(tl.float32, bitcast=True)
+                p = tl.where(ok & (keep == 0), signed, p)
+            tl.store(p_base + offs_m[:, None].to(tl.int64) * stride_pm + offs_n[None, :], p,
+                     mask=row_ok[:, None] & (offs_n[None, :] < seqlen_k))
 
     o_base = O + b.to(tl.int64) * stride_ob + q_start.to(tl.int64) * stride_om + h.to(tl.int64) * stride_oh \
         + pid_s.to(tl.int64) * stride_os
@@ -209,10 +243,14 @@ def _tma_ok(k, v):
 
 
 def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None, cu_seqlens_k=None,
-                  max_seqlen_q=None, max_seqlen_k=None, shift_extra=0, num_splits=1):
+                  max_seqlen_q=None, max_seqlen_k=None, shift_extra=0, num_splits=1,
+                  dropout_p=0.0, seed=0, offset=0, probs=None):
     """Launch the forward. ``window = (left, right)`` with -1 unbounded (causal already folded into
     right = 0). Returns (out, lse): out like q, lse (B, H, M) or (H, Tq) fp32 natural log.
-    With num_splits > 1 returns fp32 partial states (num_splits, *out.shape) and (num_splits, *lse.shape)."""
+    With num_splits > 1 returns fp32 partial states (num_splits, *out.shape) and (num_splits, *lse.shape).
+    dropout_p > 0 applies the Philox mask of (seed, offset) (tilefold.ops.common.philox). ``probs``: a
+    zero-filled fp32 (B, H, M, N) tensor (varlen: padded (B, H, max_seqlen_q, max_seqlen_k)) that
+    receives the normalized probabilities with dropped elements' sign bit set."""
     import math
     import torch
     from .config import block_d, dot_precision, fwd_config
@@ -229,7 +267,7 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
         lse_shape = (B, H, M)
     HK = k.shape[-2]
     left, right = window
-    cfg = fwd_config(D, left >= 0 or right >= 0, q.dtype, q.device)
+    cfg = fwd_config(D, left >= 0 or right >= 0, q.dtype, q.device, dropout_p > 0 or probs is not None)
     BD = block_d(D)
     split = num_splits > 1
     if split:
@@ -268,6 +306,10 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
     if use_tma:
         _ensure_allocator()
     grid = (triton.cdiv(M, cfg.BLOCK_M), B * H, num_splits if split else 1)
+    from ..common.philox import as_int32, dropout_threshold
+    has_drop = dropout_p > 0
+    P = probs if probs is not None else lse
+    sp = probs.stride() if probs is not None else (0, 0, 0, 0)
     attention_fwd_kernel[grid](
         q, k, v, out, lse,
         sqb, sqm, sqh, skb, skn, skh, svb, svn, svh,
@@ -276,10 +318,13 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
         M, N, shift_extra, max(left, 0), max(right, 0),
         softmax_scale * LOG2E, sc_pre, sc_post,
         H, H // HK, D, split_size,
+        as_int32(seed), as_int32(seed >> 32), as_int32(offset), dropout_threshold(dropout_p),
+        1.0 / (1.0 - dropout_p), P, sp[0], sp[1], sp[2],
         BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=BD,
         IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0,
         HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D, IS_SPLIT=split,
         DOT_PREC=dot_precision(q.dtype), USE_TMA=use_tma, WARP_SPEC=use_tma and cfg.warp_spec,
+        HAS_DROPOUT=has_drop, RETURN_P=probs is not None,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     del math

@@ -26,13 +26,16 @@ def attention_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                      cu_seqlens_q: Optional[torch.Tensor], cu_seqlens_k: Optional[torch.Tensor],
                      max_seqlen_q: int, max_seqlen_k: int, softmax_scale: float,
                      window_left: int, window_right: int, softcap: float,
-                     shift_extra: int) -> tuple[torch.Tensor, torch.Tensor]:
+                     shift_extra: int, dropout_p: float = 0.0, seed: int = 0,
+                     offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     window = (window_left, window_right)
+    drop = dict(dropout_p=dropout_p, seed=seed, offset=offset)
     if backend_for(q) == "triton":
         return attention_fwd(q, k, v, softmax_scale=softmax_scale, window=window, softcap=softcap,
                              cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k,
-                             max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, shift_extra=shift_extra)
-    kw = dict(softmax_scale=softmax_scale, window=window, softcap=softcap, shift_extra=shift_extra)
+                             max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, shift_extra=shift_extra,
+                             **drop)
+    kw = dict(softmax_scale=softmax_scale, window=window, softcap=softcap, shift_extra=shift_extra, **drop)
     if cu_seqlens_q is not None:
         return cpu.varlen_fwd_cpu(q, k, v, cu_seqlens_q, cu_seqlens_k, **kw)
     return cpu.attention_fwd_cpu(q, k, v, **kw)
@@ -40,7 +43,7 @@ def attention_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 @attention_fwd_op.register_fake
 def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
-      window_left, window_right, softcap, shift_extra):
+      window_left, window_right, softcap, shift_extra, dropout_p=0.0, seed=0, offset=0):
     out = torch.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype, device=q.device)
     lse = torch.empty(_lse_shape(q, cu_seqlens_q), dtype=torch.float32, device=q.device)
     return out, lse
@@ -52,13 +55,16 @@ def attention_bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
                      cu_seqlens_q: Optional[torch.Tensor], cu_seqlens_k: Optional[torch.Tensor],
                      max_seqlen_q: int, max_seqlen_k: int, softmax_scale: float,
                      window_left: int, window_right: int, softcap: float,
-                     shift_extra: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     shift_extra: int, dropout_p: float = 0.0, seed: int = 0,
+                     offset: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     window = (window_left, window_right)
+    drop = dict(dropout_p=dropout_p, seed=seed, offset=offset)
     if backend_for(q) == "triton":
         return attention_bwd(dout, q, k, v, out, lse, dlse=dlse, softmax_scale=softmax_scale, window=window,
                              softcap=softcap, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k,
-                             max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, shift_extra=shift_extra)
-    kw = dict(softmax_scale=softmax_scale, window=window, softcap=softcap, shift_extra=shift_extra)
+                             max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, shift_extra=shift_extra,
+                             **drop)
+    kw = dict(softmax_scale=softmax_scale, window=window, softcap=softcap, shift_extra=shift_extra, **drop)
     if cu_seqlens_q is not None:
         return cpu.varlen_bwd_cpu(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, dlse=dlse, **kw)
     return cpu.attention_bwd_cpu(dout, q, k, v, out, lse, dlse=dlse, **kw)
@@ -66,16 +72,18 @@ def attention_bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
 
 @attention_bwd_op.register_fake
 def _(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-      softmax_scale, window_left, window_right, softcap, shift_extra):
+      softmax_scale, window_left, window_right, softcap, shift_extra, dropout_p=0.0, seed=0, offset=0):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
 def _setup_context(ctx, inputs, output):
     ctx.set_materialize_grads(False)
-    q, k, v, cu_q, cu_k, max_q, max_k, scale, wl, wr, softcap, shift_extra = inputs
+    q, k, v, cu_q, cu_k, max_q, max_k, scale, wl, wr, softcap, shift_extra = inputs[:12]
+    dropout_p, seed, offset = (tuple(inputs[12:]) + (0.0, 0, 0)[len(inputs) - 12:])
     out, lse = output
+    # the dropout mask is not saved: the backward regenerates it from (seed, offset)
     ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k)
-    ctx.args = (max_q, max_k, scale, wl, wr, softcap, shift_extra)
+    ctx.args = (max_q, max_k, scale, wl, wr, softcap, shift_extra, dropout_p, seed, offset)
 
 
 def _backward(ctx, dout, dlse):
@@ -87,7 +95,7 @@ def _backward(ctx, dout, dlse):
     if dlse is not None:
         dlse = dlse.contiguous()
     dq, dk, dv = attention_bwd_op(dout, q, k, v, out, lse, dlse, cu_q, cu_k, *ctx.args)
-    return dq, dk, dv, None, None, None, None, None, None, None, None, None
+    return dq, dk, dv, None, None, None, None, None, None, None, None, None, None, None, None
 
 
 attention_fwd_op.register_autograd(_backward, setup_context=_setup_context)

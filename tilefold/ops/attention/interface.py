@@ -6,7 +6,9 @@ import torch
 from ..common.validate import (_validate_cu_seqlens, _validate_last_contiguous, _validate_same,
                                _validate_scale, _validate_softcap, _validate_tensor, _validate_window)
 from ..decode.splitkv import split_kv_attention
+from ..common.dispatch import backend_for
 from .cpu import attention_probs
+from .forward import attention_fwd
 from .function import attention_fwd_op
 
 MAX_HEADDIM = 256
@@ -38,10 +40,29 @@ def _options(q, D, softmax_scale, causal, window_size, softcap, dropout_p, retur
     softcap = _validate_softcap(softcap)
     if not isinstance(dropout_p, (int, float)) or not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p: expected a number in [0, 1), got {dropout_p!r}")
-    if dropout_p > 0.0:
-        raise NotImplementedError("dropout_p > 0: fused dropout is not implemented yet (tracked by the "
-                                  "dropout issue); use dropout_p=0.0")
     return scale, left, right, softcap
+
+
+def _rng_state(device, dropout_p):
+    """(seed, offset) for one dropout call from torch's default generator of ``device``; advances it so
+    the next call draws a different mask. CUDA: the Philox generator's seed and offset (offset += 4).
+    CPU: seed = the generator's initial seed, offset drawn from it (so it advances too)."""
+    if dropout_p == 0.0:
+        return 0, 0
+    if device.type == "cuda":
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        gen = torch.cuda.default_generators[idx]
+        seed, offset = gen.initial_seed(), gen.get_offset()
+        gen.set_offset(offset + 4)
+        offset //= 4
+    else:
+        gen = torch.default_generator
+        seed = gen.initial_seed()
+        offset = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+    seed &= (1 << 64) - 1
+    if seed >= 1 << 63:  # keep it a signed int64 for the op schema; the bits are what count
+        seed -= 1 << 64
+    return seed, offset & 0xFFFFFFFF
 
 
 def _check_qkv(q, k, v, ndim):
@@ -72,9 +93,16 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
         causal, window_size: the mask (below).
         softcap: if > 0, scores become ``softcap · tanh(scores / softcap)`` before the softmax.
         return_lse: also return lse (batch, heads, seqlen_q), fp32, natural log.
+        dropout_p: attention dropout, fused: kept probabilities are scaled by 1 / (1 - dropout_p). The mask is
+            a pure function of (seed, offset, batch, head, row, column) — Philox, with seed and offset
+            taken from torch's default generator of q's device (``torch.manual_seed`` reproduces it; each
+            call advances the generator). It is never stored: the backward regenerates it. The drop
+            probability is dropout_p rounded to a multiple of 1/65536.
         return_attn_probs: return ``(out, lse, S)`` with S (batch, heads, seqlen_q, seqlen_k) fp32 the
-            normalized probabilities (masked positions 0) — the one O(seqlen_q·seqlen_k) output, for
-            testing and analysis; it carries no gradient.
+            normalized probabilities before dropout, with the **sign bit set where the element was
+            dropped** (a dropped probability that underflowed is -0.0); masked positions are +0.0.
+            Decode: ``keep = ~torch.signbit(S)``, ``P = S.abs()``. The one O(seqlen_q·seqlen_k) output,
+            for testing and analysis; it carries no gradient.
         deterministic: accepted for flash_attn compatibility; the backward is always deterministic
             (dK/dV of a GQA group are summed in registers and dQ has its own pass: no atomics).
         num_splits: split each row's key loop over this many programs and merge their (out, lse)
@@ -87,14 +115,18 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
         raise ValueError(f"k: expected batch {B} (as q), got {k.shape[0]}")
     scale, left, right, softcap = _options(q, D, softmax_scale, causal, window_size, softcap,
                                            dropout_p, return_attn_probs)
+    seed, offset = _rng_state(q.device, dropout_p)
     if num_splits != 1:
+        if dropout_p > 0:
+            raise NotImplementedError("num_splits != 1 with dropout_p > 0: split-KV is an inference path")
         out, lse = split_kv_attention(q, k, v, num_splits=num_splits, softmax_scale=scale,
                                       window=(left, right), softcap=softcap)
     else:
-        out, lse = attention_fwd_op(q, k, v, None, None, M, k.shape[1], scale, left, right, softcap, 0)
+        out, lse = attention_fwd_op(q, k, v, None, None, M, k.shape[1], scale, left, right, softcap, 0,
+                                    float(dropout_p), seed, offset)
     if return_attn_probs:
-        with torch.no_grad():
-            S = attention_probs(q, k, lse, softmax_scale=scale, window=(left, right), softcap=softcap)
+        S = _probs(q, k, v, None, None, M, k.shape[1], lse, scale, (left, right), softcap,
+                   dropout_p, seed, offset)
         return out, lse, S
     return (out, lse) if return_lse else out
 
@@ -118,35 +150,48 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
                          f"got {cu_seqlens_k.numel()}")
     scale, left, right, softcap = _options(q, D, softmax_scale, causal, window_size, softcap,
                                            dropout_p, return_attn_probs)
+    seed, offset = _rng_state(q.device, dropout_p)
     if num_splits != 1:
+        if dropout_p > 0:
+            raise NotImplementedError("num_splits != 1 with dropout_p > 0: split-KV is an inference path")
         out, lse = split_kv_attention(q, k, v, num_splits=num_splits, softmax_scale=scale,
                                       window=(left, right), softcap=softcap, cu_seqlens_q=cu_seqlens_q,
                                       cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max_seqlen_q,
                                       max_seqlen_k=max_seqlen_k)
     else:
         out, lse = attention_fwd_op(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-                                    scale, left, right, softcap, 0)
+                                    scale, left, right, softcap, 0, float(dropout_p), seed, offset)
     if return_attn_probs:
-        S = _varlen_probs(q, k, lse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-                          scale, (left, right), softcap)
+        S = _probs(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, lse, scale,
+                   (left, right), softcap, dropout_p, seed, offset)
         return out, lse, S
     return (out, lse) if return_lse else out
 
 
-def _varlen_probs(q, k, lse, cu_q, cu_k, max_q, max_k, scale, window, softcap):
-    """Padded layout (batch, heads, max_seqlen_q, max_seqlen_k): sequence b's probabilities in the
-    top-left corner, padding +0.0."""
-    B = cu_q.numel() - 1
-    S = torch.zeros(B, q.shape[1], max_q, max_k, device=q.device, dtype=torch.float32)
-    cq, ck = cu_q.tolist(), cu_k.tolist()
+def _probs(q, k, v, cu_q, cu_k, max_q, max_k, lse, scale, window, softcap, dropout_p, seed, offset):
+    """S for return_attn_probs: (batch, heads, seqlen_q, seqlen_k); varlen padded to
+    (batch, heads, max_seqlen_q, max_seqlen_k) with sequence b in the top-left corner of S[b], padding
+    +0.0. The Triton path recomputes it in the forward kernel (RETURN_P); the torch path from lse."""
+    varlen = cu_q is not None
+    B = cu_q.numel() - 1 if varlen else q.shape[0]
+    S = torch.zeros(B, q.shape[-2], max_q, max_k, device=q.device, dtype=torch.float32)
     with torch.no_grad():
+        if backend_for(q) == "triton":
+            attention_fwd(q, k, v, softmax_scale=scale, window=window, softcap=softcap, cu_seqlens_q=cu_q,
+                          cu_seqlens_k=cu_k, max_seqlen_q=max_q, max_seqlen_k=max_k, dropout_p=dropout_p,
+                          seed=seed, offset=offset, probs=S)
+            return S
+        drop = dict(dropout_p=dropout_p, seed=seed, offset=offset)
+        if not varlen:
+            return attention_probs(q, k, lse, softmax_scale=scale, window=window, softcap=softcap, **drop)
+        cq, ck = cu_q.tolist(), cu_k.tolist()
         for b in range(B):
             m, n = cq[b + 1] - cq[b], ck[b + 1] - ck[b]
             if m == 0 or n == 0:
                 continue
             S[b, :, :m, :n] = attention_probs(q[cq[b]:cq[b + 1]][None], k[ck[b]:ck[b + 1]][None],
                                               lse[:, cq[b]:cq[b + 1]][None], softmax_scale=scale,
-                                              window=window, softcap=softcap)[0]
+                                              window=window, softcap=softcap, b_offset=b, **drop)[0]
     return S
 
 

@@ -1,0 +1,199 @@
+"""Fused dropout: mask in the sign bit of the returned probabilities, regenerated in the backward."""
+import math
+
+import pytest
+import torch
+
+import tilefold
+from tilefold.ops.attention.naive import attention_ref, varlen_attention_ref
+from tilefold.ops.common.philox import dropout_keep_torch, dropout_threshold
+
+BACKENDS = ["torch", "triton"]
+
+
+def _err(a, b):
+    return (a.double() - b.double()).abs().max().item()
+
+
+def _check(out, ref64, low):
+    assert _err(out, ref64) <= 2 * _err(low, ref64) + 1e-5
+
+
+def _run(q, k, v, seed, **kw):
+    torch.manual_seed(seed)
+    return tilefold.attention(q, k, v, return_attn_probs=True, **kw)
+
+
+def _dropout_case(backend, device, dtype, B, M, N, H, HK, D, p, **mask):
+    with tilefold.use_backend(backend):
+        q = torch.randn(B, M, H, D, device=device, dtype=dtype, requires_grad=True)
+        k = torch.randn(B, N, HK, D, device=device, dtype=dtype, requires_grad=True)
+        v = torch.randn(B, N, HK, D, device=device, dtype=dtype, requires_grad=True)
+        out, lse, S = _run(q, k, v, 7, dropout_p=p, **mask)
+        # the same seed without probabilities: same output, and its backward regenerates the mask
+        torch.manual_seed(7)
+        out2 = tilefold.attention(q, k, v, dropout_p=p, **mask)
+        assert torch.equal(out, out2)
+        do = torch.randn_like(out)
+        g = torch.autograd.grad(out2, (q, k, v), do)
+    keep = ~torch.signbit(S)
+    ref, rlse = attention_ref(q, k, v, dropout_p=p, keep=keep, **mask)
+    low, _ = attention_ref(q, k, v, dropout_p=p, keep=keep, compute_dtype=dtype, **mask)
+    _check(out, ref, low)
+    assert torch.equal(torch.isneginf(lse), torch.isneginf(rlse))
+    fin = torch.isfinite(rlse)
+    assert _err(lse[fin], rlse[fin]) <= 1e-4
+    rg = torch.autograd.grad(ref, (q, k, v), do.double())
+    lg = torch.autograd.grad(low, (q, k, v), do)
+    for a, r, lo in zip(g, rg, lg):
+        _check(a, r, lo)
+    return S
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", [
+    dict(B=2, M=37, N=45, H=4, HK=2, D=32, p=0.3, causal=True, window_size=(20, -1), softcap=5.0),
+    dict(B=1, M=50, N=17, H=2, HK=1, D=40, p=0.1, causal=True),
+    dict(B=1, M=16, N=64, H=2, HK=2, D=16, p=0.5),
+], ids=["gqa-causal-window-softcap", "mqa-causal-sq>sk", "mha-full"])
+def test_decoded_mask_reproduces_out_and_grads(backend, dtype, case):
+    _dropout_case(backend, "cpu", dtype, **case)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=["bf16", "fp16", "fp32"])
+@pytest.mark.parametrize("case", [
+    dict(B=2, M=113, N=1023, H=8, HK=2, D=128, p=0.17, causal=True),
+    dict(B=1, M=1023, N=113, H=4, HK=4, D=64, p=0.3, window_size=(64, 8)),
+    dict(B=2, M=257, N=257, H=4, HK=1, D=96, p=0.1, causal=True, softcap=20.0),
+], ids=["gqa-causal", "window", "mqa-softcap"])
+def test_decoded_mask_reproduces_out_and_grads_gpu(dtype, case):
+    _dropout_case("triton", "cuda", dtype, **case)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_masked_positions_positive_zero_and_dropped_zero_negative(backend):
+    with tilefold.use_backend(backend):
+        q, k, v = (torch.randn(1, 24, 2, 16) for _ in range(3))
+        q = q * 30  # sharp softmax: many probabilities underflow to 0
+        _, _, S = _run(q, k, v, 3, dropout_p=0.5, causal=True)
+    i = torch.arange(24).view(-1, 1)
+    j = torch.arange(24).view(1, -1)
+    masked = (j > i).expand_as(S)
+    assert (S[masked] == 0).all() and not torch.signbit(S[masked]).any()
+    underflow = (S == 0) & ~masked
+    assert torch.signbit(S[underflow]).any(), "a dropped underflowed probability must be -0.0"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_same_seed_bitwise_next_call_differs(backend):
+    with tilefold.use_backend(backend):
+        q, k, v = (torch.randn(1, 32, 2, 16, requires_grad=True) for _ in range(3))
+        res = []
+        for _ in range(2):
+            torch.manual_seed(11)
+            out, _, S = tilefold.attention(q, k, v, dropout_p=0.2, return_attn_probs=True)
+            g = torch.autograd.grad(out.sum(), (q, k, v))
+            res.append((out, S, g))
+        assert torch.equal(res[0][0], res[1][0]) and torch.equal(res[0][1], res[1][1])
+        assert all(torch.equal(a, b) for a, b in zip(res[0][2], res[1][2]))
+        _, _, S_next = tilefold.attention(q, k, v, dropout_p=0.2, return_attn_probs=True)
+        assert not torch.equal(torch.signbit(S_next), torch.signbit(res[1][1]))
+
+
+def test_cpu_and_kernel_draw_the_same_mask():
+    q, k, v = (torch.randn(2, 40, 4, 16) for _ in range(3))
+    masks = []
+    for backend in BACKENDS:
+        with tilefold.use_backend(backend):
+            _, _, S = _run(q, k, v, 99, dropout_p=0.25, causal=True)
+            masks.append(torch.signbit(S))
+    assert torch.equal(masks[0], masks[1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_p_zero_is_bitwise_the_plain_path(backend):
+    with tilefold.use_backend(backend):
+        q, k, v = (torch.randn(2, 33, 2, 32, requires_grad=True) for _ in range(3))
+        a = tilefold.attention(q, k, v, causal=True, dropout_p=0.0)
+        b = tilefold.attention(q, k, v, causal=True)
+        assert torch.equal(a, b)
+        ga = torch.autograd.grad(a.sum(), (q, k, v))
+        gb = torch.autograd.grad(b.sum(), (q, k, v))
+        assert all(torch.equal(x, y) for x, y in zip(ga, gb))
+        _, _, S = tilefold.attention(q, k, v, causal=True, return_attn_probs=True)
+        assert not torch.signbit(S).any()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_p_close_to_one_is_finite(backend):
+    with tilefold.use_backend(backend):
+        q, k, v = (torch.randn(1, 20, 2, 16, requires_grad=True) for _ in range(3))
+        out = tilefold.attention(q, k, v, dropout_p=0.999)
+        g = torch.autograd.grad(out.sum(), (q, k, v))
+        assert torch.isfinite(out).all() and all(torch.isfinite(x).all() for x in g)
+
+
+def test_fraction_and_no_structure():
+    """Drop fraction within 0.01 of p over a large tile; per-row and per-column fractions within 6 sigma."""
+    p = 0.37
+    keep = dropout_keep_torch(0x1234_5678_9ABC_DEF0, 77, torch.tensor(5), torch.arange(1024).view(-1, 1),
+                              torch.arange(1024).view(1, -1), dropout_threshold(p))
+    drop = 1.0 - keep.double()
+    assert abs(drop.mean().item() - p) < 0.01
+    sigma = math.sqrt(p * (1 - p) / 1024)
+    assert (drop.mean(0) - p).abs().max().item() < 6 * sigma
+    assert (drop.mean(1) - p).abs().max().item() < 6 * sigma
+    # neighbouring columns (same Philox call) are not correlated
+    c = torch.corrcoef(torch.stack([drop[:, ::2].flatten(), drop[:, 1::2].flatten()]))[0, 1].item()
+    assert abs(c) < 0.02
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_varlen_dropout_padded_probs(backend):
+    cu_q = torch.tensor([0, 5, 5, 21], dtype=torch.int32)
+    cu_k = torch.tensor([0, 9, 10, 30], dtype=torch.int32)
+    with tilefold.use_backend(backend):
+        q = torch.randn(21, 4, 16, requires_grad=True)
+        k = torch.randn(30, 2, 16, requires_grad=True)
+        v = torch.randn(30, 2, 16, requires_grad=True)
+        torch.manual_seed(4)
+        out, lse, S = tilefold.varlen_attention(q, k, v, cu_q, cu_k, 16, 20, causal=True, dropout_p=0.3,
+                                                return_attn_probs=True)
+        torch.manual_seed(4)
+        out2 = tilefold.varlen_attention(q, k, v, cu_q, cu_k, 16, 20, causal=True, dropout_p=0.3)
+        g = torch.autograd.grad(out2, (q, k, v), torch.ones_like(out2))
+    assert S.shape == (3, 4, 16, 20)
+    assert (S[1] == 0).all() and not torch.signbit(S[1]).any()
+    assert (S[0, :, 5:] == 0).all() and (S[0, :, :, 9:] == 0).all()
+    outs, grads = [], []
+    for b in range(3):
+        qs, qe, ks, ke = int(cu_q[b]), int(cu_q[b + 1]), int(cu_k[b]), int(cu_k[b + 1])
+        keep = ~torch.signbit(S[b:b + 1, :, :qe - qs, :ke - ks])
+        o, _ = attention_ref(q[None, qs:qe], k[None, ks:ke], v[None, ks:ke], causal=True, dropout_p=0.3, keep=keep)
+        outs.append(o[0])
+    ref = torch.cat(outs)
+    assert _err(out, ref) < 1e-5
+    rg = torch.autograd.grad(ref, (q, k, v), torch.ones_like(ref))
+    for a, r in zip(g, rg):
+        assert _err(a, r) < 1e-4
+
+
+@pytest.mark.gpu
+def test_no_quadratic_memory_gpu():
+    """Without return_attn_probs, peak memory of fwd+bwd grows linearly in seqlen (no M x N buffer)."""
+    peaks = []
+    for S in (4096, 8192):
+        q, k, v = (torch.randn(1, S, 8, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        out = tilefold.attention(q, k, v, dropout_p=0.1, causal=True)
+        out.backward(torch.randn_like(out))
+        torch.cuda.synchronize()
+        peaks.append(torch.cuda.max_memory_allocated() - base)
+        del q, k, v, out
+    # an M x N fp32 buffer at 8192 would be 8 heads * 256 MB; linear growth doubles the peak at most (+slack)
+    assert peaks[1] <= 2.2 * peaks[0]
+    assert peaks[1] < 8 * 8192 * 8192 // 4
