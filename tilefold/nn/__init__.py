@@ -1,1 +1,2 @@
 
+from .gla import GatedLinearAttention
