@@ -39,10 +39,11 @@ if __name__ == "__main__":
     drop = "--dropout" in sys.argv
     flags = dict(IS_VARLEN=False, HAS_LO=False, HAS_HI=True, HAS_SOFTCAP=False, EVEN_D=True, DOT_PREC="tf32",
                  HAS_DROPOUT=drop)
-    for BM, BN, BD, w, s, tma, ws in [(128, 64, 128, 8, 3, False, False), (128, 128, 128, 4, 2, True, True),
+    fwd_list = [] if "--bwd-only" in sys.argv else [(128, 64, 128, 8, 3, False, False), (128, 128, 128, 4, 2, True, True),
                                       (128, 64, 128, 4, 2, True, False), (128, 128, 128, 8, 2, True, False),
                                       (128, 64, 128, 8, 3, True, False), (64, 64, 256, 4, 2, False, False),
-                                      (128, 128, 64, 4, 2, True, True), (64, 64, 256, 4, 2, True, True)]:
+                                      (128, 128, 64, 4, 2, True, True), (64, 64, 256, 4, 2, True, True)]
+    for BM, BN, BD, w, s, tma, ws in fwd_list:
         for causal in (False, True):
             f = dict(flags, HAS_HI=causal)
             try:
@@ -53,11 +54,15 @@ if __name__ == "__main__":
                 print("fwd", BM, BN, BD, w, s, "tma", tma, "ws", ws, "causal", causal, "FAILED", str(ex).splitlines()[-1][:200], flush=True)
     if "--fwd-only" in sys.argv:
         sys.exit(0)
-    for BM, BN, BD, w, s in [(64, 128, 128, 8, 2), (32, 128, 128, 4, 2), (32, 64, 256, 4, 1)]:
-        r = compile_one(attention_bwd_dkdv_kernel, dict(BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD, **flags), warps=w, stages=s)
-        print("dkdv", BM, BN, BD, w, s, "smem", r[0], "wgmma", r[1], "local", r[2], flush=True)
-        r = compile_one(attention_bwd_dq_kernel, dict(BLOCK_M=BN, BLOCK_N=BM, BLOCK_D=BD, **flags), warps=w, stages=s)
-        print("dq", BN, BM, BD, w, s, "smem", r[0], "wgmma", r[1], "local", r[2], flush=True)
+    for BM, BN, BD, w, s, tma in [(64, 128, 128, 8, 3, False), (64, 128, 128, 8, 3, True), (64, 128, 128, 8, 2, True),
+                                  (64, 64, 128, 4, 3, True), (32, 64, 256, 4, 1, False)]:
+        for kern, cons in (("dkdv", dict(BLOCK_M=BM, BLOCK_N=BN)), ("dq", dict(BLOCK_M=BN, BLOCK_N=BM))):
+            fn = attention_bwd_dkdv_kernel if kern == "dkdv" else attention_bwd_dq_kernel
+            try:
+                r = compile_one(fn, dict(BLOCK_D=BD, USE_TMA=tma, **cons, **flags), warps=w, stages=s)
+                print(kern, cons, BD, w, s, "tma", tma, "smem", r[0], "wgmma", r[1], "local", r[2], flush=True)
+            except Exception as ex:
+                print(kern, cons, BD, w, s, "tma", tma, "FAILED", str(ex).splitlines()[-1][:200], flush=True)
     r = compile_one(attention_bwd_preprocess_kernel, dict(BLOCK_M=64, BLOCK_D=128, IS_VARLEN=True, HAS_DLSE=True))
     r2 = compile_one(attention_fwd_kernel, dict(BLOCK_M=128, BLOCK_N=64, BLOCK_D=128, IS_SPLIT=False, USE_TMA=False,
                                                 WARP_SPEC=False, RETURN_P=True, **flags), warps=8, stages=3)

@@ -40,6 +40,9 @@ def bench(fn):
 
 if __name__ == "__main__":
     torch.manual_seed(0)
+    if "--v3" in sys.argv:  # checks run through the descriptor backward
+        _orig_b = C.bwd_config
+        C.bwd_config = lambda D, m, dt, dev: C.KernelConfig(64, 128, 8, 3, True) if dt != torch.float32 and D <= 128 else _orig_b(D, m, dt, dev)
     if "--v2" in sys.argv:  # checks run through the descriptor path
         _orig = C.fwd_config
         C.fwd_config = lambda D, m, dt, dev: C.KernelConfig(128, 64, 4, 2, True) if dt != torch.float32 and D <= 128 else _orig(D, m, dt, dev)
@@ -52,7 +55,11 @@ if __name__ == "__main__":
         except Exception as ex:
             emit(kind="check", args=str(args), error=repr(ex)[:400])
     B, H, D = 2, 16, 128
-    if "--v2" in sys.argv:  # tensor-descriptor (TMA) K/V loads vs the pointer baseline, forward only
+    if "--v3" in sys.argv:  # backward with tensor descriptors (Q/dO in dK/dV, K/V in dQ) vs the pointer baseline
+        fwd_cands = []
+        bwd_cands = [C.KernelConfig(64, 128, 8, 3), C.KernelConfig(64, 128, 8, 3, True), C.KernelConfig(64, 128, 8, 2, True),
+                     C.KernelConfig(64, 64, 4, 3, True)]
+    elif "--v2" in sys.argv:  # tensor-descriptor (TMA) K/V loads vs the pointer baseline, forward only
         fwd_cands = [C.KernelConfig(128, 64, 8, 3), C.KernelConfig(128, 64, 4, 2, True), C.KernelConfig(128, 128, 8, 2, True),
                      C.KernelConfig(128, 64, 8, 3, True), C.KernelConfig(128, 64, 8, 2, True), C.KernelConfig(128, 128, 8, 3, True)]
         bwd_cands = []
@@ -85,7 +92,6 @@ if __name__ == "__main__":
                     emit(kind="bench", provider="tilefold", mode="fwd", cfg=str(cfg), S=S, causal=causal, ms=ms, tflops=fl / ms * 1e-9)
                 except Exception as ex:
                     emit(kind="bench", provider="tilefold", mode="fwd", cfg=str(cfg), error=repr(ex)[:300])
-            C.fwd_config = lambda *a: C.KernelConfig(128, 64, 8, 3)
             if not bwd_cands:
                 continue
             o = tilefold.attention(q, k, v, causal=causal)

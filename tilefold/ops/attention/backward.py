@@ -74,13 +74,13 @@ def _probs_t(k, qT, lse2, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP: tl.c
 
 
 @triton.jit
-def _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse2_ptrs, delta_ptrs, stride_qm, stride_dom, stride_lm,
+def _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_ptrs, delta_ptrs, stride_qm, stride_dom, stride_lm,
                 offs_n, offs_m0, offs_d, m_lo, m_hi, seqlen_q, seqlen_k, shift, win_left, win_right,
                 qk_scale, softcap_pre, softcap_post, D,
                 BLOCK_M: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr,
                 HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr,
                 seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, bh, n0,
-                BLOCK_N: tl.constexpr, HAS_DROPOUT: tl.constexpr):
+                BLOCK_N: tl.constexpr, HAS_DROPOUT: tl.constexpr, USE_TMA: tl.constexpr):
     q_ptrs += m_lo.to(tl.int64) * stride_qm
     do_ptrs += m_lo.to(tl.int64) * stride_dom
     lse2_ptrs += m_lo.to(tl.int64) * stride_lm
@@ -89,18 +89,26 @@ def _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse2_ptrs, delta_ptrs, stride_qm,
         offs_m = start_m + offs_m0
         if MASKED:
             row_ok = offs_m < seqlen_q
-            if EVEN_D:
-                qd_mask = row_ok[None, :]
-                do_mask = row_ok[:, None]
+            if USE_TMA:
+                # the descriptors zero-fill rows >= seqlen_q and columns >= D
+                qT = tl.trans(q_desc.load([start_m, 0]))
+                do = do_desc.load([start_m, 0])
             else:
-                qd_mask = row_ok[None, :] & (offs_d[:, None] < D)
-                do_mask = row_ok[:, None] & (offs_d[None, :] < D)
-            qT = tl.load(q_ptrs, mask=qd_mask, other=0.0)
-            do = tl.load(do_ptrs, mask=do_mask, other=0.0)
+                if EVEN_D:
+                    qd_mask = row_ok[None, :]
+                    do_mask = row_ok[:, None]
+                else:
+                    qd_mask = row_ok[None, :] & (offs_d[:, None] < D)
+                    do_mask = row_ok[:, None] & (offs_d[None, :] < D)
+                qT = tl.load(q_ptrs, mask=qd_mask, other=0.0)
+                do = tl.load(do_ptrs, mask=do_mask, other=0.0)
             lse2 = tl.load(lse2_ptrs, mask=row_ok, other=float("inf"))
             delta = tl.load(delta_ptrs, mask=row_ok, other=0.0)
         else:
-            if EVEN_D:
+            if USE_TMA:
+                qT = tl.trans(q_desc.load([start_m, 0]))
+                do = do_desc.load([start_m, 0])
+            elif EVEN_D:
                 qT = tl.load(q_ptrs)
                 do = tl.load(do_ptrs)
             else:
@@ -151,6 +159,7 @@ def attention_bwd_dkdv_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+    USE_TMA: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -194,24 +203,34 @@ def attention_bwd_dkdv_kernel(
             + offs_m0 * stride_lm
         lse2_ptrs = LSE2 + l_off
         delta_ptrs = DELTA + l_off
-        dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
+        if USE_TMA:
+            q_desc = tl.make_tensor_descriptor(
+                Q + b.to(tl.int64) * stride_qb + q_start.to(tl.int64) * stride_qm + h.to(tl.int64) * stride_qh,
+                shape=[seqlen_q, D], strides=[stride_qm, 1], block_shape=[BLOCK_M, BLOCK_D])
+            do_desc = tl.make_tensor_descriptor(
+                DO + b.to(tl.int64) * stride_dob + q_start.to(tl.int64) * stride_dom + h.to(tl.int64) * stride_doh,
+                shape=[seqlen_q, D], strides=[stride_dom, 1], block_shape=[BLOCK_M, BLOCK_D])
+        else:
+            q_desc = Q
+            do_desc = DO
+        dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
                              stride_lm, offs_n, offs_m0, offs_d, m_start, f_lo, seqlen_q, seqlen_k, shift,
                              win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                              BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
                              seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
-                             BLOCK_N, HAS_DROPOUT)
-        dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
+                             BLOCK_N, HAS_DROPOUT, USE_TMA)
+        dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
                              stride_lm, offs_n, offs_m0, offs_d, f_lo, f_hi, seqlen_q, seqlen_k, shift,
                              win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                              BLOCK_M, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
                              seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
-                             BLOCK_N, HAS_DROPOUT)
-        dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
+                             BLOCK_N, HAS_DROPOUT, USE_TMA)
+        dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
                              stride_lm, offs_n, offs_m0, offs_d, f_hi, m_end, seqlen_q, seqlen_k, shift,
                              win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                              BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
                              seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
-                             BLOCK_N, HAS_DROPOUT)
+                             BLOCK_N, HAS_DROPOUT, USE_TMA)
     dk = dk * sm_scale
     dk_ptrs = DK + b.to(tl.int64) * stride_dkb + (k_start + offs_n[:, None]).to(tl.int64) * stride_dkn \
         + hk * stride_dkh + offs_d[None, :]
@@ -222,17 +241,20 @@ def attention_bwd_dkdv_kernel(
 
 
 @triton.jit
-def _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
+def _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
               n_lo, n_hi, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
               BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr,
               HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr,
               seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, bh,
-              BLOCK_M: tl.constexpr, HAS_DROPOUT: tl.constexpr):
+              BLOCK_M: tl.constexpr, HAS_DROPOUT: tl.constexpr, USE_TMA: tl.constexpr):
     k_ptrs += n_lo.to(tl.int64) * stride_kn
     v_ptrs += n_lo.to(tl.int64) * stride_vn
     for start_n in range(n_lo, n_hi, BLOCK_N):
         offs_n = start_n + offs_n0
-        if MASKED:
+        if USE_TMA:
+            k = k_desc.load([start_n, 0])
+            v = v_desc.load([start_n, 0])
+        elif MASKED:
             kv_mask = offs_n[:, None] < seqlen_k
             if not EVEN_D:
                 kv_mask = kv_mask & (offs_d[None, :] < D)
@@ -285,8 +307,10 @@ def attention_bwd_dq_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+    USE_TMA: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
+    # heavy query blocks (most visible keys under a causal mask) first: a shorter tail
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
@@ -323,21 +347,29 @@ def attention_bwd_dq_kernel(
     v_base = V + b.to(tl.int64) * stride_vb + k_start.to(tl.int64) * stride_vn + hk.to(tl.int64) * stride_vh
     k_ptrs = k_base + offs_n0[:, None] * stride_kn + offs_d[None, :]
     v_ptrs = v_base + offs_n0[:, None] * stride_vn + offs_d[None, :]
+    if USE_TMA:
+        k_desc = tl.make_tensor_descriptor(k_base, shape=[seqlen_k, D], strides=[stride_kn, 1],
+                                           block_shape=[BLOCK_N, BLOCK_D])
+        v_desc = tl.make_tensor_descriptor(v_base, shape=[seqlen_k, D], strides=[stride_vn, 1],
+                                           block_shape=[BLOCK_N, BLOCK_D])
+    else:
+        k_desc = k_base
+        v_desc = v_base
     n_start, f_lo, f_hi, n_end = key_tiles(m0, seqlen_q, seqlen_k, shift, win_left, win_right,
                                            0, seqlen_k, BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    dq = _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
+    dq = _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
                    n_start, f_lo, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                    BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
-                   seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, BLOCK_M, HAS_DROPOUT)
-    dq = _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
+                   seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, BLOCK_M, HAS_DROPOUT, USE_TMA)
+    dq = _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
                    f_lo, f_hi, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                    BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
-                   seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, BLOCK_M, HAS_DROPOUT)
-    dq = _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
+                   seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, BLOCK_M, HAS_DROPOUT, USE_TMA)
+    dq = _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
                    f_hi, n_end, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                    BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
-                   seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, BLOCK_M, HAS_DROPOUT)
+                   seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, BLOCK_M, HAS_DROPOUT, USE_TMA)
     dq = dq * sm_scale
     tl.store(DQ + b.to(tl.int64) * stride_dqb + (q_start + offs_m[:, None]).to(tl.int64) * stride_dqm
              + h * stride_dqh + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=qd_mask)
@@ -409,6 +441,11 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
             as_int32(seed), as_int32(seed >> 32), as_int32(offset), dropout_threshold(dropout_p),
             1.0 / (1.0 - dropout_p))
     common["HAS_DROPOUT"] = dropout_p > 0
+    from .forward import _ensure_allocator, _tma_ok
+    use_tma = cfg.use_tma and _tma_ok(k, v) and _tma_ok(q, dout)
+    if use_tma:
+        _ensure_allocator()
+    common["USE_TMA"] = use_tma
     # dK, dV: key blocks of BLOCK_N (the long side), query tiles of BLOCK_M
     attention_bwd_dkdv_kernel[(triton.cdiv(N, cfg.BLOCK_N), B * HK)](
         q, k, v, dout, lse2, delta, dk, dv,
