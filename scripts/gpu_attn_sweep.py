@@ -68,7 +68,7 @@ if __name__ == "__main__":
                      C.KernelConfig(128, 128, 8, 3), C.KernelConfig(64, 64, 4, 3), C.KernelConfig(128, 32, 4, 3)]
         bwd_cands = [C.KernelConfig(64, 128, 8, 2), C.KernelConfig(32, 128, 4, 2), C.KernelConfig(64, 64, 4, 2),
                      C.KernelConfig(64, 128, 4, 2), C.KernelConfig(32, 64, 4, 3), C.KernelConfig(64, 128, 8, 3)]
-    for S in (8192, 16384):
+    for S in tuple(int(x) for x in os.environ.get("SWEEP_S", "8192,16384").split(",")):
         for causal in (False, True):
             q = torch.randn(B, S, H, D, device=dev, dtype=torch.bfloat16, requires_grad=True)
             k = torch.randn_like(q, requires_grad=True); v = torch.randn_like(q, requires_grad=True)
