@@ -87,10 +87,59 @@ def _diag(k, gc, b_q, b_g, b_gn, row0, L, i_h, H, K: tl.constexpr, BC: tl.conste
 
 
 @triton.jit
+def _chunk_fast(gc, row0, L, i_h, H, K: tl.constexpr, BK: tl.constexpr, RANGE: tl.constexpr):
+    """True when the chunk's decay range max_k(gc_first - gc_last) <= RANGE: the whole chunk can then be
+    re-referenced to its first row (factors <= exp(RANGE), finite in fp32 and bf16) and its intra-chunk
+    part formed by [BT, BT] dots. Masked or strong gates take the sub-chunk path instead."""
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    b_g0 = _row(gc, row0, i_h, H, K, o_k, m_k)
+    b_gl = _row(gc, row0 + L - 1, i_h, H, K, o_k, m_k)
+    return tl.max(b_g0 - b_gl, axis=0) <= RANGE
+
+
+@triton.jit
 def _chunk_fwd_o(q, k, v, gc, o, b_h, row0, L, i_h, H, i_v, scale, K: tl.constexpr, V: tl.constexpr,
                  BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                  PREC: tl.constexpr):
     """o rows [row0, row0 + L) of one chunk, V columns of block i_v, given the chunk-start state b_h."""
+    if _chunk_fast(gc, row0, L, i_h, H, K, BK, 20.0):
+        _chunk_fwd_o_full(q, k, v, gc, o, b_h, row0, L, i_h, H, i_v, scale, K, V, BT, BK, BV, PREC)
+    else:
+        _chunk_fwd_o_sub(q, k, v, gc, o, b_h, row0, L, i_h, H, i_v, scale, K, V, BT, BC, BK, BV, PREC)
+
+
+@triton.jit
+def _chunk_fwd_o_full(q, k, v, gc, o, b_h, row0, L, i_h, H, i_v, scale, K: tl.constexpr, V: tl.constexpr,
+                      BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr):
+    """The whole chunk re-referenced to its first row: three [BT, *] dots."""
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_v = o_v < V
+    r = tl.arange(0, BT)
+    m_t = r < L
+    DT = k.dtype.element_ty
+    b_g0 = _row(gc, row0, i_h, H, K, o_k, m_k)
+    b_g = _tile(gc, row0 + r, m_t, i_h, H, K, o_k, m_k)
+    b_q = _tile(q, row0 + r, m_t, i_h, H, K, o_k, m_k).to(tl.float32) * scale
+    b_o = tl.dot((b_q * tl.exp(b_g)).to(DT), b_h.to(DT), input_precision=PREC)
+    b_qn = (b_q * tl.exp(tl.where(m_t[:, None], b_g - b_g0[None, :], 0.0))).to(DT)
+    b_k = _tile(k, row0 + r, m_t, i_h, H, K, o_k, m_k).to(tl.float32)
+    b_kn = (b_k * tl.exp(b_g0[None, :] - b_g)).to(DT)
+    b_A = tl.dot(b_qn, tl.trans(b_kn), input_precision=PREC)
+    b_A = tl.where((r[:, None] >= r[None, :]) & m_t[:, None], b_A, 0.0)
+    b_v = _tile(v, row0 + r, m_t, i_h, H, V, o_v, m_v)
+    b_o += tl.dot(b_A.to(DT), b_v, input_precision=PREC)
+    tl.store(o + (row0 + r)[:, None] * H * V + i_h * V + o_v[None, :], b_o.to(o.dtype.element_ty),
+             mask=m_t[:, None] & m_v[None, :])
+
+
+@triton.jit
+def _chunk_fwd_o_sub(q, k, v, gc, o, b_h, row0, L, i_h, H, i_v, scale, K: tl.constexpr, V: tl.constexpr,
+                     BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                     PREC: tl.constexpr):
+    """Sub-chunks of BC re-referenced to their own first rows (any gates)."""
     o_k = tl.arange(0, BK)
     m_k = o_k < K
     o_v = i_v * BV + tl.arange(0, BV)
@@ -284,6 +333,52 @@ def chunk_gla_bwd_dh_kernel(q, gc, do, dh, dht, dh0, cu_seqlens, chunk_offsets, 
 
 
 @triton.jit
+def _chunk_bwd_full(q, k, v, gc, do, h, dh, dq, dk, dv, p_hc, row0, L, i_h, H, scale, K: tl.constexpr,
+                    V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr):
+    """dq, dk, dv of one chunk re-referenced to its first row (see _chunk_fast): [BT, *] dots."""
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    r = tl.arange(0, BT)
+    m_t = r < L
+    DT = k.dtype.element_ty
+    causal = (r[:, None] >= r[None, :]) & m_t[:, None]
+    b_g0 = _row(gc, row0, i_h, H, K, o_k, m_k)
+    b_gl = _row(gc, row0 + L - 1, i_h, H, K, o_k, m_k)
+    b_g = _tile(gc, row0 + r, m_t, i_h, H, K, o_k, m_k)
+    b_q = _tile(q, row0 + r, m_t, i_h, H, K, o_k, m_k).to(tl.float32) * scale
+    b_k = _tile(k, row0 + r, m_t, i_h, H, K, o_k, m_k).to(tl.float32)
+    b_qn = (b_q * tl.exp(tl.where(m_t[:, None], b_g - b_g0[None, :], 0.0))).to(DT)
+    b_kn = (b_k * tl.exp(b_g0[None, :] - b_g)).to(DT)
+    b_kd = (b_k * tl.exp(b_gl[None, :] - b_g)).to(DT)
+    b_A = tl.where(causal, tl.dot(b_qn, tl.trans(b_kn), input_precision=PREC), 0.0).to(DT)
+    b_dq_h = tl.zeros([BT, BK], dtype=tl.float32)
+    b_dq_a = tl.zeros([BT, BK], dtype=tl.float32)
+    b_dk_h = tl.zeros([BT, BK], dtype=tl.float32)
+    b_dk_a = tl.zeros([BT, BK], dtype=tl.float32)
+    for i_v in range(0, tl.cdiv(V, BV)):
+        o_v = i_v * BV + tl.arange(0, BV)
+        m_v = o_v < V
+        m_hv = m_k[:, None] & m_v[None, :]
+        b_do = _tile(do, row0 + r, m_t, i_h, H, V, o_v, m_v)
+        b_v = _tile(v, row0 + r, m_t, i_h, H, V, o_v, m_v)
+        b_h = tl.load(h + p_hc + o_k[:, None] * V + o_v[None, :], mask=m_hv, other=0.0).to(DT)
+        b_dh = tl.load(dh + p_hc + o_k[:, None] * V + o_v[None, :], mask=m_hv, other=0.0).to(DT)
+        b_dA = tl.where(causal, tl.dot(b_do, tl.trans(b_v), input_precision=PREC), 0.0).to(DT)
+        b_dq_h += tl.dot(b_do, tl.trans(b_h), input_precision=PREC)
+        b_dq_a += tl.dot(b_dA, b_kn, input_precision=PREC)
+        b_dk_h += tl.dot(b_v, tl.trans(b_dh), input_precision=PREC)
+        b_dk_a += tl.dot(tl.trans(b_dA), b_qn, input_precision=PREC)
+        b_dv = tl.dot(tl.trans(b_A), b_do, input_precision=PREC) + tl.dot(b_kd, b_dh, input_precision=PREC)
+        tl.store(dv + (row0 + r)[:, None] * H * V + i_h * V + o_v[None, :], b_dv.to(dv.dtype.element_ty),
+                 mask=m_t[:, None] & m_v[None, :])
+    b_dq = (b_dq_h * tl.exp(b_g) + b_dq_a * tl.exp(tl.where(m_t[:, None], b_g - b_g0[None, :], 0.0))) * scale
+    b_dk = b_dk_h * tl.exp(b_gl[None, :] - b_g) + b_dk_a * tl.exp(b_g0[None, :] - b_g)
+    off = (row0 + r)[:, None] * H * K + i_h * K + o_k[None, :]
+    tl.store(dq + off, b_dq, mask=m_t[:, None] & m_k[None, :])
+    tl.store(dk + off, b_dk, mask=m_t[:, None] & m_k[None, :])
+
+
+@triton.jit
 def chunk_gla_bwd_dqkv_kernel(q, k, v, gc, do, h, dh, dq, dk, dv, cu_seqlens, chunk_indices, scale, H,
                               K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
                               BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr):
@@ -302,107 +397,111 @@ def chunk_gla_bwd_dqkv_kernel(q, k, v, gc, do, h, dh, dq, dk, dv, cu_seqlens, ch
     p_hc = (i_c.to(tl.int64) * H + i_h) * K * V
     NV = tl.cdiv(V, BV)
     b_glast = _row(gc, row0 + L - 1, i_h, H, K, o_k, m_k)
-    # dq, row sub-chunk by row sub-chunk
-    for i in tl.static_range(BT // BC):
-        if i * BC < L:
-            r_i = i * BC + r
-            m_i = r_i < L
-            b_g = _tile(gc, row0 + r_i, m_i, i_h, H, K, o_k, m_k)
-            b_gn = _row(gc, row0 + i * BC, i_h, H, K, o_k, m_k)
-            b_inter = tl.zeros([BC, BK], dtype=tl.float32)
-            b_off = tl.zeros([BC, BK], dtype=tl.float32)
-            b_dA = tl.zeros([BC, BC], dtype=tl.float32)
-            for i_v in range(0, NV):
-                o_v = i_v * BV + tl.arange(0, BV)
-                m_v = o_v < V
-                b_do = _tile(do, row0 + r_i, m_i, i_h, H, V, o_v, m_v)
-                b_h = tl.load(h + p_hc + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :],
-                              other=0.0)
-                b_inter += tl.dot(b_do, tl.trans(b_h.to(DT)), input_precision=PREC)
-                for j in tl.static_range(i):
-                    r_j = j * BC + r
-                    b_vj = _tile(v, row0 + r_j, r_j < L, i_h, H, V, o_v, m_v)
-                    b_dAj = tl.dot(b_do, tl.trans(b_vj), input_precision=PREC)
-                    b_k = _tile(k, row0 + r_j, r_j < L, i_h, H, K, o_k, m_k).to(tl.float32)
-                    b_gk = _tile(gc, row0 + r_j, r_j < L, i_h, H, K, o_k, m_k)
-                    b_kn = (b_k * tl.exp(b_gn[None, :] - b_gk)).to(DT)
-                    b_off += tl.dot(b_dAj.to(DT), b_kn, input_precision=PREC)
-                b_vi = _tile(v, row0 + r_i, m_i, i_h, H, V, o_v, m_v)
-                b_dA += tl.dot(b_do, tl.trans(b_vi), input_precision=PREC)
-            b_dq = b_inter * tl.exp(b_g) + b_off * tl.exp(tl.where(m_i[:, None], b_g - b_gn[None, :], 0.0))
-            if _diag_fast(gc, b_gn, row0 + i * BC, L - i * BC, i_h, H, K, BC, BK, 20.0):
-                b_ki = _tile(k, row0 + r_i, m_i, i_h, H, K, o_k, m_k).to(tl.float32)
-                b_kn = (b_ki * tl.exp(b_gn[None, :] - b_g)).to(DT)
-                b_dAm = tl.where((r[:, None] >= r[None, :]) & m_i[:, None], b_dA, 0.0).to(DT)
-                b_dq += tl.dot(b_dAm, b_kn, input_precision=PREC) * \
-                    tl.exp(tl.where(m_i[:, None], b_g - b_gn[None, :], 0.0))
-            else:
-                for s in range(0, tl.minimum(L - i * BC, BC)):
-                    b_ks = _row(k, row0 + i * BC + s, i_h, H, K, o_k, m_k)
-                    b_gs = _row(gc, row0 + i * BC + s, i_h, H, K, o_k, m_k)
-                    cond = (r >= s) & m_i
-                    b_col = tl.sum(tl.where(r[None, :] == s, b_dA, 0.0), axis=1)
-                    b_e = tl.exp(tl.where(cond[:, None], b_g - b_gs[None, :], 0.0))
-                    b_dq += tl.where(cond[:, None], b_col[:, None] * b_ks[None, :] * b_e, 0.0)
-            tl.store(dq + (row0 + r_i)[:, None] * H * K + i_h * K + o_k[None, :], b_dq * scale,
-                     mask=m_i[:, None] & m_k[None, :])
-    # dk, dv, column sub-chunk by column sub-chunk
-    for j in tl.static_range(BT // BC):
-        if j * BC < L:
-            r_j = j * BC + r
-            m_j = r_j < L
-            b_k = _tile(k, row0 + r_j, m_j, i_h, H, K, o_k, m_k).to(tl.float32)
-            b_gk = _tile(gc, row0 + r_j, m_j, i_h, H, K, o_k, m_k)
-            b_qj = _tile(q, row0 + r_j, m_j, i_h, H, K, o_k, m_k).to(tl.float32) * scale
-            b_kd = (b_k * tl.exp(b_glast[None, :] - b_gk)).to(DT)
-            b_inter = tl.zeros([BC, BK], dtype=tl.float32)
-            b_intra = tl.zeros([BC, BK], dtype=tl.float32)
-            b_gnj = _row(gc, row0 + j * BC, i_h, H, K, o_k, m_k)
-            b_Ajj = _diag(k, gc, b_qj, b_gk, b_gnj, row0 + j * BC, L - j * BC, i_h, H, K, BC, BK, 20.0, PREC)
-            b_dAjj = tl.zeros([BC, BC], dtype=tl.float32)
-            for i_v in range(0, NV):
-                o_v = i_v * BV + tl.arange(0, BV)
-                m_v = o_v < V
-                b_v = _tile(v, row0 + r_j, m_j, i_h, H, V, o_v, m_v)
-                b_doj = _tile(do, row0 + r_j, m_j, i_h, H, V, o_v, m_v)
-                b_dh = tl.load(dh + p_hc + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :],
-                               other=0.0)
-                b_inter += tl.dot(b_v, tl.trans(b_dh.to(DT)), input_precision=PREC)
-                b_dv = tl.dot(b_kd, b_dh.to(DT), input_precision=PREC)
-                for i in tl.static_range(j + 1, BT // BC):
-                    if i * BC < L:
-                        r_i = i * BC + r
-                        m_i = r_i < L
-                        b_q = _tile(q, row0 + r_i, m_i, i_h, H, K, o_k, m_k).to(tl.float32) * scale
-                        b_g = _tile(gc, row0 + r_i, m_i, i_h, H, K, o_k, m_k)
-                        b_gn = _row(gc, row0 + i * BC, i_h, H, K, o_k, m_k)
-                        b_qn = (b_q * tl.exp(tl.where(m_i[:, None], b_g - b_gn[None, :], 0.0))).to(DT)
+    if _chunk_fast(gc, row0, L, i_h, H, K, BK, 20.0):
+        _chunk_bwd_full(q, k, v, gc, do, h, dh, dq, dk, dv, p_hc, row0, L, i_h, H, scale, K, V, BT, BK, BV,
+                        PREC)
+    else:
+        # dq, row sub-chunk by row sub-chunk
+        for i in tl.static_range(BT // BC):
+            if i * BC < L:
+                r_i = i * BC + r
+                m_i = r_i < L
+                b_g = _tile(gc, row0 + r_i, m_i, i_h, H, K, o_k, m_k)
+                b_gn = _row(gc, row0 + i * BC, i_h, H, K, o_k, m_k)
+                b_inter = tl.zeros([BC, BK], dtype=tl.float32)
+                b_off = tl.zeros([BC, BK], dtype=tl.float32)
+                b_dA = tl.zeros([BC, BC], dtype=tl.float32)
+                for i_v in range(0, NV):
+                    o_v = i_v * BV + tl.arange(0, BV)
+                    m_v = o_v < V
+                    b_do = _tile(do, row0 + r_i, m_i, i_h, H, V, o_v, m_v)
+                    b_h = tl.load(h + p_hc + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :],
+                                  other=0.0)
+                    b_inter += tl.dot(b_do, tl.trans(b_h.to(DT)), input_precision=PREC)
+                    for j in tl.static_range(i):
+                        r_j = j * BC + r
+                        b_vj = _tile(v, row0 + r_j, r_j < L, i_h, H, V, o_v, m_v)
+                        b_dAj = tl.dot(b_do, tl.trans(b_vj), input_precision=PREC)
+                        b_k = _tile(k, row0 + r_j, r_j < L, i_h, H, K, o_k, m_k).to(tl.float32)
+                        b_gk = _tile(gc, row0 + r_j, r_j < L, i_h, H, K, o_k, m_k)
                         b_kn = (b_k * tl.exp(b_gn[None, :] - b_gk)).to(DT)
-                        b_A = tl.dot(b_qn, tl.trans(b_kn), input_precision=PREC)
-                        b_do = _tile(do, row0 + r_i, m_i, i_h, H, V, o_v, m_v)
-                        b_dv += tl.dot(tl.trans(b_A.to(DT)), b_do, input_precision=PREC)
-                        b_dA = tl.dot(b_do, tl.trans(b_v), input_precision=PREC)
-                        b_intra += tl.dot(tl.trans(b_dA.to(DT)), b_qn, input_precision=PREC) * \
-                            tl.exp(b_gn[None, :] - b_gk)
-                b_dv += tl.dot(tl.trans(b_Ajj.to(DT)), b_doj, input_precision=PREC)
-                b_dAjj += tl.dot(b_doj, tl.trans(b_v), input_precision=PREC)
-                tl.store(dv + (row0 + r_j)[:, None] * H * V + i_h * V + o_v[None, :],
-                         b_dv.to(dv.dtype.element_ty), mask=m_j[:, None] & m_v[None, :])
-            b_dk = b_inter * tl.exp(b_glast[None, :] - b_gk) + b_intra
-            if _diag_fast(gc, b_gnj, row0 + j * BC, L - j * BC, i_h, H, K, BC, BK, 20.0):
-                b_qn = (b_qj * tl.exp(tl.where(m_j[:, None], b_gk - b_gnj[None, :], 0.0))).to(DT)
-                b_dAm = tl.where((r[:, None] >= r[None, :]) & m_j[:, None], b_dAjj, 0.0).to(DT)
-                b_dk += tl.dot(tl.trans(b_dAm), b_qn, input_precision=PREC) * tl.exp(b_gnj[None, :] - b_gk)
-            else:
-                for t in range(0, tl.minimum(L - j * BC, BC)):
-                    b_qt = _row(q, row0 + j * BC + t, i_h, H, K, o_k, m_k) * scale
-                    b_gt = _row(gc, row0 + j * BC + t, i_h, H, K, o_k, m_k)
-                    cond = (r <= t) & m_j
-                    b_rowdA = tl.sum(tl.where(r[:, None] == t, b_dAjj, 0.0), axis=0)
-                    b_e = tl.exp(tl.where(cond[:, None], b_gt[None, :] - b_gk, 0.0))
-                    b_dk += tl.where(cond[:, None], b_rowdA[:, None] * b_qt[None, :] * b_e, 0.0)
-            tl.store(dk + (row0 + r_j)[:, None] * H * K + i_h * K + o_k[None, :], b_dk,
-                     mask=m_j[:, None] & m_k[None, :])
+                        b_off += tl.dot(b_dAj.to(DT), b_kn, input_precision=PREC)
+                    b_vi = _tile(v, row0 + r_i, m_i, i_h, H, V, o_v, m_v)
+                    b_dA += tl.dot(b_do, tl.trans(b_vi), input_precision=PREC)
+                b_dq = b_inter * tl.exp(b_g) + b_off * tl.exp(tl.where(m_i[:, None], b_g - b_gn[None, :], 0.0))
+                if _diag_fast(gc, b_gn, row0 + i * BC, L - i * BC, i_h, H, K, BC, BK, 20.0):
+                    b_ki = _tile(k, row0 + r_i, m_i, i_h, H, K, o_k, m_k).to(tl.float32)
+                    b_kn = (b_ki * tl.exp(b_gn[None, :] - b_g)).to(DT)
+                    b_dAm = tl.where((r[:, None] >= r[None, :]) & m_i[:, None], b_dA, 0.0).to(DT)
+                    b_dq += tl.dot(b_dAm, b_kn, input_precision=PREC) * \
+                        tl.exp(tl.where(m_i[:, None], b_g - b_gn[None, :], 0.0))
+                else:
+                    for s in range(0, tl.minimum(L - i * BC, BC)):
+                        b_ks = _row(k, row0 + i * BC + s, i_h, H, K, o_k, m_k)
+                        b_gs = _row(gc, row0 + i * BC + s, i_h, H, K, o_k, m_k)
+                        cond = (r >= s) & m_i
+                        b_col = tl.sum(tl.where(r[None, :] == s, b_dA, 0.0), axis=1)
+                        b_e = tl.exp(tl.where(cond[:, None], b_g - b_gs[None, :], 0.0))
+                        b_dq += tl.where(cond[:, None], b_col[:, None] * b_ks[None, :] * b_e, 0.0)
+                tl.store(dq + (row0 + r_i)[:, None] * H * K + i_h * K + o_k[None, :], b_dq * scale,
+                         mask=m_i[:, None] & m_k[None, :])
+        # dk, dv, column sub-chunk by column sub-chunk
+        for j in tl.static_range(BT // BC):
+            if j * BC < L:
+                r_j = j * BC + r
+                m_j = r_j < L
+                b_k = _tile(k, row0 + r_j, m_j, i_h, H, K, o_k, m_k).to(tl.float32)
+                b_gk = _tile(gc, row0 + r_j, m_j, i_h, H, K, o_k, m_k)
+                b_qj = _tile(q, row0 + r_j, m_j, i_h, H, K, o_k, m_k).to(tl.float32) * scale
+                b_kd = (b_k * tl.exp(b_glast[None, :] - b_gk)).to(DT)
+                b_inter = tl.zeros([BC, BK], dtype=tl.float32)
+                b_intra = tl.zeros([BC, BK], dtype=tl.float32)
+                b_gnj = _row(gc, row0 + j * BC, i_h, H, K, o_k, m_k)
+                b_Ajj = _diag(k, gc, b_qj, b_gk, b_gnj, row0 + j * BC, L - j * BC, i_h, H, K, BC, BK, 20.0, PREC)
+                b_dAjj = tl.zeros([BC, BC], dtype=tl.float32)
+                for i_v in range(0, NV):
+                    o_v = i_v * BV + tl.arange(0, BV)
+                    m_v = o_v < V
+                    b_v = _tile(v, row0 + r_j, m_j, i_h, H, V, o_v, m_v)
+                    b_doj = _tile(do, row0 + r_j, m_j, i_h, H, V, o_v, m_v)
+                    b_dh = tl.load(dh + p_hc + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :],
+                                   other=0.0)
+                    b_inter += tl.dot(b_v, tl.trans(b_dh.to(DT)), input_precision=PREC)
+                    b_dv = tl.dot(b_kd, b_dh.to(DT), input_precision=PREC)
+                    for i in tl.static_range(j + 1, BT // BC):
+                        if i * BC < L:
+                            r_i = i * BC + r
+                            m_i = r_i < L
+                            b_q = _tile(q, row0 + r_i, m_i, i_h, H, K, o_k, m_k).to(tl.float32) * scale
+                            b_g = _tile(gc, row0 + r_i, m_i, i_h, H, K, o_k, m_k)
+                            b_gn = _row(gc, row0 + i * BC, i_h, H, K, o_k, m_k)
+                            b_qn = (b_q * tl.exp(tl.where(m_i[:, None], b_g - b_gn[None, :], 0.0))).to(DT)
+                            b_kn = (b_k * tl.exp(b_gn[None, :] - b_gk)).to(DT)
+                            b_A = tl.dot(b_qn, tl.trans(b_kn), input_precision=PREC)
+                            b_do = _tile(do, row0 + r_i, m_i, i_h, H, V, o_v, m_v)
+                            b_dv += tl.dot(tl.trans(b_A.to(DT)), b_do, input_precision=PREC)
+                            b_dA = tl.dot(b_do, tl.trans(b_v), input_precision=PREC)
+                            b_intra += tl.dot(tl.trans(b_dA.to(DT)), b_qn, input_precision=PREC) * \
+                                tl.exp(b_gn[None, :] - b_gk)
+                    b_dv += tl.dot(tl.trans(b_Ajj.to(DT)), b_doj, input_precision=PREC)
+                    b_dAjj += tl.dot(b_doj, tl.trans(b_v), input_precision=PREC)
+                    tl.store(dv + (row0 + r_j)[:, None] * H * V + i_h * V + o_v[None, :],
+                             b_dv.to(dv.dtype.element_ty), mask=m_j[:, None] & m_v[None, :])
+                b_dk = b_inter * tl.exp(b_glast[None, :] - b_gk) + b_intra
+                if _diag_fast(gc, b_gnj, row0 + j * BC, L - j * BC, i_h, H, K, BC, BK, 20.0):
+                    b_qn = (b_qj * tl.exp(tl.where(m_j[:, None], b_gk - b_gnj[None, :], 0.0))).to(DT)
+                    b_dAm = tl.where((r[:, None] >= r[None, :]) & m_j[:, None], b_dAjj, 0.0).to(DT)
+                    b_dk += tl.dot(tl.trans(b_dAm), b_qn, input_precision=PREC) * tl.exp(b_gnj[None, :] - b_gk)
+                else:
+                    for t in range(0, tl.minimum(L - j * BC, BC)):
+                        b_qt = _row(q, row0 + j * BC + t, i_h, H, K, o_k, m_k) * scale
+                        b_gt = _row(gc, row0 + j * BC + t, i_h, H, K, o_k, m_k)
+                        cond = (r <= t) & m_j
+                        b_rowdA = tl.sum(tl.where(r[:, None] == t, b_dAjj, 0.0), axis=0)
+                        b_e = tl.exp(tl.where(cond[:, None], b_gt[None, :] - b_gk, 0.0))
+                        b_dk += tl.where(cond[:, None], b_rowdA[:, None] * b_qt[None, :] * b_e, 0.0)
+                tl.store(dk + (row0 + r_j)[:, None] * H * K + i_h * K + o_k[None, :], b_dk,
+                         mask=m_j[:, None] & m_k[None, :])
 
 
 def _state_dtype(dtype):
