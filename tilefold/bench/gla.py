@@ -15,6 +15,9 @@ recurrence at B 1 × T 512 × H 2 for the forward records (same provider and mod
 """
 from __future__ import annotations
 
+import json
+import os
+
 import torch
 import torch.nn.functional as F
 
@@ -53,6 +56,14 @@ def _inputs(B, T, H, K, V, dtype, device, grad):
         for x in xs:
             x.requires_grad_()
     return xs
+
+
+def _partial(records):
+    """With GLA_BENCH_PARTIAL=<path>, keep the records so far there (a run cut short keeps its numbers)."""
+    path = os.environ.get("GLA_BENCH_PARTIAL")
+    if path:
+        with open(path, "w") as f:
+            json.dump(records, f, indent=1)
 
 
 def _errors(fn, dtype, device):
@@ -105,6 +116,7 @@ def run(quick: bool, progress, providers=None) -> list[dict]:
                                                tflops=tflops(fl, ms), gbps=gbps(nbytes, ms) if mode == "fwd" else None,
                                                max_err=me, rms_err=re_))
                     bar.write(f"{prov:9s} {mname:16s} {mode:8s} B{B} T{T}: {ms:8.3f} ms")
+                    _partial(records)
                 except Exception as e:  # noqa: BLE001
                     bar.write(f"[gla bench] {prov}/{mname}/{mode} B{B} T{T} failed: {type(e).__name__}: {e}")
                 finally:
