@@ -12,7 +12,10 @@ dtype>)`` on the same inputs (its autograd for the gradients).
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
+import os
+import sys
 from dataclasses import dataclass, replace
 
 import torch
@@ -32,6 +35,24 @@ ATOL = 1e-5
 
 def dtype_id(dt):
     return DTYPE_IDS[dt]
+
+
+def cuda_guard(fn):
+    """A CUDA error (illegal address / instruction) poisons the process's CUDA context, so every later
+    test of this pytest-xdist worker would fail too and the fast-failing worker would swallow the rest of
+    the run. Under xdist the worker exits instead: xdist reports this test as crashed and starts a fresh
+    worker. Outside xdist the error propagates as usual."""
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except torch.AcceleratorError as e:  # noqa: F821 (torch >= 2.8)
+            if os.environ.get("PYTEST_XDIST_WORKER"):
+                sys.stderr.write(f"CUDA error, exiting worker: {e}\n")
+                sys.stderr.flush()
+                os._exit(3)
+            raise
+    return wrapper
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -294,6 +315,7 @@ def check_all(res, ref64, lowprec, names=None, label=""):
     assert not fails, f"{label}\n" + "\n".join(fails)
 
 
+@cuda_guard
 def check_case(c: Case, dtype, *, backend=None, grad=False, grad_into="both", device=DEVICE, opts=None):
     """The whole comparison for one case: tilefold vs fp64 and input-precision references."""
     q, k, v = make_qkv(c, dtype, device)

@@ -70,6 +70,7 @@ def test_backward_grad_into(case, backend, grad_into):
     h.check_case(case, torch.float32, backend=backend, device="cpu", grad=True, grad_into=grad_into)
 
 
+@h.cuda_guard
 def _no_key_rows(c, dtype, backend, device):
     q, k, v = h.make_qkv(c, dtype, device)
     dout, dlse = h.make_grads(q, c.H, c.M)
@@ -94,6 +95,7 @@ def test_rows_without_keys_backward(case, backend):
     h.check_case(case, torch.float32, backend=backend, device="cpu", grad=True)
 
 
+@h.cuda_guard
 def _deterministic(c, dtype, backend, device):
     q, k, v = h.make_qkv(c, dtype, device)
     dout, dlse = h.make_grads(q, c.H, c.M)

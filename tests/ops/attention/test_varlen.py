@@ -59,6 +59,7 @@ def make_varlen(lens_q, lens_k, H, HK, D, dtype, device, layout="contig"):
     return q.detach(), k.detach(), v.detach(), meta
 
 
+@h.cuda_guard
 def check_varlen(lens_q, lens_k, H, HK, D, dtype, opts, backend, device, layout="contig", grad=True):
     q, k, v, meta = make_varlen(lens_q, lens_k, H, HK, D, dtype, device, layout)
     clones = [t.clone() for t in (q, k, v, meta[0], meta[1])]
