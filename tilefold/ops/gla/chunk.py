@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .utils import G_FLOOR, dot_precision, empty, gla_bwd_dg
+from .utils import G_FLOOR, dot_precision, empty
 
 BT = 64
 BC = 16
@@ -68,10 +68,10 @@ def _diag_fast(gc, b_gn, row0, L, i_h, H, K: tl.constexpr, BC: tl.constexpr, BK:
 
 @triton.jit
 def _diag(k, gc, b_q, b_g, b_gn, row0, L, i_h, H, K: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
-          RANGE: tl.constexpr, PREC: tl.constexpr):
+          RANGE: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
     """The diagonal block A[t, s] (s <= t < L) of one sub-chunk: one dot when the decay range allows
-    (_diag_fast), else the exact column loop (_diag_A). b_q scaled fp32, b_g its gc, b_gn gc of row0."""
-    DT = k.dtype.element_ty
+    (_diag_fast), else the exact column loop (_diag_A). b_q scaled fp32, b_g its gc, b_gn gc of row0;
+    DT: the dot operands' dtype."""
     o_k = tl.arange(0, BK)
     r = tl.arange(0, BC)
     m_r = r < L
@@ -164,7 +164,7 @@ def _chunk_fwd_o_sub(q, k, v, gc, o, b_h, row0, L, i_h, H, i_v, scale, K: tl.con
                 b_A = tl.dot(b_qn, tl.trans(b_kn), input_precision=PREC)
                 b_vj = _tile(v, row0 + r_j, m_j, i_h, H, V, o_v, m_v)
                 b_o += tl.dot(b_A.to(DT), b_vj, input_precision=PREC)
-            b_A = _diag(k, gc, b_q, b_g, b_gn, row0 + i * BC, L - i * BC, i_h, H, K, BC, BK, 20.0, PREC)
+            b_A = _diag(k, gc, b_q, b_g, b_gn, row0 + i * BC, L - i * BC, i_h, H, K, BC, BK, 20.0, DT, PREC)
             b_vi = _tile(v, row0 + r_i, m_i, i_h, H, V, o_v, m_v)
             b_o += tl.dot(b_A.to(DT), b_vi, input_precision=PREC)
             p_o = o + (row0 + r_i)[:, None] * H * V + i_h * V + o_v[None, :]
@@ -325,8 +325,8 @@ def chunk_gla_bwd_dh_kernel(q, gc, do, dh, dht, dh0, cu_seqlens, chunk_offsets, 
         b_q = _tile(q, row0 + r, m_t, i_h, H, K, o_k, m_k).to(tl.float32)
         b_g = _tile(gc, row0 + r, m_t, i_h, H, K, o_k, m_k)
         b_glast = _row(gc, row0 + L - 1, i_h, H, K, o_k, m_k)
-        b_do = _tile(do, row0 + r, m_t, i_h, H, V, o_v, m_v)
-        b_qe = (b_q * tl.exp(b_g) * scale).to(do.dtype.element_ty)
+        b_do = _tile(do, row0 + r, m_t, i_h, H, V, o_v, m_v).to(tl.float32)
+        b_qe = (b_q * tl.exp(b_g) * scale)
         b_dh = b_dh * tl.exp(b_glast)[:, None] + tl.dot(tl.trans(b_qe), b_do, input_precision=PREC)
     if STORE_DH0:
         tl.store(dh0 + i_nh.to(tl.int64) * K * V + off_h, b_dh, mask=m_h)
@@ -340,7 +340,7 @@ def _chunk_bwd_full(q, k, v, gc, do, h, dh, dq, dk, dv, p_hc, row0, L, i_h, H, s
     m_k = o_k < K
     r = tl.arange(0, BT)
     m_t = r < L
-    DT = k.dtype.element_ty
+    DT = tl.float32  # backward dots: fp32 operands (tf32 for 16-bit inputs)
     causal = (r[:, None] >= r[None, :]) & m_t[:, None]
     b_g0 = _row(gc, row0, i_h, H, K, o_k, m_k)
     b_gl = _row(gc, row0 + L - 1, i_h, H, K, o_k, m_k)
@@ -359,8 +359,8 @@ def _chunk_bwd_full(q, k, v, gc, do, h, dh, dq, dk, dv, p_hc, row0, L, i_h, H, s
         o_v = i_v * BV + tl.arange(0, BV)
         m_v = o_v < V
         m_hv = m_k[:, None] & m_v[None, :]
-        b_do = _tile(do, row0 + r, m_t, i_h, H, V, o_v, m_v)
-        b_v = _tile(v, row0 + r, m_t, i_h, H, V, o_v, m_v)
+        b_do = _tile(do, row0 + r, m_t, i_h, H, V, o_v, m_v).to(tl.float32)
+        b_v = _tile(v, row0 + r, m_t, i_h, H, V, o_v, m_v).to(tl.float32)
         b_h = tl.load(h + p_hc + o_k[:, None] * V + o_v[None, :], mask=m_hv, other=0.0).to(DT)
         b_dh = tl.load(dh + p_hc + o_k[:, None] * V + o_v[None, :], mask=m_hv, other=0.0).to(DT)
         b_dA = tl.where(causal, tl.dot(b_do, tl.trans(b_v), input_precision=PREC), 0.0).to(DT)
@@ -393,7 +393,7 @@ def chunk_gla_bwd_dqkv_kernel(q, k, v, gc, do, h, dh, dq, dk, dv, cu_seqlens, ch
     o_k = tl.arange(0, BK)
     m_k = o_k < K
     r = tl.arange(0, BC)
-    DT = k.dtype.element_ty
+    DT = tl.float32  # backward dots: fp32 operands (tf32 for 16-bit inputs)
     p_hc = (i_c.to(tl.int64) * H + i_h) * K * V
     NV = tl.cdiv(V, BV)
     b_glast = _row(gc, row0 + L - 1, i_h, H, K, o_k, m_k)
@@ -414,19 +414,19 @@ def chunk_gla_bwd_dqkv_kernel(q, k, v, gc, do, h, dh, dq, dk, dv, cu_seqlens, ch
                 for i_v in range(0, NV):
                     o_v = i_v * BV + tl.arange(0, BV)
                     m_v = o_v < V
-                    b_do = _tile(do, row0 + r_i, m_i, i_h, H, V, o_v, m_v)
+                    b_do = _tile(do, row0 + r_i, m_i, i_h, H, V, o_v, m_v).to(tl.float32)
                     b_h = tl.load(h + p_hc + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :],
                                   other=0.0)
                     b_inter += tl.dot(b_do, tl.trans(b_h.to(DT)), input_precision=PREC)
                     for j in tl.static_range(i):
                         r_j = j * BC + r
-                        b_vj = _tile(v, row0 + r_j, r_j < L, i_h, H, V, o_v, m_v)
+                        b_vj = _tile(v, row0 + r_j, r_j < L, i_h, H, V, o_v, m_v).to(tl.float32)
                         b_dAj = tl.dot(b_do, tl.trans(b_vj), input_precision=PREC)
                         b_k = _tile(k, row0 + r_j, r_j < L, i_h, H, K, o_k, m_k).to(tl.float32)
                         b_gk = _tile(gc, row0 + r_j, r_j < L, i_h, H, K, o_k, m_k)
                         b_kn = (b_k * tl.exp(b_gn[None, :] - b_gk)).to(DT)
                         b_off += tl.dot(b_dAj.to(DT), b_kn, input_precision=PREC)
-                    b_vi = _tile(v, row0 + r_i, m_i, i_h, H, V, o_v, m_v)
+                    b_vi = _tile(v, row0 + r_i, m_i, i_h, H, V, o_v, m_v).to(tl.float32)
                     b_dA += tl.dot(b_do, tl.trans(b_vi), input_precision=PREC)
                 b_dq = b_inter * tl.exp(b_g) + b_off * tl.exp(tl.where(m_i[:, None], b_g - b_gn[None, :], 0.0))
                 if _diag_fast(gc, b_gn, row0 + i * BC, L - i * BC, i_h, H, K, BC, BK, 20.0):
@@ -457,13 +457,14 @@ def chunk_gla_bwd_dqkv_kernel(q, k, v, gc, do, h, dh, dq, dk, dv, cu_seqlens, ch
                 b_inter = tl.zeros([BC, BK], dtype=tl.float32)
                 b_intra = tl.zeros([BC, BK], dtype=tl.float32)
                 b_gnj = _row(gc, row0 + j * BC, i_h, H, K, o_k, m_k)
-                b_Ajj = _diag(k, gc, b_qj, b_gk, b_gnj, row0 + j * BC, L - j * BC, i_h, H, K, BC, BK, 20.0, PREC)
+                b_Ajj = _diag(k, gc, b_qj, b_gk, b_gnj, row0 + j * BC, L - j * BC, i_h, H, K, BC, BK, 20.0, DT,
+                              PREC)
                 b_dAjj = tl.zeros([BC, BC], dtype=tl.float32)
                 for i_v in range(0, NV):
                     o_v = i_v * BV + tl.arange(0, BV)
                     m_v = o_v < V
-                    b_v = _tile(v, row0 + r_j, m_j, i_h, H, V, o_v, m_v)
-                    b_doj = _tile(do, row0 + r_j, m_j, i_h, H, V, o_v, m_v)
+                    b_v = _tile(v, row0 + r_j, m_j, i_h, H, V, o_v, m_v).to(tl.float32)
+                    b_doj = _tile(do, row0 + r_j, m_j, i_h, H, V, o_v, m_v).to(tl.float32)
                     b_dh = tl.load(dh + p_hc + o_k[:, None] * V + o_v[None, :], mask=m_k[:, None] & m_v[None, :],
                                    other=0.0)
                     b_inter += tl.dot(b_v, tl.trans(b_dh.to(DT)), input_precision=PREC)
@@ -478,7 +479,7 @@ def chunk_gla_bwd_dqkv_kernel(q, k, v, gc, do, h, dh, dq, dk, dv, cu_seqlens, ch
                             b_qn = (b_q * tl.exp(tl.where(m_i[:, None], b_g - b_gn[None, :], 0.0))).to(DT)
                             b_kn = (b_k * tl.exp(b_gn[None, :] - b_gk)).to(DT)
                             b_A = tl.dot(b_qn, tl.trans(b_kn), input_precision=PREC)
-                            b_do = _tile(do, row0 + r_i, m_i, i_h, H, V, o_v, m_v)
+                            b_do = _tile(do, row0 + r_i, m_i, i_h, H, V, o_v, m_v).to(tl.float32)
                             b_dv += tl.dot(tl.trans(b_A.to(DT)), b_do, input_precision=PREC)
                             b_dA = tl.dot(b_do, tl.trans(b_v), input_precision=PREC)
                             b_intra += tl.dot(tl.trans(b_dA.to(DT)), b_qn, input_precision=PREC) * \
@@ -504,9 +505,53 @@ def chunk_gla_bwd_dqkv_kernel(q, k, v, gc, do, h, dh, dq, dk, dv, cu_seqlens, ch
                          mask=m_j[:, None] & m_k[None, :])
 
 
+@triton.jit
+def chunk_gla_bwd_dg_kernel(q, k, dq, dk, g, dg, h, dh, ht, cu_seqlens, chunk_indices, H, K: tl.constexpr,
+                            V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+                            HAS_DHT: tl.constexpr, G_MIN: tl.constexpr):
+    """Grid (NT_total, H, cdiv(K, BK)). dg_t = sum_{s >= t in the chunk} (q_s dq_s - k_s dk_s)
+    + sum_v (h_end * dh_end): the second term is the gradient of a shift of every later log-decay, i.e.
+    of the state leaving the chunk (exact). Summing only inside the chunk keeps the rounding of dq, dk
+    from being amplified by a reverse cumulative sum over the whole sequence. Zero where g was floored."""
+    i_c, i_h, i_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_n = tl.load(chunk_indices + 2 * i_c)
+    i_t = tl.load(chunk_indices + 2 * i_c + 1)
+    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+    T = tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos
+    NT = tl.cdiv(T, BT)
+    row0 = bos + i_t * BT
+    L = tl.minimum(T - i_t * BT, BT)
+    r = tl.arange(0, BT)
+    o_k = i_k * BK + tl.arange(0, BK)
+    m_k = o_k < K
+    m = (r < L)[:, None] & m_k[None, :]
+    off = (row0 + r)[:, None] * H * K + i_h * K + o_k[None, :]
+    b_x = tl.load(q + off, mask=m, other=0.0).to(tl.float32) * tl.load(dq + off, mask=m, other=0.0) - \
+        tl.load(k + off, mask=m, other=0.0).to(tl.float32) * tl.load(dk + off, mask=m, other=0.0)
+    b_dg = tl.sum(b_x, axis=0)[None, :] - tl.cumsum(b_x, axis=0) + b_x
+    if i_t == NT - 1:
+        p_h = ht + (i_n.to(tl.int64) * H + i_h) * K * V
+    else:
+        p_h = h + ((i_c.to(tl.int64) + 1) * H + i_h) * K * V
+    p_dh = dh + (i_c.to(tl.int64) * H + i_h) * K * V
+    b_c = tl.zeros([BK], dtype=tl.float32)
+    if (NT - 1 - i_t + HAS_DHT) > 0:
+        for i_v in range(0, tl.cdiv(V, BV)):
+            o_v = i_v * BV + tl.arange(0, BV)
+            m_hv = m_k[:, None] & (o_v < V)[None, :]
+            b_h = tl.load(p_h + o_k[:, None] * V + o_v[None, :], mask=m_hv, other=0.0)
+            b_dh = tl.load(p_dh + o_k[:, None] * V + o_v[None, :], mask=m_hv, other=0.0)
+            b_c += tl.sum(b_h * b_dh, axis=1)
+    b_dg += b_c[None, :]
+    b_g = tl.load(g + off, mask=m, other=0.0).to(tl.float32)
+    b_dg = tl.where(b_g >= G_MIN, b_dg, 0.0)
+    tl.store(dg + off, b_dg.to(dg.dtype.element_ty), mask=m)
+
+
 def _state_dtype(dtype):
-    """Materialized states (h, dh) in the inputs' dtype: the dots read them as that dtype anyway."""
-    return torch.float32 if dtype == torch.float32 else dtype
+    """Materialized states (h, dh) stay fp32: the backward reads them as fp32 operands (bf16 states cost
+    dq, dk a 2^-9 relative error, which dg's reverse cumulative sum amplifies past the 5e-3 bar)."""
+    return torch.float32
 
 
 def _bk(K):
@@ -586,5 +631,10 @@ def chunk_gla_bwd(q, k, v, g, do, scale, h0, ht, dht, h, gc, info):
         chunk_gla_bwd_dqkv_kernel[(NT, H)](
             q, k, v, gc, do, h, dh, dq, dk, dv, cu, chunk_indices, scale, H, K, V, BT, BC, BK, BV, prec,
             num_warps=nw)
-    dg = gla_bwd_dg(q, k, dq, dk, g, cu, N, ht, dht)
+    dg = empty(*g.shape, dtype=g.dtype, device=g.device)
+    if NT > 0:
+        has_dht = dht is not None and ht is not None
+        chunk_gla_bwd_dg_kernel[(NT, H, triton.cdiv(K, 64))](
+            q, k, dq, dk, g, dg, h, dh, ht if has_dht else h, cu, chunk_indices, H, K, V, BT, 64, 64,
+            int(has_dht), G_FLOOR, num_warps=4)
     return dq.to(q.dtype), dk.to(k.dtype), dv, dg, dh0
