@@ -47,15 +47,21 @@ if __name__ == "__main__":
         _orig = C.fwd_config
         C.fwd_config = lambda D, m, dt, dev: C.KernelConfig(128, 64, 4, 2, True) if dt != torch.float32 and D <= 128 else _orig(D, m, dt, dev)
     print(torch.cuda.get_device_name(), torch.__version__, triton.__version__, flush=True)
-    for args in [(2, 128, 128, 4, 4, 64, torch.bfloat16, False), (2, 113, 1023, 4, 1, 128, torch.bfloat16, True),
+    checks = [] if "--no-checks" in sys.argv else [(2, 128, 128, 4, 4, 64, torch.bfloat16, False), (2, 113, 1023, 4, 1, 128, torch.bfloat16, True),
                  (1, 1023, 113, 8, 2, 96, torch.float16, True), (1, 300, 300, 4, 2, 256, torch.bfloat16, False),
-                 (1, 257, 257, 2, 2, 40, torch.float16, True, (31, 0)), (3, 77, 1000, 4, 2, 64, torch.bfloat16, True, (100, 5), 10.0), (1, 200, 333, 2, 1, 128, torch.float32, False, (-1, -1), 30.0)]:
+                 (1, 257, 257, 2, 2, 40, torch.float16, True, (31, 0)), (3, 77, 1000, 4, 2, 64, torch.bfloat16, True, (100, 5), 10.0), (1, 200, 333, 2, 1, 128, torch.float32, False, (-1, -1), 30.0)]
+    for args in checks:
         try:
             check(*args)
         except Exception as ex:
             emit(kind="check", args=str(args), error=repr(ex)[:400])
-    B, H, D = 2, 16, 128
-    if "--v3" in sys.argv:  # backward with tensor descriptors (Q/dO in dK/dV, K/V in dQ) vs the pointer baseline
+    B, H, D = 2, 16, int(os.environ.get("SWEEP_D", "128"))
+    if "--hd256" in sys.argv:  # head dim 256: pointer baselines vs descriptors and 8 warps
+        fwd_cands = [C.KernelConfig(64, 64, 4, 2), C.KernelConfig(128, 64, 8, 2, True), C.KernelConfig(64, 64, 4, 2, True),
+                     C.KernelConfig(128, 32, 8, 2, True), C.KernelConfig(64, 32, 4, 2, True)]
+        bwd_cands = [C.KernelConfig(32, 64, 4, 1), C.KernelConfig(64, 64, 8, 2), C.KernelConfig(64, 64, 8, 2, True),
+                     C.KernelConfig(32, 64, 4, 2, True), C.KernelConfig(64, 32, 8, 2, True)]
+    elif "--v3" in sys.argv:  # backward with tensor descriptors (Q/dO in dK/dV, K/V in dQ) vs the pointer baseline
         fwd_cands = []
         bwd_cands = [C.KernelConfig(64, 128, 8, 3), C.KernelConfig(64, 128, 8, 3, True), C.KernelConfig(64, 128, 8, 2, True),
                      C.KernelConfig(64, 64, 4, 3, True)]

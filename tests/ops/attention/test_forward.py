@@ -119,11 +119,9 @@ def test_forward_gpu(case, dtype):
 
 GPU_LAYOUT_CASES = [
     Case(2, M, N, H, HK, D, causal=cz, layout=lay)
-    for lay in ("packed", "transposed", "padded")
-    for (M, N) in [(113, 113), (1023, 1023), (113, 1023), (1023, 113)]
-    for (H, HK) in [(4, 4), (8, 2)]
-    for D in (64, 72, 128)
-    for cz in (False, True)
+    for lay, (M, N), (H, HK), D, cz in h.rotate_grid(
+        ("packed", "transposed", "padded"), [(113, 113), (1023, 1023), (113, 1023), (1023, 113)],
+        [(4, 4), (8, 2)], (64, 72, 128), (False, True))
 ]
 
 

@@ -167,13 +167,15 @@ GPU_OPTS = {
 }
 
 
+GPU_VARLEN_ROWS = h.rotate_grid(list(GPU_LENS), list(GPU_OPTS), [40, 64, 72, 128, 256], [(4, 4), (8, 2), (4, 1)])
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", h.GPU_DTYPES, ids=h.dtype_id)
-@pytest.mark.parametrize("heads", [(4, 4), (8, 2), (4, 1)], ids=["mha", "gqa", "mqa"])
-@pytest.mark.parametrize("D", [40, 64, 72, 128, 256], ids=lambda d: f"d{d}")
-@pytest.mark.parametrize("opts", list(GPU_OPTS.values()), ids=list(GPU_OPTS))
-@pytest.mark.parametrize("lens", list(GPU_LENS.values()), ids=list(GPU_LENS))
-def test_varlen_gpu(lens, opts, D, heads, dtype):
+@pytest.mark.parametrize("lens_name,opts_name,D,heads", GPU_VARLEN_ROWS,
+                         ids=[f"{a}-{b}-d{d}-{hh[0]}x{hh[1]}" for a, b, d, hh in GPU_VARLEN_ROWS])
+def test_varlen_gpu(lens_name, opts_name, D, heads, dtype):
+    lens, opts = GPU_LENS[lens_name], GPU_OPTS[opts_name]
     check_varlen(*lens, *heads, D, dtype, opts, None, "cuda")
 
 

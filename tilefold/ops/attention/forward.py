@@ -215,22 +215,26 @@ def _qkv_strides(t):
     return 0, t.stride(0), t.stride(1)
 
 
-_ALLOCATOR_SET = False
+def _scratch(size, align, stream):
+    import torch
+    return torch.empty(size, dtype=torch.int8, device="cuda")
 
 
 def _ensure_allocator():
-    """Device-side tensor descriptors need a global scratch allocator."""
-    global _ALLOCATOR_SET
-    if not _ALLOCATOR_SET:
-        import torch
-        triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
-        _ALLOCATOR_SET = True
+    """Device-side tensor descriptors need Triton's scratch allocator. It is a context variable, so it
+    is set on every launch: autograd runs the backward on another thread than the forward."""
+    triton.set_allocator(_scratch)
 
 
 def _tma_ok(k, v):
-    """Tensor descriptors need 16-byte aligned bases and row strides, and a CUDA tensor on sm_90+."""
+    """Tensor descriptors need 16-byte aligned bases and row strides, a CUDA tensor on sm_90+, and here a
+    power-of-two head dim: a 128-wide box over a head dim of 72 crashed with an illegal instruction
+    (GPU tier, bf16, seqlen 1), so padded head dims take the pointer loads."""
     import torch
     if k.device.type != "cuda" or torch.cuda.get_device_capability(k.device)[0] < 9:
+        return False
+    D = k.shape[-1]
+    if D < 16 or D & (D - 1):
         return False
     es = k.element_size()
     for t in (k, v):
