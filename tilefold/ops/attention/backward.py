@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from ..common.fold import LOG2E
-from ..common.masks import key_tiles, query_tiles, visible
+from ..common.masks import key_tiles, query_tiles, sequence_bounds, visible
 from ..common.philox import dropout_keep
 
 
@@ -32,12 +32,8 @@ def attention_bwd_preprocess_kernel(
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
-    if IS_VARLEN:
-        q_start = tl.load(cu_seqlens_q + b)
-        seqlen_q = tl.load(cu_seqlens_q + b + 1) - q_start
-    else:
-        q_start = 0
-        seqlen_q = seqlen_q_fixed
+    q_start, seqlen_q, _, _ = sequence_bounds(cu_seqlens_q, cu_seqlens_q, b, seqlen_q_fixed, seqlen_q_fixed,
+                                              IS_VARLEN)
     m0 = pid_m * BLOCK_M
     if m0 >= seqlen_q:
         return
@@ -165,16 +161,8 @@ def attention_bwd_dkdv_kernel(
     pid_bh = tl.program_id(1)
     b = pid_bh // HK
     hk = pid_bh % HK
-    if IS_VARLEN:
-        q_start = tl.load(cu_seqlens_q + b)
-        seqlen_q = tl.load(cu_seqlens_q + b + 1) - q_start
-        k_start = tl.load(cu_seqlens_k + b)
-        seqlen_k = tl.load(cu_seqlens_k + b + 1) - k_start
-    else:
-        q_start = 0
-        seqlen_q = seqlen_q_fixed
-        k_start = 0
-        seqlen_k = seqlen_k_fixed
+    q_start, seqlen_q, k_start, seqlen_k = sequence_bounds(cu_seqlens_q, cu_seqlens_k, b, seqlen_q_fixed,
+                                                           seqlen_k_fixed, IS_VARLEN)
     n0 = pid_n * BLOCK_N
     if n0 >= seqlen_k:
         return
@@ -315,16 +303,8 @@ def attention_bwd_dq_kernel(
     b = pid_bh // H
     h = pid_bh % H
     hk = h // GROUP
-    if IS_VARLEN:
-        q_start = tl.load(cu_seqlens_q + b)
-        seqlen_q = tl.load(cu_seqlens_q + b + 1) - q_start
-        k_start = tl.load(cu_seqlens_k + b)
-        seqlen_k = tl.load(cu_seqlens_k + b + 1) - k_start
-    else:
-        q_start = 0
-        seqlen_q = seqlen_q_fixed
-        k_start = 0
-        seqlen_k = seqlen_k_fixed
+    q_start, seqlen_q, k_start, seqlen_k = sequence_bounds(cu_seqlens_q, cu_seqlens_k, b, seqlen_q_fixed,
+                                                           seqlen_k_fixed, IS_VARLEN)
     m0 = pid_m * BLOCK_M
     if m0 >= seqlen_q:
         return

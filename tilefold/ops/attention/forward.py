@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from ..common.fold import LOG2E, finalize, fold_step
-from ..common.masks import key_tiles, visible
+from ..common.masks import key_tiles, sequence_bounds, visible
 from ..common.philox import dropout_keep
 
 
@@ -101,16 +101,8 @@ def attention_fwd_kernel(
     b = pid_bh // H
     h = pid_bh % H
     hk = h // GROUP
-    if IS_VARLEN:
-        q_start = tl.load(cu_seqlens_q + b)
-        seqlen_q = tl.load(cu_seqlens_q + b + 1) - q_start
-        k_start = tl.load(cu_seqlens_k + b)
-        seqlen_k = tl.load(cu_seqlens_k + b + 1) - k_start
-    else:
-        q_start = 0
-        seqlen_q = seqlen_q_fixed
-        k_start = 0
-        seqlen_k = seqlen_k_fixed
+    q_start, seqlen_q, k_start, seqlen_k = sequence_bounds(cu_seqlens_q, cu_seqlens_k, b, seqlen_q_fixed,
+                                                           seqlen_k_fixed, IS_VARLEN)
     m0 = pid_m * BLOCK_M
     if m0 >= seqlen_q:
         return

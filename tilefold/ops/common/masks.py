@@ -15,6 +15,23 @@ import triton.language as tl
 
 
 @triton.jit
+def sequence_bounds(cu_seqlens_q, cu_seqlens_k, b, seqlen_q_fixed, seqlen_k_fixed, IS_VARLEN: tl.constexpr):
+    """(q_start, seqlen_q, k_start, seqlen_k) of sequence (batch entry) b: from cu_seqlens when packed,
+    else (0, M, 0, N)."""
+    if IS_VARLEN:
+        q_start = tl.load(cu_seqlens_q + b)
+        seqlen_q = tl.load(cu_seqlens_q + b + 1) - q_start
+        k_start = tl.load(cu_seqlens_k + b)
+        seqlen_k = tl.load(cu_seqlens_k + b + 1) - k_start
+    else:
+        q_start = 0
+        seqlen_q = seqlen_q_fixed
+        k_start = 0
+        seqlen_k = seqlen_k_fixed
+    return q_start, seqlen_q, k_start, seqlen_k
+
+
+@triton.jit
 def visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right,
             HAS_LO: tl.constexpr, HAS_HI: tl.constexpr):
     """Boolean [BM, BN] tile: may row offs_m see key offs_n."""
