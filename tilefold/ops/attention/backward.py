@@ -17,6 +17,7 @@ import triton.language as tl
 from ..common.fold import LOG2E
 from ..common.masks import key_tiles, query_tiles, sequence_bounds, visible
 from ..common.philox import dropout_keep
+from ..common.tma import ensure_allocator, rows_descriptor, tma_ok
 
 
 @triton.jit
@@ -192,12 +193,12 @@ def attention_bwd_dkdv_kernel(
         lse2_ptrs = LSE2 + l_off
         delta_ptrs = DELTA + l_off
         if USE_TMA:
-            q_desc = tl.make_tensor_descriptor(
+            q_desc = rows_descriptor(
                 Q + b.to(tl.int64) * stride_qb + q_start.to(tl.int64) * stride_qm + h.to(tl.int64) * stride_qh,
-                shape=[seqlen_q, D], strides=[stride_qm, 1], block_shape=[BLOCK_M, BLOCK_D])
-            do_desc = tl.make_tensor_descriptor(
+                seqlen_q, D, stride_qm, BLOCK_M, BLOCK_D)
+            do_desc = rows_descriptor(
                 DO + b.to(tl.int64) * stride_dob + q_start.to(tl.int64) * stride_dom + h.to(tl.int64) * stride_doh,
-                shape=[seqlen_q, D], strides=[stride_dom, 1], block_shape=[BLOCK_M, BLOCK_D])
+                seqlen_q, D, stride_dom, BLOCK_M, BLOCK_D)
         else:
             q_desc = Q
             do_desc = DO
@@ -328,10 +329,8 @@ def attention_bwd_dq_kernel(
     k_ptrs = k_base + offs_n0[:, None] * stride_kn + offs_d[None, :]
     v_ptrs = v_base + offs_n0[:, None] * stride_vn + offs_d[None, :]
     if USE_TMA:
-        k_desc = tl.make_tensor_descriptor(k_base, shape=[seqlen_k, D], strides=[stride_kn, 1],
-                                           block_shape=[BLOCK_N, BLOCK_D])
-        v_desc = tl.make_tensor_descriptor(v_base, shape=[seqlen_k, D], strides=[stride_vn, 1],
-                                           block_shape=[BLOCK_N, BLOCK_D])
+        k_desc = rows_descriptor(k_base, seqlen_k, D, stride_kn, BLOCK_N, BLOCK_D)
+        v_desc = rows_descriptor(v_base, seqlen_k, D, stride_vn, BLOCK_N, BLOCK_D)
     else:
         k_desc = k_base
         v_desc = v_base
@@ -421,10 +420,9 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
             as_int32(seed), as_int32(seed >> 32), as_int32(offset), dropout_threshold(dropout_p),
             1.0 / (1.0 - dropout_p))
     common["HAS_DROPOUT"] = dropout_p > 0
-    from .forward import _ensure_allocator, _tma_ok
-    use_tma = cfg.use_tma and _tma_ok(k, v) and _tma_ok(q, dout)
+    use_tma = cfg.use_tma and tma_ok(k, v) and tma_ok(q, dout)
     if use_tma:
-        _ensure_allocator()
+        ensure_allocator()
     common["USE_TMA"] = use_tma
     # dK, dV: key blocks of BLOCK_N (the long side), query tiles of BLOCK_M
     attention_bwd_dkdv_kernel[(triton.cdiv(N, cfg.BLOCK_N), B * HK)](

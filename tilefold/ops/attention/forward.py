@@ -13,6 +13,7 @@ import triton.language as tl
 from ..common.fold import LOG2E, finalize, fold_step
 from ..common.masks import key_tiles, sequence_bounds, visible
 from ..common.philox import dropout_keep
+from ..common.tma import ensure_allocator, rows_descriptor, tma_ok
 
 
 @triton.jit
@@ -124,10 +125,8 @@ def attention_fwd_kernel(
     k_ptrs = k_base + offs_n0[:, None] * stride_kn + offs_d[None, :]
     v_ptrs = v_base + offs_n0[:, None] * stride_vn + offs_d[None, :]
     if USE_TMA:
-        k_desc = tl.make_tensor_descriptor(k_base, shape=[seqlen_k, D], strides=[stride_kn, 1],
-                                           block_shape=[BLOCK_N, BLOCK_D])
-        v_desc = tl.make_tensor_descriptor(v_base, shape=[seqlen_k, D], strides=[stride_vn, 1],
-                                           block_shape=[BLOCK_N, BLOCK_D])
+        k_desc = rows_descriptor(k_base, seqlen_k, D, stride_kn, BLOCK_N, BLOCK_D)
+        v_desc = rows_descriptor(v_base, seqlen_k, D, stride_vn, BLOCK_N, BLOCK_D)
     else:
         k_desc = k_base
         v_desc = v_base
@@ -207,38 +206,6 @@ def _qkv_strides(t):
     return 0, t.stride(0), t.stride(1)
 
 
-def _scratch(size, align, stream):
-    import torch
-    return torch.empty(size, dtype=torch.int8, device="cuda")
-
-
-def _ensure_allocator():
-    """Device-side tensor descriptors need Triton's scratch allocator. It is a context variable, so it
-    is set on every launch: autograd runs the backward on another thread than the forward."""
-    triton.set_allocator(_scratch)
-
-
-def _tma_ok(k, v):
-    """Tensor descriptors need 16-byte aligned bases and row strides, a CUDA tensor on sm_90+, and here a
-    power-of-two head dim: a 128-wide box over a head dim of 72 crashed with an illegal instruction
-    (GPU tier, bf16, seqlen 1), so padded head dims take the pointer loads."""
-    import torch
-    if k.device.type != "cuda" or torch.cuda.get_device_capability(k.device)[0] < 9:
-        return False
-    D = k.shape[-1]
-    if D < 16 or D & (D - 1):
-        return False
-    es = k.element_size()
-    for t in (k, v):
-        if t.data_ptr() % 16 or (t.stride(-3) * es) % 16 or (t.shape[-1] * es) % 16:
-            return False
-        if t.dim() == 4 and (t.stride(0) * es) % 16:
-            return False
-        if (t.stride(-2) * es) % 16:
-            return False
-    return True
-
-
 def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None, cu_seqlens_k=None,
                   max_seqlen_q=None, max_seqlen_k=None, shift_extra=0, num_splits=1,
                   dropout_p=0.0, seed=0, offset=0, probs=None):
@@ -299,9 +266,9 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
     else:
         sc_pre, sc_post = 0.0, 0.0
     dummy = cu_seqlens_q if varlen else q
-    use_tma = cfg.use_tma and _tma_ok(k, v)
+    use_tma = cfg.use_tma and tma_ok(k, v)
     if use_tma:
-        _ensure_allocator()
+        ensure_allocator()
     grid = (triton.cdiv(M, cfg.BLOCK_M), B * H, num_splits if split else 1)
     from ..common.philox import as_int32, dropout_threshold
     has_drop = dropout_p > 0

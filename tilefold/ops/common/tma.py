@@ -1,0 +1,45 @@
+"""Tensor descriptors (TMA on Hopper): when they may be used, Triton's scratch allocator, and the
+one device-side descriptor shape the attention kernels use (rows of a (seq, head_dim) slab)."""
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def rows_descriptor(base, rows, D, stride_row, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Descriptor over a (rows, D) slab with row stride ``stride_row``; loads of [BLOCK_R, BLOCK_D]
+    boxes zero-fill rows >= rows and columns >= D."""
+    return tl.make_tensor_descriptor(base, shape=[rows, D], strides=[stride_row, 1],
+                                     block_shape=[BLOCK_R, BLOCK_D])
+
+
+def _scratch(size, align, stream):
+    return torch.empty(size, dtype=torch.int8, device="cuda")
+
+
+def ensure_allocator():
+    """Device-side tensor descriptors need Triton's scratch allocator. It is a context variable, so it
+    is set on every launch: autograd runs the backward on another thread than the forward."""
+    triton.set_allocator(_scratch)
+
+
+def tma_ok(k, v):
+    """Tensor descriptors need 16-byte aligned bases and row strides, a CUDA tensor on sm_90+, and here a
+    power-of-two head dim: a 128-wide box over a head dim of 72 crashed with an illegal instruction
+    (GPU tier, bf16, seqlen 1), so padded head dims take the pointer loads."""
+    if k.device.type != "cuda" or torch.cuda.get_device_capability(k.device)[0] < 9:
+        return False
+    D = k.shape[-1]
+    if D < 16 or D & (D - 1):
+        return False
+    es = k.element_size()
+    for t in (k, v):
+        if t.data_ptr() % 16 or (t.stride(-3) * es) % 16 or (t.shape[-1] * es) % 16:
+            return False
+        if t.dim() == 4 and (t.stride(0) * es) % 16:
+            return False
+        if (t.stride(-2) * es) % 16:
+            return False
+    return True
+
+
