@@ -14,7 +14,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..common.fold import LOG2E
+from ..common.fold import LOG2E, score_transform
 from ..common.masks import key_tiles, query_tiles, sequence_bounds, visible
 from ..common.philox import dropout_keep
 from ..common.tma import ensure_allocator, rows_descriptor, tma_ok
@@ -60,12 +60,7 @@ def attention_bwd_preprocess_kernel(
 def _probs_t(k, qT, lse2, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr):
     """Recompute P^T [BN, BM] (and the softcap's tanh, for its derivative) from K and Q^T."""
     qkT = tl.dot(k, qT, input_precision=DOT_PREC)
-    if HAS_SOFTCAP:
-        t = 1.0 - 2.0 / (tl.math.exp2(qkT * softcap_pre * (2.0 * LOG2E)) + 1.0)
-        sT = t * softcap_post
-    else:
-        t = qkT
-        sT = qkT * qk_scale
+    sT, t = score_transform(qkT, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP)
     pT = tl.math.exp2(sT - lse2[None, :])
     return pT, t
 
@@ -257,11 +252,7 @@ def _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn,
                 k = tl.load(k_ptrs, mask=offs_d[None, :] < D, other=0.0)
                 v = tl.load(v_ptrs, mask=offs_d[None, :] < D, other=0.0)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
-        if HAS_SOFTCAP:
-            t = 1.0 - 2.0 / (tl.math.exp2(qk * softcap_pre * (2.0 * LOG2E)) + 1.0)
-            s = t * softcap_post
-        else:
-            s = qk * qk_scale
+        s, t = score_transform(qk, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP)
         p = tl.math.exp2(s - lse2[:, None])
         if MASKED:
             ok = visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..common.fold import LOG2E, finalize, fold_step
+from ..common.fold import LOG2E, finalize, fold_step, score_transform
 from ..common.masks import key_tiles, sequence_bounds, visible
 from ..common.philox import dropout_keep
 from ..common.tma import ensure_allocator, rows_descriptor, tma_ok
@@ -20,12 +20,7 @@ from ..common.tma import ensure_allocator, rows_descriptor, tma_ok
 def _scores(q, k, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr):
     """Scores of one tile in log2 units (fp32), softcap applied."""
     qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
-    if HAS_SOFTCAP:
-        x = qk * softcap_pre
-        t = 1.0 - 2.0 / (tl.math.exp2(x * (2.0 * LOG2E)) + 1.0)  # tanh(x)
-        s = t * softcap_post
-    else:
-        s = qk * qk_scale
+    s, _ = score_transform(qk, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP)
     return s
 
 

@@ -10,6 +10,20 @@ LOG2E = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit
+def score_transform(qk, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP: tl.constexpr):
+    """Raw q·k products -> scores in log2 units. With softcap: softcap·tanh(scale·qk / softcap)·log2(e)
+    (softcap_pre = scale / softcap, softcap_post = softcap·log2(e)); also returns tanh for the
+    backward's derivative (1 - t²). Without softcap: qk·scale·log2(e), and t is unused."""
+    if HAS_SOFTCAP:
+        t = 1.0 - 2.0 / (tl.math.exp2(qk * softcap_pre * (2.0 * LOG2E)) + 1.0)  # tanh, overflow-safe
+        s = t * softcap_post
+    else:
+        t = qk
+        s = qk * qk_scale
+    return s, t
+
+
+@triton.jit
 def fold_step(acc, l_i, m_i, s, v, GUARD_EMPTY: tl.constexpr):
     """(m, l, acc) ⊕ tile: ``s`` are the tile's scores in log2 units (masked entries -inf), ``v`` the
     tile's values. Returns the new (acc, l, m) and the tile's probabilities ``p`` (relative to the new

@@ -24,6 +24,15 @@ BC = 16
 # Launch configs per kernel: (BV cap, num_warps). Measured reasons go in benchmarks/NOTES.md (## GLA).
 # The interpreter ignores warps; tests run these same block shapes.
 CFG = {"fwd_h": (128, 8), "fwd_o": (128, 8), "fused": (64, 4), "bwd_dh": (128, 8), "bwd_dqkv": (64, 4)}
+# Software-pipelining depth: bwd_dqkv asked for 311 KB of shared memory at Triton's default 3 stages
+# (H200 limit 227 KB; seen on the device, v3), so it runs unpipelined; the chunk loops of fwd_h/bwd_dh
+# get as many stages (<= 3) as their per-chunk tiles fit in ~200 KB (3 for bf16 K = V = 128, as measured).
+STAGES = {"bwd_dqkv": 1}
+
+
+def _stages(es, BK, BV, cap=3):
+    per_stage = BT * (BK * (es + 4) + BV * es)  # a [BT, BK] input tile, its fp32 gc tile, a [BT, BV] tile
+    return max(1, min(cap, (200 * 1024) // per_stage))
 
 
 @triton.jit
@@ -591,13 +600,14 @@ def chunk_gla_fwd(q, k, v, g, scale, h0, output_final_state, info, fused):
     NV = triton.cdiv(V, BV)
     chunk_gla_fwd_h_kernel[(NV, N * H)](
         k, v, g, gc, h, h0 if h0 is not None else dummy, ht if ht is not None else dummy, cu, chunk_offsets,
-        H, K, V, BT, BK, BV, h0 is not None, True, ht is not None, G_FLOOR, prec, num_warps=nw)
+        H, K, V, BT, BK, BV, h0 is not None, True, ht is not None, G_FLOOR, prec, num_warps=nw,
+        num_stages=_stages(q.element_size(), BK, BV))
     if NT > 0:
         BV, nw = _bv(V, CFG["fwd_o"][0]), CFG["fwd_o"][1]
         NV = triton.cdiv(V, BV)
         chunk_gla_fwd_o_kernel[(NV, NT, H)](
             q, k, v, g, gc, o, h, dummy, dummy, cu, chunk_indices, scale, H, K, V, BT, BC, BK, BV, False,
-            False, False, G_FLOOR, prec, num_warps=nw)
+            False, False, G_FLOOR, prec, num_warps=nw, num_stages=_stages(q.element_size(), BK, BV))
     return o, ht, h, gc
 
 
@@ -619,18 +629,19 @@ def chunk_gla_bwd(q, k, v, g, do, scale, h0, ht, dht, h, gc, info):
         NV = triton.cdiv(V, BV)
         chunk_gla_fwd_h_kernel[(NV, N * H)](
             k, v, g, gc, h, h0 if h0 is not None else gc, gc, cu, chunk_offsets, H, K, V, BT, BK, BV,
-            h0 is not None, True, False, G_FLOOR, prec, num_warps=nw)
+            h0 is not None, True, False, G_FLOOR, prec, num_warps=nw, num_stages=_stages(q.element_size(), BK, BV))
     dh = empty(*h.shape, dtype=h.dtype, device=h.device)
     BV, nw = _bv(V, CFG["bwd_dh"][0]), CFG["bwd_dh"][1]
     NV = triton.cdiv(V, BV)
     chunk_gla_bwd_dh_kernel[(NV, N * H)](
         q, gc, do, dh, dht if dht is not None else gc, dh0 if dh0 is not None else gc, cu, chunk_offsets,
-        scale, H, K, V, BT, BK, BV, dht is not None, dh0 is not None, prec, num_warps=nw)
+        scale, H, K, V, BT, BK, BV, dht is not None, dh0 is not None, prec, num_warps=nw,
+        num_stages=_stages(q.element_size(), BK, BV))
     if NT > 0:
         BV, nw = _bv(V, CFG["bwd_dqkv"][0]), CFG["bwd_dqkv"][1]
         chunk_gla_bwd_dqkv_kernel[(NT, H)](
             q, k, v, gc, do, h, dh, dq, dk, dv, cu, chunk_indices, scale, H, K, V, BT, BC, BK, BV, prec,
-            num_warps=nw)
+            num_warps=nw, num_stages=STAGES["bwd_dqkv"])
     dg = empty(*g.shape, dtype=g.dtype, device=g.device)
     if NT > 0:
         has_dht = dht is not None and ht is not None
