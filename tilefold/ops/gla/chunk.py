@@ -19,7 +19,7 @@ import triton.language as tl
 
 from .utils import G_FLOOR, dot_precision, empty
 
-BT = 64
+BT = 64  # default chunk size; chunk_size() picks per call
 BC = 16
 # Launch configs per kernel: (BV cap, num_warps). Measured reasons go in benchmarks/NOTES.md (## GLA).
 # The interpreter ignores warps; tests run these same block shapes.
@@ -30,7 +30,13 @@ CFG = {"fwd_h": (128, 8), "fwd_o": (128, 8), "fused": (64, 4), "bwd_dh": (128, 8
 STAGES = {"bwd_dqkv": 1}
 
 
-def _stages(es, BK, BV, cap=3):
+def chunk_size(K, V):
+    """64 positions per chunk; 32 when K or V > 128, where the backward's fp32 [BT, K] operand tiles
+    would not fit in shared memory at 64 (sm_90, checked by compiling offline)."""
+    return 64 if max(K, V) <= 128 else 32
+
+
+def _stages(es, BK, BV, BT, cap=3):
     per_stage = BT * (BK * (es + 4) + BV * es)  # a [BT, BK] input tile, its fp32 gc tile, a [BT, BV] tile
     return max(1, min(cap, (200 * 1024) // per_stage))
 
@@ -575,7 +581,7 @@ def chunk_gla_fwd(q, k, v, g, scale, h0, output_final_state, info, fused):
     """Returns (o, ht or None, h [NT_total, H, K, V] fp32 or None (fused), gc [B, T, H, K] fp32)."""
     B, T, H, K = q.shape
     V = v.shape[3]
-    N, cu, chunk_indices, chunk_offsets, NT = info
+    N, cu, chunk_indices, chunk_offsets, NT, BT = info
     BK = _bk(K)
     prec = dot_precision(q.dtype)
     gc = empty(B, T, H, K, dtype=torch.float32, device=q.device)
@@ -601,20 +607,20 @@ def chunk_gla_fwd(q, k, v, g, scale, h0, output_final_state, info, fused):
     chunk_gla_fwd_h_kernel[(NV, N * H)](
         k, v, g, gc, h, h0 if h0 is not None else dummy, ht if ht is not None else dummy, cu, chunk_offsets,
         H, K, V, BT, BK, BV, h0 is not None, True, ht is not None, G_FLOOR, prec, num_warps=nw,
-        num_stages=_stages(q.element_size(), BK, BV))
+        num_stages=_stages(q.element_size(), BK, BV, BT))
     if NT > 0:
         BV, nw = _bv(V, CFG["fwd_o"][0]), CFG["fwd_o"][1]
         NV = triton.cdiv(V, BV)
         chunk_gla_fwd_o_kernel[(NV, NT, H)](
             q, k, v, g, gc, o, h, dummy, dummy, cu, chunk_indices, scale, H, K, V, BT, BC, BK, BV, False,
-            False, False, G_FLOOR, prec, num_warps=nw, num_stages=_stages(q.element_size(), BK, BV))
+            False, False, G_FLOOR, prec, num_warps=nw, num_stages=_stages(q.element_size(), BK, BV, BT))
     return o, ht, h, gc
 
 
 def chunk_gla_bwd(q, k, v, g, do, scale, h0, ht, dht, h, gc, info):
     B, T, H, K = q.shape
     V = v.shape[3]
-    N, cu, chunk_indices, chunk_offsets, NT = info
+    N, cu, chunk_indices, chunk_offsets, NT, BT = info
     BK = _bk(K)
     prec = dot_precision(q.dtype)
     dq = empty(B, T, H, K, dtype=torch.float32, device=q.device)
@@ -629,14 +635,14 @@ def chunk_gla_bwd(q, k, v, g, do, scale, h0, ht, dht, h, gc, info):
         NV = triton.cdiv(V, BV)
         chunk_gla_fwd_h_kernel[(NV, N * H)](
             k, v, g, gc, h, h0 if h0 is not None else gc, gc, cu, chunk_offsets, H, K, V, BT, BK, BV,
-            h0 is not None, True, False, G_FLOOR, prec, num_warps=nw, num_stages=_stages(q.element_size(), BK, BV))
+            h0 is not None, True, False, G_FLOOR, prec, num_warps=nw, num_stages=_stages(q.element_size(), BK, BV, BT))
     dh = empty(*h.shape, dtype=h.dtype, device=h.device)
     BV, nw = _bv(V, CFG["bwd_dh"][0]), CFG["bwd_dh"][1]
     NV = triton.cdiv(V, BV)
     chunk_gla_bwd_dh_kernel[(NV, N * H)](
         q, gc, do, dh, dht if dht is not None else gc, dh0 if dh0 is not None else gc, cu, chunk_offsets,
         scale, H, K, V, BT, BK, BV, dht is not None, dh0 is not None, prec, num_warps=nw,
-        num_stages=_stages(q.element_size(), BK, BV))
+        num_stages=_stages(q.element_size(), BK, BV, BT))
     if NT > 0:
         BV, nw = _bv(V, CFG["bwd_dqkv"][0]), CFG["bwd_dqkv"][1]
         chunk_gla_bwd_dqkv_kernel[(NT, H)](

@@ -100,7 +100,7 @@ class FusedRecurrentGLAFunction(torch.autograd.Function):
     def forward(ctx, q, k, v, g, scale, h0, output_final_state, cu_seqlens):
         from .fused_recurrent import fused_recurrent_gla_fwd
 
-        N, cu, _, _, _ = seq_info(q.shape[0], q.shape[1], cu_seqlens, q.device, 64)
+        N, cu, _, _, _, _ = seq_info(q.shape[0], q.shape[1], cu_seqlens, q.device, 64)
         o, ht = fused_recurrent_gla_fwd(q, k, v, g, scale, h0, output_final_state, cu, N)
         ctx.save_for_backward(q, k, v, g, h0, ht, cu)
         ctx.scale, ctx.N = scale, N
@@ -119,9 +119,9 @@ class FusedRecurrentGLAFunction(torch.autograd.Function):
 class ChunkGLAFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, g, scale, h0, output_final_state, cu_seqlens):
-        from .chunk import BT, chunk_gla_fwd
+        from .chunk import chunk_gla_fwd, chunk_size
 
-        info = seq_info(q.shape[0], q.shape[1], cu_seqlens, q.device, BT)
+        info = seq_info(q.shape[0], q.shape[1], cu_seqlens, q.device, chunk_size(q.shape[3], v.shape[3]))
         o, ht, h, gc = chunk_gla_fwd(q, k, v, g, scale, h0, output_final_state, info, fused=False)
         ctx.save_for_backward(q, k, v, g, h0, ht, h, gc)
         ctx.scale, ctx.info = scale, info
@@ -140,9 +140,9 @@ class ChunkGLAFunction(torch.autograd.Function):
 class FusedChunkGLAFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, g, scale, h0, output_final_state, cu_seqlens):
-        from .chunk import BT, chunk_gla_fwd
+        from .chunk import chunk_gla_fwd, chunk_size
 
-        info = seq_info(q.shape[0], q.shape[1], cu_seqlens, q.device, BT)
+        info = seq_info(q.shape[0], q.shape[1], cu_seqlens, q.device, chunk_size(q.shape[3], v.shape[3]))
         o, ht, _, gc = chunk_gla_fwd(q, k, v, g, scale, h0, output_final_state, info, fused=True)
         ctx.save_for_backward(q, k, v, g, h0, ht, gc)
         ctx.scale, ctx.info = scale, info

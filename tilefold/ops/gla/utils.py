@@ -38,7 +38,7 @@ def dense_cu_seqlens(B: int, T: int, device) -> torch.Tensor:
 
 def seq_info(B: int, T: int, cu_seqlens: torch.Tensor | None, device, BT: int):
     """(N, cu_seqlens int32 on device, chunk_indices int32 [NT_total, 2] (seq, chunk), chunk_offsets int32
-    [N+1] (first global chunk of each sequence), NT_total)."""
+    [N+1] (first global chunk of each sequence), NT_total, BT)."""
     if cu_seqlens is None:
         N = B
         cu = dense_cu_seqlens(B, T, device)
@@ -59,7 +59,7 @@ def seq_info(B: int, T: int, cu_seqlens: torch.Tensor | None, device, BT: int):
         chunk_indices = torch.tensor(idx, dtype=torch.int32, device=device)
     else:
         chunk_indices = torch.zeros((0, 2), dtype=torch.int32, device=device)
-    return N, cu, chunk_indices, chunk_offsets, offsets[-1]
+    return N, cu, chunk_indices, chunk_offsets, offsets[-1], BT
 
 
 @triton.jit
