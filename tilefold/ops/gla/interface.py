@@ -5,11 +5,13 @@
 Three modes compute the same function and agree to rounding:
 
 * ``fused_recurrent_gla``: one step at a time, state in registers (decoding, short sequences).
-* ``chunk_gla``: chunks of 64; states at chunk starts are materialized first, then every chunk's output
-  is computed in parallel; inside a chunk, sub-chunks of 16 are re-referenced to their first position so
-  every exp() has a non-positive argument (training).
-* ``fused_chunk_gla``: chunks of 64 walked sequentially with the state on chip (nothing materialized in
-  the forward; its backward is chunk_gla's).
+* ``chunk_gla``: chunks of 64 (32 when K or V > 128); states at chunk starts are materialized first,
+  then every chunk's output is computed in parallel. A chunk whose decay range max_k(gc_first - gc_last)
+  is <= 20 is re-referenced to its first position as a whole (three dense dots); otherwise sub-chunks of
+  16 are re-referenced to their first positions and diagonal blocks use exp(gc_t - gc_s) directly, so
+  no exp() argument exceeds 20 and none is formed from two huge cumulative sums (training).
+* ``fused_chunk_gla``: the same chunks walked sequentially with the state on chip (nothing materialized
+  in the forward; its backward is chunk_gla's, which materializes the states).
 
 Packing several sequences into one row: pass ``cu_seqlens`` (recommended). Each sequence then starts
 from its own initial state and returns its own final state. Masking the gate at sequence starts also
@@ -17,8 +19,9 @@ works in every mode: any g <= -30 (e.g. -1e4, -0.1*finfo(dtype).max, -inf) is tr
 exp(-30) = 9.4e-14 is an exact reset to fp32 precision and has a zero gradient. Why the floor: the chunk
 modes form chunk-local cumulative sums of log gates and exponentiate their differences; unfloored, -inf
 gives -inf - -inf = NaN, -0.1*finfo.max gives -inf after ten steps, and magnitudes of 1e37 leave no
-digits for the differences between later positions. Floored, a chunk's cumulative sum stays >= -1920
-and sub-chunk re-referencing keeps every exponent <= 0. Gates in (-30, 0] are used exactly.
+digits for the differences between later positions. Floored, a chunk's cumulative sum stays >= -1920,
+a chunk holding a floored gate has a decay range >= 30 and takes the sub-chunk path, and sub-chunk
+re-referencing keeps every exponent <= 0 there. Gates in (-30, 0] are used exactly.
 """
 from __future__ import annotations
 
