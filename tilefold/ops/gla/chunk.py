@@ -36,6 +36,11 @@ def chunk_size(K, V):
     return 64 if max(K, V) <= 128 else 32
 
 
+def _dqkv_bv(V, BK, es):
+    """bwd_dqkv's V block: fp32 inputs with K > 128 need 254 KB at BV = 64 (BT = 32), so 32 there."""
+    return _bv(V, 32 if (BK > 128 and es == 4) else CFG["bwd_dqkv"][0])
+
+
 def _stages(es, BK, BV, BT, cap=3):
     per_stage = BT * (BK * (es + 4) + BV * es)  # a [BT, BK] input tile, its fp32 gc tile, a [BT, BV] tile
     return max(1, min(cap, (200 * 1024) // per_stage))
@@ -644,7 +649,7 @@ def chunk_gla_bwd(q, k, v, g, do, scale, h0, ht, dht, h, gc, info):
         scale, H, K, V, BT, BK, BV, dht is not None, dh0 is not None, prec, num_warps=nw,
         num_stages=_stages(q.element_size(), BK, BV, BT))
     if NT > 0:
-        BV, nw = _bv(V, CFG["bwd_dqkv"][0]), CFG["bwd_dqkv"][1]
+        BV, nw = _dqkv_bv(V, BK, q.element_size()), CFG["bwd_dqkv"][1]
         chunk_gla_bwd_dqkv_kernel[(NT, H)](
             q, k, v, gc, do, h, dh, dq, dk, dv, cu, chunk_indices, scale, H, K, V, BT, BC, BK, BV, prec,
             num_warps=nw, num_stages=STAGES["bwd_dqkv"])
