@@ -18,18 +18,18 @@ python3 -c "import fla; print('fla', fla.__version__)" 2>&1 | tail -1
 has() { [[ " $STAGES " == *" $1 "* || " $STAGES " == *" all "* ]]; }
 if has bench; then
   echo "== bench"
-  GLA_BENCH_PARTIAL="$OUT/gla-partial.json" timeout ${BENCH_S:-300} python3 -m tilefold bench gla --out "$OUT" 2>&1 | tr '\r' '\n' | grep -v "it/s\]$" \
+  GLA_BENCH_PARTIAL="$OUT/gla-partial.json" timeout ${BENCH_S:-240} python3 -m tilefold bench gla --out "$OUT" 2>&1 | tr '\r' '\n' | grep -v "it/s\]$" \
     | tee "$OUT/gla-bench.log" | tail -45
 fi
 if has tests; then
   echo "== GPU tests"
   NN=$([ -f tests/nn/test_gla.py ] && echo tests/nn/test_gla.py)
-  timeout ${TESTS_S:-200} python3 -m pytest -m gpu tests/ops/gla $NN -q -n 8 -rf --tb=line -p no:cacheprovider \
+  timeout ${TESTS_S:-280} python3 -m pytest -m gpu tests/ops/gla $NN -q -n 8 -rf --tb=line -p no:cacheprovider \
     -W ignore 2>&1 | tee "$OUT/gla-gpu-tests.log" | tail -40
 fi
 if has sweep; then
   echo "== profile + sweep"
-  timeout ${SWEEP_S:-90} python3 - <<'PY' 2>&1 | tee "$OUT/gla-sweep.log"
+  timeout ${SWEEP_S:-50} python3 - <<'PY' 2>&1 | tee "$OUT/gla-sweep.log"
 import torch, triton.testing, torch.nn.functional as F
 from torch.profiler import profile, ProfilerActivity
 from tilefold.gla import chunk_gla, fused_chunk_gla, fused_recurrent_gla
