@@ -17,7 +17,7 @@ import triton.language as tl
 from ..common.fold import LOG2E, score_transform
 from ..common.masks import key_tiles, query_tiles, sequence_bounds, visible
 from ..common.philox import dropout_keep
-from ..common.tma import ensure_allocator, rows_descriptor, tma_ok
+from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 
 
 @triton.jit
@@ -235,22 +235,8 @@ def _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn,
     v_ptrs += n_lo.to(tl.int64) * stride_vn
     for start_n in range(n_lo, n_hi, BLOCK_N):
         offs_n = start_n + offs_n0
-        if USE_TMA:
-            k = k_desc.load([start_n, 0])
-            v = v_desc.load([start_n, 0])
-        elif MASKED:
-            kv_mask = offs_n[:, None] < seqlen_k
-            if not EVEN_D:
-                kv_mask = kv_mask & (offs_d[None, :] < D)
-            k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
-            v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
-        else:
-            if EVEN_D:
-                k = tl.load(k_ptrs)
-                v = tl.load(v_ptrs)
-            else:
-                k = tl.load(k_ptrs, mask=offs_d[None, :] < D, other=0.0)
-                v = tl.load(v_ptrs, mask=offs_d[None, :] < D, other=0.0)
+        k, v = load_kv_tile(k_ptrs, v_ptrs, k_desc, v_desc, start_n, offs_n, offs_d, seqlen_k, D,
+                            MASKED, EVEN_D, USE_TMA)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
         s, t = score_transform(qk, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP)
         p = tl.math.exp2(s - lse2[:, None])

@@ -13,7 +13,7 @@ import triton.language as tl
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
 from ..common.masks import key_tiles, sequence_bounds, visible
 from ..common.philox import dropout_keep
-from ..common.tma import ensure_allocator, rows_descriptor, tma_ok
+from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 
 
 @triton.jit
@@ -37,23 +37,8 @@ def _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stri
         v_ptrs += n_lo.to(tl.int64) * stride_vn
     for start_n in tl.range(n_lo, n_hi, BLOCK_N, warp_specialize=WARP_SPEC):
         offs_n = start_n + offs_n0
-        if USE_TMA:
-            # the descriptor's bounds zero-fill rows >= seqlen_k and columns >= D
-            k = k_desc.load([start_n, 0])
-            v = v_desc.load([start_n, 0])
-        elif MASKED:
-            kv_mask = offs_n[:, None] < seqlen_k
-            if not EVEN_D:
-                kv_mask = kv_mask & (offs_d[None, :] < D)
-            k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
-            v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
-        else:
-            if EVEN_D:
-                k = tl.load(k_ptrs)
-                v = tl.load(v_ptrs)
-            else:
-                k = tl.load(k_ptrs, mask=offs_d[None, :] < D, other=0.0)
-                v = tl.load(v_ptrs, mask=offs_d[None, :] < D, other=0.0)
+        k, v = load_kv_tile(k_ptrs, v_ptrs, k_desc, v_desc, start_n, offs_n, offs_d, seqlen_k, D,
+                            MASKED, EVEN_D, USE_TMA)
         s = _scores(q, k, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP, DOT_PREC)
         if MASKED:
             ok = visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)

@@ -13,6 +13,30 @@ def rows_descriptor(base, rows, D, stride_row, BLOCK_R: tl.constexpr, BLOCK_D: t
                                      block_shape=[BLOCK_R, BLOCK_D])
 
 
+@triton.jit
+def load_kv_tile(k_ptrs, v_ptrs, k_desc, v_desc, start_n, offs_n, offs_d, seqlen_k, D,
+                 MASKED: tl.constexpr, EVEN_D: tl.constexpr, USE_TMA: tl.constexpr):
+    """One [BLOCK_N, BLOCK_D] tile of K and of V at key start_n: through the descriptors (whose bounds
+    zero-fill rows >= seqlen_k and columns >= D), or pointer loads masked only where needed (MASKED:
+    the tile may run past seqlen_k; not EVEN_D: the head dim is padded)."""
+    if USE_TMA:
+        k = k_desc.load([start_n, 0])
+        v = v_desc.load([start_n, 0])
+    elif MASKED:
+        kv_mask = offs_n[:, None] < seqlen_k
+        if not EVEN_D:
+            kv_mask = kv_mask & (offs_d[None, :] < D)
+        k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
+        v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
+    elif EVEN_D:
+        k = tl.load(k_ptrs)
+        v = tl.load(v_ptrs)
+    else:
+        k = tl.load(k_ptrs, mask=offs_d[None, :] < D, other=0.0)
+        v = tl.load(v_ptrs, mask=offs_d[None, :] < D, other=0.0)
+    return k, v
+
+
 def _scratch(size, align, stream):
     return torch.empty(size, dtype=torch.int8, device="cuda")
 
