@@ -24,7 +24,7 @@ import sys
 
 import torch
 
-from .core import attention_flops, base_record, bench_ms, copy_record, register, tflops
+from .core import attention_flops, base_record, bench_ms, check_providers, copy_records, register, tflops
 
 PROVIDERS = ("tilefold", "sdpa-flash", "sdpa-cudnn", "sdpa-efficient", "flex", "fa4")
 ERR_SEQLEN = 1024
@@ -191,17 +191,9 @@ def run(quick: bool, progress, providers=None) -> list[dict]:
         headdims = (64,)
         seqlens = (128, 256) if quick else (128, 256, 512)
         names = [p for p in ("tilefold",) if providers is None or p in providers]
-    if providers is not None:
-        unknown = set(providers) - set(PROVIDERS) - {"copy"}
-        if unknown:
-            raise ValueError(f"providers: expected names from {list(PROVIDERS) + ['copy']}, got {sorted(unknown)}")
+    check_providers(providers, PROVIDERS)
 
-    records: list[dict] = []
-    if providers is None or "copy" in providers:
-        try:
-            records.append(copy_record("attention"))
-        except Exception as e:  # noqa: BLE001
-            print(f"[copy] failed: {type(e).__name__}: {e}", file=sys.stderr)
+    records: list[dict] = copy_records("attention", providers)
 
     cases = [(D, S, c) for D in headdims for c in (False, True) for S in seqlens]
     bar = progress(total=len(cases) * len(names) * 2, desc="attention")

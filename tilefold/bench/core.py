@@ -175,6 +175,26 @@ def copy_record(op: str, nbytes: int | None = None, dtype=torch.bfloat16) -> dic
     return rec
 
 
+def check_providers(providers, known) -> None:
+    """ValueError for a requested provider name the op does not know (``copy`` is always known)."""
+    if providers is None:
+        return
+    unknown = set(providers) - set(known) - {"copy"}
+    if unknown:
+        raise ValueError(f"providers: expected names from {list(known) + ['copy']}, got {sorted(unknown)}")
+
+
+def copy_records(op: str, providers=None) -> list[dict]:
+    """``[copy_record(op)]`` when the copy provider is wanted; a failure is reported, not raised."""
+    if providers is not None and "copy" not in providers:
+        return []
+    try:
+        return [copy_record(op)]
+    except Exception as e:  # noqa: BLE001
+        print(f"[copy] failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return []
+
+
 # ---------------------------------------------------------------------------------------------
 # FLOP and bandwidth counts
 

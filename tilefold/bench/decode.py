@@ -20,7 +20,7 @@ import sys
 
 import torch
 
-from .core import base_record, bench_ms, copy_record, gbps, register
+from .core import base_record, bench_ms, check_providers, copy_records, gbps, register
 
 PROVIDERS = ("tilefold", "sdpa-cudnn", "sdpa-flash")
 H, HK, D = 32, 8, 128
@@ -85,16 +85,8 @@ def run(quick: bool, progress, providers=None) -> list[dict]:
     if not cuda:
         print("no CUDA: CPU smoke run (fp32, tiny shapes, tilefold only); the numbers mean nothing", file=sys.stderr)
     names = [p for p in (PROVIDERS if cuda else ("tilefold",)) if providers is None or p in providers]
-    if providers is not None:
-        unknown = set(providers) - set(PROVIDERS) - {"copy"}
-        if unknown:
-            raise ValueError(f"providers: expected names from {list(PROVIDERS) + ['copy']}, got {sorted(unknown)}")
-    records: list[dict] = []
-    if providers is None or "copy" in providers:
-        try:
-            records.append(copy_record("decode"))
-        except Exception as e:  # noqa: BLE001
-            print(f"[copy] failed: {type(e).__name__}: {e}", file=sys.stderr)
+    check_providers(providers, PROVIDERS)
+    records: list[dict] = copy_records("decode", providers)
     fns, expand, splits_of = {}, {}, None
     for p in names:
         try:
