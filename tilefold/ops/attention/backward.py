@@ -151,7 +151,7 @@ def attention_bwd_dkdv_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-    USE_TMA: tl.constexpr,
+    USE_TMA: tl.constexpr, GROUP_ACC: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -179,6 +179,15 @@ def attention_bwd_dkdv_kernel(
                                              BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
     for g in range(0, GROUP):
         h = hk * GROUP + g
+        if GROUP_ACC:
+            # fp32: each head of the group gets its own accumulators, added to the group's at the end,
+            # so a GQA group sums G per-head sums (as the reference's expand-backward does) instead of
+            # one sequential chain of G * seqlen_q products: the chain's rounding broke the 2x rule at
+            # seqlen 1023 with 4 heads per group.
+            dk_acc = dk
+            dv_acc = dv
+            dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+            dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
         q_ptrs = Q + b.to(tl.int64) * stride_qb + q_start.to(tl.int64) * stride_qm + h.to(tl.int64) * stride_qh \
             + offs_m0[None, :] * stride_qm + offs_d[:, None]
         do_ptrs = DO + b.to(tl.int64) * stride_dob + q_start.to(tl.int64) * stride_dom + h.to(tl.int64) * stride_doh \
@@ -215,6 +224,9 @@ def attention_bwd_dkdv_kernel(
                              BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
                              seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
                              BLOCK_N, HAS_DROPOUT, USE_TMA)
+        if GROUP_ACC:
+            dk = dk_acc + dk
+            dv = dv_acc + dv
     dk = dk * sm_scale
     dk_ptrs = DK + b.to(tl.int64) * stride_dkb + (k_start + offs_n[:, None]).to(tl.int64) * stride_dkn \
         + hk * stride_dkh + offs_d[None, :]
@@ -406,7 +418,7 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
         q, k, v, dout, lse2, delta, dk, dv,
         *_strides(q), *_strides(k), *_strides(v), *_strides(dout), slb, slh, slm,
         *_strides(dk), *_strides(dv), *scal, HK, H // HK, D,
-        BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, **common)
+        BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, GROUP_ACC=q.dtype == torch.float32 and H > HK, **common)
     # dQ: query blocks of BLOCK_N rows (roles swapped), key tiles of BLOCK_M
     attention_bwd_dq_kernel[(triton.cdiv(M, cfg.BLOCK_N), B * H)](
         q, k, v, dout, lse2, delta, dq,
