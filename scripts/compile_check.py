@@ -1,6 +1,14 @@
 """Compile the attention kernels for sm_90 on a machine without a GPU (Triton's ptxas), to catch
-compile errors and read resource use (shared memory, wgmma in PTX) before spending device time."""
-import inspect, itertools, sys
+compile errors and read resource use (shared memory, wgmma in PTX, registers and spills of the cubin)
+before spending device time.
+
+Spills: ptxas spills to the stack frame, which the PTX never shows (``ld.local`` in PTX stays 0 even
+for a kernel that spills kilobytes), so "local" below counts LDL/STL instructions in the SASS and
+"stack" is the cubin's stack frame in bytes (cuobjdump -res-usage).
+
+``--hd256``: enumerate head-dim-256 configs (fwd; bwd dK/dV and dQ) and print one JSON line each
+(``--hd256-variants``: compile chosen candidates under the causal/window/fp16/padded-D/dropout variants)."""
+import inspect, itertools, json, os, re, subprocess, sys, tempfile
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
@@ -31,9 +39,119 @@ def compile_one(fn, cons, dtype="bf16", warps=4, stages=2):
             sig[n] = "i32"
     src = ASTSource(fn, sig, constexprs={(params.index(k),): v for k, v in cons.items()})
     k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages))
-    ptx = k.asm["ptx"]
-    return k.metadata.shared, ("wgmma" in ptx), ptx.count("ld.local") + ptx.count("st.local")
+    r = resources(k)
+    return k.metadata.shared, r["wgmma"], r["local"], r["regs"], r["stack"]
 
+
+_BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+
+
+def resources(k):
+    """Shared memory, wgmma in PTX, and from the cubin: registers per thread, stack frame bytes and
+    the number of local-memory (spill) instructions LDL/STL in the SASS."""
+    ptx = k.asm["ptx"]
+    out = dict(smem=k.metadata.shared, wgmma="wgmma" in ptx, regs=None, stack=None,
+               local=ptx.count("ld.local") + ptx.count("st.local"))
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(k.asm["cubin"])
+        f.flush()
+        try:
+            ru = subprocess.run([os.path.join(_BIN, "cuobjdump"), "-res-usage", f.name], capture_output=True,
+                                text=True, timeout=120).stdout
+            m = re.search(r"REG:(\d+) STACK:(\d+)", ru)
+            if m:
+                out["regs"], out["stack"] = int(m.group(1)), int(m.group(2))
+            sass = subprocess.run([os.path.join(_BIN, "cuobjdump"), "-sass", f.name], capture_output=True,
+                                  text=True, timeout=300).stdout
+            out["local"] += len(re.findall(r"\b(?:LDL|STL)(?:\.\w+)*\s", sass))
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return out
+
+
+SMEM_LIMIT = 232448  # H200 / H100 per-block opt-in shared memory
+FLAGS = dict(IS_VARLEN=False, HAS_LO=False, HAS_HI=False, HAS_SOFTCAP=False, EVEN_D=True, DOT_PREC="tf32",
+             HAS_DROPOUT=False)
+
+
+def _hd256_job(job):
+    """One compile of the --hd256 enumeration: (kind, BM, BN, warps, stages, tma, variant overrides, dtype)."""
+    kind, BM, BN, w, s, tma, var, dtype = job
+    f = dict(FLAGS, **var)
+    if kind == "fwd":
+        fn, cons = attention_fwd_kernel, dict(BLOCK_M=BM, BLOCK_N=BN, IS_SPLIT=False, WARP_SPEC=False, RETURN_P=False)
+    elif kind == "dkdv":
+        fn, cons = attention_bwd_dkdv_kernel, dict(BLOCK_M=BM, BLOCK_N=BN, COMPENSATED=False)
+    else:  # dq runs with the config's roles swapped: query rows BLOCK_N, key tiles BLOCK_M
+        fn, cons = attention_bwd_dq_kernel, dict(BLOCK_M=BN, BLOCK_N=BM, COMPENSATED=False)
+    rec = dict(kind=kind, cfg=[BM, BN, w, s, tma], var=var, dtype=dtype)
+    try:
+        r = compile_one(fn, dict(BLOCK_D=256, USE_TMA=tma, **cons, **f), dtype=dtype, warps=w, stages=s)
+        rec.update(smem=r[0], wgmma=r[1], local=r[2], regs=r[3], stack=r[4],
+                   ok=r[0] <= SMEM_LIMIT and r[1] and r[2] == 0 and r[4] == 0)
+    except Exception as ex:  # noqa: BLE001 - report and go on
+        rec.update(error=str(ex).strip().splitlines()[-1][:200] if str(ex).strip() else repr(ex)[:200], ok=False)
+    return rec
+
+
+def hd256_jobs():
+    """The enumeration. Skipped without compiling: fp32 accumulators that alone exceed the register file
+    share of a thread (dK+dV: 2*BLOCK_N*256, dQ: BLOCK_N*256, fwd: BLOCK_M*256 fp32 over 32*warps
+    threads > 224 registers) - they can only spill."""
+    jobs, skipped = [], []
+    for BM, BN, w, s, tma in itertools.product((64, 128), (32, 64, 128), (4, 8), (1, 2, 3), (False, True)):
+        if BM * 256 // (32 * w) > 224:
+            skipped.append(dict(kind="fwd", cfg=[BM, BN, w, s, tma], skipped="acc regs %d" % (BM * 256 // (32 * w))))
+        else:
+            jobs.append(("fwd", BM, BN, w, s, tma, {}, "bf16"))
+    for BM, BN, w, s, tma in itertools.product((32, 64, 128), (32, 64, 128), (4, 8), (1, 2, 3), (False, True)):
+        for kind, acc in (("dkdv", 2 * BN * 256), ("dq", BN * 256)):
+            if acc // (32 * w) > 224:
+                skipped.append(dict(kind=kind, cfg=[BM, BN, w, s, tma], skipped="acc regs %d" % (acc // (32 * w))))
+            else:
+                jobs.append((kind, BM, BN, w, s, tma, {}, "bf16"))
+    return jobs, skipped
+
+
+# variants every chosen hd256 candidate must also compile under (the non-TMA twin covers padded head
+# dims 129..255, which take pointer loads under the same config)
+HD256_VARIANTS = [({}, "bf16"), (dict(HAS_HI=True), "bf16"), (dict(HAS_LO=True, HAS_HI=True), "bf16"), ({}, "fp16"),
+                  (dict(HAS_HI=True), "fp16"), (dict(EVEN_D=False), "bf16"), (dict(HAS_DROPOUT=True), "bf16"),
+                  (dict(HAS_SOFTCAP=True, HAS_HI=True), "bf16")]
+
+
+def run_hd256(jobs, skipped, procs):
+    import multiprocessing as mp
+    for r in skipped:
+        print(json.dumps(r), flush=True)
+    with mp.get_context("spawn").Pool(procs, maxtasksperchild=8) as pool:
+        for r in pool.imap_unordered(_hd256_job, jobs):
+            print(json.dumps(r), flush=True)
+
+
+def _hd256_cli():
+    procs = int(os.environ.get("COMPILE_PROCS", os.cpu_count() or 1))
+    if "--hd256-variants" in sys.argv:
+        # COMPILE_CANDS="kind:BM,BN,w,s,tma;..." (kind fwd or bwd; bwd compiles dkdv and dq)
+        jobs = []
+        for item in os.environ["COMPILE_CANDS"].split(";"):
+            kind, c = item.split(":")
+            BM, BN, w, s, tma = (int(x) for x in c.split(","))
+            for var, dt in HD256_VARIANTS:
+                if var.get("EVEN_D") is False and tma:
+                    tma_eff = False
+                else:
+                    tma_eff = bool(tma)
+                for kk in (("fwd",) if kind == "fwd" else ("dkdv", "dq")):
+                    jobs.append((kk, BM, BN, w, s, tma_eff, var, dt))
+        run_hd256(jobs, [], procs)
+    else:
+        run_hd256(*hd256_jobs(), procs)
+
+
+if __name__ == "__main__" and ("--hd256" in sys.argv or "--hd256-variants" in sys.argv):
+    _hd256_cli()
+    sys.exit(0)
 
 if __name__ == "__main__":
     drop = "--dropout" in sys.argv
@@ -49,18 +167,18 @@ if __name__ == "__main__":
             try:
                 r = compile_one(attention_fwd_kernel, dict(BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=BD, IS_SPLIT=False,
                                                            USE_TMA=tma, WARP_SPEC=ws, RETURN_P=False, **f), warps=w, stages=s)
-                print("fwd", BM, BN, BD, w, s, "tma", tma, "ws", ws, "causal", causal, "smem", r[0], "wgmma", r[1], "local", r[2], flush=True)
+                print("fwd", BM, BN, BD, w, s, "tma", tma, "ws", ws, "causal", causal, "smem", r[0], "wgmma", r[1], "local", r[2], "regs", r[3], "stack", r[4], flush=True)
             except Exception as ex:
                 print("fwd", BM, BN, BD, w, s, "tma", tma, "ws", ws, "causal", causal, "FAILED", str(ex).splitlines()[-1][:200], flush=True)
     if "--fwd-only" in sys.argv:
         sys.exit(0)
     for BM, BN, BD, w, s, tma in [(64, 128, 128, 8, 3, False), (64, 128, 128, 8, 3, True), (64, 128, 128, 8, 2, True),
                                   (64, 64, 128, 4, 3, True), (32, 64, 256, 4, 1, False)]:
-        for kern, cons in (("dkdv", dict(BLOCK_M=BM, BLOCK_N=BN, GROUP_ACC=False)), ("dq", dict(BLOCK_M=BN, BLOCK_N=BM))):
+        for kern, cons in (("dkdv", dict(BLOCK_M=BM, BLOCK_N=BN, COMPENSATED=False)), ("dq", dict(BLOCK_M=BN, BLOCK_N=BM, COMPENSATED=False))):
             fn = attention_bwd_dkdv_kernel if kern == "dkdv" else attention_bwd_dq_kernel
             try:
                 r = compile_one(fn, dict(BLOCK_D=BD, USE_TMA=tma, **cons, **flags), warps=w, stages=s)
-                print(kern, cons, BD, w, s, "tma", tma, "smem", r[0], "wgmma", r[1], "local", r[2], flush=True)
+                print(kern, cons, BD, w, s, "tma", tma, "smem", r[0], "wgmma", r[1], "local", r[2], "regs", r[3], "stack", r[4], flush=True)
             except Exception as ex:
                 print(kern, cons, BD, w, s, "tma", tma, "FAILED", str(ex).splitlines()[-1][:200], flush=True)
     r = compile_one(attention_bwd_preprocess_kernel, dict(BLOCK_M=64, BLOCK_D=128, IS_VARLEN=True, HAS_DLSE=True))

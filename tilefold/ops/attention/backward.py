@@ -57,6 +57,19 @@ def attention_bwd_preprocess_kernel(
 
 
 @triton.jit
+def _kahan_add(total, comp, x):
+    """total + x with the rounding error carried in comp (Kahan). fp32 inputs: dK/dV/dQ sum one product
+    per query (key) row, thousands in a chain (seqlen_q 1023 x 4 heads of a GQA group), and a plain
+    chain's rounding broke the 2x rule against cuBLAS's blocked sums; a tile's own dot starts from zero
+    and its sum is added compensated. (``x - comp`` first, so Triton cannot fold the add into the dot's
+    accumulator.)"""
+    y = x - comp
+    t = total + y
+    comp = (t - total) - y
+    return t, comp
+
+
+@triton.jit
 def _probs_t(k, qT, lse2, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr):
     """Recompute P^T [BN, BM] (and the softcap's tanh, for its derivative) from K and Q^T."""
     qkT = tl.dot(k, qT, input_precision=DOT_PREC)
@@ -66,13 +79,14 @@ def _probs_t(k, qT, lse2, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP: tl.c
 
 
 @triton.jit
-def _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_ptrs, delta_ptrs, stride_qm, stride_dom, stride_lm,
+def _dkdv_tiles(dk, dv, dkc, dvc, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_ptrs, delta_ptrs, stride_qm, stride_dom, stride_lm,
                 offs_n, offs_m0, offs_d, m_lo, m_hi, seqlen_q, seqlen_k, shift, win_left, win_right,
                 qk_scale, softcap_pre, softcap_post, D,
                 BLOCK_M: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr,
                 HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr,
                 seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, bh, n0,
-                BLOCK_N: tl.constexpr, HAS_DROPOUT: tl.constexpr, USE_TMA: tl.constexpr):
+                BLOCK_N: tl.constexpr, HAS_DROPOUT: tl.constexpr, USE_TMA: tl.constexpr,
+                COMPENSATED: tl.constexpr):
     q_ptrs += m_lo.to(tl.int64) * stride_qm
     do_ptrs += m_lo.to(tl.int64) * stride_dom
     lse2_ptrs += m_lo.to(tl.int64) * stride_lm
@@ -118,19 +132,24 @@ def _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_ptrs, delta
             # its magnitude dS = P * (dP_kept - delta)
             keepT = tl.trans(dropout_keep(seed_lo, seed_hi, rng_offset, bh, offs_m, n0, BLOCK_M, BLOCK_N, drop_thr))
             pT = tl.where(keepT, pT, -pT)
-            dv = tl.dot((tl.maximum(pT, 0.0) * drop_rscale).to(do.dtype), do, dv, input_precision=DOT_PREC)
+            pvT = tl.maximum(pT, 0.0) * drop_rscale
             dsT = tl.abs(pT) * (tl.where(pT > 0.0, dpT * drop_rscale, 0.0) - delta[None, :])
         else:
-            dv = tl.dot(pT.to(do.dtype), do, dv, input_precision=DOT_PREC)
+            pvT = pT
             dsT = pT * (dpT - delta[None, :])
         if HAS_SOFTCAP:
             dsT = dsT * (1.0 - t * t)
-        dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision=DOT_PREC)
+        if COMPENSATED:
+            dv, dvc = _kahan_add(dv, dvc, tl.dot(pvT.to(do.dtype), do, input_precision=DOT_PREC))
+            dk, dkc = _kahan_add(dk, dkc, tl.dot(dsT.to(qT.dtype), tl.trans(qT), input_precision=DOT_PREC))
+        else:
+            dv = tl.dot(pvT.to(do.dtype), do, dv, input_precision=DOT_PREC)
+            dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision=DOT_PREC)
         q_ptrs += BLOCK_M * stride_qm
         do_ptrs += BLOCK_M * stride_dom
         lse2_ptrs += BLOCK_M * stride_lm
         delta_ptrs += BLOCK_M * stride_lm
-    return dk, dv
+    return dk, dv, dkc, dvc
 
 
 @triton.jit
@@ -151,7 +170,7 @@ def attention_bwd_dkdv_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-    USE_TMA: tl.constexpr, GROUP_ACC: tl.constexpr,
+    USE_TMA: tl.constexpr, COMPENSATED: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -175,19 +194,16 @@ def attention_bwd_dkdv_kernel(
                 + hk * stride_vh + offs_d[None, :], mask=kv_mask, other=0.0)
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    if COMPENSATED:
+        dkc = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+        dvc = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    else:
+        dkc = 0.0
+        dvc = 0.0
     m_start, f_lo, f_hi, m_end = query_tiles(n0, seqlen_q, seqlen_k, shift, win_left, win_right,
                                              BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
     for g in range(0, GROUP):
         h = hk * GROUP + g
-        if GROUP_ACC:
-            # fp32: each head of the group gets its own accumulators, added to the group's at the end,
-            # so a GQA group sums G per-head sums (as the reference's expand-backward does) instead of
-            # one sequential chain of G * seqlen_q products: the chain's rounding broke the 2x rule at
-            # seqlen 1023 with 4 heads per group.
-            dk_acc = dk
-            dv_acc = dv
-            dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-            dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
         q_ptrs = Q + b.to(tl.int64) * stride_qb + q_start.to(tl.int64) * stride_qm + h.to(tl.int64) * stride_qh \
             + offs_m0[None, :] * stride_qm + offs_d[:, None]
         do_ptrs = DO + b.to(tl.int64) * stride_dob + q_start.to(tl.int64) * stride_dom + h.to(tl.int64) * stride_doh \
@@ -206,27 +222,24 @@ def attention_bwd_dkdv_kernel(
         else:
             q_desc = Q
             do_desc = DO
-        dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
+        dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
                              stride_lm, offs_n, offs_m0, offs_d, m_start, f_lo, seqlen_q, seqlen_k, shift,
                              win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                              BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
                              seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
-                             BLOCK_N, HAS_DROPOUT, USE_TMA)
-        dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
+                             BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED)
+        dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
                              stride_lm, offs_n, offs_m0, offs_d, f_lo, f_hi, seqlen_q, seqlen_k, shift,
                              win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                              BLOCK_M, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
                              seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
-                             BLOCK_N, HAS_DROPOUT, USE_TMA)
-        dk, dv = _dkdv_tiles(dk, dv, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
+                             BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED)
+        dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
                              stride_lm, offs_n, offs_m0, offs_d, f_hi, m_end, seqlen_q, seqlen_k, shift,
                              win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                              BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
                              seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
-                             BLOCK_N, HAS_DROPOUT, USE_TMA)
-        if GROUP_ACC:
-            dk = dk_acc + dk
-            dv = dv_acc + dv
+                             BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED)
     dk = dk * sm_scale
     dk_ptrs = DK + b.to(tl.int64) * stride_dkb + (k_start + offs_n[:, None]).to(tl.int64) * stride_dkn \
         + hk * stride_dkh + offs_d[None, :]
@@ -237,12 +250,13 @@ def attention_bwd_dkdv_kernel(
 
 
 @triton.jit
-def _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
+def _dq_tiles(dq, dqc, q, do, lse2, delta, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
               n_lo, n_hi, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
               BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr,
               HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr,
               seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, bh,
-              BLOCK_M: tl.constexpr, HAS_DROPOUT: tl.constexpr, USE_TMA: tl.constexpr):
+              BLOCK_M: tl.constexpr, HAS_DROPOUT: tl.constexpr, USE_TMA: tl.constexpr,
+              COMPENSATED: tl.constexpr):
     k_ptrs += n_lo.to(tl.int64) * stride_kn
     v_ptrs += n_lo.to(tl.int64) * stride_vn
     for start_n in range(n_lo, n_hi, BLOCK_N):
@@ -262,10 +276,13 @@ def _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn,
         ds = p * (dp - delta[:, None])
         if HAS_SOFTCAP:
             ds = ds * (1.0 - t * t)
-        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PREC)
+        if COMPENSATED:
+            dq, dqc = _kahan_add(dq, dqc, tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC))
+        else:
+            dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PREC)
         k_ptrs += BLOCK_N * stride_kn
         v_ptrs += BLOCK_N * stride_vn
-    return dq
+    return dq, dqc
 
 
 @triton.jit
@@ -285,7 +302,7 @@ def attention_bwd_dq_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-    USE_TMA: tl.constexpr,
+    USE_TMA: tl.constexpr, COMPENSATED: tl.constexpr,
 ):
     # heavy query blocks (most visible keys under a causal mask) first: a shorter tail
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -326,18 +343,25 @@ def attention_bwd_dq_kernel(
     n_start, f_lo, f_hi, n_end = key_tiles(m0, seqlen_q, seqlen_k, shift, win_left, win_right,
                                            0, seqlen_k, BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    dq = _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
+    if COMPENSATED:
+        dqc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    else:
+        dqc = 0.0
+    dq, dqc = _dq_tiles(dq, dqc, q, do, lse2, delta, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
                    n_start, f_lo, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                    BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
-                   seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, BLOCK_M, HAS_DROPOUT, USE_TMA)
-    dq = _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
+                   seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, BLOCK_M, HAS_DROPOUT, USE_TMA,
+                        COMPENSATED)
+    dq, dqc = _dq_tiles(dq, dqc, q, do, lse2, delta, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
                    f_lo, f_hi, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                    BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
-                   seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, BLOCK_M, HAS_DROPOUT, USE_TMA)
-    dq = _dq_tiles(dq, q, do, lse2, delta, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
+                   seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, BLOCK_M, HAS_DROPOUT, USE_TMA,
+                        COMPENSATED)
+    dq, dqc = _dq_tiles(dq, dqc, q, do, lse2, delta, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
                    f_hi, n_end, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                    BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
-                   seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, BLOCK_M, HAS_DROPOUT, USE_TMA)
+                   seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, BLOCK_M, HAS_DROPOUT, USE_TMA,
+                        COMPENSATED)
     dq = dq * sm_scale
     tl.store(DQ + b.to(tl.int64) * stride_dqb + (q_start + offs_m[:, None]).to(tl.int64) * stride_dqm
              + h * stride_dqh + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=qd_mask)
@@ -402,6 +426,7 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
         sc_pre, sc_post = 0.0, 0.0
     common = dict(IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0, HAS_SOFTCAP=softcap > 0,
                   EVEN_D=BD == D, DOT_PREC=dot_precision(q.dtype), BLOCK_D=BD,
+                  COMPENSATED=q.dtype == torch.float32,
                   num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     from ..common.philox import as_int32, dropout_threshold
     scal = (cuq, cuk, M, N, shift_extra, max(left, 0), max(right, 0),
@@ -418,7 +443,7 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
         q, k, v, dout, lse2, delta, dk, dv,
         *_strides(q), *_strides(k), *_strides(v), *_strides(dout), slb, slh, slm,
         *_strides(dk), *_strides(dv), *scal, HK, H // HK, D,
-        BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, GROUP_ACC=q.dtype == torch.float32 and H > HK, **common)
+        BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, **common)
     # dQ: query blocks of BLOCK_N rows (roles swapped), key tiles of BLOCK_M
     attention_bwd_dq_kernel[(triton.cdiv(M, cfg.BLOCK_N), B * H)](
         q, k, v, dout, lse2, delta, dq,
