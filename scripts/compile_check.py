@@ -81,9 +81,9 @@ def _hd256_job(job):
     if kind == "fwd":
         fn, cons = attention_fwd_kernel, dict(BLOCK_M=BM, BLOCK_N=BN, IS_SPLIT=False, WARP_SPEC=False, RETURN_P=False)
     elif kind == "dkdv":
-        fn, cons = attention_bwd_dkdv_kernel, dict(BLOCK_M=BM, BLOCK_N=BN, COMPENSATED=False)
+        fn, cons = attention_bwd_dkdv_kernel, dict(BLOCK_M=BM, BLOCK_N=BN, COMPENSATED=False, SEP_DLSE=False)
     else:  # dq runs with the config's roles swapped: query rows BLOCK_N, key tiles BLOCK_M
-        fn, cons = attention_bwd_dq_kernel, dict(BLOCK_M=BN, BLOCK_N=BM, COMPENSATED=False)
+        fn, cons = attention_bwd_dq_kernel, dict(BLOCK_M=BN, BLOCK_N=BM, COMPENSATED=False, SEP_DLSE=False)
     rec = dict(kind=kind, cfg=[BM, BN, w, s, tma], var=var, dtype=dtype)
     try:
         r = compile_one(fn, dict(BLOCK_D=256, USE_TMA=tma, **cons, **f), dtype=dtype, warps=w, stages=s)
@@ -149,6 +149,59 @@ def _hd256_cli():
         run_hd256(*hd256_jobs(), procs)
 
 
+def loop_counts(fn, cons, warps, stages):
+    """Per-thread SASS instruction mix of the first KV loop (the first outermost backward branch),
+    compiled with 16-divisible pointers and strides as a real launch specializes them; plus shared
+    memory, registers, stack and the TTGIR's convert_layout count. For comparing a feature's in-loop
+    cost (``--loop-counts``: dropout on / off), not absolute speed."""
+    import collections
+    params = list(inspect.signature(fn.fn).parameters)
+    for n, prm in inspect.signature(fn.fn).parameters.items():  # constexpr flags added since: off
+        if n not in cons and "constexpr" in str(prm.annotation):
+            cons = dict(cons, **{n: False})
+    sig = {n: "constexpr" if n in cons else "*bf16" if n in PTR else "*fp32" if n in F32P else
+           "*i32" if n.startswith("cu_") else "fp32" if n in FLOATS else "i32" for n in params}
+    div = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(params)
+           if n not in cons and (sig[n].startswith("*") or n.startswith("stride_") or n == "D")}
+    src = ASTSource(fn, sig, constexprs={(params.index(k),): v for k, v in cons.items()}, attrs=div)
+    k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages))
+    r = resources(k)
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(k.asm["cubin"])
+        f.flush()
+        lines = subprocess.run([os.path.join(_BIN, "nvdisasm"), "-c", f.name], capture_output=True,
+                               text=True, timeout=300).stdout.splitlines()
+    labels = {m.group(1): i for i, l in enumerate(lines) for m in [re.match(r"^\s*(\.L_x_\d+):", l)] if m}
+    loops = sorted({(labels[m.group(1)], i) for i, l in enumerate(lines)
+                    for m in [re.search(r"BRA\s+`?\(?(\.L_x_\d+)", l)] if m and labels.get(m.group(1), i) < i})
+    outer = [a for a in loops if not any(b != a and b[0] <= a[0] and a[1] <= b[1] for b in loops)]
+    mix = collections.Counter()
+    if outer:
+        for l in lines[outer[0][0]:outer[0][1] + 1]:
+            m = re.search(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", l)
+            if m:
+                mix[m.group(1)] += 1
+    return dict(smem=r["smem"], regs=r["regs"], stack=r["stack"], local=r["local"],
+                converts=k.asm["ttgir"].count("ttg.convert_layout"), loop_sass=sum(mix.values()),
+                mix=dict(mix.most_common(14)))
+
+
+if __name__ == "__main__" and "--loop-counts" in sys.argv:
+    # dropout's in-loop cost: forward 128x64 / 128x128 (8 warps, 3 stages, TMA) and dQ 128x64, p = 0 vs p > 0
+    for name, fn, cons, w, st in [
+            ("fwd 128x64", attention_fwd_kernel, dict(BLOCK_M=128, BLOCK_N=64, USE_TMA=True), 8, 3),
+            ("fwd 128x128", attention_fwd_kernel, dict(BLOCK_M=128, BLOCK_N=128, USE_TMA=True), 8, 3),
+            ("dq 128x64", attention_bwd_dq_kernel, dict(BLOCK_M=128, BLOCK_N=64, USE_TMA=False), 8, 3),
+            ("dkdv 64x128", attention_bwd_dkdv_kernel, dict(BLOCK_M=64, BLOCK_N=128, USE_TMA=False), 8, 3)]:
+        for drop in (False, True):
+            c = dict(FLAGS, BLOCK_D=128, HAS_DROPOUT=drop, IS_SPLIT=False, WARP_SPEC=False, RETURN_P=False, **cons)
+            c = {k: v for k, v in c.items() if k in inspect.signature(fn.fn).parameters}
+            try:
+                print(name, "dropout" if drop else "p=0", json.dumps(loop_counts(fn, c, w, st)), flush=True)
+            except Exception as ex:
+                print(name, "dropout" if drop else "p=0", "FAILED", str(ex).splitlines()[-1][:200], flush=True)
+    sys.exit(0)
+
 if __name__ == "__main__" and ("--hd256" in sys.argv or "--hd256-variants" in sys.argv):
     _hd256_cli()
     sys.exit(0)
@@ -174,14 +227,14 @@ if __name__ == "__main__":
         sys.exit(0)
     for BM, BN, BD, w, s, tma in [(64, 128, 128, 8, 3, False), (64, 128, 128, 8, 3, True), (64, 128, 128, 8, 2, True),
                                   (64, 64, 128, 4, 3, True), (32, 64, 256, 4, 1, False)]:
-        for kern, cons in (("dkdv", dict(BLOCK_M=BM, BLOCK_N=BN, COMPENSATED=False)), ("dq", dict(BLOCK_M=BN, BLOCK_N=BM, COMPENSATED=False))):
+        for kern, cons in (("dkdv", dict(BLOCK_M=BM, BLOCK_N=BN, COMPENSATED=False, SEP_DLSE=False)), ("dq", dict(BLOCK_M=BN, BLOCK_N=BM, COMPENSATED=False, SEP_DLSE=False))):
             fn = attention_bwd_dkdv_kernel if kern == "dkdv" else attention_bwd_dq_kernel
             try:
                 r = compile_one(fn, dict(BLOCK_D=BD, USE_TMA=tma, **cons, **flags), warps=w, stages=s)
                 print(kern, cons, BD, w, s, "tma", tma, "smem", r[0], "wgmma", r[1], "local", r[2], "regs", r[3], "stack", r[4], flush=True)
             except Exception as ex:
                 print(kern, cons, BD, w, s, "tma", tma, "FAILED", str(ex).splitlines()[-1][:200], flush=True)
-    r = compile_one(attention_bwd_preprocess_kernel, dict(BLOCK_M=64, BLOCK_D=128, IS_VARLEN=True, HAS_DLSE=True))
+    r = compile_one(attention_bwd_preprocess_kernel, dict(BLOCK_M=64, BLOCK_D=128, IS_VARLEN=True, HAS_DLSE=True, EXACT_DELTA=False))
     r2 = compile_one(attention_fwd_kernel, dict(BLOCK_M=128, BLOCK_N=64, BLOCK_D=128, IS_SPLIT=False, USE_TMA=False,
                                                 WARP_SPEC=False, RETURN_P=True, **flags), warps=8, stages=3)
     print("fwd RETURN_P", r2)

@@ -55,12 +55,22 @@ if __name__ == "__main__":
             check(*args)
         except Exception as ex:
             emit(kind="check", args=str(args), error=repr(ex)[:400])
-    B, H, D = 2, 16, int(os.environ.get("SWEEP_D", "128"))
-    if "--hd256" in sys.argv:  # head dim 256: pointer baselines vs descriptors and 8 warps
-        fwd_cands = [C.KernelConfig(64, 64, 4, 2), C.KernelConfig(128, 64, 8, 2, True), C.KernelConfig(64, 64, 4, 2, True),
-                     C.KernelConfig(128, 32, 8, 2, True), C.KernelConfig(64, 32, 4, 2, True)]
-        bwd_cands = [C.KernelConfig(32, 64, 4, 1), C.KernelConfig(64, 64, 8, 2), C.KernelConfig(64, 64, 8, 2, True),
-                     C.KernelConfig(32, 64, 4, 2, True), C.KernelConfig(64, 32, 8, 2, True)]
+    B, H, D = 2, 16, int(os.environ.get("SWEEP_D", "256" if "--hd256" in sys.argv else "128"))
+    if "--hd256" in sys.argv:  # head dim 256 (bf16); first entries are the current configs (baselines)
+        # Offline sm_90 compile check (scripts/compile_check.py --hd256; regs/stack from the cubin): every
+        # pointer-load config spills at hd256 (the [BLOCK, 256] pointer tensors), including both baselines
+        # (fwd 3.3 KB stack; bwd dkdv can't fit 2*64*256 fp32 accumulators in 4 warps). With descriptors:
+        #   fwd 128x32 8w 2/3 st: 202 regs, no spill, 131/164 KB   fwd 128x64 8w 2 st: FA2 tile, 112 B stack
+        #   fwd 64x64 8w 2 st: 244 regs, no spill (64-row tiles at 8 warps compute QK^T twice: [8,1] layout)
+        #   fwd 64x32 8w 2 st: 205 regs, no spill, 98 KB
+        fwd_cands = [C.KernelConfig(64, 64, 4, 2), C.KernelConfig(128, 32, 8, 2, True), C.KernelConfig(128, 32, 8, 3, True),
+                     C.KernelConfig(128, 64, 8, 2, True), C.KernelConfig(64, 64, 8, 2, True), C.KernelConfig(64, 32, 8, 2, True)]
+        # bwd: no config is spill-free with wgmma in both kernels. Spill-free pairs (mma.sync, no wgmma: the
+        # dK/dV dots have M = BLOCK_N = 32): 64x32 8w 1st (dkdv 252 regs, dq 234), 32x32 8w 2st (248 / 217);
+        # 64x32 8w 2st (dkdv 24 B stack). wgmma ones spill: 64x64 8w 2st (FA2 tile; dkdv 1760 B stack,
+        # dq 192 B), 32x64 8w 2st (dkdv 1352 B, dq 136 B).
+        bwd_cands = [C.KernelConfig(32, 64, 4, 1), C.KernelConfig(64, 32, 8, 1, True), C.KernelConfig(64, 32, 8, 2, True),
+                     C.KernelConfig(32, 32, 8, 2, True), C.KernelConfig(64, 64, 8, 2, True), C.KernelConfig(32, 64, 8, 2, True)]
     elif "--v3" in sys.argv:  # backward with tensor descriptors (Q/dO in dK/dV, K/V in dQ) vs the pointer baseline
         fwd_cands = []
         bwd_cands = [C.KernelConfig(64, 128, 8, 3), C.KernelConfig(64, 128, 8, 3, True), C.KernelConfig(64, 128, 8, 2, True),
