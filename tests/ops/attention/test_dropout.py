@@ -3,10 +3,12 @@ import math
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 import tilefold
 from tilefold.ops.attention.naive import attention_ref, varlen_attention_ref
-from tilefold.ops.common.philox import dropout_keep_torch, dropout_threshold
+from tilefold.ops.common.philox import as_int32, dropout_keep, dropout_keep_torch, dropout_threshold
 
 BACKENDS = ["torch", "triton"]
 
@@ -145,9 +147,47 @@ def test_fraction_and_no_structure():
     sigma = math.sqrt(p * (1 - p) / 1024)
     assert (drop.mean(0) - p).abs().max().item() < 6 * sigma
     assert (drop.mean(1) - p).abs().max().item() < 6 * sigma
-    # neighbouring columns (same Philox call) are not correlated
-    c = torch.corrcoef(torch.stack([drop[:, ::2].flatten(), drop[:, 1::2].flatten()]))[0, 1].item()
-    assert abs(c) < 0.02
+    # elements that share a Philox call (columns j, j ^ 1, j ^ 8 and rows r, r ^ 8) are not correlated
+    pairs = [(drop[:, ::2], drop[:, 1::2]),
+             (drop.view(1024, -1, 16)[:, :, :8], drop.view(1024, -1, 16)[:, :, 8:]),
+             (drop.view(-1, 16, 1024)[:, :8], drop.view(-1, 16, 1024)[:, 8:])]
+    for a, b in pairs:
+        c = torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1].item()
+        assert abs(c) < 0.02
+
+
+@triton.jit
+def _keep_tile_kernel(Out, seed_lo, seed_hi, offset, bh, thr, stride,
+                      BM: tl.constexpr, BN: tl.constexpr, KEY_MAJOR: tl.constexpr):
+    r0 = tl.program_id(0) * BM
+    c0 = tl.program_id(1) * BN
+    if KEY_MAJOR:
+        # the dK/dV orientation: rows of the tile are keys (columns of the mask)
+        keep = dropout_keep(seed_lo, seed_hi, offset, bh, r0, tl.arange(0, BM)[None, :], c0,
+                            tl.arange(0, BN)[:, None], thr)
+        ptrs = Out + (r0 + tl.arange(0, BM))[None, :] * stride + (c0 + tl.arange(0, BN))[:, None]
+    else:
+        keep = dropout_keep(seed_lo, seed_hi, offset, bh, r0, tl.arange(0, BM)[:, None], c0,
+                            tl.arange(0, BN)[None, :], thr)
+        ptrs = Out + (r0 + tl.arange(0, BM))[:, None] * stride + (c0 + tl.arange(0, BN))[None, :]
+    tl.store(ptrs, keep.to(tl.int32))
+
+
+@pytest.mark.parametrize("tile", [(16, 16, False), (32, 64, False), (64, 16, True), (16, 32, True)],
+                         ids=["16x16", "32x64", "64x16-keymajor", "16x32-keymajor"])
+def test_kernel_mask_is_the_torch_mask_for_any_tile(tile):
+    """The Triton generator, at several tile shapes and in both orientations, equals the torch mirror
+    element for element: the mask depends on (seed, offset, bh, row, column) only."""
+    BM, BN, key_major = tile
+    M, N = 64, 128
+    seed, offset, bh, p = 0xDEAD_BEEF_0123_4567, 12345, 7, 0.31
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    out = torch.full((M, N), -1, dtype=torch.int32, device=dev)
+    _keep_tile_kernel[(M // BM, N // BN)](out, as_int32(seed), as_int32(seed >> 32), as_int32(offset), bh,
+                                         dropout_threshold(p), out.stride(0), BM=BM, BN=BN, KEY_MAJOR=key_major)
+    ref = dropout_keep_torch(seed, offset, torch.tensor(bh), torch.arange(M).view(-1, 1),
+                             torch.arange(N).view(1, -1), dropout_threshold(p))
+    assert torch.equal(out.cpu().bool(), ref)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

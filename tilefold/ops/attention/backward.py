@@ -130,7 +130,9 @@ def _dkdv_tiles(dk, dv, dkc, dvc, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_p
         if HAS_DROPOUT:
             # the regenerated mask rides in the sign bit of one tile: its positive part feeds dV,
             # its magnitude dS = P * (dP_kept - delta)
-            keepT = tl.trans(dropout_keep(seed_lo, seed_hi, rng_offset, bh, offs_m, n0, BLOCK_M, BLOCK_N, drop_thr))
+            # generated directly key-major (rows = keys, columns = queries): no transpose
+            keepT = dropout_keep(seed_lo, seed_hi, rng_offset, bh, start_m, offs_m0[None, :], n0,
+                                 tl.arange(0, BLOCK_N)[:, None], drop_thr)
             pT = tl.where(keepT, pT, -pT)
             pvT = tl.maximum(pT, 0.0) * drop_rscale
             dsT = tl.abs(pT) * (tl.where(pT > 0.0, dpT * drop_rscale, 0.0) - delta[None, :])
@@ -271,7 +273,7 @@ def _dq_tiles(dq, dqc, q, do, lse2, delta, k_ptrs, v_ptrs, k_desc, v_desc, strid
             p = tl.where(ok, p, 0.0)
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
         if HAS_DROPOUT:
-            keep = dropout_keep(seed_lo, seed_hi, rng_offset, bh, offs_m, start_n, BLOCK_M, BLOCK_N, drop_thr)
+            keep = dropout_keep(seed_lo, seed_hi, rng_offset, bh, 0, offs_m[:, None], start_n, offs_n0[None, :], drop_thr)
             dp = tl.where(keep, dp * drop_rscale, 0.0)
         ds = p * (dp - delta[:, None])
         if HAS_SOFTCAP:

@@ -46,8 +46,8 @@ def _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stri
         acc, l_i, m_i, p = fold_step(acc, l_i, m_i, s, v, MASKED)
         if HAS_DROPOUT:
             # l already counts every probability; only kept ones reach the accumulator
-            keep = dropout_keep(seed_lo, seed_hi, rng_offset, bh, offs_m, start_n, BLOCK_M, BLOCK_N, drop_thr)
-            p = tl.where(keep, p, 0.0)
+            keep = dropout_keep(seed_lo, seed_hi, rng_offset, bh, 0, offs_m[:, None], start_n, offs_n0[None, :], drop_thr)
+            p = tl.where(keep, p, qk_scale * 0.0)
         acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PREC)
         if not USE_TMA:
             k_ptrs += BLOCK_N * stride_kn
@@ -156,7 +156,8 @@ def attention_fwd_kernel(
             ok = visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
             p = tl.where(ok, tl.math.exp2(s - lse2[:, None]), 0.0)
             if HAS_DROPOUT:
-                keep = dropout_keep(seed_lo, seed_hi, rng_offset, pid_bh, offs_m, start_n, BLOCK_M, BLOCK_N, drop_thr)
+                keep = dropout_keep(seed_lo, seed_hi, rng_offset, pid_bh, m0, tl.arange(0, BLOCK_M)[:, None], start_n, offs_n0[None, :],
+                                    drop_thr)
                 # set the sign bit explicitly so a dropped 0 becomes -0.0
                 signed = (p.to(tl.uint32, bitcast=True) | 0x80000000).to(tl.float32, bitcast=True)
                 p = tl.where(ok & (keep == 0), signed, p)

@@ -2,10 +2,13 @@
 torch (bit-identical), so a dropout mask is a pure function of (seed, offset, batch·heads + head, row,
 column) — independent of tiling, scheduling and device.
 
-Element (row r, column j) of sequence-head ``bh`` uses the counter (j >> 3, r, bh, offset) under the key
-(seed_lo, seed_hi); the 128 output bits give 8 uint16 values, element j & 7 takes value j & 7 (word
-(j & 7) >> 1, low half first). The element is kept iff that value >= ``threshold = round(p · 65536)``:
-dropout probability is p quantized to 1/65536.
+Element (row r, column j) of sequence-head ``bh`` belongs to the group of 8 elements
+{r, r ^ 8} × {j, j ^ 1, j ^ 8, j ^ 9}: the counter is (ckey, rkey, bh, offset) under the key (seed_lo,
+seed_hi), with rkey = r without bit 3 (((r >> 4) << 3) | (r & 7)) and ckey = j without bits 0 and 3
+(((j >> 4) << 2) | ((j >> 1) & 3)). The 128 output bits give 8 uint16 values; the element takes value
+e = 4·(r bit 3) + 2·(j bit 3) + (j bit 0) (word e >> 1, low half first). The group is what one thread
+holds of a tensor-core accumulator tile (v2, see dropout_keep). The element is kept iff that value >=
+``threshold = round(p · 65536)``: dropout probability is p quantized to 1/65536.
 """
 import torch
 import triton
@@ -24,10 +27,13 @@ def philox_4x32(c0, c1, c2, c3, k0, k1, N_ROUNDS: tl.constexpr):
     for _ in tl.static_range(N_ROUNDS):
         a = c0
         b = c2
-        hi0 = tl.umulhi(a, 0xD2511F53)
-        lo0 = a * 0xD2511F53
-        hi1 = tl.umulhi(b, 0xCD9E8D57)
-        lo1 = b * 0xCD9E8D57
+        # one 32x32 -> 64-bit product each (mul.wide.u32: one IMAD.WIDE instead of IMAD.HI + IMAD)
+        p0 = a.to(tl.uint64) * 0xD2511F53
+        p1 = b.to(tl.uint64) * 0xCD9E8D57
+        hi0 = (p0 >> 32).to(tl.uint32)
+        lo0 = p0.to(tl.uint32)
+        hi1 = (p1 >> 32).to(tl.uint32)
+        lo1 = p1.to(tl.uint32)
         c0 = hi1 ^ c1 ^ k0
         c1 = lo1
         c2 = hi0 ^ c3 ^ k1
@@ -38,26 +44,37 @@ def philox_4x32(c0, c1, c2, c3, k0, k1, N_ROUNDS: tl.constexpr):
 
 
 @triton.jit
-def dropout_keep(seed_lo, seed_hi, offset, bh, offs_m, n0,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, threshold):
-    """Boolean [BLOCK_M, BLOCK_N] keep-mask for rows offs_m and columns n0 .. n0 + BLOCK_N (n0 a
-    multiple of 8)."""
+def dropout_keep(seed_lo, seed_hi, offset, bh, row_base, rows, col_base, cols, threshold):
+    """Keep-mask of the elements (row_base + rows, col_base + cols), shape broadcast(rows, cols).
+
+    row_base, col_base: scalars, multiples of 16 (tile origins); rows, cols: broadcastable int32
+    tensors of offsets inside the tile (e.g. tl.arange(0, BLOCK_M)[:, None], tl.arange(0, BLOCK_N)[None, :],
+    or transposed for a key-major tile). Every element computes its own Philox counter and picks its own
+    16 bits, with no join / reshape / layout conversion: the tile stays in the layout of the scores. The
+    8 elements of one group (rows r, r + 8 × columns c, c + 1, c + 8, c + 9) compute the same counter
+    from the same in-tile bits, and in the tensor-core accumulator layout one thread holds all 8 of
+    them (forward, dQ) or 4 of them (dK/dV's transposed tile), so the compiler evaluates the Philox
+    once per group per thread (common subexpressions); splitting the base from the offsets keeps the
+    bits the group shares visible to it."""
     k0 = seed_lo.to(tl.uint32, bitcast=True)
     k1 = seed_hi.to(tl.uint32, bitcast=True)
-    grp = (n0 // 8 + tl.arange(0, BLOCK_N // 8)).to(tl.uint32)
-    c0 = tl.broadcast_to(grp[None, :], [BLOCK_M, BLOCK_N // 8])
-    c1 = tl.broadcast_to(offs_m.to(tl.uint32)[:, None], [BLOCK_M, BLOCK_N // 8])
-    c2 = tl.zeros([BLOCK_M, BLOCK_N // 8], dtype=tl.uint32) + bh.to(tl.uint32)
-    c3 = tl.zeros([BLOCK_M, BLOCK_N // 8], dtype=tl.uint32) + offset.to(tl.uint32, bitcast=True)
+    # row key: row with bit 3 removed; column key: column with bits 0 and 3 removed
+    rkey = (((rows >> 4) << 3) | (rows & 7)).to(tl.uint32) + (row_base >> 1)
+    ckey = (((cols >> 4) << 2) | ((cols >> 1) & 3)).to(tl.uint32) + (col_base >> 2)
+    c1 = rkey + tl.zeros_like(ckey)
+    c3 = ckey + tl.zeros_like(rkey)
+    c0 = tl.zeros_like(c1) + bh.to(tl.uint32)
+    c2 = tl.zeros_like(c1) + offset.to(tl.uint32, bitcast=True)
     r0, r1, r2, r3 = philox_4x32(c0, c1, c2, c3, k0, k1, 7)
-    # x_e = 16-bit value e: x0 = r0 low, x1 = r0 high, x2 = r1 low, ... x7 = r3 high. Each join adds a
-    # new minor axis, so nesting (x_e, x_e+4) innermost puts x_e at position e after the reshape.
-    a00 = tl.join(r0 & 0xFFFF, r2 & 0xFFFF)
-    a01 = tl.join(r0 >> 16, r2 >> 16)
-    a10 = tl.join(r1 & 0xFFFF, r3 & 0xFFFF)
-    a11 = tl.join(r1 >> 16, r3 >> 16)
-    u16 = tl.reshape(tl.join(tl.join(a00, a10), tl.join(a01, a11)), [BLOCK_M, BLOCK_N])
-    return u16 >= threshold.to(tl.uint32)
+    # element index e = 4·(row bit 3) + 2·(column bit 3) + (column bit 0): 16-bit value e of the
+    # 128 output bits (word e >> 1, low half first)
+    wsel = ((cols >> 3) & 1) + tl.zeros_like(rows)
+    w01 = tl.where(wsel != 0, r1, r0)
+    w23 = tl.where(wsel != 0, r3, r2)
+    w = tl.where(((rows >> 3) & 1) != 0, w23, w01)
+    # high half: w >= thr << 16; low half: (w << 16) >= thr << 16 (no extraction needed)
+    u = tl.where((cols & 1) != 0, w, w << 16)
+    return u >= (threshold.to(tl.uint32) << 16)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -89,11 +106,13 @@ def dropout_keep_torch(seed: int, offset: int, bh: torch.Tensor, rows: torch.Ten
                        threshold: int) -> torch.Tensor:
     """keep[..., r, j] for broadcastable int64 tensors bh (..., 1, 1), rows (M, 1), cols (1, N)."""
     k0, k1 = seed & _MASK32, (seed >> 32) & _MASK32
-    c0 = cols >> 3
-    c0, c1, c2 = torch.broadcast_tensors(c0, rows, bh)
-    c3 = torch.full_like(c0, offset & _MASK32)
+    rkey = ((rows >> 4) << 3) | (rows & 7)
+    ckey = ((cols >> 4) << 2) | ((cols >> 1) & 3)
+    c0, c1, c3 = torch.broadcast_tensors(bh, rkey, ckey)
+    c2 = torch.full_like(c0, offset & _MASK32)
     r = philox_4x32_torch(c0, c1, c2, c3, k0, k1)
-    e = torch.broadcast_to(cols & 7, c0.shape)
+    e = ((rows >> 3) & 1) * 4 + ((cols >> 3) & 1) * 2 + (cols & 1)
+    e = torch.broadcast_to(e, c0.shape)
     word = torch.stack(r, -1).gather(-1, (e >> 1).unsqueeze(-1)).squeeze(-1)
     u16 = torch.where((e & 1) == 0, word & 0xFFFF, word >> 16)
     return u16 >= threshold
