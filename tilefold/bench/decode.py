@@ -48,8 +48,9 @@ def _tilefold():
         return split_kv_attention(q, k, v, num_splits=0, softmax_scale=q.shape[-1] ** -0.5, window=(-1, -1),
                                   softcap=0.0)[0]
 
-    def splits(q, k):
-        return choose_num_splits(q.shape[0], q.shape[2], q.shape[1], k.shape[1], q.shape[3], q.dtype, q.device)
+    def splits(q, k):  # the count the call above uses (packed GQA rows: heads_k matters)
+        return choose_num_splits(q.shape[0], q.shape[2], q.shape[1], k.shape[1], q.shape[3], q.dtype, q.device,
+                                 heads_k=k.shape[2])
 
     return fn, splits
 

@@ -10,6 +10,8 @@ from decode_helpers import assert_2x, random_partition, tree_merge
 from tilefold.ops.attention.naive import attention_ref, varlen_attention_ref
 from tilefold.ops.common.dispatch import use_backend
 from tilefold.ops.decode import choose_num_splits, partial_attention, split_kv_attention
+from tilefold.ops.decode import kernel as decode_kernel
+from tilefold.ops.decode.splitkv import decode_splits
 from tilefold.ops.merge import merge_state, merge_states
 
 BACKENDS = ["torch", "triton"]
@@ -31,7 +33,11 @@ CASES = [  # (B, M, N, H, HK, D, causal, window)
     (1, 3, 1, 2, 2, 16, False, (-1, -1)),     # one key
     (2, 1, 50, 8, 2, 16, True, (-1, -1)),     # decode, GQA packed (causal)
     (1, 1, 50, 4, 1, 16, False, (-1, 3)),     # decode, MQA packed, right window
-    (1, 1, 50, 4, 2, 16, False, (6, -1)),     # decode with left window: not packed
+    (1, 1, 50, 4, 2, 16, False, (6, -1)),     # decode, GQA packed, left window
+    (2, 5, 70, 8, 2, 16, True, (-1, -1)),     # seqlen_q > 1 packed: 5 x 4 rows, causal by position
+    (1, 9, 40, 6, 2, 24, True, (5, -1)),      # G = 3, odd head dim, causal + left window
+    (1, 33, 20, 4, 2, 16, True, (-1, -1)),    # packed rows 66 > one block; empty rows
+    (1, 130, 70, 2, 1, 16, True, (-1, -1)),   # 260 packed rows > DECODE_MAX_ROWS: prefill split path
 ]
 
 
@@ -103,6 +109,51 @@ def test_num_splits_validation_and_cpu_heuristic():
             split_kv_attention(q, k, k, num_splits=bad, softmax_scale=0.25, window=(-1, -1), softcap=0.0)
     s = choose_num_splits(1, 2, 1, 64, 16, torch.float32, "cpu")
     assert 1 <= s <= 4
+
+
+@pytest.mark.parametrize("S", [1, 3, 0])
+def test_decode_fp16_softcap_every_element_written(S, monkeypatch):
+    """fp16 through the decode kernel (interpreter), softcap on, outputs and partial states poisoned
+    with NaN before the kernels write them."""
+    class Poisoned:
+        def __getattr__(self, name):
+            return getattr(torch, name)
+
+        @staticmethod
+        def empty(*a, **kw):
+            return torch.full(a[0] if len(a) == 1 else a, float("nan"), dtype=kw.get("dtype"), device=kw.get("device"))
+
+    monkeypatch.setattr(decode_kernel, "torch", Poisoned())
+    torch.manual_seed(11 + S)
+    B, M, N, H, HK, D = 2, 3, 77, 8, 2, 32
+    q, k, v = (torch.randn(B, L, h, D).half() for L, h in ((M, H), (N, HK), (N, HK)))
+    ref_o, ref_l = attention_ref(q, k, v, causal=True, softcap=5.0)
+    base_o, base_l = attention_ref(q, k, v, causal=True, softcap=5.0, compute_dtype=torch.float16)
+    with use_backend("triton"):
+        o, l = split_kv_attention(q, k, v, num_splits=S, softmax_scale=D ** -0.5, window=(-1, 0), softcap=5.0)
+    assert not torch.isnan(o).any() and not torch.isnan(l).any()
+    assert o.dtype == torch.float16
+    assert_2x("out", o, ref_o, base_o)
+    assert_2x("lse", l, ref_l, base_l)
+
+
+@pytest.mark.parametrize("B,HK,N,expect", [(1, 8, 8192, 32), (1, 8, 32768, 27), (1, 8, 131072, 27),
+                                            (1, 8, 1 << 20, 27), (8, 8, 32768, 4), (32, 8, 8192, 1)])
+def test_decode_split_model_h200(B, HK, N, expect):
+    """The split choice for the benchmark's decode shapes (bf16, hd128, G=4, seqlen_q=1, 132 SMs, two
+    three 16x64-tile programs per SM): no empty ranges, >= 4 key tiles per split, and the counts in the notes."""
+    s = decode_splits(B * HK, N, 64, 2 * 128 * 2, B * 32 * 129 * 4, 132, 3)
+    size = -(-(-(-N // 64)) // s) * 64
+    assert -(-N // size) == s and (s == 1 or size >= 256)
+    assert s == expect
+
+
+def test_decode_split_model_properties():
+    for programs in (1, 3, 8, 64, 200, 1000):
+        for N in (1, 63, 64, 1000, 4096, 100000):
+            s = decode_splits(programs, N, 64, 512, programs * 4 * 129 * 4, 132, 2)
+            assert 1 <= s <= max(1, -(-N // 64))
+    assert decode_splits(4096, 1 << 16, 64, 512, 0, 132, 2) == 1  # already many waves
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -7,15 +7,18 @@ rows (decode: seqlen_q = 1..a few hundred) and many keys, one program per (query
 leaves most SMs idle, so the fold is cut into a tree:
 
 1. **Registers** (level 1): each program folds the BLOCK_N-key tiles of its key range with the online
-   softmax (running (m, l, acc) in fp32, exp2 units) — ``fold.fold_step`` inside the forward kernel.
-   Nothing leaves the SM until the range is done.
+   softmax (running (m, l, acc) in fp32, exp2 units) — ``fold.fold_step``. Nothing leaves the SM until
+   the range is done.
 2. **Across the programs of one (batch, head)** (level 2): the key axis is cut into ``num_splits``
-   BLOCK_N-aligned ranges, one program each (grid axis 2 of the forward kernel, ``IS_SPLIT``). Each
-   writes its finalized partial state (o, lse) in fp32: (num_splits, *out.shape) and
-   (num_splits, *lse.shape).
-3. **Global merge** (level 3): one combine kernel (``ops/merge/kernel.py``, ``fold.merge_state``) folds
-   the num_splits partial states of every row in registers and writes the output in the input dtype and
-   lse in fp32. The same ⊕ merges states across devices (ring / 2.5D) or cache tiers.
+   BLOCK_N-aligned ranges, one program each. Each writes its finalized partial state (o, lse) in fp32:
+   (num_splits, *out.shape) and (num_splits, *lse.shape).
+3. **Global merge** (level 3): one combine kernel folds the num_splits partial states of every row and
+   writes the output in the input dtype and lse in fp32.
+
+Decode shapes (seqlen_q · G <= ``DECODE_MAX_ROWS`` packed rows, G = heads / heads_k) run the decode
+kernel (``kernel.py``): the seqlen_q · G query rows of one key head are packed into one small tile
+(row → (position, head); masks by position), so K/V are read once per group, with the decode combine.
+Larger seqlen_q uses the attention forward's ``IS_SPLIT`` path and ``ops/merge/kernel.py``.
 
 Each row is renormalized once per tile inside a program (as any flash forward) and once per split in
 the combine: O(levels) global renormalizations, not O(tiles). Empty ranges (causal, windows, varlen
@@ -27,16 +30,17 @@ at N = 128k, HK = 8 — the extra traffic of level 3 is < 0.5% of the K/V bytes.
 the occupancy heuristic keeps num_splits small when there are already enough (query block, head)
 programs.
 
-``num_splits = 0`` chooses by occupancy (FA2's efficiency rule); 1 disables splitting. On CPU tensors
+``num_splits = 0`` chooses the count (``choose_num_splits``: a bandwidth model for decode shapes, FA2's
+wave-efficiency rule otherwise); 1 disables splitting. On CPU tensors
 the torch fold runs the same algebra (partial states per key range in global positions, then
 ``state.merge_many``). The backward is the ordinary attention backward on the merged (out, lse).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
-import triton
 
 from ... import state
 from ..attention import cpu
@@ -44,9 +48,19 @@ from ..attention.config import fwd_config
 from ..attention.forward import attention_fwd
 from ..attention.function import attention_bwd_op
 from ..common.dispatch import backend_for, interpreter_enabled
+from .kernel import DECODE_MAX_ROWS, decode_config, decode_fwd
 
 MAX_SPLITS = 128
 CPU_SPLITS = 3
+
+# Cost model of the split choice for the decode kernel (H200-like; only ratios matter): HBM bandwidth,
+# the most one program streams with 2 K/V tiles in flight (~64 KB over ~3 us of latency near saturation:
+# conservative, so the model fills every slot rather than trust one program per SM to saturate), the
+# fixed cost of a program (Q load, pipeline fill, epilogue) and of the combine launch.
+HBM_BYTES_PER_US = 4.3e6
+PROGRAM_BYTES_PER_US = 20e3
+PROGRAM_US = 2.0
+COMBINE_US = 3.0
 
 
 def _num_sms(device) -> int:
@@ -55,19 +69,60 @@ def _num_sms(device) -> int:
     return 1
 
 
-def choose_num_splits(batch: int, heads: int, seqlen_q: int, seqlen_k: int, headdim: int,
-                      dtype: torch.dtype, device, masked: bool = False) -> int:
-    """num_splits for ``num_splits=0``: FA2's rule. With P = batch · heads · query blocks programs on
-    ``sms`` SMs, split only when P fills less than ~0.8 of a wave; then among splits with enough keys per
-    split (>= 2 key tiles), take the smallest whose wave efficiency (waves / ceil(waves)) is >= 0.85 of
-    the best and which gives at least 2 waves where that is possible (latency of the tail wave hides
-    behind the others). On CPU / the interpreter: a small fixed number (the fold is the same)."""
-    cfg = fwd_config(headdim, masked, dtype, device if isinstance(device, torch.device) else torch.device(device))
-    n_blocks = triton.cdiv(max(seqlen_k, 1), cfg.BLOCK_N)
-    if not (torch.device(device).type == "cuda" and not interpreter_enabled()):
-        return max(1, min(CPU_SPLITS, n_blocks))
-    sms = _num_sms(torch.device(device))
-    programs = batch * heads * triton.cdiv(max(seqlen_q, 1), cfg.BLOCK_M)
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def decode_splits(programs: int, seqlen_k: int, block_n: int, key_bytes: int, state_bytes: int, sms: int,
+                  ctas_per_sm: int, max_splits: int = MAX_SPLITS) -> int:
+    """Split count minimizing a bandwidth model of the decode kernel: ``programs`` per split
+    ((batch, key head, packed row block) triples), ``key_bytes`` of K+V per key per program, ``state_bytes``
+    of one split's partial states (written and read once more by the combine). With P = programs · S
+    on ``sms · ctas_per_sm`` slots: time = Σ over waves (PROGRAM_US + keys_per_split · key_bytes / bw) +
+    combine, bw = min(HBM / the wave's programs, one program's streaming rate). No split when the
+    unsplit programs already fill two waves. Only split counts that
+    leave no empty range are considered; ties (within 2%) go to fewer splits."""
+    slots = max(1, sms * ctas_per_sm)
+    if programs >= 2 * slots:  # >= 2 full waves already: the tail wave is short and gets more bandwidth
+        return 1
+    n_tiles = _cdiv(max(seqlen_k, 1), block_n)
+    best = None
+    seen = set()
+    for s in range(1, max(1, min(max_splits, n_tiles)) + 1):
+        size = _cdiv(n_tiles, s) * block_n
+        s_eff = _cdiv(max(seqlen_k, 1), size)
+        if s_eff in seen:
+            continue
+        seen.add(s_eff)
+        p = programs * s_eff
+        t = 0.0
+        for p_w in [slots] * (p // slots) + ([p % slots] if p % slots else []):
+            t += PROGRAM_US + size * key_bytes / min(HBM_BYTES_PER_US / p_w, PROGRAM_BYTES_PER_US)
+        if s_eff > 1:
+            t += COMBINE_US + 2 * s_eff * state_bytes / HBM_BYTES_PER_US
+        if best is None or t < 0.98 * best[0]:
+            best = (t, s_eff)
+    return best[1]
+
+
+@functools.lru_cache(maxsize=1024)
+def _choose_cached(batch, heads, heads_k, seqlen_q, seqlen_k, headdim, dtype, device, masked) -> int:
+    dev = torch.device(device)
+    if not (dev.type == "cuda" and not interpreter_enabled()):
+        return max(1, min(CPU_SPLITS, seqlen_k))
+    sms = _num_sms(dev)
+    G = heads // heads_k
+    rows = seqlen_q * G
+    if rows <= DECODE_MAX_ROWS:
+        cfg = decode_config(rows, headdim, dtype, dev)
+        programs = batch * heads_k * _cdiv(max(rows, 1), cfg.BLOCK_M)
+        es = torch.empty((), dtype=dtype).element_size()
+        state_bytes = batch * seqlen_q * heads * (headdim + 1) * 4
+        return decode_splits(programs, seqlen_k, cfg.BLOCK_N, 2 * headdim * es, state_bytes, sms, cfg.ctas_per_sm)
+    # prefill-sized query blocks (the attention forward's IS_SPLIT path): FA2's efficiency rule
+    cfg = fwd_config(headdim, masked, dtype, dev)
+    n_blocks = _cdiv(max(seqlen_k, 1), cfg.BLOCK_N)
+    programs = batch * heads * _cdiv(max(seqlen_q, 1), cfg.BLOCK_M)
     if programs >= 0.8 * sms:
         return 1
     max_splits = max(1, min(MAX_SPLITS, n_blocks // 2))
@@ -81,34 +136,29 @@ def choose_num_splits(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head
     return several[0] if several else good[-1]
 
 
+def choose_num_splits(batch: int, heads: int, seqlen_q: int, seqlen_k: int, headdim: int,
+                      dtype: torch.dtype, device, masked: bool = False, heads_k: int | None = None) -> int:
+    """num_splits for ``num_splits=0``. Decode shapes (seqlen_q · G <= DECODE_MAX_ROWS packed rows,
+    G = heads / heads_k): the split count minimizing the bandwidth model of ``decode_splits`` (for
+    B = 1, 8 key heads, 132 SMs with 3 programs each: 32 splits of 256 keys at seqlen_k = 8k, 27 splits
+    (216 programs, enough to saturate HBM in the model) at 32k..1M; B = 8: 4; B = 32: 1). Larger seqlen_q: FA2's wave-efficiency rule over (batch, head, query block) programs.
+    On CPU / the interpreter: a small fixed number (the fold is the same). Cached per shape."""
+    dev = device if isinstance(device, torch.device) else torch.device(device)
+    return _choose_cached(int(batch), int(heads), int(heads_k or heads), int(seqlen_q), int(seqlen_k),
+                          int(headdim), dtype, dev, bool(masked))
+
+
 # ----------------------------------------------------------------------------------------------------
 # forward implementations
 
 
-def can_pack_gqa(q, k, window, cu_q) -> bool:
-    """Decode with GQA (batched, seqlen_q = 1, no left window): the G query heads of one key head are
-    packed as G query rows of that head, so each K/V tile is read once for the whole group."""
-    return cu_q is None and q.shape[1] == 1 and window[0] < 0 and q.shape[2] > k.shape[2]
-
-
 def _fwd_triton(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k):
+    H, HK = q.shape[-2], k.shape[-2]
+    M = max_q if cu_q is not None else q.shape[1]
+    if M * (H // HK) <= DECODE_MAX_ROWS:
+        return decode_fwd(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k)
     from ..merge.kernel import merge_fwd
 
-    if can_pack_gqa(q, k, window, cu_q):
-        # q (B, 1, H, D) -> (B, G, HK, D) (a view): row g of key head hk is query head hk * G + g. All
-        # rows sit at position N - 1: with right-only masks, shift_extra = G - 1 gives row 0 the keys
-        # j <= N - 1 + right, and rows g > 0 see more only past the end (j < N clips them).
-        B, _, H, D = q.shape
-        HK = k.shape[2]
-        G = H // HK
-        qp = q.view(B, HK, G, D).transpose(1, 2)
-        kw = dict(softmax_scale=scale, window=window, softcap=softcap, shift_extra=G - 1)
-        if S <= 1:
-            o, lse = attention_fwd(qp, k, v, **kw)
-        else:
-            o_parts, l_parts = attention_fwd(qp, k, v, num_splits=S, **kw)
-            o, lse = merge_fwd(o_parts, l_parts, out_dtype=q.dtype)
-        return o.transpose(1, 2).reshape(B, 1, H, D), lse.reshape(B, H, 1)
     kw = dict(softmax_scale=scale, window=window, softcap=softcap, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
               max_seqlen_q=max_q, max_seqlen_k=max_k)
     if S <= 1:
@@ -121,7 +171,7 @@ def _fwd_triton(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k):
 
 
 def _split_ranges(N: int, S: int, block: int):
-    size = max(block, triton.cdiv(triton.cdiv(max(N, 1), S), block) * block)
+    size = max(block, _cdiv(_cdiv(max(N, 1), S), block) * block)
     return [(lo, min(N, lo + size)) for lo in range(0, N, size)]
 
 
@@ -210,9 +260,13 @@ def split_kv_attention(q, k, v, *, num_splits, softmax_scale, window, softcap, c
     left, right = window
     S = num_splits
     if S == 0:
-        if can_pack_gqa(q, k, window, cu_seqlens_q):
-            S = choose_num_splits(B, k.shape[2], H // k.shape[2], N, D, q.dtype, q.device, masked=right >= 0)
-        else:
-            S = choose_num_splits(B, H, M, N, D, q.dtype, q.device, masked=left >= 0 or right >= 0)
-    return SplitKVFunction.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, S, float(softmax_scale), int(left),
-                                 int(right), float(softcap), int(max_seqlen_q), int(max_seqlen_k))
+        S = _choose_cached(B, H, k.shape[-2], M, N, D, q.dtype, q.device, left >= 0 or right >= 0)
+    scale, softcap = float(softmax_scale), float(softcap)
+    if not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
+        # inference: no autograd node (decode is host-latency bound at small batch; DESIGN.md §6 notes)
+        if backend_for(q) == "triton":
+            return _fwd_triton(q, k, v, S, scale, window, softcap, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                               max_seqlen_k)
+        return _fwd_torch(q, k, v, S, scale, window, softcap, cu_seqlens_q, cu_seqlens_k)
+    return SplitKVFunction.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, S, scale, int(left), int(right), softcap,
+                                 int(max_seqlen_q), int(max_seqlen_k))

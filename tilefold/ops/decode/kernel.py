@@ -1,0 +1,302 @@
+"""Decode kernels: split-KV attention with the query rows of one key head packed into one tile, and the
+combine of the per-split states.
+
+Packing (GQA): the ``seqlen_q · G`` query rows that share key head ``hk`` (``G = heads / heads_k``) form
+one row axis, row ``r`` = (position ``r // G``, query head ``hk · G + r % G``). One program owns BLOCK_M
+packed rows of one (batch, key head) and one key range, so every K/V tile is read once per group, not G
+times. Masks (causal / window, bottom-right aligned) use the row's *position*; the mask geometry is the
+shared ``key_tiles`` / ``visible`` with positions in place of rows.
+
+Level 1 of the reduction (DESIGN.md §1) is the register fold over the BLOCK_N-key tiles of the range
+(``fold_step``); each program writes its finalized state (o, lse), fp32, in the public layout of the
+output (partial out (S, B, M, H, D) / (S, T, H, D), lse (S, B, H, M) / (S, H, T)), or the final output
+directly when there is one split. The combine is the same fold one level up: a row's S states are a
+"tile" whose scores are their lse and whose values are their o, folded with ``fold_step`` in
+BLOCK_S chunks (one memory round trip for S <= BLOCK_S instead of S dependent loads).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from ..common.dispatch import interpreter_enabled
+from ..common.fold import LOG2E, finalize, fold_step, score_transform
+from ..common.masks import key_tiles, sequence_bounds, visible
+from ..common.tma import load_kv_tile
+
+
+@triton.jit
+def _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, pos, offs_n0, offs_d, n_lo, n_hi,
+                  seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
+                  BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr, HAS_LO: tl.constexpr,
+                  HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr):
+    """Fold key tiles [n_lo, n_hi) into (acc, l, m); ``pos`` are the rows' positions (mask rows)."""
+    k_ptrs += n_lo.to(tl.int64) * stride_kn
+    v_ptrs += n_lo.to(tl.int64) * stride_vn
+    for start_n in range(n_lo, n_hi, BLOCK_N):
+        offs_n = start_n + offs_n0
+        k, v = load_kv_tile(k_ptrs, v_ptrs, k_ptrs, v_ptrs, start_n, offs_n, offs_d, seqlen_k, D,
+                            MASKED, EVEN_D, False)
+        qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
+        s, _ = score_transform(qk, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP)
+        if MASKED:
+            ok = visible(pos, offs_n, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
+            s = tl.where(ok, s, float("-inf"))
+        acc, l_i, m_i, p = fold_step(acc, l_i, m_i, s, v, MASKED)
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PREC)
+        k_ptrs += BLOCK_N * stride_kn
+        v_ptrs += BLOCK_N * stride_vn
+    return acc, l_i, m_i
+
+
+@triton.jit
+def decode_fwd_kernel(
+    Q, K, V, O, LSE,
+    stride_qb, stride_qm, stride_qh,
+    stride_kb, stride_kn, stride_kh,
+    stride_vb, stride_vn, stride_vh,
+    stride_ob, stride_om, stride_oh, stride_os,
+    stride_lb, stride_lh, stride_lm, stride_ls,
+    cu_seqlens_q, cu_seqlens_k, seqlen_q_fixed, seqlen_k_fixed, win_left, win_right,
+    qk_scale, softcap_pre, softcap_post, HK, D, split_size,
+    GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
+    EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr,
+):
+    """Grid (packed row blocks, B · HK, splits). Writes the state of packed rows [r0, r0 + BLOCK_M) of
+    (batch b, key head hk) over keys [pid_s · split_size, (pid_s + 1) · split_size) (split_size a
+    multiple of BLOCK_N); an empty range writes the identity (0, -inf)."""
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    pid_s = tl.program_id(2)
+    b = pid_bh // HK
+    hk = pid_bh % HK
+    q_start, seqlen_q, k_start, seqlen_k = sequence_bounds(cu_seqlens_q, cu_seqlens_k, b, seqlen_q_fixed,
+                                                           seqlen_k_fixed, IS_VARLEN)
+    n_rows = seqlen_q * GROUP
+    r0 = pid_m * BLOCK_M
+    if r0 >= n_rows:
+        return
+    shift = seqlen_k - seqlen_q
+    offs_r = r0 + tl.arange(0, BLOCK_M)
+    pos = offs_r // GROUP
+    head = hk * GROUP + offs_r % GROUP
+    row_ok = offs_r < n_rows
+    offs_n0 = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    if EVEN_D:
+        rd_ok = row_ok[:, None]
+    else:
+        rd_ok = row_ok[:, None] & (offs_d[None, :] < D)
+
+    b64 = b.to(tl.int64)
+    rows_q = (q_start + pos).to(tl.int64) * stride_qm + head.to(tl.int64) * stride_qh
+    q = tl.load(Q + b64 * stride_qb + rows_q[:, None] + offs_d[None, :], mask=rd_ok, other=0.0)
+    k_base = K + b64 * stride_kb + k_start.to(tl.int64) * stride_kn + hk.to(tl.int64) * stride_kh
+    v_base = V + b64 * stride_vb + k_start.to(tl.int64) * stride_vn + hk.to(tl.int64) * stride_vh
+    k_ptrs = k_base + offs_n0[:, None] * stride_kn + offs_d[None, :]
+    v_ptrs = v_base + offs_n0[:, None] * stride_vn + offs_d[None, :]
+
+    split_lo = pid_s * split_size
+    # positions of the block's first and last live rows: key_tiles with (m0, seqlen_q) = (first, last + 1)
+    p_first = r0 // GROUP
+    p_last = (tl.minimum(r0 + BLOCK_M, n_rows) - 1) // GROUP
+    n_start, f_lo, f_hi, n_end = key_tiles(p_first, p_last + 1, seqlen_k, shift, win_left, win_right,
+                                           split_lo, split_lo + split_size, BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, pos, offs_n0, offs_d,
+                                  n_start, f_lo, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre,
+                                  softcap_post, D, BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
+    acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, pos, offs_n0, offs_d,
+                                  f_lo, f_hi, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre,
+                                  softcap_post, D, BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
+    acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, pos, offs_n0, offs_d,
+                                  f_hi, n_end, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre,
+                                  softcap_post, D, BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
+    o, lse = finalize(acc, l_i, m_i)
+
+    s64 = pid_s.to(tl.int64)
+    rows_o = (q_start + pos).to(tl.int64) * stride_om + head.to(tl.int64) * stride_oh
+    tl.store(O + b64 * stride_ob + s64 * stride_os + rows_o[:, None] + offs_d[None, :],
+             o.to(O.dtype.element_ty), mask=rd_ok)
+    rows_l = head.to(tl.int64) * stride_lh + (q_start + pos).to(tl.int64) * stride_lm
+    tl.store(LSE + b64 * stride_lb + s64 * stride_ls + rows_l, lse, mask=row_ok)
+
+
+@triton.jit
+def decode_combine_kernel(
+    OP, LP, O, LSE,
+    stride_pb, stride_pm, stride_ph, stride_ps,
+    stride_qb, stride_qh, stride_qm, stride_qs,
+    stride_ob, stride_om, stride_oh,
+    stride_lb, stride_lh, stride_lm,
+    H, S, D,
+    BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
+):
+    """Grid (rows, B · H): out[b, m, h] = ⊕ over the S partial states of that row, folded as a tile
+    whose scores are the states' lse (log2 units) and whose values are their o."""
+    m = tl.program_id(0).to(tl.int64)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    offs_s = tl.arange(0, BLOCK_S)
+    offs_d = tl.arange(0, BLOCK_D)
+    o_base = OP + b * stride_pb + m * stride_pm + h * stride_ph
+    l_base = LP + b * stride_qb + h * stride_qh + m * stride_qm
+    acc = tl.zeros([1, BLOCK_D], dtype=tl.float32)
+    l_i = tl.zeros([1], dtype=tl.float32)
+    m_i = tl.full([1], float("-inf"), dtype=tl.float32)
+    for s0 in range(0, S, BLOCK_S):
+        ss = s0 + offs_s
+        s_ok = ss < S
+        lse = tl.load(l_base + ss.to(tl.int64) * stride_qs, mask=s_ok, other=float("-inf"))
+        if EVEN_D:
+            o_mask = s_ok[:, None]
+        else:
+            o_mask = s_ok[:, None] & (offs_d[None, :] < D)
+        o = tl.load(o_base + ss.to(tl.int64)[:, None] * stride_ps + offs_d[None, :], mask=o_mask, other=0.0)
+        acc, l_i, m_i, p = fold_step(acc, l_i, m_i, (lse * LOG2E)[None, :], o, True)
+        acc += tl.sum(tl.trans(p) * o, 0)[None, :]
+    out, lse_out = finalize(acc, l_i, m_i)
+    out_ptrs = O + b * stride_ob + m * stride_om + h * stride_oh + offs_d[None, :]
+    if EVEN_D:
+        tl.store(out_ptrs, out.to(O.dtype.element_ty))
+    else:
+        tl.store(out_ptrs, out.to(O.dtype.element_ty), mask=offs_d[None, :] < D)
+    tl.store(LSE + b * stride_lb + h * stride_lh + m * stride_lm + tl.zeros([1], dtype=tl.int64), lse_out)
+
+
+# ----------------------------------------------------------------------------------------------------
+# config and launcher
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    BLOCK_M: int
+    BLOCK_N: int
+    num_warps: int
+    num_stages: int
+    ctas_per_sm: int  # programs resident per SM (shared memory bound), for the split heuristic
+
+
+DECODE_MAX_ROWS = 256  # packed rows (seqlen_q · G) up to which split-KV uses the decode kernel
+
+
+def _pow2(x: int) -> int:
+    return 1 << max(0, int(x) - 1).bit_length()
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def block_d(D: int) -> int:
+    return max(16, _pow2(D))
+
+
+@functools.lru_cache(maxsize=256)
+def decode_config(rows: int, D: int, dtype: torch.dtype, device: torch.device) -> DecodeConfig:
+    """Tiles for ``rows`` packed query rows (seqlen_q · G) per (batch, key head).
+    Decode is bandwidth bound: BLOCK_M is the fewest rows the MMA takes (16: mma.sync; 64: wgmma), not
+    the prefill 128 (with 4 live rows of 128 the prefill tile did 32x the MMA work per byte). K/V tiles
+    of 64 keys, 3 stages: 2 tiles (64 KB at hd128 bf16) in flight per program. Offline sm_90 compile
+    (Triton 3.6, pointer args and strides divisible by 16 as at launch; no local memory): hd128
+    BLOCK_M=16 71.7 KB of shared memory (3 programs per SM), 32: 77.8 KB (2), 64 (wgmma): 114.7 KB (2);
+    hd256 with 32-key tiles: 74.8 KB (16 rows, 3 per SM), 84.0 KB (32 rows, 2)."""
+    bm = max(16, min(64, _pow2(rows)))
+    if device.type != "cuda" or interpreter_enabled():
+        return DecodeConfig(16, 16, 4, 1, 1)
+    bd = block_d(D)
+    if dtype == torch.float32:
+        return DecodeConfig(min(bm, 32), 32, 4, 2, 2)
+    if bd <= 128:
+        return DecodeConfig(bm, 64, 4, 3, 3 if bm == 16 else 2)
+    bm = min(bm, 32)
+    return DecodeConfig(bm, 32, 4, 3, 3 if bm == 16 else 2)
+
+
+def _strides(t):
+    """(stride_b, stride_seq, stride_head) of a (B, S, H, D) or packed (T, H, D) tensor."""
+    st = t.stride()
+    if t.dim() == 4:
+        return st[0], st[1], st[2]
+    return 0, st[0], st[1]
+
+
+LOG2E_F = 1.4426950408889634
+
+
+def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=None, max_k=None):
+    """Split-KV decode forward: returns (out like q, lse (B, H, M) / (H, T) fp32). ``S`` key ranges of
+    BLOCK_N-aligned keys (S = 1: no split, the kernel writes the output directly); two launches for
+    S > 1 (the split kernel and the combine), no copies."""
+    varlen = cu_q is not None
+    if varlen:
+        T, H, D = q.shape
+        B = cu_q.shape[0] - 1
+        M, N = int(max_q), int(max_k)
+        lse_shape = (H, T)
+    else:
+        B, M, H, D = q.shape
+        N = k.shape[1]
+        lse_shape = (B, H, M)
+    HK = k.shape[-2]
+    G = H // HK
+    cfg = decode_config(M * G, D, q.dtype, q.device)
+    BD = block_d(D)
+    left, right = window
+    out = torch.empty(q.shape, device=q.device, dtype=q.dtype)
+    lse = torch.empty(lse_shape, device=q.device, dtype=torch.float32)
+    if q.numel() == 0:
+        return out, lse
+    if S > 1:
+        split_size = _cdiv(_cdiv(N, S), cfg.BLOCK_N) * cfg.BLOCK_N
+        S = max(1, _cdiv(N, split_size))
+    if S > 1:
+        o_dst = torch.empty((S,) + tuple(q.shape), device=q.device, dtype=torch.float32)
+        l_dst = torch.empty((S,) + lse_shape, device=q.device, dtype=torch.float32)
+        o_st, l_st = o_dst.stride(), l_dst.stride()
+        sos, sls, o_st, l_st = o_st[0], l_st[0], o_st[1:], l_st[1:]
+    else:
+        split_size = _cdiv(max(N, 1), cfg.BLOCK_N) * cfg.BLOCK_N
+        o_dst, l_dst, sos, sls = out, lse, 0, 0
+        o_st, l_st = out.stride(), lse.stride()
+    so3 = (o_st[0], o_st[1], o_st[2]) if not varlen else (0, o_st[0], o_st[1])
+    slb, slh, slm = (0, l_st[0], l_st[1]) if varlen else l_st
+    if softcap > 0:
+        sc_pre, sc_post = scale / softcap, softcap * LOG2E_F
+    else:
+        sc_pre, sc_post = 0.0, 0.0
+    cu = (cu_q, cu_k) if varlen else (q, q)
+    grid = (_cdiv(M * G, cfg.BLOCK_M), B * HK, S)
+    decode_fwd_kernel[grid](
+        q, k, v, o_dst, l_dst,
+        *_strides(q), *_strides(k), *_strides(v), *so3, sos, slb, slh, slm, sls,
+        cu[0], cu[1], M, N, max(left, 0), max(right, 0),
+        scale * LOG2E_F, sc_pre, sc_post, HK, D, split_size,
+        GROUP=G, BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=BD,
+        IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0, HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D,
+        DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    if S > 1:
+        rows = T if varlen else M
+        ost, lst = out.stride(), lse.stride()
+        if varlen:  # (S, T, H, D) / (S, H, T): batch stride 0, rows = T
+            sp, sq = (0, o_st[0], o_st[1], sos), (0, l_st[0], l_st[1], sls)
+            so, sl = (0, ost[0], ost[1]), (0, lst[0], lst[1])
+        else:
+            sp, sq = (o_st[0], o_st[1], o_st[2], sos), (l_st[0], l_st[1], l_st[2], sls)
+            so, sl = (ost[0], ost[1], ost[2]), lst
+        decode_combine_kernel[(rows, (1 if varlen else B) * H)](
+            o_dst, l_dst, out, lse, *sp, *sq, *so, *sl, H, S, D,
+            BLOCK_S=min(32, _pow2(S)), BLOCK_D=BD, EVEN_D=BD == D, num_warps=4,
+        )
+    return out, lse
