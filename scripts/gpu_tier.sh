@@ -7,7 +7,7 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.used --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-timeout ${TIER_S:-540} python3 -m pytest -m gpu -v -n ${NPROC:-$(nproc)} --max-worker-restart 30 -p no:cacheprovider \
+TILEFOLD_FAIL_LOG=$OUT/failures.txt timeout ${TIER_S:-540} python3 -m pytest -m gpu -v -n ${NPROC:-$(nproc)} --max-worker-restart 30 -p no:cacheprovider \
   -rfE --tb=short -W ignore ${PYTEST_K:+-k "$PYTEST_K"} "${@:-tests}" > "$OUT/gpu_tier.log" 2>&1
 echo "== gpu tier rc=$? passed=$(grep -c ' PASSED ' "$OUT/gpu_tier.log") failed=$(grep -c ' FAILED ' "$OUT/gpu_tier.log") \
 errors=$(grep -c ' ERROR ' "$OUT/gpu_tier.log")"

@@ -18,3 +18,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_runtest_logreport(report):
+    """With TILEFOLD_FAIL_LOG=<path>, each failure's report is appended there at once (a device run cut
+    off by its time limit never prints pytest's final summary)."""
+    path = os.environ.get("TILEFOLD_FAIL_LOG")
+    if path and report.failed:
+        with open(path, "a") as f:
+            f.write(f"==== {report.nodeid} ({report.when})\n{report.longreprtext[-3000:]}\n")

@@ -27,7 +27,9 @@ def attention_bwd_preprocess_kernel(
     stride_dob, stride_dom, stride_doh,
     stride_lb, stride_lh, stride_lm,
     cu_seqlens_q, seqlen_q_fixed, H, D,
+    dlse_plane,
     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, IS_VARLEN: tl.constexpr, HAS_DLSE: tl.constexpr,
+    EXACT_DELTA: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -45,13 +47,26 @@ def attention_bwd_preprocess_kernel(
                 + offs_m[:, None] * stride_om + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
     do = tl.load(DO + b.to(tl.int64) * stride_dob + q_start.to(tl.int64) * stride_dom + h * stride_doh
                  + offs_m[:, None] * stride_dom + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
-    delta = tl.sum(o * do, 1)
+    if EXACT_DELTA:
+        # fp32: delta_i = sum_d dO[i,d] O[i,d] by the same sequential FMA chain as the backward kernels'
+        # dP = dO V^T (the diagonal of an ieee dot), so a row that sees a single key (O = V bit for bit)
+        # gets dP - delta = 0 exactly, as torch's softmax backward does; a tree sum here left ~1e-6
+        # per row, which summed over ~1000 rows into dK (seqlen_k = 1) broke the 2x rule
+        dd = tl.dot(do, tl.trans(o), input_precision="ieee")
+        delta = tl.sum(tl.where(offs_m[:, None] == offs_m[None, :], dd, 0.0), 1)
+    else:
+        delta = tl.sum(o * do, 1)
     l_off = b.to(tl.int64) * stride_lb + h.to(tl.int64) * stride_lh + (q_start + offs_m).to(tl.int64) * stride_lm
     lse = tl.load(LSE + l_off, mask=offs_m < seqlen_q, other=0.0)
     lse2 = tl.where(lse == float("-inf"), float("inf"), lse * LOG2E)
     if HAS_DLSE:
-        # a gradient flowing into lse adds P * dlse to dS: fold it into delta
-        delta -= tl.load(DLSE + l_off, mask=offs_m < seqlen_q, other=0.0)
+        # a gradient flowing into lse adds P * dlse to dS: fold it into delta (fp32: kept apart in a
+        # second plane of DELTA and added after dP - delta, so the exact cancellation above survives)
+        dlse = tl.load(DLSE + l_off, mask=offs_m < seqlen_q, other=0.0)
+        if EXACT_DELTA:
+            tl.store(DELTA + dlse_plane + l_off, dlse, mask=offs_m < seqlen_q)
+        else:
+            delta -= dlse
     tl.store(DELTA + l_off, delta, mask=offs_m < seqlen_q)
     tl.store(LSE2 + l_off, lse2, mask=offs_m < seqlen_q)
 
@@ -86,7 +101,7 @@ def _dkdv_tiles(dk, dv, dkc, dvc, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_p
                 HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr,
                 seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, bh, n0,
                 BLOCK_N: tl.constexpr, HAS_DROPOUT: tl.constexpr, USE_TMA: tl.constexpr,
-                COMPENSATED: tl.constexpr):
+                COMPENSATED: tl.constexpr, dlse_plane, SEP_DLSE: tl.constexpr):
     q_ptrs += m_lo.to(tl.int64) * stride_qm
     do_ptrs += m_lo.to(tl.int64) * stride_dom
     lse2_ptrs += m_lo.to(tl.int64) * stride_lm
@@ -122,6 +137,11 @@ def _dkdv_tiles(dk, dv, dkc, dvc, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_p
                 do = tl.load(do_ptrs, mask=offs_d[None, :] < D, other=0.0)
             lse2 = tl.load(lse2_ptrs)
             delta = tl.load(delta_ptrs)
+        if SEP_DLSE:
+            if MASKED:
+                dl = tl.load(delta_ptrs + dlse_plane, mask=offs_m < seqlen_q, other=0.0)
+            else:
+                dl = tl.load(delta_ptrs + dlse_plane)
         pT, t = _probs_t(k, qT, lse2, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP, DOT_PREC)
         if MASKED:
             okT = tl.trans(visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI))
@@ -139,6 +159,8 @@ def _dkdv_tiles(dk, dv, dkc, dvc, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_p
         else:
             pvT = pT
             dsT = pT * (dpT - delta[None, :])
+        if SEP_DLSE:
+            dsT = dsT + tl.abs(pT) * dl[None, :]
         if HAS_SOFTCAP:
             dsT = dsT * (1.0 - t * t)
         if COMPENSATED:
@@ -168,11 +190,11 @@ def attention_bwd_dkdv_kernel(
     seqlen_q_fixed, seqlen_k_fixed, shift_extra, win_left, win_right,
     sm_scale, qk_scale, softcap_pre, softcap_post,
     seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
-    HK, GROUP, D,
+    HK, GROUP, D, dlse_plane,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-    USE_TMA: tl.constexpr, COMPENSATED: tl.constexpr,
+    USE_TMA: tl.constexpr, COMPENSATED: tl.constexpr, SEP_DLSE: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -229,19 +251,19 @@ def attention_bwd_dkdv_kernel(
                              win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                              BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
                              seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
-                             BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED)
+                             BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE)
         dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
                              stride_lm, offs_n, offs_m0, offs_d, f_lo, f_hi, seqlen_q, seqlen_k, shift,
                              win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                              BLOCK_M, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
                              seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
-                             BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED)
+                             BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE)
         dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
                              stride_lm, offs_n, offs_m0, offs_d, f_hi, m_end, seqlen_q, seqlen_k, shift,
                              win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                              BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
                              seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
-                             BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED)
+                             BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE)
     dk = dk * sm_scale
     dk_ptrs = DK + b.to(tl.int64) * stride_dkb + (k_start + offs_n[:, None]).to(tl.int64) * stride_dkn \
         + hk * stride_dkh + offs_d[None, :]
@@ -252,13 +274,13 @@ def attention_bwd_dkdv_kernel(
 
 
 @triton.jit
-def _dq_tiles(dq, dqc, q, do, lse2, delta, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
+def _dq_tiles(dq, dqc, q, do, lse2, delta, dl, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
               n_lo, n_hi, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
               BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr,
               HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr,
               seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, bh,
               BLOCK_M: tl.constexpr, HAS_DROPOUT: tl.constexpr, USE_TMA: tl.constexpr,
-              COMPENSATED: tl.constexpr):
+              COMPENSATED: tl.constexpr, SEP_DLSE: tl.constexpr):
     k_ptrs += n_lo.to(tl.int64) * stride_kn
     v_ptrs += n_lo.to(tl.int64) * stride_vn
     for start_n in range(n_lo, n_hi, BLOCK_N):
@@ -276,6 +298,8 @@ def _dq_tiles(dq, dqc, q, do, lse2, delta, k_ptrs, v_ptrs, k_desc, v_desc, strid
             keep = dropout_keep(seed_lo, seed_hi, rng_offset, bh, 0, offs_m[:, None], start_n, offs_n0[None, :], drop_thr)
             dp = tl.where(keep, dp * drop_rscale, 0.0)
         ds = p * (dp - delta[:, None])
+        if SEP_DLSE:
+            ds = ds + p * dl[:, None]
         if HAS_SOFTCAP:
             ds = ds * (1.0 - t * t)
         if COMPENSATED:
@@ -300,11 +324,11 @@ def attention_bwd_dq_kernel(
     seqlen_q_fixed, seqlen_k_fixed, shift_extra, win_left, win_right,
     sm_scale, qk_scale, softcap_pre, softcap_post,
     seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
-    H, GROUP, D,
+    H, GROUP, D, dlse_plane,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-    USE_TMA: tl.constexpr, COMPENSATED: tl.constexpr,
+    USE_TMA: tl.constexpr, COMPENSATED: tl.constexpr, SEP_DLSE: tl.constexpr,
 ):
     # heavy query blocks (most visible keys under a causal mask) first: a shorter tail
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
@@ -332,6 +356,10 @@ def attention_bwd_dq_kernel(
     l_off = b.to(tl.int64) * stride_lb + h.to(tl.int64) * stride_lh + (q_start + offs_m).to(tl.int64) * stride_lm
     lse2 = tl.load(LSE2 + l_off, mask=row_ok, other=float("inf"))
     delta = tl.load(DELTA + l_off, mask=row_ok, other=0.0)
+    if SEP_DLSE:
+        dl = tl.load(DELTA + dlse_plane + l_off, mask=row_ok, other=0.0)
+    else:
+        dl = 0.0
     k_base = K + b.to(tl.int64) * stride_kb + k_start.to(tl.int64) * stride_kn + hk.to(tl.int64) * stride_kh
     v_base = V + b.to(tl.int64) * stride_vb + k_start.to(tl.int64) * stride_vn + hk.to(tl.int64) * stride_vh
     k_ptrs = k_base + offs_n0[:, None] * stride_kn + offs_d[None, :]
@@ -349,21 +377,21 @@ def attention_bwd_dq_kernel(
         dqc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     else:
         dqc = 0.0
-    dq, dqc = _dq_tiles(dq, dqc, q, do, lse2, delta, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
+    dq, dqc = _dq_tiles(dq, dqc, q, do, lse2, delta, dl, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
                    n_start, f_lo, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                    BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
                    seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, BLOCK_M, HAS_DROPOUT, USE_TMA,
-                        COMPENSATED)
-    dq, dqc = _dq_tiles(dq, dqc, q, do, lse2, delta, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
+                        COMPENSATED, SEP_DLSE)
+    dq, dqc = _dq_tiles(dq, dqc, q, do, lse2, delta, dl, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
                    f_lo, f_hi, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                    BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
                    seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, BLOCK_M, HAS_DROPOUT, USE_TMA,
-                        COMPENSATED)
-    dq, dqc = _dq_tiles(dq, dqc, q, do, lse2, delta, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
+                        COMPENSATED, SEP_DLSE)
+    dq, dqc = _dq_tiles(dq, dqc, q, do, lse2, delta, dl, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
                    f_hi, n_end, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                    BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
                    seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, BLOCK_M, HAS_DROPOUT, USE_TMA,
-                        COMPENSATED)
+                        COMPENSATED, SEP_DLSE)
     dq = dq * sm_scale
     tl.store(DQ + b.to(tl.int64) * stride_dqb + (q_start + offs_m[:, None]).to(tl.int64) * stride_dqm
              + h * stride_dqh + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=qd_mask)
@@ -407,7 +435,14 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
         return dq, dk, dv
     cfg = bwd_config(D, left >= 0 or right >= 0, q.dtype, q.device)
     BD = block_d(D)
-    delta = torch.empty_like(lse)
+    exact = q.dtype == torch.float32  # fp32: compensated sums, exact delta, dlse kept apart
+    sep_dlse = exact and dlse is not None
+    lse = lse.contiguous()
+    if sep_dlse:
+        delta = torch.empty((2,) + tuple(lse.shape), device=lse.device, dtype=torch.float32)[0]
+    else:
+        delta = torch.empty_like(lse)
+    dlse_plane = lse.numel()
     lse2 = torch.empty_like(lse)
     if varlen:
         slb, slh, slm = 0, lse.stride(0), lse.stride(1)
@@ -416,11 +451,12 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
     dummy = cu_seqlens_q if varlen else q
     cuq = cu_seqlens_q if varlen else dummy
     cuk = cu_seqlens_k if varlen else dummy
-    PRE_M = 16 if cfg.BLOCK_M == 16 else 64
+    PRE_M = 16 if cfg.BLOCK_M == 16 or exact else 64
     attention_bwd_preprocess_kernel[(triton.cdiv(M, PRE_M), B * H)](
         out, dout, lse, dlse if dlse is not None else lse, delta, lse2,
         *_strides(out), *_strides(dout), slb, slh, slm,
-        cuq, M, H, D, BLOCK_M=PRE_M, BLOCK_D=BD, IS_VARLEN=varlen, HAS_DLSE=dlse is not None)
+        cuq, M, H, D, dlse_plane, BLOCK_M=PRE_M, BLOCK_D=BD, IS_VARLEN=varlen, HAS_DLSE=dlse is not None,
+        EXACT_DELTA=exact)
     LOG2E = 1.4426950408889634
     if softcap > 0:
         sc_pre, sc_post = softmax_scale / softcap, softcap * LOG2E
@@ -428,7 +464,7 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
         sc_pre, sc_post = 0.0, 0.0
     common = dict(IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0, HAS_SOFTCAP=softcap > 0,
                   EVEN_D=BD == D, DOT_PREC=dot_precision(q.dtype), BLOCK_D=BD,
-                  COMPENSATED=q.dtype == torch.float32,
+                  COMPENSATED=exact, SEP_DLSE=sep_dlse,
                   num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     from ..common.philox import as_int32, dropout_threshold
     scal = (cuq, cuk, M, N, shift_extra, max(left, 0), max(right, 0),
@@ -444,12 +480,12 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
     attention_bwd_dkdv_kernel[(triton.cdiv(N, cfg.BLOCK_N), B * HK)](
         q, k, v, dout, lse2, delta, dk, dv,
         *_strides(q), *_strides(k), *_strides(v), *_strides(dout), slb, slh, slm,
-        *_strides(dk), *_strides(dv), *scal, HK, H // HK, D,
+        *_strides(dk), *_strides(dv), *scal, HK, H // HK, D, dlse_plane,
         BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, **common)
     # dQ: query blocks of BLOCK_N rows (roles swapped), key tiles of BLOCK_M
     attention_bwd_dq_kernel[(triton.cdiv(M, cfg.BLOCK_N), B * H)](
         q, k, v, dout, lse2, delta, dq,
         *_strides(q), *_strides(k), *_strides(v), *_strides(dout), slb, slh, slm,
-        *_strides(dq), *scal, H, H // HK, D,
+        *_strides(dq), *scal, H, H // HK, D, dlse_plane,
         BLOCK_M=cfg.BLOCK_N, BLOCK_N=cfg.BLOCK_M, **common)
     return dq, dk, dv
