@@ -434,6 +434,8 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
         dv.zero_()
         return dq, dk, dv
     cfg = bwd_config(D, left >= 0 or right >= 0, q.dtype, q.device)
+    if cfg.use_tma and not (tma_ok(k, v) and tma_ok(q, dout)):
+        cfg = cfg.for_pointers()
     BD = block_d(D)
     exact = q.dtype == torch.float32  # fp32: compensated sums, exact delta, dlse kept apart
     sep_dlse = exact and dlse is not None

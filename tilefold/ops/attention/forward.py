@@ -213,6 +213,8 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
     HK = k.shape[-2]
     left, right = window
     cfg = fwd_config(D, left >= 0 or right >= 0, q.dtype, q.device, dropout_p > 0 or probs is not None)
+    if cfg.use_tma and not tma_ok(k, v):
+        cfg = cfg.for_pointers()
     BD = block_d(D)
     split = num_splits > 1
     if split:
