@@ -43,6 +43,12 @@ def _providers():
                 ("fla", "fused_recurrent", lambda q, k, v, g: fla_rec(q, k, v, gk=g)[0])]
     except Exception as e:  # noqa: BLE001 - an optional anchor
         print(f"[gla bench] fla not available: {type(e).__name__}: {e}")
+    # GLA_BENCH_MODES="fla:fused_recurrent,tilefold:chunk": only these, in this order (a device call
+    # with little time left measures what it needs first; fla's autotuned backward compiles for minutes)
+    want = [w.strip() for w in os.environ.get("GLA_BENCH_MODES", "").split(",") if w.strip()]
+    if want:
+        by_name = {f"{p}:{m}": (p, m, fn) for p, m, fn in out}
+        out = [by_name[w] for w in want if w in by_name]
     return out
 
 
