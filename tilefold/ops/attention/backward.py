@@ -194,10 +194,17 @@ def attention_bwd_dkdv_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-    USE_TMA: tl.constexpr, COMPENSATED: tl.constexpr, SEP_DLSE: tl.constexpr,
+    USE_TMA: tl.constexpr, COMPENSATED: tl.constexpr, SEP_DLSE: tl.constexpr, LPT: tl.constexpr,
 ):
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    # the first key blocks see the most queries under a causal mask; LPT: every head's first block, then
+    # every head's second, ... (a shorter tail), else head by head
+    if LPT:
+        lin = tl.program_id(0) + tl.program_id(1) * tl.num_programs(0)
+        pid_n = lin // tl.num_programs(1)
+        pid_bh = lin % tl.num_programs(1)
+    else:
+        pid_n = tl.program_id(0)
+        pid_bh = tl.program_id(1)
     b = pid_bh // HK
     hk = pid_bh % HK
     q_start, seqlen_q, k_start, seqlen_k = sequence_bounds(cu_seqlens_q, cu_seqlens_k, b, seqlen_q_fixed,
@@ -328,11 +335,17 @@ def attention_bwd_dq_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-    USE_TMA: tl.constexpr, COMPENSATED: tl.constexpr, SEP_DLSE: tl.constexpr,
+    USE_TMA: tl.constexpr, COMPENSATED: tl.constexpr, SEP_DLSE: tl.constexpr, LPT: tl.constexpr,
 ):
-    # heavy query blocks (most visible keys under a causal mask) first: a shorter tail
-    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    # heavy query blocks (most visible keys under a causal mask) first: a shorter tail (LPT: over the
+    # whole grid, as in the forward)
+    if LPT:
+        lin = tl.program_id(0) + tl.program_id(1) * tl.num_programs(0)
+        pid_m = tl.num_programs(0) - 1 - lin // tl.num_programs(1)
+        pid_bh = lin % tl.num_programs(1)
+    else:
+        pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
+        pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
     hk = h // GROUP
@@ -413,7 +426,7 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
     """Launch the backward: returns dq, dk, dv (dtypes and shapes of q, k, v, contiguous).
     ``dlse`` (optional, like lse) is the gradient flowing into the returned lse."""
     import torch
-    from .config import block_d, bwd_config, dot_precision
+    from .config import block_d, bwd_config, dot_precision, lpt_order
 
     varlen = cu_seqlens_q is not None
     if varlen:
@@ -434,8 +447,12 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
         dv.zero_()
         return dq, dk, dv
     cfg = bwd_config(D, left >= 0 or right >= 0, q.dtype, q.device)
-    if cfg.use_tma and not (tma_ok(k, v) and tma_ok(q, dout)):
+    descriptors_ok = tma_ok(k, v) and tma_ok(q, dout)
+    qcfg = cfg.dq_config()  # dQ kernel's tile in its own terms: BLOCK_M query rows, BLOCK_N keys
+    if cfg.use_tma and not descriptors_ok:
         cfg = cfg.for_pointers()
+    if qcfg.use_tma and not descriptors_ok:
+        qcfg = qcfg.for_pointers()
     BD = block_d(D)
     exact = q.dtype == torch.float32  # fp32: compensated sums, exact delta, dlse kept apart
     sep_dlse = exact and dlse is not None
@@ -466,28 +483,27 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
         sc_pre, sc_post = 0.0, 0.0
     common = dict(IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0, HAS_SOFTCAP=softcap > 0,
                   EVEN_D=BD == D, DOT_PREC=dot_precision(q.dtype), BLOCK_D=BD,
-                  COMPENSATED=exact, SEP_DLSE=sep_dlse,
-                  num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+                  COMPENSATED=exact, SEP_DLSE=sep_dlse, LPT=lpt_order(left, right, varlen))
     from ..common.philox import as_int32, dropout_threshold
     scal = (cuq, cuk, M, N, shift_extra, max(left, 0), max(right, 0),
             softmax_scale, softmax_scale * LOG2E, sc_pre, sc_post,
             as_int32(seed), as_int32(seed >> 32), as_int32(offset), dropout_threshold(dropout_p),
             1.0 / (1.0 - dropout_p))
     common["HAS_DROPOUT"] = dropout_p > 0
-    use_tma = cfg.use_tma and tma_ok(k, v) and tma_ok(q, dout)
-    if use_tma:
+    if cfg.use_tma or qcfg.use_tma:
         ensure_allocator()
-    common["USE_TMA"] = use_tma
     # dK, dV: key blocks of BLOCK_N (the long side), query tiles of BLOCK_M
     attention_bwd_dkdv_kernel[(triton.cdiv(N, cfg.BLOCK_N), B * HK)](
         q, k, v, dout, lse2, delta, dk, dv,
         *_strides(q), *_strides(k), *_strides(v), *_strides(dout), slb, slh, slm,
         *_strides(dk), *_strides(dv), *scal, HK, H // HK, D, dlse_plane,
-        BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, **common)
-    # dQ: query blocks of BLOCK_N rows (roles swapped), key tiles of BLOCK_M
-    attention_bwd_dq_kernel[(triton.cdiv(M, cfg.BLOCK_N), B * H)](
+        BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, USE_TMA=cfg.use_tma,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages, **common)
+    # dQ: query blocks of qcfg.BLOCK_M rows, key tiles of qcfg.BLOCK_N
+    attention_bwd_dq_kernel[(triton.cdiv(M, qcfg.BLOCK_M), B * H)](
         q, k, v, dout, lse2, delta, dq,
         *_strides(q), *_strides(k), *_strides(v), *_strides(dout), slb, slh, slm,
         *_strides(dq), *scal, H, H // HK, D, dlse_plane,
-        BLOCK_M=cfg.BLOCK_N, BLOCK_N=cfg.BLOCK_M, **common)
+        BLOCK_M=qcfg.BLOCK_M, BLOCK_N=qcfg.BLOCK_N, USE_TMA=qcfg.use_tma,
+        num_warps=qcfg.num_warps, num_stages=qcfg.num_stages, **common)
     return dq, dk, dv

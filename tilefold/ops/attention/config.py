@@ -2,6 +2,7 @@
 fixed config is used (speed there is irrelevant; small tiles exercise the tile edges)."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -20,9 +21,34 @@ class KernelConfig:
     warp_spec: bool = False
     # the config to run when the tensors cannot take descriptors (strides not 16-byte aligned, ...)
     pointer: "KernelConfig | None" = None
+    # backward only: the dQ kernel's own config (BLOCK_M query rows, BLOCK_N keys); None = this one with
+    # the roles swapped (BLOCK_N query rows against BLOCK_M-key tiles)
+    dq: "KernelConfig | None" = None
 
     def for_pointers(self) -> "KernelConfig":
         return self.pointer if self.pointer is not None else self
+
+    def dq_config(self) -> "KernelConfig":
+        if self.dq is not None:
+            return self.dq
+        ptr = self.pointer.dq_config() if self.pointer is not None else None
+        return KernelConfig(self.BLOCK_N, self.BLOCK_M, self.num_warps, self.num_stages, self.use_tma,
+                            pointer=ptr)
+
+
+# Program order over the grid: "lpt" = heaviest blocks of every head first (longest-processing-time
+# order for the causal triangle), "head" = head by head, "auto" = lpt when the right side of the mask is
+# bounded and the left is not (causal: blocks differ in work), head order otherwise (equal blocks: the
+# programs of one head run side by side and share its K/V or Q/dO in L2).
+ORDER = os.environ.get("TILEFOLD_ORDER", "auto")
+
+
+def lpt_order(left: int, right: int, varlen: bool) -> bool:
+    if ORDER == "lpt":
+        return True
+    if ORDER == "head":
+        return False
+    return right >= 0 and left < 0
 
 
 INTERPRETER = KernelConfig(16, 16, 4, 1)

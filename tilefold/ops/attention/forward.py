@@ -73,11 +73,17 @@ def attention_fwd_kernel(
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, IS_SPLIT: tl.constexpr,
     DOT_PREC: tl.constexpr, USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr,
-    HAS_DROPOUT: tl.constexpr, RETURN_P: tl.constexpr,
+    HAS_DROPOUT: tl.constexpr, RETURN_P: tl.constexpr, LPT: tl.constexpr,
 ):
-    # heavy query blocks (most visible keys under a causal mask) first: a shorter tail
-    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    # heavy query blocks (most visible keys under a causal mask) first: a shorter tail. LPT: over the
+    # whole grid (every head's heaviest block, then every head's next, ...), else within each head.
+    if LPT:
+        lin = tl.program_id(0) + tl.program_id(1) * tl.num_programs(0)
+        pid_m = tl.num_programs(0) - 1 - lin // tl.num_programs(1)
+        pid_bh = lin % tl.num_programs(1)
+    else:
+        pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
+        pid_bh = tl.program_id(1)
     pid_s = tl.program_id(2)
     b = pid_bh // H
     h = pid_bh % H
@@ -252,6 +258,7 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
     use_tma = cfg.use_tma and tma_ok(k, v)
     if use_tma:
         ensure_allocator()
+    from .config import lpt_order
     grid = (triton.cdiv(M, cfg.BLOCK_M), B * H, num_splits if split else 1)
     from ..common.philox import as_int32, dropout_threshold
     has_drop = dropout_p > 0
@@ -271,7 +278,7 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
         IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0,
         HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D, IS_SPLIT=split,
         DOT_PREC=dot_precision(q.dtype), USE_TMA=use_tma, WARP_SPEC=use_tma and cfg.warp_spec,
-        HAS_DROPOUT=has_drop, RETURN_P=probs is not None,
+        HAS_DROPOUT=has_drop, RETURN_P=probs is not None, LPT=lpt_order(left, right, varlen),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     del math
