@@ -35,7 +35,7 @@ def check(B, M, N, H, HK, D, dtype, causal, ws=(-1, -1), sc=0.0):
     res["lse"] = e(l, rl); res["ok"] = bool(ok)
     emit(**res)
 
-ORDERS = os.environ.get("SWEEP_ORDERS", "auto").split(",")
+ORDERS = os.environ.get("SWEEP_ORDERS", "head").split(",")
 
 
 def _warm(job):
@@ -166,4 +166,4 @@ if __name__ == "__main__":
                         emit(kind="bench", provider="tilefold", mode="bwd", cfg=str(cfg), order=order, S=S, causal=causal, ms=ms, tflops=2.5 * fl / ms * 1e-9)
                     except Exception as ex:
                         emit(kind="bench", provider="tilefold", mode="bwd", cfg=str(cfg), order=order, error=repr(ex)[:300])
-            C.ORDER = "auto"
+            C.ORDER = "head"

@@ -36,19 +36,18 @@ class KernelConfig:
                             pointer=ptr)
 
 
-# Program order over the grid: "lpt" = heaviest blocks of every head first (longest-processing-time
-# order for the causal triangle), "head" = head by head, "auto" = lpt when the right side of the mask is
-# bounded and the left is not (causal: blocks differ in work), head order otherwise (equal blocks: the
-# programs of one head run side by side and share its K/V or Q/dO in L2).
-ORDER = os.environ.get("TILEFOLD_ORDER", "auto")
+# Program order over the grid: "head" (default) = head by head, heavy causal blocks first within a head;
+# "lpt" = the heaviest block of every head, then the next of every head, ... (longest processing time
+# first over the whole grid, for the causal triangle's tail). Measured (H200, hd128 bf16, causal 8k/16k,
+# benchmarks/NOTES.md): lpt is 4-11% slower than head order in the forward and every backward config --
+# with head order the ~132 resident programs belong to one or two heads and share their K/V (forward,
+# dQ) or Q/dO (dK/dV) in L2; lpt spreads them over all heads. Kept selectable for other shapes.
+ORDER = os.environ.get("TILEFOLD_ORDER", "head")
 
 
 def lpt_order(left: int, right: int, varlen: bool) -> bool:
-    if ORDER == "lpt":
-        return True
-    if ORDER == "head":
-        return False
-    return right >= 0 and left < 0
+    """Whether the kernels take the longest-first program order (see ORDER)."""
+    return ORDER == "lpt"
 
 
 INTERPRETER = KernelConfig(16, 16, 4, 1)
