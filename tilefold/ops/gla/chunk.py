@@ -318,8 +318,10 @@ def chunk_gla_fwd_o_kernel(q, k, v, g, gc, o, h, h0, ht, cu_seqlens, chunk_indic
 @triton.jit
 def chunk_gla_bwd_dh_kernel(q, gc, do, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, H, K: tl.constexpr,
                             V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                            HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr):
-    """Grid (NV, N*H), reverse over chunks: dh[c] = gradient of the state at the END of chunk c."""
+                            HAS_DHT: tl.constexpr, STORE_DH0: tl.constexpr, PREC: tl.constexpr,
+                            LOWP: tl.constexpr = False):
+    """Grid (NV, N*H), reverse over chunks: dh[c] = gradient of the state at the END of chunk c.
+    LOWP (v5): the dot's operands q e^gc and do in do's dtype (bf16) instead of fp32 (tf32)."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos = tl.load(cu_seqlens + i_n).to(tl.int64)
@@ -347,6 +349,9 @@ def chunk_gla_bwd_dh_kernel(q, gc, do, dh, dht, dh0, cu_seqlens, chunk_offsets, 
         b_glast = _row(gc, row0 + L - 1, i_h, H, K, o_k, m_k)
         b_do = _tile(do, row0 + r, m_t, i_h, H, V, o_v, m_v).to(tl.float32)
         b_qe = (b_q * tl.exp(b_g) * scale)
+        if LOWP:
+            b_qe = b_qe.to(do.dtype.element_ty)
+            b_do = b_do.to(do.dtype.element_ty)
         b_dh = b_dh * tl.exp(b_glast)[:, None] + tl.dot(tl.trans(b_qe), b_do, input_precision=PREC)
     if STORE_DH0:
         tl.store(dh0 + i_nh.to(tl.int64) * K * V + off_h, b_dh, mask=m_h)
@@ -401,8 +406,10 @@ def _chunk_bwd_full(q, k, v, gc, do, h, dh, dq, dk, dv, p_hc, row0, L, i_h, H, s
 @triton.jit
 def chunk_gla_bwd_dqkv_kernel(q, k, v, gc, do, h, dh, dq, dk, dv, cu_seqlens, chunk_indices, scale, H,
                               K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
-                              BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr):
-    """Grid (NT_total, H): dq, dk (fp32) and dv of one chunk; V in blocks of BV."""
+                              BK: tl.constexpr, BV: tl.constexpr, PREC: tl.constexpr,
+                              SKIP_FAST: tl.constexpr = False):
+    """Grid (NT_total, H): dq, dk (fp32) and dv of one chunk; V in blocks of BV. SKIP_FAST (under v5):
+    whole-chunk-fast chunks are left to chunk_bwd's kernel, this one does only the sub-chunk path."""
     i_c, i_h = tl.program_id(0), tl.program_id(1)
     i_n = tl.load(chunk_indices + 2 * i_c)
     i_t = tl.load(chunk_indices + 2 * i_c + 1)
@@ -418,8 +425,9 @@ def chunk_gla_bwd_dqkv_kernel(q, k, v, gc, do, h, dh, dq, dk, dv, cu_seqlens, ch
     NV = tl.cdiv(V, BV)
     b_glast = _row(gc, row0 + L - 1, i_h, H, K, o_k, m_k)
     if _chunk_fast(gc, row0, L, i_h, H, K, BK, 20.0):
-        _chunk_bwd_full(q, k, v, gc, do, h, dh, dq, dk, dv, p_hc, row0, L, i_h, H, scale, K, V, BT, BK, BV,
-                        PREC)
+        if not SKIP_FAST:
+            _chunk_bwd_full(q, k, v, gc, do, h, dh, dq, dk, dv, p_hc, row0, L, i_h, H, scale, K, V, BT, BK,
+                            BV, PREC)
     else:
         # dq, row sub-chunk by row sub-chunk
         for i in tl.static_range(BT // BC):
@@ -528,11 +536,14 @@ def chunk_gla_bwd_dqkv_kernel(q, k, v, gc, do, h, dh, dq, dk, dv, cu_seqlens, ch
 @triton.jit
 def chunk_gla_bwd_dg_kernel(q, k, dq, dk, g, dg, h, dh, ht, cu_seqlens, chunk_indices, H, K: tl.constexpr,
                             V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-                            HAS_DHT: tl.constexpr, G_MIN: tl.constexpr):
+                            HAS_DHT: tl.constexpr, G_MIN: tl.constexpr, gc=None, dq_out=None, dk_out=None,
+                            BKF: tl.constexpr = 16, SKIP_FAST: tl.constexpr = False):
     """Grid (NT_total, H, cdiv(K, BK)). dg_t = sum_{s >= t in the chunk} (q_s dq_s - k_s dk_s)
     + sum_v (h_end * dh_end): the second term is the gradient of a shift of every later log-decay, i.e.
     of the state leaving the chunk (exact). Summing only inside the chunk keeps the rounding of dq, dk
-    from being amplified by a reverse cumulative sum over the whole sequence. Zero where g was floored."""
+    from being amplified by a reverse cumulative sum over the whole sequence. Zero where g was floored.
+    SKIP_FAST (under v5): only chunks that are not whole-chunk fast (gc, BKF >= K), and dq, dk also
+    written to dq_out, dk_out in their dtype."""
     i_c, i_h, i_k = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_n = tl.load(chunk_indices + 2 * i_c)
     i_t = tl.load(chunk_indices + 2 * i_c + 1)
@@ -541,11 +552,17 @@ def chunk_gla_bwd_dg_kernel(q, k, dq, dk, g, dg, h, dh, ht, cu_seqlens, chunk_in
     NT = tl.cdiv(T, BT)
     row0 = bos + i_t * BT
     L = tl.minimum(T - i_t * BT, BT)
+    if SKIP_FAST:
+        if _chunk_fast(gc, row0, L, i_h, H, K, BKF, 20.0):
+            return
     r = tl.arange(0, BT)
     o_k = i_k * BK + tl.arange(0, BK)
     m_k = o_k < K
     m = (r < L)[:, None] & m_k[None, :]
     off = (row0 + r)[:, None] * H * K + i_h * K + o_k[None, :]
+    if SKIP_FAST:
+        tl.store(dq_out + off, tl.load(dq + off, mask=m, other=0.0).to(dq_out.dtype.element_ty), mask=m)
+        tl.store(dk_out + off, tl.load(dk + off, mask=m, other=0.0).to(dk_out.dtype.element_ty), mask=m)
     b_x = tl.load(q + off, mask=m, other=0.0).to(tl.float32) * tl.load(dq + off, mask=m, other=0.0) - \
         tl.load(k + off, mask=m, other=0.0).to(tl.float32) * tl.load(dk + off, mask=m, other=0.0)
     b_dg = tl.sum(b_x, axis=0)[None, :] - tl.cumsum(b_x, axis=0) + b_x
@@ -559,8 +576,8 @@ def chunk_gla_bwd_dg_kernel(q, k, dq, dk, g, dg, h, dh, ht, cu_seqlens, chunk_in
         for i_v in range(0, tl.cdiv(V, BV)):
             o_v = i_v * BV + tl.arange(0, BV)
             m_hv = m_k[:, None] & (o_v < V)[None, :]
-            b_h = tl.load(p_h + o_k[:, None] * V + o_v[None, :], mask=m_hv, other=0.0)
-            b_dh = tl.load(p_dh + o_k[:, None] * V + o_v[None, :], mask=m_hv, other=0.0)
+            b_h = tl.load(p_h + o_k[:, None] * V + o_v[None, :], mask=m_hv, other=0.0).to(tl.float32)
+            b_dh = tl.load(p_dh + o_k[:, None] * V + o_v[None, :], mask=m_hv, other=0.0).to(tl.float32)
             b_c += tl.sum(b_h * b_dh, axis=1)
     b_dg += b_c[None, :]
     b_g = tl.load(g + off, mask=m, other=0.0).to(tl.float32)
@@ -568,10 +585,13 @@ def chunk_gla_bwd_dg_kernel(q, k, dq, dk, g, dg, h, dh, ht, cu_seqlens, chunk_in
     tl.store(dg + off, b_dg.to(dg.dtype.element_ty), mask=m)
 
 
-def _state_dtype(dtype):
-    """Materialized states (h, dh) stay fp32: the backward reads them as fp32 operands (bf16 states cost
-    dq, dk a 2^-9 relative error, which dg's reverse cumulative sum amplifies past the 5e-3 bar)."""
-    return torch.float32
+def _state_dtype(dtype, K, V, device):
+    """Materialized states (h, dh) stay fp32 (v4: the backward reads them as fp32 operands; bf16 states
+    cost dq, dk a 2^-9 relative error, which dg's reverse cumulative sum amplified past the 5e-3 bar);
+    variant v5b stores them bf16 (see chunk_bwd.state_dtype)."""
+    from .chunk_bwd import state_dtype
+
+    return state_dtype(dtype, K, V, device.type)
 
 
 def _bk(K):
@@ -606,7 +626,7 @@ def chunk_gla_fwd(q, k, v, g, scale, h0, output_final_state, info, fused):
     if NT > 0:
         chunk_gla_fwd_gc_kernel[(NT, H, triton.cdiv(K, 64))](g, gc, cu, chunk_indices, H, K, BT, 64, G_FLOOR,
                                                              num_warps=4)
-    h = empty(NT, H, K, V, dtype=_state_dtype(q.dtype), device=q.device)
+    h = empty(NT, H, K, V, dtype=_state_dtype(q.dtype, K, V, q.device), device=q.device)
     BV, nw = _bv(V, CFG["fwd_h"][0]), CFG["fwd_h"][1]
     NV = triton.cdiv(V, BV)
     chunk_gla_fwd_h_kernel[(NV, N * H)](
@@ -623,19 +643,28 @@ def chunk_gla_fwd(q, k, v, g, scale, h0, output_final_state, info, fused):
 
 
 def chunk_gla_bwd(q, k, v, g, do, scale, h0, ht, dht, h, gc, info):
+    """The backward; TILEFOLD_GLA_BWD picks the variant (chunk_bwd.bwd_variant: v5 by default, v4 the
+    previous tf32 kernels)."""
+    from .chunk_bwd import bwd_variant
+
     B, T, H, K = q.shape
     V = v.shape[3]
     N, cu, chunk_indices, chunk_offsets, NT, BT = info
+    variant = bwd_variant(q.dtype, K, V, q.device.type)
     BK = _bk(K)
     prec = dot_precision(q.dtype)
-    dq = empty(B, T, H, K, dtype=torch.float32, device=q.device)
-    dk = empty(B, T, H, K, dtype=torch.float32, device=q.device)
+    if variant != "v4":
+        dq = empty(B, T, H, K, dtype=q.dtype, device=q.device)
+        dk = empty(B, T, H, K, dtype=k.dtype, device=q.device)
+    else:
+        dq = empty(B, T, H, K, dtype=torch.float32, device=q.device)
+        dk = empty(B, T, H, K, dtype=torch.float32, device=q.device)
     dv = empty(*v.shape, dtype=v.dtype, device=v.device)
     dh0 = empty(*h0.shape, dtype=h0.dtype, device=h0.device) if h0 is not None else None
     if N * H == 0:
         return dq.to(q.dtype), dk.to(k.dtype), dv, torch.zeros_like(g), dh0
     if h is None:
-        h = empty(NT, H, K, V, dtype=_state_dtype(q.dtype), device=q.device)
+        h = empty(NT, H, K, V, dtype=_state_dtype(q.dtype, K, V, q.device), device=q.device)
         BV, nw = _bv(V, CFG["fwd_h"][0]), CFG["fwd_h"][1]
         NV = triton.cdiv(V, BV)
         chunk_gla_fwd_h_kernel[(NV, N * H)](
@@ -646,8 +675,13 @@ def chunk_gla_bwd(q, k, v, g, do, scale, h0, ht, dht, h, gc, info):
     NV = triton.cdiv(V, BV)
     chunk_gla_bwd_dh_kernel[(NV, N * H)](
         q, gc, do, dh, dht if dht is not None else gc, dh0 if dh0 is not None else gc, cu, chunk_offsets,
-        scale, H, K, V, BT, BK, BV, dht is not None, dh0 is not None, prec, num_warps=nw,
+        scale, H, K, V, BT, BK, BV, dht is not None, dh0 is not None, prec, variant != "v4", num_warps=nw,
         num_stages=_stages(q.element_size(), BK, BV, BT))
+    if variant != "v4":
+        from .chunk_bwd import chunk_gla_bwd_v5
+
+        dg = chunk_gla_bwd_v5(q, k, v, g, do, scale, ht, dht, h, dh, gc, dq, dk, dv, info, BK, prec)
+        return dq, dk, dv, dg, dh0
     if NT > 0:
         BV, nw = _dqkv_bv(V, BK, q.element_size()), CFG["bwd_dqkv"][1]
         chunk_gla_bwd_dqkv_kernel[(NT, H)](
