@@ -60,11 +60,11 @@ def jobs():
     out["v4-dg"] = lambda: compile_kernel(C.chunk_gla_bwd_dg_kernel, dict(K=K, V=V, BT=BT, BK=64, BV=64,
                                           HAS_DHT=False, G_MIN=G_FLOOR), {"dq": "*fp32", "dk": "*fp32"}, 4, 1)
     from tilefold.ops.gla import chunk_bwd as B5
-    for w in (8, 4):
-        out[f"v5-main-w{w}"] = (lambda w=w: compile_kernel(B5.chunk_gla_bwd_v5_kernel, dict(base, BV=128, BS=64, G_MIN=G_FLOOR,
-                                                           PREC="tf32"), {"dq": "*bf16", "dk": "*bf16"}, w, 1))
-    out["v5-main-fp32"] = lambda: compile_kernel(B5.chunk_gla_bwd_v5_kernel, dict(base, BV=128, BS=64, G_MIN=G_FLOOR,
-                                                 PREC="ieee"), {}, B5.V5_WARPS, 1, dtype="fp32")
+    for w, st in ((4, 1), (4, 2), (8, 1), (8, 2), (4, 3)):
+        for hd in ("fp32", "bf16"):
+            out[f"v5-main-w{w}-s{st}-h{hd}"] = (lambda w=w, st=st, hd=hd: compile_kernel(
+                B5.chunk_gla_bwd_v5_kernel, dict(K=K, V=V, BT=BT, BK=BK, BS=64, BI=64, G_MIN=G_FLOOR, PREC="tf32"),
+                {"dq": "*bf16", "dk": "*bf16", "h": "*" + hd, "dh": "*" + hd}, w, st))
     out["v5-dh"] = lambda: compile_kernel(C.chunk_gla_bwd_dh_kernel, dict(base, BV=128, HAS_DHT=False,
                                           STORE_DH0=False, PREC="tf32", LOWP=True), {"dq": "*fp32"}, 8, 3)
     out["v5-dqkv-skipfast"] = lambda: compile_kernel(C.chunk_gla_bwd_dqkv_kernel, dict(base, BC=16, BV=64, PREC="tf32",

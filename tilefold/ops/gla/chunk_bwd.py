@@ -38,9 +38,12 @@ import triton.language as tl
 from .chunk import _chunk_fast, _row, _tile
 
 VARIANTS = ("v4", "v5", "v5b")
-# the v5 kernel: warps, and the key/value column block of one program; no loops inside, so no stages
-V5_WARPS = int(os.environ.get("TILEFOLD_GLA_V5_WARPS", 4))
+# the v5 kernel: warps, pipelining stages of its reduction loops, the output column block of one
+# program (BS) and the reduction block (BI); sm_90 resources in benchmarks/NOTES.md (## GLA)
+V5_WARPS = int(os.environ.get("TILEFOLD_GLA_V5_WARPS", 8))
+V5_STAGES = int(os.environ.get("TILEFOLD_GLA_V5_STAGES", 2))
 V5_BS = 64
+V5_BI = 64
 
 
 def bwd_variant(dtype, K, V, device_type="cuda"):
@@ -69,12 +72,13 @@ def state_dtype(dtype, K, V, device_type="cuda"):
 @triton.jit
 def chunk_gla_bwd_v5_kernel(q, k, v, g, gc, do, h, dh, dq, dk, dv, dg, cu_seqlens, chunk_indices, scale, H,
                             K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-                            BV: tl.constexpr, BS: tl.constexpr, G_MIN: tl.constexpr, PREC: tl.constexpr):
+                            BS: tl.constexpr, BI: tl.constexpr, G_MIN: tl.constexpr, PREC: tl.constexpr):
     """Grid (cdiv(V, BS) + cdiv(K, BS), NT_total, H), for a whole-chunk-fast chunk (others: nothing):
-    program i_s < NV writes dv of value columns [i_s*BS, +BS) (forming A = qn kn^T whole), program
-    NV + j writes dq, dk, dg of key columns [j*BS, +BS) (forming dA = do v^T whole). A and dA are
-    recomputed per program (cheap) so the per-program tiles stay [BT, BS] and registers do not spill.
-    BK >= K, BV >= V. Dot operands in v's dtype (bf16, or fp32 with PREC ieee)."""
+    program i_s < NV writes dv of value columns [i_s*BS, +BS), forming A = qn kn^T over key blocks of
+    BI; program NV + j writes dq, dk, dg of key columns [j*BS, +BS), forming dA = do v^T, do h^T and
+    v dh^T over value blocks of BI. A and dA are recomputed per program (cheap) so every tile stays
+    [BT, <= BS] and the loops pipeline. BK >= K (the fast test). Dot operands in v's dtype (bf16, or
+    fp32 with PREC ieee)."""
     i_s, i_c, i_h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_n = tl.load(chunk_indices + 2 * i_c)
     i_t = tl.load(chunk_indices + 2 * i_c + 1)
@@ -84,79 +88,84 @@ def chunk_gla_bwd_v5_kernel(q, k, v, g, gc, do, h, dh, dq, dk, dv, dg, cu_seqlen
     L = tl.minimum(T - i_t * BT, BT)
     if _chunk_fast(gc, row0, L, i_h, H, K, BK, 20.0):
         DT = v.dtype.element_ty
-        o_k = tl.arange(0, BK)
-        m_k = o_k < K
-        o_v = tl.arange(0, BV)
-        m_v = o_v < V
         r = tl.arange(0, BT)
         m_t = r < L
-        m_tk = m_t[:, None] & m_k[None, :]
-        m_tv = m_t[:, None] & m_v[None, :]
         causal = (r[:, None] >= r[None, :]) & m_t[:, None]
-        off_k = (row0 + r)[:, None] * H * K + i_h * K + o_k[None, :]
-        off_v = (row0 + r)[:, None] * H * V + i_h * V + o_v[None, :]
         p_h = (i_c.to(tl.int64) * H + i_h) * K * V
         NV = tl.cdiv(V, BS)
         if i_s < NV:
             # dv[:, block] = A^T do[:, block] + kd dh[:, block]
-            b_g0 = _row(gc, row0, i_h, H, K, o_k, m_k)
-            b_gl = _row(gc, row0 + L - 1, i_h, H, K, o_k, m_k)
-            b_gc = tl.load(gc + off_k, mask=m_tk, other=0.0)
-            b_k = tl.load(k + off_k, mask=m_tk, other=0.0).to(tl.float32)
             o_s = i_s * BS + tl.arange(0, BS)
             m_s = o_s < V
-            b_qf = tl.load(q + off_k, mask=m_tk, other=0.0).to(tl.float32) * scale
-            b_qnf = (b_qf * tl.exp(tl.where(m_t[:, None], b_gc - b_g0[None, :], 0.0))).to(DT)
-            b_knf = (b_k * tl.exp(b_g0[None, :] - b_gc)).to(DT)
-            b_A = tl.where(causal, tl.dot(b_qnf, tl.trans(b_knf), input_precision=PREC), 0.0).to(DT)
-            b_kd = (b_k * tl.exp(b_gl[None, :] - b_gc)).to(DT)
-            off_s = (row0 + r)[:, None] * H * V + i_h * V + o_s[None, :]
-            m_ts = m_t[:, None] & m_s[None, :]
-            b_dos = tl.load(do + off_s, mask=m_ts, other=0.0).to(DT)
-            b_dhs = tl.load(dh + p_h + o_k[:, None] * V + o_s[None, :], mask=m_k[:, None] & m_s[None, :],
-                            other=0.0).to(DT)
-            b_dv = tl.dot(tl.trans(b_A), b_dos, input_precision=PREC)
-            b_dv = tl.dot(b_kd, b_dhs, b_dv, input_precision=PREC)
-            tl.store(dv + off_s, b_dv.to(dv.dtype.element_ty), mask=m_ts)
+            b_A = tl.zeros([BT, BT], dtype=tl.float32)
+            b_dv = tl.zeros([BT, BS], dtype=tl.float32)
+            for i_k in range(0, tl.cdiv(K, BI)):
+                o_i = i_k * BI + tl.arange(0, BI)
+                m_i = o_i < K
+                b_g0 = _row(gc, row0, i_h, H, K, o_i, m_i)
+                b_gl = _row(gc, row0 + L - 1, i_h, H, K, o_i, m_i)
+                b_gc = _tile(gc, row0 + r, m_t, i_h, H, K, o_i, m_i)
+                b_k = _tile(k, row0 + r, m_t, i_h, H, K, o_i, m_i).to(tl.float32)
+                b_qn = (_tile(q, row0 + r, m_t, i_h, H, K, o_i, m_i).to(tl.float32) * scale *
+                        tl.exp(tl.where(m_t[:, None], b_gc - b_g0[None, :], 0.0))).to(DT)
+                b_kn = (b_k * tl.exp(b_g0[None, :] - b_gc)).to(DT)
+                b_kd = (b_k * tl.exp(b_gl[None, :] - b_gc)).to(DT)
+                b_dh = tl.load(dh + p_h + o_i[:, None] * V + o_s[None, :], mask=m_i[:, None] & m_s[None, :],
+                               other=0.0).to(DT)
+                b_A = tl.dot(b_qn, tl.trans(b_kn), b_A, input_precision=PREC)
+                b_dv = tl.dot(b_kd, b_dh, b_dv, input_precision=PREC)
+            b_A = tl.where(causal, b_A, 0.0).to(DT)
+            b_do = _tile(do, row0 + r, m_t, i_h, H, V, o_s, m_s).to(DT)
+            b_dv = tl.dot(tl.trans(b_A), b_do, b_dv, input_precision=PREC)
+            tl.store(dv + (row0 + r)[:, None] * H * V + i_h * V + o_s[None, :], b_dv.to(dv.dtype.element_ty),
+                     mask=m_t[:, None] & m_s[None, :])
         else:
             # dq, dk, dg of key columns [(i_s - NV)*BS, +BS)
-            b_do = tl.load(do + off_v, mask=m_tv, other=0.0).to(DT)
-            b_v = tl.load(v + off_v, mask=m_tv, other=0.0).to(DT)
-            b_dA = tl.where(causal, tl.dot(b_do, tl.trans(b_v), input_precision=PREC), 0.0).to(DT)
             o_b = (i_s - NV) * BS + tl.arange(0, BS)
             m_b = o_b < K
-            m_tb = m_t[:, None] & m_b[None, :]
-            off_b = (row0 + r)[:, None] * H * K + i_h * K + o_b[None, :]
-            b_g0b = _row(gc, row0, i_h, H, K, o_b, m_b)
-            b_glb = _row(gc, row0 + L - 1, i_h, H, K, o_b, m_b)
-            b_gcb = tl.load(gc + off_b, mask=m_tb, other=0.0)
-            b_qn = (tl.load(q + off_b, mask=m_tb, other=0.0).to(tl.float32) * scale *
-                    tl.exp(tl.where(m_t[:, None], b_gcb - b_g0b[None, :], 0.0))).to(DT)
-            b_kn = (tl.load(k + off_b, mask=m_tb, other=0.0).to(tl.float32) *
-                    tl.exp(b_g0b[None, :] - b_gcb)).to(DT)
-            m_hb = m_b[:, None] & m_v[None, :]
-            p_hb = p_h + o_b[:, None] * V + o_v[None, :]
-            b_hb = tl.load(h + p_hb, mask=m_hb, other=0.0).to(DT)
-            b_dhb = tl.load(dh + p_hb, mask=m_hb, other=0.0).to(DT)
-            b_c = tl.sum(b_hb.to(tl.float32) * b_dhb.to(tl.float32), axis=1) * tl.exp(b_glb)
+            b_dA = tl.zeros([BT, BT], dtype=tl.float32)
+            b_Q = tl.zeros([BT, BS], dtype=tl.float32)
+            b_Kt = tl.zeros([BT, BS], dtype=tl.float32)
+            b_c = tl.zeros([BS], dtype=tl.float32)
+            for i_v in range(0, tl.cdiv(V, BI)):
+                o_i = i_v * BI + tl.arange(0, BI)
+                m_i = o_i < V
+                b_do = _tile(do, row0 + r, m_t, i_h, H, V, o_i, m_i).to(DT)
+                b_v = _tile(v, row0 + r, m_t, i_h, H, V, o_i, m_i).to(DT)
+                m_hb = m_b[:, None] & m_i[None, :]
+                b_hb = tl.load(h + p_h + o_b[:, None] * V + o_i[None, :], mask=m_hb, other=0.0).to(DT)
+                b_dhb = tl.load(dh + p_h + o_b[:, None] * V + o_i[None, :], mask=m_hb, other=0.0).to(DT)
+                b_c += tl.sum(b_hb.to(tl.float32) * b_dhb.to(tl.float32), axis=1)
+                b_dA = tl.dot(b_do, tl.trans(b_v), b_dA, input_precision=PREC)
+                b_Q = tl.dot(b_do, tl.trans(b_hb), b_Q, input_precision=PREC)
+                b_Kt = tl.dot(b_v, tl.trans(b_dhb), b_Kt, input_precision=PREC)
+            b_dA = tl.where(causal, b_dA, 0.0).to(DT)
+            b_g0 = _row(gc, row0, i_h, H, K, o_b, m_b)
+            b_gl = _row(gc, row0 + L - 1, i_h, H, K, o_b, m_b)
+            b_gc = _tile(gc, row0 + r, m_t, i_h, H, K, o_b, m_b)
+            b_qn = (_tile(q, row0 + r, m_t, i_h, H, K, o_b, m_b).to(tl.float32) * scale *
+                    tl.exp(tl.where(m_t[:, None], b_gc - b_g0[None, :], 0.0))).to(DT)
+            b_kn = (_tile(k, row0 + r, m_t, i_h, H, K, o_b, m_b).to(tl.float32) *
+                    tl.exp(b_g0[None, :] - b_gc)).to(DT)
             # Q = (do h^T) e^g0 + dA kn;  dq = Q e^(gc - g0)
-            b_Q = tl.dot(b_do, tl.trans(b_hb), input_precision=PREC) * tl.exp(b_g0b)[None, :]
-            b_Q = tl.dot(b_dA, b_kn, b_Q, input_precision=PREC)
-            b_eq = tl.exp(tl.where(m_t[:, None], b_gcb - b_g0b[None, :], 0.0))
-            tl.store(dq + off_b, (b_Q * b_eq * scale).to(dq.dtype.element_ty), mask=m_tb)
+            b_Q = tl.dot(b_dA, b_kn, b_Q * tl.exp(b_g0)[None, :], input_precision=PREC)
+            off = (row0 + r)[:, None] * H * K + i_h * K + o_b[None, :]
+            m_tb = m_t[:, None] & m_b[None, :]
+            tl.store(dq + off, (b_Q * tl.exp(tl.where(m_t[:, None], b_gc - b_g0[None, :], 0.0)) * scale)
+                     .to(dq.dtype.element_ty), mask=m_tb)
             b_x = b_qn.to(tl.float32) * b_Q
             # Kh = (v dh^T) e^(gl - g0);  Kt = Kh + dA^T qn;  dk = Kt e^(g0 - gc)
-            b_Kt = tl.dot(b_v, tl.trans(b_dhb), input_precision=PREC) * tl.exp(b_glb - b_g0b)[None, :]
-            b_knf32 = b_kn.to(tl.float32)
-            b_c += tl.sum(b_knf32 * b_Kt, axis=0)
+            b_Kt = b_Kt * tl.exp(b_gl - b_g0)[None, :]
+            b_knf = b_kn.to(tl.float32)
+            b_c = b_c * tl.exp(b_gl) + tl.sum(b_knf * b_Kt, axis=0)
             b_Kt = tl.dot(tl.trans(b_dA), b_qn, b_Kt, input_precision=PREC)
-            tl.store(dk + off_b, (b_Kt * tl.exp(b_g0b[None, :] - b_gcb)).to(dk.dtype.element_ty), mask=m_tb)
+            tl.store(dk + off, (b_Kt * tl.exp(b_g0[None, :] - b_gc)).to(dk.dtype.element_ty), mask=m_tb)
             # dg: in-chunk reverse cumulative sum + the state-exit term; 0 where the gate was floored
-            b_x -= b_knf32 * b_Kt
+            b_x -= b_knf * b_Kt
             b_dg = tl.sum(b_x, axis=0)[None, :] - tl.cumsum(b_x, axis=0) + b_x + b_c[None, :]
-            b_graw = tl.load(g + off_b, mask=m_tb, other=0.0).to(tl.float32)
+            b_graw = tl.load(g + off, mask=m_tb, other=0.0).to(tl.float32)
             b_dg = tl.where(b_graw >= G_MIN, b_dg, 0.0)
-            tl.store(dg + off_b, b_dg.to(dg.dtype.element_ty), mask=m_tb)
+            tl.store(dg + off, b_dg.to(dg.dtype.element_ty), mask=m_tb)
 
 
 def chunk_gla_bwd_v5(q, k, v, g, do, scale, ht, dht, h, dh, gc, dq, dk, dv, info, BK, prec):
@@ -170,12 +179,12 @@ def chunk_gla_bwd_v5(q, k, v, g, do, scale, ht, dht, h, dh, gc, dq, dk, dv, info
     dg = empty(*g.shape, dtype=g.dtype, device=g.device)
     if NT == 0:
         return dg
-    BV = max(16, triton.next_power_of_2(V))
-    BS = min(V5_BS, BK, BV)
+    BS = min(V5_BS, max(16, triton.next_power_of_2(min(K, V))))
+    BI = min(V5_BI, max(16, triton.next_power_of_2(max(K, V))))
     NS = triton.cdiv(K, BS) + triton.cdiv(V, BS)
     chunk_gla_bwd_v5_kernel[(NS, NT, H)](
-        q, k, v, g, gc, do, h, dh, dq, dk, dv, dg, cu, chunk_indices, scale, H, K, V, BT, BK, BV, BS, G_FLOOR,
-        prec, num_warps=V5_WARPS, num_stages=1)
+        q, k, v, g, gc, do, h, dh, dq, dk, dv, dg, cu, chunk_indices, scale, H, K, V, BT, BK, BS, BI, G_FLOOR,
+        prec, num_warps=V5_WARPS, num_stages=V5_STAGES)
     # chunks that are not whole-chunk fast: v4's sub-chunk kernel (fp32 dq, dk) and v4's dg kernel,
     # which also casts their dq, dk into the outputs; both return at once for the other chunks
     wide = q.dtype != torch.float32
