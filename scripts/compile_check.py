@@ -7,7 +7,8 @@ for a kernel that spills kilobytes), so "local" below counts LDL/STL instruction
 "stack" is the cubin's stack frame in bytes (cuobjdump -res-usage).
 
 ``--hd256``: enumerate head-dim-256 configs (fwd; bwd dK/dV and dQ) and print one JSON line each
-(``--hd256-variants``: compile chosen candidates under the causal/window/fp16/padded-D/dropout variants)."""
+(``--hd256-variants``: compile chosen candidates under the causal/window/fp16/padded-D/dropout variants;
+``--hd256-split``: the dK/dV kernel with its head dim split over two programs, HD256_SPLIT)."""
 import inspect, itertools, json, os, re, subprocess, sys, tempfile
 import triton
 from triton.backends.compiler import GPUTarget
@@ -23,6 +24,8 @@ FLOATS = {"qk_scale", "softcap_pre", "softcap_post", "sm_scale", "drop_rscale"}
 
 def compile_one(fn, cons, dtype="bf16", warps=4, stages=2):
     params = list(inspect.signature(fn.fn).parameters)
+    if "SPLIT_D" in params and "SPLIT_D" not in cons:  # dK/dV kernel: head dim not split unless asked
+        cons = dict(cons, SPLIT_D=1)
     sig = {}
     for n in params:
         if n in cons:
@@ -75,16 +78,19 @@ FLAGS = dict(IS_VARLEN=False, HAS_LO=False, HAS_HI=False, HAS_SOFTCAP=False, EVE
 
 
 def _hd256_job(job):
-    """One compile of the --hd256 enumeration: (kind, BM, BN, warps, stages, tma, variant overrides, dtype)."""
-    kind, BM, BN, w, s, tma, var, dtype = job
+    """One compile of the --hd256 enumeration: (kind, BM, BN, warps, stages, tma, variant overrides, dtype
+    [, dkdv_split_d])."""
+    kind, BM, BN, w, s, tma, var, dtype = job[:8]
+    split = job[8] if len(job) > 8 else 1
     f = dict(FLAGS, **var)
     if kind == "fwd":
         fn, cons = attention_fwd_kernel, dict(BLOCK_M=BM, BLOCK_N=BN, IS_SPLIT=False, WARP_SPEC=False, RETURN_P=False)
     elif kind == "dkdv":
-        fn, cons = attention_bwd_dkdv_kernel, dict(BLOCK_M=BM, BLOCK_N=BN, COMPENSATED=False, SEP_DLSE=False)
+        fn, cons = attention_bwd_dkdv_kernel, dict(BLOCK_M=BM, BLOCK_N=BN, COMPENSATED=False, SEP_DLSE=False,
+                                                    SPLIT_D=split)
     else:  # dq runs with the config's roles swapped: query rows BLOCK_N, key tiles BLOCK_M
         fn, cons = attention_bwd_dq_kernel, dict(BLOCK_M=BN, BLOCK_N=BM, COMPENSATED=False, SEP_DLSE=False)
-    rec = dict(kind=kind, cfg=[BM, BN, w, s, tma], var=var, dtype=dtype)
+    rec = dict(kind=kind, cfg=[BM, BN, w, s, tma] + ([split] if split != 1 else []), var=var, dtype=dtype)
     try:
         r = compile_one(fn, dict(BLOCK_D=256, USE_TMA=tma, **cons, **f), dtype=dtype, warps=w, stages=s)
         rec.update(smem=r[0], wgmma=r[1], local=r[2], regs=r[3], stack=r[4],
@@ -113,6 +119,65 @@ def hd256_jobs():
     return jobs, skipped
 
 
+# --hd256-split: the dK/dV kernel with its head dim split over two programs (KernelConfig.dkdv_split_d=2;
+# accumulators 2*BLOCK_N*128 fp32 over 32*warps threads), beside the current config (split 1) as baseline,
+# non-causal and causal, compiled as launched (loop_spills). (BM query rows, BN keys, warps, stages, tma,
+# split); COMPILE_CANDS="BM,BN,w,s,tma,split;..." overrides. Over 232448 B of shared memory (don't fit):
+# split 64x64 8w 3st (264192), 128x64 8w 2st (329728), 64x128 8w 2st (262704).
+HD256_SPLIT = [(64, 64, 8, 2, True, 1), (64, 64, 8, 2, True, 2), (32, 64, 8, 2, True, 2), (32, 64, 8, 3, True, 2),
+               (32, 128, 8, 2, True, 2), (16, 64, 8, 3, True, 2), (64, 64, 4, 2, True, 2)]
+
+
+def hd256_split_jobs():
+    if os.environ.get("COMPILE_CANDS"):
+        cands = [tuple(int(x) for x in c.split(",")) for c in os.environ["COMPILE_CANDS"].split(";")]
+    else:
+        cands = HD256_SPLIT
+    return [(BM, BN, w, s, bool(tma), sp, causal) for BM, BN, w, s, tma, sp in cands for causal in (False, True)]
+
+
+def loop_spills(fn, cons, warps, stages):
+    """Compile as a real launch specializes (16-divisible pointers, strides and D: without that, ptxas
+    spills several times more) and count LDL/STL inside each innermost SASS loop (the query-tile loops
+    of the dK/dV kernel: masked, unmasked, masked) besides the totals: spills outside the loops (around
+    the GQA group loop, the epilogue) cost little."""
+    params = list(inspect.signature(fn.fn).parameters)
+    sig = {n: "constexpr" if n in cons else "*bf16" if n in PTR else "*fp32" if n in F32P else
+           "*i32" if n.startswith("cu_") else "fp32" if n in FLOATS else "i32" for n in params}
+    div = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(params)
+           if n not in cons and (sig[n].startswith("*") or n.startswith("stride_") or n == "D")}
+    src = ASTSource(fn, sig, constexprs={(params.index(k),): v for k, v in cons.items()}, attrs=div)
+    k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages))
+    r = resources(k)
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(k.asm["cubin"])
+        f.flush()
+        lines = subprocess.run([os.path.join(_BIN, "nvdisasm"), "-c", f.name], capture_output=True,
+                               text=True, timeout=300).stdout.splitlines()
+    labels = {m.group(1): i for i, l in enumerate(lines) for m in [re.match(r"^\s*(\.L_x_\d+):", l)] if m}
+    loops = sorted({(labels[m.group(1)], i) for i, l in enumerate(lines)
+                    for m in [re.search(r"BRA\s+`?\(?(\.L_x_\d+)", l)] if m and labels.get(m.group(1), i) < i})
+    inner = [a for a in loops if not any(b != a and a[0] <= b[0] and b[1] <= a[1] for b in loops)]
+    spill = lambda l: re.search(r"\b(?:LDL|STL)(?:\.\w+)*\s", l) is not None
+    hot = [(sum(spill(l) for l in lines[a:b + 1]), sum("HGMMA" in l for l in lines[a:b + 1]))
+           for a, b in inner if b - a > 50]
+    return dict(smem=r["smem"], regs=r["regs"], stack=r["stack"], ldl_stl=sum(spill(l) for l in lines),
+                loop_ldl_stl=[h[0] for h in hot], loop_hgmma=[h[1] for h in hot])
+
+
+def _split_job(job):
+    BM, BN, w, s, tma, split, causal = job
+    rec = dict(kind="dkdv", cfg=[BM, BN, w, s, tma], split=split, causal=causal)
+    cons = dict(FLAGS, HAS_HI=causal, BLOCK_M=BM, BLOCK_N=BN, BLOCK_D=256, USE_TMA=tma, COMPENSATED=False,
+                SEP_DLSE=False, LPT=False, SPLIT_D=split)
+    try:
+        rec.update(loop_spills(attention_bwd_dkdv_kernel, cons, w, s))
+        rec["ok"] = rec["smem"] <= SMEM_LIMIT and not any(rec["loop_ldl_stl"])
+    except Exception as ex:  # noqa: BLE001 - report and go on
+        rec.update(error=str(ex).strip().splitlines()[-1][:200] if str(ex).strip() else repr(ex)[:200], ok=False)
+    return rec
+
+
 # variants every chosen hd256 candidate must also compile under (the non-TMA twin covers padded head
 # dims 129..255, which take pointer loads under the same config)
 HD256_VARIANTS = [({}, "bf16"), (dict(HAS_HI=True), "bf16"), (dict(HAS_LO=True, HAS_HI=True), "bf16"), ({}, "fp16"),
@@ -132,19 +197,26 @@ def run_hd256(jobs, skipped, procs):
 def _hd256_cli():
     procs = int(os.environ.get("COMPILE_PROCS", os.cpu_count() or 1))
     if "--hd256-variants" in sys.argv:
-        # COMPILE_CANDS="kind:BM,BN,w,s,tma;..." (kind fwd or bwd; bwd compiles dkdv and dq)
+        # COMPILE_CANDS="kind:BM,BN,w,s,tma[,split];..." (kind fwd or bwd; bwd compiles dkdv and dq;
+        # kind dkdv: only the dK/dV kernel, with its head-dim split)
         jobs = []
         for item in os.environ["COMPILE_CANDS"].split(";"):
             kind, c = item.split(":")
-            BM, BN, w, s, tma = (int(x) for x in c.split(","))
+            BM, BN, w, s, tma, *sp = (int(x) for x in c.split(","))
+            split = sp[0] if sp else 1
             for var, dt in HD256_VARIANTS:
                 if var.get("EVEN_D") is False and tma:
                     tma_eff = False
                 else:
                     tma_eff = bool(tma)
-                for kk in (("fwd",) if kind == "fwd" else ("dkdv", "dq")):
-                    jobs.append((kk, BM, BN, w, s, tma_eff, var, dt))
+                for kk in {"fwd": ("fwd",), "dkdv": ("dkdv",)}.get(kind, ("dkdv", "dq")):
+                    jobs.append((kk, BM, BN, w, s, tma_eff, var, dt, split))
         run_hd256(jobs, [], procs)
+    elif "--hd256-split" in sys.argv:
+        import multiprocessing as mp
+        with mp.get_context("spawn").Pool(procs, maxtasksperchild=8) as pool:
+            for r in pool.imap_unordered(_split_job, hd256_split_jobs()):
+                print(json.dumps(r), flush=True)
     else:
         run_hd256(*hd256_jobs(), procs)
 
@@ -156,6 +228,8 @@ def loop_counts(fn, cons, warps, stages):
     cost (``--loop-counts``: dropout on / off), not absolute speed."""
     import collections
     params = list(inspect.signature(fn.fn).parameters)
+    if "SPLIT_D" in params and "SPLIT_D" not in cons:
+        cons = dict(cons, SPLIT_D=1)
     for n, prm in inspect.signature(fn.fn).parameters.items():  # constexpr flags added since: off
         if n not in cons and "constexpr" in str(prm.annotation):
             cons = dict(cons, **{n: False})
@@ -202,7 +276,7 @@ if __name__ == "__main__" and "--loop-counts" in sys.argv:
                 print(name, "dropout" if drop else "p=0", "FAILED", str(ex).splitlines()[-1][:200], flush=True)
     sys.exit(0)
 
-if __name__ == "__main__" and ("--hd256" in sys.argv or "--hd256-variants" in sys.argv):
+if __name__ == "__main__" and ("--hd256" in sys.argv or "--hd256-variants" in sys.argv or "--hd256-split" in sys.argv):
     _hd256_cli()
     sys.exit(0)
 

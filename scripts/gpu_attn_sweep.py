@@ -105,8 +105,26 @@ if __name__ == "__main__":
         # dK/dV dots have M = BLOCK_N = 32): 64x32 8w 1st (dkdv 252 regs, dq 234), 32x32 8w 2st (248 / 217);
         # 64x32 8w 2st (dkdv 24 B stack). wgmma ones spill: 64x64 8w 2st (FA2 tile; dkdv 1760 B stack,
         # dq 192 B), 32x64 8w 2st (dkdv 1352 B, dq 136 B).
-        bwd_cands = [C.KernelConfig(32, 64, 4, 1), C.KernelConfig(64, 32, 8, 1, True), C.KernelConfig(64, 32, 8, 2, True),
-                     C.KernelConfig(32, 32, 8, 2, True), C.KernelConfig(64, 64, 8, 2, True), C.KernelConfig(32, 64, 8, 2, True)]
+        # Measured in sweep hd256 (benchmarks/NOTES.md): 64x64 8w 2st best (187 / 180 TFLOP/s), the current default.
+        # Split head dim (dkdv_split_d=2: two programs per key block, each accumulating half of dK/dV's columns;
+        # 1.5x the dK/dV matmuls), offline with 16-divisible strides as launched, LDL/STL inside the three
+        # query-tile loops non-causal | causal (baseline 64x64 2st: 116/57/104 | 140/61/85, 648 B stack):
+        #   64x64 8w 2st split: 30/5/38 | 27/39/40, 368 B     32x64 8w 3st split: 0 | 0, 152 B (outside loops), 165 KB
+        #   32x128 8w 2st split: 0 | 0, 152 B, 197 KB          16x64 8w 3st split: no stack at all (both), 115 KB
+        #   (python scripts/compile_check.py --hd256-split)
+        # dQ stays the baseline's 64x64 8w 2st tile (dq=) so only the dK/dV kernel changes.
+        # SWEEP_HD256_OLD=1 re-runs the earlier non-split candidates too.
+        dq256 = C.KernelConfig(64, 64, 8, 2, True)
+        bwd_cands = [C.KernelConfig(64, 64, 8, 2, True),
+                     C.KernelConfig(64, 64, 8, 2, True, dkdv_split_d=2, dq=dq256),
+                     C.KernelConfig(32, 64, 8, 3, True, dkdv_split_d=2, dq=dq256),
+                     C.KernelConfig(32, 128, 8, 2, True, dkdv_split_d=2, dq=dq256),
+                     C.KernelConfig(16, 64, 8, 3, True, dkdv_split_d=2, dq=dq256)]
+        if os.environ.get("SWEEP_BWD_ONLY"):  # the forward candidates were measured in sweep hd256
+            fwd_cands = []
+        if os.environ.get("SWEEP_HD256_OLD"):
+            bwd_cands += [C.KernelConfig(32, 64, 4, 1), C.KernelConfig(64, 32, 8, 1, True), C.KernelConfig(64, 32, 8, 2, True),
+                          C.KernelConfig(32, 32, 8, 2, True), C.KernelConfig(32, 64, 8, 2, True)]
     elif "--bwd128" in sys.argv:  # session 3: dQ with its own tile, descriptors, program order (SWEEP_ORDERS)
         fwd_cands = [C.fwd_config(D, False, torch.bfloat16, torch.device(dev))]
         bwd_cands = [C.KernelConfig(64, 128, 8, 3), C.KernelConfig(64, 128, 8, 3, True), C.KernelConfig(64, 128, 8, 2, True),

@@ -5,7 +5,8 @@ saved lse.
   mapped to +inf (so their recomputed P is 0, never NaN).
 - ``attention_bwd_dkdv_kernel``: one program per (key block, key head): folds the query tiles of every
   query head of its GQA group that see the block, so dK/dV are summed over the group in registers
-  (no atomics: deterministic).
+  (no atomics: deterministic). ``SPLIT_D = 2``: two programs per block, each owning half of the head
+  dim's dK/dV columns (S and dP still over the full head dim): half the accumulators, for head dim 256.
 - ``attention_bwd_dq_kernel``: one program per (query block, head): folds the key tiles the mask lets
   it see (the forward's tile walk) into dQ. Deterministic too.
 """
@@ -85,56 +86,78 @@ def _kahan_add(total, comp, x):
 
 
 @triton.jit
-def _probs_t(k, qT, lse2, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr):
-    """Recompute P^T [BN, BM] (and the softcap's tanh, for its derivative) from K and Q^T."""
+def _probs_t(k, qT, k_o, qT_o, lse2, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP: tl.constexpr,
+             DOT_PREC: tl.constexpr, SPLIT_D: tl.constexpr):
+    """Recompute P^T [BN, BM] (and the softcap's tanh, for its derivative) from K and Q^T (SPLIT_D = 2:
+    the program's own head-dim half k, qT plus the other half k_o, qT_o)."""
     qkT = tl.dot(k, qT, input_precision=DOT_PREC)
+    if SPLIT_D > 1:
+        qkT = tl.dot(k_o, qT_o, qkT, input_precision=DOT_PREC)
     sT, t = score_transform(qkT, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP)
     pT = tl.math.exp2(sT - lse2[None, :])
     return pT, t
 
 
 @triton.jit
-def _dkdv_tiles(dk, dv, dkc, dvc, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_ptrs, delta_ptrs, stride_qm, stride_dom, stride_lm,
-                offs_n, offs_m0, offs_d, m_lo, m_hi, seqlen_q, seqlen_k, shift, win_left, win_right,
-                qk_scale, softcap_pre, softcap_post, D,
+def _load_q_do(q_ptrs, do_ptrs, q_desc, do_desc, start_m, col, offs_m, offs_d, seqlen_q, D,
+               MASKED: tl.constexpr, EVEN_D: tl.constexpr, USE_TMA: tl.constexpr):
+    """Q^T [BD', BM] and dO [BM, BD'] of one query tile at head-dim columns offs_d (= col + arange)."""
+    if USE_TMA:
+        # the descriptors zero-fill rows >= seqlen_q and columns >= D
+        qT = tl.trans(q_desc.load([start_m, col]))
+        do = do_desc.load([start_m, col])
+    elif MASKED:
+        row_ok = offs_m < seqlen_q
+        if EVEN_D:
+            qd_mask = row_ok[None, :]
+            do_mask = row_ok[:, None]
+        else:
+            qd_mask = row_ok[None, :] & (offs_d[:, None] < D)
+            do_mask = row_ok[:, None] & (offs_d[None, :] < D)
+        qT = tl.load(q_ptrs, mask=qd_mask, other=0.0)
+        do = tl.load(do_ptrs, mask=do_mask, other=0.0)
+    elif EVEN_D:
+        qT = tl.load(q_ptrs)
+        do = tl.load(do_ptrs)
+    else:
+        qT = tl.load(q_ptrs, mask=offs_d[:, None] < D, other=0.0)
+        do = tl.load(do_ptrs, mask=offs_d[None, :] < D, other=0.0)
+    return qT, do
+
+
+@triton.jit
+def _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_ptrs_o, q_desc, do_desc,
+                lse2_ptrs, delta_ptrs, stride_qm, stride_dom, stride_lm,
+                offs_n, offs_m0, offs_d, offs_do, c_own, c_oth, m_lo, m_hi, seqlen_q, seqlen_k, shift,
+                win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                 BLOCK_M: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr,
                 HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr,
                 seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, bh, n0,
                 BLOCK_N: tl.constexpr, HAS_DROPOUT: tl.constexpr, USE_TMA: tl.constexpr,
-                COMPENSATED: tl.constexpr, dlse_plane, SEP_DLSE: tl.constexpr):
+                COMPENSATED: tl.constexpr, dlse_plane, SEP_DLSE: tl.constexpr, SPLIT_D: tl.constexpr):
+    """Fold query tiles [m_lo, m_hi) into dK, dV (columns offs_d). SPLIT_D = 2: S and dP also take the
+    other head-dim half (k_o, v_o and the *_o pointers / column c_oth); dK, dV only the own half."""
     q_ptrs += m_lo.to(tl.int64) * stride_qm
     do_ptrs += m_lo.to(tl.int64) * stride_dom
+    q_ptrs_o += m_lo.to(tl.int64) * stride_qm
+    do_ptrs_o += m_lo.to(tl.int64) * stride_dom
     lse2_ptrs += m_lo.to(tl.int64) * stride_lm
     delta_ptrs += m_lo.to(tl.int64) * stride_lm
     for start_m in range(m_lo, m_hi, BLOCK_M):
         offs_m = start_m + offs_m0
+        qT, do = _load_q_do(q_ptrs, do_ptrs, q_desc, do_desc, start_m, c_own, offs_m, offs_d, seqlen_q, D,
+                            MASKED, EVEN_D, USE_TMA)
+        if SPLIT_D > 1:
+            qT_o, do_o = _load_q_do(q_ptrs_o, do_ptrs_o, q_desc, do_desc, start_m, c_oth, offs_m, offs_do,
+                                    seqlen_q, D, MASKED, EVEN_D, USE_TMA)
+        else:
+            qT_o = qT
+            do_o = do
         if MASKED:
             row_ok = offs_m < seqlen_q
-            if USE_TMA:
-                # the descriptors zero-fill rows >= seqlen_q and columns >= D
-                qT = tl.trans(q_desc.load([start_m, 0]))
-                do = do_desc.load([start_m, 0])
-            else:
-                if EVEN_D:
-                    qd_mask = row_ok[None, :]
-                    do_mask = row_ok[:, None]
-                else:
-                    qd_mask = row_ok[None, :] & (offs_d[:, None] < D)
-                    do_mask = row_ok[:, None] & (offs_d[None, :] < D)
-                qT = tl.load(q_ptrs, mask=qd_mask, other=0.0)
-                do = tl.load(do_ptrs, mask=do_mask, other=0.0)
             lse2 = tl.load(lse2_ptrs, mask=row_ok, other=float("inf"))
             delta = tl.load(delta_ptrs, mask=row_ok, other=0.0)
         else:
-            if USE_TMA:
-                qT = tl.trans(q_desc.load([start_m, 0]))
-                do = do_desc.load([start_m, 0])
-            elif EVEN_D:
-                qT = tl.load(q_ptrs)
-                do = tl.load(do_ptrs)
-            else:
-                qT = tl.load(q_ptrs, mask=offs_d[:, None] < D, other=0.0)
-                do = tl.load(do_ptrs, mask=offs_d[None, :] < D, other=0.0)
             lse2 = tl.load(lse2_ptrs)
             delta = tl.load(delta_ptrs)
         if SEP_DLSE:
@@ -142,11 +165,14 @@ def _dkdv_tiles(dk, dv, dkc, dvc, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_p
                 dl = tl.load(delta_ptrs + dlse_plane, mask=offs_m < seqlen_q, other=0.0)
             else:
                 dl = tl.load(delta_ptrs + dlse_plane)
-        pT, t = _probs_t(k, qT, lse2, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP, DOT_PREC)
+        pT, t = _probs_t(k, qT, k_o, qT_o, lse2, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP, DOT_PREC,
+                         SPLIT_D)
         if MASKED:
             okT = tl.trans(visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI))
             pT = tl.where(okT, pT, 0.0)
         dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
+        if SPLIT_D > 1:
+            dpT = tl.dot(v_o, tl.trans(do_o), dpT, input_precision=DOT_PREC)
         if HAS_DROPOUT:
             # the regenerated mask rides in the sign bit of one tile: its positive part feeds dV,
             # its magnitude dS = P * (dP_kept - delta)
@@ -171,6 +197,8 @@ def _dkdv_tiles(dk, dv, dkc, dvc, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_p
             dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision=DOT_PREC)
         q_ptrs += BLOCK_M * stride_qm
         do_ptrs += BLOCK_M * stride_dom
+        q_ptrs_o += BLOCK_M * stride_qm
+        do_ptrs_o += BLOCK_M * stride_dom
         lse2_ptrs += BLOCK_M * stride_lm
         delta_ptrs += BLOCK_M * stride_lm
     return dk, dv, dkc, dvc
@@ -195,16 +223,22 @@ def attention_bwd_dkdv_kernel(
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     USE_TMA: tl.constexpr, COMPENSATED: tl.constexpr, SEP_DLSE: tl.constexpr, LPT: tl.constexpr,
+    SPLIT_D: tl.constexpr,
 ):
     # the first key blocks see the most queries under a causal mask; LPT: every head's first block, then
     # every head's second, ... (a shorter tail), else head by head
+    # SPLIT_D = 2: axis 0 is (key block, head-dim half), the two halves of a block adjacent (they read
+    # the same K, V, Q, dO tiles, from L2); each computes S and dP over the full head dim but accumulates
+    # and stores only its half of dK and dV (half the accumulator registers, 1.5x the matmuls)
     if LPT:
         lin = tl.program_id(0) + tl.program_id(1) * tl.num_programs(0)
-        pid_n = lin // tl.num_programs(1)
+        pid_x = lin // tl.num_programs(1)
         pid_bh = lin % tl.num_programs(1)
     else:
-        pid_n = tl.program_id(0)
+        pid_x = tl.program_id(0)
         pid_bh = tl.program_id(1)
+    pid_n = pid_x // SPLIT_D
+    half = pid_x % SPLIT_D
     b = pid_bh // HK
     hk = pid_bh % HK
     q_start, seqlen_q, k_start, seqlen_k = sequence_bounds(cu_seqlens_q, cu_seqlens_k, b, seqlen_q_fixed,
@@ -215,19 +249,31 @@ def attention_bwd_dkdv_kernel(
     shift = seqlen_k - seqlen_q + shift_extra
     offs_n = n0 + tl.arange(0, BLOCK_N)
     offs_m0 = tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
+    c_own = half * (BLOCK_D // SPLIT_D)
+    c_oth = (1 - half) * (BLOCK_D // SPLIT_D)
+    offs_d = c_own + tl.arange(0, BLOCK_D // SPLIT_D)
+    offs_do = c_oth + tl.arange(0, BLOCK_D // SPLIT_D)
+    k_rows = K + b.to(tl.int64) * stride_kb + (k_start + offs_n[:, None]).to(tl.int64) * stride_kn + hk * stride_kh
+    v_rows = V + b.to(tl.int64) * stride_vb + (k_start + offs_n[:, None]).to(tl.int64) * stride_vn + hk * stride_vh
     kv_mask = offs_n[:, None] < seqlen_k
     if not EVEN_D:
         kv_mask = kv_mask & (offs_d[None, :] < D)
-    k = tl.load(K + b.to(tl.int64) * stride_kb + (k_start + offs_n[:, None]).to(tl.int64) * stride_kn
-                + hk * stride_kh + offs_d[None, :], mask=kv_mask, other=0.0)
-    v = tl.load(V + b.to(tl.int64) * stride_vb + (k_start + offs_n[:, None]).to(tl.int64) * stride_vn
-                + hk * stride_vh + offs_d[None, :], mask=kv_mask, other=0.0)
-    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    k = tl.load(k_rows + offs_d[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(v_rows + offs_d[None, :], mask=kv_mask, other=0.0)
+    if SPLIT_D > 1:
+        kv_mask_o = offs_n[:, None] < seqlen_k
+        if not EVEN_D:
+            kv_mask_o = kv_mask_o & (offs_do[None, :] < D)
+        k_o = tl.load(k_rows + offs_do[None, :], mask=kv_mask_o, other=0.0)
+        v_o = tl.load(v_rows + offs_do[None, :], mask=kv_mask_o, other=0.0)
+    else:
+        k_o = k
+        v_o = v
+    dk = tl.zeros([BLOCK_N, BLOCK_D // SPLIT_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D // SPLIT_D], dtype=tl.float32)
     if COMPENSATED:
-        dkc = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-        dvc = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+        dkc = tl.zeros([BLOCK_N, BLOCK_D // SPLIT_D], dtype=tl.float32)
+        dvc = tl.zeros([BLOCK_N, BLOCK_D // SPLIT_D], dtype=tl.float32)
     else:
         dkc = 0.0
         dvc = 0.0
@@ -239,6 +285,8 @@ def attention_bwd_dkdv_kernel(
             + offs_m0[None, :] * stride_qm + offs_d[:, None]
         do_ptrs = DO + b.to(tl.int64) * stride_dob + q_start.to(tl.int64) * stride_dom + h.to(tl.int64) * stride_doh \
             + offs_m0[:, None] * stride_dom + offs_d[None, :]
+        q_ptrs_o = q_ptrs + (c_oth - c_own)
+        do_ptrs_o = do_ptrs + (c_oth - c_own)
         l_off = b.to(tl.int64) * stride_lb + h.to(tl.int64) * stride_lh + q_start.to(tl.int64) * stride_lm \
             + offs_m0 * stride_lm
         lse2_ptrs = LSE2 + l_off
@@ -246,31 +294,34 @@ def attention_bwd_dkdv_kernel(
         if USE_TMA:
             q_desc = rows_descriptor(
                 Q + b.to(tl.int64) * stride_qb + q_start.to(tl.int64) * stride_qm + h.to(tl.int64) * stride_qh,
-                seqlen_q, D, stride_qm, BLOCK_M, BLOCK_D)
+                seqlen_q, D, stride_qm, BLOCK_M, BLOCK_D // SPLIT_D)
             do_desc = rows_descriptor(
                 DO + b.to(tl.int64) * stride_dob + q_start.to(tl.int64) * stride_dom + h.to(tl.int64) * stride_doh,
-                seqlen_q, D, stride_dom, BLOCK_M, BLOCK_D)
+                seqlen_q, D, stride_dom, BLOCK_M, BLOCK_D // SPLIT_D)
         else:
             q_desc = Q
             do_desc = DO
-        dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
-                             stride_lm, offs_n, offs_m0, offs_d, m_start, f_lo, seqlen_q, seqlen_k, shift,
+        dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_ptrs_o, q_desc, do_desc,
+                             lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
+                             stride_lm, offs_n, offs_m0, offs_d, offs_do, c_own, c_oth, m_start, f_lo, seqlen_q, seqlen_k, shift,
                              win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                              BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
                              seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
-                             BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE)
-        dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
-                             stride_lm, offs_n, offs_m0, offs_d, f_lo, f_hi, seqlen_q, seqlen_k, shift,
+                             BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE, SPLIT_D)
+        dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_ptrs_o, q_desc, do_desc,
+                             lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
+                             stride_lm, offs_n, offs_m0, offs_d, offs_do, c_own, c_oth, f_lo, f_hi, seqlen_q, seqlen_k, shift,
                              win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                              BLOCK_M, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
                              seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
-                             BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE)
-        dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, q_ptrs, do_ptrs, q_desc, do_desc, lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
-                             stride_lm, offs_n, offs_m0, offs_d, f_hi, m_end, seqlen_q, seqlen_k, shift,
+                             BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE, SPLIT_D)
+        dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_ptrs_o, q_desc, do_desc,
+                             lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
+                             stride_lm, offs_n, offs_m0, offs_d, offs_do, c_own, c_oth, f_hi, m_end, seqlen_q, seqlen_k, shift,
                              win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                              BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
                              seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
-                             BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE)
+                             BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE, SPLIT_D)
     dk = dk * sm_scale
     dk_ptrs = DK + b.to(tl.int64) * stride_dkb + (k_start + offs_n[:, None]).to(tl.int64) * stride_dkn \
         + hk * stride_dkh + offs_d[None, :]
@@ -492,12 +543,16 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
     common["HAS_DROPOUT"] = dropout_p > 0
     if cfg.use_tma or qcfg.use_tma:
         ensure_allocator()
-    # dK, dV: key blocks of BLOCK_N (the long side), query tiles of BLOCK_M
-    attention_bwd_dkdv_kernel[(triton.cdiv(N, cfg.BLOCK_N), B * HK)](
+    # dK, dV: key blocks of BLOCK_N (the long side), query tiles of BLOCK_M; split over halves of the
+    # head dim when the config asks (not for fp32: its exact delta needs dP as one dot, see the
+    # preprocess kernel; and not below 16 columns per half, the smallest dot)
+    split = cfg.dkdv_split_d if not exact and BD // max(cfg.dkdv_split_d, 1) >= 16 else 1
+    assert split in (1, 2), split
+    attention_bwd_dkdv_kernel[(triton.cdiv(N, cfg.BLOCK_N) * split, B * HK)](
         q, k, v, dout, lse2, delta, dk, dv,
         *_strides(q), *_strides(k), *_strides(v), *_strides(dout), slb, slh, slm,
         *_strides(dk), *_strides(dv), *scal, HK, H // HK, D, dlse_plane,
-        BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, USE_TMA=cfg.use_tma,
+        BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, USE_TMA=cfg.use_tma, SPLIT_D=split,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **common)
     # dQ: query blocks of qcfg.BLOCK_M rows, key tiles of qcfg.BLOCK_N
     attention_bwd_dq_kernel[(triton.cdiv(M, qcfg.BLOCK_M), B * H)](

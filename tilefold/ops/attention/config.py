@@ -24,6 +24,10 @@ class KernelConfig:
     # backward only: the dQ kernel's own config (BLOCK_M query rows, BLOCK_N keys); None = this one with
     # the roles swapped (BLOCK_N query rows against BLOCK_M-key tiles)
     dq: "KernelConfig | None" = None
+    # backward only: programs per key block of the dK/dV kernel, each accumulating and storing 1/split of
+    # the head dim's dK/dV columns (S and dP still over the full head dim: 1.5x its matmuls at 2) -- half
+    # the fp32 accumulator registers. 1 or 2; fp32 inputs and halves under 16 columns run 1.
+    dkdv_split_d: int = 1
 
     def for_pointers(self) -> "KernelConfig":
         return self.pointer if self.pointer is not None else self
@@ -96,6 +100,8 @@ def bwd_config(D: int, masked: bool, dtype: torch.dtype, device: torch.device) -
     # Head dim 256, sweep hd256 (H200, bf16, 8k): descriptors at 64x64, 8 warps, 2 stages: 187 TFLOP/s
     # non-causal, 180 causal (FA2 258 / 248; old pointer 32x64x4w 72 / 66 in the same run). It still
     # spills (offline: 1760 B stack in dK/dV) -- the dK+dV accumulators are 128 registers per thread.
+    # dkdv_split_d=2 halves them (offline: no spills inside the loops at 32x64 8w 3st / 32x128 8w 2st);
+    # candidates in scripts/gpu_attn_sweep.py --hd256, not measured yet.
     return KernelConfig(64, 64, 8, 2, use_tma=True, pointer=KernelConfig(32, 64, 4, 1))
 
 
