@@ -671,12 +671,18 @@ def chunk_gla_bwd(q, k, v, g, do, scale, h0, ht, dht, h, gc, info):
             k, v, g, gc, h, h0 if h0 is not None else gc, gc, cu, chunk_offsets, H, K, V, BT, BK, BV,
             h0 is not None, True, False, G_FLOOR, prec, num_warps=nw, num_stages=_stages(q.element_size(), BK, BV, BT))
     dh = empty(*h.shape, dtype=h.dtype, device=h.device)
-    BV, nw = _bv(V, CFG["bwd_dh"][0]), CFG["bwd_dh"][1]
+    if variant != "v4":
+        from .chunk_bwd import DH_CFG
+
+        BV, nw, ns = _bv(V, DH_CFG[0]), DH_CFG[1], DH_CFG[2]
+    else:
+        BV, nw = _bv(V, CFG["bwd_dh"][0]), CFG["bwd_dh"][1]
+        ns = _stages(q.element_size(), BK, BV, BT)
     NV = triton.cdiv(V, BV)
     chunk_gla_bwd_dh_kernel[(NV, N * H)](
         q, gc, do, dh, dht if dht is not None else gc, dh0 if dh0 is not None else gc, cu, chunk_offsets,
         scale, H, K, V, BT, BK, BV, dht is not None, dh0 is not None, prec, variant != "v4", num_warps=nw,
-        num_stages=_stages(q.element_size(), BK, BV, BT))
+        num_stages=ns)
     if variant != "v4":
         from .chunk_bwd import chunk_gla_bwd_v5
 

@@ -44,6 +44,10 @@ V5_WARPS = int(os.environ.get("TILEFOLD_GLA_V5_WARPS", 8))
 V5_STAGES = int(os.environ.get("TILEFOLD_GLA_V5_STAGES", 2))
 V5_BS = 64
 V5_BI = 64
+# bwd_dh under v5 (BV cap, warps, stages): value blocks of 64 give 2 * N*H sequential chains (256 at the
+# bench shape, two per SM: 82 KB smem, 230 registers at 4 warps, 2 stages, sm_90) instead of v4's
+# 128 chains of BV 128 (213 KB, one per SM, 4 SMs idle); the chains are the latency-bound part.
+DH_CFG = (64, 4, 2)
 
 
 def bwd_variant(dtype, K, V, device_type="cuda"):
