@@ -56,17 +56,20 @@ def jobs():
     out["v4-dqkv"] = lambda: compile_kernel(C.chunk_gla_bwd_dqkv_kernel, dict(base, BC=16, BV=64, PREC="tf32"),
                                             {"dq": "*fp32", "dk": "*fp32"}, 4, 1)
     out["v4-dh"] = lambda: compile_kernel(C.chunk_gla_bwd_dh_kernel, dict(base, BV=128, HAS_DHT=False,
-                                          STORE_DH0=False, PREC="tf32"), {"dq": "*fp32"}, 8, 3)
+                                          STORE_DH0=False, PREC="tf32", LOWP=False), {"dq": "*fp32"}, 8, 3)
     out["v4-dg"] = lambda: compile_kernel(C.chunk_gla_bwd_dg_kernel, dict(K=K, V=V, BT=BT, BK=64, BV=64,
-                                          HAS_DHT=False, G_MIN=G_FLOOR), {"dq": "*fp32", "dk": "*fp32"}, 4, 1)
+                                          HAS_DHT=False, G_MIN=G_FLOOR, gc=None, dq_out=None,
+                                          dk_out=None, BKF=16, SKIP_FAST=False), {"dq": "*fp32", "dk": "*fp32"}, 4, 1)
     from tilefold.ops.gla import chunk_bwd as B5
-    for w, st in ((4, 1), (4, 2), (8, 1), (8, 2), (4, 3)):
+    for bs, w, st in ((64, 8, 2), (32, 4, 2), (64, 4, 2), (64, 8, 1)):
         for hd in ("fp32", "bf16"):
-            out[f"v5-main-w{w}-s{st}-h{hd}"] = (lambda w=w, st=st, hd=hd: compile_kernel(
-                B5.chunk_gla_bwd_v5_kernel, dict(K=K, V=V, BT=BT, BK=BK, BS=64, BI=64, G_MIN=G_FLOOR, PREC="tf32"),
+            out[f"v5-main-bs{bs}-w{w}-s{st}-h{hd}"] = (lambda bs=bs, w=w, st=st, hd=hd: compile_kernel(
+                B5.chunk_gla_bwd_v5_kernel, dict(K=K, V=V, BT=BT, BK=BK, BS=bs, BI=64, G_MIN=G_FLOOR, PREC="tf32"),
                 {"dq": "*bf16", "dk": "*bf16", "h": "*" + hd, "dh": "*" + hd}, w, st))
-    out["v5-dh"] = lambda: compile_kernel(C.chunk_gla_bwd_dh_kernel, dict(base, BV=128, HAS_DHT=False,
-                                          STORE_DH0=False, PREC="tf32", LOWP=True), {"dq": "*fp32"}, 8, 3)
+    for hd in ("fp32", "bf16"):
+        out[f"v5-dh-h{hd}"] = (lambda hd=hd: compile_kernel(C.chunk_gla_bwd_dh_kernel, dict(
+            base, BV=B5.DH_CFG[0], HAS_DHT=False, STORE_DH0=False, PREC="tf32", LOWP=True), {"dh": "*" + hd},
+            B5.DH_CFG[1], B5.DH_CFG[2]))
     out["v5-dqkv-skipfast"] = lambda: compile_kernel(C.chunk_gla_bwd_dqkv_kernel, dict(base, BC=16, BV=64, PREC="tf32",
                                                      SKIP_FAST=True), {"dq": "*fp32", "dk": "*fp32"}, 4, 1)
     out["v5-dg-skipfast"] = lambda: compile_kernel(C.chunk_gla_bwd_dg_kernel, dict(

@@ -11,8 +11,10 @@ B2 T1000 H16 (GLA_PROFILE_REF=0 skips), every gradient against the fp64 recurren
 RMS-relative <= 5e-3 in bf16). Prints tables; writes JSON lines to $OUT/gla_profile.jsonl (one per
 measurement, flushed as they come, so a run cut short keeps what it measured).
 
-Env: GLA_PROFILE_VARIANTS (default v5,v4,v5b), GLA_PROFILE_SHAPE (default 8,4096,16,128,128),
-GLA_PROFILE_ITERS (default 5), GLA_PROFILE_REF (default 1), TILEFOLD_GLA_V5_WARPS (v5 kernel warps).
+Env: GLA_PROFILE_VARIANTS (default v5,v5:bs32:w4,v5b,v4), GLA_PROFILE_SHAPE (default 8,4096,16,128,128),
+GLA_PROFILE_ITERS (default 5), GLA_PROFILE_REF (default 1). A variant entry is a TILEFOLD_GLA_BWD name
+with optional v5 kernel settings: ``v5:bs32:w4:s2`` sets TILEFOLD_GLA_V5_BS=32, _WARPS=4, _STAGES=2 for
+that entry only. The errors "vs v4" need a v4 entry (v4's bwd_dqkv compiles for 30-110 s: keep it last).
 """
 from __future__ import annotations
 
@@ -98,8 +100,22 @@ def bench(fn):
     return (time.perf_counter() - t0) * 1e3
 
 
+SPEC_KEYS = {"bs": "TILEFOLD_GLA_V5_BS", "w": "TILEFOLD_GLA_V5_WARPS", "s": "TILEFOLD_GLA_V5_STAGES"}
+
+
+def apply_spec(spec):
+    """'v5:bs32:w4' -> TILEFOLD_GLA_BWD=v5, TILEFOLD_GLA_V5_BS=32, TILEFOLD_GLA_V5_WARPS=4 (others unset)."""
+    name, *opts = spec.split(":")
+    os.environ["TILEFOLD_GLA_BWD"] = name
+    for key in SPEC_KEYS.values():
+        os.environ.pop(key, None)
+    for o in opts:
+        key = next(k for k in sorted(SPEC_KEYS, key=len, reverse=True) if o.startswith(k))
+        os.environ[SPEC_KEYS[key]] = o[len(key):]
+
+
 def main():
-    variants = [x.strip() for x in os.environ.get("GLA_PROFILE_VARIANTS", "v5,v4,v5b").split(",") if x.strip()]
+    variants = [x.strip() for x in os.environ.get("GLA_PROFILE_VARIANTS", "v5,v5:bs32:w4,v5b,v4").split(",") if x.strip()]
     default = "8,4096,16,128,128" if DEV == "cuda" else "1,128,2,64,64"
     B, T, H, K, V = (int(x) for x in os.environ.get("GLA_PROFILE_SHAPE", default).split(","))
     iters = int(os.environ.get("GLA_PROFILE_ITERS", 5))
@@ -115,7 +131,7 @@ def main():
     small = inputs(*((2, 1000, 16) if DEV == "cuda" else (1, 70, 2)), K, V, seed=1) if do_ref else None
     ref = None
     for var in variants:
-        os.environ["TILEFOLD_GLA_BWD"] = var
+        apply_spec(var)
         xs = [x.detach().clone().requires_grad_() for x in (q, k, v, g)]
 
         def fwd():

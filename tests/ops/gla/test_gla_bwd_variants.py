@@ -76,3 +76,18 @@ def test_gpu_variant_bf16(variant, shape, monkeypatch):
     do, dht = torch.randn_like(v), torch.randn_like(h0)
     out = run_with_grads(MODES["chunk"], q, k, v, g, h0, do, dht)
     check_all(out, reference(q, k, v, g, h0, do, dht), TOL[torch.bfloat16], f"{variant} {shape}")
+
+
+@pytest.mark.parametrize("bs,warps", [(16, 4), (32, 4)])
+def test_v5_column_blocks(bs, warps, monkeypatch):
+    """The v5 kernel's per-program column block (TILEFOLD_GLA_V5_BS): several dv and dq/dk/dg programs
+    per chunk, K not a multiple of the block."""
+    monkeypatch.setenv("TILEFOLD_GLA_BWD", "v5")
+    monkeypatch.setenv("TILEFOLD_GLA_V5_BS", str(bs))
+    monkeypatch.setenv("TILEFOLD_GLA_V5_WARPS", str(warps))
+    torch.manual_seed(23)
+    q, k, v, g, h0 = make_inputs(1, 90, 2, 60, 64)
+    do, dht = torch.randn_like(v), torch.randn_like(h0)
+    with use_backend("triton"):
+        out = run_with_grads(MODES["chunk"], q, k, v, g, h0, do, dht)
+    check_all(out, reference(q, k, v, g, h0, do, dht), TOL[torch.float32], f"BS {bs}")

@@ -40,9 +40,10 @@ from .chunk import _chunk_fast, _row, _tile
 VARIANTS = ("v4", "v5", "v5b")
 # the v5 kernel: warps, pipelining stages of its reduction loops, the output column block of one
 # program (BS) and the reduction block (BI); sm_90 resources in benchmarks/NOTES.md (## GLA)
-V5_WARPS = int(os.environ.get("TILEFOLD_GLA_V5_WARPS", 8))
-V5_STAGES = int(os.environ.get("TILEFOLD_GLA_V5_STAGES", 2))
-V5_BS = 64
+# (overridable per call by TILEFOLD_GLA_V5_{WARPS,STAGES,BS} for sweeps: scripts/gla_profile.py).
+# sm_90, bf16, K = V = 128, no spills in either: BS 64 at 8 warps (192 regs, 82 KB: one CTA per SM) or
+# BS 32 at 4 warps (189 regs, 62 KB: two CTAs per SM, A and dA recomputed by 4 programs per chunk each)
+V5_WARPS, V5_STAGES, V5_BS = 8, 2, 64
 V5_BI = 64
 # bwd_dh under v5 (BV cap, warps, stages): value blocks of 64 give 2 * N*H sequential chains (256 at the
 # bench shape, two per SM: 82 KB smem, 230 registers at 4 warps, 2 stages, sm_90) instead of v4's
@@ -183,12 +184,14 @@ def chunk_gla_bwd_v5(q, k, v, g, do, scale, ht, dht, h, dh, gc, dq, dk, dv, info
     dg = empty(*g.shape, dtype=g.dtype, device=g.device)
     if NT == 0:
         return dg
-    BS = min(V5_BS, max(16, triton.next_power_of_2(min(K, V))))
+    env = os.environ.get
+    warps, stages = int(env("TILEFOLD_GLA_V5_WARPS", V5_WARPS)), int(env("TILEFOLD_GLA_V5_STAGES", V5_STAGES))
+    BS = min(int(env("TILEFOLD_GLA_V5_BS", V5_BS)), max(16, triton.next_power_of_2(min(K, V))))
     BI = min(V5_BI, max(16, triton.next_power_of_2(max(K, V))))
     NS = triton.cdiv(K, BS) + triton.cdiv(V, BS)
     chunk_gla_bwd_v5_kernel[(NS, NT, H)](
         q, k, v, g, gc, do, h, dh, dq, dk, dv, dg, cu, chunk_indices, scale, H, K, V, BT, BK, BS, BI, G_FLOOR,
-        prec, num_warps=V5_WARPS, num_stages=V5_STAGES)
+        prec, num_warps=warps, num_stages=stages)
     # chunks that are not whole-chunk fast: v4's sub-chunk kernel (fp32 dq, dk) and v4's dg kernel,
     # which also casts their dq, dk into the outputs; both return at once for the other chunks
     wide = q.dtype != torch.float32
