@@ -1,12 +1,13 @@
-"""chunk_gla backward, variant v5 (``TILEFOLD_GLA_BWD=v5``, the default): one kernel per chunk computes
-dq, dk, dv and dg of a whole-chunk ("fast", decay range <= 20) chunk, with 16-bit dot operands.
+"""chunk_gla backward, variant v5 (``TILEFOLD_GLA_BWD=v5``, the default): one kernel computes dq, dk,
+dv and dg of every whole-chunk ("fast", decay range <= 20) chunk, with 16-bit dot operands.
 
 Why (v4, compiled offline for sm_90, bf16 K = V = 128): bwd_dqkv held four [64, 128] fp32 accumulators
-at 4 warps: 255 registers, a 3240-byte stack and 6192 spill instructions, 213 KB of shared memory (one
+at 4 warps: 255 registers, a 3208-byte stack and 6158 spill instructions, 213 KB of shared memory (one
 CTA per SM), tf32 dots with fp32 operands (half the bf16 rate); then bwd_dg read q, k, dq, dk (fp32),
 h and dh again and dq, dk were cast to bf16 by two more passes.
 
-v5, per chunk (BT = 64, K, V <= 128 in one block each, 8 warps):
+v5, per chunk (BT = 64, K, V <= 128; computed by cdiv(V, BS) dv programs and cdiv(K, BS) dq/dk/dg
+programs, each over 64-column reduction blocks, so no tile exceeds [64, 64] fp32 + [64, 128] bf16):
 
     A  = mask(qn kn^T)                          qn = scale q e^(gc-g0), kn = k e^(g0-gc), kd = k e^(gl-gc)
     dA = mask(do v^T)
@@ -39,7 +40,7 @@ from .chunk import _chunk_fast, _row, _tile
 
 VARIANTS = ("v4", "v5", "v5b")
 # the v5 kernel: warps, pipelining stages of its reduction loops, the output column block of one
-# program (BS) and the reduction block (BI); sm_90 resources in benchmarks/NOTES.md (## GLA)
+# program (BS) and the reduction block (BI); sm_90 resources from scripts/gla_compile_check.py
 # (overridable per call by TILEFOLD_GLA_V5_{WARPS,STAGES,BS} for sweeps: scripts/gla_profile.py).
 # sm_90, bf16, K = V = 128, no spills in either: BS 64 at 8 warps (192 regs, 82 KB: one CTA per SM) or
 # BS 32 at 4 warps (189 regs, 62 KB: two CTAs per SM, A and dA recomputed by 4 programs per chunk each)
@@ -68,7 +69,8 @@ def bwd_variant(dtype, K, V, device_type="cuda"):
 
 def state_dtype(dtype, K, V, device_type="cuda"):
     """Materialized states h, dh: fp32, except variant v5b with bf16 inputs (bf16 states: half the
-    bytes in fwd_h, bwd_dh and the per-chunk backward; the dots round them to bf16 anyway)."""
+    bytes in fwd_h, bwd_dh and the per-chunk backward; v5's dots and fwd_o round them to bf16 anyway,
+    but v4's sub-chunk fallback (strong or floored gates) then reads rounded states: unmeasured)."""
     if dtype == torch.bfloat16 and bwd_variant(dtype, K, V, device_type) == "v5b":
         return torch.bfloat16
     return torch.float32
