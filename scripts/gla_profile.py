@@ -12,7 +12,8 @@ RMS-relative <= 5e-3 in bf16). Prints tables; writes JSON lines to $OUT/gla_prof
 measurement, flushed as they come, so a run cut short keeps what it measured).
 
 Env: GLA_PROFILE_VARIANTS (default v5,v5:bs32:w4,v5b,v4), GLA_PROFILE_SHAPE (default 8,4096,16,128,128),
-GLA_PROFILE_ITERS (default 5), GLA_PROFILE_REF (default 1). A variant entry is a TILEFOLD_GLA_BWD name
+GLA_PROFILE_ITERS (default 5), GLA_PROFILE_REF (default 1), GLA_PROFILE_FLA=1 (also time fla's chunk_gla
+in this process, if it imports: the same-run anchor; its backward autotunes for minutes). A variant entry is a TILEFOLD_GLA_BWD name
 with optional v5 kernel settings: ``v5:bs32:w4:s2`` sets TILEFOLD_GLA_V5_BS=32, _WARPS=4, _STAGES=2 for
 that entry only. The errors "vs v4" need a v4 entry (v4's bwd_dqkv compiles for 30-110 s: keep it last).
 """
@@ -175,6 +176,22 @@ def main():
                   ("   OK (<= 5e-3)" if max(errs.values()) <= 5e-3 else "   ABOVE 5e-3"), flush=True)
             del sx, so, mine
             emit(dict(shape, variant=var, what="vs_fp64", shape_ref=list(sq.shape) + [V], **errs))
+    if os.environ.get("GLA_PROFILE_FLA") == "1":
+        try:
+            from fla.ops.gla import chunk_gla as fla_chunk
+
+            xs = [x.detach().clone().requires_grad_() for x in (q, k, v, g)]
+            t0 = time.time()
+            fla_chunk(*xs)[0].backward(do)
+            sync()
+            first = time.time() - t0
+            ms_f = bench(lambda: fla_chunk(*xs)[0])
+            ms_fb = bench(lambda: fla_chunk(*xs)[0].backward(do))
+            print(f"\n== fla chunk_gla: fwd {ms_f:.3f} ms   fwd+bwd {ms_fb:.3f} ms   (first call {first:.1f} s)",
+                  flush=True)
+            emit(dict(shape, variant="fla", what="whole", fwd_ms=ms_f, fwdbwd_ms=ms_fb, first_call_s=first))
+        except Exception as e:  # noqa: BLE001 - an optional anchor
+            print(f"\n== fla not measured: {type(e).__name__}: {e}", flush=True)
     if "v4" in saved:
         print("\n== vs v4 at the bench shape (max abs, RMS-relative)")
         for var, gr in saved.items():
