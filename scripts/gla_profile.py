@@ -11,11 +11,12 @@ B2 T1000 H16 (GLA_PROFILE_REF=0 skips), every gradient against the fp64 recurren
 RMS-relative <= 5e-3 in bf16). Prints tables; writes JSON lines to $OUT/gla_profile.jsonl (one per
 measurement, flushed as they come, so a run cut short keeps what it measured).
 
-Env: GLA_PROFILE_VARIANTS (default v5,v5:bs32:w4,v5b,v4), GLA_PROFILE_SHAPE (default 8,4096,16,128,128),
+Env: GLA_PROFILE_VARIANTS (default v5,v5:bs32:w4:fh64/4/2,v5b,v4), GLA_PROFILE_SHAPE (default 8,4096,16,128,128),
 GLA_PROFILE_ITERS (default 5), GLA_PROFILE_REF (default 1), GLA_PROFILE_FLA=1 (also time fla's chunk_gla
 in this process, if it imports: the same-run anchor; its backward autotunes for minutes). A variant entry is a TILEFOLD_GLA_BWD name
-with optional v5 kernel settings: ``v5:bs32:w4:s2`` sets TILEFOLD_GLA_V5_BS=32, _WARPS=4, _STAGES=2 for
-that entry only. The errors "vs v4" need a v4 entry (v4's bwd_dqkv compiles for 30-110 s: keep it last).
+with optional kernel settings: ``v5:bs32:w4:s2`` sets TILEFOLD_GLA_V5_BS=32, _WARPS=4, _STAGES=2 for
+that entry only; ``fh64/4/2`` sets fwd_h's (BV, warps, stages) (TILEFOLD_GLA_FWDH), ``dh128/8/3``
+bwd_dh's under v5 (TILEFOLD_GLA_DH). The errors "vs v4" need a v4 entry (v4's bwd_dqkv compiles for 30-110 s: keep it last).
 """
 from __future__ import annotations
 
@@ -101,11 +102,13 @@ def bench(fn):
     return (time.perf_counter() - t0) * 1e3
 
 
-SPEC_KEYS = {"bs": "TILEFOLD_GLA_V5_BS", "w": "TILEFOLD_GLA_V5_WARPS", "s": "TILEFOLD_GLA_V5_STAGES"}
+SPEC_KEYS = {"bs": "TILEFOLD_GLA_V5_BS", "w": "TILEFOLD_GLA_V5_WARPS", "s": "TILEFOLD_GLA_V5_STAGES",
+             "fh": "TILEFOLD_GLA_FWDH", "dh": "TILEFOLD_GLA_DH"}
 
 
 def apply_spec(spec):
-    """'v5:bs32:w4' -> TILEFOLD_GLA_BWD=v5, TILEFOLD_GLA_V5_BS=32, TILEFOLD_GLA_V5_WARPS=4 (others unset)."""
+    """'v5:bs32:w4' -> TILEFOLD_GLA_BWD=v5, TILEFOLD_GLA_V5_BS=32, TILEFOLD_GLA_V5_WARPS=4 (others unset);
+    'v5:fh64/4/2' -> TILEFOLD_GLA_FWDH=64/4/2."""
     name, *opts = spec.split(":")
     os.environ["TILEFOLD_GLA_BWD"] = name
     for key in SPEC_KEYS.values():
@@ -116,7 +119,7 @@ def apply_spec(spec):
 
 
 def main():
-    variants = [x.strip() for x in os.environ.get("GLA_PROFILE_VARIANTS", "v5,v5:bs32:w4,v5b,v4").split(",") if x.strip()]
+    variants = [x.strip() for x in os.environ.get("GLA_PROFILE_VARIANTS", "v5,v5:bs32:w4:fh64/4/2,v5b,v4").split(",") if x.strip()]
     default = "8,4096,16,128,128" if DEV == "cuda" else "1,128,2,64,64"
     B, T, H, K, V = (int(x) for x in os.environ.get("GLA_PROFILE_SHAPE", default).split(","))
     iters = int(os.environ.get("GLA_PROFILE_ITERS", 5))

@@ -91,3 +91,17 @@ def test_v5_column_blocks(bs, warps, monkeypatch):
     with use_backend("triton"):
         out = run_with_grads(MODES["chunk"], q, k, v, g, h0, do, dht)
     check_all(out, reference(q, k, v, g, h0, do, dht), TOL[torch.float32], f"BS {bs}")
+
+
+def test_serial_kernel_overrides(monkeypatch):
+    """TILEFOLD_GLA_FWDH / TILEFOLD_GLA_DH (device sweeps) change only launch shapes: same results."""
+    torch.manual_seed(24)
+    q, k, v, g, h0 = make_inputs(1, 100, 2, 64, 128)
+    do, dht = torch.randn_like(v), torch.randn_like(h0)
+    with use_backend("triton"):
+        base = run_with_grads(MODES["chunk"], q, k, v, g, h0, do, dht)
+        monkeypatch.setenv("TILEFOLD_GLA_FWDH", "32/4/2")
+        monkeypatch.setenv("TILEFOLD_GLA_DH", "128,8,3")
+        other = run_with_grads(MODES["chunk"], q, k, v, g, h0, do, dht)
+    for a, b in zip(base, other):
+        assert rms_rel(b, a) <= 1e-6

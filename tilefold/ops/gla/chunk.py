@@ -594,6 +594,24 @@ def _state_dtype(dtype, K, V, device):
     return state_dtype(dtype, K, V, device.type)
 
 
+def _serial_cfg(kernel, es, BK, V, BT):
+    """(BV, num_warps, num_stages) of the sequential kernels: CFG for fwd_h / bwd_dh (v4), chunk_bwd.DH_CFG
+    for bwd_dh_v5; TILEFOLD_GLA_FWDH / TILEFOLD_GLA_DH = "BV,warps,stages" override fwd_h / bwd_dh_v5
+    (sweeps on the device: scripts/gla_profile.py entries like v5:fh64/4/2)."""
+    import os
+
+    env = {"fwd_h": "TILEFOLD_GLA_FWDH", "bwd_dh_v5": "TILEFOLD_GLA_DH"}.get(kernel)
+    if env and os.environ.get(env):
+        bv, nw, ns = (int(x) for x in os.environ[env].replace("/", ",").split(","))
+        return _bv(V, bv), nw, ns
+    if kernel == "bwd_dh_v5":
+        from .chunk_bwd import DH_CFG
+
+        return _bv(V, DH_CFG[0]), DH_CFG[1], DH_CFG[2]
+    BV = _bv(V, CFG[kernel][0])
+    return BV, CFG[kernel][1], _stages(es, BK, BV, BT)
+
+
 def _bk(K):
     return max(16, triton.next_power_of_2(K))
 
@@ -627,12 +645,11 @@ def chunk_gla_fwd(q, k, v, g, scale, h0, output_final_state, info, fused):
         chunk_gla_fwd_gc_kernel[(NT, H, triton.cdiv(K, 64))](g, gc, cu, chunk_indices, H, K, BT, 64, G_FLOOR,
                                                              num_warps=4)
     h = empty(NT, H, K, V, dtype=_state_dtype(q.dtype, K, V, q.device), device=q.device)
-    BV, nw = _bv(V, CFG["fwd_h"][0]), CFG["fwd_h"][1]
+    BV, nw, ns = _serial_cfg("fwd_h", q.element_size(), BK, V, BT)
     NV = triton.cdiv(V, BV)
     chunk_gla_fwd_h_kernel[(NV, N * H)](
         k, v, g, gc, h, h0 if h0 is not None else dummy, ht if ht is not None else dummy, cu, chunk_offsets,
-        H, K, V, BT, BK, BV, h0 is not None, True, ht is not None, G_FLOOR, prec, num_warps=nw,
-        num_stages=_stages(q.element_size(), BK, BV, BT))
+        H, K, V, BT, BK, BV, h0 is not None, True, ht is not None, G_FLOOR, prec, num_warps=nw, num_stages=ns)
     if NT > 0:
         BV, nw = _bv(V, CFG["fwd_o"][0]), CFG["fwd_o"][1]
         NV = triton.cdiv(V, BV)
@@ -665,19 +682,13 @@ def chunk_gla_bwd(q, k, v, g, do, scale, h0, ht, dht, h, gc, info):
         return dq.to(q.dtype), dk.to(k.dtype), dv, torch.zeros_like(g), dh0
     if h is None:
         h = empty(NT, H, K, V, dtype=_state_dtype(q.dtype, K, V, q.device), device=q.device)
-        BV, nw = _bv(V, CFG["fwd_h"][0]), CFG["fwd_h"][1]
+        BV, nw, ns = _serial_cfg("fwd_h", q.element_size(), BK, V, BT)
         NV = triton.cdiv(V, BV)
         chunk_gla_fwd_h_kernel[(NV, N * H)](
             k, v, g, gc, h, h0 if h0 is not None else gc, gc, cu, chunk_offsets, H, K, V, BT, BK, BV,
-            h0 is not None, True, False, G_FLOOR, prec, num_warps=nw, num_stages=_stages(q.element_size(), BK, BV, BT))
+            h0 is not None, True, False, G_FLOOR, prec, num_warps=nw, num_stages=ns)
     dh = empty(*h.shape, dtype=h.dtype, device=h.device)
-    if variant != "v4":
-        from .chunk_bwd import DH_CFG
-
-        BV, nw, ns = _bv(V, DH_CFG[0]), DH_CFG[1], DH_CFG[2]
-    else:
-        BV, nw = _bv(V, CFG["bwd_dh"][0]), CFG["bwd_dh"][1]
-        ns = _stages(q.element_size(), BK, BV, BT)
+    BV, nw, ns = _serial_cfg("bwd_dh" if variant == "v4" else "bwd_dh_v5", q.element_size(), BK, V, BT)
     NV = triton.cdiv(V, BV)
     chunk_gla_bwd_dh_kernel[(NV, N * H)](
         q, gc, do, dh, dht if dht is not None else gc, dh0 if dh0 is not None else gc, cu, chunk_offsets,
