@@ -566,17 +566,22 @@ def chunk_gla_bwd_dg_kernel(q, k, dq, dk, g, dg, h, dh, ht, cu_seqlens, chunk_in
     b_x = tl.load(q + off, mask=m, other=0.0).to(tl.float32) * tl.load(dq + off, mask=m, other=0.0) - \
         tl.load(k + off, mask=m, other=0.0).to(tl.float32) * tl.load(dk + off, mask=m, other=0.0)
     b_dg = tl.sum(b_x, axis=0)[None, :] - tl.cumsum(b_x, axis=0) + b_x
-    if i_t == NT - 1:
-        p_h = ht + (i_n.to(tl.int64) * H + i_h) * K * V
-    else:
-        p_h = h + ((i_c.to(tl.int64) + 1) * H + i_h) * K * V
+    # the state leaving the chunk: the final state (fp32) for the last chunk, else the next chunk's start
+    # state (fp32, or bf16 under v5b) -- two pointers of possibly different element types, so the branch
+    # is taken per load (both give fp32 tiles), not on the pointer
+    last = i_t == NT - 1
+    p_ht = ht + (i_n.to(tl.int64) * H + i_h) * K * V
+    p_hn = h + ((i_c.to(tl.int64) + 1) * H + i_h) * K * V
     p_dh = dh + (i_c.to(tl.int64) * H + i_h) * K * V
     b_c = tl.zeros([BK], dtype=tl.float32)
     if (NT - 1 - i_t + HAS_DHT) > 0:
         for i_v in range(0, tl.cdiv(V, BV)):
             o_v = i_v * BV + tl.arange(0, BV)
             m_hv = m_k[:, None] & (o_v < V)[None, :]
-            b_h = tl.load(p_h + o_k[:, None] * V + o_v[None, :], mask=m_hv, other=0.0).to(tl.float32)
+            if last:
+                b_h = tl.load(p_ht + o_k[:, None] * V + o_v[None, :], mask=m_hv, other=0.0).to(tl.float32)
+            else:
+                b_h = tl.load(p_hn + o_k[:, None] * V + o_v[None, :], mask=m_hv, other=0.0).to(tl.float32)
             b_dh = tl.load(p_dh + o_k[:, None] * V + o_v[None, :], mask=m_hv, other=0.0).to(tl.float32)
             b_c += tl.sum(b_h * b_dh, axis=1)
     b_dg += b_c[None, :]
