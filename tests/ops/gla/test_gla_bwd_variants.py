@@ -1,6 +1,8 @@
 """chunk_gla's backward variants (TILEFOLD_GLA_BWD, tilefold/ops/gla/chunk_bwd.py): each against the fp64
 recurrence, v5 against v4, and the variant selection. CPU tier: the kernels under the interpreter in
 fp32 (v5 runs its bf16 kernel's math with fp32 operands there); GPU tier: bf16 per variant."""
+import zlib
+
 import pytest
 import torch
 
@@ -21,7 +23,7 @@ def _ids(s):
 @pytest.mark.parametrize("variant", ["v4", "v5"])
 def test_variant_vs_reference(variant, shape, monkeypatch):
     monkeypatch.setenv("TILEFOLD_GLA_BWD", variant)
-    torch.manual_seed(hash((variant, shape)) % 2**31)
+    torch.manual_seed(zlib.crc32(repr((variant, shape)).encode()))  # stable across processes
     q, k, v, g, h0 = make_inputs(*shape)
     do, dht = torch.randn_like(v), torch.randn_like(h0)
     ref = reference(q, k, v, g, h0, do, dht)
@@ -64,6 +66,8 @@ def test_variant_selection(monkeypatch):
     monkeypatch.setenv("TILEFOLD_GLA_BWD", "v6")
     with pytest.raises(ValueError, match="TILEFOLD_GLA_BWD"):
         bwd_variant(torch.bfloat16, 128, 128)
+    # a bad switch is the backward's error: the forward's state dtype still resolves (inference works)
+    assert state_dtype(torch.bfloat16, 128, 128) == torch.float32
 
 
 @pytest.mark.gpu
@@ -95,6 +99,7 @@ def test_v5_column_blocks(bs, warps, monkeypatch):
 
 def test_serial_kernel_overrides(monkeypatch):
     """TILEFOLD_GLA_FWDH / TILEFOLD_GLA_DH (device sweeps) change only launch shapes: same results."""
+    monkeypatch.setenv("TILEFOLD_GLA_BWD", "v5")  # TILEFOLD_GLA_DH applies to v5's bwd_dh only
     torch.manual_seed(24)
     q, k, v, g, h0 = make_inputs(1, 100, 2, 64, 128)
     do, dht = torch.randn_like(v), torch.randn_like(h0)

@@ -29,6 +29,10 @@ class KernelConfig:
     # the fp32 accumulator registers. 1 or 2; fp32 inputs and halves under 16 columns run 1.
     dkdv_split_d: int = 1
 
+    def __post_init__(self):
+        if self.dkdv_split_d not in (1, 2):
+            raise ValueError(f"KernelConfig.dkdv_split_d: expected 1 or 2, got {self.dkdv_split_d!r}")
+
     def for_pointers(self) -> "KernelConfig":
         return self.pointer if self.pointer is not None else self
 
@@ -51,6 +55,8 @@ ORDER = os.environ.get("TILEFOLD_ORDER", "head")
 
 def lpt_order(left: int, right: int, varlen: bool) -> bool:
     """Whether the kernels take the longest-first program order (see ORDER)."""
+    if ORDER not in ("head", "lpt"):
+        raise ValueError(f"TILEFOLD_ORDER: expected 'head' or 'lpt', got {ORDER!r}")
     return ORDER == "lpt"
 
 

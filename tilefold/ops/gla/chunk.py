@@ -275,10 +275,14 @@ def chunk_gla_fwd_o_kernel(q, k, v, g, gc, o, h, h0, ht, cu_seqlens, chunk_indic
                            K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
                            BK: tl.constexpr, BV: tl.constexpr, FUSED: tl.constexpr, HAS_H0: tl.constexpr,
                            STORE_HT: tl.constexpr, G_MIN: tl.constexpr, PREC: tl.constexpr):
-    """FUSED=False: grid (NV, NT_total, H), one chunk per program, its start state read from h.
+    """FUSED=False: grid (NV * NT_total, H) (value block fastest; the chunk count on axis 0, whose limit is
+    2^31 - 1, not axis 1's 65535), one chunk per program, its start state read from h.
     FUSED=True: grid (NV, N*H), the program walks its sequence's chunks with the state in registers,
     writing each chunk's gc (read back by the same program after a barrier)."""
-    i_v = tl.program_id(0)
+    if FUSED:
+        i_v = tl.program_id(0)
+    else:
+        i_v = tl.program_id(0) % ((V + BV - 1) // BV)
     o_k = tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
     m_h = (o_k < K)[:, None] & (o_v < V)[None, :]
@@ -304,7 +308,7 @@ def chunk_gla_fwd_o_kernel(q, k, v, g, gc, o, h, h0, ht, cu_seqlens, chunk_indic
         if STORE_HT:
             tl.store(ht + i_nh.to(tl.int64) * K * V + off_h, b_h, mask=m_h)
     else:
-        i_c, i_h = tl.program_id(1), tl.program_id(2)
+        i_c, i_h = tl.program_id(0) // ((V + BV - 1) // BV), tl.program_id(1)
         i_n = tl.load(chunk_indices + 2 * i_c)
         i_t = tl.load(chunk_indices + 2 * i_c + 1)
         bos = tl.load(cu_seqlens + i_n).to(tl.int64)
@@ -658,7 +662,7 @@ def chunk_gla_fwd(q, k, v, g, scale, h0, output_final_state, info, fused):
     if NT > 0:
         BV, nw = _bv(V, CFG["fwd_o"][0]), CFG["fwd_o"][1]
         NV = triton.cdiv(V, BV)
-        chunk_gla_fwd_o_kernel[(NV, NT, H)](
+        chunk_gla_fwd_o_kernel[(NV * NT, H)](
             q, k, v, g, gc, o, h, dummy, dummy, cu, chunk_indices, scale, H, K, V, BT, BC, BK, BV, False,
             False, False, G_FLOOR, prec, num_warps=nw, num_stages=_stages(q.element_size(), BK, BV, BT))
     return o, ht, h, gc
@@ -673,6 +677,11 @@ def chunk_gla_bwd(q, k, v, g, do, scale, h0, ht, dht, h, gc, info):
     V = v.shape[3]
     N, cu, chunk_indices, chunk_offsets, NT, BT = info
     variant = bwd_variant(q.dtype, K, V, q.device.type)
+    # the forward chose the state dtype (bf16 only under v5b); follow it if the switch changed since
+    if h is not None and variant != "v4":
+        variant = "v5b" if h.dtype == torch.bfloat16 else "v5"
+    elif h is not None and h.dtype == torch.bfloat16:
+        h = h.float()
     BK = _bk(K)
     prec = dot_precision(q.dtype)
     if variant != "v4":

@@ -71,7 +71,9 @@ def state_dtype(dtype, K, V, device_type="cuda"):
     """Materialized states h, dh: fp32, except variant v5b with bf16 inputs (bf16 states: half the
     bytes in fwd_h, bwd_dh and the per-chunk backward; v5's dots and fwd_o round them to bf16 anyway,
     but v4's sub-chunk fallback (strong or floored gates) then reads rounded states: unmeasured)."""
-    if dtype == torch.bfloat16 and bwd_variant(dtype, K, V, device_type) == "v5b":
+    # no validation here: a bad TILEFOLD_GLA_BWD must not break an inference-only forward (the backward
+    # raises on it); the backward takes v5b exactly when the states it is given are bf16
+    if dtype == torch.bfloat16 and os.environ.get("TILEFOLD_GLA_BWD") == "v5b" and max(K, V) <= 128:
         return torch.bfloat16
     return torch.float32
 
@@ -80,13 +82,16 @@ def state_dtype(dtype, K, V, device_type="cuda"):
 def chunk_gla_bwd_v5_kernel(q, k, v, g, gc, do, h, dh, dq, dk, dv, dg, cu_seqlens, chunk_indices, scale, H,
                             K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
                             BS: tl.constexpr, BI: tl.constexpr, G_MIN: tl.constexpr, PREC: tl.constexpr):
-    """Grid (cdiv(V, BS) + cdiv(K, BS), NT_total, H), for a whole-chunk-fast chunk (others: nothing):
+    """Grid (NS * NT_total, H) with NS = cdiv(V, BS) + cdiv(K, BS), for a whole-chunk-fast chunk (others: nothing):
     program i_s < NV writes dv of value columns [i_s*BS, +BS), forming A = qn kn^T over key blocks of
     BI; program NV + j writes dq, dk, dg of key columns [j*BS, +BS), forming dA = do v^T, do h^T and
     v dh^T over value blocks of BI. A and dA are recomputed per program (cheap) so every tile stays
     [BT, <= BS] and the loops pipeline. BK >= K (the fast test). Dot operands in v's dtype (bf16, or
     fp32 with PREC ieee)."""
-    i_s, i_c, i_h = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    # grid (NS * NT_total, H): the NS programs of a chunk side by side; the chunk count on axis 0 (limit
+    # 2^31 - 1; axis 1 would stop at 65535 chunks, ~4.2M tokens at BT = 64)
+    NS: tl.constexpr = (K + BS - 1) // BS + (V + BS - 1) // BS
+    i_s, i_c, i_h = tl.program_id(0) % NS, tl.program_id(0) // NS, tl.program_id(1)
     i_n = tl.load(chunk_indices + 2 * i_c)
     i_t = tl.load(chunk_indices + 2 * i_c + 1)
     bos = tl.load(cu_seqlens + i_n).to(tl.int64)
@@ -191,7 +196,7 @@ def chunk_gla_bwd_v5(q, k, v, g, do, scale, ht, dht, h, dh, gc, dq, dk, dv, info
     BS = min(int(env("TILEFOLD_GLA_V5_BS", V5_BS)), max(16, triton.next_power_of_2(min(K, V))))
     BI = min(V5_BI, max(16, triton.next_power_of_2(max(K, V))))
     NS = triton.cdiv(K, BS) + triton.cdiv(V, BS)
-    chunk_gla_bwd_v5_kernel[(NS, NT, H)](
+    chunk_gla_bwd_v5_kernel[(NS * NT, H)](
         q, k, v, g, gc, do, h, dh, dq, dk, dv, dg, cu, chunk_indices, scale, H, K, V, BT, BK, BS, BI, G_FLOOR,
         prec, num_warps=warps, num_stages=stages)
     # chunks that are not whole-chunk fast: v4's sub-chunk kernel (fp32 dq, dk) and v4's dg kernel,
