@@ -136,12 +136,16 @@ def hd256_split_jobs():
     return [(BM, BN, w, s, bool(tma), sp, causal) for BM, BN, w, s, tma, sp in cands for causal in (False, True)]
 
 
-def loop_spills(fn, cons, warps, stages):
-    """Compile as a real launch specializes (16-divisible pointers, strides and D: without that, ptxas
-    spills several times more) and count LDL/STL inside each innermost SASS loop (the query-tile loops
-    of the dK/dV kernel: masked, unmasked, masked) besides the totals: spills outside the loops (around
-    the GQA group loop, the epilogue) cost little."""
+def _compile_as_launched(fn, cons, warps, stages):
+    """Compile for sm_90 as a real launch specializes (16-divisible pointers, strides and D; constexpr
+    flags not given: off, SPLIT_D 1) and disassemble the cubin. Returns (kernel, resources, SASS lines,
+    loops as (first, last) line pairs of every backward branch)."""
     params = list(inspect.signature(fn.fn).parameters)
+    if "SPLIT_D" in params and "SPLIT_D" not in cons:
+        cons = dict(cons, SPLIT_D=1)
+    for n, prm in inspect.signature(fn.fn).parameters.items():  # constexpr flags added since: off
+        if n not in cons and "constexpr" in str(prm.annotation):
+            cons = dict(cons, **{n: False})
     sig = {n: "constexpr" if n in cons else "*bf16" if n in PTR else "*fp32" if n in F32P else
            "*i32" if n.startswith("cu_") else "fp32" if n in FLOATS else "i32" for n in params}
     div = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(params)
@@ -157,6 +161,15 @@ def loop_spills(fn, cons, warps, stages):
     labels = {m.group(1): i for i, l in enumerate(lines) for m in [re.match(r"^\s*(\.L_x_\d+):", l)] if m}
     loops = sorted({(labels[m.group(1)], i) for i, l in enumerate(lines)
                     for m in [re.search(r"BRA\s+`?\(?(\.L_x_\d+)", l)] if m and labels.get(m.group(1), i) < i})
+    return k, r, lines, loops
+
+
+def loop_spills(fn, cons, warps, stages):
+    """Compile as a real launch specializes (16-divisible pointers, strides and D: without that, ptxas
+    spills several times more) and count LDL/STL inside each innermost SASS loop (the query-tile loops
+    of the dK/dV kernel: masked, unmasked, masked) besides the totals: spills outside the loops (around
+    the GQA group loop, the epilogue) cost little."""
+    k, r, lines, loops = _compile_as_launched(fn, cons, warps, stages)
     inner = [a for a in loops if not any(b != a and a[0] <= b[0] and b[1] <= a[1] for b in loops)]
     spill = lambda l: re.search(r"\b(?:LDL|STL)(?:\.\w+)*\s", l) is not None
     hot = [(sum(spill(l) for l in lines[a:b + 1]), sum("HGMMA" in l for l in lines[a:b + 1]))
@@ -227,27 +240,7 @@ def loop_counts(fn, cons, warps, stages):
     memory, registers, stack and the TTGIR's convert_layout count. For comparing a feature's in-loop
     cost (``--loop-counts``: dropout on / off), not absolute speed."""
     import collections
-    params = list(inspect.signature(fn.fn).parameters)
-    if "SPLIT_D" in params and "SPLIT_D" not in cons:
-        cons = dict(cons, SPLIT_D=1)
-    for n, prm in inspect.signature(fn.fn).parameters.items():  # constexpr flags added since: off
-        if n not in cons and "constexpr" in str(prm.annotation):
-            cons = dict(cons, **{n: False})
-    sig = {n: "constexpr" if n in cons else "*bf16" if n in PTR else "*fp32" if n in F32P else
-           "*i32" if n.startswith("cu_") else "fp32" if n in FLOATS else "i32" for n in params}
-    div = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(params)
-           if n not in cons and (sig[n].startswith("*") or n.startswith("stride_") or n == "D")}
-    src = ASTSource(fn, sig, constexprs={(params.index(k),): v for k, v in cons.items()}, attrs=div)
-    k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages))
-    r = resources(k)
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(k.asm["cubin"])
-        f.flush()
-        lines = subprocess.run([os.path.join(_BIN, "nvdisasm"), "-c", f.name], capture_output=True,
-                               text=True, timeout=300).stdout.splitlines()
-    labels = {m.group(1): i for i, l in enumerate(lines) for m in [re.match(r"^\s*(\.L_x_\d+):", l)] if m}
-    loops = sorted({(labels[m.group(1)], i) for i, l in enumerate(lines)
-                    for m in [re.search(r"BRA\s+`?\(?(\.L_x_\d+)", l)] if m and labels.get(m.group(1), i) < i})
+    k, r, lines, loops = _compile_as_launched(fn, cons, warps, stages)
     outer = [a for a in loops if not any(b != a and b[0] <= a[0] and a[1] <= b[1] for b in loops)]
     mix = collections.Counter()
     if outer:
