@@ -4,25 +4,13 @@ gradients, deterministic=True is bitwise repeatable, the caller's tensors are ne
 
 CPU tier: torch fold and Triton interpreter at small shapes (fp32/fp16); GPU tier: the full grid.
 """
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-
-def _helpers():
-    name = "_tilefold_tests_attention_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("helpers.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+import attention_helpers as h
 
 
-h = _helpers()
 Case = h.Case
 BACKENDS = ["torch", "triton"]
 

@@ -3,27 +3,15 @@
 CPU tier: the torch fold and the Triton kernels under the interpreter, small odd shapes, fp32/fp16 (bf16 on
 the torch path only). GPU tier (`pytest -m gpu`): the full grid on CUDA in bf16/fp16/fp32.
 """
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+import attention_helpers as h
+
 import tilefold
 
 
-def _helpers():
-    name = "_tilefold_tests_attention_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("helpers.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-h = _helpers()
 Case = h.Case
 
 # Small cases that each hit something: one row / one key, rows that see no key (sq > sk causal),

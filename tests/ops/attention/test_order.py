@@ -1,28 +1,16 @@
 """The longest-first program order (config.ORDER = "lpt", TILEFOLD_ORDER=lpt): same results as the
 default head-by-head order (it only renumbers programs), through the Triton kernels under the
 interpreter; an unknown order is a ValueError."""
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+
+import attention_helpers as h
 
 import tilefold
 from tilefold.ops.attention import config as C
 
 
-def _helpers():
-    name = "_tilefold_tests_attention_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("helpers.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-h = _helpers()
 Case = h.Case
 
 CASES = [

@@ -6,12 +6,11 @@ dropout. A spy on the launch checks the split really ran (fp32 falls back to one
 
 CPU tier: Triton interpreter, fp16 (fp32 for the fallback); GPU tier: head dim 256 at the hd256 tile.
 """
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+
+import attention_helpers as h
 
 import tilefold
 from tilefold.ops.attention import backward as BW
@@ -19,17 +18,6 @@ from tilefold.ops.attention import config as C
 from tilefold.ops.attention.naive import attention_ref
 
 
-def _helpers():
-    name = "_tilefold_tests_attention_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("helpers.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-h = _helpers()
 Case = h.Case
 
 CPU_SPLIT = C.KernelConfig(16, 16, 4, 1, dkdv_split_d=2)

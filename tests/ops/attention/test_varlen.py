@@ -2,27 +2,15 @@
 reference under the 2x rule (out, lse, dq, dk, dv), and the equivalence varlen == per-sequence
 (padded batch) results of ``tilefold.attention``.
 """
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+import attention_helpers as h
+
 import tilefold
 
 
-def _helpers():
-    name = "_tilefold_tests_attention_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("helpers.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
-
-
-h = _helpers()
 BACKENDS = ["torch", "triton"]
 
 # (lens_q, lens_k): empty sequences on either or both sides, length 1, sq != sk both ways.
