@@ -16,7 +16,7 @@ import triton
 import triton.language as tl
 
 from ..common.fold import LOG2E, score_transform
-from ..common.masks import key_tiles, query_tiles, sequence_bounds, visible
+from ..common.masks import block_order, key_tiles, query_tiles, sequence_bounds, visible
 from ..common.philox import dropout_keep
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 
@@ -225,18 +225,11 @@ def attention_bwd_dkdv_kernel(
     USE_TMA: tl.constexpr, COMPENSATED: tl.constexpr, SEP_DLSE: tl.constexpr, LPT: tl.constexpr,
     SPLIT_D: tl.constexpr,
 ):
-    # the first key blocks see the most queries under a causal mask; LPT: every head's first block, then
-    # every head's second, ... (a shorter tail), else head by head
+    # the first key blocks see the most queries under a causal mask: they go first
     # SPLIT_D = 2: axis 0 is (key block, head-dim half), the two halves of a block adjacent (they read
     # the same K, V, Q, dO tiles, from L2); each computes S and dP over the full head dim but accumulates
     # and stores only its half of dK and dV (half the accumulator registers, 1.5x the matmuls)
-    if LPT:
-        lin = tl.program_id(0) + tl.program_id(1) * tl.num_programs(0)
-        pid_x = lin // tl.num_programs(1)
-        pid_bh = lin % tl.num_programs(1)
-    else:
-        pid_x = tl.program_id(0)
-        pid_bh = tl.program_id(1)
+    pid_x, pid_bh = block_order(LPT, False)
     pid_n = pid_x // SPLIT_D
     half = pid_x % SPLIT_D
     b = pid_bh // HK
@@ -388,15 +381,8 @@ def attention_bwd_dq_kernel(
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     USE_TMA: tl.constexpr, COMPENSATED: tl.constexpr, SEP_DLSE: tl.constexpr, LPT: tl.constexpr,
 ):
-    # heavy query blocks (most visible keys under a causal mask) first: a shorter tail (LPT: over the
-    # whole grid, as in the forward)
-    if LPT:
-        lin = tl.program_id(0) + tl.program_id(1) * tl.num_programs(0)
-        pid_m = tl.num_programs(0) - 1 - lin // tl.num_programs(1)
-        pid_bh = lin % tl.num_programs(1)
-    else:
-        pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
-        pid_bh = tl.program_id(1)
+    # heavy query blocks (most visible keys under a causal mask) first: a shorter tail
+    pid_m, pid_bh = block_order(LPT, True)
     b = pid_bh // H
     h = pid_bh % H
     hk = h // GROUP

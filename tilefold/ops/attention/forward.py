@@ -11,7 +11,7 @@ import triton
 import triton.language as tl
 
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
-from ..common.masks import key_tiles, sequence_bounds, visible
+from ..common.masks import block_order, key_tiles, sequence_bounds, visible
 from ..common.philox import dropout_keep
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 
@@ -75,15 +75,8 @@ def attention_fwd_kernel(
     DOT_PREC: tl.constexpr, USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr,
     HAS_DROPOUT: tl.constexpr, RETURN_P: tl.constexpr, LPT: tl.constexpr,
 ):
-    # heavy query blocks (most visible keys under a causal mask) first: a shorter tail. LPT: over the
-    # whole grid (every head's heaviest block, then every head's next, ...), else within each head.
-    if LPT:
-        lin = tl.program_id(0) + tl.program_id(1) * tl.num_programs(0)
-        pid_m = tl.num_programs(0) - 1 - lin // tl.num_programs(1)
-        pid_bh = lin % tl.num_programs(1)
-    else:
-        pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
-        pid_bh = tl.program_id(1)
+    # heavy query blocks (most visible keys under a causal mask) first: a shorter tail
+    pid_m, pid_bh = block_order(LPT, True)
     pid_s = tl.program_id(2)
     b = pid_bh // H
     h = pid_bh % H

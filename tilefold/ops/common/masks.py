@@ -106,3 +106,21 @@ def query_tiles(n0, seqlen_q, seqlen_k, shift, win_left, win_right,
     f_lo = tl.minimum(f_lo, m_end_al)
     f_hi = tl.maximum(f_hi, f_lo)
     return m_start, f_lo, f_hi, hi
+
+
+@triton.jit
+def block_order(LPT: tl.constexpr, HEAVY_LAST: tl.constexpr):
+    """(block, batch*head) of this program on a grid (blocks, batch*heads), heaviest blocks first: under
+    a causal mask the last query block (HEAVY_LAST) or the first key block sees the most. Default: head
+    by head (a head's programs run side by side and share its tiles in L2); LPT: every head's heaviest
+    block, then every head's next, ... over the whole grid (measured slower on an H200: config.ORDER)."""
+    if LPT:
+        lin = tl.program_id(0) + tl.program_id(1) * tl.num_programs(0)
+        blk = lin // tl.num_programs(1)
+        bh = lin % tl.num_programs(1)
+    else:
+        blk = tl.program_id(0)
+        bh = tl.program_id(1)
+    if HEAVY_LAST:
+        blk = tl.num_programs(0) - 1 - blk
+    return blk, bh
