@@ -5,24 +5,22 @@ DESIGN §6 format go to $OUT/gla-fla.json after every measurement (a run cut sho
 Needs fla-core importable (scripts/gpu_call9.sh shows the wheel install; carry .whl)."""
 import json, os, subprocess, sys, time
 import torch
-import torch.nn.functional as F
 from tilefold.bench.core import base_record, bench_ms, tflops
+from tilefold.bench.gla import _inputs
 
 OUT = os.environ.get("OUT", "/tmp")
 B, T, H, K = 8, 4096, 16, 128
-WARM = """
-import torch, torch.nn.functional as F
+WARM = f"""
+import torch
+from tilefold.bench.gla import _inputs
 from tilefold.gla import chunk_gla
-q, k, v = (torch.randn(8, 4096, 16, 128, device='cuda', dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
-g = (F.logsigmoid(torch.randn(8, 4096, 16, 128, device='cuda')) / 16).to(torch.bfloat16).requires_grad_()
+q, k, v, g = _inputs({B}, {T}, {H}, {K}, {K}, torch.bfloat16, 'cuda', grad=True)
 chunk_gla(q, k, v, g)[0].backward(torch.randn_like(v)); torch.cuda.synchronize(); print('tilefold compiled')
 """
 
 
-def inputs():
-    q, k, v = (torch.randn(B, T, H, K, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
-    g = (F.logsigmoid(torch.randn(B, T, H, K, device="cuda")) / 16).to(torch.bfloat16).requires_grad_()
-    return q, k, v, g
+def inputs():  # the bench's own inputs (python -m tilefold bench gla)
+    return _inputs(B, T, H, K, K, torch.bfloat16, "cuda", grad=True)
 
 
 if __name__ == "__main__":
