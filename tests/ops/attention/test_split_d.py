@@ -28,7 +28,7 @@ GPU_SPLIT = C.KernelConfig(64, 64, 8, 2, use_tma=True, dkdv_split_d=2,
 @pytest.fixture
 def forced_split(monkeypatch):
     """Patch bwd_config to ``cfg`` (CPU: CPU_SPLIT) and record the SPLIT_D of every dK/dV launch."""
-    seen = []
+    seen, tma = [], []
     kern = BW.attention_bwd_dkdv_kernel
 
     class Spy:
@@ -37,14 +37,18 @@ def forced_split(monkeypatch):
 
             def call(*a, **kw):
                 seen.append(kw["SPLIT_D"])
+                tma.append(kw["USE_TMA"])
                 return launch(*a, **kw)
             return call
 
     monkeypatch.setattr(BW, "attention_bwd_dkdv_kernel", Spy())
 
     def force(cfg=CPU_SPLIT):
-        monkeypatch.setattr(C, "bwd_config", lambda *a, **kw: cfg)
+        """cfg None: the shipped bwd_config; returns the SPLIT_D list (``force.tma``: USE_TMA per launch)."""
+        if cfg is not None:
+            monkeypatch.setattr(C, "bwd_config", lambda *a, **kw: cfg)
         return seen
+    force.tma = tma
     return force
 
 
@@ -139,17 +143,40 @@ GPU_CASES = [
 ]
 
 
+def _expect_split(seen, tma):
+    """The shipped hd256 config splits the dK/dV head dim on the descriptor path; its pointer fallback
+    (strides a descriptor can't take) keeps one program per key block."""
+    assert seen and len(seen) == len(tma), (seen, tma)
+    assert all(s == (2 if t else 1) for s, t in zip(seen, tma)), list(zip(seen, tma))
+
+
+def test_shipped_hd256_bwd_config_splits(monkeypatch):
+    monkeypatch.setattr(C, "interpreter_enabled", lambda: False)  # the CPU tier runs under the interpreter
+    cfg = C.bwd_config(256, False, torch.bfloat16, torch.device("cuda"))
+    assert (cfg.BLOCK_M, cfg.BLOCK_N, cfg.dkdv_split_d, cfg.use_tma) == (32, 128, 2, True)
+    assert cfg.for_pointers().dkdv_split_d == 1
+    assert (cfg.dq_config().BLOCK_M, cfg.dq_config().BLOCK_N) == (64, 64)
+
+
 @pytest.mark.gpu
+@pytest.mark.parametrize("cfg", ["shipped", "split64"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=h.dtype_id)
 @pytest.mark.parametrize("case", GPU_CASES, ids=h.case_id)
-def test_split_d_gpu(case, dtype, forced_split):
-    seen = forced_split(GPU_SPLIT)
+def test_split_d_gpu(case, dtype, cfg, forced_split):
+    """shipped: bwd_config's hd256 tile (32x128 split 2); split64: the 64x64 split tile, also on pointers."""
+    seen = forced_split(None if cfg == "shipped" else GPU_SPLIT)
     h.check_case(case, dtype, grad=True)
-    assert seen and all(s == 2 for s in seen), seen
+    if cfg == "shipped":
+        _expect_split(seen, forced_split.tma)
+        if case.D == 256:
+            assert all(forced_split.tma), forced_split.tma  # contiguous hd256 takes descriptors
+    else:
+        assert seen and all(s == 2 for s in seen), seen
 
 
 @pytest.mark.gpu
 def test_split_d_dropout_gpu(forced_split):
-    seen = forced_split(GPU_SPLIT)
+    seen = forced_split(None)
     _dropout_grads("cuda", torch.bfloat16, 2, 257, 300, 4, 2, 256, 0.17, causal=True)
-    assert seen and all(s == 2 for s in seen), seen
+    _expect_split(seen, forced_split.tma)
+    assert all(forced_split.tma), forced_split.tma

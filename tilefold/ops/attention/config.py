@@ -106,9 +106,13 @@ def bwd_config(D: int, masked: bool, dtype: torch.dtype, device: torch.device) -
     # Head dim 256, sweep hd256 (H200, bf16, 8k): descriptors at 64x64, 8 warps, 2 stages: 187 TFLOP/s
     # non-causal, 180 causal (FA2 258 / 248; old pointer 32x64x4w 72 / 66 in the same run). It still
     # spills (offline: 1760 B stack in dK/dV) -- the dK+dV accumulators are 128 registers per thread.
-    # dkdv_split_d=2 halves them (offline: no spills inside the loops at 32x64 8w 3st / 32x128 8w 2st);
-    # candidates in scripts/gpu_attn_sweep.py --hd256, not measured yet.
-    return KernelConfig(64, 64, 8, 2, use_tma=True, pointer=KernelConfig(32, 64, 4, 1))
+    # dkdv_split_d=2 halves them (offline: no spills inside the loops at 32x64 8w 3st / 32x128 8w 2st).
+    # Sweep hd256 split-D (same run, 8k): unsplit 64x64 188 non-causal / 181 causal; split 2 at 32 query
+    # rows x 128 keys, 8 warps, 2 stages: 191 / 207 (64x64 split 151 / 145, 32x64 122 / 121). dQ keeps
+    # the 64x64 8w 2st tile (and its pointer tile); pointer loads keep the unsplit 32x64 4w tile.
+    return KernelConfig(32, 128, 8, 2, use_tma=True, dkdv_split_d=2,
+                        dq=KernelConfig(64, 64, 8, 2, use_tma=True, pointer=KernelConfig(64, 32, 4, 1)),
+                        pointer=KernelConfig(32, 64, 4, 1))
 
 
 def dot_precision(dtype: torch.dtype) -> str:
