@@ -55,8 +55,11 @@ if __name__ == "__main__":
         os.environ["FLA_CACHE_RESULTS"] = "0"
         shard(int(sys.argv[2]), int(sys.argv[3]))
         sys.exit(0)
+    # --compile-only: step 1 alone (e.g. beside other work); --tune-only: step 2 alone (after it)
     n = int(sys.argv[sys.argv.index("--shards") + 1]) if "--shards" in sys.argv else 14
     t0 = time.time()
+    if "--tune-only" in sys.argv:
+        n = 0
     env = dict(os.environ, FLA_CACHE_RESULTS="0")
     procs = [subprocess.Popen([sys.executable, __file__, "--shard", str(i), str(n)], env=env) for i in range(n)]
     limit = float(os.environ.get("FLA_SHARD_S", "300"))
@@ -68,6 +71,8 @@ if __name__ == "__main__":
             p.kill()
             rcs.append("killed")
     print(f"[fla warm] {n} compile shards done in {time.time() - t0:.0f}s, rc {sorted(set(map(str, rcs)))}", flush=True)
+    if "--compile-only" in sys.argv:
+        sys.exit(0)
     os.environ.setdefault("FLA_CACHE_RESULTS", "1")
     for name, s in calls():
         print(f"[fla warm] fla {name} tuned in {s:.0f}s (total {time.time() - t0:.0f}s)", flush=True)

@@ -17,6 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..common.dispatch import interpreter_enabled
 from .utils import G_FLOOR, dot_precision, empty
 
 BT = 64  # default chunk size; chunk_size() picks per call
@@ -603,10 +604,15 @@ def _state_dtype(dtype, K, V, device):
     return state_dtype(dtype, K, V, device.type)
 
 
-def _serial_cfg(kernel, es, BK, V, BT):
+def _serial_cfg(kernel, es, BK, V, BT, NH=None, device=None):
     """(BV, num_warps, num_stages) of the sequential kernels: CFG for fwd_h / bwd_dh (v4), chunk_bwd.DH_CFG
     for bwd_dh_v5; TILEFOLD_GLA_FWDH / TILEFOLD_GLA_DH = "BV,warps,stages" override fwd_h / bwd_dh_v5
-    (sweeps on the device: scripts/gla_profile.py entries like v5:fh64/4/2)."""
+    (sweeps on the device: scripts/gla_profile.py entries like v5:fh64/4/2).
+
+    On a GPU where the grid would fill fewer than half the SMs, fwd_h and bwd_dh_v5 halve BV (down to 32,
+    4 warps) until it fills half: each program walks all T/BT chunks of its sequence one after another,
+    so at B 2 x H 16 (32 programs at BV 128) the serial walk was the whole forward's cost (bench gla,
+    2026-12-02: chunk fwd 2.02 ms at B2 T16384 vs 1.14 ms at B8 T4096, same FLOPs; fla 1.75 at both)."""
     import os
 
     env = {"fwd_h": "TILEFOLD_GLA_FWDH", "bwd_dh_v5": "TILEFOLD_GLA_DH"}.get(kernel)
@@ -616,9 +622,26 @@ def _serial_cfg(kernel, es, BK, V, BT):
     if kernel == "bwd_dh_v5":
         from .chunk_bwd import DH_CFG
 
-        return _bv(V, DH_CFG[0]), DH_CFG[1], DH_CFG[2]
-    BV = _bv(V, CFG[kernel][0])
-    return BV, CFG[kernel][1], _stages(es, BK, BV, BT)
+        BV, nw, ns = _bv(V, DH_CFG[0]), DH_CFG[1], DH_CFG[2]
+    else:
+        BV, nw = _bv(V, CFG[kernel][0]), CFG[kernel][1]
+        ns = _stages(es, BK, BV, BT)
+    if env and NH is not None and device is not None and device.type == "cuda" and not interpreter_enabled():
+        sms = _sm_count(device)
+        while BV > 32 and NH * triton.cdiv(V, BV) < sms // 2:
+            BV, nw = BV // 2, 4
+            ns = ns if kernel == "bwd_dh_v5" else _stages(es, BK, BV, BT)
+    return BV, nw, ns
+
+
+_SMS = {}
+
+
+def _sm_count(device):
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _SMS:
+        _SMS[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return _SMS[idx]
 
 
 def _bk(K):
@@ -654,7 +677,7 @@ def chunk_gla_fwd(q, k, v, g, scale, h0, output_final_state, info, fused):
         chunk_gla_fwd_gc_kernel[(NT, H, triton.cdiv(K, 64))](g, gc, cu, chunk_indices, H, K, BT, 64, G_FLOOR,
                                                              num_warps=4)
     h = empty(NT, H, K, V, dtype=_state_dtype(q.dtype, K, V, q.device), device=q.device)
-    BV, nw, ns = _serial_cfg("fwd_h", q.element_size(), BK, V, BT)
+    BV, nw, ns = _serial_cfg("fwd_h", q.element_size(), BK, V, BT, N * H, q.device)
     NV = triton.cdiv(V, BV)
     chunk_gla_fwd_h_kernel[(NV, N * H)](
         k, v, g, gc, h, h0 if h0 is not None else dummy, ht if ht is not None else dummy, cu, chunk_offsets,
@@ -696,13 +719,14 @@ def chunk_gla_bwd(q, k, v, g, do, scale, h0, ht, dht, h, gc, info):
         return dq.to(q.dtype), dk.to(k.dtype), dv, torch.zeros_like(g), dh0
     if h is None:
         h = empty(NT, H, K, V, dtype=_state_dtype(q.dtype, K, V, q.device), device=q.device)
-        BV, nw, ns = _serial_cfg("fwd_h", q.element_size(), BK, V, BT)
+        BV, nw, ns = _serial_cfg("fwd_h", q.element_size(), BK, V, BT, N * H, q.device)
         NV = triton.cdiv(V, BV)
         chunk_gla_fwd_h_kernel[(NV, N * H)](
             k, v, g, gc, h, h0 if h0 is not None else gc, gc, cu, chunk_offsets, H, K, V, BT, BK, BV,
             h0 is not None, True, False, G_FLOOR, prec, num_warps=nw, num_stages=ns)
     dh = empty(*h.shape, dtype=h.dtype, device=h.device)
-    BV, nw, ns = _serial_cfg("bwd_dh" if variant == "v4" else "bwd_dh_v5", q.element_size(), BK, V, BT)
+    BV, nw, ns = _serial_cfg("bwd_dh" if variant == "v4" else "bwd_dh_v5", q.element_size(), BK, V, BT,
+                             N * H, q.device)
     NV = triton.cdiv(V, BV)
     chunk_gla_bwd_dh_kernel[(NV, N * H)](
         q, gc, do, dh, dht if dht is not None else gc, dh0 if dh0 is not None else gc, cu, chunk_offsets,

@@ -3,6 +3,8 @@
 Grid (cdiv(V, BV), N*H): each program keeps a [K, BV] fp32 slice of the state in registers and walks its
 sequence. The backward kernel walks forward once more (recomputing S_t for dq) and then backward
 (carrying dS for dk, dv and d initial_state); dq and dk are partial over V blocks and summed by the launcher.
+Every loop loads its inputs two steps ahead (they do not depend on the state), so a step waits on its
+arithmetic and its reduction over K, not on a global-memory round trip.
 """
 from __future__ import annotations
 
@@ -11,6 +13,20 @@ import triton
 import triton.language as tl
 
 from .utils import G_FLOOR, empty, gla_bwd_dg
+
+
+@triton.jit
+def _load_qkgv(q, k, g, v, p_k, p_v, m_k, m_v):
+    """One step's q, k, g rows (at p_k) and v row (at p_v) in their stored dtype; masked-off lanes 0."""
+    return (tl.load(q + p_k, mask=m_k, other=0.0), tl.load(k + p_k, mask=m_k, other=0.0),
+            tl.load(g + p_k, mask=m_k, other=0.0), tl.load(v + p_v, mask=m_v, other=0.0))
+
+
+@triton.jit
+def _load_kgvd(k, g, v, do, p_k, p_v, m_k, m_v):
+    """One step's k, g rows (at p_k) and v, do rows (at p_v) in their stored dtype; masked-off lanes 0."""
+    return (tl.load(k + p_k, mask=m_k, other=0.0), tl.load(g + p_k, mask=m_k, other=0.0),
+            tl.load(v + p_v, mask=m_v, other=0.0), tl.load(do + p_v, mask=m_v, other=0.0))
 
 
 @triton.jit
@@ -31,16 +47,24 @@ def fused_recurrent_gla_fwd_kernel(q, k, v, g, o, h0, ht, cu_seqlens, scale, H, 
         b_h += tl.load(h0 + i_nh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], mask=m_h, other=0.0)
     p_k = bos * H * K + i_h * K + o_k
     p_v = bos * H * V + i_h * V + o_v
-    for _ in range(bos, eos):
-        b_q = tl.load(q + p_k, mask=m_k, other=0.0).to(tl.float32)
-        b_k = tl.load(k + p_k, mask=m_k, other=0.0).to(tl.float32)
-        b_g = tl.maximum(tl.load(g + p_k, mask=m_k, other=0.0).to(tl.float32), G_MIN)
-        b_v = tl.load(v + p_v, mask=m_v, other=0.0).to(tl.float32)
-        b_h = b_h * tl.exp(b_g)[:, None] + b_k[:, None] * b_v[None, :]
-        b_o = tl.sum(b_h * b_q[:, None], axis=0) * scale
+    # Inputs are loaded two steps ahead (register double buffer): a step's loads do not depend on the
+    # state, so their latency hides behind the two steps before it instead of stalling every step.
+    l0, l1 = (bos < eos).to(tl.int32), (bos + 1 < eos).to(tl.int32)  # steps 0 and 1 exist
+    a_q, a_k, a_g, a_v = _load_qkgv(q, k, g, v, p_k, p_v, o_k < l0 * K, o_v < l0 * V)
+    b_q, b_k, b_g, b_v = _load_qkgv(q, k, g, v, p_k + H * K, p_v + H * V, o_k < l1 * K,
+                                    o_v < l1 * V)
+    for t in range(bos, eos):
+        ln = (t + 2 < eos).to(tl.int32)  # 1 while the step two ahead exists (masks the prefetch)
+        c_q, c_k, c_g, c_v = _load_qkgv(q, k, g, v, p_k + 2 * H * K, p_v + 2 * H * V, o_k < ln * K,
+                                        o_v < ln * V)
+        b_gate = tl.exp(tl.maximum(a_g.to(tl.float32), G_MIN))
+        b_h = b_h * b_gate[:, None] + a_k.to(tl.float32)[:, None] * a_v.to(tl.float32)[None, :]
+        b_o = tl.sum(b_h * a_q.to(tl.float32)[:, None], axis=0) * scale
         tl.store(o + p_v, b_o.to(o.dtype.element_ty), mask=m_v)
         p_k += H * K
         p_v += H * V
+        a_q, a_k, a_g, a_v = b_q, b_k, b_g, b_v
+        b_q, b_k, b_g, b_v = c_q, c_k, c_g, c_v
     if STORE_HT:
         tl.store(ht + i_nh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], b_h, mask=m_h)
 
@@ -68,34 +92,50 @@ def fused_recurrent_gla_bwd_kernel(q, k, v, g, do, dq, dk, dv, h0, dh0, dht, cu_
         b_h += tl.load(h0 + off_h, mask=m_h, other=0.0)
     p_k = bos * H * K + i_h * K + o_k
     p_v = bos * H * V + i_h * V + o_v
-    for _ in range(bos, eos):
-        b_k = tl.load(k + p_k, mask=m_k, other=0.0).to(tl.float32)
-        b_g = tl.maximum(tl.load(g + p_k, mask=m_k, other=0.0).to(tl.float32), G_MIN)
-        b_v = tl.load(v + p_v, mask=m_v, other=0.0).to(tl.float32)
-        b_do = tl.load(do + p_v, mask=m_v, other=0.0).to(tl.float32)
-        b_h = b_h * tl.exp(b_g)[:, None] + b_k[:, None] * b_v[None, :]
-        b_dq = tl.sum(b_h * b_do[None, :], axis=1) * scale
+    # loads two steps ahead in both passes, as in the forward
+    l0, l1 = (bos < eos).to(tl.int32), (bos + 1 < eos).to(tl.int32)  # steps 0 and 1 exist
+    a_k, a_g, a_v, a_do = _load_kgvd(k, g, v, do, p_k, p_v, o_k < l0 * K, o_v < l0 * V)
+    b_k, b_g, b_v, b_do = _load_kgvd(k, g, v, do, p_k + H * K, p_v + H * V, o_k < l1 * K,
+                                     o_v < l1 * V)
+    for t in range(bos, eos):
+        ln = (t + 2 < eos).to(tl.int32)  # 1 while the step two ahead exists (masks the prefetch)
+        c_k, c_g, c_v, c_do = _load_kgvd(k, g, v, do, p_k + 2 * H * K, p_v + 2 * H * V, o_k < ln * K,
+                                         o_v < ln * V)
+        b_gate = tl.exp(tl.maximum(a_g.to(tl.float32), G_MIN))
+        b_h = b_h * b_gate[:, None] + a_k.to(tl.float32)[:, None] * a_v.to(tl.float32)[None, :]
+        b_dq = tl.sum(b_h * a_do.to(tl.float32)[None, :], axis=1) * scale
         tl.store(dq + part + p_k, b_dq, mask=m_k)
         p_k += H * K
         p_v += H * V
+        a_k, a_g, a_v, a_do = b_k, b_g, b_v, b_do
+        b_k, b_g, b_v, b_do = c_k, c_g, c_v, c_do
     # pass 2: backward, dS += scale * q_t^T do_t; dk_t = dS v_t; dv_t = k_t dS; dS *= exp(g_t)
     b_dh = tl.zeros([BK, BV], dtype=tl.float32)
     if HAS_DHT:
         b_dh += tl.load(dht + off_h, mask=m_h, other=0.0)
-    for _ in range(bos, eos):
+    # p_k, p_v are one past the last step; steps eos-1, eos-2 first, then two ahead going down
+    a_k, a_g, a_v, a_do = _load_kgvd(k, g, v, do, p_k - H * K, p_v - H * V, o_k < l0 * K,
+                                     o_v < l0 * V)
+    a_q = tl.load(q + p_k - H * K, mask=o_k < l0 * K, other=0.0)
+    b_k, b_g, b_v, b_do = _load_kgvd(k, g, v, do, p_k - 2 * H * K, p_v - 2 * H * V, o_k < l1 * K,
+                                     o_v < l1 * V)
+    b_q = tl.load(q + p_k - 2 * H * K, mask=o_k < l1 * K, other=0.0)
+    for t in range(bos, eos):
+        # this iteration handles step eos-1-(t-bos); the prefetch is the step two below it
+        ln = (eos - 3 - (t - bos) >= bos).to(tl.int32)
+        c_k, c_g, c_v, c_do = _load_kgvd(k, g, v, do, p_k - 3 * H * K, p_v - 3 * H * V, o_k < ln * K,
+                                         o_v < ln * V)
+        c_q = tl.load(q + p_k - 3 * H * K, mask=o_k < ln * K, other=0.0)
         p_k -= H * K
         p_v -= H * V
-        b_q = tl.load(q + p_k, mask=m_k, other=0.0).to(tl.float32)
-        b_k = tl.load(k + p_k, mask=m_k, other=0.0).to(tl.float32)
-        b_g = tl.maximum(tl.load(g + p_k, mask=m_k, other=0.0).to(tl.float32), G_MIN)
-        b_v = tl.load(v + p_v, mask=m_v, other=0.0).to(tl.float32)
-        b_do = tl.load(do + p_v, mask=m_v, other=0.0).to(tl.float32)
-        b_dh += (b_q * scale)[:, None] * b_do[None, :]
-        b_dk = tl.sum(b_dh * b_v[None, :], axis=1)
-        b_dv = tl.sum(b_dh * b_k[:, None], axis=0)
+        b_dh += (a_q.to(tl.float32) * scale)[:, None] * a_do.to(tl.float32)[None, :]
+        b_dk = tl.sum(b_dh * a_v.to(tl.float32)[None, :], axis=1)
+        b_dv = tl.sum(b_dh * a_k.to(tl.float32)[:, None], axis=0)
         tl.store(dk + part + p_k, b_dk, mask=m_k)
         tl.store(dv + p_v, b_dv.to(dv.dtype.element_ty), mask=m_v)
-        b_dh = b_dh * tl.exp(b_g)[:, None]
+        b_dh = b_dh * tl.exp(tl.maximum(a_g.to(tl.float32), G_MIN))[:, None]
+        a_q, a_k, a_g, a_v, a_do = b_q, b_k, b_g, b_v, b_do
+        b_q, b_k, b_g, b_v, b_do = c_q, c_k, c_g, c_v, c_do
     if STORE_DH0:
         tl.store(dh0 + off_h, b_dh, mask=m_h)
 
