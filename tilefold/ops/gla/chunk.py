@@ -29,6 +29,9 @@ CFG = {"fwd_h": (128, 8), "fwd_o": (128, 8), "fused": (64, 4), "bwd_dh": (128, 8
 # (H200 limit 227 KB; seen on the device, v3), so it runs unpipelined; the chunk loops of fwd_h/bwd_dh
 # get as many stages (<= 3) as their per-chunk tiles fit in ~200 KB (3 for bf16 K = V = 128, as measured).
 STAGES = {"bwd_dqkv": 1}
+# fwd_h / bwd_dh_v5 (BV, warps, stages) when (sequences x heads) x value blocks would fill fewer than half
+# the SMs (see _serial_cfg)
+SMALL_NH_CFG = {"fwd_h": (32, 4, 2), "bwd_dh_v5": (32, 4, 3)}
 
 
 def chunk_size(K, V):
@@ -609,10 +612,12 @@ def _serial_cfg(kernel, es, BK, V, BT, NH=None, device=None):
     for bwd_dh_v5; TILEFOLD_GLA_FWDH / TILEFOLD_GLA_DH = "BV,warps,stages" override fwd_h / bwd_dh_v5
     (sweeps on the device: scripts/gla_profile.py entries like v5:fh64/4/2).
 
-    On a GPU where the grid would fill fewer than half the SMs, fwd_h and bwd_dh_v5 halve BV (down to 32,
-    4 warps) until it fills half: each program walks all T/BT chunks of its sequence one after another,
-    so at B 2 x H 16 (32 programs at BV 128) the serial walk was the whole forward's cost (bench gla,
-    2026-12-02: chunk fwd 2.02 ms at B2 T16384 vs 1.14 ms at B8 T4096, same FLOPs; fla 1.75 at both)."""
+    On a GPU where the grid would fill fewer than half the SMs, fwd_h and bwd_dh_v5 take SMALL_NH_CFG (BV 32):
+    each program walks all T/BT chunks of its sequence one after another, so at B 2 x H 16 (32 programs at
+    BV 128) the serial walk was the whole forward's cost (bench gla, 2026-12-02: chunk fwd 2.02 ms at
+    B2 T16384 vs 1.14 ms at B8 T4096, same FLOPs). Sweep (results/gla-serial-sweep-h200-2026-12-02.jsonl,
+    B2 T16384): fwd_h 32/4/2 + bwd_dh 32/4/3 fwd 1.47 ms, fwd+bwd 5.29 (128/8/3 + 64/4/2: 2.05 / 5.99);
+    at B8 T4096 the large tiles stay best (1.13 / 4.69 vs 1.23 / 5.03)."""
     import os
 
     env = {"fwd_h": "TILEFOLD_GLA_FWDH", "bwd_dh_v5": "TILEFOLD_GLA_DH"}.get(kernel)
@@ -627,10 +632,9 @@ def _serial_cfg(kernel, es, BK, V, BT, NH=None, device=None):
         BV, nw = _bv(V, CFG[kernel][0]), CFG[kernel][1]
         ns = _stages(es, BK, BV, BT)
     if env and NH is not None and device is not None and device.type == "cuda" and not interpreter_enabled():
-        sms = _sm_count(device)
-        while BV > 32 and NH * triton.cdiv(V, BV) < sms // 2:
-            BV, nw = BV // 2, 4
-            ns = ns if kernel == "bwd_dh_v5" else _stages(es, BK, BV, BT)
+        if NH * triton.cdiv(V, BV) < _sm_count(device) // 2:
+            bv, nw, ns = SMALL_NH_CFG[kernel]
+            BV = _bv(V, bv)
     return BV, nw, ns
 
 
