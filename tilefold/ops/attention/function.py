@@ -2,6 +2,13 @@
 registered), dispatching to the Triton launchers or the CPU fold by device.
 
 The forward saves q, k, v, out and lse — O(seqlen) beyond the inputs; nothing N×N.
+
+Eager calls do not go through the custom ops: ``attention_forward`` runs the same implementation through a
+plain ``torch.autograd.Function`` (or no autograd node at all when no input needs a gradient). The
+custom-op layers (dispatcher, ``torch._library`` autograd wrapper, schema defaults) cost ~85 us of host time
+per forward with grad on a 2-core x86 and several times that on the H200 machine's host
+(benchmarks/NOTES.md, "Host overhead"), which decides the time of every call below ~4k tokens. Under
+``torch.compile`` (and for tensor subclasses such as fake tensors) the custom op is used, as before.
 """
 from __future__ import annotations
 
@@ -21,13 +28,8 @@ def _lse_shape(q, cu_seqlens_q):
     return (q.shape[0], q.shape[2], q.shape[1])
 
 
-@torch.library.custom_op("tilefold::attention_fwd", mutates_args=())
-def attention_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     cu_seqlens_q: Optional[torch.Tensor], cu_seqlens_k: Optional[torch.Tensor],
-                     max_seqlen_q: int, max_seqlen_k: int, softmax_scale: float,
-                     window_left: int, window_right: int, softcap: float,
-                     shift_extra: int, dropout_p: float = 0.0, seed: int = 0,
-                     offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _fwd_impl(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
+              window_left, window_right, softcap, shift_extra, dropout_p=0.0, seed=0, offset=0):
     window = (window_left, window_right)
     drop = dict(dropout_p=dropout_p, seed=seed, offset=offset)
     if backend_for(q) == "triton":
@@ -41,6 +43,17 @@ def attention_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return cpu.attention_fwd_cpu(q, k, v, **kw)
 
 
+@torch.library.custom_op("tilefold::attention_fwd", mutates_args=())
+def attention_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     cu_seqlens_q: Optional[torch.Tensor], cu_seqlens_k: Optional[torch.Tensor],
+                     max_seqlen_q: int, max_seqlen_k: int, softmax_scale: float,
+                     window_left: int, window_right: int, softcap: float,
+                     shift_extra: int, dropout_p: float = 0.0, seed: int = 0,
+                     offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    return _fwd_impl(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
+                     window_left, window_right, softcap, shift_extra, dropout_p, seed, offset)
+
+
 @attention_fwd_op.register_fake
 def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
       window_left, window_right, softcap, shift_extra, dropout_p=0.0, seed=0, offset=0):
@@ -49,14 +62,8 @@ def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_s
     return out, lse
 
 
-@torch.library.custom_op("tilefold::attention_bwd", mutates_args=())
-def attention_bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                     out: torch.Tensor, lse: torch.Tensor, dlse: Optional[torch.Tensor],
-                     cu_seqlens_q: Optional[torch.Tensor], cu_seqlens_k: Optional[torch.Tensor],
-                     max_seqlen_q: int, max_seqlen_k: int, softmax_scale: float,
-                     window_left: int, window_right: int, softcap: float,
-                     shift_extra: int, dropout_p: float = 0.0, seed: int = 0,
-                     offset: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _bwd_impl(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+              softmax_scale, window_left, window_right, softcap, shift_extra, dropout_p=0.0, seed=0, offset=0):
     window = (window_left, window_right)
     drop = dict(dropout_p=dropout_p, seed=seed, offset=offset)
     if backend_for(q) == "triton":
@@ -68,6 +75,18 @@ def attention_bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
     if cu_seqlens_q is not None:
         return cpu.varlen_bwd_cpu(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, dlse=dlse, **kw)
     return cpu.attention_bwd_cpu(dout, q, k, v, out, lse, dlse=dlse, **kw)
+
+
+@torch.library.custom_op("tilefold::attention_bwd", mutates_args=())
+def attention_bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     out: torch.Tensor, lse: torch.Tensor, dlse: Optional[torch.Tensor],
+                     cu_seqlens_q: Optional[torch.Tensor], cu_seqlens_k: Optional[torch.Tensor],
+                     max_seqlen_q: int, max_seqlen_k: int, softmax_scale: float,
+                     window_left: int, window_right: int, softcap: float,
+                     shift_extra: int, dropout_p: float = 0.0, seed: int = 0,
+                     offset: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _bwd_impl(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                     softmax_scale, window_left, window_right, softcap, shift_extra, dropout_p, seed, offset)
 
 
 @attention_bwd_op.register_fake
@@ -86,7 +105,7 @@ def _setup_context(ctx, inputs, output):
     ctx.args = (max_q, max_k, scale, wl, wr, softcap, shift_extra, dropout_p, seed, offset)
 
 
-def _backward(ctx, dout, dlse):
+def _backward(ctx, dout, dlse, bwd=attention_bwd_op):
     q, k, v, out, lse, cu_q, cu_k = ctx.saved_tensors
     if dout is None:
         dout = torch.zeros_like(out)
@@ -94,8 +113,52 @@ def _backward(ctx, dout, dlse):
         dout = dout.contiguous()
     if dlse is not None:
         dlse = dlse.contiguous()
-    dq, dk, dv = attention_bwd_op(dout, q, k, v, out, lse, dlse, cu_q, cu_k, *ctx.args)
+    dq, dk, dv = bwd(dout, q, k, v, out, lse, dlse, cu_q, cu_k, *ctx.args)
     return dq, dk, dv, None, None, None, None, None, None, None, None, None, None, None, None
 
 
 attention_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _AttentionFunction(torch.autograd.Function):
+    """The eager twin of attention_fwd_op's registered autograd: same context, same backward, without the
+    custom-op layers."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, cu_q, cu_k, max_q, max_k, scale, wl, wr, softcap, shift_extra,
+                dropout_p=0.0, seed=0, offset=0):
+        inputs = (q, k, v, cu_q, cu_k, max_q, max_k, scale, wl, wr, softcap, shift_extra, dropout_p, seed, offset)
+        output = _fwd_impl(*inputs)
+        _setup_context(ctx, inputs, output)
+        return output
+
+    @staticmethod
+    def backward(ctx, dout, dlse):
+        return _backward(ctx, dout, dlse, bwd=_bwd_impl)
+
+
+def _eager(*tensors) -> bool:
+    """Plain tensors outside torch.compile / export: the custom-op layers can be skipped."""
+    if torch.compiler.is_compiling():
+        return False
+    return all(t is None or type(t) is torch.Tensor for t in tensors)
+
+
+def attention_forward(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
+                      window_left, window_right, softcap, shift_extra, dropout_p=0.0, seed=0, offset=0):
+    """attention_fwd_op's semantics (returns out, lse; differentiable in q, k, v through both), with the
+    custom-op layers skipped in eager mode (module docstring)."""
+    args = (q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, window_left,
+            window_right, softcap, shift_extra, dropout_p, seed, offset)
+    if not _eager(q, k, v, cu_seqlens_q, cu_seqlens_k):
+        return attention_fwd_op(*args)
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return _AttentionFunction.apply(*args)
+    return _fwd_impl(*args)
+
+
+def attention_backward(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k, *args):
+    """attention_bwd_op, with the custom-op layers skipped in eager mode."""
+    if not _eager(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k):
+        return attention_bwd_op(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k, *args)
+    return _bwd_impl(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k, *args)

@@ -9,7 +9,7 @@ from ..decode.splitkv import split_kv_attention
 from ..common.dispatch import backend_for
 from .cpu import attention_probs
 from .forward import attention_fwd
-from .function import attention_fwd_op
+from .function import attention_forward
 
 MAX_HEADDIM = 256
 
@@ -122,7 +122,7 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
         out, lse = split_kv_attention(q, k, v, num_splits=num_splits, softmax_scale=scale,
                                       window=(left, right), softcap=softcap)
     else:
-        out, lse = attention_fwd_op(q, k, v, None, None, M, k.shape[1], scale, left, right, softcap, 0,
+        out, lse = attention_forward(q, k, v, None, None, M, k.shape[1], scale, left, right, softcap, 0,
                                     float(dropout_p), seed, offset)
     if return_attn_probs:
         S = _probs(q, k, v, None, None, M, k.shape[1], lse, scale, (left, right), softcap,
@@ -159,7 +159,7 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
                                       cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max_seqlen_q,
                                       max_seqlen_k=max_seqlen_k)
     else:
-        out, lse = attention_fwd_op(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+        out, lse = attention_forward(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                                     scale, left, right, softcap, 0, float(dropout_p), seed, offset)
     if return_attn_probs:
         S = _probs(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, lse, scale,

@@ -1,5 +1,7 @@
 """Tensor descriptors (TMA on Hopper): when they may be used, Triton's scratch allocator, and the
 one device-side descriptor shape the attention kernels use (rows of a (seq, head_dim) slab)."""
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -47,11 +49,17 @@ def ensure_allocator():
     triton.set_allocator(_scratch)
 
 
+@functools.lru_cache(maxsize=None)
+def _major(index):
+    return torch.cuda.get_device_capability(index)[0]
+
+
 def tma_ok(k, v):
     """Tensor descriptors need 16-byte aligned bases and row strides, a CUDA tensor on sm_90+, and here a
     power-of-two head dim: a 128-wide box over a head dim of 72 crashed with an illegal instruction
     (GPU tier, bf16, seqlen 1), so padded head dims take the pointer loads."""
-    if k.device.type != "cuda" or torch.cuda.get_device_capability(k.device)[0] < 9:
+    if k.device.type != "cuda" or _major(k.device.index if k.device.index is not None
+                                         else torch.cuda.current_device()) < 9:
         return False
     D = k.shape[-1]
     if D < 16 or D & (D - 1):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ..attention.function import attention_fwd_op
+from ..attention.function import attention_forward
 from ..common.validate import (_validate_last_contiguous, _validate_same, _validate_scale,
                                _validate_softcap, _validate_tensor, _validate_window)
 
@@ -76,4 +76,4 @@ def partial_attention(q, k, v, *, q_start, k_start, seqlen_q_total, seqlen_k_tot
         right = 0 if right < 0 else min(right, 0)
     softcap = _validate_softcap(softcap)
     shift_extra = global_shift_extra(q_start, k_start, M, N, seqlen_q_total, seqlen_k_total)
-    return attention_fwd_op(q, k, v, None, None, M, N, scale, left, right, softcap, shift_extra)
+    return attention_forward(q, k, v, None, None, M, N, scale, left, right, softcap, shift_extra)

@@ -46,7 +46,7 @@ from ... import state
 from ..attention import cpu
 from ..attention.config import fwd_config
 from ..attention.forward import attention_fwd
-from ..attention.function import attention_bwd_op
+from ..attention.function import attention_backward
 from ..common.dispatch import backend_for, interpreter_enabled
 from .kernel import DECODE_MAX_ROWS, decode_config, decode_fwd
 
@@ -233,7 +233,7 @@ class SplitKVFunction(torch.autograd.Function):
         dout = dout.contiguous()
         if dlse is not None:
             dlse = dlse.contiguous()
-        dq, dk, dv = attention_bwd_op(dout, q, k, v, out, lse, dlse, cu_q, cu_k, *ctx.args)
+        dq, dk, dv = attention_backward(dout, q, k, v, out, lse, dlse, cu_q, cu_k, *ctx.args)
         return dq, dk, dv, None, None, None, None, None, None, None, None, None
 
 
