@@ -12,12 +12,16 @@ saved lse.
 """
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
+from ..common.host import cdiv
+from . import config as _cfg
+
 from ..common.fold import LOG2E, score_transform
 from ..common.masks import block_order, key_tiles, query_tiles, sequence_bounds, visible
-from ..common.philox import dropout_keep
+from ..common.philox import as_int32, dropout_keep, dropout_threshold
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 
 
@@ -452,9 +456,10 @@ def attention_bwd_dq_kernel(
 
 
 def _strides(t):
-    if t.dim() == 4:
-        return t.stride(0), t.stride(1), t.stride(2)
-    return 0, t.stride(0), t.stride(1)
+    st = t.stride()
+    if len(st) == 4:
+        return st[0], st[1], st[2]
+    return 0, st[0], st[1]
 
 
 def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, softcap, cu_seqlens_q=None,
@@ -462,9 +467,6 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
                   dropout_p=0.0, seed=0, offset=0):
     """Launch the backward: returns dq, dk, dv (dtypes and shapes of q, k, v, contiguous).
     ``dlse`` (optional, like lse) is the gradient flowing into the returned lse."""
-    import torch
-    from .config import block_d, bwd_config, dot_precision, lpt_order
-
     varlen = cu_seqlens_q is not None
     if varlen:
         T, H, D = q.shape
@@ -483,14 +485,14 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
         dk.zero_()
         dv.zero_()
         return dq, dk, dv
-    cfg = bwd_config(D, left >= 0 or right >= 0, q.dtype, q.device)
+    cfg = _cfg.bwd_config(D, left >= 0 or right >= 0, q.dtype, q.device)
     descriptors_ok = tma_ok(k, v) and tma_ok(q, dout)
     qcfg = cfg.dq_config()  # dQ kernel's tile in its own terms: BLOCK_M query rows, BLOCK_N keys
     if cfg.use_tma and not descriptors_ok:
         cfg = cfg.for_pointers()
     if qcfg.use_tma and not descriptors_ok:
         qcfg = qcfg.for_pointers()
-    BD = block_d(D)
+    BD = _cfg.block_d(D)
     exact = q.dtype == torch.float32  # fp32: compensated sums, exact delta, dlse kept apart
     sep_dlse = exact and dlse is not None
     lse = lse.contiguous()
@@ -508,7 +510,7 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
     cuq = cu_seqlens_q if varlen else dummy
     cuk = cu_seqlens_k if varlen else dummy
     PRE_M = 16 if cfg.BLOCK_M == 16 or exact else 64
-    attention_bwd_preprocess_kernel[(triton.cdiv(M, PRE_M), B * H)](
+    attention_bwd_preprocess_kernel[(cdiv(M, PRE_M), B * H)](
         out, dout, lse, dlse if dlse is not None else lse, delta, lse2,
         *_strides(out), *_strides(dout), slb, slh, slm,
         cuq, M, H, D, dlse_plane, BLOCK_M=PRE_M, BLOCK_D=BD, IS_VARLEN=varlen, HAS_DLSE=dlse is not None,
@@ -519,9 +521,8 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
     else:
         sc_pre, sc_post = 0.0, 0.0
     common = dict(IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0, HAS_SOFTCAP=softcap > 0,
-                  EVEN_D=BD == D, DOT_PREC=dot_precision(q.dtype), BLOCK_D=BD,
-                  COMPENSATED=exact, SEP_DLSE=sep_dlse, LPT=lpt_order(left, right, varlen))
-    from ..common.philox import as_int32, dropout_threshold
+                  EVEN_D=BD == D, DOT_PREC=_cfg.dot_precision(q.dtype), BLOCK_D=BD,
+                  COMPENSATED=exact, SEP_DLSE=sep_dlse, LPT=_cfg.lpt_order(left, right, varlen))
     scal = (cuq, cuk, M, N, shift_extra, max(left, 0), max(right, 0),
             softmax_scale, softmax_scale * LOG2E, sc_pre, sc_post,
             as_int32(seed), as_int32(seed >> 32), as_int32(offset), dropout_threshold(dropout_p),
@@ -533,14 +534,14 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
     # head dim when the config asks (not for fp32: its exact delta needs dP as one dot, see the
     # preprocess kernel; and not below 16 columns per half, the smallest dot)
     split = cfg.dkdv_split_d if not exact and BD // max(cfg.dkdv_split_d, 1) >= 16 else 1
-    attention_bwd_dkdv_kernel[(triton.cdiv(N, cfg.BLOCK_N) * split, B * HK)](
+    attention_bwd_dkdv_kernel[(cdiv(N, cfg.BLOCK_N) * split, B * HK)](
         q, k, v, dout, lse2, delta, dk, dv,
         *_strides(q), *_strides(k), *_strides(v), *_strides(dout), slb, slh, slm,
         *_strides(dk), *_strides(dv), *scal, HK, H // HK, D, dlse_plane,
         BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, USE_TMA=cfg.use_tma and descriptors_ok, SPLIT_D=split,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **common)
     # dQ: query blocks of qcfg.BLOCK_M rows, key tiles of qcfg.BLOCK_N
-    attention_bwd_dq_kernel[(triton.cdiv(M, qcfg.BLOCK_M), B * H)](
+    attention_bwd_dq_kernel[(cdiv(M, qcfg.BLOCK_M), B * H)](
         q, k, v, dout, lse2, delta, dq,
         *_strides(q), *_strides(k), *_strides(v), *_strides(dout), slb, slh, slm,
         *_strides(dq), *scal, H, H // HK, D, dlse_plane,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 import triton
+from ..common.host import next_pow2
 
 from ..common.dispatch import interpreter_enabled
 
@@ -64,7 +65,7 @@ INTERPRETER = KernelConfig(16, 16, 4, 1)
 
 
 def block_d(D: int) -> int:
-    return max(16, triton.next_power_of_2(D))
+    return max(16, next_pow2(D))
 
 
 def fwd_config(D: int, masked: bool, dtype: torch.dtype, device: torch.device,

@@ -7,12 +7,16 @@ final output; the combine merges them with ⊕.
 """
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
+from ..common.host import cdiv
+from . import config as _cfg
+
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
 from ..common.masks import block_order, key_tiles, sequence_bounds, visible
-from ..common.philox import dropout_keep
+from ..common.philox import as_int32, dropout_keep, dropout_threshold
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 
 
@@ -181,9 +185,10 @@ def attention_fwd_kernel(
 
 def _qkv_strides(t):
     """(stride_b, stride_seq, stride_head) of a (B, S, H, D) or packed (T, H, D) tensor."""
-    if t.dim() == 4:
-        return t.stride(0), t.stride(1), t.stride(2)
-    return 0, t.stride(0), t.stride(1)
+    st = t.stride()
+    if len(st) == 4:
+        return st[0], st[1], st[2]
+    return 0, st[0], st[1]
 
 
 def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None, cu_seqlens_k=None,
@@ -195,10 +200,6 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
     dropout_p > 0 applies the Philox mask of (seed, offset) (tilefold.ops.common.philox). ``probs``: a
     zero-filled fp32 (B, H, M, N) tensor (varlen: padded (B, H, max_seqlen_q, max_seqlen_k)) that
     receives the normalized probabilities with dropped elements' sign bit set."""
-    import math
-    import torch
-    from .config import block_d, dot_precision, fwd_config
-
     varlen = cu_seqlens_q is not None
     if varlen:
         T, H, D = q.shape
@@ -211,13 +212,13 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
         lse_shape = (B, H, M)
     HK = k.shape[-2]
     left, right = window
-    cfg = fwd_config(D, left >= 0 or right >= 0, q.dtype, q.device, dropout_p > 0 or probs is not None)
+    cfg = _cfg.fwd_config(D, left >= 0 or right >= 0, q.dtype, q.device, dropout_p > 0 or probs is not None)
     if cfg.use_tma and not tma_ok(k, v):
         cfg = cfg.for_pointers()
-    BD = block_d(D)
+    BD = _cfg.block_d(D)
     split = num_splits > 1
     if split:
-        split_size = triton.cdiv(triton.cdiv(N, num_splits), cfg.BLOCK_N) * cfg.BLOCK_N
+        split_size = cdiv(cdiv(N, num_splits), cfg.BLOCK_N) * cfg.BLOCK_N
         out = torch.empty((num_splits,) + tuple(q.shape), device=q.device, dtype=torch.float32)
         lse = torch.empty((num_splits,) + lse_shape, device=q.device, dtype=torch.float32)
         so = out.stride(0)
@@ -251,9 +252,7 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
     use_tma = cfg.use_tma and tma_ok(k, v)
     if use_tma:
         ensure_allocator()
-    from .config import lpt_order
-    grid = (triton.cdiv(M, cfg.BLOCK_M), B * H, num_splits if split else 1)
-    from ..common.philox import as_int32, dropout_threshold
+    grid = (cdiv(M, cfg.BLOCK_M), B * H, num_splits if split else 1)
     has_drop = dropout_p > 0
     P = probs if probs is not None else lse
     sp = probs.stride() if probs is not None else (0, 0, 0, 0)
@@ -270,9 +269,8 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
         BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=BD,
         IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0,
         HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D, IS_SPLIT=split,
-        DOT_PREC=dot_precision(q.dtype), USE_TMA=use_tma, WARP_SPEC=use_tma and cfg.warp_spec,
-        HAS_DROPOUT=has_drop, RETURN_P=probs is not None, LPT=lpt_order(left, right, varlen),
+        DOT_PREC=_cfg.dot_precision(q.dtype), USE_TMA=use_tma, WARP_SPEC=use_tma and cfg.warp_spec,
+        HAS_DROPOUT=has_drop, RETURN_P=probs is not None, LPT=_cfg.lpt_order(left, right, varlen),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
-    del math
     return out, lse

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 import triton
+from ..common.host import cdiv, next_pow2
 import triton.language as tl
 
 from ..common.dispatch import interpreter_enabled
@@ -632,7 +633,7 @@ def _serial_cfg(kernel, es, BK, V, BT, NH=None, device=None):
         BV, nw = _bv(V, CFG[kernel][0]), CFG[kernel][1]
         ns = _stages(es, BK, BV, BT)
     if env and NH is not None and device is not None and device.type == "cuda" and not interpreter_enabled():
-        if NH * triton.cdiv(V, BV) < _sm_count(device) // 2:
+        if NH * cdiv(V, BV) < _sm_count(device) // 2:
             bv, nw, ns = SMALL_NH_CFG[kernel]
             BV = _bv(V, bv)
     return BV, nw, ns
@@ -649,11 +650,11 @@ def _sm_count(device):
 
 
 def _bk(K):
-    return max(16, triton.next_power_of_2(K))
+    return max(16, next_pow2(K))
 
 
 def _bv(V, cap):
-    return min(max(16, triton.next_power_of_2(V)), cap)
+    return min(max(16, next_pow2(V)), cap)
 
 
 def chunk_gla_fwd(q, k, v, g, scale, h0, output_final_state, info, fused):
@@ -671,24 +672,24 @@ def chunk_gla_fwd(q, k, v, g, scale, h0, output_final_state, info, fused):
         return o, ht, None, gc
     if fused:
         BV, nw = _bv(V, CFG["fused"][0]), CFG["fused"][1]
-        NV = triton.cdiv(V, BV)
+        NV = cdiv(V, BV)
         chunk_gla_fwd_o_kernel[(NV, N * H)](
             q, k, v, g, gc, o, dummy, h0 if h0 is not None else dummy, ht if ht is not None else dummy, cu,
             chunk_indices, scale, H, K, V, BT, BC, BK, BV, True, h0 is not None, ht is not None, G_FLOOR, prec,
             num_warps=nw, num_stages=1)
         return o, ht, None, gc
     if NT > 0:
-        chunk_gla_fwd_gc_kernel[(NT, H, triton.cdiv(K, 64))](g, gc, cu, chunk_indices, H, K, BT, 64, G_FLOOR,
+        chunk_gla_fwd_gc_kernel[(NT, H, cdiv(K, 64))](g, gc, cu, chunk_indices, H, K, BT, 64, G_FLOOR,
                                                              num_warps=4)
     h = empty(NT, H, K, V, dtype=_state_dtype(q.dtype, K, V, q.device), device=q.device)
     BV, nw, ns = _serial_cfg("fwd_h", q.element_size(), BK, V, BT, N * H, q.device)
-    NV = triton.cdiv(V, BV)
+    NV = cdiv(V, BV)
     chunk_gla_fwd_h_kernel[(NV, N * H)](
         k, v, g, gc, h, h0 if h0 is not None else dummy, ht if ht is not None else dummy, cu, chunk_offsets,
         H, K, V, BT, BK, BV, h0 is not None, True, ht is not None, G_FLOOR, prec, num_warps=nw, num_stages=ns)
     if NT > 0:
         BV, nw = _bv(V, CFG["fwd_o"][0]), CFG["fwd_o"][1]
-        NV = triton.cdiv(V, BV)
+        NV = cdiv(V, BV)
         chunk_gla_fwd_o_kernel[(NV * NT, H)](
             q, k, v, g, gc, o, h, dummy, dummy, cu, chunk_indices, scale, H, K, V, BT, BC, BK, BV, False,
             False, False, G_FLOOR, prec, num_warps=nw, num_stages=_stages(q.element_size(), BK, BV, BT))
@@ -724,14 +725,14 @@ def chunk_gla_bwd(q, k, v, g, do, scale, h0, ht, dht, h, gc, info):
     if h is None:
         h = empty(NT, H, K, V, dtype=_state_dtype(q.dtype, K, V, q.device), device=q.device)
         BV, nw, ns = _serial_cfg("fwd_h", q.element_size(), BK, V, BT, N * H, q.device)
-        NV = triton.cdiv(V, BV)
+        NV = cdiv(V, BV)
         chunk_gla_fwd_h_kernel[(NV, N * H)](
             k, v, g, gc, h, h0 if h0 is not None else gc, gc, cu, chunk_offsets, H, K, V, BT, BK, BV,
             h0 is not None, True, False, G_FLOOR, prec, num_warps=nw, num_stages=ns)
     dh = empty(*h.shape, dtype=h.dtype, device=h.device)
     BV, nw, ns = _serial_cfg("bwd_dh" if variant == "v4" else "bwd_dh_v5", q.element_size(), BK, V, BT,
                              N * H, q.device)
-    NV = triton.cdiv(V, BV)
+    NV = cdiv(V, BV)
     chunk_gla_bwd_dh_kernel[(NV, N * H)](
         q, gc, do, dh, dht if dht is not None else gc, dh0 if dh0 is not None else gc, cu, chunk_offsets,
         scale, H, K, V, BT, BK, BV, dht is not None, dh0 is not None, prec, variant != "v4", num_warps=nw,
@@ -749,7 +750,7 @@ def chunk_gla_bwd(q, k, v, g, do, scale, h0, ht, dht, h, gc, info):
     dg = empty(*g.shape, dtype=g.dtype, device=g.device)
     if NT > 0:
         has_dht = dht is not None and ht is not None
-        chunk_gla_bwd_dg_kernel[(NT, H, triton.cdiv(K, 64))](
+        chunk_gla_bwd_dg_kernel[(NT, H, cdiv(K, 64))](
             q, k, dq, dk, g, dg, h, dh, ht if has_dht else h, cu, chunk_indices, H, K, V, BT, 64, 64,
             int(has_dht), G_FLOOR, num_warps=4)
     return dq.to(q.dtype), dk.to(k.dtype), dv, dg, dh0

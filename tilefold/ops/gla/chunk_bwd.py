@@ -34,6 +34,7 @@ import os
 
 import torch
 import triton
+from ..common.host import cdiv, next_pow2
 import triton.language as tl
 
 from .chunk import _chunk_fast, _row, _tile
@@ -193,9 +194,9 @@ def chunk_gla_bwd_v5(q, k, v, g, do, scale, ht, dht, h, dh, gc, dq, dk, dv, info
         return dg
     env = os.environ.get
     warps, stages = int(env("TILEFOLD_GLA_V5_WARPS", V5_WARPS)), int(env("TILEFOLD_GLA_V5_STAGES", V5_STAGES))
-    BS = min(int(env("TILEFOLD_GLA_V5_BS", V5_BS)), max(16, triton.next_power_of_2(min(K, V))))
-    BI = min(V5_BI, max(16, triton.next_power_of_2(max(K, V))))
-    NS = triton.cdiv(K, BS) + triton.cdiv(V, BS)
+    BS = min(int(env("TILEFOLD_GLA_V5_BS", V5_BS)), max(16, next_pow2(min(K, V))))
+    BI = min(V5_BI, max(16, next_pow2(max(K, V))))
+    NS = cdiv(K, BS) + cdiv(V, BS)
     chunk_gla_bwd_v5_kernel[(NS * NT, H)](
         q, k, v, g, gc, do, h, dh, dq, dk, dv, dg, cu, chunk_indices, scale, H, K, V, BT, BK, BS, BI, G_FLOOR,
         prec, num_warps=warps, num_stages=stages)
@@ -208,7 +209,7 @@ def chunk_gla_bwd_v5(q, k, v, g, do, scale, ht, dht, h, dh, gc, dq, dk, dv, info
         q, k, v, gc, do, h, dh, dq32, dk32, dv, cu, chunk_indices, scale, H, K, V, BT, BC, BK,
         _dqkv_bv(V, BK, q.element_size()), prec, True, num_warps=CFG["bwd_dqkv"][1], num_stages=1)
     has_dht = dht is not None and ht is not None
-    chunk_gla_bwd_dg_kernel[(NT, H, triton.cdiv(K, 64))](
+    chunk_gla_bwd_dg_kernel[(NT, H, cdiv(K, 64))](
         q, k, dq32, dk32, g, dg, h, dh, ht if has_dht else h, cu, chunk_indices, H, K, V, BT, 64, 64,
         int(has_dht), G_FLOOR, gc, dq, dk, BK, True, num_warps=4)
     return dg

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import triton
+from ..common.host import cdiv, next_pow2
 import triton.language as tl
 
 from .utils import G_FLOOR, empty, gla_bwd_dg
@@ -145,8 +146,8 @@ CFG = {"state": 2048, "warps": 2}
 
 
 def _blocks(K, V):
-    BK = triton.next_power_of_2(K)
-    BV = min(triton.next_power_of_2(V), max(16, CFG["state"] // BK))
+    BK = next_pow2(K)
+    BV = min(next_pow2(V), max(16, CFG["state"] // BK))
     return BK, BV
 
 
@@ -156,7 +157,7 @@ def fused_recurrent_gla_fwd(q, k, v, g, scale, h0, output_final_state, cu, N):
     BK, BV = _blocks(K, V)
     o = empty(*v.shape, dtype=v.dtype, device=v.device)
     ht = empty(N, H, K, V, dtype=torch.float32, device=q.device) if output_final_state else None
-    grid = (triton.cdiv(V, BV), N * H)
+    grid = (cdiv(V, BV), N * H)
     if N * H > 0:
         fused_recurrent_gla_fwd_kernel[grid](q, k, v, g, o, h0 if h0 is not None else q, ht if ht is not None else q,
                                              cu, scale, H, K, V, BK, BV, h0 is not None, ht is not None, G_FLOOR,
@@ -168,7 +169,7 @@ def fused_recurrent_gla_bwd(q, k, v, g, do, scale, h0, ht, dht, cu, N):
     B, T, H, K = q.shape
     V = v.shape[3]
     BK, BV = _blocks(K, V)
-    NV = triton.cdiv(V, BV)
+    NV = cdiv(V, BV)
     dq = empty(NV, B, T, H, K, dtype=torch.float32, device=q.device)
     dk = empty(NV, B, T, H, K, dtype=torch.float32, device=q.device)
     dv = empty(*v.shape, dtype=v.dtype, device=v.device)

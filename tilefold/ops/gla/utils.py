@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import triton
+from ..common.host import cdiv, next_pow2
 import triton.language as tl
 
 # Gates are clamped from below at G_FLOOR in every mode (torch and Triton). exp(-30) = 9.4e-14 is below
@@ -42,13 +43,13 @@ def seq_info(B: int, T: int, cu_seqlens: torch.Tensor | None, device, BT: int):
     if cu_seqlens is None:
         N = B
         cu = dense_cu_seqlens(B, T, device)
-        nt = triton.cdiv(T, BT)
+        nt = cdiv(T, BT)
         lens_chunks = [nt] * B
     else:
         N = cu_seqlens.numel() - 1
         cu = cu_seqlens.to(device=device, dtype=torch.int32)
         lens = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()
-        lens_chunks = [triton.cdiv(int(n), BT) for n in lens]
+        lens_chunks = [cdiv(int(n), BT) for n in lens]
     offsets = [0]
     idx = []
     for n, c in enumerate(lens_chunks):
@@ -107,11 +108,11 @@ def gla_bwd_dg(q, k, dq, dk, g, cu, N, ht=None, dht=None):
     """q, k, dq, dk, g: [B, T, H, K] (contiguous); returns dg like g."""
     H, K = q.shape[-2], q.shape[-1]
     dg = empty(*g.shape, dtype=g.dtype, device=g.device)
-    BK = min(64, triton.next_power_of_2(K))
+    BK = min(64, next_pow2(K))
     has_dht = dht is not None and ht is not None
     V = dht.shape[-1] if has_dht else 1
-    BV = min(64, triton.next_power_of_2(V))
-    grid = (triton.cdiv(K, BK), N * H)
+    BV = min(64, next_pow2(V))
+    grid = (cdiv(K, BK), N * H)
     if N * H > 0:
         gla_bwd_dg_kernel[grid](q, k, dq, dk, g, dg, ht if has_dht else q, dht.contiguous() if has_dht else q,
                                 cu, H, K, V, 64, BK, BV, has_dht, G_FLOOR)

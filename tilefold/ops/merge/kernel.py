@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import triton
+from ..common.host import cdiv, next_pow2
 import triton.language as tl
 
 from ..common.dispatch import interpreter_enabled
@@ -74,7 +75,7 @@ def _block_m(D: int, M: int, device) -> int:
     if device.type != "cuda" or interpreter_enabled():
         return 16
     bm = 64 if D <= 128 else 32
-    return max(16, min(bm, triton.next_power_of_2(max(M, 1))))
+    return max(16, min(bm, next_pow2(max(M, 1))))
 
 
 def merge_fwd(outs, lses, out_b=None, lse_b=None, out_dtype=None):
@@ -87,13 +88,13 @@ def merge_fwd(outs, lses, out_b=None, lse_b=None, out_dtype=None):
     if out.numel() == 0 and lse.numel() == 0:
         return out, lse
     has_b = out_b is not None
-    BD = max(16, triton.next_power_of_2(D))
+    BD = max(16, next_pow2(D))
     BM = _block_m(D, M, outs.device)
     ob = out_b if has_b else outs
     lb = lse_b if has_b else lses
     sob = (ob.stride(0), ob.stride(1), ob.stride(2)) if has_b else (0, 0, 0)
     slb = (lb.stride(0), lb.stride(1), lb.stride(2)) if has_b else (0, 0, 0)
-    grid = (triton.cdiv(M, BM), B * H)
+    grid = (cdiv(M, BM), B * H)
     merge_fwd_kernel[grid](
         outs, lses, ob, lb, out, lse,
         outs.stride(0), outs.stride(1), outs.stride(2), outs.stride(3),
