@@ -134,7 +134,7 @@ class _AttentionFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout, dlse):
-        return _backward(ctx, dout, dlse, bwd=_bwd_impl)
+        return _backward(ctx, dout, dlse, bwd=attention_backward)
 
 
 def _eager(*tensors) -> bool:
@@ -157,8 +157,17 @@ def attention_forward(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
     return _fwd_impl(*args)
 
 
+def _records_graph(*tensors) -> bool:
+    """A backward run with create_graph=True: grad mode on and an input that requires grad."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def attention_backward(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k, *args):
-    """attention_bwd_op, with the custom-op layers skipped in eager mode."""
-    if not _eager(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k):
+    """attention_bwd_op, with the custom-op layers skipped in eager mode. Under create_graph=True the custom
+    op runs: double backward is unsupported, and its missing autograd formula raises at the second backward;
+    _bwd_impl would record nothing on the Triton path (a gradient penalty silently dropped) and the torch
+    fold's ops on the CPU path (a backend-dependent second derivative)."""
+    if (not _eager(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k)
+            or _records_graph(dout, q, k, v, out, lse, dlse)):
         return attention_bwd_op(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k, *args)
     return _bwd_impl(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k, *args)
