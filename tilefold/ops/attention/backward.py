@@ -138,8 +138,10 @@ def _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_
                 HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr,
                 seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, bh, n0,
                 BLOCK_N: tl.constexpr, HAS_DROPOUT: tl.constexpr, USE_TMA: tl.constexpr,
-                COMPENSATED: tl.constexpr, dlse_plane, SEP_DLSE: tl.constexpr, SPLIT_D: tl.constexpr):
-    """Fold query tiles [m_lo, m_hi) into dK, dV (columns offs_d). SPLIT_D = 2: S and dP also take the
+                COMPENSATED: tl.constexpr, dlse_plane, SEP_DLSE: tl.constexpr, SPLIT_D: tl.constexpr,
+                full_lo=0, full_hi=0, RUNTIME_MASK: tl.constexpr = False):
+    """Fold query tiles [m_lo, m_hi) into dK, dV (columns offs_d). RUNTIME_MASK (with MASKED): tiles
+    starting in [full_lo, full_hi) are fully visible and skip the mask (one loop instead of three). SPLIT_D = 2: S and dP also take the
     other head-dim half (k_o, v_o and the *_o pointers / column c_oth); dK, dV only the own half."""
     q_ptrs += m_lo.to(tl.int64) * stride_qm
     do_ptrs += m_lo.to(tl.int64) * stride_dom
@@ -173,6 +175,8 @@ def _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_
                          SPLIT_D)
         if MASKED:
             okT = tl.trans(visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI))
+            if RUNTIME_MASK:
+                okT = okT | ((start_m >= full_lo) & (start_m < full_hi))
             pT = tl.where(okT, pT, 0.0)
         dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
         if SPLIT_D > 1:
@@ -227,7 +231,7 @@ def attention_bwd_dkdv_kernel(
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     USE_TMA: tl.constexpr, COMPENSATED: tl.constexpr, SEP_DLSE: tl.constexpr, LPT: tl.constexpr,
-    SPLIT_D: tl.constexpr,
+    SPLIT_D: tl.constexpr, ONE_LOOP: tl.constexpr = False,
 ):
     # the first key blocks see the most queries under a causal mask: they go first
     # SPLIT_D = 2: axis 0 is (key block, head-dim half), the two halves of a block adjacent (they read
@@ -298,27 +302,37 @@ def attention_bwd_dkdv_kernel(
         else:
             q_desc = Q
             do_desc = DO
-        dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_ptrs_o, q_desc, do_desc,
-                             lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
-                             stride_lm, offs_n, offs_m0, offs_d, offs_do, c_own, c_oth, m_start, f_lo, seqlen_q, seqlen_k, shift,
-                             win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
-                             BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
-                             seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
-                             BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE, SPLIT_D)
-        dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_ptrs_o, q_desc, do_desc,
-                             lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
-                             stride_lm, offs_n, offs_m0, offs_d, offs_do, c_own, c_oth, f_lo, f_hi, seqlen_q, seqlen_k, shift,
-                             win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
-                             BLOCK_M, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
-                             seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
-                             BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE, SPLIT_D)
-        dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_ptrs_o, q_desc, do_desc,
-                             lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
-                             stride_lm, offs_n, offs_m0, offs_d, offs_do, c_own, c_oth, f_hi, m_end, seqlen_q, seqlen_k, shift,
-                             win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
-                             BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
-                             seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
-                             BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE, SPLIT_D)
+        if ONE_LOOP:
+            dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_ptrs_o, q_desc, do_desc,
+                                 lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
+                                 stride_lm, offs_n, offs_m0, offs_d, offs_do, c_own, c_oth, m_start, m_end, seqlen_q, seqlen_k, shift,
+                                 win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
+                                 BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
+                                 seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
+                                 BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE, SPLIT_D,
+                                     f_lo, f_hi, True)
+        else:
+            dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_ptrs_o, q_desc, do_desc,
+                                 lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
+                                 stride_lm, offs_n, offs_m0, offs_d, offs_do, c_own, c_oth, m_start, f_lo, seqlen_q, seqlen_k, shift,
+                                 win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
+                                 BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
+                                 seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
+                                 BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE, SPLIT_D)
+            dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_ptrs_o, q_desc, do_desc,
+                                 lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
+                                 stride_lm, offs_n, offs_m0, offs_d, offs_do, c_own, c_oth, f_lo, f_hi, seqlen_q, seqlen_k, shift,
+                                 win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
+                                 BLOCK_M, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
+                                 seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
+                                 BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE, SPLIT_D)
+            dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_ptrs_o, q_desc, do_desc,
+                                 lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
+                                 stride_lm, offs_n, offs_m0, offs_d, offs_do, c_own, c_oth, f_hi, m_end, seqlen_q, seqlen_k, shift,
+                                 win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
+                                 BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
+                                 seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
+                                 BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE, SPLIT_D)
     dk = dk * sm_scale
     dk_ptrs = DK + b.to(tl.int64) * stride_dkb + (k_start + offs_n[:, None]).to(tl.int64) * stride_dkn \
         + hk * stride_dkh + offs_d[None, :]
@@ -539,6 +553,7 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
         *_strides(q), *_strides(k), *_strides(v), *_strides(dout), slb, slh, slm,
         *_strides(dk), *_strides(dv), *scal, HK, H // HK, D, dlse_plane,
         BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, USE_TMA=cfg.use_tma and descriptors_ok, SPLIT_D=split,
+        ONE_LOOP=_cfg.DKDV_ONE_LOOP,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **common)
     # dQ: query blocks of qcfg.BLOCK_M rows, key tiles of qcfg.BLOCK_N
     attention_bwd_dq_kernel[(cdiv(M, qcfg.BLOCK_M), B * H)](

@@ -1,0 +1,65 @@
+"""The dK/dV kernel's one-loop variant (config.DKDV_ONE_LOOP, TILEFOLD_DKDV_ONE_LOOP=1: the mask applied at
+run time to the tiles that need it instead of three loops) gives bitwise the default's gradients -- same tiles,
+same order, a full tile's mask is all true -- through the Triton kernels under the interpreter; and it passes
+the accuracy rule on its own."""
+import pytest
+import torch
+
+import attention_helpers as h
+
+import tilefold
+from tilefold.ops.attention import config as C
+
+Case = h.Case
+
+# (B, M, N, H, HK, D, mask): causal with M != N both ways, window + softcap, GQA / MQA, padded head dim,
+# lengths that leave partial query and key tiles
+BITWISE = [
+    ((2, 45, 70, 4, 2, 32), dict(causal=True)),
+    ((1, 70, 45, 4, 1, 40), dict(window_size=(8, 3), softcap=5.0)),
+    ((1, 33, 33, 2, 2, 16), dict()),
+    ((1, 50, 20, 2, 1, 24), dict(causal=True, window_size=(5, -1))),
+]
+
+
+@pytest.mark.parametrize("shape,opts", BITWISE, ids=[str(s) for s, _ in BITWISE])
+def test_one_loop_bitwise_equal(shape, opts, monkeypatch):
+    B, M, N, H, HK, D = shape
+    g = torch.Generator().manual_seed(11)
+    q = torch.randn(B, M, H, D, generator=g, requires_grad=True)
+    k = torch.randn(B, N, HK, D, generator=g, requires_grad=True)
+    v = torch.randn(B, N, HK, D, generator=g, requires_grad=True)
+    do = torch.randn(B, M, H, D, generator=g)
+    res = {}
+    with h.backend_ctx("triton"):
+        for one in (False, True):
+            monkeypatch.setattr(C, "DKDV_ONE_LOOP", one)
+            o = tilefold.attention(q, k, v, **opts)
+            res[one] = torch.autograd.grad(o, (q, k, v), do)
+    assert res[True][1].abs().sum() > 0
+    for a, b in zip(res[False], res[True]):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("case", [Case(2, 45, 70, 4, 2, 32, causal=True),
+                                  Case(1, 70, 45, 4, 1, 40, window=(8, 3), softcap=5.0)], ids=h.case_id)
+def test_one_loop_accuracy(case, monkeypatch):
+    monkeypatch.setattr(C, "DKDV_ONE_LOOP", True)
+    h.check_case(case, torch.float32, backend="triton", device="cpu", grad=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("D", [64, 128, 256])
+@pytest.mark.parametrize("causal", [False, True])
+def test_one_loop_bitwise_equal_gpu(D, causal, monkeypatch):
+    g = torch.Generator(device="cuda").manual_seed(5)
+    q, k, v = (torch.randn(2, n, h, D, device="cuda", dtype=torch.bfloat16, generator=g).requires_grad_()
+               for n, h in ((1000, 8), (1100, 2), (1100, 2)))
+    do = torch.randn(2, 1000, 8, D, device="cuda", dtype=torch.bfloat16, generator=g)
+    res = {}
+    for one in (False, True):
+        monkeypatch.setattr(C, "DKDV_ONE_LOOP", one)
+        o = tilefold.attention(q, k, v, causal=causal)
+        res[one] = torch.autograd.grad(o, (q, k, v), do)
+    for a, b in zip(res[False], res[True]):
+        assert torch.equal(a, b)
