@@ -173,10 +173,12 @@ def _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_
                 dl = tl.load(delta_ptrs + dlse_plane)
         pT, t = _probs_t(k, qT, k_o, qT_o, lse2, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP, DOT_PREC,
                          SPLIT_D)
-        if MASKED:
+        if RUNTIME_MASK:
+            if (start_m < full_lo) | (start_m >= full_hi):
+                okT = tl.trans(visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI))
+                pT = tl.where(okT, pT, 0.0)
+        elif MASKED:
             okT = tl.trans(visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI))
-            if RUNTIME_MASK:
-                okT = okT | ((start_m >= full_lo) & (start_m < full_hi))
             pT = tl.where(okT, pT, 0.0)
         dpT = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
         if SPLIT_D > 1:
