@@ -54,10 +54,9 @@ class KernelConfig:
 ORDER = os.environ.get("TILEFOLD_ORDER", "head")
 
 # dK/dV kernel: one query-tile loop, the mask computed (behind a run-time branch) only on the tiles that
-# need it, instead of
-# three loops (masked, full, masked). Offline sm_90 compile, hd128 64x128 8w 3st, causal: spill
-# instructions 1631 -> 507, stack 2096 -> 1072 B (non-causal 1425 -> 452); ncu had put the causal dK/dV
-# kernel's slowness on spills (benchmarks/NOTES.md). Not yet timed on a GPU: off unless
+# need it, instead of three loops (masked, full, masked). Offline sm_90 compile, hd128 64x128 8w 3st,
+# causal: spill instructions 1631 -> 507, stack 2096 -> 1072 B (non-causal 1425 -> 452); ncu had put the
+# causal dK/dV kernel's slowness on spills (benchmarks/NOTES.md). Not yet timed on a GPU: off unless
 # TILEFOLD_DKDV_ONE_LOOP=1. Results are bitwise those of the three loops (same tiles, same order).
 DKDV_ONE_LOOP = os.environ.get("TILEFOLD_DKDV_ONE_LOOP", "0") == "1"
 
