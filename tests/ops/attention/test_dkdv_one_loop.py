@@ -63,3 +63,28 @@ def test_one_loop_bitwise_equal_gpu(D, causal, monkeypatch):
         res[one] = torch.autograd.grad(o, (q, k, v), do)
     for a, b in zip(res[False], res[True]):
         assert torch.equal(a, b)
+
+
+def test_one_loop_bitwise_equal_varlen_dropout(monkeypatch):
+    """Packed sequences with empty and length-1 members (causal, so some key blocks see no query), and
+    dropout (the regenerated mask keys on the tile's row start, which the one loop must pass unchanged)."""
+    g = torch.Generator().manual_seed(2)
+    lq, lk = [0, 1, 37, 20, 5], [3, 1, 50, 0, 17]
+    cu_q = torch.tensor([0] + list(torch.tensor(lq).cumsum(0)), dtype=torch.int32)
+    cu_k = torch.tensor([0] + list(torch.tensor(lk).cumsum(0)), dtype=torch.int32)
+    q = torch.randn(sum(lq), 4, 32, generator=g, requires_grad=True)
+    k = torch.randn(sum(lk), 2, 32, generator=g, requires_grad=True)
+    v = torch.randn(sum(lk), 2, 32, generator=g, requires_grad=True)
+    do = torch.randn(sum(lq), 4, 32, generator=g)
+    res = {}
+    with h.backend_ctx("triton"):
+        for one in (False, True):
+            monkeypatch.setattr(C, "DKDV_ONE_LOOP", one)
+            for opts in (dict(causal=True), dict(dropout_p=0.3, window_size=(6, 2))):
+                torch.manual_seed(9)
+                o = tilefold.varlen_attention(q, k, v, cu_q, cu_k, max(lq), max(lk), **opts)
+                res[(one, str(opts))] = torch.autograd.grad(o, (q, k, v), do)
+    for key in [k_ for k_ in res if k_[0]]:
+        assert res[key][1].abs().sum() > 0
+        for a, b in zip(res[(False, key[1])], res[key]):
+            assert torch.equal(a, b)
