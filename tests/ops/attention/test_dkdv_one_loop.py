@@ -88,3 +88,41 @@ def test_one_loop_bitwise_equal_varlen_dropout(monkeypatch):
         assert res[key][1].abs().sum() > 0
         for a, b in zip(res[(False, key[1])], res[key]):
             assert torch.equal(a, b)
+
+
+# the paths the cases above leave out: fp16 (no compensated sums), a left-only window (HAS_LO without HAS_HI:
+# masked tail tiles only) and lengths off the interpreter's 16-row tile, the head dim split over two programs
+# (SPLIT_D = 2, fp16 only) with a padded head dim and softcap, the lse gradient (fp32: SEP_DLSE) and a
+# partial last key block under causal
+SPLIT = C.KernelConfig(16, 16, 4, 1, dkdv_split_d=2)
+MORE = [
+    ("fp16-causal-partial-kblock", (1, 37, 53, 2, 1, 24), torch.float16, dict(causal=True), None),
+    ("fp16-left-window", (1, 41, 29, 2, 2, 16), torch.float16, dict(window_size=(7, -1)), None),
+    ("fp16-split-d-causal-softcap", (1, 30, 45, 4, 2, 40), torch.float16, dict(causal=True, softcap=5.0), SPLIT),
+    ("fp16-split-d-window-dropout", (1, 45, 30, 2, 1, 32), torch.float16,
+     dict(window_size=(9, 4), dropout_p=0.2), SPLIT),
+    ("fp32-lse-grad-window", (1, 43, 51, 2, 1, 16), torch.float32, dict(window_size=(12, 0)), None),
+]
+
+
+@pytest.mark.parametrize("name,shape,dtype,opts,cfg", MORE, ids=[m[0] for m in MORE])
+def test_one_loop_bitwise_equal_more(name, shape, dtype, opts, cfg, monkeypatch):
+    B, M, N, H, HK, D = shape
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(B, M, H, D, generator=g).to(dtype).requires_grad_()
+    k = torch.randn(B, N, HK, D, generator=g).to(dtype).requires_grad_()
+    v = torch.randn(B, N, HK, D, generator=g).to(dtype).requires_grad_()
+    do = torch.randn(B, M, H, D, generator=g).to(dtype)
+    dlse = torch.randn(B, H, M, generator=g)
+    if cfg is not None:
+        monkeypatch.setattr(C, "bwd_config", lambda *a, **kw: cfg)
+    res = {}
+    with h.backend_ctx("triton"):
+        for one in (False, True):
+            monkeypatch.setattr(C, "DKDV_ONE_LOOP", one)
+            torch.manual_seed(4)
+            o, lse = tilefold.attention(q, k, v, return_lse=True, **opts)
+            res[one] = torch.autograd.grad((o, lse), (q, k, v), (do, dlse))
+    assert res[True][1].abs().sum() > 0 and res[True][2].abs().sum() > 0
+    for a, b in zip(res[False], res[True]):
+        assert torch.equal(a, b)
