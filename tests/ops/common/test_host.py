@@ -11,3 +11,17 @@ def test_cdiv_matches_triton():
 def test_next_pow2_matches_triton():
     for n in list(range(0, 5000)) + [2**20 - 1, 2**20, 2**20 + 1, 2**31 - 1]:
         assert next_pow2(n) == triton.next_power_of_2(n), n
+
+
+def test_non_int_arguments():
+    """numpy integers (no ``bit_length``) and torch SymInts (traced: stays symbolic) work as with Triton's."""
+    import numpy as np
+    import torch
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    for t in (np.int32, np.int64):
+        for n in (0, 1, 5, 16, 17, 1000):
+            assert next_pow2(t(n)) == triton.next_power_of_2(n) and cdiv(t(n), 16) == triton.cdiv(n, 16)
+    g = make_fx(lambda x: x.new_zeros(next_pow2(x.shape[0]) + cdiv(x.shape[0], 4)),
+                tracing_mode="symbolic")(torch.ones(5))
+    assert g(torch.ones(9)).shape == (16 + 3,)

@@ -9,4 +9,15 @@ def cdiv(a: int, b: int) -> int:
 
 def next_pow2(n: int) -> int:
     """The smallest power of two >= n (n >= 1); 0 for n = 0, as triton.next_power_of_2."""
-    return 1 << (n - 1).bit_length() if n > 0 else 0
+    if type(n) is int:
+        return 1 << (n - 1).bit_length() if n > 0 else 0
+    # numpy integers (no bit_length) and torch SymInts (bit_length would specialize them while tracing):
+    # Triton's bit-or cascade, which both support
+    n -= 1
+    n |= n >> 1
+    n |= n >> 2
+    n |= n >> 4
+    n |= n >> 8
+    n |= n >> 16
+    n |= n >> 32
+    return n + 1
