@@ -16,11 +16,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common.host import cdiv
 from . import config as _cfg
-
 from ..common.fold import LOG2E, score_transform
 from ..common.masks import block_order, key_tiles, query_tiles, sequence_bounds, visible
+from ..common.host import cdiv
 from ..common.philox import as_int32, dropout_keep, dropout_threshold
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 
@@ -141,8 +140,8 @@ def _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_
                 COMPENSATED: tl.constexpr, dlse_plane, SEP_DLSE: tl.constexpr, SPLIT_D: tl.constexpr,
                 full_lo=0, full_hi=0, RUNTIME_MASK: tl.constexpr = False):
     """Fold query tiles [m_lo, m_hi) into dK, dV (columns offs_d). RUNTIME_MASK (with MASKED): tiles
-    starting in [full_lo, full_hi) are fully visible and skip the mask (one loop instead of three). SPLIT_D = 2: S and dP also take the
-    other head-dim half (k_o, v_o and the *_o pointers / column c_oth); dK, dV only the own half."""
+    starting in [full_lo, full_hi) are fully visible and skip the mask (one loop instead of three).
+    SPLIT_D = 2: S and dP also take the other head-dim half (k_o, v_o and the *_o pointers / column c_oth); dK, dV only the own half."""
     q_ptrs += m_lo.to(tl.int64) * stride_qm
     do_ptrs += m_lo.to(tl.int64) * stride_dom
     q_ptrs_o += m_lo.to(tl.int64) * stride_qm
@@ -304,37 +303,31 @@ def attention_bwd_dkdv_kernel(
         else:
             q_desc = Q
             do_desc = DO
-        if ONE_LOOP:
+        # ONE_LOOP: the first fold covers every query tile, masking at run time those outside [f_lo, f_hi)
+        m_hi1 = m_end if ONE_LOOP else f_lo
+        dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_ptrs_o, q_desc, do_desc,
+                                       lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
+                                       stride_lm, offs_n, offs_m0, offs_d, offs_do, c_own, c_oth, m_start, m_hi1, seqlen_q, seqlen_k, shift,
+                                       win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
+                                       BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
+                                       seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
+                                       BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE, SPLIT_D,
+                                       f_lo, f_hi, ONE_LOOP)
+        if not ONE_LOOP:
             dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_ptrs_o, q_desc, do_desc,
-                                 lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
-                                 stride_lm, offs_n, offs_m0, offs_d, offs_do, c_own, c_oth, m_start, m_end, seqlen_q, seqlen_k, shift,
-                                 win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
-                                 BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
-                                 seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
-                                 BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE, SPLIT_D,
-                                     f_lo, f_hi, True)
-        else:
+                                           lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
+                                           stride_lm, offs_n, offs_m0, offs_d, offs_do, c_own, c_oth, f_lo, f_hi, seqlen_q, seqlen_k, shift,
+                                           win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
+                                           BLOCK_M, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
+                                           seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
+                                           BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE, SPLIT_D)
             dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_ptrs_o, q_desc, do_desc,
-                                 lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
-                                 stride_lm, offs_n, offs_m0, offs_d, offs_do, c_own, c_oth, m_start, f_lo, seqlen_q, seqlen_k, shift,
-                                 win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
-                                 BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
-                                 seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
-                                 BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE, SPLIT_D)
-            dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_ptrs_o, q_desc, do_desc,
-                                 lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
-                                 stride_lm, offs_n, offs_m0, offs_d, offs_do, c_own, c_oth, f_lo, f_hi, seqlen_q, seqlen_k, shift,
-                                 win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
-                                 BLOCK_M, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
-                                 seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
-                                 BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE, SPLIT_D)
-            dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_ptrs_o, q_desc, do_desc,
-                                 lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
-                                 stride_lm, offs_n, offs_m0, offs_d, offs_do, c_own, c_oth, f_hi, m_end, seqlen_q, seqlen_k, shift,
-                                 win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
-                                 BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
-                                 seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
-                                 BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE, SPLIT_D)
+                                           lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
+                                           stride_lm, offs_n, offs_m0, offs_d, offs_do, c_own, c_oth, f_hi, m_end, seqlen_q, seqlen_k, shift,
+                                           win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
+                                           BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
+                                           seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
+                                           BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE, SPLIT_D)
     dk = dk * sm_scale
     dk_ptrs = DK + b.to(tl.int64) * stride_dkb + (k_start + offs_n[:, None]).to(tl.int64) * stride_dkn \
         + hk * stride_dkh + offs_d[None, :]

@@ -11,11 +11,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ..common.host import cdiv
 from . import config as _cfg
-
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
 from ..common.masks import block_order, key_tiles, sequence_bounds, visible
+from ..common.host import cdiv
 from ..common.philox import as_int32, dropout_keep, dropout_threshold
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 
