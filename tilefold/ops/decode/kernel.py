@@ -25,6 +25,7 @@ import triton.language as tl
 
 from ..common.dispatch import interpreter_enabled
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
+from ..common.host import cdiv, next_pow2
 from ..common.masks import key_tiles, sequence_bounds, visible
 from ..common.tma import load_kv_tile
 
@@ -189,16 +190,8 @@ class DecodeConfig:
 DECODE_MAX_ROWS = 256  # packed rows (seqlen_q · G) up to which split-KV uses the decode kernel
 
 
-def _pow2(x: int) -> int:
-    return 1 << max(0, int(x) - 1).bit_length()
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def block_d(D: int) -> int:
-    return max(16, _pow2(D))
+    return max(16, next_pow2(D))
 
 
 @functools.lru_cache(maxsize=256)
@@ -210,7 +203,7 @@ def decode_config(rows: int, D: int, dtype: torch.dtype, device: torch.device) -
     (Triton 3.6, pointer args and strides divisible by 16 as at launch; no local memory): hd128
     BLOCK_M=16 71.7 KB of shared memory (3 programs per SM), 32: 77.8 KB (2), 64 (wgmma): 114.7 KB (2);
     hd256 with 32-key tiles: 74.8 KB (16 rows, 3 per SM), 84.0 KB (32 rows, 2)."""
-    bm = max(16, min(64, _pow2(rows)))
+    bm = max(16, min(64, next_pow2(max(rows, 1))))
     if device.type != "cuda" or interpreter_enabled():
         return DecodeConfig(16, 16, 4, 1, 1)
     bd = block_d(D)
@@ -257,15 +250,15 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
     if q.numel() == 0:
         return out, lse
     if S > 1:
-        split_size = _cdiv(_cdiv(N, S), cfg.BLOCK_N) * cfg.BLOCK_N
-        S = max(1, _cdiv(N, split_size))
+        split_size = cdiv(cdiv(N, S), cfg.BLOCK_N) * cfg.BLOCK_N
+        S = max(1, cdiv(N, split_size))
     if S > 1:
         o_dst = torch.empty((S,) + tuple(q.shape), device=q.device, dtype=torch.float32)
         l_dst = torch.empty((S,) + lse_shape, device=q.device, dtype=torch.float32)
         o_st, l_st = o_dst.stride(), l_dst.stride()
         sos, sls, o_st, l_st = o_st[0], l_st[0], o_st[1:], l_st[1:]
     else:
-        split_size = _cdiv(max(N, 1), cfg.BLOCK_N) * cfg.BLOCK_N
+        split_size = cdiv(max(N, 1), cfg.BLOCK_N) * cfg.BLOCK_N
         o_dst, l_dst, sos, sls = out, lse, 0, 0
         o_st, l_st = out.stride(), lse.stride()
     so3 = (o_st[0], o_st[1], o_st[2]) if not varlen else (0, o_st[0], o_st[1])
@@ -275,7 +268,7 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
     else:
         sc_pre, sc_post = 0.0, 0.0
     cu = (cu_q, cu_k) if varlen else (q, q)
-    grid = (_cdiv(M * G, cfg.BLOCK_M), B * HK, S)
+    grid = (cdiv(M * G, cfg.BLOCK_M), B * HK, S)
     decode_fwd_kernel[grid](
         q, k, v, o_dst, l_dst,
         *_strides(q), *_strides(k), *_strides(v), *so3, sos, slb, slh, slm, sls,
@@ -297,6 +290,6 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
             so, sl = (ost[0], ost[1], ost[2]), lst
         decode_combine_kernel[(rows, (1 if varlen else B) * H)](
             o_dst, l_dst, out, lse, *sp, *sq, *so, *sl, H, S, D,
-            BLOCK_S=min(32, _pow2(S)), BLOCK_D=BD, EVEN_D=BD == D, num_warps=4,
+            BLOCK_S=min(32, next_pow2(max(S, 1))), BLOCK_D=BD, EVEN_D=BD == D, num_warps=4,
         )
     return out, lse

@@ -48,6 +48,7 @@ from ..attention.config import fwd_config
 from ..attention.forward import attention_fwd
 from ..attention.function import attention_backward
 from ..common.dispatch import backend_for, interpreter_enabled
+from ..common.host import cdiv
 from .kernel import DECODE_MAX_ROWS, decode_config, decode_fwd
 
 MAX_SPLITS = 128
@@ -69,10 +70,6 @@ def _num_sms(device) -> int:
     return 1
 
 
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def decode_splits(programs: int, seqlen_k: int, block_n: int, key_bytes: int, state_bytes: int, sms: int,
                   ctas_per_sm: int, max_splits: int = MAX_SPLITS) -> int:
     """Split count minimizing a bandwidth model of the decode kernel: ``programs`` per split
@@ -85,12 +82,12 @@ def decode_splits(programs: int, seqlen_k: int, block_n: int, key_bytes: int, st
     slots = max(1, sms * ctas_per_sm)
     if programs >= 2 * slots:  # >= 2 full waves already: the tail wave is short and gets more bandwidth
         return 1
-    n_tiles = _cdiv(max(seqlen_k, 1), block_n)
+    n_tiles = cdiv(max(seqlen_k, 1), block_n)
     best = None
     seen = set()
     for s in range(1, max(1, min(max_splits, n_tiles)) + 1):
-        size = _cdiv(n_tiles, s) * block_n
-        s_eff = _cdiv(max(seqlen_k, 1), size)
+        size = cdiv(n_tiles, s) * block_n
+        s_eff = cdiv(max(seqlen_k, 1), size)
         if s_eff in seen:
             continue
         seen.add(s_eff)
@@ -115,14 +112,14 @@ def _choose_cached(batch, heads, heads_k, seqlen_q, seqlen_k, headdim, dtype, de
     rows = seqlen_q * G
     if rows <= DECODE_MAX_ROWS:
         cfg = decode_config(rows, headdim, dtype, dev)
-        programs = batch * heads_k * _cdiv(max(rows, 1), cfg.BLOCK_M)
+        programs = batch * heads_k * cdiv(max(rows, 1), cfg.BLOCK_M)
         es = torch.empty((), dtype=dtype).element_size()
         state_bytes = batch * seqlen_q * heads * (headdim + 1) * 4
         return decode_splits(programs, seqlen_k, cfg.BLOCK_N, 2 * headdim * es, state_bytes, sms, cfg.ctas_per_sm)
     # prefill-sized query blocks (the attention forward's IS_SPLIT path): FA2's efficiency rule
     cfg = fwd_config(headdim, masked, dtype, dev)
-    n_blocks = _cdiv(max(seqlen_k, 1), cfg.BLOCK_N)
-    programs = batch * heads * _cdiv(max(seqlen_q, 1), cfg.BLOCK_M)
+    n_blocks = cdiv(max(seqlen_k, 1), cfg.BLOCK_N)
+    programs = batch * heads * cdiv(max(seqlen_q, 1), cfg.BLOCK_M)
     if programs >= 0.8 * sms:
         return 1
     max_splits = max(1, min(MAX_SPLITS, n_blocks // 2))
@@ -171,7 +168,7 @@ def _fwd_triton(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k):
 
 
 def _split_ranges(N: int, S: int, block: int):
-    size = max(block, _cdiv(_cdiv(max(N, 1), S), block) * block)
+    size = max(block, cdiv(cdiv(max(N, 1), S), block) * block)
     return [(lo, min(N, lo + size)) for lo in range(0, N, size)]
 
 
