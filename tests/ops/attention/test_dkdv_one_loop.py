@@ -1,4 +1,4 @@
-"""The dK/dV kernel's one-loop variant (config.DKDV_ONE_LOOP, TILEFOLD_DKDV_ONE_LOOP=1: the mask applied at
+"""The dK/dV kernel's one-loop variant (config.DKDV_ONE_LOOP, TILEFOLD_DKDV_ONE_LOOP=0/1/auto: the mask applied at
 run time to the tiles that need it instead of three loops) gives bitwise the default's gradients -- same tiles,
 same order, a full tile's mask is all true -- through the Triton kernels under the interpreter; and it passes
 the accuracy rule on its own."""
@@ -126,3 +126,21 @@ def test_one_loop_bitwise_equal_more(name, shape, dtype, opts, cfg, monkeypatch)
     assert res[True][1].abs().sum() > 0 and res[True][2].abs().sum() > 0
     for a, b in zip(res[False], res[True]):
         assert torch.equal(a, b)
+
+
+def test_one_loop_policy(monkeypatch):
+    """auto: one loop only where it measured faster (masked, 16-bit, 128-wide head block); 0/1 force it;
+    anything else is refused rather than silently taken as off."""
+    monkeypatch.setattr(C, "DKDV_ONE_LOOP", "auto")
+    assert C.dkdv_one_loop(128, True, False)
+    assert not C.dkdv_one_loop(128, False, False)
+    assert not C.dkdv_one_loop(128, True, True)
+    assert not C.dkdv_one_loop(64, True, False)
+    assert not C.dkdv_one_loop(256, True, False)
+    for mode, want in (("1", True), (True, True), ("0", False), (False, False)):
+        monkeypatch.setattr(C, "DKDV_ONE_LOOP", mode)
+        assert C.dkdv_one_loop(64, False, True) is want
+        assert C.dkdv_one_loop(128, True, False) is want
+    monkeypatch.setattr(C, "DKDV_ONE_LOOP", "yes")
+    with pytest.raises(ValueError, match="TILEFOLD_DKDV_ONE_LOOP"):
+        C.dkdv_one_loop(128, True, False)

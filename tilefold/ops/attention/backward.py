@@ -548,7 +548,7 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
         *_strides(q), *_strides(k), *_strides(v), *_strides(dout), slb, slh, slm,
         *_strides(dk), *_strides(dv), *scal, HK, H // HK, D, dlse_plane,
         BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, USE_TMA=cfg.use_tma and descriptors_ok, SPLIT_D=split,
-        ONE_LOOP=_cfg.DKDV_ONE_LOOP,
+        ONE_LOOP=_cfg.dkdv_one_loop(BD, left >= 0 or right >= 0, exact),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **common)
     # dQ: query blocks of qcfg.BLOCK_M rows, key tiles of qcfg.BLOCK_N
     attention_bwd_dq_kernel[(cdiv(M, qcfg.BLOCK_M), B * H)](

@@ -55,10 +55,24 @@ ORDER = os.environ.get("TILEFOLD_ORDER", "head")
 
 # dK/dV kernel: one query-tile loop, the mask computed (behind a run-time branch) only on the tiles that
 # need it, instead of three loops (masked, full, masked). Offline sm_90 compile, hd128 64x128 8w 3st,
-# causal: spill instructions 1631 -> 507, stack 2096 -> 1072 B (non-causal 1425 -> 452); ncu had put the
-# causal dK/dV kernel's slowness on spills (benchmarks/NOTES.md). Not yet timed on a GPU: off unless
-# TILEFOLD_DKDV_ONE_LOOP=1. Results are bitwise those of the three loops (same tiles, same order).
-DKDV_ONE_LOOP = os.environ.get("TILEFOLD_DKDV_ONE_LOOP", "0") == "1"
+# causal: spill instructions 1631 -> 507, stack 2096 -> 1072 B. Timed on an H200 (bf16 B2 H16,
+# benchmarks/NOTES.md "dK/dV one loop, measured"): hd128 causal backward 3.98 -> 3.73 ms at 8k and
+# 15.3 -> 14.1 ms at 16k; but hd128 non-causal 5-9% slower, hd64 5-9% slower either way, hd256 within
+# 1%. So "auto" (the default) takes one loop only for a masked (causal/window) 16-bit hd 65..128 call;
+# TILEFOLD_DKDV_ONE_LOOP=1 / 0 forces it on / off. Results are bitwise those of the three loops.
+DKDV_ONE_LOOP = os.environ.get("TILEFOLD_DKDV_ONE_LOOP", "auto")
+
+
+def dkdv_one_loop(block_d: int, masked: bool, exact: bool) -> bool:
+    """Whether the dK/dV kernel runs its one-loop variant (see DKDV_ONE_LOOP)."""
+    mode = DKDV_ONE_LOOP
+    if mode in (True, "1"):
+        return True
+    if mode in (False, "0"):
+        return False
+    if mode != "auto":
+        raise ValueError(f"TILEFOLD_DKDV_ONE_LOOP must be 0, 1 or auto, got {mode!r}")
+    return masked and not exact and block_d == 128
 
 
 def lpt_order(left: int, right: int, varlen: bool) -> bool:
