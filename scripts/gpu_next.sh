@@ -1,16 +1,14 @@
 #!/usr/bin/env bash
-# Next device call (prepared 2026-12-03), ~6 minutes on a fresh H200:
-#  1. GPU tier of the code committed after the last tier run (launcher host helpers, the eager path's
-#     create_graph fix, the dK/dV one-loop variant): attention eager-path, one-loop, backward subset, compile;
-#  2. dK/dV one loop vs three (scripts/dkdv_one_loop_bench.py) -- the causal backward lead from ncu;
-#  3. host overhead again (scripts/host_profile.py) after the launcher change.
-# Keep what lands in $OUT to <= 8 files (a call brings back no more).
+# Device call (2026-12-03, second session), ~5 minutes: the dK/dV kernel's EVEN_M (rows unbounded when
+# the query length is a multiple of the tile) x one/three loops (scripts/dkdv_even_m_bench.py), then
+# the issue-2 headline shapes (`bench attention --quick`: hd128 8k/16k beside cuDNN and FA2).
 set -o pipefail
 OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-timeout 200 python3 scripts/dkdv_one_loop_bench.py > "$OUT/dkdv_one_loop.jsonl" 2> "$OUT/dkdv_one_loop.err"; cat "$OUT/dkdv_one_loop.jsonl"
-timeout 120 python3 scripts/host_profile.py 2>&1 | grep -v -i warn | head -16 > "$OUT/host_profile.log"; cat "$OUT/host_profile.log"
-rm -f "$OUT"/cprofile-*.txt "$OUT/host_profile.json"
-A=tests/ops/attention
-TIER_S=${TIER_S:-200} NPROC=15 bash scripts/gpu_tier.sh $A/test_eager_path.py $A/test_dkdv_one_loop.py $A/test_compile.py \
-  $A/test_split_d.py $A/test_varlen.py 2>&1 | tail -4
+nvidia-smi --query-gpu=name,clocks.max.sm,memory.used --format=csv,noheader
+timeout 260 python3 scripts/dkdv_even_m_bench.py > "$OUT/dkdv_even_m.jsonl" 2> "$OUT/dkdv_even_m.err"
+cat "$OUT/dkdv_even_m.jsonl"; grep -v -i warn "$OUT/dkdv_even_m.err" | tail -5
+echo "== attention bench --quick"
+timeout 200 python3 -m tilefold bench attention --quick --no-plot --providers tilefold,sdpa-cudnn,sdpa-flash \
+  --out "$OUT" 2>&1 | tr '\r' '\n' | grep -v "it/s\]$" | tail -30
+ls "$OUT"

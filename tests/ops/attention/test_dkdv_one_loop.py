@@ -144,3 +144,67 @@ def test_one_loop_policy(monkeypatch):
     monkeypatch.setattr(C, "DKDV_ONE_LOOP", "yes")
     with pytest.raises(ValueError, match="TILEFOLD_DKDV_ONE_LOOP"):
         C.dkdv_one_loop(128, True, False)
+
+
+class _ForceEvenM:
+    """Stands in for the dK/dV kernel: records the EVEN_M the launcher chose and launches with `force`."""
+
+    def __init__(self, kernel, force):
+        self.kernel, self.force, self.seen = kernel, force, []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kw):
+            self.seen.append(kw["EVEN_M"])
+            if self.force is not None:
+                kw["EVEN_M"] = self.force
+            return self.kernel[grid](*args, **kw)
+        return launch
+
+
+@pytest.mark.parametrize("shape,opts", [
+    ((1, 48, 80, 2, 1, 32), dict(causal=True)),
+    ((2, 64, 48, 4, 2, 16), dict(window_size=(10, 4), softcap=5.0)),
+    ((1, 32, 32, 2, 2, 24), dict(causal=True, dropout_p=0.2)),
+    ((1, 48, 40, 2, 1, 16), dict(window_size=(7, -1))),
+], ids=["causal", "window-softcap", "causal-dropout-padded-d", "left-window"])
+@pytest.mark.parametrize("one", [False, True])
+def test_even_m_rows_unmasked_bitwise_equal(shape, opts, one, monkeypatch):
+    """Query lengths a multiple of the dK/dV query tile: the launcher sets EVEN_M and the masked tiles load
+    their rows without bounds; the gradients must be bitwise those of the bounded loads."""
+    from tilefold.ops.attention import backward as bwd
+    B, M, N, H, HK, D = shape
+    assert M % C.INTERPRETER.BLOCK_M == 0
+    g = torch.Generator().manual_seed(4)
+    q = torch.randn(B, M, H, D, generator=g, requires_grad=True)
+    k = torch.randn(B, N, HK, D, generator=g, requires_grad=True)
+    v = torch.randn(B, N, HK, D, generator=g, requires_grad=True)
+    do = torch.randn(B, M, H, D, generator=g)
+    monkeypatch.setattr(C, "DKDV_ONE_LOOP", one)
+    real = bwd.attention_bwd_dkdv_kernel
+    res = {}
+    with h.backend_ctx("triton"):
+        for force in (None, False):
+            spy = _ForceEvenM(real, force)
+            monkeypatch.setattr(bwd, "attention_bwd_dkdv_kernel", spy)
+            torch.manual_seed(3)
+            o = tilefold.attention(q, k, v, **opts)
+            res[force] = torch.autograd.grad(o, (q, k, v), do)
+            assert spy.seen == [True]
+    assert res[None][1].abs().sum() > 0
+    for a, b in zip(res[False], res[None]):
+        assert torch.equal(a, b)
+
+
+def test_even_m_off_for_ragged_and_varlen(monkeypatch):
+    """EVEN_M only when every query tile is whole: not for a ragged length, never for varlen."""
+    from tilefold.ops.attention import backward as bwd
+    spy = _ForceEvenM(bwd.attention_bwd_dkdv_kernel, None)
+    monkeypatch.setattr(bwd, "attention_bwd_dkdv_kernel", spy)
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, 40, 2, 16, generator=g, requires_grad=True) for _ in range(3))
+    cu = torch.tensor([0, 16, 32], dtype=torch.int32)
+    qv, kv, vv = (torch.randn(32, 2, 16, generator=g, requires_grad=True) for _ in range(3))
+    with h.backend_ctx("triton"):
+        tilefold.attention(q, k, v, causal=True).sum().backward()
+        tilefold.varlen_attention(qv, kv, vv, cu, cu, 16, 16, causal=True).sum().backward()
+    assert spy.seen == [False, False]

@@ -138,10 +138,12 @@ def _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_
                 seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, bh, n0,
                 BLOCK_N: tl.constexpr, HAS_DROPOUT: tl.constexpr, USE_TMA: tl.constexpr,
                 COMPENSATED: tl.constexpr, dlse_plane, SEP_DLSE: tl.constexpr, SPLIT_D: tl.constexpr,
-                full_lo=0, full_hi=0, RUNTIME_MASK: tl.constexpr = False):
+                full_lo=0, full_hi=0, RUNTIME_MASK: tl.constexpr = False, EVEN_M: tl.constexpr = False):
     """Fold query tiles [m_lo, m_hi) into dK, dV (columns offs_d). RUNTIME_MASK (with MASKED): tiles
     starting in [full_lo, full_hi) are fully visible and skip the mask (one loop instead of three).
-    SPLIT_D = 2: S and dP also take the other head-dim half (k_o, v_o and the *_o pointers / column c_oth); dK, dV only the own half."""
+    SPLIT_D = 2: S and dP also take the other head-dim half (k_o, v_o and the *_o pointers / column c_oth); dK, dV only the own half.
+    EVEN_M: every query tile lies inside seqlen_q (fixed length, a multiple of BLOCK_M), so even a masked
+    tile loads its rows without bounds; only the visibility mask remains."""
     q_ptrs += m_lo.to(tl.int64) * stride_qm
     do_ptrs += m_lo.to(tl.int64) * stride_dom
     q_ptrs_o += m_lo.to(tl.int64) * stride_qm
@@ -151,14 +153,14 @@ def _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_
     for start_m in range(m_lo, m_hi, BLOCK_M):
         offs_m = start_m + offs_m0
         qT, do = _load_q_do(q_ptrs, do_ptrs, q_desc, do_desc, start_m, c_own, offs_m, offs_d, seqlen_q, D,
-                            MASKED, EVEN_D, USE_TMA)
+                            MASKED and not EVEN_M, EVEN_D, USE_TMA)
         if SPLIT_D > 1:
             qT_o, do_o = _load_q_do(q_ptrs_o, do_ptrs_o, q_desc, do_desc, start_m, c_oth, offs_m, offs_do,
-                                    seqlen_q, D, MASKED, EVEN_D, USE_TMA)
+                                    seqlen_q, D, MASKED and not EVEN_M, EVEN_D, USE_TMA)
         else:
             qT_o = qT
             do_o = do
-        if MASKED:
+        if MASKED and not EVEN_M:
             row_ok = offs_m < seqlen_q
             lse2 = tl.load(lse2_ptrs, mask=row_ok, other=float("inf"))
             delta = tl.load(delta_ptrs, mask=row_ok, other=0.0)
@@ -166,7 +168,7 @@ def _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_
             lse2 = tl.load(lse2_ptrs)
             delta = tl.load(delta_ptrs)
         if SEP_DLSE:
-            if MASKED:
+            if MASKED and not EVEN_M:
                 dl = tl.load(delta_ptrs + dlse_plane, mask=offs_m < seqlen_q, other=0.0)
             else:
                 dl = tl.load(delta_ptrs + dlse_plane)
@@ -232,7 +234,7 @@ def attention_bwd_dkdv_kernel(
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     USE_TMA: tl.constexpr, COMPENSATED: tl.constexpr, SEP_DLSE: tl.constexpr, LPT: tl.constexpr,
-    SPLIT_D: tl.constexpr, ONE_LOOP: tl.constexpr = False,
+    SPLIT_D: tl.constexpr, ONE_LOOP: tl.constexpr = False, EVEN_M: tl.constexpr = False,
 ):
     # the first key blocks see the most queries under a causal mask: they go first
     # SPLIT_D = 2: axis 0 is (key block, head-dim half), the two halves of a block adjacent (they read
@@ -312,7 +314,7 @@ def attention_bwd_dkdv_kernel(
                                        BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
                                        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
                                        BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE, SPLIT_D,
-                                       f_lo, f_hi, ONE_LOOP)
+                                       f_lo, f_hi, ONE_LOOP, EVEN_M)
         if not ONE_LOOP:
             dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_ptrs_o, q_desc, do_desc,
                                            lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
@@ -327,7 +329,8 @@ def attention_bwd_dkdv_kernel(
                                            win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                                            BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
                                            seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
-                                           BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE, SPLIT_D)
+                                           BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE, SPLIT_D,
+                                           0, 0, False, EVEN_M)
     dk = dk * sm_scale
     dk_ptrs = DK + b.to(tl.int64) * stride_dkb + (k_start + offs_n[:, None]).to(tl.int64) * stride_dkn \
         + hk * stride_dkh + offs_d[None, :]
@@ -548,7 +551,7 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
         *_strides(q), *_strides(k), *_strides(v), *_strides(dout), slb, slh, slm,
         *_strides(dk), *_strides(dv), *scal, HK, H // HK, D, dlse_plane,
         BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, USE_TMA=cfg.use_tma and descriptors_ok, SPLIT_D=split,
-        ONE_LOOP=_cfg.dkdv_one_loop(BD, left >= 0 or right >= 0, exact),
+        ONE_LOOP=_cfg.dkdv_one_loop(BD, left >= 0 or right >= 0, exact), EVEN_M=not varlen and M % cfg.BLOCK_M == 0,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **common)
     # dQ: query blocks of qcfg.BLOCK_M rows, key tiles of qcfg.BLOCK_N
     attention_bwd_dq_kernel[(cdiv(M, qcfg.BLOCK_M), B * H)](
