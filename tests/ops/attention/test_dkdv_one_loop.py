@@ -208,3 +208,29 @@ def test_even_m_off_for_ragged_and_varlen(monkeypatch):
         tilefold.attention(q, k, v, causal=True).sum().backward()
         tilefold.varlen_attention(qv, kv, vv, cu, cu, 16, 16, causal=True).sum().backward()
     assert spy.seen == [False, False]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("D", [64, 128, 256])
+@pytest.mark.parametrize("opts", [dict(causal=True), dict(window_size=(100, 30), softcap=20.0)],
+                         ids=["causal", "window-softcap"])
+def test_even_m_bitwise_equal_gpu(D, opts, monkeypatch):
+    """The shipped configs on a GPU at query lengths a multiple of every query tile (1024; keys 1280, so
+    causal is bottom-right shifted): EVEN_M taken and bitwise equal to the bounded loads, and the gradient
+    is not trivially zero."""
+    from tilefold.ops.attention import backward as bwd
+    g = torch.Generator(device="cuda").manual_seed(8)
+    q, k, v = (torch.randn(2, n, h, D, device="cuda", dtype=torch.bfloat16, generator=g).requires_grad_()
+               for n, h in ((1024, 8), (1280, 2), (1280, 2)))
+    do = torch.randn(2, 1024, 8, D, device="cuda", dtype=torch.bfloat16, generator=g)
+    real = bwd.attention_bwd_dkdv_kernel
+    res = {}
+    for force in (None, False):
+        spy = _ForceEvenM(real, force)
+        monkeypatch.setattr(bwd, "attention_bwd_dkdv_kernel", spy)
+        o = tilefold.attention(q, k, v, **opts)
+        res[force] = torch.autograd.grad(o, (q, k, v), do)
+        assert spy.seen == [True]
+    assert res[None][1].abs().sum() > 0
+    for a, b in zip(res[False], res[None]):
+        assert torch.equal(a, b)
