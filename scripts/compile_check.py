@@ -147,7 +147,7 @@ def _compile_as_launched(fn, cons, warps, stages):
         if n not in cons and "constexpr" in str(prm.annotation):
             cons = dict(cons, **{n: False})
     sig = {n: "constexpr" if n in cons else "*bf16" if n in PTR else "*fp32" if n in F32P else
-           "*i32" if n.startswith("cu_") else "fp32" if n in FLOATS else "i32" for n in params}
+           "*i32" if n.startswith("cu_") or n == "CNT" else "fp32" if n in FLOATS else "i32" for n in params}
     div = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(params)
            if n not in cons and (sig[n].startswith("*") or n.startswith("stride_") or n == "D")}
     src = ASTSource(fn, sig, constexprs={(params.index(k),): v for k, v in cons.items()}, attrs=div)

@@ -17,6 +17,7 @@ BLOCK_S chunks (one memory round trip for S <= BLOCK_S instead of S dependent lo
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 
 import torch
@@ -64,13 +65,16 @@ def decode_fwd_kernel(
     stride_lb, stride_lh, stride_lm, stride_ls,
     cu_seqlens_q, cu_seqlens_k, seqlen_q_fixed, seqlen_k_fixed, win_left, win_right,
     qk_scale, softcap_pre, softcap_post, HK, D, split_size,
+    OUT, LSE_OUT, CNT, stride_fb, stride_fm, stride_fh, stride_flb, stride_flh, stride_flm,
     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
-    EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr,
+    EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, FUSED_COMBINE: tl.constexpr = False,
 ):
     """Grid (packed row blocks, B · HK, splits). Writes the state of packed rows [r0, r0 + BLOCK_M) of
     (batch b, key head hk) over keys [pid_s · split_size, (pid_s + 1) · split_size) (split_size a
-    multiple of BLOCK_N); an empty range writes the identity (0, -inf)."""
+    multiple of BLOCK_N); an empty range writes the identity (0, -inf).
+    FUSED_COMBINE: the last of a row block's splits to finish (a counter per (row block, b, hk) in CNT,
+    zero on entry and left zero) folds the block's S states into OUT / LSE_OUT itself: one launch."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -129,6 +133,48 @@ def decode_fwd_kernel(
              o.to(O.dtype.element_ty), mask=rd_ok)
     rows_l = head.to(tl.int64) * stride_lh + (q_start + pos).to(tl.int64) * stride_lm
     tl.store(LSE + b64 * stride_lb + s64 * stride_ls + rows_l, lse, mask=row_ok)
+    if FUSED_COMBINE:
+        # every thread's partial stores issued before one release-acquire increment at GPU scope; the
+        # program that brings the count to S has seen the other S - 1 programs' states
+        tl.debug_barrier()
+        grp = pid_m * tl.num_programs(1) + pid_bh
+        n_split = tl.num_programs(2)
+        done = tl.atomic_add(CNT + grp, 1, sem="acq_rel", scope="gpu")
+        if done == n_split - 1:
+            _combine_rows(O + b64 * stride_ob + rows_o[:, None] + offs_d[None, :],
+                          LSE + b64 * stride_lb + rows_l, stride_os, stride_ls, n_split, rd_ok, row_ok,
+                          OUT + b64 * stride_fb + ((q_start + pos).to(tl.int64) * stride_fm
+                                                   + head.to(tl.int64) * stride_fh)[:, None] + offs_d[None, :],
+                          LSE_OUT + b64 * stride_flb + head.to(tl.int64) * stride_flh
+                          + (q_start + pos).to(tl.int64) * stride_flm,
+                          BLOCK_M, BLOCK_D)
+            tl.atomic_xchg(CNT + grp, 0)
+
+
+@triton.jit
+def _combine_rows(o_ptrs, l_ptrs, stride_os, stride_ls, n_split, rd_ok, row_ok, out_ptrs, lse_ptrs,
+                  BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """out, lse of a row block = ⊕ of its n_split states (o [BLOCK_M, BLOCK_D], lse [BLOCK_M] at split
+    strides stride_os / stride_ls), folded one state at a time; loads bypass L1 (.cg): the states were
+    written by other programs."""
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for _ in range(0, n_split):
+        x = tl.load(l_ptrs, mask=row_ok, other=float("-inf"), cache_modifier=".cg") * LOG2E
+        o = tl.load(o_ptrs, mask=rd_ok, other=0.0, cache_modifier=".cg")
+        l_ptrs += stride_ls
+        o_ptrs += stride_os
+        m_new = tl.maximum(m_i, x)
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.math.exp2(m_i - m_use)
+        w = tl.math.exp2(x - m_use)
+        l_i = l_i * alpha + w
+        acc = acc * alpha[:, None] + w[:, None] * o
+        m_i = m_new
+    out, lse = finalize(acc, l_i, m_i)
+    tl.store(out_ptrs, out.to(out_ptrs.dtype.element_ty), mask=rd_ok)
+    tl.store(lse_ptrs, lse, mask=row_ok)
 
 
 @triton.jit
@@ -215,6 +261,19 @@ def decode_config(rows: int, D: int, dtype: torch.dtype, device: torch.device) -
     return DecodeConfig(bm, 32, 4, 3, 3 if bm == 16 else 2)
 
 
+# The combine of S > 1 splits: "kernel" = a second launch (decode_combine_kernel), "fused" = the last
+# program of each row block to finish folds the states in the decode kernel (one launch, a zeroed counter
+# per row block). TILEFOLD_DECODE_COMBINE, read per call.
+def fused_combine() -> bool:
+    mode = os.environ.get("TILEFOLD_DECODE_COMBINE", DECODE_COMBINE)
+    if mode not in ("kernel", "fused"):
+        raise ValueError(f"TILEFOLD_DECODE_COMBINE must be 'kernel' or 'fused', got {mode!r}")
+    return mode == "fused"
+
+
+DECODE_COMBINE = "kernel"
+
+
 def _strides(t):
     """(stride_b, stride_seq, stride_head) of a (B, S, H, D) or packed (T, H, D) tensor."""
     st = t.stride()
@@ -269,17 +328,25 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
         sc_pre, sc_post = 0.0, 0.0
     cu = (cu_q, cu_k) if varlen else (q, q)
     grid = (cdiv(M * G, cfg.BLOCK_M), B * HK, S)
+    fused = S > 1 and fused_combine()
+    if fused:
+        cnt = torch.zeros(grid[0] * grid[1], device=q.device, dtype=torch.int32)
+        fst = _strides(out)
+        lst = (0, lse.stride(0), lse.stride(1)) if varlen else lse.stride()
+    else:
+        cnt, fst, lst = q, (0, 0, 0), (0, 0, 0)
     decode_fwd_kernel[grid](
         q, k, v, o_dst, l_dst,
         *_strides(q), *_strides(k), *_strides(v), *so3, sos, slb, slh, slm, sls,
         cu[0], cu[1], M, N, max(left, 0), max(right, 0),
         scale * LOG2E_F, sc_pre, sc_post, HK, D, split_size,
+        out, lse, cnt, *fst, *lst,
         GROUP=G, BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=BD,
         IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0, HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D,
-        DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
+        DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32", FUSED_COMBINE=fused,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
-    if S > 1:
+    if S > 1 and not fused:
         rows = T if varlen else M
         ost, lst = out.stride(), lse.stride()
         if varlen:  # (S, T, H, D) / (S, H, T): batch stride 0, rows = T

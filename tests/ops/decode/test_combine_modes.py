@@ -1,0 +1,95 @@
+"""The combine of split-KV states in one launch (TILEFOLD_DECODE_COMBINE=fused: the last program of each
+row block to finish folds the S states) against the two-launch combine ("kernel"): same results within
+fp32 rounding of a different fold order, correct against the fp64 reference (2x rule), repeatable call
+after call (the per-call counters start at zero), varlen with empty sequences, and a bad mode refused."""
+import pytest
+import torch
+
+from decode_helpers import assert_2x
+from tilefold.ops.attention.naive import attention_ref, varlen_attention_ref
+from tilefold.ops.common.dispatch import use_backend
+from tilefold.ops.decode import kernel as K
+from tilefold.ops.decode import split_kv_attention
+
+
+def _run(mode, monkeypatch, q, k, v, S, **kw):
+    monkeypatch.setenv("TILEFOLD_DECODE_COMBINE", mode)
+    return split_kv_attention(q, k, v, num_splits=S, softmax_scale=q.shape[-1] ** -0.5,
+                              softcap=kw.pop("softcap", 0.0), **kw)
+
+
+@pytest.mark.parametrize("S", [2, 3, 7])
+@pytest.mark.parametrize("shape,window", [
+    ((2, 1, 113, 8, 2, 32), (-1, -1)),    # decode, GQA packed
+    ((1, 17, 113, 2, 1, 40), (-1, 0)),    # MQA, odd head dim, causal: rows past one block
+    ((1, 33, 20, 4, 2, 16), (-1, 0)),     # empty rows (seqlen_q > seqlen_k), 2 row blocks
+    ((1, 1, 70, 4, 2, 16), (6, -1)),      # left window: most splits empty
+], ids=["gqa", "mqa-causal", "empty-rows", "left-window"])
+def test_fused_equals_two_launch(shape, window, S, monkeypatch):
+    B, M, N, H, HK, D = shape
+    g = torch.Generator().manual_seed(S)
+    q, k, v = (torch.randn(B, n, h, D, generator=g) for n, h in ((M, H), (N, HK), (N, HK)))
+    with use_backend("triton"):
+        o_k, l_k = _run("kernel", monkeypatch, q, k, v, S, window=window)
+        o_f, l_f = _run("fused", monkeypatch, q, k, v, S, window=window)
+        o_f2, l_f2 = _run("fused", monkeypatch, q, k, v, S, window=window)
+    torch.testing.assert_close(o_f, o_k, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(l_f, l_k, rtol=1e-5, atol=1e-6)
+    assert torch.equal(o_f, o_f2) and torch.equal(l_f, l_f2)
+    causal = window == (-1, 0)
+    ref_o, ref_l = attention_ref(q, k, v, causal=causal, window_size=window)
+    base_o, base_l = attention_ref(q, k, v, causal=causal, window_size=window, compute_dtype=torch.float32)
+    assert_2x("out", o_f, ref_o, base_o)
+    assert_2x("lse", l_f, ref_l, base_l)
+
+
+def test_fused_varlen_empty_sequences(monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    lq, lk = [1, 0, 3, 2, 4], [50, 7, 0, 60, 9]
+    cu_q = torch.tensor([0] + list(torch.tensor(lq).cumsum(0)), dtype=torch.int32)
+    cu_k = torch.tensor([0] + list(torch.tensor(lk).cumsum(0)), dtype=torch.int32)
+    q, k, v = torch.randn(sum(lq), 4, 16, generator=g), torch.randn(sum(lk), 2, 16, generator=g), \
+        torch.randn(sum(lk), 2, 16, generator=g)
+    kw = dict(window=(-1, 0), cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=max(lq), max_seqlen_k=max(lk))
+    with use_backend("triton"):
+        o_k, l_k = _run("kernel", monkeypatch, q, k, v, 3, **kw)
+        o_f, l_f = _run("fused", monkeypatch, q, k, v, 3, **kw)
+    torch.testing.assert_close(o_f, o_k, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(l_f, l_k, rtol=1e-5, atol=1e-6)
+    ref_o, ref_l = varlen_attention_ref(q, k, v, cu_q, cu_k, causal=True)
+    base_o, base_l = varlen_attention_ref(q, k, v, cu_q, cu_k, causal=True, compute_dtype=torch.float32)
+    assert_2x("out", o_f, ref_o, base_o)
+    assert_2x("lse", l_f, ref_l, base_l)
+
+
+def test_bad_combine_mode(monkeypatch):
+    monkeypatch.setenv("TILEFOLD_DECODE_COMBINE", "both")
+    with pytest.raises(ValueError, match="TILEFOLD_DECODE_COMBINE"):
+        K.fused_combine()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", [
+    (1, 1, 32768 + 5, 32, 8, 128, (-1, -1), 0),      # B = 1 long context, chosen splits
+    (8, 1, 8192, 32, 8, 128, (-1, 0), 4),            # batch, causal
+    (2, 16, 4096 + 17, 32, 8, 128, (-1, 0), 16),     # 64 packed rows (wgmma tile), many splits
+    (1, 1, 8192, 16, 2, 256, (1000, -1), 5),          # hd256, left window: empty splits
+    (1, 3, 8192, 8, 8, 64, (-1, 0), 9),              # MHA hd64
+], ids=["b1-32k", "b8-causal", "q16-s16", "d256-window", "d64-mha"])
+def test_fused_combine_gpu(case, monkeypatch):
+    B, M, N, H, HK, D, window, S = case
+    g = torch.Generator(device="cuda").manual_seed(B * 7 + M)
+    q, k, v = (torch.randn(B, n, h, D, device="cuda", dtype=torch.bfloat16, generator=g)
+               for n, h in ((M, H), (N, HK), (N, HK)))
+    o_k, l_k = _run("kernel", monkeypatch, q, k, v, S, window=window)
+    outs = [_run("fused", monkeypatch, q, k, v, S, window=window) for _ in range(3)]
+    for o_f, l_f in outs:
+        # bf16 outputs of two fold orders may differ by one rounding; lse in fp32
+        torch.testing.assert_close(o_f.float(), o_k.float(), rtol=1e-2, atol=1e-2)
+        torch.testing.assert_close(l_f, l_k, rtol=1e-5, atol=1e-5)
+        assert torch.equal(o_f, outs[0][0]) and torch.equal(l_f, outs[0][1])
+    causal = window == (-1, 0)
+    ref_o, ref_l = attention_ref(q, k, v, causal=causal, window_size=window)
+    base_o, base_l = attention_ref(q, k, v, causal=causal, window_size=window, compute_dtype=torch.bfloat16)
+    assert_2x("out", outs[0][0], ref_o, base_o)
+    assert_2x("lse", outs[0][1], ref_l, base_l)
