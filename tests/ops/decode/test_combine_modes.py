@@ -1,5 +1,5 @@
-"""The combine of split-KV states in one launch (TILEFOLD_DECODE_COMBINE=fused: the last program of each
-row block to finish folds the S states) against the two-launch combine ("kernel"): same results within
+"""The combine of split-KV states in one launch (TILEFOLD_DECODE_COMBINE=fused, or auto up to 256 MB of
+K + V: the last program of each row block to finish folds the S states) against the two-launch combine ("kernel"): same results within
 fp32 rounding of a different fold order, correct against the fp64 reference (2x rule), repeatable call
 after call (the per-call counters start at zero), varlen with empty sequences, and a bad mode refused."""
 import pytest
@@ -93,3 +93,15 @@ def test_fused_combine_gpu(case, monkeypatch):
     base_o, base_l = attention_ref(q, k, v, causal=causal, window_size=window, compute_dtype=torch.bfloat16)
     assert_2x("out", outs[0][0], ref_o, base_o)
     assert_2x("lse", outs[0][1], ref_l, base_l)
+
+
+def test_auto_combine_policy(monkeypatch):
+    """auto (the default): one launch while K + V fit FUSED_MAX_KV_BYTES, two above; explicit modes win."""
+    monkeypatch.delenv("TILEFOLD_DECODE_COMBINE", raising=False)
+    assert K.DECODE_COMBINE == "auto"
+    assert K.fused_combine(K.FUSED_MAX_KV_BYTES)
+    assert not K.fused_combine(K.FUSED_MAX_KV_BYTES + 1)
+    monkeypatch.setenv("TILEFOLD_DECODE_COMBINE", "kernel")
+    assert not K.fused_combine(0)
+    monkeypatch.setenv("TILEFOLD_DECODE_COMBINE", "fused")
+    assert K.fused_combine(1 << 40)

@@ -12,7 +12,8 @@ Level 1 of the reduction (DESIGN.md §1) is the register fold over the BLOCK_N-k
 output (partial out (S, B, M, H, D) / (S, T, H, D), lse (S, B, H, M) / (S, H, T)), or the final output
 directly when there is one split. The combine is the same fold one level up: a row's S states are a
 "tile" whose scores are their lse and whose values are their o, folded with ``fold_step`` in
-BLOCK_S chunks (one memory round trip for S <= BLOCK_S instead of S dependent loads).
+BLOCK_S chunks (one memory round trip for S <= BLOCK_S instead of S dependent loads); or, with one launch
+(``fused_combine``), by the last of a row block's split programs to finish, one state at a time.
 """
 from __future__ import annotations
 
@@ -147,36 +148,31 @@ def decode_fwd_kernel(
                                                    + head.to(tl.int64) * stride_fh)[:, None] + offs_d[None, :],
                           LSE_OUT + b64 * stride_flb + head.to(tl.int64) * stride_flh
                           + (q_start + pos).to(tl.int64) * stride_flm,
-                          BLOCK_M, BLOCK_D, 8 if BLOCK_M <= 16 else (2 if BLOCK_M <= 32 else 1))
+                          BLOCK_M, BLOCK_D)
             tl.atomic_xchg(CNT + grp, 0)
 
 
 @triton.jit
 def _combine_rows(o_ptrs, l_ptrs, stride_os, stride_ls, n_split, rd_ok, row_ok, out_ptrs, lse_ptrs,
-                  BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, UNROLL: tl.constexpr = 8):
+                  BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
     """out, lse of a row block = ⊕ of its n_split states (o [BLOCK_M, BLOCK_D], lse [BLOCK_M] at split
-    strides stride_os / stride_ls), folded in order, UNROLL states per round trip: their loads are
-    issued together (one L2 latency per UNROLL states, not per state; offline sm_90: 8 at 16 rows and
-    2 at 32 keep the fold out of local memory, the 64-row tile spills already at 2, so 1). Loads bypass L1 (.cg): the
-    states were written by other programs."""
+    strides stride_os / stride_ls), folded one state at a time; loads bypass L1 (.cg): the states were
+    written by other programs."""
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    for s0 in range(0, n_split, UNROLL):
-        for j in tl.static_range(UNROLL):
-            live = s0 + j < n_split
-            x = tl.load(l_ptrs + j * stride_ls, mask=row_ok & live, other=float("-inf"),
-                        cache_modifier=".cg") * LOG2E
-            o = tl.load(o_ptrs + j * stride_os, mask=rd_ok & live, other=0.0, cache_modifier=".cg")
-            m_new = tl.maximum(m_i, x)
-            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-            alpha = tl.math.exp2(m_i - m_use)
-            w = tl.math.exp2(x - m_use)
-            l_i = l_i * alpha + w
-            acc = acc * alpha[:, None] + w[:, None] * o
-            m_i = m_new
-        l_ptrs += UNROLL * stride_ls
-        o_ptrs += UNROLL * stride_os
+    for _ in range(0, n_split):
+        x = tl.load(l_ptrs, mask=row_ok, other=float("-inf"), cache_modifier=".cg") * LOG2E
+        o = tl.load(o_ptrs, mask=rd_ok, other=0.0, cache_modifier=".cg")
+        l_ptrs += stride_ls
+        o_ptrs += stride_os
+        m_new = tl.maximum(m_i, x)
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.math.exp2(m_i - m_use)
+        w = tl.math.exp2(x - m_use)
+        l_i = l_i * alpha + w
+        acc = acc * alpha[:, None] + w[:, None] * o
+        m_i = m_new
     out, lse = finalize(acc, l_i, m_i)
     tl.store(out_ptrs, out.to(out_ptrs.dtype.element_ty), mask=rd_ok)
     tl.store(lse_ptrs, lse, mask=row_ok)
@@ -268,15 +264,21 @@ def decode_config(rows: int, D: int, dtype: torch.dtype, device: torch.device) -
 
 # The combine of S > 1 splits: "kernel" = a second launch (decode_combine_kernel), "fused" = the last
 # program of each row block to finish folds the states in the decode kernel (one launch, a zeroed counter
-# per row block). TILEFOLD_DECODE_COMBINE, read per call.
-def fused_combine() -> bool:
+# per row block), "auto" (default) = fused while K + V are at most FUSED_MAX_KV_BYTES. Measured on an H200
+# (benchmarks/NOTES.md, "Decode: one launch"): fused is 19% faster at B=1, 32k keys (134 MB, host-bound:
+# one Triton launch fewer) and no slower at 8k, but 1-6% slower from 537 MB up (its fold of the S states
+# runs in one program per row block, after the tail). TILEFOLD_DECODE_COMBINE, read per call.
+FUSED_MAX_KV_BYTES = 256 << 20
+DECODE_COMBINE = "auto"
+
+
+def fused_combine(kv_bytes: int = 0) -> bool:
     mode = os.environ.get("TILEFOLD_DECODE_COMBINE", DECODE_COMBINE)
-    if mode not in ("kernel", "fused"):
-        raise ValueError(f"TILEFOLD_DECODE_COMBINE must be 'kernel' or 'fused', got {mode!r}")
+    if mode not in ("kernel", "fused", "auto"):
+        raise ValueError(f"TILEFOLD_DECODE_COMBINE must be 'kernel', 'fused' or 'auto', got {mode!r}")
+    if mode == "auto":
+        return kv_bytes <= FUSED_MAX_KV_BYTES
     return mode == "fused"
-
-
-DECODE_COMBINE = "kernel"
 
 
 def _strides(t):
@@ -292,8 +294,9 @@ LOG2E_F = 1.4426950408889634
 
 def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=None, max_k=None):
     """Split-KV decode forward: returns (out like q, lse (B, H, M) / (H, T) fp32). ``S`` key ranges of
-    BLOCK_N-aligned keys (S = 1: no split, the kernel writes the output directly); two launches for
-    S > 1 (the split kernel and the combine), no copies."""
+    BLOCK_N-aligned keys (S = 1: no split, the kernel writes the output directly); for S > 1 either two
+    launches (the split kernel and the combine) or one (the last split of each row block combines; see
+    fused_combine), no copies."""
     varlen = cu_q is not None
     if varlen:
         T, H, D = q.shape
@@ -333,7 +336,7 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
         sc_pre, sc_post = 0.0, 0.0
     cu = (cu_q, cu_k) if varlen else (q, q)
     grid = (cdiv(M * G, cfg.BLOCK_M), B * HK, S)
-    fused = S > 1 and fused_combine()
+    fused = S > 1 and fused_combine(k.numel() * k.element_size() + v.numel() * v.element_size())
     if fused:
         cnt = torch.zeros(grid[0] * grid[1], device=q.device, dtype=torch.int32)
         fst = _strides(out)
