@@ -105,3 +105,15 @@ def test_auto_combine_policy(monkeypatch):
     assert not K.fused_combine(0)
     monkeypatch.setenv("TILEFOLD_DECODE_COMBINE", "fused")
     assert K.fused_combine(1 << 40)
+
+
+@pytest.mark.parametrize("mode", ["kernel", "fused"])
+@pytest.mark.parametrize("S", [2, 5])
+def test_no_keys_with_splits(mode, S, monkeypatch):
+    """seqlen_k = 0 with num_splits > 1 (found by review: a zero split size divided by zero): the empty
+    state, (0, -inf), like the unsplit call."""
+    q, k = torch.randn(1, 1, 4, 16), torch.randn(1, 0, 2, 16)
+    with use_backend("triton"):
+        o, l = _run(mode, monkeypatch, q, k, k.clone(), S, window=(-1, -1))
+    assert torch.equal(o, torch.zeros_like(q))
+    assert torch.isneginf(l).all()

@@ -75,7 +75,9 @@ def decode_fwd_kernel(
     (batch b, key head hk) over keys [pid_s · split_size, (pid_s + 1) · split_size) (split_size a
     multiple of BLOCK_N); an empty range writes the identity (0, -inf).
     FUSED_COMBINE: the last of a row block's splits to finish (a counter per (row block, b, hk) in CNT,
-    zero on entry and left zero) folds the block's S states into OUT / LSE_OUT itself: one launch."""
+    zero on entry) folds the block's S states into OUT / LSE_OUT itself: one Triton launch (plus the
+    counters' zero fill, a torch launch of ~5 µs host). The counter is reset after the fold, so a reused
+    counter buffer would stay valid; the launcher allocates a fresh one per call (safe across streams)."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -317,7 +319,7 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
     if q.numel() == 0:
         return out, lse
     if S > 1:
-        split_size = cdiv(cdiv(N, S), cfg.BLOCK_N) * cfg.BLOCK_N
+        split_size = cdiv(cdiv(max(N, 1), S), cfg.BLOCK_N) * cfg.BLOCK_N
         S = max(1, cdiv(N, split_size))
     if S > 1:
         o_dst = torch.empty((S,) + tuple(q.shape), device=q.device, dtype=torch.float32)
