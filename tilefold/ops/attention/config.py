@@ -58,7 +58,8 @@ ORDER = os.environ.get("TILEFOLD_ORDER", "head")
 # causal: spill instructions 1631 -> 507, stack 2096 -> 1072 B. Timed on an H200 (bf16 B2 H16,
 # benchmarks/NOTES.md "dK/dV one loop, measured"): hd128 causal backward 3.98 -> 3.73 ms at 8k and
 # 15.3 -> 14.1 ms at 16k; but hd128 non-causal 5-9% slower, hd64 5-9% slower either way, hd256 within
-# 1%. So "auto" (the default) takes one loop only for a masked (causal/window) 16-bit hd 65..128 call;
+# 1%. So "auto" (the default) takes one loop only for a masked (causal/window) 16-bit hd 65..128 call
+# (timed: hd128 causal only; windows and padded head dims 65..127 follow by the same spill argument, untimed);
 # TILEFOLD_DKDV_ONE_LOOP=1 / 0 forces it on / off. Results are bitwise those of the three loops.
 DKDV_ONE_LOOP = os.environ.get("TILEFOLD_DKDV_ONE_LOOP", "auto")
 
