@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Device call (2026-12-03, second session), ~5 minutes: the dK/dV kernel's EVEN_M (rows unbounded when
-# the query length is a multiple of the tile) x one/three loops (scripts/dkdv_even_m_bench.py), then
-# the issue-2 headline shapes (`bench attention --quick`: hd128 8k/16k beside cuDNN and FA2).
+# Next device call (prepared 2026-12-03, second session), ~5 minutes on a fresh H200:
+#  1. GPU tier of what the session's last runs did not cover on the final code: test_varlen (varlen causal
+#     hd128 backward now takes the one-loop dK/dV), test_eager_path, test_compile, and the decode tests
+#     (default combine "auto"; the no-keys fix);
+#  2. decode combine modes against cuDNN (scripts/decode_combine_bench.py). Before this call, consider
+#     re-applying the unrolled fold of commit 3a4d061 (_combine_rows, 8 states per round trip) and timing it
+#     here: the sequential fold lost 1-6% where bytes dominate (benchmarks/NOTES.md, "Decode: one launch").
+# Keep what lands in $OUT to <= 8 files (a call brings back no more).
 set -o pipefail
 OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,clocks.max.sm,memory.used --format=csv,noheader
-timeout 260 python3 scripts/dkdv_even_m_bench.py > "$OUT/dkdv_even_m.jsonl" 2> "$OUT/dkdv_even_m.err"
-cat "$OUT/dkdv_even_m.jsonl"; grep -v -i warn "$OUT/dkdv_even_m.err" | tail -5
-echo "== attention bench --quick"
-timeout 200 python3 -m tilefold bench attention --quick --no-plot --providers tilefold,sdpa-cudnn,sdpa-flash \
-  --out "$OUT" 2>&1 | tr '\r' '\n' | grep -v "it/s\]$" | tail -30
-ls "$OUT"
+A=tests/ops/attention
+TIER_S=${TIER_S:-260} NPROC=15 bash scripts/gpu_tier.sh $A/test_varlen.py $A/test_eager_path.py $A/test_compile.py \
+  tests/ops/decode 2>&1 | tail -8
+echo "== decode combine bench"
+timeout ${BENCH_S:-120} python3 scripts/decode_combine_bench.py > "$OUT/decode_combine.jsonl" 2> "$OUT/decode_combine.err"
+cat "$OUT/decode_combine.jsonl"; grep -v -i warn "$OUT/decode_combine.err" | tail -5
