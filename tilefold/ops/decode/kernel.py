@@ -158,7 +158,7 @@ def decode_fwd_kernel(
 def _combine_rows(o_ptrs, l_ptrs, stride_os, stride_ls, n_split, rd_ok, row_ok, out_ptrs, lse_ptrs,
                   BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
     """out, lse of a row block = ⊕ of its n_split states (o [BLOCK_M, BLOCK_D], lse [BLOCK_M] at split
-    strides stride_os / stride_ls), folded one state at a time; loads bypass L1 (.cg): the states were
+    strides stride_os / stride_ls), folded one state at a time with ``fold_step``; loads bypass L1 (.cg): the states were
     written by other programs."""
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -168,13 +168,9 @@ def _combine_rows(o_ptrs, l_ptrs, stride_os, stride_ls, n_split, rd_ok, row_ok, 
         o = tl.load(o_ptrs, mask=rd_ok, other=0.0, cache_modifier=".cg")
         l_ptrs += stride_ls
         o_ptrs += stride_os
-        m_new = tl.maximum(m_i, x)
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.math.exp2(m_i - m_use)
-        w = tl.math.exp2(x - m_use)
-        l_i = l_i * alpha + w
-        acc = acc * alpha[:, None] + w[:, None] * o
-        m_i = m_new
+        # the shared fold over a one-column tile: its score is the state's lse, its value the state's o
+        acc, l_i, m_i, w = fold_step(acc, l_i, m_i, x[:, None], o, True)
+        acc += w * o
     out, lse = finalize(acc, l_i, m_i)
     tl.store(out_ptrs, out.to(out_ptrs.dtype.element_ty), mask=rd_ok)
     tl.store(lse_ptrs, lse, mask=row_ok)
