@@ -76,8 +76,8 @@ def decode_fwd_kernel(
     multiple of BLOCK_N); an empty range writes the identity (0, -inf).
     FUSED_COMBINE: the last of a row block's splits to finish (a counter per (row block, b, hk) in CNT,
     zero on entry) folds the block's S states into OUT / LSE_OUT itself: one Triton launch (plus the
-    counters' zero fill, a torch launch of ~5 µs host). The counter is reset after the fold, so a reused
-    counter buffer would stay valid; the launcher allocates a fresh one per call (safe across streams)."""
+    counters' zero fill, a torch launch of ~5 µs host). The launcher allocates fresh counters per call
+    (safe across streams), so they are not reset."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -151,7 +151,6 @@ def decode_fwd_kernel(
                           LSE_OUT + b64 * stride_flb + head.to(tl.int64) * stride_flh
                           + (q_start + pos).to(tl.int64) * stride_flm,
                           BLOCK_M, BLOCK_D)
-            tl.atomic_xchg(CNT + grp, 0)
 
 
 @triton.jit
