@@ -29,21 +29,21 @@ from ..common.dispatch import interpreter_enabled
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
 from ..common.host import cdiv, next_pow2
 from ..common.masks import key_tiles, sequence_bounds, visible
-from ..common.tma import load_kv_tile
+from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 
 
 @triton.jit
-def _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, pos, offs_n0, offs_d, n_lo, n_hi,
-                  seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
+def _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, pos, offs_n0, offs_d,
+                  n_lo, n_hi, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                   BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr, HAS_LO: tl.constexpr,
-                  HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr):
+                  HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr, USE_TMA: tl.constexpr):
     """Fold key tiles [n_lo, n_hi) into (acc, l, m); ``pos`` are the rows' positions (mask rows)."""
     k_ptrs += n_lo.to(tl.int64) * stride_kn
     v_ptrs += n_lo.to(tl.int64) * stride_vn
     for start_n in range(n_lo, n_hi, BLOCK_N):
         offs_n = start_n + offs_n0
-        k, v = load_kv_tile(k_ptrs, v_ptrs, k_ptrs, v_ptrs, start_n, offs_n, offs_d, seqlen_k, D,
-                            MASKED, EVEN_D, False)
+        k, v = load_kv_tile(k_ptrs, v_ptrs, k_desc, v_desc, start_n, offs_n, offs_d, seqlen_k, D,
+                            MASKED, EVEN_D, USE_TMA)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
         s, _ = score_transform(qk, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP)
         if MASKED:
@@ -70,6 +70,7 @@ def decode_fwd_kernel(
     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
     EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, FUSED_COMBINE: tl.constexpr = False,
+    COMBINE_UNROLL: tl.constexpr = 1, USE_TMA: tl.constexpr = False,
 ):
     """Grid (packed row blocks, B · HK, splits). Writes the state of packed rows [r0, r0 + BLOCK_M) of
     (batch b, key head hk) over keys [pid_s · split_size, (pid_s + 1) · split_size) (split_size a
@@ -108,6 +109,12 @@ def decode_fwd_kernel(
     v_base = V + b64 * stride_vb + k_start.to(tl.int64) * stride_vn + hk.to(tl.int64) * stride_vh
     k_ptrs = k_base + offs_n0[:, None] * stride_kn + offs_d[None, :]
     v_ptrs = v_base + offs_n0[:, None] * stride_vn + offs_d[None, :]
+    if USE_TMA:  # zero-filled past seqlen_k (and past D)
+        k_desc = rows_descriptor(k_base, seqlen_k, D, stride_kn, BLOCK_N, BLOCK_D)
+        v_desc = rows_descriptor(v_base, seqlen_k, D, stride_vn, BLOCK_N, BLOCK_D)
+    else:
+        k_desc = k_base
+        v_desc = v_base
 
     split_lo = pid_s * split_size
     # positions of the block's first and last live rows: key_tiles with (m0, seqlen_q) = (first, last + 1)
@@ -119,15 +126,18 @@ def decode_fwd_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, pos, offs_n0, offs_d,
-                                  n_start, f_lo, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre,
-                                  softcap_post, D, BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
-    acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, pos, offs_n0, offs_d,
-                                  f_lo, f_hi, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre,
-                                  softcap_post, D, BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
-    acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, stride_kn, stride_vn, pos, offs_n0, offs_d,
-                                  f_hi, n_end, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre,
-                                  softcap_post, D, BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
+    acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, pos, offs_n0,
+                                  offs_d, n_start, f_lo, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre,
+                                  softcap_post, D, BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
+                                  USE_TMA)
+    acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, pos, offs_n0,
+                                  offs_d, f_lo, f_hi, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre,
+                                  softcap_post, D, BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
+                                  USE_TMA)
+    acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, pos, offs_n0,
+                                  offs_d, f_hi, n_end, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre,
+                                  softcap_post, D, BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
+                                  USE_TMA)
     o, lse = finalize(acc, l_i, m_i)
 
     s64 = pid_s.to(tl.int64)
@@ -150,26 +160,31 @@ def decode_fwd_kernel(
                                                    + head.to(tl.int64) * stride_fh)[:, None] + offs_d[None, :],
                           LSE_OUT + b64 * stride_flb + head.to(tl.int64) * stride_flh
                           + (q_start + pos).to(tl.int64) * stride_flm,
-                          BLOCK_M, BLOCK_D)
+                          BLOCK_M, BLOCK_D, COMBINE_UNROLL)
 
 
 @triton.jit
 def _combine_rows(o_ptrs, l_ptrs, stride_os, stride_ls, n_split, rd_ok, row_ok, out_ptrs, lse_ptrs,
-                  BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+                  BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, UNROLL: tl.constexpr):
     """out, lse of a row block = ⊕ of its n_split states (o [BLOCK_M, BLOCK_D], lse [BLOCK_M] at split
-    strides stride_os / stride_ls), folded one state at a time with ``fold_step``; loads bypass L1 (.cg): the states were
-    written by other programs."""
+    strides stride_os / stride_ls), folded in split order with ``fold_step`` (a one-column tile per
+    state), UNROLL states per round trip: their loads are issued together, so the fold waits one L2
+    latency per UNROLL states instead of one per state. Loads bypass L1 (.cg): the states were written by
+    other programs."""
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    for _ in range(0, n_split):
-        x = tl.load(l_ptrs, mask=row_ok, other=float("-inf"), cache_modifier=".cg") * LOG2E
-        o = tl.load(o_ptrs, mask=rd_ok, other=0.0, cache_modifier=".cg")
-        l_ptrs += stride_ls
-        o_ptrs += stride_os
-        # the shared fold over a one-column tile: its score is the state's lse, its value the state's o
-        acc, l_i, m_i, w = fold_step(acc, l_i, m_i, x[:, None], o, True)
-        acc += w * o
+    for s0 in range(0, n_split, UNROLL):
+        for j in tl.static_range(UNROLL):
+            live = s0 + j < n_split
+            x = tl.load(l_ptrs + j * stride_ls, mask=row_ok & live, other=float("-inf"),
+                        cache_modifier=".cg") * LOG2E
+            o = tl.load(o_ptrs + j * stride_os, mask=rd_ok & live, other=0.0, cache_modifier=".cg")
+            # the shared fold over a one-column tile: its score is the state's lse, its value the state's o
+            acc, l_i, m_i, w = fold_step(acc, l_i, m_i, x[:, None], o, True)
+            acc += w * o
+        l_ptrs += UNROLL * stride_ls
+        o_ptrs += UNROLL * stride_os
     out, lse = finalize(acc, l_i, m_i)
     tl.store(out_ptrs, out.to(out_ptrs.dtype.element_ty), mask=rd_ok)
     tl.store(lse_ptrs, lse, mask=row_ok)
@@ -229,6 +244,7 @@ class DecodeConfig:
     num_warps: int
     num_stages: int
     ctas_per_sm: int  # programs resident per SM (shared memory bound), for the split heuristic
+    use_tma: bool = False  # K/V tiles through tensor descriptors (falls back to pointers, see tma_ok)
 
 
 DECODE_MAX_ROWS = 256  # packed rows (seqlen_q · G) up to which split-KV uses the decode kernel
@@ -276,6 +292,22 @@ def fused_combine(kv_bytes: int = 0) -> bool:
     if mode == "auto":
         return kv_bytes <= FUSED_MAX_KV_BYTES
     return mode == "fused"
+
+
+def combine_unroll(block_m: int, block_d: int) -> int:
+    """States per round trip in the fused combine's fold: as many [block_m, block_d] fp32 tiles as stay in
+    registers (offline sm_90, bf16, 4 warps: 4 at 16 x 128 and 2 at 16 x 256 or 32 x 128 compile without
+    local memory; 8 at 16 x 128, 4 at 32 x 128 and 2 at 64 x 128 spill)."""
+    return max(1, min(4, (16 * 128 * 4) // (block_m * block_d)))
+
+
+def decode_tma(cfg: DecodeConfig) -> bool:
+    """Whether K/V tiles go through tensor descriptors: the config's choice, or TILEFOLD_DECODE_TMA=0 / 1
+    (read per call) to force pointer loads / descriptors (where tma_ok allows)."""
+    mode = os.environ.get("TILEFOLD_DECODE_TMA", "auto")
+    if mode not in ("auto", "0", "1"):
+        raise ValueError(f"TILEFOLD_DECODE_TMA must be 0, 1 or auto, got {mode!r}")
+    return cfg.use_tma if mode == "auto" else mode == "1"
 
 
 def _strides(t):
@@ -340,6 +372,9 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
         lst = (0, lse.stride(0), lse.stride(1)) if varlen else lse.stride()
     else:
         cnt, fst, lst = q, (0, 0, 0), (0, 0, 0)
+    use_tma = decode_tma(cfg) and tma_ok(k, v)
+    if use_tma:
+        ensure_allocator()
     decode_fwd_kernel[grid](
         q, k, v, o_dst, l_dst,
         *_strides(q), *_strides(k), *_strides(v), *so3, sos, slb, slh, slm, sls,
@@ -349,6 +384,7 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
         GROUP=G, BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=BD,
         IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0, HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D,
         DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32", FUSED_COMBINE=fused,
+        COMBINE_UNROLL=combine_unroll(cfg.BLOCK_M, BD) if fused else 1, USE_TMA=use_tma,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     if S > 1 and not fused:
