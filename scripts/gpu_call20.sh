@@ -10,8 +10,9 @@ OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem --format=csv,noheader
 echo "== decode tune"
-for part in ${TUNE_PARTS:-host combine cfg splits}; do  # one process each: a failure loses one part only
-  timeout ${TUNE_S:-150} python3 scripts/decode_tune.py $part >> "$OUT/decode_tune.jsonl" 2>> "$OUT/decode_tune.err"
+for ps in host:60 combine:110 cfg:150 splits:110; do  # one process each: a failure loses one part only
+  part=${ps%%:*}
+  timeout ${ps##*:} python3 scripts/decode_tune.py $part >> "$OUT/decode_tune.jsonl" 2>> "$OUT/decode_tune.err"
   echo "$part rc=$?"
 done
 cat "$OUT/decode_tune.jsonl" | cut -c1-400; grep -v -i warn "$OUT/decode_tune.err" | head -45
@@ -19,5 +20,5 @@ echo "== decode tests, descriptors forced"
 TILEFOLD_DECODE_TMA=1 timeout 90 python3 -m pytest -m gpu -q -n 8 -p no:cacheprovider -W ignore tests/ops/decode \
   > "$OUT/gpu_tier_decode_tma.log" 2>&1; echo "rc=$?"; tail -3 "$OUT/gpu_tier_decode_tma.log"
 A=tests/ops/attention
-TIER_S=${TIER_S:-200} NPROC=15 bash scripts/gpu_tier.sh tests/ops/decode $A/test_varlen.py $A/test_eager_path.py \
+TIER_S=${TIER_S:-150} NPROC=15 bash scripts/gpu_tier.sh tests/ops/decode $A/test_varlen.py $A/test_eager_path.py \
   $A/test_compile.py 2>&1 | tail -8
