@@ -6,6 +6,7 @@
   kind=cfg      per case x decode config (tile, warps, stages, descriptors) at the split count the model
                 picks for that config: GB/s for kernel / fused, max |out - cuDNN|.
   kind=splits   per case x split count, baseline config and descriptor config.
+  kind=sweep2   (call 21) the better descriptor configs of call 20 x split counts that fill the SMs evenly.
   kind=host     B=1 N=32k: host µs per call of the public call and of its parts (allocation, counters,
                 the bare Triton launch with fixed arguments, the launch through CompiledKernel), plus a
                 cProfile of the call (stderr).
@@ -27,7 +28,7 @@ from tilefold.ops.decode import splitkv as SK
 from tilefold.ops.decode import choose_num_splits, split_kv_attention
 
 H, HK, D = 32, 8, 128
-PART = sys.argv[1:] or ["host", "combine", "cfg", "splits"]
+PART = sys.argv[1:] or ["host", "combine", "cfg", "splits", "sweep2"]
 
 
 def tf(q, k, v, S=0):
@@ -74,6 +75,7 @@ def mode(name):
     """Set the combine mode: kernel, fused-u1 (one state per round trip), fused-u (the default unroll)."""
     os.environ["TILEFOLD_DECODE_COMBINE"] = "kernel" if name == "kernel" else "fused"
     K.combine_unroll = (lambda bm, bd: 1) if name == "fused-u1" else _unroll
+    K.clear_plans()
 
 
 def use_config(cfg):
@@ -81,48 +83,37 @@ def use_config(cfg):
     K.decode_config = _config if cfg is None else (lambda *a: cfg)
     SK.decode_config = K.decode_config
     SK._choose_cached.cache_clear()
+    K.clear_plans()
 
 
 CASES = [(1, 8192), (1, 32768), (1, 131072), (1, 1 << 20), (8, 32768), (8, 131072), (32, 8192), (32, 32768)]
 
 if "host" in PART:
-    q, k, v, nbytes = data(1, 32768)
-    mode("fused-u")
-    rec = dict(kind="host", B=1, N=32768)
-    rec["call"] = loop_us(lambda: tf(q, k, v))
-    rec["cudnn"] = loop_us(lambda: cudnn(q, k, v))
-    rec["empty4"] = loop_us(lambda: (torch.empty_like(q), torch.empty(1, 32, 1, device="cuda"),
-                                     torch.empty(27, 1, 1, 32, 128, device="cuda"),
-                                     torch.empty(27, 1, 32, 1, device="cuda")))
-    rec["zeros"] = loop_us(lambda: torch.zeros(8, device="cuda", dtype=torch.int32))
-    rec["environ"] = loop_us(lambda: os.environ.get("TILEFOLD_DECODE_COMBINE", "auto"), n=2000)
-    # the bare launch with the arguments of one real call
-    cap = {}
-    orig = K.decode_fwd_kernel
-
-    class Capture:
-        def __getitem__(self, grid):
-            def run(*a, **kw):
-                cap.update(grid=grid, a=a, kw=kw)
-                return orig[grid](*a, **kw)
-            return run
-
-    K.decode_fwd_kernel = Capture()
-    tf(q, k, v)
-    K.decode_fwd_kernel = orig
-    g, a, kw = cap["grid"], cap["a"], cap["kw"]
-    rec["launch_jit"] = loop_us(lambda: orig[g](*a, **kw))
-    try:  # Triton's compiled-kernel launcher, no binding / specialization
-        ck = orig[g](*a, **kw)
-        consts = {"num_warps", "num_stages"}
-        import inspect
-        params = list(inspect.signature(orig.fn).parameters)
-        full = list(a) + [kw[p] for p in params[len(a):] if p in kw]
-        rec["n_args"] = len(full)
-        rec["launch_compiled"] = loop_us(lambda: ck[g](*full))
-    except Exception as e:  # noqa: BLE001
-        rec["launch_compiled_error"] = repr(e)[:300]
-    emit(**rec)
+    for B, N in [(1, 32768), (1, 8192)]:
+        q, k, v, nbytes = data(B, N)
+        mode("fused-u")
+        rec = dict(kind="host", B=B, N=N)
+        rec["call"] = loop_us(lambda: tf(q, k, v))
+        rec["gbps"] = gb(nbytes, lambda: tf(q, k, v))
+        rec["cudnn"] = loop_us(lambda: cudnn(q, k, v))
+        rec["gbps_cudnn"] = gb(nbytes, lambda: cudnn(q, k, v))
+        rec["empty2"] = loop_us(lambda: (torch.empty_like(q), torch.empty(1, 32, 1, device="cuda")))
+        S = choose_num_splits(B, H, 1, N, D, q.dtype, q.device, heads_k=HK)
+        rec["decode_fwd"] = loop_us(lambda: K.decode_fwd(q, k, v, S, D ** -0.5, (-1, -1), 0.0))
+        rec["fast_launches"] = K._DECODE.fast_launches
+        # GPU time alone: the call replayed from a CUDA graph (no host work per call)
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            tf(q, k, v)
+        torch.cuda.current_stream().wait_stream(s)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            tf(q, k, v)
+        rec["graph_us"] = loop_us(graph.replay)
+        rec["gbps_graph_flushed"] = gb(nbytes, graph.replay)
+        emit(**rec)
+        del graph
     pr = cProfile.Profile()
     pr.enable()
     for _ in range(300):
@@ -192,5 +183,29 @@ if "splits" in PART:
                     mode(name)
                     rec[f"gbps_{name}"] = gb(nbytes, lambda: tf(q, k, v, S))
                 emit(**rec)
+        del q, k, v
+    use_config(None)
+
+C2 = [C(16, 128, 4, 3, 1, True), C(16, 128, 4, 2, 3, True), C(16, 32, 4, 4, 4, True), C(16, 128, 8, 3, 1, True),
+      C(16, 64, 4, 3, 3)]
+if "sweep2" in PART:
+    sweep = {1: [16, 27, 33, 49, 66, 99], 8: [2, 4, 6, 8], 32: [1, 2]}
+    for B, N in [(1, 1 << 20), (1, 131072), (8, 131072), (32, 32768), (32, 8192), (8, 32768), (1, 32768)]:
+        q, k, v, nbytes = data(B, N)
+        ref = cudnn(q, k, v).float()
+        emit(kind="sweep2", B=B, N=N, provider="cudnn", gbps=gb(nbytes, lambda: cudnn(q, k, v)))
+        name = "fused-u" if 2 * nbytes <= (256 << 20) * 2 and B * N <= 32768 else "kernel"
+        mode(name)
+        for cfg in C2:
+            use_config(cfg)
+            for S in sweep[B]:
+                rec = dict(kind="sweep2", B=B, N=N, cfg=str(cfg), S=S, mode=name)
+                try:
+                    rec["gbps"] = gb(nbytes, lambda: tf(q, k, v, S))
+                    rec["maxdiff"] = float((tf(q, k, v, S).float() - ref).abs().max())
+                except Exception as e:  # noqa: BLE001
+                    rec["error"] = repr(e)[:300]
+                emit(**rec)
+        emit(kind="sweep2", B=B, N=N, provider="cudnn", gbps=gb(nbytes, lambda: cudnn(q, k, v)))
         del q, k, v
     use_config(None)

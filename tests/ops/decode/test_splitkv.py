@@ -121,7 +121,9 @@ def test_decode_fp16_softcap_every_element_written(S, monkeypatch):
 
         @staticmethod
         def empty(*a, **kw):
-            return torch.full(a[0] if len(a) == 1 else a, float("nan"), dtype=kw.get("dtype"), device=kw.get("device"))
+            size = a[0] if len(a) == 1 else a
+            size = (size,) if isinstance(size, int) else size
+            return torch.full(size, float("nan"), dtype=kw.get("dtype"), device=kw.get("device"))
 
     monkeypatch.setattr(decode_kernel, "torch", Poisoned())
     torch.manual_seed(11 + S)

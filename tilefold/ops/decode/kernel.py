@@ -18,6 +18,7 @@ BLOCK_S chunks (one memory round trip for S <= BLOCK_S instead of S dependent lo
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ import triton.language as tl
 from ..common.dispatch import interpreter_enabled
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
 from ..common.host import cdiv, next_pow2
+from ..common.launch import LaunchCache, stream_scratch
 from ..common.masks import key_tiles, sequence_bounds, visible
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 
@@ -76,9 +78,9 @@ def decode_fwd_kernel(
     (batch b, key head hk) over keys [pid_s · split_size, (pid_s + 1) · split_size) (split_size a
     multiple of BLOCK_N); an empty range writes the identity (0, -inf).
     FUSED_COMBINE: the last of a row block's splits to finish (a counter per (row block, b, hk) in CNT,
-    zero on entry) folds the block's S states into OUT / LSE_OUT itself: one Triton launch (plus the
-    counters' zero fill, a torch launch of ~5 µs host). The launcher allocates fresh counters per call
-    (safe across streams), so they are not reset."""
+    zero on entry) folds the block's S states into OUT / LSE_OUT itself and sets its counter back to zero:
+    one launch. The counters are per-stream scratch reused by the next call on the stream (zero-filled
+    once when allocated; fresh during CUDA graph capture)."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -161,6 +163,7 @@ def decode_fwd_kernel(
                           LSE_OUT + b64 * stride_flb + head.to(tl.int64) * stride_flh
                           + (q_start + pos).to(tl.int64) * stride_flm,
                           BLOCK_M, BLOCK_D, COMBINE_UNROLL)
+            tl.atomic_xchg(CNT + grp, 0)  # the counters are per-stream scratch: leave them zero for the next call
 
 
 @triton.jit
@@ -321,11 +324,50 @@ def _strides(t):
 LOG2E_F = 1.4426950408889634
 
 
-def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=None, max_k=None):
-    """Split-KV decode forward: returns (out like q, lse (B, H, M) / (H, T) fp32). ``S`` key ranges of
-    BLOCK_N-aligned keys (S = 1: no split, the kernel writes the output directly); for S > 1 either two
-    launches (the split kernel and the combine) or one (the last split of each row block combines; see
-    fused_combine), no copies."""
+def _contiguous_strides(shape) -> tuple:
+    st, acc = [], 1
+    for n in reversed(shape):
+        st.append(acc)
+        acc *= n
+    return tuple(reversed(st))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything about a decode call that is not a tensor: shapes, strides, grid, split, constexprs."""
+    out_shape: tuple
+    lse_shape: tuple
+    empty: bool
+    S: int
+    o_numel: int
+    l_numel: int
+    fused: bool
+    n_cnt: int
+    use_tma: bool
+    grid: tuple
+    a1: tuple  # decode kernel int/float arguments between the partial-state pointers and cu_seqlens
+    a2: tuple  # ... between cu_seqlens and OUT
+    a3: tuple  # ... after CNT
+    cons: dict
+    options: dict
+    cgrid: tuple | None  # the combine kernel's launch (None: no second launch)
+    ca: tuple
+    ccons: dict
+
+
+_PLANS: dict = {}
+_DECODE = LaunchCache(decode_fwd_kernel)
+_COMBINE = LaunchCache(decode_combine_kernel)
+
+
+def clear_plans():
+    """Forget cached plans and compiled-kernel handles (after changing decode_config / combine_unroll)."""
+    _PLANS.clear()
+    _DECODE.clear()
+    _COMBINE.clear()
+
+
+def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> _Plan:
     varlen = cu_q is not None
     if varlen:
         T, H, D = q.shape
@@ -336,68 +378,108 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
         B, M, H, D = q.shape
         N = k.shape[1]
         lse_shape = (B, H, M)
+    out_shape = tuple(q.shape)
     HK = k.shape[-2]
     G = H // HK
     cfg = decode_config(M * G, D, q.dtype, q.device)
     BD = block_d(D)
     left, right = window
-    out = torch.empty(q.shape, device=q.device, dtype=q.dtype)
-    lse = torch.empty(lse_shape, device=q.device, dtype=torch.float32)
-    if q.numel() == 0:
-        return out, lse
     if S > 1:
         split_size = cdiv(cdiv(max(N, 1), S), cfg.BLOCK_N) * cfg.BLOCK_N
         S = max(1, cdiv(N, split_size))
-    if S > 1:
-        o_dst = torch.empty((S,) + tuple(q.shape), device=q.device, dtype=torch.float32)
-        l_dst = torch.empty((S,) + lse_shape, device=q.device, dtype=torch.float32)
-        o_st, l_st = o_dst.stride(), l_dst.stride()
-        sos, sls, o_st, l_st = o_st[0], l_st[0], o_st[1:], l_st[1:]
     else:
         split_size = cdiv(max(N, 1), cfg.BLOCK_N) * cfg.BLOCK_N
-        o_dst, l_dst, sos, sls = out, lse, 0, 0
-        o_st, l_st = out.stride(), lse.stride()
+    ost, lst = _contiguous_strides(out_shape), _contiguous_strides(lse_shape)
+    if S > 1:  # partial states (S, *out_shape) / (S, *lse_shape), contiguous
+        o_st, l_st = _contiguous_strides((S,) + out_shape), _contiguous_strides((S,) + lse_shape)
+        sos, sls, o_st, l_st = o_st[0], l_st[0], o_st[1:], l_st[1:]
+    else:
+        o_st, l_st, sos, sls = ost, lst, 0, 0
     so3 = (o_st[0], o_st[1], o_st[2]) if not varlen else (0, o_st[0], o_st[1])
     slb, slh, slm = (0, l_st[0], l_st[1]) if varlen else l_st
     if softcap > 0:
         sc_pre, sc_post = scale / softcap, softcap * LOG2E_F
     else:
         sc_pre, sc_post = 0.0, 0.0
-    cu = (cu_q, cu_k) if varlen else (q, q)
     grid = (cdiv(M * G, cfg.BLOCK_M), B * HK, S)
     fused = S > 1 and fused_combine(k.numel() * k.element_size() + v.numel() * v.element_size())
     if fused:
-        cnt = torch.zeros(grid[0] * grid[1], device=q.device, dtype=torch.int32)
-        fst = _strides(out)
-        lst = (0, lse.stride(0), lse.stride(1)) if varlen else lse.stride()
+        fst = (0, ost[0], ost[1]) if varlen else (ost[0], ost[1], ost[2])
+        flst = (0, lst[0], lst[1]) if varlen else lst
     else:
-        cnt, fst, lst = q, (0, 0, 0), (0, 0, 0)
+        fst, flst = (0, 0, 0), (0, 0, 0)
     use_tma = decode_tma(cfg) and tma_ok(k, v)
-    if use_tma:
-        ensure_allocator()
-    decode_fwd_kernel[grid](
-        q, k, v, o_dst, l_dst,
-        *_strides(q), *_strides(k), *_strides(v), *so3, sos, slb, slh, slm, sls,
-        cu[0], cu[1], M, N, max(left, 0), max(right, 0),
-        scale * LOG2E_F, sc_pre, sc_post, HK, D, split_size,
-        out, lse, cnt, *fst, *lst,
-        GROUP=G, BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=BD,
-        IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0, HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D,
-        DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32", FUSED_COMBINE=fused,
-        COMBINE_UNROLL=combine_unroll(cfg.BLOCK_M, BD) if fused else 1, USE_TMA=use_tma,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-    )
+    cons = dict(GROUP=G, BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=BD, IS_VARLEN=varlen, HAS_LO=left >= 0,
+                HAS_HI=right >= 0, HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D,
+                DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32", FUSED_COMBINE=fused,
+                COMBINE_UNROLL=combine_unroll(cfg.BLOCK_M, BD) if fused else 1, USE_TMA=use_tma)
+    a1 = (*_strides(q), *_strides(k), *_strides(v), *so3, sos, slb, slh, slm, sls)
+    a2 = (M, N, max(left, 0), max(right, 0), scale * LOG2E_F, sc_pre, sc_post, HK, D, split_size)
+    a3 = (*fst, *flst)
+    cgrid, ca, ccons = None, (), {}
     if S > 1 and not fused:
-        rows = T if varlen else M
-        ost, lst = out.stride(), lse.stride()
         if varlen:  # (S, T, H, D) / (S, H, T): batch stride 0, rows = T
             sp, sq = (0, o_st[0], o_st[1], sos), (0, l_st[0], l_st[1], sls)
             so, sl = (0, ost[0], ost[1]), (0, lst[0], lst[1])
         else:
             sp, sq = (o_st[0], o_st[1], o_st[2], sos), (l_st[0], l_st[1], l_st[2], sls)
             so, sl = (ost[0], ost[1], ost[2]), lst
-        decode_combine_kernel[(rows, (1 if varlen else B) * H)](
-            o_dst, l_dst, out, lse, *sp, *sq, *so, *sl, H, S, D,
-            BLOCK_S=min(32, next_pow2(max(S, 1))), BLOCK_D=BD, EVEN_D=BD == D, num_warps=4,
-        )
+        cgrid = ((T if varlen else M), (1 if varlen else B) * H, 1)
+        ca = (*sp, *sq, *so, *sl, H, S, D)
+        ccons = dict(BLOCK_S=min(32, next_pow2(max(S, 1))), BLOCK_D=BD, EVEN_D=BD == D)
+    n_o = S * math.prod(out_shape) if S > 1 else 0
+    n_l = S * math.prod(lse_shape) if S > 1 else 0
+    return _Plan(out_shape, lse_shape, q.numel() == 0, S, n_o, n_l, fused, grid[0] * grid[1], use_tma, grid,
+                 a1, a2, a3, cons, dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages), cgrid, ca, ccons)
+
+
+def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=None, max_k=None):
+    """Split-KV decode forward: returns (out like q, lse (B, H, M) / (H, T) fp32). ``S`` key ranges of
+    BLOCK_N-aligned keys (S = 1: no split, the kernel writes the output directly); for S > 1 either two
+    launches (the split kernel and the combine) or one (the last split of each row block combines; see
+    fused_combine), no copies.
+
+    Host path (decode at small batch is host-latency bound): everything that is not a tensor is a
+    ``_Plan`` cached under a key of shapes, strides, dtypes, options, the modes read from the environment
+    and every input pointer's 16-byte alignment; the kernels are launched through ``LaunchCache`` (no
+    per-call re-specialization) and the partial states and counters live in per-stream scratch."""
+    varlen = cu_q is not None
+    key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), q.dtype, k.dtype, v.dtype, q.device,
+           S, scale, window, softcap, varlen, os.environ.get("TILEFOLD_DECODE_COMBINE", DECODE_COMBINE),
+           os.environ.get("TILEFOLD_DECODE_TMA", "auto"), q.data_ptr() % 16, k.data_ptr() % 16, v.data_ptr() % 16)
+    if varlen:
+        key += (cu_q.shape, cu_k.shape, cu_q.data_ptr() % 16, cu_k.data_ptr() % 16, int(max_q), int(max_k))
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k)
+        if len(_PLANS) >= 1024:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    dev = q.device
+    out = torch.empty(plan.out_shape, device=dev, dtype=q.dtype)
+    lse = torch.empty(plan.lse_shape, device=dev, dtype=torch.float32)
+    if plan.empty:
+        return out, lse
+    cuda = dev.type == "cuda"
+    if plan.S > 1:
+        if cuda:
+            o_dst = stream_scratch("decode_o", plan.o_numel, torch.float32, dev)
+            l_dst = stream_scratch("decode_lse", plan.l_numel, torch.float32, dev)
+        else:
+            o_dst = torch.empty(plan.o_numel, device=dev, dtype=torch.float32)
+            l_dst = torch.empty(plan.l_numel, device=dev, dtype=torch.float32)
+    else:
+        o_dst, l_dst = out, lse
+    if plan.fused:  # zero on entry; the program that combines a row block zeroes its counter again
+        cnt = (stream_scratch("decode_cnt", plan.n_cnt, torch.int32, dev, zero=True) if cuda
+               else torch.zeros(plan.n_cnt, device=dev, dtype=torch.int32))
+    else:
+        cnt = q
+    if plan.use_tma:
+        ensure_allocator()
+    cu0, cu1 = (cu_q, cu_k) if varlen else (q, q)
+    _DECODE.launch(key, plan.grid, (q, k, v, o_dst, l_dst, *plan.a1, cu0, cu1, *plan.a2, out, lse, cnt, *plan.a3),
+                   plan.cons, **plan.options)
+    if plan.cgrid is not None:
+        _COMBINE.launch(key, plan.cgrid, (o_dst, l_dst, out, lse, *plan.ca), plan.ccons, num_warps=4)
     return out, lse
