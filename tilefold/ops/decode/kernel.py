@@ -257,21 +257,43 @@ def block_d(D: int) -> int:
     return max(16, next_pow2(D))
 
 
+# Tiles for one 16-row packed block (seqlen_q · G <= 16), 16-bit hd128 -- the measured case. Sweeps on an H200
+# (benchmarks/NOTES.md, "Decode: tiles and splits"; bf16, 32 query / 8 key heads) of tile x split count:
+# a split of >= STREAM_KEYS keys streams best with 32-key tiles, 4 stages, K/V through tensor descriptors
+# (B=8 128k 4467 GB/s, B=32 32k 4488, B=1 1M 4454 vs cuDNN 4413-4436); from MID_KEYS keys 128-key tiles,
+# 2 stages, descriptors (B=32 8k 4222, B=8 32k 4152, B=1 128k 3823); below, the device-side descriptor set-up
+# is a visible fixed cost per program and the pointer 64-key tile wins (B=1 32k, 16 splits: 2602 vs 2410-2476).
+STREAM_KEYS = 16384
+MID_KEYS = 2048
+
+
+def streaming_tiles(rows: int, D: int, dtype: torch.dtype) -> bool:
+    """Whether ``decode_config`` picks the tile by keys per split (the swept case) for these calls."""
+    return rows <= 16 and block_d(D) == 128 and dtype in (torch.bfloat16, torch.float16)
+
+
 @functools.lru_cache(maxsize=256)
-def decode_config(rows: int, D: int, dtype: torch.dtype, device: torch.device) -> DecodeConfig:
-    """Tiles for ``rows`` packed query rows (seqlen_q · G) per (batch, key head).
+def decode_config(rows: int, D: int, dtype: torch.dtype, device: torch.device, keys_per_split: int = 0) -> DecodeConfig:
+    """Tiles for ``rows`` packed query rows (seqlen_q · G) per (batch, key head), ``keys_per_split`` keys per
+    program (used where ``streaming_tiles``; see STREAM_KEYS / MID_KEYS above).
     Decode is bandwidth bound: BLOCK_M is the fewest rows the MMA takes (16: mma.sync; 64: wgmma), not
-    the prefill 128 (with 4 live rows of 128 the prefill tile did 32x the MMA work per byte). K/V tiles
-    of 64 keys, 3 stages: 2 tiles (64 KB at hd128 bf16) in flight per program. Offline sm_90 compile
+    the prefill 128 (with 4 live rows of 128 the prefill tile did 32x the MMA work per byte). Otherwise
+    K/V tiles of 64 keys, 3 stages: 2 tiles (64 KB at hd128 bf16) in flight per program. Offline sm_90 compile
     (Triton 3.6, pointer args and strides divisible by 16 as at launch; no local memory): hd128
-    BLOCK_M=16 71.7 KB of shared memory (3 programs per SM), 32: 77.8 KB (2), 64 (wgmma): 114.7 KB (2);
-    hd256 with 32-key tiles: 74.8 KB (16 rows, 3 per SM), 84.0 KB (32 rows, 2)."""
+    BLOCK_M=16 71.7 KB of shared memory (3 programs per SM by shared memory; 204 registers make it 2),
+    32: 77.8 KB (2), 64 (wgmma): 114.7 KB (2); hd256 with 32-key tiles: 74.8 KB (16 rows), 84.0 KB (32 rows);
+    descriptors at 16 rows: 32-key 4-stage tile 54 KB, 72-184 registers; 128-key 2-stage 74 KB, 143-168."""
     bm = max(16, min(64, next_pow2(max(rows, 1))))
     if device.type != "cuda" or interpreter_enabled():
         return DecodeConfig(16, 16, 4, 1, 1)
     bd = block_d(D)
     if dtype == torch.float32:
         return DecodeConfig(min(bm, 32), 32, 4, 2, 2)
+    if streaming_tiles(rows, D, dtype):
+        if keys_per_split >= STREAM_KEYS:
+            return DecodeConfig(16, 32, 4, 4, 4, use_tma=True)
+        if keys_per_split >= MID_KEYS:
+            return DecodeConfig(16, 128, 4, 2, 3, use_tma=True)
     if bd <= 128:
         return DecodeConfig(bm, 64, 4, 3, 3 if bm == 16 else 2)
     bm = min(bm, 32)
@@ -381,7 +403,7 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> 
     out_shape = tuple(q.shape)
     HK = k.shape[-2]
     G = H // HK
-    cfg = decode_config(M * G, D, q.dtype, q.device)
+    cfg = decode_config(M * G, D, q.dtype, q.device, cdiv(max(N, 1), max(S, 1)))
     BD = block_d(D)
     left, right = window
     if S > 1:

@@ -49,7 +49,7 @@ from ..attention.forward import attention_fwd
 from ..attention.function import attention_backward
 from ..common.dispatch import backend_for, interpreter_enabled
 from ..common.host import cdiv
-from .kernel import DECODE_MAX_ROWS, decode_config, decode_fwd
+from .kernel import DECODE_MAX_ROWS, MID_KEYS, decode_config, decode_fwd, streaming_tiles
 
 MAX_SPLITS = 128
 CPU_SPLITS = 3
@@ -102,6 +102,18 @@ def decode_splits(programs: int, seqlen_k: int, block_n: int, key_bytes: int, st
     return best[1]
 
 
+def even_splits(programs: int, seqlen_k: int, sms: int) -> int:
+    """Split count for the swept decode case (``kernel.streaming_tiles``): about two programs per SM
+    (programs · S ≈ 2 · sms), but no split under ``MID_KEYS`` keys while fewer splits reach that. Measured on an
+    H200 (benchmarks/NOTES.md, "Decode: tiles and splits"): with the tiles decode_config then picks, 2 programs
+    per SM was the best or within 1% of the best split count swept at B=1 128k / 1M, B=8 32k / 128k, B=32 8k /
+    32k; at B=1 32k (33 splits of ~1k keys) 16 splits of 2k keys were 25% faster."""
+    s = max(1, round(2 * sms / max(programs, 1)))
+    if cdiv(max(seqlen_k, 1), s) < MID_KEYS:
+        s = max(1, min(s, seqlen_k // MID_KEYS))
+    return min(s, MAX_SPLITS)
+
+
 @functools.lru_cache(maxsize=1024)
 def _choose_cached(batch, heads, heads_k, seqlen_q, seqlen_k, headdim, dtype, device, masked) -> int:
     dev = torch.device(device)
@@ -110,6 +122,8 @@ def _choose_cached(batch, heads, heads_k, seqlen_q, seqlen_k, headdim, dtype, de
     sms = _num_sms(dev)
     G = heads // heads_k
     rows = seqlen_q * G
+    if rows <= DECODE_MAX_ROWS and streaming_tiles(rows, headdim, dtype):
+        return even_splits(batch * heads_k * cdiv(max(rows, 1), 16), seqlen_k, sms)
     if rows <= DECODE_MAX_ROWS:
         cfg = decode_config(rows, headdim, dtype, dev)
         programs = batch * heads_k * cdiv(max(rows, 1), cfg.BLOCK_M)
@@ -136,9 +150,10 @@ def _choose_cached(batch, heads, heads_k, seqlen_q, seqlen_k, headdim, dtype, de
 def choose_num_splits(batch: int, heads: int, seqlen_q: int, seqlen_k: int, headdim: int,
                       dtype: torch.dtype, device, masked: bool = False, heads_k: int | None = None) -> int:
     """num_splits for ``num_splits=0``. Decode shapes (seqlen_q · G <= DECODE_MAX_ROWS packed rows,
-    G = heads / heads_k): the split count minimizing the bandwidth model of ``decode_splits`` (for
-    B = 1, 8 key heads, 132 SMs with 3 programs each: 32 splits of 256 keys at seqlen_k = 8k, 27 splits
-    (216 programs, enough to saturate HBM in the model) at 32k..1M; B = 8: 4; B = 32: 1). Larger seqlen_q: FA2's wave-efficiency rule over (batch, head, query block) programs.
+    G = heads / heads_k): for one 16-row block of 16-bit hd128 (``kernel.streaming_tiles``, the swept case)
+    ``even_splits`` (132 SMs, 8 key heads: B = 1: 4 at 8k, 16 at 32k, 33 from 128k; B = 8: 4; B = 32: 1),
+    otherwise the count minimizing the bandwidth model of ``decode_splits``. Larger seqlen_q: FA2's
+    wave-efficiency rule over (batch, head, query block) programs.
     On CPU / the interpreter: a small fixed number (the fold is the same). Cached per shape."""
     dev = device if isinstance(device, torch.device) else torch.device(device)
     return _choose_cached(int(batch), int(heads), int(heads_k or heads), int(seqlen_q), int(seqlen_k),
