@@ -20,7 +20,6 @@ from . import config as _cfg
 from ..common.fold import LOG2E, score_transform
 from ..common.masks import block_order, key_tiles, query_tiles, sequence_bounds, visible
 from ..common.host import cdiv
-from ..common.launch import launch_kernel
 from ..common.philox import as_int32, dropout_keep, dropout_threshold
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 
@@ -523,11 +522,11 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
     cuq = cu_seqlens_q if varlen else dummy
     cuk = cu_seqlens_k if varlen else dummy
     PRE_M = 16 if cfg.BLOCK_M == 16 or exact else 64
-    launch_kernel(attention_bwd_preprocess_kernel, (cdiv(M, PRE_M), B * H, 1), (
+    attention_bwd_preprocess_kernel[(cdiv(M, PRE_M), B * H)](
         out, dout, lse, dlse if dlse is not None else lse, delta, lse2,
         *_strides(out), *_strides(dout), slb, slh, slm,
-        cuq, M, H, D, dlse_plane), dict(BLOCK_M=PRE_M, BLOCK_D=BD, IS_VARLEN=varlen, HAS_DLSE=dlse is not None,
-                                         EXACT_DELTA=exact))
+        cuq, M, H, D, dlse_plane, BLOCK_M=PRE_M, BLOCK_D=BD, IS_VARLEN=varlen, HAS_DLSE=dlse is not None,
+        EXACT_DELTA=exact)
     LOG2E = 1.4426950408889634
     if softcap > 0:
         sc_pre, sc_post = softmax_scale / softcap, softcap * LOG2E
@@ -547,19 +546,18 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
     # head dim when the config asks (not for fp32: its exact delta needs dP as one dot, see the
     # preprocess kernel; and not below 16 columns per half, the smallest dot)
     split = cfg.dkdv_split_d if not exact and BD // max(cfg.dkdv_split_d, 1) >= 16 else 1
-    launch_kernel(attention_bwd_dkdv_kernel, (cdiv(N, cfg.BLOCK_N) * split, B * HK, 1), (
+    attention_bwd_dkdv_kernel[(cdiv(N, cfg.BLOCK_N) * split, B * HK)](
         q, k, v, dout, lse2, delta, dk, dv,
         *_strides(q), *_strides(k), *_strides(v), *_strides(dout), slb, slh, slm,
-        *_strides(dk), *_strides(dv), *scal, HK, H // HK, D, dlse_plane),
-        dict(BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, USE_TMA=cfg.use_tma and descriptors_ok, SPLIT_D=split,
-             ONE_LOOP=_cfg.dkdv_one_loop(BD, left >= 0 or right >= 0, exact),
-             EVEN_M=not varlen and M % cfg.BLOCK_M == 0, **common),
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        *_strides(dk), *_strides(dv), *scal, HK, H // HK, D, dlse_plane,
+        BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, USE_TMA=cfg.use_tma and descriptors_ok, SPLIT_D=split,
+        ONE_LOOP=_cfg.dkdv_one_loop(BD, left >= 0 or right >= 0, exact), EVEN_M=not varlen and M % cfg.BLOCK_M == 0,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages, **common)
     # dQ: query blocks of qcfg.BLOCK_M rows, key tiles of qcfg.BLOCK_N
-    launch_kernel(attention_bwd_dq_kernel, (cdiv(M, qcfg.BLOCK_M), B * H, 1), (
+    attention_bwd_dq_kernel[(cdiv(M, qcfg.BLOCK_M), B * H)](
         q, k, v, dout, lse2, delta, dq,
         *_strides(q), *_strides(k), *_strides(v), *_strides(dout), slb, slh, slm,
-        *_strides(dq), *scal, H, H // HK, D, dlse_plane),
-        dict(BLOCK_M=qcfg.BLOCK_M, BLOCK_N=qcfg.BLOCK_N, USE_TMA=qcfg.use_tma and descriptors_ok, **common),
-        num_warps=qcfg.num_warps, num_stages=qcfg.num_stages)
+        *_strides(dq), *scal, H, H // HK, D, dlse_plane,
+        BLOCK_M=qcfg.BLOCK_M, BLOCK_N=qcfg.BLOCK_N, USE_TMA=qcfg.use_tma and descriptors_ok,
+        num_warps=qcfg.num_warps, num_stages=qcfg.num_stages, **common)
     return dq, dk, dv

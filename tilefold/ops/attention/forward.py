@@ -15,7 +15,6 @@ from . import config as _cfg
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
 from ..common.masks import block_order, key_tiles, sequence_bounds, visible
 from ..common.host import cdiv
-from ..common.launch import launch_kernel
 from ..common.philox import as_int32, dropout_keep, dropout_threshold
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 
@@ -256,7 +255,7 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
     has_drop = dropout_p > 0
     P = probs if probs is not None else lse
     sp = probs.stride() if probs is not None else (0, 0, 0, 0)
-    launch_kernel(attention_fwd_kernel, grid, (
+    attention_fwd_kernel[grid](
         q, k, v, out, lse,
         sqb, sqm, sqh, skb, skn, skh, svb, svn, svh,
         sob, som, soh, so, slb, slh, slm, sl,
@@ -265,11 +264,12 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
         softmax_scale * LOG2E, sc_pre, sc_post,
         H, H // HK, D, split_size,
         as_int32(seed), as_int32(seed >> 32), as_int32(offset), dropout_threshold(dropout_p),
-        1.0 / (1.0 - dropout_p), P, sp[0], sp[1], sp[2]),
-        dict(BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=BD,
-             IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0,
-             HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D, IS_SPLIT=split,
-             DOT_PREC=_cfg.dot_precision(q.dtype), USE_TMA=use_tma, WARP_SPEC=use_tma and cfg.warp_spec,
-             HAS_DROPOUT=has_drop, RETURN_P=probs is not None, LPT=_cfg.lpt_order(left, right, varlen)),
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages)
+        1.0 / (1.0 - dropout_p), P, sp[0], sp[1], sp[2],
+        BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=BD,
+        IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0,
+        HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D, IS_SPLIT=split,
+        DOT_PREC=_cfg.dot_precision(q.dtype), USE_TMA=use_tma, WARP_SPEC=use_tma and cfg.warp_spec,
+        HAS_DROPOUT=has_drop, RETURN_P=probs is not None, LPT=_cfg.lpt_order(left, right, varlen),
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
     return out, lse

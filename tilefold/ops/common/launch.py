@@ -46,13 +46,6 @@ class LaunchCache:
     def clear(self):
         self.kernels.clear()
 
-    def __call__(self, grid, args: tuple, constexprs: dict, **options):
-        """``fn[grid](*args, **constexprs, **options)`` keyed by ``spec_key`` (the caller need not know a key)."""
-        if interpreter_enabled():
-            self.fn[grid](*args, **constexprs, **options)
-            return
-        self.launch(spec_key(args, constexprs) + tuple(options.items()), grid, args, constexprs, **options)
-
     def launch(self, key, grid, args: tuple, constexprs: dict, **options):
         if interpreter_enabled():
             self.fn[grid](*args, **constexprs, **options)
@@ -75,44 +68,6 @@ class LaunchCache:
         ck.run(grid[0], grid[1], grid[2], stream, ck.function, ck.packed_metadata,
                ck.launch_metadata(grid, stream, *full), knobs.launch_enter_hook, knobs.launch_exit_hook, *full)
         self.fast_launches += 1
-
-
-_CACHES: dict = {}
-
-
-def launch_kernel(fn, grid, args: tuple, constexprs: dict, **options):
-    """``fn[grid](*args, **constexprs, **options)`` through a ``LaunchCache`` per JIT function keyed by
-    ``spec_key``. Anything that is not a Triton JIT function (a test's stand-in wrapping one) and every
-    launch under the interpreter takes ``fn[grid]`` itself. Callers pass the module-level kernel they
-    would have indexed, so replacing that global still intercepts the launch."""
-    if interpreter_enabled() or not isinstance(fn, triton.runtime.JITFunction):
-        fn[grid](*args, **constexprs, **options)
-        return
-    cache = _CACHES.get(fn)
-    if cache is None:
-        cache = _CACHES[fn] = LaunchCache(fn)
-    cache(grid, args, constexprs, **options)
-
-
-def spec_key(args: tuple, constexprs: dict) -> tuple:
-    """A key that fixes Triton's specialization of a launch with these arguments: per tensor its dtype and
-    whether its pointer is 16-byte aligned; per int whether it is 1, whether it is divisible by 16 and
-    whether it fits in int32 (the classes Triton specializes on, not the value, so seeds and offsets
-    that change every call do not defeat the cache); bools by value; floats and None by type; and the
-    constexprs (in the caller's order)."""
-    key = []
-    for a in args:
-        t = type(a)
-        if t is int:
-            key.append((a == 1) | ((a % 16 == 0) << 1) | ((not -0x80000000 <= a <= 0x7FFFFFFF) << 2))
-        elif t is bool:
-            key.append(a)
-        elif t is float or a is None:
-            key.append(t)
-        else:
-            key.append((a.dtype, a.data_ptr() % 16 == 0))
-    key.append(tuple(constexprs.items()))
-    return tuple(key)
 
 
 _SCRATCH: dict = {}
