@@ -7,6 +7,8 @@
                 picks for that config: GB/s for kernel / fused, max |out - cuDNN|.
   kind=splits   per case x split count, baseline config and descriptor config.
   kind=sweep2   (call 21) the better descriptor configs of call 20 x split counts that fill the SMs evenly.
+  kind=small    (call 23) small K/V: B=1 8k..64k, B=8 / 16 at 8k, split counts x pointer / descriptor tiles, GB/s
+                by do_bench and GPU µs per call replayed from a CUDA graph (no host time), cuDNN beside.
   kind=host     B=1 N=32k: host µs per call of the public call and of its parts (allocation, counters,
                 the bare Triton launch with fixed arguments, the launch through CompiledKernel), plus a
                 cProfile of the call (stderr).
@@ -28,7 +30,7 @@ from tilefold.ops.decode import splitkv as SK
 from tilefold.ops.decode import choose_num_splits, split_kv_attention
 
 H, HK, D = 32, 8, 128
-PART = sys.argv[1:] or ["host", "combine", "cfg", "splits", "sweep2"]
+PART = sys.argv[1:] or ["host", "combine", "cfg", "splits", "sweep2", "small"]
 
 
 def tf(q, k, v, S=0):
@@ -207,5 +209,45 @@ if "sweep2" in PART:
                     rec["error"] = repr(e)[:300]
                 emit(**rec)
         emit(kind="sweep2", B=B, N=N, provider="cudnn", gbps=gb(nbytes, lambda: cudnn(q, k, v)))
+        del q, k, v
+    use_config(None)
+
+
+def graph_us(fn, n=200):
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    us = loop_us(g.replay, n)
+    del g
+    return us
+
+
+if "small" in PART:
+    C3 = [C(16, 64, 4, 3, 3), C(16, 128, 4, 2, 3, True), C(16, 32, 4, 4, 4, True)]
+    plan = [(1, 8192, [2, 4, 8, 16, 32], 2), (1, 16384, [4, 8, 16, 32], 2), (1, 32768, [8, 12, 16, 24, 32], 2),
+            (1, 65536, [8, 16, 24, 33], 2), (8, 8192, [1, 2, 4, 8], 3), (16, 8192, [1, 2, 4], 3)]
+    for B, N, Ss, ncfg in plan:
+        q, k, v, nbytes = data(B, N)
+        ref = cudnn(q, k, v).float()
+        emit(kind="small", B=B, N=N, provider="cudnn", gbps=gb(nbytes, lambda: cudnn(q, k, v)),
+             graph_us=graph_us(lambda: cudnn(q, k, v)))
+        os.environ.pop("TILEFOLD_DECODE_COMBINE", None)
+        for cfg in C3[:ncfg]:
+            use_config(cfg)
+            for S in Ss:
+                rec = dict(kind="small", B=B, N=N, cfg=str(cfg), S=S)
+                try:
+                    rec["gbps"] = gb(nbytes, lambda: tf(q, k, v, S))
+                    rec["graph_us"] = graph_us(lambda: tf(q, k, v, S))
+                    rec["maxdiff"] = float((tf(q, k, v, S).float() - ref).abs().max())
+                except Exception as e:  # noqa: BLE001
+                    rec["error"] = repr(e)[:300]
+                emit(**rec)
+        emit(kind="small", B=B, N=N, provider="cudnn", gbps=gb(nbytes, lambda: cudnn(q, k, v)))
         del q, k, v
     use_config(None)
