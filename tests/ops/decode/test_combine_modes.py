@@ -75,8 +75,8 @@ def test_bad_combine_mode(monkeypatch):
     (2, 16, 4096 + 17, 32, 8, 128, (-1, 0), 16),     # 64 packed rows (wgmma tile), many splits
     (1, 1, 8192, 16, 2, 256, (1000, -1), 5),          # hd256, left window: empty splits
     (1, 3, 8192, 8, 8, 64, (-1, 0), 9),              # MHA hd64
-    (1, 1, 65536 + 9, 32, 8, 128, (-1, -1), 2),      # >= STREAM_KEYS per split: 32-key descriptor tile, ragged end
-    (2, 3, 40000, 32, 8, 128, (500, 0), 4),          # 12 packed rows, 10k keys per split: 128-key descriptor tile
+    (8, 1, 65536 + 9, 32, 8, 128, (-1, -1), 4),      # wide, >= STREAM_KEYS per split: 32-key descriptor tile, ragged end
+    (8, 3, 12000, 32, 8, 128, (500, 0), 4),          # wide, 12 packed rows, 3000 keys per split: 128-key descriptor tile
 ], ids=["b1-32k", "b8-causal", "q16-s16", "d256-window", "d64-mha", "stream-tile", "mid-tile-window"])
 def test_fused_combine_gpu(case, monkeypatch):
     B, M, N, H, HK, D, window, S = case
@@ -122,26 +122,31 @@ def test_no_keys_with_splits(mode, S, monkeypatch):
 
 
 def test_streaming_tiles_and_even_splits_policy(monkeypatch):
-    """The swept decode case (16 packed rows, 16-bit hd128): splits of about two programs per SM, never
-    under MID_KEYS keys while fewer splits reach that; the tile follows the keys per split. Other
-    cases keep the bandwidth model and the 64-key pointer tile."""
+    """The swept decode case (16 packed rows, 16-bit hd128): one program per SM while splits stay under
+    ONE_WAVE_KEYS keys, else two per SM; the tile follows the keys per split when the launch is wide (about
+    two programs per SM or more), the pointer tile otherwise. Other cases keep the bandwidth model and the
+    64-key pointer tile."""
     from tilefold.ops.decode import splitkv as SK
     assert SK.even_splits(8, 1 << 20, 132) == 33      # B=1 1M: 264 programs
-    assert SK.even_splits(8, 131072, 132) == 33
-    assert SK.even_splits(8, 32768, 132) == 16        # 33 splits would be ~1k keys each
-    assert SK.even_splits(8, 8192, 132) == 4
-    assert SK.even_splits(8, 1000, 132) == 1
-    assert SK.even_splits(64, 131072, 132) == 4        # B=8
-    assert SK.even_splits(256, 8192, 132) == 1         # B=32
+    assert SK.even_splits(8, 131072, 132) == 33       # 16 splits would be 8192 keys each
+    assert SK.even_splits(8, 65536, 132) == 16        # one program per SM
+    assert SK.even_splits(8, 8192, 132) == 16
+    assert SK.even_splits(8, 4000, 132) == 7          # splits of >= MIN_SPLIT_KEYS keys
+    assert SK.even_splits(8, 300, 132) == 1
+    assert SK.even_splits(64, 8192, 132) == 2         # B=8
+    assert SK.even_splits(64, 131072, 132) == 4
+    assert SK.even_splits(128, 8192, 132) == 2        # B=16: one per SM would be 8192 keys
+    assert SK.even_splits(256, 8192, 132) == 1        # B=32
     assert SK.even_splits(1, 1 << 22, 132) == SK.MAX_SPLITS
     monkeypatch.setattr(K, "interpreter_enabled", lambda: False)
     cuda = torch.device("cuda")
     cfg = K.decode_config.__wrapped__
     assert K.streaming_tiles(4, 128, torch.bfloat16) and not K.streaming_tiles(64, 128, torch.bfloat16)
     assert not K.streaming_tiles(4, 256, torch.bfloat16) and not K.streaming_tiles(4, 128, torch.float32)
-    big, mid, small = (cfg(4, 128, torch.bfloat16, cuda, n) for n in (K.STREAM_KEYS, K.MID_KEYS, K.MID_KEYS - 1))
+    big, mid, small = (cfg(4, 128, torch.bfloat16, cuda, n, True) for n in (K.STREAM_KEYS, K.MID_KEYS, K.MID_KEYS - 1))
     assert (big.BLOCK_N, big.num_stages, big.use_tma) == (32, 4, True)
     assert (mid.BLOCK_N, mid.num_stages, mid.use_tma) == (128, 2, True)
     assert (small.BLOCK_N, small.use_tma) == (64, False)
-    assert cfg(64, 128, torch.bfloat16, cuda, 1 << 20) == cfg(64, 128, torch.bfloat16, cuda, 0)
-    assert not cfg(4, 256, torch.bfloat16, cuda, 1 << 20).use_tma
+    assert cfg(4, 128, torch.bfloat16, cuda, 1 << 20, False) == small  # one program per SM: pointer tile
+    assert cfg(64, 128, torch.bfloat16, cuda, 1 << 20, True) == cfg(64, 128, torch.bfloat16, cuda, 0)
+    assert not cfg(4, 256, torch.bfloat16, cuda, 1 << 20, True).use_tma

@@ -258,13 +258,21 @@ def block_d(D: int) -> int:
 
 
 # Tiles for one 16-row packed block (seqlen_q · G <= 16), 16-bit hd128 -- the measured case. Sweeps on an H200
-# (benchmarks/NOTES.md, "Decode: tiles and splits"; bf16, 32 query / 8 key heads) of tile x split count:
-# a split of >= STREAM_KEYS keys streams best with 32-key tiles, 4 stages, K/V through tensor descriptors
-# (B=8 128k 4467 GB/s, B=32 32k 4488, B=1 1M 4454 vs cuDNN 4413-4436); from MID_KEYS keys 128-key tiles,
-# 2 stages, descriptors (B=32 8k 4222, B=8 32k 4152, B=1 128k 3823); below, the device-side descriptor set-up
-# is a visible fixed cost per program and the pointer 64-key tile wins (B=1 32k, 16 splits: 2602 vs 2410-2476).
+# (benchmarks/NOTES.md, "Decode v3"; bf16, 32 query / 8 key heads) of tile x split count: with about two
+# programs per SM or more ("wide"), a split of >= STREAM_KEYS keys streams best with 32-key tiles, 4 stages, K/V
+# through tensor descriptors (B=8 128k 4467 GB/s, B=32 32k 4488, B=1 1M 4454 vs cuDNN 4413-4436), and from
+# MID_KEYS keys with 128-key tiles, 2 stages, descriptors (B=32 8k 4222, B=8 32k 4152, B=1 128k 3823). With
+# about one program per SM (B=1 up to 64k: 16 splits) the pointer 64-key tile had less GPU time at every size
+# (8k 18.6 vs 19.8 us, 16k 28.8 vs 32.6, 32k 44.2 vs 50.1, 64k 74.7 vs 85.0), as it does below MID_KEYS.
 STREAM_KEYS = 16384
 MID_KEYS = 2048
+
+
+@functools.lru_cache(maxsize=None)
+def num_sms(device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 1
 
 
 def streaming_tiles(rows: int, D: int, dtype: torch.dtype) -> bool:
@@ -273,9 +281,11 @@ def streaming_tiles(rows: int, D: int, dtype: torch.dtype) -> bool:
 
 
 @functools.lru_cache(maxsize=256)
-def decode_config(rows: int, D: int, dtype: torch.dtype, device: torch.device, keys_per_split: int = 0) -> DecodeConfig:
+def decode_config(rows: int, D: int, dtype: torch.dtype, device: torch.device, keys_per_split: int = 0,
+                  wide: bool = False) -> DecodeConfig:
     """Tiles for ``rows`` packed query rows (seqlen_q · G) per (batch, key head), ``keys_per_split`` keys per
-    program (used where ``streaming_tiles``; see STREAM_KEYS / MID_KEYS above).
+    program, ``wide``: at least ~1.5 programs per SM in the launch (both used where ``streaming_tiles``; see
+    STREAM_KEYS / MID_KEYS above).
     Decode is bandwidth bound: BLOCK_M is the fewest rows the MMA takes (16: mma.sync; 64: wgmma), not
     the prefill 128 (with 4 live rows of 128 the prefill tile did 32x the MMA work per byte). Otherwise
     K/V tiles of 64 keys, 3 stages: 2 tiles (64 KB at hd128 bf16) in flight per program. Offline sm_90 compile
@@ -289,7 +299,7 @@ def decode_config(rows: int, D: int, dtype: torch.dtype, device: torch.device, k
     bd = block_d(D)
     if dtype == torch.float32:
         return DecodeConfig(min(bm, 32), 32, 4, 2, 2)
-    if streaming_tiles(rows, D, dtype):
+    if streaming_tiles(rows, D, dtype) and wide:
         if keys_per_split >= STREAM_KEYS:
             return DecodeConfig(16, 32, 4, 4, 4, use_tma=True)
         if keys_per_split >= MID_KEYS:
@@ -403,7 +413,9 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> 
     out_shape = tuple(q.shape)
     HK = k.shape[-2]
     G = H // HK
-    cfg = decode_config(M * G, D, q.dtype, q.device, cdiv(max(N, 1), max(S, 1)))
+    # programs in the launch, for the tile choice (rows packed 16 to a block where streaming_tiles applies)
+    wide = B * HK * cdiv(max(M * G, 1), 16) * max(S, 1) * 2 >= 3 * num_sms(q.device)
+    cfg = decode_config(M * G, D, q.dtype, q.device, cdiv(max(N, 1), max(S, 1)), wide)
     BD = block_d(D)
     left, right = window
     if S > 1:

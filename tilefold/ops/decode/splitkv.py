@@ -49,9 +49,11 @@ from ..attention.forward import attention_fwd
 from ..attention.function import attention_backward
 from ..common.dispatch import backend_for, interpreter_enabled
 from ..common.host import cdiv
-from .kernel import DECODE_MAX_ROWS, MID_KEYS, decode_config, decode_fwd, streaming_tiles
+from .kernel import DECODE_MAX_ROWS, decode_config, decode_fwd, num_sms, streaming_tiles
 
 MAX_SPLITS = 128
+ONE_WAVE_KEYS = 8192  # even_splits: one program per SM below this many keys per split, two per SM above
+MIN_SPLIT_KEYS = 512
 CPU_SPLITS = 3
 
 # Cost model of the split choice for the decode kernel (H200-like; only ratios matter): HBM bandwidth,
@@ -64,10 +66,7 @@ PROGRAM_US = 2.0
 COMBINE_US = 3.0
 
 
-def _num_sms(device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 1
+_num_sms = num_sms
 
 
 def decode_splits(programs: int, seqlen_k: int, block_n: int, key_bytes: int, state_bytes: int, sms: int,
@@ -103,14 +102,17 @@ def decode_splits(programs: int, seqlen_k: int, block_n: int, key_bytes: int, st
 
 
 def even_splits(programs: int, seqlen_k: int, sms: int) -> int:
-    """Split count for the swept decode case (``kernel.streaming_tiles``): about two programs per SM
-    (programs · S ≈ 2 · sms), but no split under ``MID_KEYS`` keys while fewer splits reach that. Measured on an
-    H200 (benchmarks/NOTES.md, "Decode: tiles and splits"): with the tiles decode_config then picks, 2 programs
-    per SM was the best or within 1% of the best split count swept at B=1 128k / 1M, B=8 32k / 128k, B=32 8k /
-    32k; at B=1 32k (33 splits of ~1k keys) 16 splits of 2k keys were 25% faster."""
-    s = max(1, round(2 * sms / max(programs, 1)))
-    if cdiv(max(seqlen_k, 1), s) < MID_KEYS:
-        s = max(1, min(s, seqlen_k // MID_KEYS))
+    """Split count for the swept decode case (``kernel.streaming_tiles``), measured on an H200
+    (benchmarks/NOTES.md, "Decode v3"): one program per SM (programs · S ≈ sms) while that leaves splits of
+    fewer than ONE_WAVE_KEYS keys -- there the fixed cost of a program and of the combine dominates, and at B=1
+    8k..64k 16 splits (of 512..4096 keys) had the least GPU time of 2..33 -- otherwise two per SM (programs · S
+    ≈ 2 · sms: the best or within 1% of the best count swept at B=1 128k / 1M, B=8 32k / 128k, B=32 8k / 32k;
+    counts leaving a partial second wave lost 10-15%). Never splits of fewer than MIN_SPLIT_KEYS keys."""
+    one = max(1, round(sms / max(programs, 1)))
+    if cdiv(max(seqlen_k, 1), one) < ONE_WAVE_KEYS:
+        s = max(1, min(one, seqlen_k // MIN_SPLIT_KEYS))
+    else:
+        s = max(1, round(2 * sms / max(programs, 1)))
     return min(s, MAX_SPLITS)
 
 
@@ -151,7 +153,8 @@ def choose_num_splits(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head
                       dtype: torch.dtype, device, masked: bool = False, heads_k: int | None = None) -> int:
     """num_splits for ``num_splits=0``. Decode shapes (seqlen_q · G <= DECODE_MAX_ROWS packed rows,
     G = heads / heads_k): for one 16-row block of 16-bit hd128 (``kernel.streaming_tiles``, the swept case)
-    ``even_splits`` (132 SMs, 8 key heads: B = 1: 4 at 8k, 16 at 32k, 33 from 128k; B = 8: 4; B = 32: 1),
+    ``even_splits`` (132 SMs, 8 key heads: B = 1: 16 up to 64k, 33 from 128k; B = 8: 2 at 8k, 4 from 32k;
+    B = 32: 1),
     otherwise the count minimizing the bandwidth model of ``decode_splits``. Larger seqlen_q: FA2's
     wave-efficiency rule over (batch, head, query block) programs.
     On CPU / the interpreter: a small fixed number (the fold is the same). Cached per shape."""
