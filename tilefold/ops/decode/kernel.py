@@ -179,10 +179,12 @@ def _combine_rows(o_ptrs, l_ptrs, stride_os, stride_ls, n_split, rd_ok, row_ok, 
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     for s0 in range(0, n_split, UNROLL):
         for j in tl.static_range(UNROLL):
-            live = s0 + j < n_split
-            x = tl.load(l_ptrs + j * stride_ls, mask=row_ok & live, other=float("-inf"),
-                        cache_modifier=".cg") * LOG2E
-            o = tl.load(o_ptrs + j * stride_os, mask=rd_ok & live, other=0.0, cache_modifier=".cg")
+            if UNROLL == 1:  # the loop bound is exact
+                live = row_ok
+            else:  # a row vector, not a scalar: the interpreter of newer Triton refuses a scalar-broadcast mask
+                live = row_ok & (tl.full([BLOCK_M], s0 + j, tl.int32) < n_split)
+            x = tl.load(l_ptrs + j * stride_ls, mask=live, other=float("-inf"), cache_modifier=".cg") * LOG2E
+            o = tl.load(o_ptrs + j * stride_os, mask=rd_ok & live[:, None], other=0.0, cache_modifier=".cg")
             # the shared fold over a one-column tile: its score is the state's lse, its value the state's o
             acc, l_i, m_i, w = fold_step(acc, l_i, m_i, x[:, None], o, True)
             acc += w * o
