@@ -63,6 +63,10 @@ ORDER = os.environ.get("TILEFOLD_ORDER", "head")
 # TILEFOLD_DKDV_ONE_LOOP=1 / 0 forces it on / off. Results are bitwise those of the three loops.
 DKDV_ONE_LOOP = os.environ.get("TILEFOLD_DKDV_ONE_LOOP", "auto")
 
+# Forward on Hopper through the Gluon kernel (forward_sm90.py: asynchronous wgmma, the P.V of one tile
+# overlapping the softmax of the next) where it applies; "0" keeps every forward on forward.py's kernel.
+FWD_SM90 = os.environ.get("TILEFOLD_FWD_SM90", "auto")
+
 
 def dkdv_one_loop(block_d: int, masked: bool, exact: bool) -> bool:
     """Whether the dK/dV kernel runs its one-loop variant (see DKDV_ONE_LOOP)."""

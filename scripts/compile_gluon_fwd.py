@@ -1,0 +1,84 @@
+"""Offline sm_90 compile of the Gluon forward (tilefold/ops/attention/forward_sm90.py), no GPU needed:
+registers, spills, shared memory and the SASS order of HGMMA / WARPGROUP waits / MUFU.EX2 in the main loop.
+Usage: python scripts/compile_gluon_fwd.py [--d 128] [--causal] [--dump FILE]"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.runtime.jit import mangle_type
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from tilefold.ops.attention import forward_sm90 as F  # noqa: E402
+from triton.experimental.gluon import language as gl  # noqa: E402
+from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: E402
+
+_BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+
+
+def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=None, stages=None):
+    bn, st = F._config(D)
+    bn, st = block_n or bn, stages or st
+    gdt = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
+    x = torch.empty(4096, 2048, dtype=dtype)
+    descs = [TensorDescriptor(x, [4096, 2048], [2048, 1], [blk, D], gl.NVMMASharedLayout.get_default_for([blk, D], gdt))
+             for blk in (F.BLOCK_M, bn, bn)]
+    fn = F.attention_fwd_sm90_kernel
+    import inspect
+    params = list(inspect.signature(fn.fn).parameters)
+    cons = dict(BLOCK_N=bn, HEAD_D=D, STAGES=st, HAS_LO=left, HAS_HI=causal or left, num_warps=F.NUM_WARPS)
+    sig = {}
+    for n in params:
+        if n in cons:
+            sig[n] = "constexpr"
+        elif n.endswith("_desc"):
+            sig[n] = mangle_type(descs[["q_desc", "k_desc", "v_desc"].index(n)])
+        elif n == "O":
+            sig[n] = "*bf16" if dtype == torch.bfloat16 else "*fp16"
+        elif n == "LSE":
+            sig[n] = "*fp32"
+        elif n == "qk_scale":
+            sig[n] = "fp32"
+        else:
+            sig[n] = "i32"
+    div = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(params) if sig[n].startswith("*") or n.startswith("stride_o")}
+    src = GluonASTSource(fn, sig, constexprs={(params.index(k),): v for k, v in cons.items()}, attrs=div)
+    k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=F.NUM_WARPS, num_stages=1))
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(k.asm["cubin"])
+        f.flush()
+        sass = subprocess.run([os.path.join(_BIN, "nvdisasm"), "-c", f.name], capture_output=True, text=True).stdout
+        res = subprocess.run([os.path.join(_BIN, "cuobjdump"), "-res-usage", f.name], capture_output=True, text=True).stdout
+    return k, sass, res
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--d", type=int, default=128)
+    ap.add_argument("--causal", action="store_true")
+    ap.add_argument("--left", action="store_true")
+    ap.add_argument("--block-n", type=int)
+    ap.add_argument("--stages", type=int)
+    ap.add_argument("--dump")
+    a = ap.parse_args()
+    k, sass, res = compile_fwd(a.d, a.causal, a.left, block_n=a.block_n, stages=a.stages)
+    print(res.strip().splitlines()[-1] if res.strip() else "")
+    print("shared", k.metadata.shared, "spills LDL/STL", len(re.findall(r"\b(?:LDL|STL)\b", sass)))
+    if a.dump:
+        open(a.dump, "w").write(sass)
+        open(a.dump + ".ttgir", "w").write(k.asm["ttgir"])
+    keys = ("HGMMA", "WARPGROUP.DEPBAR", "WARPGROUP.ARRIVE", "MUFU.EX2", "BAR.SYNC", "SYNCS", "BRA", "STS", "LDS")
+    prev = None
+    for line in sass.splitlines():
+        m = re.search(r"\b(HGMMA|WARPGROUP\.DEPBAR|WARPGROUP\.ARRIVE|MUFU\.EX2|BAR\.SYNC|SYNCS\.\w+|BRA|STS|LDS)\S*", line)
+        if m:
+            tag = m.group(1)
+            if tag != prev:
+                print("  ", line.strip()[:110])
+            prev = tag

@@ -1,0 +1,115 @@
+"""The Hopper Gluon forward (tilefold/ops/attention/forward_sm90.py).
+
+CPU tier: which calls it takes (it never takes CPU tensors) and the (batch·seqlen, heads·head_dim) view it
+reads through. GPU tier (sm_90 only): the path is taken for the cases it claims, and its out / lse meet the
+2x rule against fp64 and agree with forward.py's Triton kernel (TILEFOLD_FWD_SM90=0) over masks, lengths
+that are not multiples of the tiles, GQA/MQA, packed layouts and empty rows.
+"""
+import pytest
+import torch
+
+import attention_helpers as h
+
+import tilefold
+from tilefold.ops.attention import config as cfg
+from tilefold.ops.attention import forward_sm90 as sm90
+
+Case = h.Case
+
+
+def test_rows_view():
+    q = torch.empty(2, 33, 4, 64)
+    assert sm90._rows_view(q) == (66, 256, 256)
+    qkv = torch.empty(2, 33, 3, 4, 64)
+    assert sm90._rows_view(qkv[:, :, 1]) == (66, 256, 768)      # packed QKV: rows 3·H·D apart
+    assert sm90._rows_view(q.transpose(1, 2).contiguous().transpose(1, 2)) is None  # heads outermost
+    assert sm90._rows_view(torch.empty(2, 33, 4, 128)[..., :64]) is None             # padded head dim
+    assert sm90._rows_view(torch.empty(1, 33, 1, 64)) == (33, 64, 64)
+
+
+def test_never_on_cpu():
+    q = torch.randn(1, 16, 2, 64)
+    assert not sm90.supported(q, q, q, softcap=0.0, window=(-1, -1), dropout_p=0.0, num_splits=1,
+                              varlen=False, shift_extra=0)
+
+
+def _is_sm90():
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+
+
+needs_sm90 = pytest.mark.skipif(not _is_sm90(), reason="needs a Hopper (sm_90) GPU")
+
+MASKS = [dict(), dict(causal=True), dict(window=(64, 0)), dict(window=(100, 37)), dict(window=(-1, 5)),
+         dict(window=(0, -1)), dict(causal=True, window=(300, -1))]
+SEQS = [(1, 1), (17, 17), (128, 128), (1023, 1023), (113, 1023), (1023, 113), (1, 700), (2048, 4096),
+        (4096, 2048), (300, 129)]
+GRID = [Case(2, M, N, H, HK, D, **m)
+        for (M, N), D, (H, HK), m in h.rotate_grid(SEQS, (64, 128), [(4, 4), (8, 2), (4, 1)], MASKS)]
+GRID += [Case(2, 1023, 1023, 8, 2, 128, causal=True, layout="packed"),
+         Case(1, 700, 300, 4, 4, 64, window=(16, 16), layout="packed"),
+         Case(2, 1023, 113, 8, 2, 128, causal=True)]  # rows that see no key
+
+
+@pytest.fixture
+def count_sm90(monkeypatch):
+    calls = []
+    real = sm90.attention_fwd_sm90
+
+    def counted(*a, **kw):
+        calls.append(1)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(sm90, "attention_fwd_sm90", counted)
+    return calls
+
+
+@pytest.mark.gpu
+@needs_sm90
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=h.dtype_id)
+@pytest.mark.parametrize("case", GRID, ids=h.case_id)
+def test_sm90_forward(case, dtype, count_sm90, monkeypatch):
+    res, _ = h.check_case(case, dtype, device="cuda")
+    assert count_sm90, "the Gluon forward was not taken"
+    if case.M > case.N and case.causal:
+        n_empty = case.M - case.N
+        assert torch.all(res["out"][:, :n_empty] == 0)
+        assert torch.all(torch.isneginf(res["lse"][:, :, :n_empty]))
+    # same inputs through forward.py's kernel
+    torch.manual_seed(0)
+    q, k, v = h.make_qkv(case, dtype, "cuda")
+    out, lse = tilefold.attention(q, k, v, return_lse=True, **case.opts)
+    monkeypatch.setattr(cfg, "FWD_SM90", "0")
+    n = len(count_sm90)
+    out_t, lse_t = tilefold.attention(q, k, v, return_lse=True, **case.opts)
+    assert len(count_sm90) == n
+    fin = torch.isfinite(lse_t)
+    assert torch.equal(fin, torch.isfinite(lse))
+    assert (lse[fin] - lse_t[fin]).abs().max().item() <= 1e-3 if fin.any() else True
+    tol = 2e-2 if dtype == torch.bfloat16 else 4e-3
+    assert (out.float() - out_t.float()).abs().max().item() <= tol
+
+
+@pytest.mark.gpu
+@needs_sm90
+def test_sm90_not_taken_outside_scope(count_sm90):
+    q = torch.randn(1, 256, 4, 96, device="cuda", dtype=torch.bfloat16)   # head dim 96
+    tilefold.attention(q, q, q)
+    q = torch.randn(1, 256, 4, 128, device="cuda", dtype=torch.float32)   # fp32
+    tilefold.attention(q, q, q)
+    q = torch.randn(1, 256, 4, 128, device="cuda", dtype=torch.bfloat16)
+    tilefold.attention(q, q, q, softcap=5.0)                              # softcap
+    assert not count_sm90
+    tilefold.attention(q, q, q)
+    assert count_sm90
+
+
+@pytest.mark.gpu
+@needs_sm90
+def test_sm90_probs_do_not_change_out(count_sm90):
+    """return_attn_probs without dropout: probabilities from forward.py's kernel, out / lse still the
+    Gluon kernel's, bitwise the call without probabilities."""
+    q, k, v = (torch.randn(2, 300, 4, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    a, la = tilefold.attention(q, k, v, causal=True, return_lse=True)
+    b, lb, S = tilefold.attention(q, k, v, causal=True, return_attn_probs=True)
+    assert torch.equal(a, b) and torch.equal(la, lb) and len(count_sm90) == 2
+    assert torch.allclose(S.sum(-1), torch.ones_like(S.sum(-1)), atol=1e-3)

@@ -1,0 +1,291 @@
+"""Hopper (sm_90) forward in Gluon: the same fold as forward.py, with the tensor-core schedule written
+out by hand.
+
+Why a second forward: Triton 3.6's wgmma pipeliner waits for every Q·K^T right after issuing it (its
+result feeds non-dot ops), so the softmax of a tile never overlaps a tensor-core instruction, and its
+warp specialization does not compile the attention loop (benchmarks/NOTES.md, "Forward"). Gluon exposes
+the asynchronous warpgroup MMA, its wait with a count of groups left in flight, TMA copies and mbarriers,
+so the overlap FlashAttention-3 describes (intra-warpgroup: the P·V of tile j - 1 runs while the softmax
+of tile j is computed) can be stated directly:
+
+    S_j   = Q·K_j^T          (async)
+    O    += P_{j-1}·V_{j-1}   (async, issued behind S_j)
+    wait until only the P·V is in flight -> softmax of S_j (m, l, P_j) while the tensor cores do P·V
+    wait for the P·V -> O *= exp2(m_old - m_new)
+
+One program owns BLOCK_M = 128 query rows of one (batch, head) with 8 warps (two warpgroups of 64 rows
+each). K and V tiles stream through a ring of STAGES shared-memory slots filled by TMA, one mbarrier per
+tile and operand, so Q·K_j^T starts as soon as K_j has landed. A slot is refilled once both warpgroups
+have finished the P·V that read it (a CTA barrier; no warp specialization). Tiles that the mask cuts
+(causal diagonal, window edges, the end of the keys) are masked at run time by one uniform branch; every
+other tile runs without mask arithmetic.
+
+Scope (the launcher falls back to forward.py's kernel otherwise): CUDA capability 9.x, fp16 / bf16,
+head dim 64 or 128, fixed lengths (no cu_seqlens), no softcap, no dropout, no split-KV (returned probabilities
+without dropout come from forward.py's kernel, out / lse from this one); K and V rows of consecutive batches evenly spaced (so a (batch·seqlen, heads·head_dim) view
+exists, e.g. contiguous or packed-QKV layouts) with TMA-compatible alignment. Rows past the end of a
+batch read the next batch's rows, which the seqlen mask removes (K, V) or the row mask never stores (Q).
+"""
+from __future__ import annotations
+
+import torch
+
+try:  # Gluon is experimental in Triton 3.6; its absence only disables this path
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
+                                                                   warpgroup_mma, warpgroup_mma_wait)
+    HAVE_GLUON = True
+except Exception:  # noqa: BLE001 - any import problem means: no Gluon path
+    HAVE_GLUON = False
+
+import functools
+import os
+
+from ..common.host import cdiv
+
+LOG2E = 1.4426950408889634
+BLOCK_M = 128
+NUM_WARPS = 8
+
+
+if HAVE_GLUON:
+
+    @gluon.jit
+    def _tile_mask(s, offs_m, n, offs_n0, seqlen_k, shift, win_left, win_right,
+                   HAS_LO: gl.constexpr, HAS_HI: gl.constexpr):
+        offs_n = n + offs_n0
+        ok = gl.expand_dims(offs_n < seqlen_k, 0)
+        if HAS_HI:
+            ok = ok & (gl.expand_dims(offs_n, 0) <= gl.expand_dims(offs_m + (shift + win_right), 1))
+        if HAS_LO:
+            ok = ok & (gl.expand_dims(offs_n, 0) >= gl.expand_dims(offs_m + (shift - win_left), 1))
+        return gl.where(ok, s, float("-inf"))
+
+    @gluon.jit
+    def attention_fwd_sm90_kernel(
+        q_desc, k_desc, v_desc, O, LSE,
+        stride_ob, stride_om, stride_oh, stride_lb, stride_lh,
+        seqlen_q, seqlen_k, H, GROUP, shift, win_left, win_right, qk_scale,
+        BLOCK_N: gl.constexpr, HEAD_D: gl.constexpr, STAGES: gl.constexpr,
+        HAS_LO: gl.constexpr, HAS_HI: gl.constexpr, num_warps: gl.constexpr,
+    ):
+        BM: gl.constexpr = q_desc.block_type.shape[0]
+        dtype: gl.constexpr = q_desc.dtype
+        # heaviest query blocks first (causal: the last block sees the most keys)
+        pid_m = gl.num_programs(0) - 1 - gl.program_id(0)
+        pid_bh = gl.program_id(1)
+        b = pid_bh // H
+        h = pid_bh % H
+        hk = h // GROUP
+        m0 = pid_m * BM
+
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                           instr_shape=[16, BLOCK_N, 16])
+        o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                           instr_shape=[16, HEAD_D, 16])
+        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+        row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
+        col_s: gl.constexpr = gl.SliceLayout(0, s_layout)
+        row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
+        col_o: gl.constexpr = gl.SliceLayout(0, o_layout)
+
+        # key range of this block: [n_lo, n_hi)
+        n_lo = 0
+        n_hi = seqlen_k
+        if HAS_HI:
+            n_hi = gl.minimum(n_hi, m0 + BM + shift + win_right)
+        if HAS_LO:
+            n_lo = gl.maximum(n_lo, m0 + shift - win_left)
+            n_lo = (n_lo // BLOCK_N) * BLOCK_N
+        n_hi = gl.maximum(n_hi, n_lo)
+        num_tiles = (n_hi - n_lo + BLOCK_N - 1) // BLOCK_N
+
+        q_smem = gl.allocate_shared_memory(dtype, [BM, HEAD_D], q_desc.layout)
+        k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], k_desc.layout)
+        v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], v_desc.layout)
+        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        k_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        mbarrier.init(q_bar, count=1)
+        for i in gl.static_range(STAGES):
+            mbarrier.init(k_bar.index(i), count=1)
+            mbarrier.init(v_bar.index(i), count=1)
+        fence_async_shared()
+
+        kv_row0 = b * seqlen_k + n_lo
+        kv_col = hk * HEAD_D
+        mbarrier.expect(q_bar, q_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(q_desc, [b * seqlen_q + m0, h * HEAD_D], q_bar, q_smem)
+        for i in gl.static_range(STAGES):
+            pred = i < num_tiles
+            mbarrier.expect(k_bar.index(i), k_desc.block_type.nbytes, pred=pred)
+            tma.async_copy_global_to_shared(k_desc, [kv_row0 + i * BLOCK_N, kv_col], k_bar.index(i),
+                                            k_smem.index(i), pred=pred)
+            mbarrier.expect(v_bar.index(i), v_desc.block_type.nbytes, pred=pred)
+            tma.async_copy_global_to_shared(v_desc, [kv_row0 + i * BLOCK_N, kv_col], v_bar.index(i),
+                                            v_smem.index(i), pred=pred)
+
+        offs_m = m0 + gl.arange(0, BM, layout=row_s)
+        offs_n0 = gl.arange(0, BLOCK_N, layout=col_s)
+        m_i = gl.full([BM], float("-inf"), gl.float32, layout=row_s)
+        l_i = gl.zeros([BM], gl.float32, layout=row_s)
+        acc = gl.zeros([BM, HEAD_D], gl.float32, layout=o_layout)
+        s_zero = gl.zeros([BM, BLOCK_N], gl.float32, layout=s_layout)
+        # a tile needs the mask if it reaches past the keys or crosses a mask edge of this block
+        last_row = m0 + BM - 1
+        mbarrier.wait(q_bar, 0)
+
+        if num_tiles > 0:
+            # tile 0: scores, softmax
+            mbarrier.wait(k_bar.index(0), 0)
+            s = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False)
+            s = s * qk_scale
+            need = n_lo + BLOCK_N > seqlen_k
+            if HAS_HI:
+                need = need | (n_lo + BLOCK_N - 1 > m0 + shift + win_right)
+            if HAS_LO:
+                need = need | (n_lo < last_row + shift - win_left)
+            if need:
+                s = _tile_mask(s, offs_m, n_lo, offs_n0, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
+            m_i = gl.max(s, axis=1)
+            m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
+            p = gl.exp2(s - gl.expand_dims(m_use, 1))
+            l_i = gl.sum(p, axis=1)
+            p_op = gl.convert_layout(p.to(dtype), p_layout)
+
+            for t in range(1, num_tiles):
+                slot = t % STAGES
+                prev = (t - 1) % STAGES
+                n = n_lo + t * BLOCK_N
+                mbarrier.wait(k_bar.index(slot), (t // STAGES) & 1)
+                s_tok = warpgroup_mma(q_smem, k_smem.index(slot).permute((1, 0)), s_zero, use_acc=False,
+                                      is_async=True)
+                mbarrier.wait(v_bar.index(prev), ((t - 1) // STAGES) & 1)
+                o_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)
+                # the scores are the older group: wait for them, leave the P·V in flight
+                s = warpgroup_mma_wait(1, deps=(s_tok,))
+                s = s * qk_scale
+                need = n + BLOCK_N > seqlen_k
+                if HAS_HI:
+                    need = need | (n + BLOCK_N - 1 > m0 + shift + win_right)
+                if HAS_LO:
+                    need = need | (n < last_row + shift - win_left)
+                if need:
+                    s = _tile_mask(s, offs_m, n, offs_n0, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
+                m_new = gl.maximum(m_i, gl.max(s, axis=1))
+                m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
+                alpha = gl.exp2(m_i - m_use)
+                p = gl.exp2(s - gl.expand_dims(m_use, 1))
+                l_i = l_i * alpha + gl.sum(p, axis=1)
+                m_i = m_new
+                acc = warpgroup_mma_wait(0, deps=(o_tok,))
+                acc = acc * gl.expand_dims(gl.convert_layout(alpha, row_o), 1)
+                p_op = gl.convert_layout(p.to(dtype), p_layout)
+                # slot `prev` (K_{t-1}, V_{t-1}) is free once both warpgroups are past this point
+                gl.thread_barrier()
+                nt = t - 1 + STAGES
+                pred = nt < num_tiles
+                mbarrier.expect(k_bar.index(prev), k_desc.block_type.nbytes, pred=pred)
+                tma.async_copy_global_to_shared(k_desc, [kv_row0 + nt * BLOCK_N, kv_col], k_bar.index(prev),
+                                                k_smem.index(prev), pred=pred)
+                mbarrier.expect(v_bar.index(prev), v_desc.block_type.nbytes, pred=pred)
+                tma.async_copy_global_to_shared(v_desc, [kv_row0 + nt * BLOCK_N, kv_col], v_bar.index(prev),
+                                                v_smem.index(prev), pred=pred)
+
+            last = num_tiles - 1
+            mbarrier.wait(v_bar.index(last % STAGES), (last // STAGES) & 1)
+            o_tok = warpgroup_mma(p_op, v_smem.index(last % STAGES), acc, is_async=True)
+            acc = warpgroup_mma_wait(0, deps=(o_tok,))
+
+        mbarrier.invalidate(q_bar)
+        for i in gl.static_range(STAGES):
+            mbarrier.invalidate(k_bar.index(i))
+            mbarrier.invalidate(v_bar.index(i))
+
+        # finalize: o = acc / l (0 for empty rows), lse natural log (-inf for empty rows)
+        empty = l_i == 0.0
+        l_safe = gl.where(empty, 1.0, l_i)
+        lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_safe)) * 0.6931471805599453)
+        o = acc / gl.expand_dims(gl.convert_layout(l_safe, row_o), 1)
+        rows_o = m0 + gl.arange(0, BM, layout=row_o)
+        cols_o = gl.arange(0, HEAD_D, layout=col_o)
+        o_ptrs = O + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh \
+            + gl.expand_dims(rows_o.to(gl.int64) * stride_om, 1) + gl.expand_dims(cols_o, 0)
+        gl.store(o_ptrs, o.to(dtype), mask=gl.expand_dims(rows_o < seqlen_q, 1))
+        l_ptrs = LSE + b.to(gl.int64) * stride_lb + h.to(gl.int64) * stride_lh + offs_m
+        gl.store(l_ptrs, lse, mask=offs_m < seqlen_q)
+
+
+def _rows_view(t):
+    """(rows, cols, row_stride) of the 2-D view (batch·seqlen, heads·head_dim) of a (B, S, H, D) tensor,
+    or None if its strides do not allow one."""
+    B, S, H, D = t.shape
+    sb, ss, sh, sd = t.stride()
+    if sd != 1 or (H > 1 and sh != D) or (B > 1 and sb != S * ss) or ss < H * D:
+        return None
+    return B * S, H * D, ss
+
+
+def supported(q, k, v, *, softcap, window, dropout_p, num_splits, varlen, shift_extra) -> bool:
+    """Whether the Gluon forward computes out / lse of this call (else forward.py's kernel)."""
+    if not HAVE_GLUON or varlen or softcap > 0 or dropout_p > 0 or num_splits > 1:
+        return False
+    if shift_extra != 0 or q.device.type != "cuda" or q.dtype not in (torch.float16, torch.bfloat16):
+        return False
+    if q.dim() != 4 or q.shape[-1] not in (64, 128) or k.dtype != q.dtype or v.dtype != q.dtype:
+        return False
+    if _major(q.device.index if q.device.index is not None else torch.cuda.current_device()) != 9:
+        return False
+    views = [_rows_view(t) for t in (q, k, v)]
+    if any(vw is None for vw in views):
+        return False
+    es = q.element_size()
+    for t, (_, _, rs) in zip((q, k, v), views):
+        if t.data_ptr() % 16 or (rs * es) % 16:
+            return False
+    return min(q.shape[0], q.shape[1], q.shape[2], k.shape[1]) > 0
+
+
+@functools.lru_cache(maxsize=None)
+def _major(index: int) -> int:
+    return torch.cuda.get_device_capability(index)[0]
+
+
+_CFG_ENV = os.environ.get("TILEFOLD_FWD_SM90_CFG", "")  # "BLOCK_N,STAGES" for sweeps
+
+
+def _config(D: int):
+    # (BLOCK_N, STAGES): shared memory Q 16-32 KB + STAGES x (K + V)
+    if _CFG_ENV:
+        bn, st = (int(x) for x in _CFG_ENV.split(","))
+        return bn, st
+    return (128, 2) if D == 128 else (128, 3)
+
+
+def attention_fwd_sm90(q, k, v, *, softmax_scale, window, out=None, lse=None):
+    B, M, H, D = q.shape
+    N, HK = k.shape[1], k.shape[2]
+    left, right = window
+    BLOCK_N, STAGES = _config(D)
+    gdt = gl.bfloat16 if q.dtype == torch.bfloat16 else gl.float16
+    q_lay = gl.NVMMASharedLayout.get_default_for([BLOCK_M, D], gdt)
+    kv_lay = gl.NVMMASharedLayout.get_default_for([BLOCK_N, D], gdt)
+    descs = []
+    for t, blk, lay in ((q, BLOCK_M, q_lay), (k, BLOCK_N, kv_lay), (v, BLOCK_N, kv_lay)):
+        rows, cols, rs = _rows_view(t)
+        descs.append(TensorDescriptor(t, [rows, cols], [rs, 1], [blk, D], lay))
+    if out is None:
+        out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    if lse is None:
+        lse = torch.empty((B, H, M), device=q.device, dtype=torch.float32)
+    grid = (cdiv(M, BLOCK_M), B * H)
+    attention_fwd_sm90_kernel[grid](
+        descs[0], descs[1], descs[2], out, lse,
+        out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
+        M, N, H, H // HK, N - M, max(left, 0), max(right, 0), softmax_scale * LOG2E,
+        BLOCK_N=BLOCK_N, HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0, HAS_HI=right >= 0,
+        num_warps=NUM_WARPS,
+    )
+    return out, lse
