@@ -109,3 +109,50 @@ def test_cuda_graph_replay(monkeypatch):
         graph.replay()
         torch.cuda.synchronize()
         _check(o, l, q2, k2, v2)
+
+
+def test_options_and_strides_change_between_calls(monkeypatch):
+    """Same shapes, then another window / softcap / a K-V view with other strides: never a stale plan."""
+    monkeypatch.setenv("TILEFOLD_DECODE_COMBINE", "fused")
+    K.clear_plans()
+    q, k, v = _data(2, 1, 9000, 32, 8, 128, 3)
+    for window in [(-1, -1), [-1, 0], (500, 0), (-1, -1)]:
+        o, l = _tf(q, k, v, S=5, window=tuple(window) if window[1] == -1 else window)
+        _check(o, l, q, k, v, window=tuple(window))
+    big_k, big_v = (torch.randn(2, 12000, 8, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    ks, vs = big_k[:, 1000:10000], big_v[:, 1000:10000]  # same shape as k, v; other batch stride
+    o, l = _tf(q, ks, vs, S=5)
+    _check(o, l, q, ks, vs)
+    o1, l1 = split_kv_attention(q, k, v, num_splits=5, softmax_scale=0.05, window=(-1, -1), softcap=3.0)
+    r_o, r_l = attention_ref(q, k, v, softmax_scale=0.05, softcap=3.0)
+    b_o, b_l = attention_ref(q, k, v, softmax_scale=0.05, softcap=3.0, compute_dtype=q.dtype)
+    assert_2x("out", o1, r_o, b_o)
+    assert_2x("lse", l1, r_l, b_l)
+
+
+def test_two_threads_one_stream_two_launch_combine(monkeypatch):
+    """Two host threads on the default stream, split kernel + combine kernel each: the partial states of
+    one thread's split launch are never overwritten by the other's before its combine reads them."""
+    import threading
+    monkeypatch.setenv("TILEFOLD_DECODE_COMBINE", "kernel")
+    K.clear_plans()
+    data = [_data(1, 1, 30000, 32, 8, 128, s) for s in (11, 12)]
+    refs = [attention_ref(*d) for d in data]
+    errors = []
+
+    def work(i):
+        try:
+            for _ in range(30):
+                o, l = _tf(*data[i], S=9)
+                if (o.double() - refs[i][0]).abs().max().item() > 0.05:
+                    errors.append(i)
+        except Exception as ex:  # noqa: BLE001
+            errors.append(repr(ex))
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    torch.cuda.synchronize()
+    assert not errors

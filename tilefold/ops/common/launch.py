@@ -16,6 +16,7 @@ may be replayed on another stream)."""
 from __future__ import annotations
 
 import inspect
+import threading
 
 import torch
 import triton
@@ -82,7 +83,9 @@ def stream_scratch(name: str, numel: int, dtype: torch.dtype, device: torch.devi
     if nbytes > SCRATCH_MAX_BYTES or torch.cuda.is_current_stream_capturing():
         return (torch.zeros if zero else torch.empty)(numel, dtype=dtype, device=device)
     idx = device.index if device.index is not None else torch.cuda.current_device()
-    key = (name, dtype, idx, _raw_stream(idx))
+    # per host thread too: two threads on one stream could otherwise interleave a split launch and its
+    # combine launch around each other's writes to the same partial states
+    key = (name, dtype, idx, _raw_stream(idx), threading.get_ident())
     buf = _SCRATCH.get(key)
     if buf is None or buf.numel() < numel:
         buf = (torch.zeros if zero else torch.empty)(max(numel, 2 * (buf.numel() if buf is not None else 0)),

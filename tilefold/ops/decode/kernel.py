@@ -480,11 +480,16 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
     and every input pointer's 16-byte alignment; the kernels are launched through ``LaunchCache`` (no
     per-call re-specialization) and the partial states and counters live in per-stream scratch."""
     varlen = cu_q is not None
+    if q.device.type == "cuda" and q.device.index is not None and q.device.index != torch.cuda.current_device():
+        # launches and per-stream scratch follow the current device: make it q's
+        with torch.cuda.device(q.device):
+            return decode_fwd(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k)
+    window = tuple(window)
     key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), q.dtype, k.dtype, v.dtype, q.device,
            S, scale, window, softcap, varlen, os.environ.get("TILEFOLD_DECODE_COMBINE", DECODE_COMBINE),
            os.environ.get("TILEFOLD_DECODE_TMA", "auto"), q.data_ptr() % 16, k.data_ptr() % 16, v.data_ptr() % 16)
     if varlen:
-        key += (cu_q.shape, cu_k.shape, cu_q.data_ptr() % 16, cu_k.data_ptr() % 16, int(max_q), int(max_k))
+        key += (cu_q.shape, cu_k.shape, cu_q.dtype, cu_k.dtype, cu_q.data_ptr() % 16, cu_k.data_ptr() % 16, int(max_q), int(max_k))
     plan = _PLANS.get(key)
     if plan is None:
         plan = _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k)
