@@ -23,6 +23,7 @@ ap.add_argument("--cfgs", nargs="*", default=[], help="extra Gluon (BLOCK_N,STAG
 ap.add_argument("--out", default="fwd_sm90.jsonl")
 a = ap.parse_args()
 B, H = 2, 16
+cfg.FWD_SM90 = "1"  # the Gluon providers; tilefold-triton sets "0" around its calls
 f = open(a.out, "a")
 for D in a.hd:
     for S in a.seq:

@@ -60,6 +60,7 @@ def count_sm90(monkeypatch):
         return real(*a, **kw)
 
     monkeypatch.setattr(sm90, "attention_fwd_sm90", counted)
+    monkeypatch.setattr(cfg, "FWD_SM90", "1")  # off by default (slower, benchmarks/NOTES.md)
     return calls
 
 

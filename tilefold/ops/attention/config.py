@@ -65,7 +65,8 @@ DKDV_ONE_LOOP = os.environ.get("TILEFOLD_DKDV_ONE_LOOP", "auto")
 
 # Forward on Hopper through the Gluon kernel (forward_sm90.py: asynchronous wgmma, the P.V of one tile
 # overlapping the softmax of the next) where it applies; "0" keeps every forward on forward.py's kernel.
-FWD_SM90 = os.environ.get("TILEFOLD_FWD_SM90", "auto")
+# Off by default: measured slower than forward.py's kernel (benchmarks/NOTES.md, "Gluon forward"); "1" turns it on.
+FWD_SM90 = os.environ.get("TILEFOLD_FWD_SM90", "0")
 
 
 def dkdv_one_loop(block_d: int, masked: bool, exact: bool) -> bool:

@@ -193,7 +193,7 @@ def _qkv_strides(t):
 
 def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None, cu_seqlens_k=None,
                   max_seqlen_q=None, max_seqlen_k=None, shift_extra=0, num_splits=1,
-                  dropout_p=0.0, seed=0, offset=0, probs=None, _sm90_ok=True):
+                  dropout_p=0.0, seed=0, offset=0, probs=None):
     """Launch the forward. ``window = (left, right)`` with -1 unbounded (causal already folded into
     right = 0). Returns (out, lse): out like q, lse (B, H, M) or (H, Tq) fp32 natural log.
     With num_splits > 1 returns fp32 partial states (num_splits, *out.shape) and (num_splits, *lse.shape).
@@ -201,14 +201,10 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
     zero-filled fp32 (B, H, M, N) tensor (varlen: padded (B, H, max_seqlen_q, max_seqlen_k)) that
     receives the normalized probabilities with dropped elements' sign bit set."""
     varlen = cu_seqlens_q is not None
-    if _sm90_ok and _cfg.FWD_SM90 != "0" and not _cfg.interpreter_enabled() and _sm90.supported(
+    # (returned probabilities are computed by a separate call whose out / lse are discarded: this kernel)
+    if probs is None and _cfg.FWD_SM90 != "0" and not _cfg.interpreter_enabled() and _sm90.supported(
             q, k, v, softcap=softcap, window=window, dropout_p=dropout_p, num_splits=num_splits,
             varlen=varlen, shift_extra=shift_extra):
-        if probs is not None:
-            # the probabilities come from this file's kernel; out / lse from the same kernel as a call
-            # without them, so asking for probabilities never changes the output's bits
-            attention_fwd(q, k, v, softmax_scale=softmax_scale, window=window, softcap=softcap,
-                          shift_extra=shift_extra, probs=probs, _sm90_ok=False)
         return _sm90.attention_fwd_sm90(q, k, v, softmax_scale=softmax_scale, window=window)
     if varlen:
         T, H, D = q.shape

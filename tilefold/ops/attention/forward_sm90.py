@@ -22,8 +22,9 @@ other tile runs without mask arithmetic.
 
 Scope (the launcher falls back to forward.py's kernel otherwise): CUDA capability 9.x, fp16 / bf16,
 head dim 64 or 128, fixed lengths (no cu_seqlens), no softcap, no dropout, no split-KV (returned probabilities
-without dropout come from forward.py's kernel, out / lse from this one); K and V rows of consecutive batches evenly spaced (so a (batch·seqlen, heads·head_dim) view
-exists, e.g. contiguous or packed-QKV layouts) with TMA-compatible alignment. Rows past the end of a
+come from a separate call of forward.py's kernel whose out / lse are discarded); K and V rows of
+consecutive batches evenly spaced (so a (batch·seqlen, heads·head_dim) view exists, e.g. contiguous or
+packed-QKV layouts) with TMA-compatible alignment. Rows past the end of a
 batch read the next batch's rows, which the seqlen mask removes (K, V) or the row mask never stores (Q).
 """
 from __future__ import annotations
