@@ -22,17 +22,21 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: E4
 _BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 
 
-def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=None, stages=None):
+def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=None, stages=None, ws=False, regs=232, pingpong=True):
     bn, st = F._config(D)
     bn, st = block_n or bn, stages or st
     gdt = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
     x = torch.empty(4096, 2048, dtype=dtype)
     descs = [TensorDescriptor(x, [4096, 2048], [2048, 1], [blk, D], gl.NVMMASharedLayout.get_default_for([blk, D], gdt))
-             for blk in (F.BLOCK_M, bn, bn)]
-    fn = F.attention_fwd_sm90_kernel
+             for blk in (F.BLOCK_M // (2 if ws else 1), bn, bn)]
+    fn = F.attention_fwd_sm90_ws_kernel if ws else F.attention_fwd_sm90_kernel
     import inspect
     params = list(inspect.signature(fn.fn).parameters)
-    cons = dict(BLOCK_N=bn, HEAD_D=D, STAGES=st, HAS_LO=left, HAS_HI=causal or left, num_warps=F.NUM_WARPS)
+    nw = 4 if ws else F.NUM_WARPS
+    cons = dict(BLOCK_N=bn, HEAD_D=D, STAGES=st, HAS_LO=left, HAS_HI=causal or left, num_warps=nw)
+    if ws:
+        cons["CONSUMER_REGS"] = regs
+        cons["PINGPONG"] = pingpong
     sig = {}
     for n in params:
         if n in cons:
@@ -49,7 +53,7 @@ def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=N
             sig[n] = "i32"
     div = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(params) if sig[n].startswith("*") or n.startswith("stride_o")}
     src = GluonASTSource(fn, sig, constexprs={(params.index(k),): v for k, v in cons.items()}, attrs=div)
-    k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=F.NUM_WARPS, num_stages=1))
+    k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=nw, num_stages=1))
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(k.asm["cubin"])
         f.flush()
@@ -66,8 +70,11 @@ if __name__ == "__main__":
     ap.add_argument("--block-n", type=int)
     ap.add_argument("--stages", type=int)
     ap.add_argument("--dump")
+    ap.add_argument("--ws", action="store_true")
+    ap.add_argument("--regs", type=int, default=232)
+    ap.add_argument("--no-pingpong", action="store_true")
     a = ap.parse_args()
-    k, sass, res = compile_fwd(a.d, a.causal, a.left, block_n=a.block_n, stages=a.stages)
+    k, sass, res = compile_fwd(a.d, a.causal, a.left, block_n=a.block_n, stages=a.stages, ws=a.ws, regs=a.regs, pingpong=not a.no_pingpong)
     print(res.strip().splitlines()[-1] if res.strip() else "")
     print("shared", k.metadata.shared, "spills LDL/STL", len(re.findall(r"\b(?:LDL|STL)\b", sass)))
     if a.dump:

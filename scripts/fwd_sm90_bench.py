@@ -19,7 +19,8 @@ import torch.nn.functional as F  # noqa: E402
 ap = argparse.ArgumentParser()
 ap.add_argument("--hd", type=int, nargs="+", default=[64, 128])
 ap.add_argument("--seq", type=int, nargs="+", default=[8192, 16384])
-ap.add_argument("--cfgs", nargs="*", default=[], help="extra Gluon (BLOCK_N,STAGES) configs, e.g. 128,3")
+ap.add_argument("--variants", nargs="*", default=["ws-pp:128,2", "ws-nopp:128,2", "ws-pp:128,3", "sync:128,3"],
+                help="Gluon variant (ws-pp, ws-nopp, sync) : BLOCK_N,STAGES")
 ap.add_argument("--out", default="fwd_sm90.jsonl")
 a = ap.parse_args()
 B, H = 2, 16
@@ -35,20 +36,18 @@ for D in a.hd:
             ref = F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal).transpose(1, 2)
             provs = {}
 
-            def gl_run():
-                return tilefold.attention(q, k, v, causal=causal)
-
-            provs["tilefold-gluon"] = gl_run
-            for c in a.cfgs:
-                def run_c(c=c):
-                    bn, st = (int(x) for x in c.split(","))
-                    old = sm90._CFG_ENV
+            for spec in a.variants:
+                def run_v(spec=spec):
+                    var, c = spec.split(":")
+                    saved = sm90.VARIANT, sm90.PINGPONG, sm90._CFG_ENV
+                    sm90.VARIANT = "sync" if var == "sync" else "ws"
+                    sm90.PINGPONG = var == "ws-pp"
                     sm90._CFG_ENV = c
                     try:
                         return tilefold.attention(q, k, v, causal=causal)
                     finally:
-                        sm90._CFG_ENV = old
-                provs[f"tilefold-gluon-{c}"] = run_c
+                        sm90.VARIANT, sm90.PINGPONG, sm90._CFG_ENV = saved
+                provs[f"tilefold-gluon-{spec}"] = run_v
 
             def tr_run():
                 old = cfg.FWD_SM90

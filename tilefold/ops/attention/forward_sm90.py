@@ -219,6 +219,193 @@ if HAVE_GLUON:
         gl.store(l_ptrs, lse, mask=offs_m < seqlen_q)
 
 
+if HAVE_GLUON:
+
+    @gluon.jit
+    def _ws_loader(k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, kv_row0, kv_col, num_tiles,
+                   BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+        """One warp: streams K and V tiles into the ring; a slot is refilled once both consumer warpgroups
+        have released it (k_empty / v_empty count two arrivals)."""
+        for t in range(num_tiles):
+            slot = t % STAGES
+            if t >= STAGES:
+                mbarrier.wait(k_empty.index(slot), ((t // STAGES) - 1) & 1)
+            mbarrier.expect(k_full.index(slot), k_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(k_desc, [kv_row0 + t * BLOCK_N, kv_col], k_full.index(slot),
+                                            k_smem.index(slot))
+            if t >= STAGES:
+                mbarrier.wait(v_empty.index(slot), ((t // STAGES) - 1) & 1)
+            mbarrier.expect(v_full.index(slot), v_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(v_desc, [kv_row0 + t * BLOCK_N, kv_col], v_full.index(slot),
+                                            v_smem.index(slot))
+
+    @gluon.jit
+    def _ws_consumer(q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
+                     stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
+                     seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
+                     WG: gl.constexpr, WG_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_D: gl.constexpr,
+                     STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr, PINGPONG: gl.constexpr):
+        """One warpgroup: rows [m0 + WG·WG_M, + WG_M) of the block; the loop of the non-specialized kernel,
+        releasing each K slot after its scores and each V slot after its P·V."""
+        dtype: gl.constexpr = q_smem.dtype
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, BLOCK_N, 16])
+        o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, HEAD_D, 16])
+        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+        row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
+        col_s: gl.constexpr = gl.SliceLayout(0, s_layout)
+        row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
+        col_o: gl.constexpr = gl.SliceLayout(0, o_layout)
+        r0 = m0 + WG * WG_M
+        q_tile = q_smem.index(WG)
+        offs_m = r0 + gl.arange(0, WG_M, layout=row_s)
+        offs_n0 = gl.arange(0, BLOCK_N, layout=col_s)
+        m_i = gl.full([WG_M], float("-inf"), gl.float32, layout=row_s)
+        l_i = gl.zeros([WG_M], gl.float32, layout=row_s)
+        acc = gl.zeros([WG_M, HEAD_D], gl.float32, layout=o_layout)
+        s_zero = gl.zeros([WG_M, BLOCK_N], gl.float32, layout=s_layout)
+        last_row = r0 + WG_M - 1
+        mbarrier.wait(q_bar.index(WG), 0)
+        if num_tiles > 0:
+            mbarrier.wait(k_full.index(0), 0)
+            s = warpgroup_mma(q_tile, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False)
+            gl.thread_barrier()
+            mbarrier.arrive(k_empty.index(0), count=1)
+            s = s * qk_scale
+            need = n_lo + BLOCK_N > seqlen_k
+            if HAS_HI:
+                need = need | (n_lo + BLOCK_N - 1 > r0 + shift + win_right)
+            if HAS_LO:
+                need = need | (n_lo < last_row + shift - win_left)
+            if need:
+                s = _tile_mask(s, offs_m, n_lo, offs_n0, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
+            m_i = gl.max(s, axis=1)
+            m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
+            p = gl.exp2(s - gl.expand_dims(m_use, 1))
+            l_i = gl.sum(p, axis=1)
+            p_op = gl.convert_layout(p.to(dtype), p_layout)
+            for t in range(1, num_tiles):
+                slot = t % STAGES
+                prev = (t - 1) % STAGES
+                n = n_lo + t * BLOCK_N
+                mbarrier.wait(k_full.index(slot), (t // STAGES) & 1)
+                mbarrier.wait(v_full.index(prev), ((t - 1) // STAGES) & 1)
+                if PINGPONG:  # take turns issuing: this warpgroup's products, then the other's
+                    mbarrier.wait(pp_bar.index(WG), (t - 1) & 1)
+                s_tok = warpgroup_mma(q_tile, k_smem.index(slot).permute((1, 0)), s_zero, use_acc=False,
+                                      is_async=True)
+                o_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)
+                if PINGPONG:
+                    mbarrier.arrive(pp_bar.index(1 - WG), count=1)
+                s = warpgroup_mma_wait(1, deps=(s_tok,))
+                gl.thread_barrier()
+                mbarrier.arrive(k_empty.index(slot), count=1)
+                s = s * qk_scale
+                need = n + BLOCK_N > seqlen_k
+                if HAS_HI:
+                    need = need | (n + BLOCK_N - 1 > r0 + shift + win_right)
+                if HAS_LO:
+                    need = need | (n < last_row + shift - win_left)
+                if need:
+                    s = _tile_mask(s, offs_m, n, offs_n0, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
+                m_new = gl.maximum(m_i, gl.max(s, axis=1))
+                m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
+                alpha = gl.exp2(m_i - m_use)
+                p = gl.exp2(s - gl.expand_dims(m_use, 1))
+                l_i = l_i * alpha + gl.sum(p, axis=1)
+                m_i = m_new
+                acc = warpgroup_mma_wait(0, deps=(o_tok,))
+                gl.thread_barrier()
+                mbarrier.arrive(v_empty.index(prev), count=1)
+                acc = acc * gl.expand_dims(gl.convert_layout(alpha, row_o), 1)
+                p_op = gl.convert_layout(p.to(dtype), p_layout)
+            last = num_tiles - 1
+            mbarrier.wait(v_full.index(last % STAGES), (last // STAGES) & 1)
+            o_tok = warpgroup_mma(p_op, v_smem.index(last % STAGES), acc, is_async=True)
+            acc = warpgroup_mma_wait(0, deps=(o_tok,))
+        empty = l_i == 0.0
+        l_safe = gl.where(empty, 1.0, l_i)
+        lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_safe)) * 0.6931471805599453)
+        o = acc / gl.expand_dims(gl.convert_layout(l_safe, row_o), 1)
+        rows_o = r0 + gl.arange(0, WG_M, layout=row_o)
+        cols_o = gl.arange(0, HEAD_D, layout=col_o)
+        o_ptrs = O + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh \
+            + gl.expand_dims(rows_o.to(gl.int64) * stride_om, 1) + gl.expand_dims(cols_o, 0)
+        gl.store(o_ptrs, o.to(dtype), mask=gl.expand_dims(rows_o < seqlen_q, 1))
+        l_ptrs = LSE + b.to(gl.int64) * stride_lb + h.to(gl.int64) * stride_lh + offs_m
+        gl.store(l_ptrs, lse, mask=offs_m < seqlen_q)
+
+    @gluon.jit
+    def attention_fwd_sm90_ws_kernel(
+        q_desc, k_desc, v_desc, O, LSE,
+        stride_ob, stride_om, stride_oh, stride_lb, stride_lh,
+        seqlen_q, seqlen_k, H, GROUP, shift, win_left, win_right, qk_scale,
+        BLOCK_N: gl.constexpr, HEAD_D: gl.constexpr, STAGES: gl.constexpr,
+        HAS_LO: gl.constexpr, HAS_HI: gl.constexpr, CONSUMER_REGS: gl.constexpr, PINGPONG: gl.constexpr,
+        num_warps: gl.constexpr,
+    ):
+        """Warp-specialized variant: two consumer warpgroups (the default partition and a 4-warp worker)
+        of WG_M = 64 rows each, and a 1-warp TMA loader; no CTA-wide barrier in the loop, so the two
+        warpgroups drift apart and one's softmax can run under the other's matrix products."""
+        WG_M: gl.constexpr = q_desc.block_type.shape[0]
+        dtype: gl.constexpr = q_desc.dtype
+        pid_m = gl.num_programs(0) - 1 - gl.program_id(0)
+        pid_bh = gl.program_id(1)
+        b = pid_bh // H
+        h = pid_bh % H
+        hk = h // GROUP
+        m0 = pid_m * (2 * WG_M)
+        n_lo = 0
+        n_hi = seqlen_k
+        if HAS_HI:
+            n_hi = gl.minimum(n_hi, m0 + 2 * WG_M + shift + win_right)
+        if HAS_LO:
+            n_lo = gl.maximum(n_lo, m0 + shift - win_left)
+            n_lo = (n_lo // BLOCK_N) * BLOCK_N
+        n_hi = gl.maximum(n_hi, n_lo)
+        num_tiles = (n_hi - n_lo + BLOCK_N - 1) // BLOCK_N
+
+        q_smem = gl.allocate_shared_memory(dtype, [2, WG_M, HEAD_D], q_desc.layout)
+        k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], k_desc.layout)
+        v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], v_desc.layout)
+        q_bar = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        k_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        pp_bar = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(2):
+            mbarrier.init(q_bar.index(i), count=1)
+            mbarrier.init(pp_bar.index(i), count=1)
+        for i in gl.static_range(STAGES):
+            mbarrier.init(k_full.index(i), count=1)
+            mbarrier.init(v_full.index(i), count=1)
+            mbarrier.init(k_empty.index(i), count=2)
+            mbarrier.init(v_empty.index(i), count=2)
+        fence_async_shared()
+        if PINGPONG:
+            mbarrier.arrive(pp_bar.index(0), count=1)  # warpgroup 0 issues first
+        for i in gl.static_range(2):
+            mbarrier.expect(q_bar.index(i), q_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(q_desc, [b * seqlen_q + m0 + i * WG_M, h * HEAD_D], q_bar.index(i),
+                                            q_smem.index(i))
+        kv_row0 = b * seqlen_k + n_lo
+        kv_col = hk * HEAD_D
+        gl.warp_specialize([
+            (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
+                            stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
+                            seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
+                            0, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG)),
+            (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
+                            stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
+                            seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
+                            1, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG)),
+            (_ws_loader, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, kv_row0, kv_col,
+                          num_tiles, BLOCK_N, STAGES)),
+        ], [4, 1], [CONSUMER_REGS, 24])
+
+
 def _rows_view(t):
     """(rows, cols, row_stride) of the 2-D view (batch·seqlen, heads·head_dim) of a (B, S, H, D) tensor,
     or None if its strides do not allow one."""
@@ -265,16 +452,25 @@ def _config(D: int):
     return (128, 2) if D == 128 else (128, 3)
 
 
+# "ws": warp-specialized (two consumer warpgroups + a TMA warp); "sync": one 8-warp partition with a CTA
+# barrier per tile (v1)
+VARIANT = os.environ.get("TILEFOLD_FWD_SM90_VARIANT", "ws")
+CONSUMER_REGS = 232
+PINGPONG = os.environ.get("TILEFOLD_FWD_SM90_PINGPONG", "1") == "1"
+
+
 def attention_fwd_sm90(q, k, v, *, softmax_scale, window, out=None, lse=None):
     B, M, H, D = q.shape
     N, HK = k.shape[1], k.shape[2]
     left, right = window
     BLOCK_N, STAGES = _config(D)
+    ws = VARIANT == "ws"
+    q_rows = BLOCK_M // 2 if ws else BLOCK_M
     gdt = gl.bfloat16 if q.dtype == torch.bfloat16 else gl.float16
-    q_lay = gl.NVMMASharedLayout.get_default_for([BLOCK_M, D], gdt)
+    q_lay = gl.NVMMASharedLayout.get_default_for([q_rows, D], gdt)
     kv_lay = gl.NVMMASharedLayout.get_default_for([BLOCK_N, D], gdt)
     descs = []
-    for t, blk, lay in ((q, BLOCK_M, q_lay), (k, BLOCK_N, kv_lay), (v, BLOCK_N, kv_lay)):
+    for t, blk, lay in ((q, q_rows, q_lay), (k, BLOCK_N, kv_lay), (v, BLOCK_N, kv_lay)):
         rows, cols, rs = _rows_view(t)
         descs.append(TensorDescriptor(t, [rows, cols], [rs, 1], [blk, D], lay))
     if out is None:
@@ -282,11 +478,14 @@ def attention_fwd_sm90(q, k, v, *, softmax_scale, window, out=None, lse=None):
     if lse is None:
         lse = torch.empty((B, H, M), device=q.device, dtype=torch.float32)
     grid = (cdiv(M, BLOCK_M), B * H)
-    attention_fwd_sm90_kernel[grid](
-        descs[0], descs[1], descs[2], out, lse,
-        out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
-        M, N, H, H // HK, N - M, max(left, 0), max(right, 0), softmax_scale * LOG2E,
-        BLOCK_N=BLOCK_N, HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0, HAS_HI=right >= 0,
-        num_warps=NUM_WARPS,
-    )
+    args = (descs[0], descs[1], descs[2], out, lse,
+            out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
+            M, N, H, H // HK, N - M, max(left, 0), max(right, 0), softmax_scale * LOG2E)
+    if ws:
+        attention_fwd_sm90_ws_kernel[grid](*args, BLOCK_N=BLOCK_N, HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0,
+                                           HAS_HI=right >= 0, CONSUMER_REGS=CONSUMER_REGS, PINGPONG=PINGPONG,
+                                           num_warps=4)
+    else:
+        attention_fwd_sm90_kernel[grid](*args, BLOCK_N=BLOCK_N, HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0,
+                                        HAS_HI=right >= 0, num_warps=NUM_WARPS)
     return out, lse
