@@ -60,7 +60,7 @@ def count_sm90(monkeypatch):
         return real(*a, **kw)
 
     monkeypatch.setattr(sm90, "attention_fwd_sm90", counted)
-    monkeypatch.setattr(cfg, "FWD_SM90", "1")  # off by default (slower, benchmarks/NOTES.md)
+    monkeypatch.setattr(cfg, "FWD_SM90", "1")  # whatever the environment says
     return calls
 
 
@@ -114,3 +114,19 @@ def test_sm90_probs_do_not_change_out(count_sm90):
     b, lb, S = tilefold.attention(q, k, v, causal=True, return_attn_probs=True)
     assert torch.equal(a, b) and torch.equal(la, lb) and len(count_sm90) == 2
     assert torch.allclose(S.sum(-1), torch.ones_like(S.sum(-1)), atol=1e-3)
+
+
+VARIANT_CASES = [Case(2, 1023, 1023, 8, 2, 128, causal=True), Case(1, 700, 1500, 4, 4, 64, window=(100, 37)),
+                 Case(2, 129, 300, 4, 1, 128)]
+
+
+@pytest.mark.gpu
+@needs_sm90
+@pytest.mark.parametrize("variant", ["ws-pp", "ws-nopp", "sync"])
+@pytest.mark.parametrize("case", VARIANT_CASES, ids=h.case_id)
+def test_sm90_variants(case, variant, count_sm90, monkeypatch):
+    """The variants the default does not take for a head dim (ping-pong on / off, the non-specialized v1)."""
+    monkeypatch.setattr(sm90, "VARIANT", "sync" if variant == "sync" else "ws")
+    monkeypatch.setattr(sm90, "PINGPONG", variant == "ws-pp")
+    h.check_case(case, torch.bfloat16, device="cuda")
+    assert count_sm90

@@ -63,10 +63,12 @@ ORDER = os.environ.get("TILEFOLD_ORDER", "head")
 # TILEFOLD_DKDV_ONE_LOOP=1 / 0 forces it on / off. Results are bitwise those of the three loops.
 DKDV_ONE_LOOP = os.environ.get("TILEFOLD_DKDV_ONE_LOOP", "auto")
 
-# Forward on Hopper through the Gluon kernel (forward_sm90.py: asynchronous wgmma, the P.V of one tile
-# overlapping the softmax of the next) where it applies; "0" keeps every forward on forward.py's kernel.
-# Off by default: measured slower than forward.py's kernel (benchmarks/NOTES.md, "Gluon forward"); "1" turns it on.
-FWD_SM90 = os.environ.get("TILEFOLD_FWD_SM90", "0")
+# Forward on Hopper through the Gluon kernel (forward_sm90.py: warp-specialized, asynchronous wgmma, the P.V
+# of one tile overlapping the softmax of the next) where it applies. Measured (H200, bf16, B2 H16, 8k/16k,
+# benchmarks/NOTES.md "Gluon forward"): hd128 582/533/589/569 TFLOP/s against this file's Triton kernel's
+# 545/499/532/520 and cuDNN's 605/545/593/552 in the same run; hd64 +10-16% over the Triton kernel.
+# "0" keeps every forward on forward.py's kernel.
+FWD_SM90 = os.environ.get("TILEFOLD_FWD_SM90", "auto")
 
 
 def dkdv_one_loop(block_d: int, masked: bool, exact: bool) -> bool:

@@ -445,18 +445,21 @@ _CFG_ENV = os.environ.get("TILEFOLD_FWD_SM90_CFG", "")  # "BLOCK_N,STAGES" for s
 
 
 def _config(D: int):
-    # (BLOCK_N, STAGES): shared memory Q 16-32 KB + STAGES x (K + V)
+    # (BLOCK_N, STAGES): shared memory 2 x Q (64 rows) + STAGES x (K + V). Call 27 (H200, bf16, 8k/16k):
+    # 128,2 beat 128,3 for both head dims (hd128 582 vs 570 TFLOP/s non-causal 8k)
     if _CFG_ENV:
         bn, st = (int(x) for x in _CFG_ENV.split(","))
         return bn, st
-    return (128, 2) if D == 128 else (128, 3)
+    return 128, 2
 
 
 # "ws": warp-specialized (two consumer warpgroups + a TMA warp); "sync": one 8-warp partition with a CTA
 # barrier per tile (v1)
 VARIANT = os.environ.get("TILEFOLD_FWD_SM90_VARIANT", "ws")
 CONSUMER_REGS = 232
-PINGPONG = os.environ.get("TILEFOLD_FWD_SM90_PINGPONG", "1") == "1"
+# ping-pong of the two warpgroups' products: +1-4% at hd128, -2 to -5% at hd64 (call 27); "1"/"0" force it
+_PP_ENV = os.environ.get("TILEFOLD_FWD_SM90_PINGPONG", "auto")
+PINGPONG = None if _PP_ENV == "auto" else _PP_ENV == "1"
 
 
 def attention_fwd_sm90(q, k, v, *, softmax_scale, window, out=None, lse=None):
@@ -483,7 +486,8 @@ def attention_fwd_sm90(q, k, v, *, softmax_scale, window, out=None, lse=None):
             M, N, H, H // HK, N - M, max(left, 0), max(right, 0), softmax_scale * LOG2E)
     if ws:
         attention_fwd_sm90_ws_kernel[grid](*args, BLOCK_N=BLOCK_N, HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0,
-                                           HAS_HI=right >= 0, CONSUMER_REGS=CONSUMER_REGS, PINGPONG=PINGPONG,
+                                           HAS_HI=right >= 0, CONSUMER_REGS=CONSUMER_REGS,
+                                           PINGPONG=(D == 128) if PINGPONG is None else PINGPONG,
                                            num_warps=4)
     else:
         attention_fwd_sm90_kernel[grid](*args, BLOCK_N=BLOCK_N, HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0,
