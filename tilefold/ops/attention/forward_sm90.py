@@ -142,7 +142,6 @@ if HAVE_GLUON:
             # tile 0: scores, softmax
             mbarrier.wait(k_bar.index(0), 0)
             s = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False)
-            s = s * qk_scale
             need = n_lo + BLOCK_N > seqlen_k
             if HAS_HI:
                 need = need | (n_lo + BLOCK_N - 1 > m0 + shift + win_right)
@@ -150,9 +149,9 @@ if HAVE_GLUON:
                 need = need | (n_lo < last_row + shift - win_left)
             if need:
                 s = _tile_mask(s, offs_m, n_lo, offs_n0, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
-            m_i = gl.max(s, axis=1)
+            m_i = gl.max(s, axis=1) * qk_scale
             m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
-            p = gl.exp2(s - gl.expand_dims(m_use, 1))
+            p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(m_use, 1)))
             l_i = gl.sum(p, axis=1)
             p_op = gl.convert_layout(p.to(dtype), p_layout)
 
@@ -167,7 +166,6 @@ if HAVE_GLUON:
                 o_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)
                 # the scores are the older group: wait for them, leave the P·V in flight
                 s = warpgroup_mma_wait(1, deps=(s_tok,))
-                s = s * qk_scale
                 need = n + BLOCK_N > seqlen_k
                 if HAS_HI:
                     need = need | (n + BLOCK_N - 1 > m0 + shift + win_right)
@@ -175,10 +173,10 @@ if HAVE_GLUON:
                     need = need | (n < last_row + shift - win_left)
                 if need:
                     s = _tile_mask(s, offs_m, n, offs_n0, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
-                m_new = gl.maximum(m_i, gl.max(s, axis=1))
+                m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale)
                 m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
                 alpha = gl.exp2(m_i - m_use)
-                p = gl.exp2(s - gl.expand_dims(m_use, 1))
+                p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(m_use, 1)))
                 l_i = l_i * alpha + gl.sum(p, axis=1)
                 m_i = m_new
                 acc = warpgroup_mma_wait(0, deps=(o_tok,))
@@ -272,7 +270,6 @@ if HAVE_GLUON:
             s = warpgroup_mma(q_tile, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False)
             gl.thread_barrier()
             mbarrier.arrive(k_empty.index(0), count=1)
-            s = s * qk_scale
             need = n_lo + BLOCK_N > seqlen_k
             if HAS_HI:
                 need = need | (n_lo + BLOCK_N - 1 > r0 + shift + win_right)
@@ -280,9 +277,9 @@ if HAVE_GLUON:
                 need = need | (n_lo < last_row + shift - win_left)
             if need:
                 s = _tile_mask(s, offs_m, n_lo, offs_n0, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
-            m_i = gl.max(s, axis=1)
+            m_i = gl.max(s, axis=1) * qk_scale
             m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
-            p = gl.exp2(s - gl.expand_dims(m_use, 1))
+            p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(m_use, 1)))
             l_i = gl.sum(p, axis=1)
             p_op = gl.convert_layout(p.to(dtype), p_layout)
             for t in range(1, num_tiles):
@@ -301,7 +298,6 @@ if HAVE_GLUON:
                 s = warpgroup_mma_wait(1, deps=(s_tok,))
                 gl.thread_barrier()
                 mbarrier.arrive(k_empty.index(slot), count=1)
-                s = s * qk_scale
                 need = n + BLOCK_N > seqlen_k
                 if HAS_HI:
                     need = need | (n + BLOCK_N - 1 > r0 + shift + win_right)
@@ -309,10 +305,10 @@ if HAVE_GLUON:
                     need = need | (n < last_row + shift - win_left)
                 if need:
                     s = _tile_mask(s, offs_m, n, offs_n0, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
-                m_new = gl.maximum(m_i, gl.max(s, axis=1))
+                m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale)
                 m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
                 alpha = gl.exp2(m_i - m_use)
-                p = gl.exp2(s - gl.expand_dims(m_use, 1))
+                p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(m_use, 1)))
                 l_i = l_i * alpha + gl.sum(p, axis=1)
                 m_i = m_new
                 acc = warpgroup_mma_wait(0, deps=(o_tok,))
@@ -416,9 +412,10 @@ def _rows_view(t):
     return B * S, H * D, ss
 
 
-def supported(q, k, v, *, softcap, window, dropout_p, num_splits, varlen, shift_extra) -> bool:
-    """Whether the Gluon forward computes out / lse of this call (else forward.py's kernel)."""
-    if not HAVE_GLUON or varlen or softcap > 0 or dropout_p > 0 or num_splits > 1:
+def supported(q, k, v, *, softcap, window, dropout_p, num_splits, varlen, shift_extra, softmax_scale=1.0) -> bool:
+    """Whether the Gluon forward computes out / lse of this call (else forward.py's kernel). The kernel
+    takes row maxima of the unscaled scores, so the scale must be positive."""
+    if not HAVE_GLUON or varlen or softcap > 0 or dropout_p > 0 or num_splits > 1 or not softmax_scale > 0:
         return False
     if shift_extra != 0 or q.device.type != "cuda" or q.dtype not in (torch.float16, torch.bfloat16):
         return False
