@@ -22,7 +22,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: E4
 _BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 
 
-def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=None, stages=None, ws=False, regs=232, pingpong=True):
+def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=None, stages=None, ws=False, regs=232, pingpong=True, dropout=False):
     bn, st = F._config(D)
     bn, st = block_n or bn, stages or st
     gdt = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
@@ -37,6 +37,7 @@ def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=N
     if ws:
         cons["CONSUMER_REGS"] = regs
         cons["PINGPONG"] = pingpong
+        cons["HAS_DROPOUT"] = dropout
     sig = {}
     for n in params:
         if n in cons:
@@ -47,7 +48,7 @@ def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=N
             sig[n] = "*bf16" if dtype == torch.bfloat16 else "*fp16"
         elif n == "LSE":
             sig[n] = "*fp32"
-        elif n == "qk_scale":
+        elif n in ("qk_scale", "drop_rscale"):
             sig[n] = "fp32"
         else:
             sig[n] = "i32"
@@ -73,8 +74,9 @@ if __name__ == "__main__":
     ap.add_argument("--ws", action="store_true")
     ap.add_argument("--regs", type=int, default=232)
     ap.add_argument("--no-pingpong", action="store_true")
+    ap.add_argument("--dropout", action="store_true")
     a = ap.parse_args()
-    k, sass, res = compile_fwd(a.d, a.causal, a.left, block_n=a.block_n, stages=a.stages, ws=a.ws, regs=a.regs, pingpong=not a.no_pingpong)
+    k, sass, res = compile_fwd(a.d, a.causal, a.left, block_n=a.block_n, stages=a.stages, ws=a.ws, regs=a.regs, pingpong=not a.no_pingpong, dropout=a.dropout)
     print(res.strip().splitlines()[-1] if res.strip() else "")
     print("shared", k.metadata.shared, "spills LDL/STL", len(re.findall(r"\b(?:LDL|STL)\b", sass)))
     if a.dump:

@@ -130,3 +130,31 @@ def test_sm90_variants(case, variant, count_sm90, monkeypatch):
     monkeypatch.setattr(sm90, "PINGPONG", variant == "ws-pp")
     h.check_case(case, torch.bfloat16, device="cuda")
     assert count_sm90
+
+
+DROP_CASES = [Case(2, 1023, 1023, 8, 2, 128, causal=True), Case(1, 700, 1500, 4, 4, 64, window=(100, 37)),
+              Case(2, 300, 129, 4, 1, 128), Case(1, 256, 256, 2, 2, 128)]
+
+
+@pytest.mark.gpu
+@needs_sm90
+@pytest.mark.parametrize("p", [0.1, 0.6])
+@pytest.mark.parametrize("case", DROP_CASES, ids=h.case_id)
+def test_sm90_dropout_same_mask(case, p, count_sm90, monkeypatch):
+    """Dropout in the Gluon kernel draws the mask of forward.py's kernel (same seed and offset): the outputs
+    of the two kernels agree to rounding, and out decodes against the returned S (its mask) under the 2x
+    rule (tests/ops/attention/test_dropout.py runs the full dropout suite on whichever kernel is default)."""
+    from tilefold.ops.attention.naive import attention_ref
+    q, k, v = h.make_qkv(case, torch.bfloat16, "cuda")
+    torch.manual_seed(123)
+    out, lse, S = tilefold.attention(q, k, v, dropout_p=p, return_attn_probs=True, **case.opts)
+    assert count_sm90, "the Gluon forward was not taken"
+    keep = ~torch.signbit(S)
+    ref, _ = attention_ref(q, k, v, dropout_p=p, keep=keep, **case.opts)
+    low, _ = attention_ref(q, k, v, dropout_p=p, keep=keep, compute_dtype=torch.bfloat16, **case.opts)
+    err, base = (out.double() - ref).abs().max().item(), (low.double() - ref).abs().max().item()
+    assert err <= 2 * base + 1e-5, (err, base)
+    monkeypatch.setattr(cfg, "FWD_SM90", "0")
+    torch.manual_seed(123)
+    out_t = tilefold.attention(q, k, v, dropout_p=p, **case.opts)
+    assert (out.float() - out_t.float()).abs().max().item() <= 2e-2 / (1 - p)

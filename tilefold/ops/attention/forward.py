@@ -205,7 +205,8 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
     if probs is None and _cfg.FWD_SM90 != "0" and not _cfg.interpreter_enabled() and _sm90.supported(
             q, k, v, softcap=softcap, window=window, dropout_p=dropout_p, num_splits=num_splits,
             varlen=varlen, shift_extra=shift_extra, softmax_scale=softmax_scale):
-        return _sm90.attention_fwd_sm90(q, k, v, softmax_scale=softmax_scale, window=window)
+        return _sm90.attention_fwd_sm90(q, k, v, softmax_scale=softmax_scale, window=window, dropout_p=dropout_p,
+                                        seed=seed, offset=offset)
     if varlen:
         T, H, D = q.shape
         B = cu_seqlens_q.numel() - 1

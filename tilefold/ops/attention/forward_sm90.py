@@ -21,7 +21,8 @@ have finished the P·V that read it (a CTA barrier; no warp specialization). Til
 other tile runs without mask arithmetic.
 
 Scope (the launcher falls back to forward.py's kernel otherwise): CUDA capability 9.x, fp16 / bf16,
-head dim 64 or 128, fixed lengths (no cu_seqlens), no softcap, no dropout, no split-KV (returned probabilities
+head dim 64 or 128, fixed lengths (no cu_seqlens), no softcap, no split-KV, dropout only in the
+warp-specialized variant (returned probabilities
 come from a separate call of forward.py's kernel whose out / lse are discarded); K and V rows of
 consecutive batches evenly spaced (so a (batch·seqlen, heads·head_dim) view exists, e.g. contiguous or
 packed-QKV layouts) with TMA-compatible alignment. Rows past the end of a
@@ -45,6 +46,9 @@ import functools
 import os
 
 from ..common.host import cdiv
+from ..common.philox import as_int32, dropout_threshold
+if HAVE_GLUON:
+    from ..common.philox import dropout_keep_gl
 
 LOG2E = 1.4426950408889634
 BLOCK_M = 128
@@ -241,8 +245,10 @@ if HAVE_GLUON:
     def _ws_consumer(q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
                      stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
                      seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
+                     seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, bh,
                      WG: gl.constexpr, WG_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_D: gl.constexpr,
-                     STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr, PINGPONG: gl.constexpr):
+                     STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr, PINGPONG: gl.constexpr,
+                     HAS_DROPOUT: gl.constexpr):
         """One warpgroup: rows [m0 + WG·WG_M, + WG_M) of the block; the loop of the non-specialized kernel,
         releasing each K slot after its scores and each V slot after its P·V."""
         dtype: gl.constexpr = q_smem.dtype
@@ -281,6 +287,10 @@ if HAVE_GLUON:
             m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
             p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(m_use, 1)))
             l_i = gl.sum(p, axis=1)
+            if HAS_DROPOUT:  # l counts every probability; only the kept ones reach the accumulator
+                keep = dropout_keep_gl(seed_lo, seed_hi, rng_offset, bh, gl.expand_dims(offs_m, 1), n_lo,
+                                       gl.expand_dims(offs_n0, 0), drop_thr)
+                p = gl.where(keep, p, qk_scale * 0.0)
             p_op = gl.convert_layout(p.to(dtype), p_layout)
             for t in range(1, num_tiles):
                 slot = t % STAGES
@@ -315,6 +325,10 @@ if HAVE_GLUON:
                 gl.thread_barrier()
                 mbarrier.arrive(v_empty.index(prev), count=1)
                 acc = acc * gl.expand_dims(gl.convert_layout(alpha, row_o), 1)
+                if HAS_DROPOUT:
+                    keep = dropout_keep_gl(seed_lo, seed_hi, rng_offset, bh, gl.expand_dims(offs_m, 1), n,
+                                           gl.expand_dims(offs_n0, 0), drop_thr)
+                    p = gl.where(keep, p, qk_scale * 0.0)
                 p_op = gl.convert_layout(p.to(dtype), p_layout)
             last = num_tiles - 1
             mbarrier.wait(v_full.index(last % STAGES), (last // STAGES) & 1)
@@ -324,6 +338,8 @@ if HAVE_GLUON:
         l_safe = gl.where(empty, 1.0, l_i)
         lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_safe)) * 0.6931471805599453)
         o = acc / gl.expand_dims(gl.convert_layout(l_safe, row_o), 1)
+        if HAS_DROPOUT:
+            o = o * drop_rscale
         rows_o = r0 + gl.arange(0, WG_M, layout=row_o)
         cols_o = gl.arange(0, HEAD_D, layout=col_o)
         o_ptrs = O + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh \
@@ -337,9 +353,10 @@ if HAVE_GLUON:
         q_desc, k_desc, v_desc, O, LSE,
         stride_ob, stride_om, stride_oh, stride_lb, stride_lh,
         seqlen_q, seqlen_k, H, GROUP, shift, win_left, win_right, qk_scale,
+        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
         BLOCK_N: gl.constexpr, HEAD_D: gl.constexpr, STAGES: gl.constexpr,
         HAS_LO: gl.constexpr, HAS_HI: gl.constexpr, CONSUMER_REGS: gl.constexpr, PINGPONG: gl.constexpr,
-        num_warps: gl.constexpr,
+        HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr,
     ):
         """Warp-specialized variant: two consumer warpgroups (the default partition and a 4-warp worker)
         of WG_M = 64 rows each, and a 1-warp TMA loader; no CTA-wide barrier in the loop, so the two
@@ -392,11 +409,13 @@ if HAVE_GLUON:
             (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
                             stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
                             seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
-                            0, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG)),
+                            seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
+                            0, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT)),
             (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
                             stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
                             seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
-                            1, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG)),
+                            seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
+                            1, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT)),
             (_ws_loader, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, kv_row0, kv_col,
                           num_tiles, BLOCK_N, STAGES)),
         ], [4, 1], [CONSUMER_REGS, 24])
@@ -415,7 +434,9 @@ def _rows_view(t):
 def supported(q, k, v, *, softcap, window, dropout_p, num_splits, varlen, shift_extra, softmax_scale=1.0) -> bool:
     """Whether the Gluon forward computes out / lse of this call (else forward.py's kernel). The kernel
     takes row maxima of the unscaled scores, so the scale must be positive."""
-    if not HAVE_GLUON or varlen or softcap > 0 or dropout_p > 0 or num_splits > 1 or not softmax_scale > 0:
+    if not HAVE_GLUON or varlen or softcap > 0 or num_splits > 1 or not softmax_scale > 0:
+        return False
+    if dropout_p > 0 and not (DROPOUT and VARIANT == "ws"):
         return False
     if shift_extra != 0 or q.device.type != "cuda" or q.dtype not in (torch.float16, torch.bfloat16):
         return False
@@ -454,12 +475,15 @@ def _config(D: int):
 # barrier per tile (v1)
 VARIANT = os.environ.get("TILEFOLD_FWD_SM90_VARIANT", "ws")
 CONSUMER_REGS = 232
+# dropout in the warp-specialized kernel (the same Philox mask as forward.py's kernel); "0" sends dropout
+# calls to forward.py's kernel
+DROPOUT = os.environ.get("TILEFOLD_FWD_SM90_DROPOUT", "1") == "1"
 # ping-pong of the two warpgroups' products: +1-4% at hd128, -2 to -5% at hd64 (call 27); "1"/"0" force it
 _PP_ENV = os.environ.get("TILEFOLD_FWD_SM90_PINGPONG", "auto")
 PINGPONG = None if _PP_ENV == "auto" else _PP_ENV == "1"
 
 
-def attention_fwd_sm90(q, k, v, *, softmax_scale, window, out=None, lse=None):
+def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0, offset=0, out=None, lse=None):
     B, M, H, D = q.shape
     N, HK = k.shape[1], k.shape[2]
     left, right = window
@@ -482,7 +506,10 @@ def attention_fwd_sm90(q, k, v, *, softmax_scale, window, out=None, lse=None):
             out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
             M, N, H, H // HK, N - M, max(left, 0), max(right, 0), softmax_scale * LOG2E)
     if ws:
-        attention_fwd_sm90_ws_kernel[grid](*args, BLOCK_N=BLOCK_N, HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0,
+        drop = (as_int32(seed), as_int32(seed >> 32), as_int32(offset), dropout_threshold(dropout_p),
+                1.0 / (1.0 - dropout_p))
+        attention_fwd_sm90_ws_kernel[grid](*args, *drop, HAS_DROPOUT=dropout_p > 0,
+                                           BLOCK_N=BLOCK_N, HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0,
                                            HAS_HI=right >= 0, CONSUMER_REGS=CONSUMER_REGS,
                                            PINGPONG=(D == 128) if PINGPONG is None else PINGPONG,
                                            num_warps=4)

@@ -126,3 +126,56 @@ def as_int32(x: int) -> int:
     """A uint32 value as the signed int32 with the same bits (kernel arguments stay i32)."""
     x &= _MASK32
     return x - (1 << 32) if x >= (1 << 31) else x
+
+
+# ---------------------------------------------------------------------------------------------------
+# Gluon (the Hopper forward, tilefold/ops/attention/forward_sm90.py): the same generator, the same counters
+# and the same 16-bit pick, so its mask equals the Triton kernels' and the torch mirror's element for element
+
+try:
+    from triton.experimental import gluon as _gluon
+    from triton.experimental.gluon import language as _gl
+    _HAVE_GLUON = True
+except Exception:  # noqa: BLE001 - no Gluon: the Triton kernels carry dropout
+    _HAVE_GLUON = False
+
+if _HAVE_GLUON:
+
+    @_gluon.jit
+    def philox_4x32_gl(c0, c1, c2, c3, k0, k1, N_ROUNDS: _gl.constexpr):
+        for _ in _gl.static_range(N_ROUNDS):
+            p0 = c0.to(_gl.uint64) * 0xD2511F53
+            p1 = c2.to(_gl.uint64) * 0xCD9E8D57
+            hi0 = (p0 >> 32).to(_gl.uint32)
+            lo0 = p0.to(_gl.uint32)
+            hi1 = (p1 >> 32).to(_gl.uint32)
+            lo1 = p1.to(_gl.uint32)
+            c0 = hi1 ^ c1 ^ k0
+            c1 = lo1
+            c2 = hi0 ^ c3 ^ k1
+            c3 = lo0
+            k0 = k0 + 0x9E3779B9
+            k1 = k1 + 0xBB67AE85
+        return c0, c1, c2, c3
+
+    @_gluon.jit
+    def dropout_keep_gl(seed_lo, seed_hi, offset, bh, rows, col_base, cols, threshold):
+        """dropout_keep for a Gluon score tile: rows (absolute query rows) [R, 1] and cols (in-tile key
+        offsets) [1, C] in slices of the tile's layout, col_base a multiple of 16."""
+        k0 = seed_lo.to(_gl.uint32, bitcast=True)
+        k1 = seed_hi.to(_gl.uint32, bitcast=True)
+        rkey = (((rows >> 4) << 3) | (rows & 7)).to(_gl.uint32)
+        ckey = (((cols >> 4) << 2) | ((cols >> 1) & 3)).to(_gl.uint32) + (col_base >> 2)
+        zero = (rkey * 0) + (ckey * 0)
+        c1 = rkey + zero
+        c3 = ckey + zero
+        c0 = zero + bh.to(_gl.uint32)
+        c2 = zero + offset.to(_gl.uint32, bitcast=True)
+        r0, r1, r2, r3 = philox_4x32_gl(c0, c1, c2, c3, k0, k1, 7)
+        csel = (cols >> 3) & 1
+        rsel = (rows >> 3) & 1
+        w01 = _gl.where((csel + rsel * 0) != 0, r1, r0)
+        w23 = _gl.where((csel + rsel * 0) != 0, r3, r2)
+        w = _gl.where((rsel + csel * 0) != 0, w23, w01)
+        u = _gl.where(((cols & 1) + rows * 0) != 0, w, w << 16)
+        return u >= (threshold.to(_gl.uint32) << 16)
