@@ -27,6 +27,18 @@ def test_rows_view():
     assert sm90._rows_view(torch.empty(1, 33, 1, 64)) == (33, 64, 64)
 
 
+def test_layout_ok_ragged_keys_only_at_batch_one():
+    """seqlen_k not a multiple of the key tile: only batch 1 reads K / V through the flat view (no tile
+    reaches into another batch's rows)."""
+    def qkv(B, M, N, D=128):
+        return torch.empty(B, M, 4, D), torch.empty(B, N, 2, D), torch.empty(B, N, 2, D)
+    assert sm90._layout_ok(*qkv(1, 300, 1023))
+    assert not sm90._layout_ok(*qkv(2, 300, 1023))
+    assert sm90._layout_ok(*qkv(2, 300, 1024))
+    assert sm90._layout_ok(*qkv(2, 301, 1024, 64))
+    assert not sm90._layout_ok(*qkv(2, 0, 1024))
+
+
 def test_never_on_cpu():
     q = torch.randn(1, 16, 2, 64)
     assert not sm90.supported(q, q, q, softcap=0.0, window=(-1, -1), dropout_p=0.0, num_splits=1,
@@ -43,11 +55,12 @@ MASKS = [dict(), dict(causal=True), dict(window=(64, 0)), dict(window=(100, 37))
          dict(window=(0, -1)), dict(causal=True, window=(300, -1))]
 SEQS = [(1, 1), (17, 17), (128, 128), (1023, 1023), (113, 1023), (1023, 113), (1, 700), (2048, 4096),
         (4096, 2048), (300, 129)]
-GRID = [Case(2, M, N, H, HK, D, **m)
+# batch 2 where seqlen_k is a multiple of the 128-key tile, else batch 1 (the only batch that path takes)
+GRID = [Case(2 if N % 128 == 0 else 1, M, N, H, HK, D, **m)
         for (M, N), D, (H, HK), m in h.rotate_grid(SEQS, (64, 128), [(4, 4), (8, 2), (4, 1)], MASKS)]
-GRID += [Case(2, 1023, 1023, 8, 2, 128, causal=True, layout="packed"),
-         Case(1, 700, 300, 4, 4, 64, window=(16, 16), layout="packed"),
-         Case(2, 1023, 113, 8, 2, 128, causal=True)]  # rows that see no key
+GRID += [Case(1, 1023, 1023, 8, 2, 128, causal=True, layout="packed"),
+         Case(2, 1000, 1024, 4, 4, 64, window=(16, 16), layout="packed"),
+         Case(1, 1023, 113, 8, 2, 128, causal=True)]  # rows that see no key
 
 
 @pytest.fixture
@@ -116,8 +129,8 @@ def test_sm90_probs_do_not_change_out(count_sm90):
     assert torch.allclose(S.sum(-1), torch.ones_like(S.sum(-1)), atol=1e-3)
 
 
-VARIANT_CASES = [Case(2, 1023, 1023, 8, 2, 128, causal=True), Case(1, 700, 1500, 4, 4, 64, window=(100, 37)),
-                 Case(2, 129, 300, 4, 1, 128)]
+VARIANT_CASES = [Case(1, 1023, 1023, 8, 2, 128, causal=True), Case(1, 700, 1500, 4, 4, 64, window=(100, 37)),
+                 Case(2, 129, 384, 4, 1, 128)]
 
 
 @pytest.mark.gpu
@@ -132,8 +145,8 @@ def test_sm90_variants(case, variant, count_sm90, monkeypatch):
     assert count_sm90
 
 
-DROP_CASES = [Case(2, 1023, 1023, 8, 2, 128, causal=True), Case(1, 700, 1500, 4, 4, 64, window=(100, 37)),
-              Case(2, 300, 129, 4, 1, 128), Case(1, 256, 256, 2, 2, 128)]
+DROP_CASES = [Case(1, 1023, 1023, 8, 2, 128, causal=True), Case(1, 700, 1500, 4, 4, 64, window=(100, 37)),
+              Case(1, 300, 129, 4, 1, 128), Case(2, 256, 256, 2, 2, 128)]
 
 
 @pytest.mark.gpu
@@ -158,3 +171,22 @@ def test_sm90_dropout_same_mask(case, p, count_sm90, monkeypatch):
     torch.manual_seed(123)
     out_t = tilefold.attention(q, k, v, dropout_p=p, **case.opts)
     assert (out.float() - out_t.float()).abs().max().item() <= 2e-2 / (1 - p)
+
+
+@pytest.mark.gpu
+@needs_sm90
+def test_sm90_batches_stay_apart(count_sm90):
+    """inf / NaN in batch 1's K and V never reach batch 0's output (ragged seqlen_k at batch 2: the
+    Triton kernel; a multiple of the tile: the Gluon kernel, whose tiles then end at the batch edge)."""
+    from tilefold.ops.attention.naive import attention_ref
+    for N in (1000, 1024):
+        q = torch.randn(2, 300, 4, 128, device="cuda", dtype=torch.bfloat16)
+        k, v = (torch.randn(2, N, 4, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+        k[1, :64] = float("inf")
+        v[1, :64] = float("nan")
+        n = len(count_sm90)
+        out = tilefold.attention(q, k, v)
+        assert (len(count_sm90) > n) == (N % 128 == 0)
+        ref, _ = attention_ref(q[:1], k[:1], v[:1])
+        assert torch.isfinite(out[0]).all()
+        assert (out[0].double() - ref[0]).abs().max().item() < 2e-2

@@ -26,7 +26,9 @@ warp-specialized variant (returned probabilities
 come from a separate call of forward.py's kernel whose out / lse are discarded); K and V rows of
 consecutive batches evenly spaced (so a (batch·seqlen, heads·head_dim) view exists, e.g. contiguous or
 packed-QKV layouts) with TMA-compatible alignment. Rows past the end of a
-batch read the next batch's rows, which the seqlen mask removes (K, V) or the row mask never stores (Q).
+batch read the next batch's rows: for Q the row mask never stores them; for K / V only when seqlen_k is a
+multiple of the key tile or the batch is 1 (else a V row of the next batch, masked to probability 0, could
+still carry inf / NaN into 0·V), otherwise the call takes forward.py's kernel.
 """
 from __future__ import annotations
 
@@ -444,6 +446,11 @@ def supported(q, k, v, *, softcap, window, dropout_p, num_splits, varlen, shift_
         return False
     if _major(q.device.index if q.device.index is not None else torch.cuda.current_device()) != 9:
         return False
+    return _layout_ok(q, k, v)
+
+
+def _layout_ok(q, k, v) -> bool:
+    """The shape / stride / alignment half of ``supported`` (no device query)."""
     views = [_rows_view(t) for t in (q, k, v)]
     if any(vw is None for vw in views):
         return False
@@ -451,7 +458,14 @@ def supported(q, k, v, *, softcap, window, dropout_p, num_splits, varlen, shift_
     for t, (_, _, rs) in zip((q, k, v), views):
         if t.data_ptr() % 16 or (rs * es) % 16:
             return False
-    return min(q.shape[0], q.shape[1], q.shape[2], k.shape[1]) > 0
+    B, M, N = q.shape[0], q.shape[1], k.shape[1]
+    if min(B, M, q.shape[2], N) == 0 or B * M >= 2 ** 31 or B * N >= 2 ** 31:  # TMA coordinates are int32
+        return False
+    # K / V tiles are read through the (batch·seqlen_k) view: with seqlen_k not a multiple of the key tile, the
+    # last tile of batch b reaches into batch b + 1's rows; their scores are masked, but an inf / NaN in
+    # their V rows would still reach batch b's output through 0·V. Such calls take forward.py's kernel
+    # (whose per-(batch, head) descriptors zero-fill past seqlen_k).
+    return B == 1 or N % _config(q.shape[-1])[0] == 0
 
 
 @functools.lru_cache(maxsize=None)
