@@ -33,7 +33,7 @@ def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=N
     import inspect
     params = list(inspect.signature(fn.fn).parameters)
     nw = 4 if ws else F.NUM_WARPS
-    cons = dict(BLOCK_N=bn, HEAD_D=D, STAGES=st, HAS_LO=left, HAS_HI=causal or left, num_warps=nw)
+    cons = dict(BLOCK_N=bn, HEAD_D=D, STAGES=st, HAS_LO=left, HAS_HI=causal, num_warps=nw)
     if ws:
         cons["CONSUMER_REGS"] = regs
         cons["PINGPONG"] = pingpong

@@ -60,7 +60,10 @@ GRID = [Case(2 if N % 128 == 0 else 1, M, N, H, HK, D, **m)
         for (M, N), D, (H, HK), m in h.rotate_grid(SEQS, (64, 128), [(4, 4), (8, 2), (4, 1)], MASKS)]
 GRID += [Case(1, 1023, 1023, 8, 2, 128, causal=True, layout="packed"),
          Case(2, 1000, 1024, 4, 4, 64, window=(16, 16), layout="packed"),
-         Case(1, 1023, 113, 8, 2, 128, causal=True)]  # rows that see no key
+         Case(2, 1500, 384, 8, 2, 128, causal=True),          # rows and whole blocks that see no key
+         Case(2, 640, 640, 4, 4, 128, window=(0, 0)),         # each row sees one key
+         Case(2, 4096, 2048, 8, 2, 64, window=(300, -1)),     # left edge only, across many blocks
+         Case(1, 333, 999, 4, 1, 128, window=(-1, 2))]        # right edge only
 
 
 @pytest.fixture
@@ -146,7 +149,8 @@ def test_sm90_variants(case, variant, count_sm90, monkeypatch):
 
 
 DROP_CASES = [Case(1, 1023, 1023, 8, 2, 128, causal=True), Case(1, 700, 1500, 4, 4, 64, window=(100, 37)),
-              Case(1, 300, 129, 4, 1, 128), Case(2, 256, 256, 2, 2, 128)]
+              Case(1, 300, 129, 4, 1, 128), Case(2, 256, 256, 2, 2, 128),
+              Case(2, 1500, 384, 8, 2, 128, causal=True), Case(2, 512, 1024, 4, 4, 64, window=(200, -1))]
 
 
 @pytest.mark.gpu
@@ -190,3 +194,17 @@ def test_sm90_batches_stay_apart(count_sm90):
         ref, _ = attention_ref(q[:1], k[:1], v[:1])
         assert torch.isfinite(out[0]).all()
         assert (out[0].double() - ref[0]).abs().max().item() < 2e-2
+
+
+GRAD_CASES = [Case(2, 1024, 1024, 8, 2, 128, causal=True), Case(1, 700, 1500, 4, 4, 64, window=(100, 37)),
+              Case(2, 1500, 384, 4, 1, 128, causal=True)]
+
+
+@pytest.mark.gpu
+@needs_sm90
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=h.dtype_id)
+@pytest.mark.parametrize("case", GRAD_CASES, ids=h.case_id)
+def test_sm90_backward_on_its_out_lse(case, dtype, count_sm90):
+    """The backward (Triton kernels) consumes the Gluon forward's out and lse: every gradient under the 2x rule."""
+    h.check_case(case, dtype, device="cuda", grad=True)
+    assert count_sm90

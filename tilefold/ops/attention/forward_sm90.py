@@ -497,7 +497,8 @@ _PP_ENV = os.environ.get("TILEFOLD_FWD_SM90_PINGPONG", "auto")
 PINGPONG = None if _PP_ENV == "auto" else _PP_ENV == "1"
 
 
-def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0, offset=0, out=None, lse=None):
+def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0, offset=0):
+    """out (contiguous, like q) and lse (B, H, M) fp32: the kernel writes both with unit last-dim stride."""
     B, M, H, D = q.shape
     N, HK = k.shape[1], k.shape[2]
     left, right = window
@@ -511,10 +512,8 @@ def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0,
     for t, blk, lay in ((q, q_rows, q_lay), (k, BLOCK_N, kv_lay), (v, BLOCK_N, kv_lay)):
         rows, cols, rs = _rows_view(t)
         descs.append(TensorDescriptor(t, [rows, cols], [rs, 1], [blk, D], lay))
-    if out is None:
-        out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    if lse is None:
-        lse = torch.empty((B, H, M), device=q.device, dtype=torch.float32)
+    out = torch.empty_like(q, memory_format=torch.contiguous_format)
+    lse = torch.empty((B, H, M), device=q.device, dtype=torch.float32)
     grid = (cdiv(M, BLOCK_M), B * H)
     args = (descs[0], descs[1], descs[2], out, lse,
             out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
