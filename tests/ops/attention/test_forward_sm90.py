@@ -39,6 +39,14 @@ def test_layout_ok_ragged_keys_only_at_batch_one():
     assert not sm90._layout_ok(*qkv(2, 0, 1024))
 
 
+@pytest.mark.skipif(not sm90.HAVE_GLUON, reason="this Triton has no Gluon")
+def test_cached_smem_layout_is_the_default():
+    from triton.experimental.gluon import language as gl
+    for rows, D, dt, gdt in ((64, 128, torch.bfloat16, gl.bfloat16), (128, 64, torch.float16, gl.float16)):
+        assert sm90._smem_layout(rows, D, dt) == gl.NVMMASharedLayout.get_default_for([rows, D], gdt)
+        assert sm90._smem_layout(rows, D, dt) is sm90._smem_layout(rows, D, dt)
+
+
 def test_never_on_cpu():
     q = torch.randn(1, 16, 2, 64)
     assert not sm90.supported(q, q, q, softcap=0.0, window=(-1, -1), dropout_p=0.0, num_splits=1,
