@@ -78,6 +78,72 @@ if HAVE_GLUON:
         return gl.where(ok, s, float("-inf"))
 
     @gluon.jit
+    def _key_range(m0, rows, seqlen_k, shift, win_left, win_right,
+                   BLOCK_N: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr):
+        """First key (a tile multiple) and number of key tiles the query rows [m0, m0 + rows) can see."""
+        n_lo = 0
+        n_hi = seqlen_k
+        if HAS_HI:
+            n_hi = gl.minimum(n_hi, m0 + rows + shift + win_right)
+        if HAS_LO:
+            n_lo = gl.maximum(n_lo, m0 + shift - win_left)
+            n_lo = (n_lo // BLOCK_N) * BLOCK_N
+        n_hi = gl.maximum(n_hi, n_lo)
+        return n_lo, (n_hi - n_lo + BLOCK_N - 1) // BLOCK_N
+
+    @gluon.jit
+    def _mask_if_cut(s, offs_m, n, offs_n0, first_row, last_row, seqlen_k, shift, win_left, win_right,
+                     BLOCK_N: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr):
+        """Scores of the key tile at n for rows [first_row, last_row], masked only if the tile reaches past
+        the keys or crosses a mask edge of these rows (one uniform branch)."""
+        need = n + BLOCK_N > seqlen_k
+        if HAS_HI:
+            need = need | (n + BLOCK_N - 1 > first_row + shift + win_right)
+        if HAS_LO:
+            need = need | (n < last_row + shift - win_left)
+        if need:
+            s = _tile_mask(s, offs_m, n, offs_n0, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
+        return s
+
+    @gluon.jit
+    def _softmax_first(s, qk_scale):
+        """The first tile's (m, l, p): m in log2 units, from the unscaled scores (scale > 0)."""
+        m_i = gl.max(s, axis=1) * qk_scale
+        m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
+        p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(m_use, 1)))
+        return m_i, gl.sum(p, axis=1), p
+
+    @gluon.jit
+    def _softmax_next(s, m_i, l_i, qk_scale):
+        """(m, l) ⊕ tile: the new (m, l), the tile's p relative to the new m, and the accumulator's rescale."""
+        m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale)
+        m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = gl.exp2(m_i - m_use)
+        p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(m_use, 1)))
+        l_i = l_i * alpha + gl.sum(p, axis=1)
+        return m_new, l_i, p, alpha
+
+    @gluon.jit
+    def _store_rows(acc, l_i, m_i, O, LSE, b, h, r0, offs_m, seqlen_q, stride_ob, stride_om, stride_oh,
+                    stride_lb, stride_lh, out_scale, ROWS: gl.constexpr, HEAD_D: gl.constexpr,
+                    ROW_O: gl.constexpr, COL_O: gl.constexpr, SCALE_OUT: gl.constexpr):
+        """finalize and store rows [r0, r0 + ROWS): o = acc / l (0 for empty rows; times out_scale with
+        SCALE_OUT), lse natural log (-inf for empty rows)."""
+        empty = l_i == 0.0
+        l_safe = gl.where(empty, 1.0, l_i)
+        lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_safe)) * 0.6931471805599453)
+        o = acc / gl.expand_dims(gl.convert_layout(l_safe, ROW_O), 1)
+        if SCALE_OUT:
+            o = o * out_scale
+        rows_o = r0 + gl.arange(0, ROWS, layout=ROW_O)
+        cols_o = gl.arange(0, HEAD_D, layout=COL_O)
+        o_ptrs = O + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh \
+            + gl.expand_dims(rows_o.to(gl.int64) * stride_om, 1) + gl.expand_dims(cols_o, 0)
+        gl.store(o_ptrs, o.to(O.dtype.element_ty), mask=gl.expand_dims(rows_o < seqlen_q, 1))
+        l_ptrs = LSE + b.to(gl.int64) * stride_lb + h.to(gl.int64) * stride_lh + offs_m
+        gl.store(l_ptrs, lse, mask=offs_m < seqlen_q)
+
+    @gluon.jit
     def attention_fwd_sm90_kernel(
         q_desc, k_desc, v_desc, O, LSE,
         stride_ob, stride_om, stride_oh, stride_lb, stride_lh,
@@ -105,16 +171,7 @@ if HAVE_GLUON:
         row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
         col_o: gl.constexpr = gl.SliceLayout(0, o_layout)
 
-        # key range of this block: [n_lo, n_hi)
-        n_lo = 0
-        n_hi = seqlen_k
-        if HAS_HI:
-            n_hi = gl.minimum(n_hi, m0 + BM + shift + win_right)
-        if HAS_LO:
-            n_lo = gl.maximum(n_lo, m0 + shift - win_left)
-            n_lo = (n_lo // BLOCK_N) * BLOCK_N
-        n_hi = gl.maximum(n_hi, n_lo)
-        num_tiles = (n_hi - n_lo + BLOCK_N - 1) // BLOCK_N
+        n_lo, num_tiles = _key_range(m0, BM, seqlen_k, shift, win_left, win_right, BLOCK_N, HAS_LO, HAS_HI)
 
         q_smem = gl.allocate_shared_memory(dtype, [BM, HEAD_D], q_desc.layout)
         k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], k_desc.layout)
@@ -155,17 +212,9 @@ if HAVE_GLUON:
             # tile 0: scores, softmax
             mbarrier.wait(k_bar.index(0), 0)
             s = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False)
-            need = n_lo + BLOCK_N > seqlen_k
-            if HAS_HI:
-                need = need | (n_lo + BLOCK_N - 1 > m0 + shift + win_right)
-            if HAS_LO:
-                need = need | (n_lo < last_row + shift - win_left)
-            if need:
-                s = _tile_mask(s, offs_m, n_lo, offs_n0, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
-            m_i = gl.max(s, axis=1) * qk_scale
-            m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
-            p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(m_use, 1)))
-            l_i = gl.sum(p, axis=1)
+            s = _mask_if_cut(s, offs_m, n_lo, offs_n0, m0, last_row, seqlen_k, shift, win_left, win_right,
+                             BLOCK_N, HAS_LO, HAS_HI)
+            m_i, l_i, p = _softmax_first(s, qk_scale)
             p_op = gl.convert_layout(p.to(dtype), p_layout)
 
             for t in range(1, num_tiles):
@@ -179,19 +228,9 @@ if HAVE_GLUON:
                 o_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)
                 # the scores are the older group: wait for them, leave the P·V in flight
                 s = warpgroup_mma_wait(1, deps=(s_tok,))
-                need = n + BLOCK_N > seqlen_k
-                if HAS_HI:
-                    need = need | (n + BLOCK_N - 1 > m0 + shift + win_right)
-                if HAS_LO:
-                    need = need | (n < last_row + shift - win_left)
-                if need:
-                    s = _tile_mask(s, offs_m, n, offs_n0, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
-                m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale)
-                m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
-                alpha = gl.exp2(m_i - m_use)
-                p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(m_use, 1)))
-                l_i = l_i * alpha + gl.sum(p, axis=1)
-                m_i = m_new
+                s = _mask_if_cut(s, offs_m, n, offs_n0, m0, last_row, seqlen_k, shift, win_left, win_right,
+                                 BLOCK_N, HAS_LO, HAS_HI)
+                m_i, l_i, p, alpha = _softmax_next(s, m_i, l_i, qk_scale)
                 acc = warpgroup_mma_wait(0, deps=(o_tok,))
                 acc = acc * gl.expand_dims(gl.convert_layout(alpha, row_o), 1)
                 p_op = gl.convert_layout(p.to(dtype), p_layout)
@@ -216,18 +255,8 @@ if HAVE_GLUON:
             mbarrier.invalidate(k_bar.index(i))
             mbarrier.invalidate(v_bar.index(i))
 
-        # finalize: o = acc / l (0 for empty rows), lse natural log (-inf for empty rows)
-        empty = l_i == 0.0
-        l_safe = gl.where(empty, 1.0, l_i)
-        lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_safe)) * 0.6931471805599453)
-        o = acc / gl.expand_dims(gl.convert_layout(l_safe, row_o), 1)
-        rows_o = m0 + gl.arange(0, BM, layout=row_o)
-        cols_o = gl.arange(0, HEAD_D, layout=col_o)
-        o_ptrs = O + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh \
-            + gl.expand_dims(rows_o.to(gl.int64) * stride_om, 1) + gl.expand_dims(cols_o, 0)
-        gl.store(o_ptrs, o.to(dtype), mask=gl.expand_dims(rows_o < seqlen_q, 1))
-        l_ptrs = LSE + b.to(gl.int64) * stride_lb + h.to(gl.int64) * stride_lh + offs_m
-        gl.store(l_ptrs, lse, mask=offs_m < seqlen_q)
+        _store_rows(acc, l_i, m_i, O, LSE, b, h, m0, offs_m, seqlen_q, stride_ob, stride_om, stride_oh,
+                    stride_lb, stride_lh, 1.0, BM, HEAD_D, row_o, col_o, False)
 
 
 if HAVE_GLUON:
@@ -285,17 +314,9 @@ if HAVE_GLUON:
             s = warpgroup_mma(q_tile, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False)
             gl.thread_barrier()
             mbarrier.arrive(k_empty.index(0), count=1)
-            need = n_lo + BLOCK_N > seqlen_k
-            if HAS_HI:
-                need = need | (n_lo + BLOCK_N - 1 > r0 + shift + win_right)
-            if HAS_LO:
-                need = need | (n_lo < last_row + shift - win_left)
-            if need:
-                s = _tile_mask(s, offs_m, n_lo, offs_n0, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
-            m_i = gl.max(s, axis=1) * qk_scale
-            m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
-            p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(m_use, 1)))
-            l_i = gl.sum(p, axis=1)
+            s = _mask_if_cut(s, offs_m, n_lo, offs_n0, r0, last_row, seqlen_k, shift, win_left, win_right,
+                             BLOCK_N, HAS_LO, HAS_HI)
+            m_i, l_i, p = _softmax_first(s, qk_scale)
             if HAS_DROPOUT:  # l counts every probability; only the kept ones reach the accumulator
                 keep = dropout_keep_gl(seed_lo, seed_hi, rng_offset, bh, gl.expand_dims(offs_m, 1), n_lo,
                                        gl.expand_dims(offs_n0, 0), drop_thr)
@@ -317,19 +338,9 @@ if HAVE_GLUON:
                 s = warpgroup_mma_wait(1, deps=(s_tok,))
                 gl.thread_barrier()
                 mbarrier.arrive(k_empty.index(slot), count=1)
-                need = n + BLOCK_N > seqlen_k
-                if HAS_HI:
-                    need = need | (n + BLOCK_N - 1 > r0 + shift + win_right)
-                if HAS_LO:
-                    need = need | (n < last_row + shift - win_left)
-                if need:
-                    s = _tile_mask(s, offs_m, n, offs_n0, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
-                m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale)
-                m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
-                alpha = gl.exp2(m_i - m_use)
-                p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(m_use, 1)))
-                l_i = l_i * alpha + gl.sum(p, axis=1)
-                m_i = m_new
+                s = _mask_if_cut(s, offs_m, n, offs_n0, r0, last_row, seqlen_k, shift, win_left, win_right,
+                                 BLOCK_N, HAS_LO, HAS_HI)
+                m_i, l_i, p, alpha = _softmax_next(s, m_i, l_i, qk_scale)
                 acc = warpgroup_mma_wait(0, deps=(o_tok,))
                 gl.thread_barrier()
                 mbarrier.arrive(v_empty.index(prev), count=1)
@@ -343,19 +354,8 @@ if HAVE_GLUON:
             mbarrier.wait(v_full.index(last % STAGES), (last // STAGES) & 1)
             o_tok = warpgroup_mma(p_op, v_smem.index(last % STAGES), acc, is_async=True)
             acc = warpgroup_mma_wait(0, deps=(o_tok,))
-        empty = l_i == 0.0
-        l_safe = gl.where(empty, 1.0, l_i)
-        lse = gl.where(empty, float("-inf"), (m_i + gl.log2(l_safe)) * 0.6931471805599453)
-        o = acc / gl.expand_dims(gl.convert_layout(l_safe, row_o), 1)
-        if HAS_DROPOUT:
-            o = o * drop_rscale
-        rows_o = r0 + gl.arange(0, WG_M, layout=row_o)
-        cols_o = gl.arange(0, HEAD_D, layout=col_o)
-        o_ptrs = O + b.to(gl.int64) * stride_ob + h.to(gl.int64) * stride_oh \
-            + gl.expand_dims(rows_o.to(gl.int64) * stride_om, 1) + gl.expand_dims(cols_o, 0)
-        gl.store(o_ptrs, o.to(dtype), mask=gl.expand_dims(rows_o < seqlen_q, 1))
-        l_ptrs = LSE + b.to(gl.int64) * stride_lb + h.to(gl.int64) * stride_lh + offs_m
-        gl.store(l_ptrs, lse, mask=offs_m < seqlen_q)
+        _store_rows(acc, l_i, m_i, O, LSE, b, h, r0, offs_m, seqlen_q, stride_ob, stride_om, stride_oh,
+                    stride_lb, stride_lh, drop_rscale, WG_M, HEAD_D, row_o, col_o, HAS_DROPOUT)
 
     @gluon.jit
     def attention_fwd_sm90_ws_kernel(
@@ -378,15 +378,7 @@ if HAVE_GLUON:
         h = pid_bh % H
         hk = h // GROUP
         m0 = pid_m * (2 * WG_M)
-        n_lo = 0
-        n_hi = seqlen_k
-        if HAS_HI:
-            n_hi = gl.minimum(n_hi, m0 + 2 * WG_M + shift + win_right)
-        if HAS_LO:
-            n_lo = gl.maximum(n_lo, m0 + shift - win_left)
-            n_lo = (n_lo // BLOCK_N) * BLOCK_N
-        n_hi = gl.maximum(n_hi, n_lo)
-        num_tiles = (n_hi - n_lo + BLOCK_N - 1) // BLOCK_N
+        n_lo, num_tiles = _key_range(m0, 2 * WG_M, seqlen_k, shift, win_left, win_right, BLOCK_N, HAS_LO, HAS_HI)
 
         q_smem = gl.allocate_shared_memory(dtype, [2, WG_M, HEAD_D], q_desc.layout)
         k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], k_desc.layout)

@@ -141,22 +141,9 @@ except Exception:  # noqa: BLE001 - no Gluon: the Triton kernels carry dropout
 
 if _HAVE_GLUON:
 
-    @_gluon.jit
-    def philox_4x32_gl(c0, c1, c2, c3, k0, k1, N_ROUNDS: _gl.constexpr):
-        for _ in _gl.static_range(N_ROUNDS):
-            p0 = c0.to(_gl.uint64) * 0xD2511F53
-            p1 = c2.to(_gl.uint64) * 0xCD9E8D57
-            hi0 = (p0 >> 32).to(_gl.uint32)
-            lo0 = p0.to(_gl.uint32)
-            hi1 = (p1 >> 32).to(_gl.uint32)
-            lo1 = p1.to(_gl.uint32)
-            c0 = hi1 ^ c1 ^ k0
-            c1 = lo1
-            c2 = hi0 ^ c3 ^ k1
-            c3 = lo0
-            k0 = k0 + 0x9E3779B9
-            k1 = k1 + 0xBB67AE85
-        return c0, c1, c2, c3
+    # the rounds are written once: philox_4x32's body uses only names Gluon shares with triton.language
+    # (static_range, uint32 / uint64 casts, integer ops), so Gluon compiles the same function
+    philox_4x32_gl = _gluon.jit(philox_4x32.fn)
 
     @_gluon.jit
     def dropout_keep_gl(seed_lo, seed_hi, offset, bh, rows, col_base, cols, threshold):
