@@ -16,6 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import backward_sm90 as _sm90
 from . import config as _cfg
 from ..common.fold import LOG2E, score_transform
 from ..common.masks import block_order, key_tiles, query_tiles, sequence_bounds, visible
@@ -546,13 +547,14 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
     # head dim when the config asks (not for fp32: its exact delta needs dP as one dot, see the
     # preprocess kernel; and not below 16 columns per half, the smallest dot)
     split = cfg.dkdv_split_d if not exact and BD // max(cfg.dkdv_split_d, 1) >= 16 else 1
-    attention_bwd_dkdv_kernel[(cdiv(N, cfg.BLOCK_N) * split, B * HK)](
-        q, k, v, dout, lse2, delta, dk, dv,
-        *_strides(q), *_strides(k), *_strides(v), *_strides(dout), slb, slh, slm,
-        *_strides(dk), *_strides(dv), *scal, HK, H // HK, D, dlse_plane,
-        BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, USE_TMA=cfg.use_tma and descriptors_ok, SPLIT_D=split,
-        ONE_LOOP=_cfg.dkdv_one_loop(BD, left >= 0 or right >= 0, exact), EVEN_M=not varlen and M % cfg.BLOCK_M == 0,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages, **common)
+    if _cfg.BWD_SM90 != "0" and not _cfg.interpreter_enabled() and _sm90.supported(
+            q, k, v, dout, softcap=softcap, window=window, dropout_p=dropout_p, varlen=varlen,
+            shift_extra=shift_extra):
+        # Hopper: dK / dV from the warp-specialized Gluon kernel (backward_sm90.py)
+        _sm90.attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, softmax_scale=softmax_scale, window=window)
+    else:
+        _dkdv_launch(q, k, v, dout, lse2, delta, dk, dv, slb, slh, slm, scal, HK, H, D, dlse_plane, cfg, split,
+                     descriptors_ok, BD, left, right, exact, varlen, M, N, B, common)
     # dQ: query blocks of qcfg.BLOCK_M rows, key tiles of qcfg.BLOCK_N
     attention_bwd_dq_kernel[(cdiv(M, qcfg.BLOCK_M), B * H)](
         q, k, v, dout, lse2, delta, dq,
@@ -561,3 +563,14 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
         BLOCK_M=qcfg.BLOCK_M, BLOCK_N=qcfg.BLOCK_N, USE_TMA=qcfg.use_tma and descriptors_ok,
         num_warps=qcfg.num_warps, num_stages=qcfg.num_stages, **common)
     return dq, dk, dv
+
+
+def _dkdv_launch(q, k, v, dout, lse2, delta, dk, dv, slb, slh, slm, scal, HK, H, D, dlse_plane, cfg, split,
+                 descriptors_ok, BD, left, right, exact, varlen, M, N, B, common):
+    attention_bwd_dkdv_kernel[(cdiv(N, cfg.BLOCK_N) * split, B * HK)](
+        q, k, v, dout, lse2, delta, dk, dv,
+        *_strides(q), *_strides(k), *_strides(v), *_strides(dout), slb, slh, slm,
+        *_strides(dk), *_strides(dv), *scal, HK, H // HK, D, dlse_plane,
+        BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, USE_TMA=cfg.use_tma and descriptors_ok, SPLIT_D=split,
+        ONE_LOOP=_cfg.dkdv_one_loop(BD, left >= 0 or right >= 0, exact), EVEN_M=not varlen and M % cfg.BLOCK_M == 0,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages, **common)

@@ -1,0 +1,83 @@
+"""Offline sm_90 compile of the Gluon dK/dV kernel (tilefold/ops/attention/backward_sm90.py), no GPU needed:
+registers, spills, shared memory and the main loop's SASS instruction mix.
+Usage: python scripts/compile_gluon_bwd.py [--d 128] [--causal] [--left] [--block-m N] [--stages N] [--regs N] [--dump F]"""
+import argparse
+import collections
+import inspect
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.runtime.jit import mangle_type
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from tilefold.ops.attention import backward_sm90 as B  # noqa: E402
+from triton.experimental.gluon import language as gl  # noqa: E402
+from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: E402
+
+_BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+
+
+def compile_bwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_m=None, stages=None, regs=None):
+    bm, st = B._config(D)
+    bm, st = block_m or bm, stages or st
+    gdt = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
+    x = torch.empty(4096, 2048, dtype=dtype)
+    lay = lambda blk: gl.NVMMASharedLayout.get_default_for([blk, D], gdt)  # noqa: E731
+    descs = {n: TensorDescriptor(x, [4096, 2048], [2048, 1], [blk, D], lay(blk))
+             for n, blk in (("q_desc", bm), ("k_desc", B.WG_N), ("v_desc", B.WG_N), ("do_desc", bm))}
+    fn = B.attention_bwd_dkdv_sm90_kernel
+    params = list(inspect.signature(fn.fn).parameters)
+    cons = dict(HEAD_D=D, STAGES=st, HAS_LO=left, HAS_HI=causal, CONSUMER_REGS=regs or B.CONSUMER_REGS, num_warps=4)
+    sig = {}
+    for n in params:
+        if n in cons:
+            sig[n] = "constexpr"
+        elif n in descs:
+            sig[n] = mangle_type(descs[n])
+        elif n in ("DK", "DV"):
+            sig[n] = "*bf16" if dtype == torch.bfloat16 else "*fp16"
+        elif n in ("LSE2", "DELTA"):
+            sig[n] = "*fp32"
+        elif n in ("qk_scale", "sm_scale"):
+            sig[n] = "fp32"
+        else:
+            sig[n] = "i32"
+    div = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(params)
+           if sig[n].startswith("*") or n.startswith("stride_")}
+    src = GluonASTSource(fn, sig, constexprs={(params.index(k),): v for k, v in cons.items()}, attrs=div)
+    k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, num_stages=1))
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(k.asm["cubin"])
+        f.flush()
+        sass = subprocess.run([os.path.join(_BIN, "nvdisasm"), "-c", f.name], capture_output=True, text=True).stdout
+        res = subprocess.run([os.path.join(_BIN, "cuobjdump"), "-res-usage", f.name], capture_output=True, text=True).stdout
+    return k, sass, res
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--d", type=int, default=128)
+    ap.add_argument("--causal", action="store_true")
+    ap.add_argument("--left", action="store_true")
+    ap.add_argument("--block-m", type=int)
+    ap.add_argument("--stages", type=int)
+    ap.add_argument("--regs", type=int)
+    ap.add_argument("--fp16", action="store_true")
+    ap.add_argument("--dump")
+    a = ap.parse_args()
+    k, sass, res = compile_bwd(a.d, a.causal, a.left, torch.float16 if a.fp16 else torch.bfloat16,
+                               a.block_m, a.stages, a.regs)
+    print(res.strip().splitlines()[-1] if res.strip() else "")
+    print("shared", k.metadata.shared)
+    ops = collections.Counter(re.findall(r"^\s+/\*[0-9a-f]{4,6}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", sass, re.M))
+    print("total SASS", sum(ops.values()), "LDL/STL", ops["LDL"], ops["STL"], "HGMMA", ops["HGMMA"],
+          "MUFU", ops["MUFU"], "WARPGROUP", ops["WARPGROUP"])
+    if a.dump:
+        open(a.dump, "w").write(sass)

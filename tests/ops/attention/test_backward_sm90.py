@@ -1,0 +1,240 @@
+"""The Hopper Gluon dK/dV kernel (tilefold/ops/attention/backward_sm90.py; the preprocess and the dQ kernel
+stay backward.py's Triton ones).
+
+CPU tier: which calls it takes (never CPU tensors) and the (batch·seqlen, heads·head_dim) views of q, k, v and
+dout it reads through. GPU tier (sm_90 only): the path is taken for the cases it claims, every gradient meets
+the 2x rule against fp64, and its dK / dV agree with backward.py's Triton dK/dV kernel (TILEFOLD_BWD_SM90=0)
+over masks, lengths that are not multiples of the tiles, GQA/MQA, packed layouts and rows that see no key;
+batch 1's inf / NaN never reach batch 0; the result is bitwise repeatable; the inputs are left alone.
+"""
+import pytest
+import torch
+
+import attention_helpers as h
+
+import tilefold
+from tilefold.ops.attention import backward_sm90 as bw
+from tilefold.ops.attention import config as cfg
+
+Case = h.Case
+
+
+def _t(B, S, H, D, dtype=torch.bfloat16):
+    return torch.empty(B, S, H, D, dtype=dtype)
+
+
+def _args(B, M, N, H=4, HK=2, D=128):
+    q = _t(B, M, H, D)
+    return q, _t(B, N, HK, D), _t(B, N, HK, D), _t(B, M, H, D)
+
+
+def test_layout_ok_query_tiles_end_at_the_batch_edge():
+    """Query tiles of 64 rows are read through the flat (batch·seqlen_q) view: seqlen_q not a multiple of 64
+    only at batch 1 (a ragged last tile at batch > 1 would read the next batch's Q / dO rows). Ragged seqlen_k
+    is fine at any batch (a key row only touches its own dK / dV row)."""
+    assert bw._layout_ok(*_args(1, 300, 1023))          # batch 1: ragged M and N
+    assert bw._layout_ok(*_args(1, 1, 700, 4, 4, 64))
+    assert not bw._layout_ok(*_args(2, 300, 1024))      # batch 2, M % 64 != 0
+    assert not bw._layout_ok(*_args(2, 1, 1))
+    assert not bw._layout_ok(*_args(2, 1023, 1023, D=64))
+    assert bw._layout_ok(*_args(2, 128, 1000))          # batch 2, M % 64 == 0, ragged N
+    assert bw._layout_ok(*_args(2, 320, 129, 4, 1, 64))
+    assert bw._layout_ok(*_args(2, 4096, 2048, 8, 2))
+
+
+def test_layout_ok_packed_views():
+    qkv = torch.empty(2, 128, 3, 4, 64, dtype=torch.bfloat16)          # (B, S, 3, H, D)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    assert bw._layout_ok(q, k, v, torch.empty_like(q))
+    qkv = torch.empty(1, 333, 8 + 2 * 2, 128, dtype=torch.bfloat16)    # (B, S, H + 2 HK, D), h.make_qkv's
+    q, k, v = qkv[:, :, :8], qkv[:, :, 8:10], qkv[:, :, 10:]
+    assert bw._layout_ok(q, k, v, torch.empty_like(q, memory_format=torch.contiguous_format))
+    q = _t(2, 128, 4, 64)
+    kv = torch.empty(2, 1000, 2, 4, 64, dtype=torch.bfloat16)          # q alone, k / v from one (B, N, 2, HK, D)
+    assert bw._layout_ok(q, kv[:, :, 0], kv[:, :, 1], torch.empty_like(q))
+
+
+def test_layout_ok_rejects_other_strides():
+    q, k, v, do = _args(1, 128, 128)
+    assert bw._layout_ok(q, k, v, do)
+    padded = torch.empty(1, 128, 4, 256, dtype=torch.bfloat16)[..., :128]     # padded head dim
+    assert not bw._layout_ok(padded, k, v, do)
+    assert not bw._layout_ok(q, k, v, padded)                                  # dout counts too
+    assert not bw._layout_ok(q, torch.empty(1, 128, 2, 256, dtype=torch.bfloat16)[..., 128:], v, do)
+    heads_outer = torch.empty(1, 4, 128, 128, dtype=torch.bfloat16).transpose(1, 2)
+    assert not bw._layout_ok(heads_outer, k, v, do)
+    assert not bw._layout_ok(q, k, v, heads_outer)
+    # a data pointer 2 bytes past 16-byte alignment
+    off = torch.empty(1 + 128 * 4 * 128, dtype=torch.bfloat16)[1:].view(1, 128, 4, 128)
+    assert not bw._layout_ok(off, k, v, do)
+    assert not bw._layout_ok(q, k, v, off)
+    # row stride 4·128 + 4 elements = 1032 bytes, not a multiple of 16
+    odd = torch.empty(128 * 516, dtype=torch.bfloat16).as_strided((1, 128, 4, 128), (128 * 516, 516, 128, 1))
+    assert not bw._layout_ok(odd, k, v, do)
+
+
+@pytest.mark.parametrize("B,M,N,H,HK", [(0, 128, 128, 4, 4), (1, 0, 128, 4, 4), (1, 128, 0, 4, 4),
+                                        (2, 128, 0, 4, 4), (1, 128, 128, 0, 0)])
+def test_layout_ok_rejects_zero_sizes(B, M, N, H, HK):
+    assert not bw._layout_ok(*_args(B, M, N, H, HK))
+
+
+def test_never_on_cpu():
+    for dt in (torch.bfloat16, torch.float16):
+        q = torch.randn(1, 128, 4, 128).to(dt)
+        assert not bw.supported(q, q, q, q, softcap=0.0, window=(-1, -1), dropout_p=0.0, varlen=False,
+                                shift_extra=0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# GPU tier
+
+
+def _is_sm90():
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+
+
+needs_sm90 = pytest.mark.skipif(not (_is_sm90() and bw.HAVE_GLUON), reason="needs a Hopper (sm_90) GPU and Gluon")
+
+MASKS = [dict(), dict(causal=True), dict(window=(64, 0)), dict(window=(100, 37)), dict(window=(-1, 5)),
+         dict(window=(0, -1)), dict(causal=True, window=(300, -1))]
+SEQS = [(1, 1), (17, 17), (128, 128), (1023, 1023), (113, 1023), (1023, 113), (1, 700), (2048, 4096),
+        (4096, 2048), (320, 129), (300, 129)]
+# batch 2 where seqlen_q is a multiple of the 64-row query tile, else batch 1 (the only batch that path takes)
+GRID = [Case(2 if M % 64 == 0 else 1, M, N, H, HK, D, **m)
+        for (M, N), D, (H, HK), m in h.rotate_grid(SEQS, (64, 128), [(4, 4), (8, 2), (4, 1)], MASKS)]
+GRID += [Case(1, 1023, 1023, 8, 2, 128, causal=True, layout="packed"),
+         Case(2, 1024, 1000, 4, 4, 64, window=(16, 16), layout="packed"),   # q alone, packed k / v, ragged N
+         Case(2, 1536, 384, 8, 2, 128, causal=True),          # rows and whole query tiles that see no key
+         Case(2, 640, 640, 4, 4, 128, window=(0, 0)),         # each row sees one key
+         Case(2, 4096, 2048, 8, 2, 64, window=(300, -1)),     # left edge only, over many query tiles
+         Case(1, 333, 999, 4, 1, 128, window=(-1, 2))]        # right edge only
+
+# Gluon vs Triton dK / dV: max|gluon - triton| <= TOL * max|triton| (+1e-5), i.e. relative to the scale of
+# the gradient (both round P / dS to the input dtype in their own order, so they differ by a few ulps of
+# the largest terms, not of each element).
+TOL = {torch.bfloat16: 2e-2, torch.float16: 5e-3}
+
+
+@pytest.fixture
+def count_sm90(monkeypatch):
+    calls = []
+    real = bw.attention_dkdv_sm90
+
+    def counted(*a, **kw):
+        calls.append(1)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(bw, "attention_dkdv_sm90", counted)
+    monkeypatch.setattr(cfg, "BWD_SM90", "1")  # whatever the environment says
+    return calls
+
+
+@h.cuda_guard
+def _against_triton(case, dtype, calls, monkeypatch):
+    """The same inputs and upstream gradients through the Gluon dK/dV, then through backward.py's."""
+    q, k, v = h.make_qkv(case, dtype, "cuda")
+    dout, dlse = h.make_grads(q, case.H, case.M)
+    n = len(calls)
+    g = h.run_tilefold(q, k, v, case.opts, dout=dout, dlse=dlse)
+    assert len(calls) > n, "the Gluon dK/dV was not taken"
+    monkeypatch.setattr(cfg, "BWD_SM90", "0")
+    n = len(calls)
+    t = h.run_tilefold(q, k, v, case.opts, dout=dout, dlse=dlse)
+    assert len(calls) == n, "TILEFOLD_BWD_SM90=0 still took the Gluon dK/dV"
+    # the forward, the preprocess and the dQ kernel are the same kernels on both paths
+    for name in ("out", "lse", "dq"):
+        assert torch.equal(g[name], t[name]), f"{name} differs between the two paths"
+    for name in ("dk", "dv"):
+        a, b = g[name].double(), t[name].double()
+        assert torch.isfinite(a).all() and torch.isfinite(b).all(), name
+        err, scale = (a - b).abs().max().item(), b.abs().max().item()
+        assert err <= TOL[dtype] * scale + 1e-5, f"{name}: max|gluon - triton| = {err:.3e}, max|triton| = {scale:.3e}"
+
+
+@pytest.mark.gpu
+@needs_sm90
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=h.dtype_id)
+@pytest.mark.parametrize("case", GRID, ids=h.case_id)
+def test_sm90_backward(case, dtype, count_sm90, monkeypatch):
+    h.check_case(case, dtype, device="cuda", grad=True)
+    assert count_sm90, "the Gluon dK/dV was not taken"
+    _against_triton(case, dtype, count_sm90, monkeypatch)
+
+
+def _backward(q, k, v, *, varlen=None, **kw):
+    xs = [t.detach().requires_grad_() for t in (q, k, v)]
+    if varlen is None:
+        out = tilefold.attention(*xs, **kw)
+    else:
+        out = tilefold.varlen_attention(*xs, *varlen, **kw)
+    out.backward(torch.randn_like(out))
+    return [x.grad for x in xs]
+
+
+@pytest.mark.gpu
+@needs_sm90
+def test_sm90_bwd_not_taken_outside_scope(count_sm90):
+    def qkv(B=1, M=256, D=128, dtype=torch.bfloat16):
+        return [torch.randn(B, M, 4, D, device="cuda", dtype=dtype) for _ in range(3)]
+    _backward(*qkv(D=96))                                  # head dim 96
+    _backward(*qkv(dtype=torch.float32))                   # fp32
+    _backward(*qkv(), softcap=5.0)                         # softcap
+    _backward(*qkv(), dropout_p=0.1)                       # dropout
+    q, k, v = (torch.randn(300, 4, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    cu = h.make_cu([100, 200], "cuda")
+    _backward(q, k, v, varlen=(cu, cu, 200, 200), causal=True)   # varlen
+    _backward(*qkv(B=2, M=100))                            # batch 2, seqlen_q % 64 != 0
+    assert not count_sm90
+    _backward(*qkv())
+    assert count_sm90
+
+
+@pytest.mark.gpu
+@needs_sm90
+@pytest.mark.parametrize("opts", [dict(), dict(causal=True)], ids=["full", "causal"])
+def test_sm90_bwd_batches_stay_apart(opts, count_sm90):
+    """inf / NaN in batch 1's K, V and dO never reach batch 0's gradients: seqlen_q = 128 (query tiles end at
+    the batch edge, the Gluon path at batch 2) with ragged seqlen_k = 1000 (batch 0's last key block reaches
+    into batch 1's K / V rows through the flat view)."""
+    q = torch.randn(2, 128, 4, 128, device="cuda", dtype=torch.bfloat16)
+    k, v = (torch.randn(2, 1000, 2, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    dout = torch.randn_like(q)
+    k[1, :64] = float("inf")
+    v[1, :64] = float("nan")
+    dout[1, :64] = float("nan")
+    dout[1, 64:] = float("inf")
+    res = h.run_tilefold(q, k, v, opts, dout=dout, grad_into="out")
+    assert count_sm90, "the Gluon dK/dV was not taken"
+    ref64 = h.run_reference(q[:1], k[:1], v[:1], opts, torch.float64, dout=dout[:1], grad_into="out")
+    low = h.run_reference(q[:1], k[:1], v[:1], opts, torch.bfloat16, dout=dout[:1], grad_into="out")
+    for n in ("out", "dq", "dk", "dv"):
+        assert torch.isfinite(res[n][0]).all(), f"batch 0's {n} is not finite"
+        h.assert_close_2x(res[n][:1], ref64[n], low[n], name=n)
+
+
+@pytest.mark.gpu
+@needs_sm90
+def test_sm90_bwd_deterministic(count_sm90):
+    c = Case(2, 2048, 2048, 8, 2, 128, causal=True)
+    q, k, v = h.make_qkv(c, torch.bfloat16, "cuda")
+    dout, dlse = h.make_grads(q, c.H, c.M)
+    a = h.run_tilefold(q, k, v, c.opts, dout=dout, dlse=dlse, deterministic=True)
+    b = h.run_tilefold(q, k, v, c.opts, dout=dout, dlse=dlse, deterministic=True)
+    assert len(count_sm90) == 2
+    for n in ("dq", "dk", "dv"):
+        assert torch.equal(a[n], b[n]), f"{n} differs between two identical backward calls"
+
+
+@pytest.mark.gpu
+@needs_sm90
+@pytest.mark.parametrize("case", [Case(2, 1024, 1024, 8, 2, 128, causal=True, layout="packed"),
+                                  Case(1, 300, 129, 4, 1, 64, window=(100, 37))], ids=h.case_id)
+def test_sm90_bwd_does_not_mutate_inputs(case, count_sm90):
+    q, k, v = h.make_qkv(case, torch.bfloat16, "cuda")
+    dout, dlse = h.make_grads(q, case.H, case.M)
+    before = [t.clone() for t in (q, k, v, dout, dlse)]
+    h.run_tilefold(q, k, v, case.opts, dout=dout, dlse=dlse)
+    assert count_sm90, "the Gluon dK/dV was not taken"
+    for name, t, c in zip(("q", "k", "v", "dout", "dlse"), (q, k, v, dout, dlse), before):
+        assert torch.equal(t, c), f"{name} was modified"

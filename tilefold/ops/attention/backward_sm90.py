@@ -1,0 +1,305 @@
+"""Hopper (sm_90) dK / dV in Gluon: the key-stationary half of the backward with the tensor-core schedule
+written out by hand. The preprocess (delta, lse in log2 units) and the dQ kernel stay backward.py's.
+
+Why: backward.py's Triton dK/dV kernel holds dK and dV (2 x 128 fp32 registers per thread at 64 x 128 with
+8 warps) and spills at the 255-register ceiling (benchmarks/NOTES.md, "Why causal backward lags"); Triton
+3.6 can neither give its math warps more registers than its loads nor keep a product in flight across the
+elementwise work. Gluon can: warp specialization with register reallocation (two consumer warpgroups at
+up to 256 registers, a one-warp TMA loader at 24) and the asynchronous warpgroup MMA.
+
+One program owns a key block of 128 keys of one (batch, key head); each of its two consumer warpgroups
+owns 64 of them (the wgmma M) and keeps their dK, dV in registers. For every query head of the GQA group
+and every query tile (BLOCK_M rows) that sees the block, per warpgroup:
+
+    S^T  = K_w Q^T            (async)
+    dP^T = V_w dO^T           (async, behind S^T)
+    wait for S^T -> P^T = exp2(S^T * scale * log2e - lse2)   (masked only on tiles the mask cuts)
+    dV  += P^T dO            (async; P^T from registers)
+    wait for dP^T -> dS^T = P^T (dP^T - delta)               (while dV runs)
+    dK  += dS^T Q            (async; dS^T from registers)
+    wait for both -> release the Q and dO slots
+
+A one-warp loader streams the Q and dO tiles through a ring of STAGES slots (one "full" mbarrier per slot
+and operand, one "empty" of count 2 that each warpgroup arrives on), so the two warpgroups drift apart
+and one's exponentials run under the other's products. dK is scaled by softmax_scale at the end. No
+atomics: deterministic, and dK / dV are summed over the GQA group in registers.
+
+Rows: query rows past seqlen_q get lse2 = +inf (P = 0, and delta 0); the Q / dO tiles are read through the
+(batch·seqlen_q, heads·head_dim) view, so a ragged last query tile would read the next batch's rows (an
+inf / NaN there would reach dK / dV through 0·x): batch > 1 needs seqlen_q a multiple of BLOCK_M (else
+backward.py's kernel). Key rows past seqlen_k (the next batch's, or TMA's zero fill) only reach their own
+dK / dV rows, which are not stored.
+
+Scope: CUDA capability 9.x, fp16 / bf16, head dim 64 or 128, fixed lengths, no softcap, no dropout (those
+stay on backward.py's kernel). No interpreter runs Gluon: the CPU tier tests the dispatch, the GPU tier
+the kernel (tests/ops/attention/test_backward_sm90.py).
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+try:  # Gluon is experimental in Triton 3.6; its absence only disables this path
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma,
+                                                                   warpgroup_mma, warpgroup_mma_wait)
+    HAVE_GLUON = True
+except Exception:  # noqa: BLE001 - any import problem means: no Gluon path
+    HAVE_GLUON = False
+
+from ..common.host import cdiv
+from .forward_sm90 import _major, _rows_view, _smem_layout
+
+LOG2E = 1.4426950408889634
+WG_N = 64          # keys per consumer warpgroup (the wgmma M)
+BLOCK_N = 2 * WG_N  # keys per program
+
+
+if HAVE_GLUON:
+
+    @gluon.jit
+    def _bwd_loader(q_desc, k_desc, v_desc, do_desc, q_smem, k_smem, v_smem, do_smem, kv_bar,
+                    q_full, do_full, q_empty, do_empty, b, hk, n0, m_start, n_mt, num_tiles,
+                    seqlen_q, seqlen_k, GROUP,
+                    BLOCK_M: gl.constexpr, HEAD_D: gl.constexpr, STAGES: gl.constexpr):
+        """One warp: K and V of the block once, then Q and dO tiles into the ring; a slot is refilled once
+        both consumer warpgroups have released it (q_empty / do_empty count two arrivals)."""
+        WN: gl.constexpr = k_desc.block_type.shape[0]
+        mbarrier.expect(kv_bar, 2 * k_desc.block_type.nbytes + 2 * v_desc.block_type.nbytes)
+        for w in gl.static_range(2):
+            tma.async_copy_global_to_shared(k_desc, [b * seqlen_k + n0 + w * WN, hk * HEAD_D], kv_bar,
+                                            k_smem.index(w))
+            tma.async_copy_global_to_shared(v_desc, [b * seqlen_k + n0 + w * WN, hk * HEAD_D], kv_bar,
+                                            v_smem.index(w))
+        for t in range(num_tiles):
+            g = t // n_mt
+            m = m_start + (t - g * n_mt) * BLOCK_M
+            col = (hk * GROUP + g) * HEAD_D
+            slot = t % STAGES
+            if t >= STAGES:
+                mbarrier.wait(q_empty.index(slot), ((t // STAGES) - 1) & 1)
+            mbarrier.expect(q_full.index(slot), q_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(q_desc, [b * seqlen_q + m, col], q_full.index(slot), q_smem.index(slot))
+            if t >= STAGES:
+                mbarrier.wait(do_empty.index(slot), ((t // STAGES) - 1) & 1)
+            mbarrier.expect(do_full.index(slot), do_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(do_desc, [b * seqlen_q + m, col], do_full.index(slot),
+                                            do_smem.index(slot))
+
+    @gluon.jit
+    def _bwd_consumer(q_smem, k_smem, v_smem, do_smem, kv_bar, q_full, do_full, q_empty, do_empty,
+                      LSE2, DELTA, DK, DV, stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh,
+                      stride_dvb, stride_dvn, stride_dvh, b, hk, n0, m_start, n_mt, num_tiles,
+                      seqlen_q, seqlen_k, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
+                      WG: gl.constexpr, WN: gl.constexpr, BLOCK_M: gl.constexpr, HEAD_D: gl.constexpr,
+                      STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr):
+        """One warpgroup: keys [n0 + WG·WN, + WN) of the block, their dK / dV over every query tile."""
+        dtype: gl.constexpr = q_smem.dtype
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, BLOCK_M, 16])
+        o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, HEAD_D, 16])
+        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+        row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
+        col_s: gl.constexpr = gl.SliceLayout(0, s_layout)
+        row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
+        col_o: gl.constexpr = gl.SliceLayout(0, o_layout)
+        nw = n0 + WG * WN
+        offs_n = nw + gl.arange(0, WN, layout=row_s)
+        offs_m0 = gl.arange(0, BLOCK_M, layout=col_s)
+        k_tile = k_smem.index(WG)
+        v_tile = v_smem.index(WG)
+        dk = gl.zeros([WN, HEAD_D], gl.float32, layout=o_layout)
+        dv = gl.zeros([WN, HEAD_D], gl.float32, layout=o_layout)
+        s_zero = gl.zeros([WN, BLOCK_M], gl.float32, layout=s_layout)
+        mbarrier.wait(kv_bar, 0)
+        for t in range(num_tiles):
+            g = t // n_mt
+            m = m_start + (t - g * n_mt) * BLOCK_M
+            h = hk * GROUP + g
+            slot = t % STAGES
+            phase = (t // STAGES) & 1
+            offs_m = m + offs_m0
+            l_ptrs = b.to(gl.int64) * stride_lb + h.to(gl.int64) * stride_lh + offs_m
+            in_q = offs_m < seqlen_q
+            lse2 = gl.load(LSE2 + l_ptrs, mask=in_q, other=float("inf"))
+            dlt = gl.load(DELTA + l_ptrs, mask=in_q, other=0.0)
+            mbarrier.wait(q_full.index(slot), phase)
+            s_tok = warpgroup_mma(k_tile, q_smem.index(slot).permute((1, 0)), s_zero, use_acc=False,
+                                  is_async=True)
+            mbarrier.wait(do_full.index(slot), phase)
+            dp_tok = warpgroup_mma(v_tile, do_smem.index(slot).permute((1, 0)), s_zero, use_acc=False,
+                                   is_async=True)
+            s = warpgroup_mma_wait(1, deps=(s_tok,))
+            p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(lse2, 0)))
+            # the mask, only where this tile crosses an edge (one uniform branch): query i sees key j iff
+            # i + shift - win_left <= j <= i + shift + win_right
+            need = False
+            if HAS_HI:
+                need = need | (nw + WN - 1 > m + shift + win_right)
+            if HAS_LO:
+                need = need | (nw < m + BLOCK_M - 1 + shift - win_left)
+            if need:
+                ok = gl.expand_dims(offs_n, 1) >= 0
+                if HAS_HI:
+                    ok = ok & (gl.expand_dims(offs_n, 1) <= gl.expand_dims(offs_m + (shift + win_right), 0))
+                if HAS_LO:
+                    ok = ok & (gl.expand_dims(offs_n, 1) >= gl.expand_dims(offs_m + (shift - win_left), 0))
+                p = gl.where(ok, p, 0.0)
+            p_op = gl.convert_layout(p.to(dtype), p_layout)
+            dv_tok = warpgroup_mma(p_op, do_smem.index(slot), dv, is_async=True)
+            dp = warpgroup_mma_wait(1, deps=(dp_tok,))
+            ds = p * (dp - gl.expand_dims(dlt, 0))
+            ds_op = gl.convert_layout(ds.to(dtype), p_layout)
+            dk_tok = warpgroup_mma(ds_op, q_smem.index(slot), dk, is_async=True)
+            dv, dk = warpgroup_mma_wait(0, deps=(dv_tok, dk_tok))
+            gl.thread_barrier()
+            mbarrier.arrive(q_empty.index(slot), count=1)
+            mbarrier.arrive(do_empty.index(slot), count=1)
+        dk = dk * sm_scale
+        rows = nw + gl.arange(0, WN, layout=row_o)
+        cols = gl.arange(0, HEAD_D, layout=col_o)
+        keep = gl.expand_dims(rows < seqlen_k, 1)
+        r64 = gl.expand_dims(rows.to(gl.int64), 1)
+        dk_ptrs = DK + b.to(gl.int64) * stride_dkb + hk.to(gl.int64) * stride_dkh + r64 * stride_dkn \
+            + gl.expand_dims(cols, 0)
+        dv_ptrs = DV + b.to(gl.int64) * stride_dvb + hk.to(gl.int64) * stride_dvh + r64 * stride_dvn \
+            + gl.expand_dims(cols, 0)
+        gl.store(dk_ptrs, dk.to(DK.dtype.element_ty), mask=keep)
+        gl.store(dv_ptrs, dv.to(DV.dtype.element_ty), mask=keep)
+
+    @gluon.jit
+    def attention_bwd_dkdv_sm90_kernel(
+        q_desc, k_desc, v_desc, do_desc, LSE2, DELTA, DK, DV,
+        stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh, stride_dvb, stride_dvn, stride_dvh,
+        seqlen_q, seqlen_k, HK, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
+        HEAD_D: gl.constexpr, STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr,
+        CONSUMER_REGS: gl.constexpr, num_warps: gl.constexpr,
+    ):
+        """Grid (key blocks of 2·WN keys, batch·key heads); the first key blocks see the most queries under
+        a causal mask and go first."""
+        WN: gl.constexpr = k_desc.block_type.shape[0]
+        BLOCK_M: gl.constexpr = q_desc.block_type.shape[0]
+        dtype: gl.constexpr = q_desc.dtype
+        pid_n = gl.program_id(0)
+        pid_bh = gl.program_id(1)
+        b = pid_bh // HK
+        hk = pid_bh % HK
+        n0 = pid_n * (2 * WN)
+        # query tiles that see keys [n0, n_last]
+        n_last = gl.minimum(n0 + 2 * WN, seqlen_k) - 1
+        lo = 0
+        hi = seqlen_q
+        if HAS_HI:
+            lo = gl.maximum(lo, n0 - shift - win_right)
+        if HAS_LO:
+            hi = gl.minimum(hi, n_last - shift + win_left + 1)
+        m_start = (lo // BLOCK_M) * BLOCK_M
+        n_mt = (gl.maximum(hi - m_start, 0) + BLOCK_M - 1) // BLOCK_M
+        num_tiles = n_mt * GROUP
+
+        q_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], q_desc.layout)
+        do_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], do_desc.layout)
+        k_smem = gl.allocate_shared_memory(dtype, [2, WN, HEAD_D], k_desc.layout)
+        v_smem = gl.allocate_shared_memory(dtype, [2, WN, HEAD_D], v_desc.layout)
+        kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        q_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        do_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        q_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        do_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        mbarrier.init(kv_bar, count=1)
+        for i in gl.static_range(STAGES):
+            mbarrier.init(q_full.index(i), count=1)
+            mbarrier.init(do_full.index(i), count=1)
+            mbarrier.init(q_empty.index(i), count=2)
+            mbarrier.init(do_empty.index(i), count=2)
+        fence_async_shared()
+        gl.warp_specialize([
+            (_bwd_consumer, (q_smem, k_smem, v_smem, do_smem, kv_bar, q_full, do_full, q_empty, do_empty,
+                             LSE2, DELTA, DK, DV, stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh,
+                             stride_dvb, stride_dvn, stride_dvh, b, hk, n0, m_start, n_mt, num_tiles,
+                             seqlen_q, seqlen_k, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
+                             0, WN, BLOCK_M, HEAD_D, STAGES, HAS_LO, HAS_HI)),
+            (_bwd_consumer, (q_smem, k_smem, v_smem, do_smem, kv_bar, q_full, do_full, q_empty, do_empty,
+                             LSE2, DELTA, DK, DV, stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh,
+                             stride_dvb, stride_dvn, stride_dvh, b, hk, n0, m_start, n_mt, num_tiles,
+                             seqlen_q, seqlen_k, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
+                             1, WN, BLOCK_M, HEAD_D, STAGES, HAS_LO, HAS_HI)),
+            (_bwd_loader, (q_desc, k_desc, v_desc, do_desc, q_smem, k_smem, v_smem, do_smem, kv_bar,
+                           q_full, do_full, q_empty, do_empty, b, hk, n0, m_start, n_mt, num_tiles,
+                           seqlen_q, seqlen_k, GROUP, BLOCK_M, HEAD_D, STAGES)),
+        ], [4, 1], [CONSUMER_REGS, 24])
+
+
+_CFG_ENV = os.environ.get("TILEFOLD_BWD_SM90_CFG", "")  # "BLOCK_M,STAGES" for sweeps
+CONSUMER_REGS = 240
+
+
+def _config(D: int):
+    """(BLOCK_M, STAGES): query rows per tile and ring depth. Shared memory: K, V of 128 keys + STAGES x
+    (Q + dO) tiles: hd128 64,2 -> 128 KB; hd64 64,3 -> 80 KB. Registers per consumer thread: dK + dV
+    (D / 2 each at 64 keys), S^T and dP^T (BLOCK_M / 2 each); offline (scripts/compile_gluon_bwd.py) hd64
+    at 128-row tiles spills ~180 values, at 64 none."""
+    if _CFG_ENV:
+        bm, st = (int(x) for x in _CFG_ENV.split(","))
+        return bm, st
+    return (64, 2) if D == 128 else (64, 3)
+
+
+def supported(q, k, v, dout, *, softcap, window, dropout_p, varlen, shift_extra) -> bool:
+    """Whether the Gluon kernel computes dK / dV of this backward (else backward.py's kernel)."""
+    if not HAVE_GLUON or varlen or softcap > 0 or dropout_p > 0 or shift_extra != 0:
+        return False
+    if q.device.type != "cuda" or q.dtype not in (torch.float16, torch.bfloat16):
+        return False
+    if q.dim() != 4 or q.shape[-1] not in (64, 128) or any(t.dtype != q.dtype for t in (k, v, dout)):
+        return False
+    if _major(q.device.index if q.device.index is not None else torch.cuda.current_device()) != 9:
+        return False
+    return _layout_ok(q, k, v, dout)
+
+
+def _layout_ok(q, k, v, dout) -> bool:
+    """The shape / stride / alignment half of ``supported`` (no device query)."""
+    if dout.shape != q.shape:
+        return False
+    views = [_rows_view(t) for t in (q, k, v, dout)]
+    if any(vw is None for vw in views):
+        return False
+    es = q.element_size()
+    for t, (_, _, rs) in zip((q, k, v, dout), views):
+        if t.data_ptr() % 16 or (rs * es) % 16:
+            return False
+    B, M, N = q.shape[0], q.shape[1], k.shape[1]
+    if min(B, M, q.shape[2], N) == 0 or B * M >= 2 ** 31 or B * N >= 2 ** 31:  # TMA coordinates are int32
+        return False
+    # Q / dO tiles are read through the (batch·seqlen_q) view: a ragged last query tile at batch > 1 would
+    # read the next batch's rows (their P is 0, but an inf / NaN there reaches dK / dV through 0·x)
+    return B == 1 or M % _config(q.shape[-1])[0] == 0
+
+
+def attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, *, softmax_scale, window):
+    """Write dK, dV (contiguous (B, N, HK, D)) of the backward whose preprocess gave lse2 / delta
+    ((B, H, M) fp32, unit last stride)."""
+    B, M, H, D = q.shape
+    N, HK = k.shape[1], k.shape[2]
+    left, right = window
+    BLOCK_M, STAGES = _config(D)
+    q_lay = _smem_layout(BLOCK_M, D, q.dtype)
+    kv_lay = _smem_layout(WG_N, D, q.dtype)
+    descs = []
+    for t, blk, lay in ((q, BLOCK_M, q_lay), (k, WG_N, kv_lay), (v, WG_N, kv_lay), (dout, BLOCK_M, q_lay)):
+        rows, cols, rs = _rows_view(t)
+        descs.append(TensorDescriptor(t, [rows, cols], [rs, 1], [blk, D], lay))
+    assert lse2.stride(-1) == 1 and delta.stride(-1) == 1 and delta.stride()[:2] == lse2.stride()[:2]
+    grid = (cdiv(N, BLOCK_N), B * HK)
+    attention_bwd_dkdv_sm90_kernel[grid](
+        *descs, lse2, delta, dk, dv, lse2.stride(0), lse2.stride(1),
+        dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2),
+        M, N, HK, H // HK, N - M, max(left, 0), max(right, 0), softmax_scale * LOG2E, softmax_scale,
+        HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0, HAS_HI=right >= 0, CONSUMER_REGS=CONSUMER_REGS,
+        num_warps=4)
