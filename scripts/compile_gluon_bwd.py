@@ -24,15 +24,22 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: E4
 _BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 
 
-def compile_bwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_m=None, stages=None, regs=None):
-    bm, st = B._config(D)
-    bm, st = block_m or bm, stages or st
+def compile_bwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_m=None, stages=None, regs=None,
+                dq=False):
+    if dq:  # block_m: the key tile of the dQ kernel
+        bn, st = B._dq_config(D)
+        bn, st = block_m or bn, stages or st
+        blocks = (("q_desc", B.DQ_M), ("k_desc", bn), ("v_desc", bn), ("do_desc", B.DQ_M))
+        fn = B.attention_bwd_dq_sm90_kernel
+    else:
+        bm, st = B._config(D)
+        bm, st = block_m or bm, stages or st
+        blocks = (("q_desc", bm), ("k_desc", B.WG_N), ("v_desc", B.WG_N), ("do_desc", bm))
+        fn = B.attention_bwd_dkdv_sm90_kernel
     gdt = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
     x = torch.empty(4096, 2048, dtype=dtype)
     lay = lambda blk: gl.NVMMASharedLayout.get_default_for([blk, D], gdt)  # noqa: E731
-    descs = {n: TensorDescriptor(x, [4096, 2048], [2048, 1], [blk, D], lay(blk))
-             for n, blk in (("q_desc", bm), ("k_desc", B.WG_N), ("v_desc", B.WG_N), ("do_desc", bm))}
-    fn = B.attention_bwd_dkdv_sm90_kernel
+    descs = {n: TensorDescriptor(x, [4096, 2048], [2048, 1], [blk, D], lay(blk)) for n, blk in blocks}
     params = list(inspect.signature(fn.fn).parameters)
     cons = dict(HEAD_D=D, STAGES=st, HAS_LO=left, HAS_HI=causal, CONSUMER_REGS=regs or B.CONSUMER_REGS, num_warps=4)
     sig = {}
@@ -41,7 +48,7 @@ def compile_bwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_m=N
             sig[n] = "constexpr"
         elif n in descs:
             sig[n] = mangle_type(descs[n])
-        elif n in ("DK", "DV"):
+        elif n in ("DK", "DV", "DQ"):
             sig[n] = "*bf16" if dtype == torch.bfloat16 else "*fp16"
         elif n in ("LSE2", "DELTA"):
             sig[n] = "*fp32"
@@ -71,9 +78,10 @@ if __name__ == "__main__":
     ap.add_argument("--regs", type=int)
     ap.add_argument("--fp16", action="store_true")
     ap.add_argument("--dump")
+    ap.add_argument("--dq", action="store_true", help="the dQ kernel (--block-m is then its key tile)")
     a = ap.parse_args()
     k, sass, res = compile_bwd(a.d, a.causal, a.left, torch.float16 if a.fp16 else torch.bfloat16,
-                               a.block_m, a.stages, a.regs)
+                               a.block_m, a.stages, a.regs, a.dq)
     print(res.strip().splitlines()[-1] if res.strip() else "")
     print("shared", k.metadata.shared)
     ops = collections.Counter(re.findall(r"^\s+/\*[0-9a-f]{4,6}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", sass, re.M))

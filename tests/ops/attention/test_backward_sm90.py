@@ -118,34 +118,48 @@ TOL = {torch.bfloat16: 2e-2, torch.float16: 5e-3}
 
 @pytest.fixture
 def count_sm90(monkeypatch):
+    """Names of the Gluon kernels each backward took ("dkdv", "dq"), in order."""
     calls = []
-    real = bw.attention_dkdv_sm90
 
-    def counted(*a, **kw):
-        calls.append(1)
-        return real(*a, **kw)
+    def counting(name, real):
+        def counted(*a, **kw):
+            calls.append(name)
+            return real(*a, **kw)
+        return counted
 
-    monkeypatch.setattr(bw, "attention_dkdv_sm90", counted)
+    monkeypatch.setattr(bw, "attention_dkdv_sm90", counting("dkdv", bw.attention_dkdv_sm90))
+    monkeypatch.setattr(bw, "attention_dq_sm90", counting("dq", bw.attention_dq_sm90))
     monkeypatch.setattr(cfg, "BWD_SM90", "1")  # whatever the environment says
     return calls
 
 
+def _expected(case):
+    """Which Gluon kernels the case should take: dK/dV needs batch 1 or seqlen_q % 64 == 0, dQ batch 1 or
+    seqlen_k % 64 == 0 (each reads the other side's tiles through the flat batch·seqlen view)."""
+    want = []
+    if case.B == 1 or case.M % 64 == 0:
+        want.append("dkdv")
+    if case.B == 1 or case.N % 64 == 0:
+        want.append("dq")
+    return want
+
+
 @h.cuda_guard
 def _against_triton(case, dtype, calls, monkeypatch):
-    """The same inputs and upstream gradients through the Gluon dK/dV, then through backward.py's."""
+    """The same inputs and upstream gradients through the Gluon kernels, then through backward.py's."""
     q, k, v = h.make_qkv(case, dtype, "cuda")
     dout, dlse = h.make_grads(q, case.H, case.M)
     n = len(calls)
     g = h.run_tilefold(q, k, v, case.opts, dout=dout, dlse=dlse)
-    assert len(calls) > n, "the Gluon dK/dV was not taken"
+    assert calls[n:] == _expected(case), calls[n:]
     monkeypatch.setattr(cfg, "BWD_SM90", "0")
     n = len(calls)
     t = h.run_tilefold(q, k, v, case.opts, dout=dout, dlse=dlse)
-    assert len(calls) == n, "TILEFOLD_BWD_SM90=0 still took the Gluon dK/dV"
-    # the forward, the preprocess and the dQ kernel are the same kernels on both paths
-    for name in ("out", "lse", "dq"):
+    assert len(calls) == n, "TILEFOLD_BWD_SM90=0 still took a Gluon kernel"
+    # the forward is the same kernel on both paths
+    for name in ("out", "lse"):
         assert torch.equal(g[name], t[name]), f"{name} differs between the two paths"
-    for name in ("dk", "dv"):
+    for name in ("dq", "dk", "dv"):
         a, b = g[name].double(), t[name].double()
         assert torch.isfinite(a).all() and torch.isfinite(b).all(), name
         err, scale = (a - b).abs().max().item(), b.abs().max().item()
@@ -158,7 +172,7 @@ def _against_triton(case, dtype, calls, monkeypatch):
 @pytest.mark.parametrize("case", GRID, ids=h.case_id)
 def test_sm90_backward(case, dtype, count_sm90, monkeypatch):
     h.check_case(case, dtype, device="cuda", grad=True)
-    assert count_sm90, "the Gluon dK/dV was not taken"
+    assert count_sm90 == _expected(case), count_sm90
     _against_triton(case, dtype, count_sm90, monkeypatch)
 
 
@@ -184,10 +198,13 @@ def test_sm90_bwd_not_taken_outside_scope(count_sm90):
     q, k, v = (torch.randn(300, 4, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     cu = h.make_cu([100, 200], "cuda")
     _backward(q, k, v, varlen=(cu, cu, 200, 200), causal=True)   # varlen
-    _backward(*qkv(B=2, M=100))                            # batch 2, seqlen_q % 64 != 0
+    _backward(*qkv(B=2, M=100))                            # batch 2, seqlen_q = seqlen_k = 100: neither
     assert not count_sm90
+    q = torch.randn(1, 256, 4, 128, device="cuda", dtype=torch.bfloat16)
+    _backward(q, q, q, softmax_scale=-0.1)                 # negative scale: dK/dV yes, dQ no
+    assert count_sm90 == ["dkdv"]
     _backward(*qkv())
-    assert count_sm90
+    assert count_sm90 == ["dkdv", "dkdv", "dq"]
 
 
 @pytest.mark.gpu
@@ -205,7 +222,7 @@ def test_sm90_bwd_batches_stay_apart(opts, count_sm90):
     dout[1, :64] = float("nan")
     dout[1, 64:] = float("inf")
     res = h.run_tilefold(q, k, v, opts, dout=dout, grad_into="out")
-    assert count_sm90, "the Gluon dK/dV was not taken"
+    assert count_sm90 == ["dkdv"], count_sm90
     ref64 = h.run_reference(q[:1], k[:1], v[:1], opts, torch.float64, dout=dout[:1], grad_into="out")
     low = h.run_reference(q[:1], k[:1], v[:1], opts, torch.bfloat16, dout=dout[:1], grad_into="out")
     for n in ("out", "dq", "dk", "dv"):
@@ -221,7 +238,7 @@ def test_sm90_bwd_deterministic(count_sm90):
     dout, dlse = h.make_grads(q, c.H, c.M)
     a = h.run_tilefold(q, k, v, c.opts, dout=dout, dlse=dlse, deterministic=True)
     b = h.run_tilefold(q, k, v, c.opts, dout=dout, dlse=dlse, deterministic=True)
-    assert len(count_sm90) == 2
+    assert count_sm90 == ["dkdv", "dq"] * 2, count_sm90
     for n in ("dq", "dk", "dv"):
         assert torch.equal(a[n], b[n]), f"{n} differs between two identical backward calls"
 
@@ -238,3 +255,36 @@ def test_sm90_bwd_does_not_mutate_inputs(case, count_sm90):
     assert count_sm90, "the Gluon dK/dV was not taken"
     for name, t, c in zip(("q", "k", "v", "dout", "dlse"), (q, k, v, dout, dlse), before):
         assert torch.equal(t, c), f"{name} was modified"
+
+
+@pytest.mark.gpu
+@needs_sm90
+@pytest.mark.parametrize("opts", [dict(), dict(causal=True)], ids=["full", "causal"])
+def test_sm90_dq_batches_stay_apart(opts, count_sm90):
+    """The dQ kernel's side of the batch condition: seqlen_k = 1024 (key tiles end at the batch edge, the Gluon
+    dQ at batch 2) with ragged seqlen_q = 300 (dK/dV on backward.py's kernel); inf / NaN in batch 1's Q, K, V
+    and dO never reach batch 0's gradients."""
+    q = torch.randn(2, 300, 4, 128, device="cuda", dtype=torch.bfloat16)
+    k, v = (torch.randn(2, 1024, 2, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    dout = torch.randn_like(q)
+    q[1, :10] = float("inf")
+    k[1, :64] = float("inf")
+    v[1, :64] = float("nan")
+    dout[1, :64] = float("nan")
+    res = h.run_tilefold(q, k, v, opts, dout=dout, grad_into="out")
+    assert count_sm90 == ["dq"], count_sm90
+    ref64 = h.run_reference(q[:1], k[:1], v[:1], opts, torch.float64, dout=dout[:1], grad_into="out")
+    low = h.run_reference(q[:1], k[:1], v[:1], opts, torch.bfloat16, dout=dout[:1], grad_into="out")
+    for n in ("out", "dq", "dk", "dv"):
+        assert torch.isfinite(res[n][0]).all(), f"batch 0's {n} is not finite"
+        h.assert_close_2x(res[n][:1], ref64[n], low[n], name=n)
+
+
+def test_dq_layout_ok_key_tiles_end_at_the_batch_edge():
+    def args(B, M, N, D=128):
+        return (torch.empty(B, M, 4, D, dtype=torch.bfloat16), torch.empty(B, N, 2, D, dtype=torch.bfloat16),
+                torch.empty(B, N, 2, D, dtype=torch.bfloat16), torch.empty(B, M, 4, D, dtype=torch.bfloat16))
+    assert bw._dq_layout_ok(*args(1, 300, 1000))
+    assert bw._dq_layout_ok(*args(2, 300, 1024))
+    assert not bw._dq_layout_ok(*args(2, 300, 1000))
+    assert not bw._dq_layout_ok(*args(2, 0, 1024))

@@ -555,6 +555,11 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
     else:
         _dkdv_launch(q, k, v, dout, lse2, delta, dk, dv, slb, slh, slm, scal, HK, H, D, dlse_plane, cfg, split,
                      descriptors_ok, BD, left, right, exact, varlen, M, N, B, common)
+    if _cfg.BWD_SM90 != "0" and not _cfg.interpreter_enabled() and _sm90.dq_supported(
+            q, k, v, dout, softcap=softcap, window=window, dropout_p=dropout_p, varlen=varlen,
+            shift_extra=shift_extra, softmax_scale=softmax_scale):
+        _sm90.attention_dq_sm90(q, k, v, dout, lse2, delta, dq, softmax_scale=softmax_scale, window=window)
+        return dq, dk, dv
     # dQ: query blocks of qcfg.BLOCK_M rows, key tiles of qcfg.BLOCK_N
     attention_bwd_dq_kernel[(cdiv(M, qcfg.BLOCK_M), B * H)](
         q, k, v, dout, lse2, delta, dq,

@@ -1,5 +1,5 @@
-"""Hopper (sm_90) dK / dV in Gluon: the key-stationary half of the backward with the tensor-core schedule
-written out by hand. The preprocess (delta, lse in log2 units) and the dQ kernel stay backward.py's.
+"""Hopper (sm_90) backward kernels in Gluon: dK / dV (key-stationary) and dQ (query-stationary), with the
+tensor-core schedule written out by hand. The preprocess (delta, lse in log2 units) stays backward.py's.
 
 Why: backward.py's Triton dK/dV kernel holds dK and dV (2 x 128 fp32 registers per thread at 64 x 128 with
 8 warps) and spills at the 255-register ceiling (benchmarks/NOTES.md, "Why causal backward lags"); Triton
@@ -7,9 +7,9 @@ Why: backward.py's Triton dK/dV kernel holds dK and dV (2 x 128 fp32 registers p
 elementwise work. Gluon can: warp specialization with register reallocation (two consumer warpgroups at
 up to 256 registers, a one-warp TMA loader at 24) and the asynchronous warpgroup MMA.
 
-One program owns a key block of 128 keys of one (batch, key head); each of its two consumer warpgroups
-owns 64 of them (the wgmma M) and keeps their dK, dV in registers. For every query head of the GQA group
-and every query tile (BLOCK_M rows) that sees the block, per warpgroup:
+dK / dV: one program owns a key block of 128 keys of one (batch, key head); each of its two consumer
+warpgroups owns 64 of them (the wgmma M) and keeps their dK, dV in registers. For every query head of the
+GQA group and every query tile (BLOCK_M rows) that sees the block, per warpgroup:
 
     S^T  = K_w Q^T            (async)
     dP^T = V_w dO^T           (async, behind S^T)
@@ -24,15 +24,23 @@ and operand, one "empty" of count 2 that each warpgroup arrives on), so the two 
 and one's exponentials run under the other's products. dK is scaled by softmax_scale at the end. No
 atomics: deterministic, and dK / dV are summed over the GQA group in registers.
 
-Rows: query rows past seqlen_q get lse2 = +inf (P = 0, and delta 0); the Q / dO tiles are read through the
-(batch·seqlen_q, heads·head_dim) view, so a ragged last query tile would read the next batch's rows (an
-inf / NaN there would reach dK / dV through 0·x): batch > 1 needs seqlen_q a multiple of BLOCK_M (else
-backward.py's kernel). Key rows past seqlen_k (the next batch's, or TMA's zero fill) only reach their own
-dK / dV rows, which are not stored.
+dQ: one program owns 128 query rows of one (batch, head), 64 per consumer warpgroup, with their Q and dO
+in shared memory; K and V tiles stream through the forward's loader (forward_sm90._ws_loader). Per key
+tile j: S_j = Q K_j^T and dP_j = dO V_j^T (async), then dQ += dS_{j-1} K_{j-1} issued behind them, so the
+exponentials of tile j run while the tensor cores finish dP_j and the previous dQ product. Masks and the
+key range are the forward's (_key_range, _mask_if_cut: scores to -inf, so the scale must be positive).
+
+Rows: query rows past seqlen_q get lse2 = +inf (P = 0) and delta 0. Both kernels read the other side's
+tiles through the flat (batch·seqlen, heads·head_dim) views, so a ragged last tile would read the next
+batch's rows, and an inf / NaN there would reach this batch's gradients through 0·x: dK / dV needs batch 1
+or seqlen_q a multiple of its 64-row query tile; dQ batch 1 or seqlen_k a multiple of its 64-key tile.
+Each kernel is chosen on its own (the other gradient then comes from backward.py's kernel). Rows of the
+stationary side past the end (key rows for dK / dV, query rows for dQ) only reach their own output rows,
+which are not stored.
 
 Scope: CUDA capability 9.x, fp16 / bf16, head dim 64 or 128, fixed lengths, no softcap, no dropout (those
-stay on backward.py's kernel). No interpreter runs Gluon: the CPU tier tests the dispatch, the GPU tier
-the kernel (tests/ops/attention/test_backward_sm90.py).
+stay on backward.py's kernels). No interpreter runs Gluon: the CPU tier tests the dispatch, the GPU tier
+the kernels (tests/ops/attention/test_backward_sm90.py).
 """
 from __future__ import annotations
 
@@ -53,6 +61,8 @@ except Exception:  # noqa: BLE001 - any import problem means: no Gluon path
 
 from ..common.host import cdiv
 from .forward_sm90 import _major, _rows_view, _smem_layout
+if HAVE_GLUON:
+    from .forward_sm90 import _key_range, _mask_if_cut, _ws_loader
 
 LOG2E = 1.4426950408889634
 WG_N = 64          # keys per consumer warpgroup (the wgmma M)
@@ -235,6 +245,149 @@ if HAVE_GLUON:
         ], [4, 1], [CONSUMER_REGS, 24])
 
 
+if HAVE_GLUON:
+
+    @gluon.jit
+    def _dq_consumer(q_smem, do_smem, qdo_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty,
+                     LSE2, DELTA, DQ, stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
+                     b, h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale, sm_scale,
+                     WG: gl.constexpr, WG_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_D: gl.constexpr,
+                     STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr):
+        """One warpgroup: dQ of rows [m0 + WG·WG_M, + WG_M) over the key tiles they see. The product
+        dQ += dS_{j-1} K_{j-1} is issued behind S_j and dP_j, so it runs under the exponentials of tile j;
+        V slots are released after dP, K slots after the dQ product that reads them."""
+        dtype: gl.constexpr = q_smem.dtype
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, BLOCK_N, 16])
+        o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, HEAD_D, 16])
+        ds_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+        row_s: gl.constexpr = gl.SliceLayout(1, s_layout)
+        col_s: gl.constexpr = gl.SliceLayout(0, s_layout)
+        row_o: gl.constexpr = gl.SliceLayout(1, o_layout)
+        col_o: gl.constexpr = gl.SliceLayout(0, o_layout)
+        r0 = m0 + WG * WG_M
+        last_row = r0 + WG_M - 1
+        offs_m = r0 + gl.arange(0, WG_M, layout=row_s)
+        offs_n0 = gl.arange(0, BLOCK_N, layout=col_s)
+        in_q = offs_m < seqlen_q
+        l_ptrs = b.to(gl.int64) * stride_lb + h.to(gl.int64) * stride_lh + offs_m
+        lse2 = gl.load(LSE2 + l_ptrs, mask=in_q, other=float("inf"))
+        dlt = gl.load(DELTA + l_ptrs, mask=in_q, other=0.0)
+        q_tile = q_smem.index(WG)
+        do_tile = do_smem.index(WG)
+        dq = gl.zeros([WG_M, HEAD_D], gl.float32, layout=o_layout)
+        s_zero = gl.zeros([WG_M, BLOCK_N], gl.float32, layout=s_layout)
+        mbarrier.wait(qdo_bar.index(WG), 0)
+        if num_tiles > 0:
+            mbarrier.wait(k_full.index(0), 0)
+            s_tok = warpgroup_mma(q_tile, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+            mbarrier.wait(v_full.index(0), 0)
+            dp_tok = warpgroup_mma(do_tile, v_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+            s = warpgroup_mma_wait(1, deps=(s_tok,))
+            s = _mask_if_cut(s, offs_m, n_lo, offs_n0, r0, last_row, seqlen_k, shift, win_left, win_right,
+                             BLOCK_N, HAS_LO, HAS_HI)
+            p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(lse2, 1)))
+            dp = warpgroup_mma_wait(0, deps=(dp_tok,))
+            gl.thread_barrier()
+            mbarrier.arrive(v_empty.index(0), count=1)
+            ds_op = gl.convert_layout((p * (dp - gl.expand_dims(dlt, 1))).to(dtype), ds_layout)
+            for t in range(1, num_tiles):
+                slot = t % STAGES
+                phase = (t // STAGES) & 1
+                prev = (t - 1) % STAGES
+                n = n_lo + t * BLOCK_N
+                mbarrier.wait(k_full.index(slot), phase)
+                s_tok = warpgroup_mma(q_tile, k_smem.index(slot).permute((1, 0)), s_zero, use_acc=False,
+                                      is_async=True)
+                mbarrier.wait(v_full.index(slot), phase)
+                dp_tok = warpgroup_mma(do_tile, v_smem.index(slot).permute((1, 0)), s_zero, use_acc=False,
+                                       is_async=True)
+                dq_tok = warpgroup_mma(ds_op, k_smem.index(prev), dq, is_async=True)
+                s = warpgroup_mma_wait(2, deps=(s_tok,))
+                s = _mask_if_cut(s, offs_m, n, offs_n0, r0, last_row, seqlen_k, shift, win_left, win_right,
+                                 BLOCK_N, HAS_LO, HAS_HI)
+                p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(lse2, 1)))
+                # p and ds ride along as deps of the waits: the compiler then computes them before the
+                # wait (while dP and the dQ product run) instead of sinking the exponentials past it
+                dp, p = warpgroup_mma_wait(1, deps=(dp_tok, p))
+                gl.thread_barrier()
+                mbarrier.arrive(v_empty.index(slot), count=1)
+                ds = p * (dp - gl.expand_dims(dlt, 1))
+                dq, ds = warpgroup_mma_wait(0, deps=(dq_tok, ds))
+                gl.thread_barrier()
+                mbarrier.arrive(k_empty.index(prev), count=1)
+                ds_op = gl.convert_layout(ds.to(dtype), ds_layout)
+            last = (num_tiles - 1) % STAGES
+            dq_tok = warpgroup_mma(ds_op, k_smem.index(last), dq, is_async=True)
+            dq = warpgroup_mma_wait(0, deps=(dq_tok,))
+        dq = dq * sm_scale
+        rows = r0 + gl.arange(0, WG_M, layout=row_o)
+        cols = gl.arange(0, HEAD_D, layout=col_o)
+        ptrs = DQ + b.to(gl.int64) * stride_qb + h.to(gl.int64) * stride_qh \
+            + gl.expand_dims(rows.to(gl.int64) * stride_qm, 1) + gl.expand_dims(cols, 0)
+        gl.store(ptrs, dq.to(DQ.dtype.element_ty), mask=gl.expand_dims(rows < seqlen_q, 1))
+
+    @gluon.jit
+    def attention_bwd_dq_sm90_kernel(
+        q_desc, k_desc, v_desc, do_desc, LSE2, DELTA, DQ,
+        stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
+        seqlen_q, seqlen_k, H, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
+        HEAD_D: gl.constexpr, STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr,
+        CONSUMER_REGS: gl.constexpr, num_warps: gl.constexpr,
+    ):
+        """Grid (query blocks of 2·WG_M rows, batch·heads), heaviest (causal: last) blocks first. Q and dO of
+        the block stay in shared memory; K and V tiles stream through the forward's loader and ring."""
+        WG_M: gl.constexpr = q_desc.block_type.shape[0]
+        BLOCK_N: gl.constexpr = k_desc.block_type.shape[0]
+        dtype: gl.constexpr = q_desc.dtype
+        pid_m = gl.num_programs(0) - 1 - gl.program_id(0)
+        pid_bh = gl.program_id(1)
+        b = pid_bh // H
+        h = pid_bh % H
+        hk = h // GROUP
+        m0 = pid_m * (2 * WG_M)
+        n_lo, num_tiles = _key_range(m0, 2 * WG_M, seqlen_k, shift, win_left, win_right, BLOCK_N, HAS_LO, HAS_HI)
+
+        q_smem = gl.allocate_shared_memory(dtype, [2, WG_M, HEAD_D], q_desc.layout)
+        do_smem = gl.allocate_shared_memory(dtype, [2, WG_M, HEAD_D], do_desc.layout)
+        k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], k_desc.layout)
+        v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], v_desc.layout)
+        qdo_bar = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        k_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(2):
+            mbarrier.init(qdo_bar.index(i), count=1)
+        for i in gl.static_range(STAGES):
+            mbarrier.init(k_full.index(i), count=1)
+            mbarrier.init(v_full.index(i), count=1)
+            mbarrier.init(k_empty.index(i), count=2)
+            mbarrier.init(v_empty.index(i), count=2)
+        fence_async_shared()
+        for i in gl.static_range(2):
+            mbarrier.expect(qdo_bar.index(i), q_desc.block_type.nbytes + do_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(q_desc, [b * seqlen_q + m0 + i * WG_M, h * HEAD_D], qdo_bar.index(i),
+                                            q_smem.index(i))
+            tma.async_copy_global_to_shared(do_desc, [b * seqlen_q + m0 + i * WG_M, h * HEAD_D], qdo_bar.index(i),
+                                            do_smem.index(i))
+        kv_row0 = b * seqlen_k + n_lo
+        kv_col = hk * HEAD_D
+        gl.warp_specialize([
+            (_dq_consumer, (q_smem, do_smem, qdo_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty,
+                            LSE2, DELTA, DQ, stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
+                            b, h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right,
+                            qk_scale, sm_scale, 0, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI)),
+            (_dq_consumer, (q_smem, do_smem, qdo_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty,
+                            LSE2, DELTA, DQ, stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
+                            b, h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right,
+                            qk_scale, sm_scale, 1, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI)),
+            (_ws_loader, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, kv_row0, kv_col,
+                          num_tiles, BLOCK_N, STAGES)),
+        ], [4, 1], [CONSUMER_REGS, 24])
+
+
 _CFG_ENV = os.environ.get("TILEFOLD_BWD_SM90_CFG", "")  # "BLOCK_M,STAGES" for sweeps
 CONSUMER_REGS = 240
 
@@ -250,21 +403,44 @@ def _config(D: int):
     return (64, 2) if D == 128 else (64, 3)
 
 
-def supported(q, k, v, dout, *, softcap, window, dropout_p, varlen, shift_extra) -> bool:
-    """Whether the Gluon kernel computes dK / dV of this backward (else backward.py's kernel)."""
+def _dq_config(D: int):
+    """(BLOCK_N, STAGES) of the dQ kernel: 64-key tiles (S and dP of 64 x 64 per warpgroup beside the
+    dQ accumulator); three slots, because a K slot is released only after the dQ product of the next
+    iteration has read it. Shared memory: Q + dO of 128 rows + STAGES x (K + V): hd128 160 KB."""
+    if _DQ_CFG_ENV:
+        bn, st = (int(x) for x in _DQ_CFG_ENV.split(","))
+        return bn, st
+    return 64, 3
+
+
+_DQ_CFG_ENV = os.environ.get("TILEFOLD_BWD_SM90_DQ_CFG", "")  # "BLOCK_N,STAGES" for sweeps
+DQ_M = 64  # query rows per consumer warpgroup of the dQ kernel
+
+
+def _scope_ok(q, k, v, dout, *, softcap, dropout_p, varlen, shift_extra) -> bool:
     if not HAVE_GLUON or varlen or softcap > 0 or dropout_p > 0 or shift_extra != 0:
         return False
     if q.device.type != "cuda" or q.dtype not in (torch.float16, torch.bfloat16):
         return False
     if q.dim() != 4 or q.shape[-1] not in (64, 128) or any(t.dtype != q.dtype for t in (k, v, dout)):
         return False
-    if _major(q.device.index if q.device.index is not None else torch.cuda.current_device()) != 9:
-        return False
-    return _layout_ok(q, k, v, dout)
+    return _major(q.device.index if q.device.index is not None else torch.cuda.current_device()) == 9
 
 
-def _layout_ok(q, k, v, dout) -> bool:
-    """The shape / stride / alignment half of ``supported`` (no device query)."""
+def supported(q, k, v, dout, *, softcap, window, dropout_p, varlen, shift_extra) -> bool:
+    """Whether the Gluon kernel computes dK / dV of this backward (else backward.py's kernel)."""
+    return _scope_ok(q, k, v, dout, softcap=softcap, dropout_p=dropout_p, varlen=varlen,
+                     shift_extra=shift_extra) and _layout_ok(q, k, v, dout)
+
+
+def dq_supported(q, k, v, dout, *, softcap, window, dropout_p, varlen, shift_extra, softmax_scale) -> bool:
+    """Whether the Gluon kernel computes dQ (else backward.py's kernel). It masks scores with -inf before
+    the exponent, so the scale must be positive."""
+    return softmax_scale > 0 and _scope_ok(q, k, v, dout, softcap=softcap, dropout_p=dropout_p, varlen=varlen,
+                                           shift_extra=shift_extra) and _dq_layout_ok(q, k, v, dout)
+
+
+def _views_ok(q, k, v, dout) -> bool:
     if dout.shape != q.shape:
         return False
     views = [_rows_view(t) for t in (q, k, v, dout)]
@@ -275,11 +451,29 @@ def _layout_ok(q, k, v, dout) -> bool:
         if t.data_ptr() % 16 or (rs * es) % 16:
             return False
     B, M, N = q.shape[0], q.shape[1], k.shape[1]
-    if min(B, M, q.shape[2], N) == 0 or B * M >= 2 ** 31 or B * N >= 2 ** 31:  # TMA coordinates are int32
+    # TMA coordinates are int32
+    return min(B, M, q.shape[2], N) > 0 and B * M < 2 ** 31 and B * N < 2 ** 31
+
+
+def _layout_ok(q, k, v, dout) -> bool:
+    """The shape / stride / alignment half of ``supported`` (no device query)."""
+    if not _views_ok(q, k, v, dout):
         return False
     # Q / dO tiles are read through the (batch·seqlen_q) view: a ragged last query tile at batch > 1 would
     # read the next batch's rows (their P is 0, but an inf / NaN there reaches dK / dV through 0·x)
+    B, M = q.shape[0], q.shape[1]
     return B == 1 or M % _config(q.shape[-1])[0] == 0
+
+
+def _dq_layout_ok(q, k, v, dout) -> bool:
+    """The dQ kernel reads K / V tiles through the (batch·seqlen_k) view: a ragged last key tile at
+    batch > 1 would read the next batch's rows (masked to P = 0, but dS = P·(dP - delta) with dP from an
+    inf / NaN V row, and dS·K with an inf K row, would carry it into dQ). Ragged seqlen_q is fine (a query
+    row only reaches its own dQ row)."""
+    if not _views_ok(q, k, v, dout):
+        return False
+    B, N = q.shape[0], k.shape[1]
+    return B == 1 or N % _dq_config(q.shape[-1])[0] == 0
 
 
 def attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, *, softmax_scale, window):
@@ -301,5 +495,26 @@ def attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, *, softmax_scale, wi
         *descs, lse2, delta, dk, dv, lse2.stride(0), lse2.stride(1),
         dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2),
         M, N, HK, H // HK, N - M, max(left, 0), max(right, 0), softmax_scale * LOG2E, softmax_scale,
+        HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0, HAS_HI=right >= 0, CONSUMER_REGS=CONSUMER_REGS,
+        num_warps=4)
+
+
+def attention_dq_sm90(q, k, v, dout, lse2, delta, dq, *, softmax_scale, window):
+    """Write dQ (contiguous (B, M, H, D)) of the backward whose preprocess gave lse2 / delta."""
+    B, M, H, D = q.shape
+    N, HK = k.shape[1], k.shape[2]
+    left, right = window
+    BN, STAGES = _dq_config(D)
+    q_lay = _smem_layout(DQ_M, D, q.dtype)
+    kv_lay = _smem_layout(BN, D, q.dtype)
+    descs = []
+    for t, blk, lay in ((q, DQ_M, q_lay), (k, BN, kv_lay), (v, BN, kv_lay), (dout, DQ_M, q_lay)):
+        rows, cols, rs = _rows_view(t)
+        descs.append(TensorDescriptor(t, [rows, cols], [rs, 1], [blk, D], lay))
+    assert lse2.stride(-1) == 1 and delta.stride(-1) == 1 and delta.stride()[:2] == lse2.stride()[:2]
+    grid = (cdiv(M, 2 * DQ_M), B * H)
+    attention_bwd_dq_sm90_kernel[grid](
+        *descs, lse2, delta, dq, lse2.stride(0), lse2.stride(1), dq.stride(0), dq.stride(1), dq.stride(2),
+        M, N, H, H // HK, N - M, max(left, 0), max(right, 0), softmax_scale * LOG2E, softmax_scale,
         HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0, HAS_HI=right >= 0, CONSUMER_REGS=CONSUMER_REGS,
         num_warps=4)

@@ -70,10 +70,10 @@ DKDV_ONE_LOOP = os.environ.get("TILEFOLD_DKDV_ONE_LOOP", "auto")
 # "0" keeps every forward on forward.py's kernel.
 FWD_SM90 = os.environ.get("TILEFOLD_FWD_SM90", "auto")
 
-# dK / dV on Hopper through the Gluon kernel (backward_sm90.py: warp-specialized, dK and dV of 64 keys per
-# warpgroup in registers at up to 256 per thread, asynchronous wgmma) where it applies (fp16 / bf16, head dim
-# 64 / 128, fixed lengths, no softcap / dropout); the preprocess and dQ stay backward.py's. "0" keeps every
-# backward on backward.py's kernels.
+# dK / dV and dQ on Hopper through the Gluon kernels (backward_sm90.py: warp-specialized, the accumulators of
+# 64 keys / 64 query rows per warpgroup in registers at up to 256 per thread, asynchronous wgmma) where they
+# apply (fp16 / bf16, head dim 64 / 128, fixed lengths, no softcap / dropout; each kernel has its own batch
+# condition); the preprocess stays backward.py's. "0" keeps every backward on backward.py's kernels.
 BWD_SM90 = os.environ.get("TILEFOLD_BWD_SM90", "auto")
 
 
