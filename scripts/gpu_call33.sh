@@ -11,6 +11,6 @@ timeout ${ATT_S:-240} python3 -m tilefold bench attention --full --no-plot --pro
 echo "== dropout bench"
 timeout 90 python3 -m tilefold bench dropout --no-plot --out "$OUT" 2>&1 | tr '\r' '\n' | grep -v "it/s\]$" | tail -12
 echo "== tier"
-TIER_S=${TIER_S:-110} NPROC=15 bash scripts/gpu_tier.sh tests/ops/attention/test_compile.py tests/ops/attention/test_eager_path.py \
+TIER_S=${TIER_S:-120} NPROC=15 bash scripts/gpu_tier.sh tests/ops/attention/test_compile.py tests/ops/attention/test_eager_path.py tests/ops/attention/test_dkdv_one_loop.py \
   $(cat scripts/gpu_call33_todo.txt) 2>&1 | tail -10
 ls "$OUT"

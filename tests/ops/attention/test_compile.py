@@ -122,6 +122,15 @@ def test_compile_fullgraph_gpu(opts, dtype):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("opts", [dict(), dict(causal=True)], ids=["full", "causal"])
+def test_compile_fullgraph_hopper_shapes_gpu(opts):
+    """Shapes the Gluon kernels take on sm_90 (forward, dK/dV and dQ: 16-bit, head dim 128, lengths a
+    multiple of their tiles) behind the custom ops under torch.compile(fullgraph=True)."""
+    torch._dynamo.reset()
+    _compare_compiled(Attn(**opts), _qkv(2, 256, 256, 8, 2, 128, torch.bfloat16, "cuda"), "inductor", 1e-2, 1e-2)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
 def test_compile_fullgraph_varlen_gpu(dtype):
     torch._dynamo.reset()
