@@ -25,7 +25,7 @@ _BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin
 
 
 def compile_bwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_m=None, stages=None, regs=None,
-                dq=False):
+                dq=False, dropout=False):
     if dq:  # block_m: the key tile of the dQ kernel
         bn, st = B._dq_config(D)
         bn, st = block_m or bn, stages or st
@@ -41,7 +41,8 @@ def compile_bwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_m=N
     lay = lambda blk: gl.NVMMASharedLayout.get_default_for([blk, D], gdt)  # noqa: E731
     descs = {n: TensorDescriptor(x, [4096, 2048], [2048, 1], [blk, D], lay(blk)) for n, blk in blocks}
     params = list(inspect.signature(fn.fn).parameters)
-    cons = dict(HEAD_D=D, STAGES=st, HAS_LO=left, HAS_HI=causal, CONSUMER_REGS=regs or B.CONSUMER_REGS, num_warps=4)
+    cons = dict(HEAD_D=D, STAGES=st, HAS_LO=left, HAS_HI=causal, CONSUMER_REGS=regs or B.CONSUMER_REGS, HAS_DROPOUT=dropout,
+                num_warps=4)
     sig = {}
     for n in params:
         if n in cons:
@@ -52,7 +53,7 @@ def compile_bwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_m=N
             sig[n] = "*bf16" if dtype == torch.bfloat16 else "*fp16"
         elif n in ("LSE2", "DELTA"):
             sig[n] = "*fp32"
-        elif n in ("qk_scale", "sm_scale"):
+        elif n in ("qk_scale", "sm_scale", "drop_rscale"):
             sig[n] = "fp32"
         else:
             sig[n] = "i32"
@@ -79,9 +80,10 @@ if __name__ == "__main__":
     ap.add_argument("--fp16", action="store_true")
     ap.add_argument("--dump")
     ap.add_argument("--dq", action="store_true", help="the dQ kernel (--block-m is then its key tile)")
+    ap.add_argument("--dropout", action="store_true")
     a = ap.parse_args()
     k, sass, res = compile_bwd(a.d, a.causal, a.left, torch.float16 if a.fp16 else torch.bfloat16,
-                               a.block_m, a.stages, a.regs, a.dq)
+                               a.block_m, a.stages, a.regs, a.dq, a.dropout)
     print(res.strip().splitlines()[-1] if res.strip() else "")
     print("shared", k.metadata.shared)
     ops = collections.Counter(re.findall(r"^\s+/\*[0-9a-f]{4,6}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", sass, re.M))

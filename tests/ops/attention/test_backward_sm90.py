@@ -194,7 +194,6 @@ def test_sm90_bwd_not_taken_outside_scope(count_sm90):
     _backward(*qkv(D=96))                                  # head dim 96
     _backward(*qkv(dtype=torch.float32))                   # fp32
     _backward(*qkv(), softcap=5.0)                         # softcap
-    _backward(*qkv(), dropout_p=0.1)                       # dropout
     q, k, v = (torch.randn(300, 4, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     cu = h.make_cu([100, 200], "cuda")
     _backward(q, k, v, varlen=(cu, cu, 200, 200), causal=True)   # varlen
@@ -288,3 +287,42 @@ def test_dq_layout_ok_key_tiles_end_at_the_batch_edge():
     assert bw._dq_layout_ok(*args(2, 300, 1024))
     assert not bw._dq_layout_ok(*args(2, 300, 1000))
     assert not bw._dq_layout_ok(*args(2, 0, 1024))
+
+
+DROP_CASES = [Case(1, 1023, 1023, 8, 2, 128, causal=True), Case(1, 700, 1500, 4, 4, 64, window=(100, 37)),
+              Case(2, 256, 384, 4, 1, 128), Case(2, 1536, 384, 8, 2, 128, causal=True),
+              Case(2, 512, 1024, 4, 4, 64, window=(200, -1))]
+
+
+@pytest.mark.gpu
+@needs_sm90
+@pytest.mark.parametrize("p", [0.1, 0.6])
+@pytest.mark.parametrize("case", DROP_CASES, ids=h.case_id)
+def test_sm90_bwd_dropout(case, p, count_sm90, monkeypatch):
+    """Dropout in the Gluon kernels regenerates the forward's mask: the gradients match the naive reference
+    with the mask decoded from S (2x rule) and backward.py's kernels on the same seed (to rounding)."""
+    from tilefold.ops.attention.naive import attention_ref
+    q, k, v = (t.detach().requires_grad_() for t in h.make_qkv(case, torch.bfloat16, "cuda"))
+    torch.manual_seed(11)
+    out, lse, S = tilefold.attention(q, k, v, dropout_p=p, return_attn_probs=True, **case.opts)
+    torch.manual_seed(11)
+    out2 = tilefold.attention(q, k, v, dropout_p=p, **case.opts)
+    assert torch.equal(out, out2)
+    do = torch.randn_like(out)
+    g = torch.autograd.grad(out2, (q, k, v), do)
+    assert count_sm90 == _expected(case), count_sm90
+    keep = ~torch.signbit(S)
+    ref, _ = attention_ref(q, k, v, dropout_p=p, keep=keep, **case.opts)
+    low, _ = attention_ref(q, k, v, dropout_p=p, keep=keep, compute_dtype=torch.bfloat16, **case.opts)
+    rg = torch.autograd.grad(ref, (q, k, v), do.double())
+    lg = torch.autograd.grad(low, (q, k, v), do)
+    for name, a, r, lo in zip(("dq", "dk", "dv"), g, rg, lg):
+        err, base = (a.double() - r).abs().max().item(), (lo.double() - r).abs().max().item()
+        assert err <= 2 * base + 1e-5, (name, err, base)
+    monkeypatch.setattr(cfg, "BWD_SM90", "0")
+    torch.manual_seed(11)
+    out3 = tilefold.attention(q, k, v, dropout_p=p, **case.opts)
+    t = torch.autograd.grad(out3, (q, k, v), do)
+    for name, a, b in zip(("dq", "dk", "dv"), g, t):
+        err, scale = (a.double() - b.double()).abs().max().item(), b.double().abs().max().item()
+        assert err <= TOL[torch.bfloat16] * scale + 1e-5, (name, err, scale)

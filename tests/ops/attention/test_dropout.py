@@ -69,7 +69,8 @@ def test_decoded_mask_reproduces_out_and_grads(backend, dtype, case):
     dict(B=2, M=113, N=1023, H=8, HK=2, D=128, p=0.17, causal=True),
     dict(B=1, M=1023, N=113, H=4, HK=4, D=64, p=0.3, window_size=(64, 8)),
     dict(B=2, M=257, N=257, H=4, HK=1, D=96, p=0.1, causal=True, softcap=20.0),
-], ids=["gqa-causal", "window", "mqa-softcap"])
+    dict(B=2, M=256, N=384, H=8, HK=2, D=128, p=0.2, causal=True),   # every Hopper Gluon kernel at batch 2
+], ids=["gqa-causal", "window", "mqa-softcap", "gqa-causal-tiles"])
 def test_decoded_mask_reproduces_out_and_grads_gpu(dtype, case):
     _dropout_case("triton", "cuda", dtype, **case)
 

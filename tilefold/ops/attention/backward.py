@@ -551,14 +551,16 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
             q, k, v, dout, softcap=softcap, window=window, dropout_p=dropout_p, varlen=varlen,
             shift_extra=shift_extra):
         # Hopper: dK / dV from the warp-specialized Gluon kernel (backward_sm90.py)
-        _sm90.attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, softmax_scale=softmax_scale, window=window)
+        _sm90.attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, softmax_scale=softmax_scale, window=window,
+                                  dropout_p=dropout_p, seed=seed, offset=offset)
     else:
         _dkdv_launch(q, k, v, dout, lse2, delta, dk, dv, slb, slh, slm, scal, HK, H, D, dlse_plane, cfg, split,
                      descriptors_ok, BD, left, right, exact, varlen, M, N, B, common)
     if _cfg.BWD_SM90 != "0" and not _cfg.interpreter_enabled() and _sm90.dq_supported(
             q, k, v, dout, softcap=softcap, window=window, dropout_p=dropout_p, varlen=varlen,
             shift_extra=shift_extra, softmax_scale=softmax_scale):
-        _sm90.attention_dq_sm90(q, k, v, dout, lse2, delta, dq, softmax_scale=softmax_scale, window=window)
+        _sm90.attention_dq_sm90(q, k, v, dout, lse2, delta, dq, softmax_scale=softmax_scale, window=window,
+                                dropout_p=dropout_p, seed=seed, offset=offset)
         return dq, dk, dv
     # dQ: query blocks of qcfg.BLOCK_M rows, key tiles of qcfg.BLOCK_N
     attention_bwd_dq_kernel[(cdiv(M, qcfg.BLOCK_M), B * H)](

@@ -61,7 +61,9 @@ except Exception:  # noqa: BLE001 - any import problem means: no Gluon path
 
 from ..common.host import cdiv
 from .forward_sm90 import _major, _rows_view, _smem_layout
+from ..common.philox import as_int32, dropout_threshold
 if HAVE_GLUON:
+    from ..common.philox import dropout_keep_gl
     from .forward_sm90 import _key_range, _mask_if_cut, _ws_loader
 
 LOG2E = 1.4426950408889634
@@ -105,9 +107,14 @@ if HAVE_GLUON:
                       LSE2, DELTA, DK, DV, stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh,
                       stride_dvb, stride_dvn, stride_dvh, b, hk, n0, m_start, n_mt, num_tiles,
                       seqlen_q, seqlen_k, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
+                      seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, H,
                       WG: gl.constexpr, WN: gl.constexpr, BLOCK_M: gl.constexpr, HEAD_D: gl.constexpr,
-                      STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr):
-        """One warpgroup: keys [n0 + WG·WN, + WN) of the block, their dK / dV over every query tile."""
+                      STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr,
+                      HAS_DROPOUT: gl.constexpr):
+        """One warpgroup: keys [n0 + WG·WN, + WN) of the block, their dK / dV over every query tile.
+        Dropout: the forward's Philox mask regenerated key-major (rows = keys) and carried in the sign of
+        P^T: its positive part feeds dV (scaled by 1 / (1 - p) once, at the end), its magnitude
+        dS^T = |P^T| (dP^T_kept / (1 - p) - delta)."""
         dtype: gl.constexpr = q_smem.dtype
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, BLOCK_M, 16])
@@ -160,10 +167,19 @@ if HAVE_GLUON:
                 if HAS_LO:
                     ok = ok & (gl.expand_dims(offs_n, 1) >= gl.expand_dims(offs_m + (shift - win_left), 0))
                 p = gl.where(ok, p, 0.0)
-            p_op = gl.convert_layout(p.to(dtype), p_layout)
+            if HAS_DROPOUT:
+                keep = dropout_keep_gl(seed_lo, seed_hi, rng_offset, b * H + h, gl.expand_dims(offs_m, 0), nw,
+                                       gl.expand_dims(offs_n - nw, 1), drop_thr)
+                p = gl.where(keep, p, -p)
+                p_op = gl.convert_layout(gl.maximum(p, 0.0).to(dtype), p_layout)
+            else:
+                p_op = gl.convert_layout(p.to(dtype), p_layout)
             dv_tok = warpgroup_mma(p_op, do_smem.index(slot), dv, is_async=True)
             dp = warpgroup_mma_wait(1, deps=(dp_tok,))
-            ds = p * (dp - gl.expand_dims(dlt, 0))
+            if HAS_DROPOUT:
+                ds = gl.abs(p) * (gl.where(p > 0.0, dp * drop_rscale, 0.0) - gl.expand_dims(dlt, 0))
+            else:
+                ds = p * (dp - gl.expand_dims(dlt, 0))
             ds_op = gl.convert_layout(ds.to(dtype), p_layout)
             dk_tok = warpgroup_mma(ds_op, q_smem.index(slot), dk, is_async=True)
             dv, dk = warpgroup_mma_wait(0, deps=(dv_tok, dk_tok))
@@ -171,6 +187,8 @@ if HAVE_GLUON:
             mbarrier.arrive(q_empty.index(slot), count=1)
             mbarrier.arrive(do_empty.index(slot), count=1)
         dk = dk * sm_scale
+        if HAS_DROPOUT:
+            dv = dv * drop_rscale
         rows = nw + gl.arange(0, WN, layout=row_o)
         cols = gl.arange(0, HEAD_D, layout=col_o)
         keep = gl.expand_dims(rows < seqlen_k, 1)
@@ -187,8 +205,9 @@ if HAVE_GLUON:
         q_desc, k_desc, v_desc, do_desc, LSE2, DELTA, DK, DV,
         stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh, stride_dvb, stride_dvn, stride_dvh,
         seqlen_q, seqlen_k, HK, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
+        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
         HEAD_D: gl.constexpr, STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr,
-        CONSUMER_REGS: gl.constexpr, num_warps: gl.constexpr,
+        CONSUMER_REGS: gl.constexpr, HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr,
     ):
         """Grid (key blocks of 2·WN keys, batch·key heads); the first key blocks see the most queries under
         a causal mask and go first."""
@@ -233,12 +252,14 @@ if HAVE_GLUON:
                              LSE2, DELTA, DK, DV, stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh,
                              stride_dvb, stride_dvn, stride_dvh, b, hk, n0, m_start, n_mt, num_tiles,
                              seqlen_q, seqlen_k, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
-                             0, WN, BLOCK_M, HEAD_D, STAGES, HAS_LO, HAS_HI)),
+                             seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, HK * GROUP,
+                             0, WN, BLOCK_M, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT)),
             (_bwd_consumer, (q_smem, k_smem, v_smem, do_smem, kv_bar, q_full, do_full, q_empty, do_empty,
                              LSE2, DELTA, DK, DV, stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh,
                              stride_dvb, stride_dvn, stride_dvh, b, hk, n0, m_start, n_mt, num_tiles,
                              seqlen_q, seqlen_k, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
-                             1, WN, BLOCK_M, HEAD_D, STAGES, HAS_LO, HAS_HI)),
+                             seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, HK * GROUP,
+                             1, WN, BLOCK_M, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT)),
             (_bwd_loader, (q_desc, k_desc, v_desc, do_desc, q_smem, k_smem, v_smem, do_smem, kv_bar,
                            q_full, do_full, q_empty, do_empty, b, hk, n0, m_start, n_mt, num_tiles,
                            seqlen_q, seqlen_k, GROUP, BLOCK_M, HEAD_D, STAGES)),
@@ -251,8 +272,9 @@ if HAVE_GLUON:
     def _dq_consumer(q_smem, do_smem, qdo_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty,
                      LSE2, DELTA, DQ, stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
                      b, h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale, sm_scale,
+                     seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, bh,
                      WG: gl.constexpr, WG_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_D: gl.constexpr,
-                     STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr):
+                     STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr, HAS_DROPOUT: gl.constexpr):
         """One warpgroup: dQ of rows [m0 + WG·WG_M, + WG_M) over the key tiles they see. The product
         dQ += dS_{j-1} K_{j-1} is issued behind S_j and dP_j, so it runs under the exponentials of tile j;
         V slots are released after dP, K slots after the dQ product that reads them."""
@@ -291,6 +313,10 @@ if HAVE_GLUON:
             dp = warpgroup_mma_wait(0, deps=(dp_tok,))
             gl.thread_barrier()
             mbarrier.arrive(v_empty.index(0), count=1)
+            if HAS_DROPOUT:  # dP of the kept elements, scaled by 1 / (1 - p); dropped ones give dS = -P·delta
+                keep = dropout_keep_gl(seed_lo, seed_hi, rng_offset, bh, gl.expand_dims(offs_m, 1), n_lo,
+                                       gl.expand_dims(offs_n0, 0), drop_thr)
+                dp = gl.where(keep, dp * drop_rscale, 0.0)
             ds_op = gl.convert_layout((p * (dp - gl.expand_dims(dlt, 1))).to(dtype), ds_layout)
             for t in range(1, num_tiles):
                 slot = t % STAGES
@@ -313,6 +339,10 @@ if HAVE_GLUON:
                 dp, p = warpgroup_mma_wait(1, deps=(dp_tok, p))
                 gl.thread_barrier()
                 mbarrier.arrive(v_empty.index(slot), count=1)
+                if HAS_DROPOUT:
+                    keep = dropout_keep_gl(seed_lo, seed_hi, rng_offset, bh, gl.expand_dims(offs_m, 1), n,
+                                           gl.expand_dims(offs_n0, 0), drop_thr)
+                    dp = gl.where(keep, dp * drop_rscale, 0.0)
                 ds = p * (dp - gl.expand_dims(dlt, 1))
                 dq, ds = warpgroup_mma_wait(0, deps=(dq_tok, ds))
                 gl.thread_barrier()
@@ -333,8 +363,9 @@ if HAVE_GLUON:
         q_desc, k_desc, v_desc, do_desc, LSE2, DELTA, DQ,
         stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
         seqlen_q, seqlen_k, H, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
+        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
         HEAD_D: gl.constexpr, STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr,
-        CONSUMER_REGS: gl.constexpr, num_warps: gl.constexpr,
+        CONSUMER_REGS: gl.constexpr, HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr,
     ):
         """Grid (query blocks of 2·WG_M rows, batch·heads), heaviest (causal: last) blocks first. Q and dO of
         the block stay in shared memory; K and V tiles stream through the forward's loader and ring."""
@@ -378,11 +409,13 @@ if HAVE_GLUON:
             (_dq_consumer, (q_smem, do_smem, qdo_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty,
                             LSE2, DELTA, DQ, stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
                             b, h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right,
-                            qk_scale, sm_scale, 0, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI)),
+                            qk_scale, sm_scale, seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
+                            0, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT)),
             (_dq_consumer, (q_smem, do_smem, qdo_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty,
                             LSE2, DELTA, DQ, stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
                             b, h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right,
-                            qk_scale, sm_scale, 1, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI)),
+                            qk_scale, sm_scale, seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
+                            1, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT)),
             (_ws_loader, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, kv_row0, kv_col,
                           num_tiles, BLOCK_N, STAGES)),
         ], [4, 1], [CONSUMER_REGS, 24])
@@ -417,8 +450,13 @@ _DQ_CFG_ENV = os.environ.get("TILEFOLD_BWD_SM90_DQ_CFG", "")  # "BLOCK_N,STAGES"
 DQ_M = 64  # query rows per consumer warpgroup of the dQ kernel
 
 
+# dropout in the Gluon backward (the forward's Philox mask, regenerated); "0" sends dropout backwards to
+# backward.py's kernels
+DROPOUT = os.environ.get("TILEFOLD_BWD_SM90_DROPOUT", "1") == "1"
+
+
 def _scope_ok(q, k, v, dout, *, softcap, dropout_p, varlen, shift_extra) -> bool:
-    if not HAVE_GLUON or varlen or softcap > 0 or dropout_p > 0 or shift_extra != 0:
+    if not HAVE_GLUON or varlen or softcap > 0 or (dropout_p > 0 and not DROPOUT) or shift_extra != 0:
         return False
     if q.device.type != "cuda" or q.dtype not in (torch.float16, torch.bfloat16):
         return False
@@ -476,7 +514,14 @@ def _dq_layout_ok(q, k, v, dout) -> bool:
     return B == 1 or N % _dq_config(q.shape[-1])[0] == 0
 
 
-def attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, *, softmax_scale, window):
+def _drop_args(dropout_p, seed, offset):
+    """(seed_lo, seed_hi, offset, threshold, 1 / (1 - p)): the forward's Philox key and keep threshold."""
+    return (as_int32(seed), as_int32(seed >> 32), as_int32(offset), dropout_threshold(dropout_p),
+            1.0 / (1.0 - dropout_p))
+
+
+def attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, *, softmax_scale, window, dropout_p=0.0, seed=0,
+                        offset=0):
     """Write dK, dV (contiguous (B, N, HK, D)) of the backward whose preprocess gave lse2 / delta
     ((B, H, M) fp32, unit last stride)."""
     B, M, H, D = q.shape
@@ -495,11 +540,12 @@ def attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, *, softmax_scale, wi
         *descs, lse2, delta, dk, dv, lse2.stride(0), lse2.stride(1),
         dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2),
         M, N, HK, H // HK, N - M, max(left, 0), max(right, 0), softmax_scale * LOG2E, softmax_scale,
+        *_drop_args(dropout_p, seed, offset),
         HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0, HAS_HI=right >= 0, CONSUMER_REGS=CONSUMER_REGS,
-        num_warps=4)
+        HAS_DROPOUT=dropout_p > 0, num_warps=4)
 
 
-def attention_dq_sm90(q, k, v, dout, lse2, delta, dq, *, softmax_scale, window):
+def attention_dq_sm90(q, k, v, dout, lse2, delta, dq, *, softmax_scale, window, dropout_p=0.0, seed=0, offset=0):
     """Write dQ (contiguous (B, M, H, D)) of the backward whose preprocess gave lse2 / delta."""
     B, M, H, D = q.shape
     N, HK = k.shape[1], k.shape[2]
@@ -516,5 +562,6 @@ def attention_dq_sm90(q, k, v, dout, lse2, delta, dq, *, softmax_scale, window):
     attention_bwd_dq_sm90_kernel[grid](
         *descs, lse2, delta, dq, lse2.stride(0), lse2.stride(1), dq.stride(0), dq.stride(1), dq.stride(2),
         M, N, H, H // HK, N - M, max(left, 0), max(right, 0), softmax_scale * LOG2E, softmax_scale,
+        *_drop_args(dropout_p, seed, offset),
         HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0, HAS_HI=right >= 0, CONSUMER_REGS=CONSUMER_REGS,
-        num_warps=4)
+        HAS_DROPOUT=dropout_p > 0, num_warps=4)
