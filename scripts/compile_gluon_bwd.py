@@ -1,6 +1,7 @@
-"""Offline sm_90 compile of the Gluon dK/dV kernel (tilefold/ops/attention/backward_sm90.py), no GPU needed:
-registers, spills, shared memory and the main loop's SASS instruction mix.
-Usage: python scripts/compile_gluon_bwd.py [--d 128] [--causal] [--left] [--block-m N] [--stages N] [--regs N] [--dump F]"""
+"""Offline sm_90 compile of the Gluon backward kernels (tilefold/ops/attention/backward_sm90.py: dK/dV, or dQ
+with --dq), no GPU needed: registers, spills, shared memory and the SASS instruction mix.
+Usage: python scripts/compile_gluon_bwd.py [--dq] [--d 128] [--causal] [--left] [--dropout] [--fp16]
+       [--block-m N] [--stages N] [--regs N] [--dump F]     (--block-m: the dQ kernel's key tile with --dq)"""
 import argparse
 import collections
 import inspect

@@ -1,11 +1,12 @@
-"""The Hopper Gluon dK/dV kernel (tilefold/ops/attention/backward_sm90.py; the preprocess and the dQ kernel
-stay backward.py's Triton ones).
+"""The Hopper Gluon backward kernels (tilefold/ops/attention/backward_sm90.py: dK/dV and dQ, with dropout;
+the preprocess stays backward.py's).
 
-CPU tier: which calls it takes (never CPU tensors) and the (batch·seqlen, heads·head_dim) views of q, k, v and
-dout it reads through. GPU tier (sm_90 only): the path is taken for the cases it claims, every gradient meets
-the 2x rule against fp64, and its dK / dV agree with backward.py's Triton dK/dV kernel (TILEFOLD_BWD_SM90=0)
-over masks, lengths that are not multiples of the tiles, GQA/MQA, packed layouts and rows that see no key;
-batch 1's inf / NaN never reach batch 0; the result is bitwise repeatable; the inputs are left alone.
+CPU tier: which calls they take (never CPU tensors), the (batch·seqlen, heads·head_dim) views of q, k, v and
+dout they read through, each kernel's batch condition, and the checks on the sweep overrides. GPU tier (sm_90
+only): each kernel is taken exactly where it claims, every gradient meets the 2x rule against fp64 and agrees
+with backward.py's Triton kernels (TILEFOLD_BWD_SM90=0) over masks, lengths that are not multiples of the
+tiles, GQA/MQA, packed layouts, rows that see no key and dropout (the mask decoded from the forward's S);
+another batch's inf / NaN never reach batch 0; the result is bitwise repeatable; the inputs are left alone.
 """
 import pytest
 import torch
@@ -134,12 +135,13 @@ def count_sm90(monkeypatch):
 
 
 def _expected(case):
-    """Which Gluon kernels the case should take: dK/dV needs batch 1 or seqlen_q % 64 == 0, dQ batch 1 or
-    seqlen_k % 64 == 0 (each reads the other side's tiles through the flat batch·seqlen view)."""
+    """Which Gluon kernels the case should take: dK/dV needs batch 1 or seqlen_q a multiple of its query tile
+    (64 by default), dQ batch 1 or seqlen_k a multiple of its key tile (64): each reads the other side's
+    tiles through the flat batch·seqlen view."""
     want = []
-    if case.B == 1 or case.M % 64 == 0:
+    if case.B == 1 or case.M % bw._config(case.D)[0] == 0:
         want.append("dkdv")
-    if case.B == 1 or case.N % 64 == 0:
+    if case.B == 1 or case.N % bw._dq_config(case.D)[0] == 0:
         want.append("dq")
     return want
 
@@ -326,3 +328,32 @@ def test_sm90_bwd_dropout(case, p, count_sm90, monkeypatch):
     for name, a, b in zip(("dq", "dk", "dv"), g, t):
         err, scale = (a.double() - b.double()).abs().max().item(), b.double().abs().max().item()
         assert err <= TOL[torch.bfloat16] * scale + 1e-5, (name, err, scale)
+
+
+@pytest.mark.parametrize("var,text,msg", [
+    ("TILEFOLD_BWD_SM90_DQ_CFG", "64,1", "STAGES >= 2"),      # one slot: the dQ loop would wait for itself
+    ("TILEFOLD_BWD_SM90_CFG", "64,0", "STAGES >= 1"),
+    ("TILEFOLD_BWD_SM90_CFG", "48,2", "power of two"),
+    ("TILEFOLD_BWD_SM90_DQ_CFG", "128,3", "shared memory"),  # 262 KB at head dim 128
+    ("TILEFOLD_BWD_SM90_CFG", "64", "two integers"),
+])
+def test_sweep_overrides_are_checked(var, text, msg, monkeypatch):
+    monkeypatch.setenv(var, text)
+    with pytest.raises(ValueError, match=msg):
+        cfg_ = bw._parse_cfg(var)
+        bw._checked(cfg_, 128, 128, 2 if "DQ" in var else 1)
+
+
+def test_default_configs_pass_their_own_checks():
+    for D in (64, 128):
+        bm, st = bw._config(D)
+        assert bw._checked(("x", bm, st), D, 2 * bw.WG_N, 1) == (bm, st)
+        bn, st = bw._dq_config(D)
+        assert bw._checked(("x", bn, st), D, 2 * bw.DQ_M, 2) == (bn, st)
+
+
+@pytest.mark.parametrize("text,want", [("0", "0"), ("off", "0"), ("False", "0"), ("no", "0"), ("1", "1"),
+                                       ("on", "1"), ("auto", "auto"), ("", "")])
+def test_switch_spellings(text, want, monkeypatch):
+    monkeypatch.setenv("TILEFOLD_BWD_SM90", text)
+    assert cfg._switch("TILEFOLD_BWD_SM90") == want

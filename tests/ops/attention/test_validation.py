@@ -278,6 +278,23 @@ def test_window_below_minus_one(window):
         call(q, k, v, window_size=window)
 
 
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_huge_window_is_unbounded(backend):
+    """A window edge past any distance (up to int32 max) sees what -1 sees: the kernels add edges to int32
+    positions, so the boundary clamps them (a wrap-around silently gave zero gradients before)."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 40, 2, 16, requires_grad=True) for _ in range(3))
+    big = 2 ** 31 - 1
+    with tilefold.use_backend(backend):
+        for win, same in (((big, big), (-1, -1)), ((big, 0), (-1, 0)), ((3, big), (3, -1))):
+            a = tilefold.attention(q, k, v, window_size=win)
+            b = tilefold.attention(q, k, v, window_size=same)
+            assert torch.equal(a, b), win
+            ga = torch.autograd.grad(a.sum(), (q, k, v))
+            gb = torch.autograd.grad(b.sum(), (q, k, v))
+            assert all(torch.equal(x, y) for x, y in zip(ga, gb)), win
+
+
 @pytest.mark.parametrize("window", [(1, 2, 3), 4, None], ids=str)
 def test_window_not_a_pair(window):
     q, k, v = qkv()

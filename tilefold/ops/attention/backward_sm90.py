@@ -38,9 +38,13 @@ Each kernel is chosen on its own (the other gradient then comes from backward.py
 stationary side past the end (key rows for dK / dV, query rows for dQ) only reach their own output rows,
 which are not stored.
 
-Scope: CUDA capability 9.x, fp16 / bf16, head dim 64 or 128, fixed lengths, no softcap, no dropout (those
-stay on backward.py's kernels). No interpreter runs Gluon: the CPU tier tests the dispatch, the GPU tier
-the kernels (tests/ops/attention/test_backward_sm90.py).
+Dropout: the forward's Philox mask is regenerated (philox.dropout_keep_gl): key-major in dK / dV, where
+the sign of P^T carries it (relu for dV, scaled by 1 / (1 - p) at the end; magnitude for dS), and as
+backward.py's in dQ (TILEFOLD_BWD_SM90_DROPOUT=0 sends dropout backwards to backward.py's kernels).
+
+Scope: CUDA capability 9.x, fp16 / bf16, head dim 64 or 128, fixed lengths, no softcap (those stay on
+backward.py's kernels). No interpreter runs Gluon: the CPU tier tests the dispatch, the GPU tier the
+kernels (tests/ops/attention/test_backward_sm90.py).
 """
 from __future__ import annotations
 
@@ -68,6 +72,7 @@ if HAVE_GLUON:
 
 LOG2E = 1.4426950408889634
 WG_N = 64          # keys per consumer warpgroup (the wgmma M)
+DQ_M = 64          # query rows per consumer warpgroup of the dQ kernel
 BLOCK_N = 2 * WG_N  # keys per program
 
 
@@ -421,8 +426,40 @@ if HAVE_GLUON:
         ], [4, 1], [CONSUMER_REGS, 24])
 
 
-_CFG_ENV = os.environ.get("TILEFOLD_BWD_SM90_CFG", "")  # "BLOCK_M,STAGES" for sweeps
 CONSUMER_REGS = 240
+SMEM_MAX = 232448  # bytes of shared memory one sm_90 program may use
+
+
+def _parse_cfg(var: str):
+    """An optional "BLOCK,STAGES" override for sweeps (read at import), or None."""
+    text = os.environ.get(var, "")
+    if not text:
+        return None
+    try:
+        block, stages = (int(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"{var}: expected 'BLOCK,STAGES' (two integers), got {text!r}") from None
+    return var, block, stages
+
+
+def _checked(cfg, D: int, fixed_rows: int, min_stages: int):
+    """The override, if it can run: BLOCK a power of two in [16, 128], STAGES >= min_stages (the dQ kernel
+    releases a K slot one iteration late, so one slot would wait for itself: a hang), and shared memory
+    (fixed_rows x D of the stationary side, twice, plus STAGES x 2 streamed tiles) within an sm_90 program's."""
+    var, block, stages = cfg
+    if block < 16 or block > 128 or block & (block - 1):
+        raise ValueError(f"{var}: expected BLOCK a power of two in [16, 128], got {block}")
+    if stages < min_stages:
+        raise ValueError(f"{var}: expected STAGES >= {min_stages}, got {stages}")
+    smem = 2 * 2 * fixed_rows * D + stages * 2 * block * D * 2
+    if smem > SMEM_MAX:
+        raise ValueError(f"{var}: ({block}, {stages}) needs {smem} bytes of shared memory at head dim {D}, "
+                         f"more than {SMEM_MAX}")
+    return block, stages
+
+
+_CFG_ENV = _parse_cfg("TILEFOLD_BWD_SM90_CFG")        # dK/dV: "BLOCK_M,STAGES"
+_DQ_CFG_ENV = _parse_cfg("TILEFOLD_BWD_SM90_DQ_CFG")  # dQ: "BLOCK_N,STAGES"
 
 
 def _config(D: int):
@@ -431,23 +468,20 @@ def _config(D: int):
     (D / 2 each at 64 keys), S^T and dP^T (BLOCK_M / 2 each); offline (scripts/compile_gluon_bwd.py) hd64
     at 128-row tiles spills ~180 values, at 64 none."""
     if _CFG_ENV:
-        bm, st = (int(x) for x in _CFG_ENV.split(","))
-        return bm, st
+        return _checked(_CFG_ENV, D, 2 * WG_N, 1)
     return (64, 2) if D == 128 else (64, 3)
 
 
 def _dq_config(D: int):
     """(BLOCK_N, STAGES) of the dQ kernel: 64-key tiles (S and dP of 64 x 64 per warpgroup beside the
-    dQ accumulator); three slots, because a K slot is released only after the dQ product of the next
-    iteration has read it. Shared memory: Q + dO of 128 rows + STAGES x (K + V): hd128 160 KB."""
+    dQ accumulator). At least two slots, because a K slot is released only after the dQ product of the
+    next iteration has read it; three give the loader a tile of slack. Shared memory: Q + dO of 128 rows +
+    STAGES x (K + V): hd128 160 KB."""
     if _DQ_CFG_ENV:
-        bn, st = (int(x) for x in _DQ_CFG_ENV.split(","))
-        return bn, st
+        return _checked(_DQ_CFG_ENV, D, 2 * DQ_M, 2)
     return 64, 3
 
 
-_DQ_CFG_ENV = os.environ.get("TILEFOLD_BWD_SM90_DQ_CFG", "")  # "BLOCK_N,STAGES" for sweeps
-DQ_M = 64  # query rows per consumer warpgroup of the dQ kernel
 
 
 # dropout in the Gluon backward (the forward's Philox mask, regenerated); "0" sends dropout backwards to

@@ -68,13 +68,24 @@ DKDV_ONE_LOOP = os.environ.get("TILEFOLD_DKDV_ONE_LOOP", "auto")
 # benchmarks/NOTES.md "Gluon forward"): hd128 582/533/589/569 TFLOP/s against this file's Triton kernel's
 # 545/499/532/520 and cuDNN's 605/545/593/552 in the same run; hd64 +10-16% over the Triton kernel.
 # "0" keeps every forward on forward.py's kernel.
-FWD_SM90 = os.environ.get("TILEFOLD_FWD_SM90", "auto")
+def _switch(name: str, default: str = "auto") -> str:
+    """An on / off / auto environment switch: "0" / "false" / "off" / "no" read as "0", "1" / "true" / "on" /
+    "yes" as "1", anything else as given (lower case)."""
+    value = os.environ.get(name, default).strip().lower()
+    if value in ("false", "off", "no"):
+        return "0"
+    if value in ("true", "on", "yes"):
+        return "1"
+    return value
+
+
+FWD_SM90 = _switch("TILEFOLD_FWD_SM90")
 
 # dK / dV and dQ on Hopper through the Gluon kernels (backward_sm90.py: warp-specialized, the accumulators of
 # 64 keys / 64 query rows per warpgroup in registers at up to 256 per thread, asynchronous wgmma) where they
 # apply (fp16 / bf16, head dim 64 / 128, fixed lengths, no softcap / dropout; each kernel has its own batch
 # condition); the preprocess stays backward.py's. "0" keeps every backward on backward.py's kernels.
-BWD_SM90 = os.environ.get("TILEFOLD_BWD_SM90", "auto")
+BWD_SM90 = _switch("TILEFOLD_BWD_SM90")
 
 
 def dkdv_one_loop(block_d: int, masked: bool, exact: bool) -> bool:

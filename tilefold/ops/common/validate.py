@@ -36,7 +36,12 @@ def _validate_window(window_size):
     left, right = (int(w) for w in window_size)
     if left < -1 or right < -1:
         raise ValueError(f"window_size: expected values >= -1 (-1 = unbounded), got {tuple(window_size)}")
-    return left, right
+    # the kernels add window edges to positions in int32: a bound past any reachable distance (positions are
+    # int32, TMA coordinates too) is clamped to WINDOW_MAX, which sees the same keys and cannot wrap around
+    return min(left, WINDOW_MAX), min(right, WINDOW_MAX)
+
+
+WINDOW_MAX = 1 << 30
 
 
 def _validate_softcap(softcap):
