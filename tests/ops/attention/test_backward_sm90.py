@@ -139,9 +139,10 @@ def _expected(case):
     (64 by default), dQ batch 1 or seqlen_k a multiple of its key tile (64): each reads the other side's
     tiles through the flat batch·seqlen view."""
     want = []
-    if case.B == 1 or case.M % bw._config(case.D)[0] == 0:
+    if case.D in (64, 128) and (case.B == 1 or case.M % bw._config(case.D)[0] == 0):
         want.append("dkdv")
-    if case.B == 1 or case.N % bw._dq_config(case.D)[0] == 0:
+    dq_dims = (64, 128, 256) if bw.DQ_HD256 else (64, 128)
+    if case.D in dq_dims and (case.B == 1 or case.N % bw._dq_config(case.D)[0] == 0):
         want.append("dq")
     return want
 
@@ -357,3 +358,29 @@ def test_default_configs_pass_their_own_checks():
 def test_switch_spellings(text, want, monkeypatch):
     monkeypatch.setenv("TILEFOLD_BWD_SM90", text)
     assert cfg._switch("TILEFOLD_BWD_SM90") == want
+
+
+HD256_CASES = [Case(1, 1023, 1023, 4, 2, 256, causal=True), Case(2, 300, 512, 4, 4, 256, window=(100, 37)),
+               Case(1, 700, 1500, 4, 1, 256)]
+
+
+@pytest.mark.gpu
+@needs_sm90
+@pytest.mark.parametrize("case", HD256_CASES, ids=h.case_id)
+def test_sm90_dq_hd256_opt_in(case, count_sm90, monkeypatch):
+    """The dQ kernel at head dim 256 behind TILEFOLD_BWD_SM90_DQ_HD256 (off by default until this passes on a
+    GPU): taken only when asked for, every gradient under the 2x rule, dq close to backward.py's."""
+    q = torch.randn(1, 128, 2, 256, device="cuda", dtype=torch.bfloat16)
+    _backward(q, q, q)
+    assert count_sm90 == []                    # default: head dim 256 stays on backward.py's kernels
+    monkeypatch.setattr(bw, "DQ_HD256", True)
+    count_sm90.clear()
+    h.check_case(case, torch.bfloat16, device="cuda", grad=True)
+    assert count_sm90 == ["dq"], count_sm90
+    count_sm90.clear()
+    _against_triton(case, torch.bfloat16, count_sm90, monkeypatch)
+
+
+def test_dq_hd256_config_fits():
+    bn, st = bw._dq_config(256)
+    assert bw._checked(("x", bn, st), 256, 2 * bw.DQ_M, 2) == (bn, st)

@@ -479,7 +479,9 @@ def _dq_config(D: int):
     STAGES x (K + V): hd128 160 KB."""
     if _DQ_CFG_ENV:
         return _checked(_DQ_CFG_ENV, D, 2 * DQ_M, 2)
-    return 64, 3
+    # head dim 256 (opt-in, DQ_HD256): 32-key tiles keep 3 slots within shared memory (offline: 229.8 KB,
+    # no spills; the dQ accumulator is 128 registers per thread)
+    return (32, 3) if D == 256 else (64, 3)
 
 
 
@@ -489,12 +491,17 @@ def _dq_config(D: int):
 DROPOUT = os.environ.get("TILEFOLD_BWD_SM90_DROPOUT", "1") == "1"
 
 
-def _scope_ok(q, k, v, dout, *, softcap, dropout_p, varlen, shift_extra) -> bool:
+# the dQ kernel at head dim 256: compiled offline only, never run on a GPU yet, so off unless asked for
+# ("1"); the dK/dV kernel has no head-dim-256 form (its 64 x D accumulators would need 256 registers each)
+DQ_HD256 = os.environ.get("TILEFOLD_BWD_SM90_DQ_HD256", "0") == "1"
+
+
+def _scope_ok(q, k, v, dout, *, softcap, dropout_p, varlen, shift_extra, head_dims=(64, 128)) -> bool:
     if not HAVE_GLUON or varlen or softcap > 0 or (dropout_p > 0 and not DROPOUT) or shift_extra != 0:
         return False
     if q.device.type != "cuda" or q.dtype not in (torch.float16, torch.bfloat16):
         return False
-    if q.dim() != 4 or q.shape[-1] not in (64, 128) or any(t.dtype != q.dtype for t in (k, v, dout)):
+    if q.dim() != 4 or q.shape[-1] not in head_dims or any(t.dtype != q.dtype for t in (k, v, dout)):
         return False
     return _major(q.device.index if q.device.index is not None else torch.cuda.current_device()) == 9
 
@@ -508,8 +515,9 @@ def supported(q, k, v, dout, *, softcap, window, dropout_p, varlen, shift_extra)
 def dq_supported(q, k, v, dout, *, softcap, window, dropout_p, varlen, shift_extra, softmax_scale) -> bool:
     """Whether the Gluon kernel computes dQ (else backward.py's kernel). It masks scores with -inf before
     the exponent, so the scale must be positive."""
+    dims = (64, 128, 256) if DQ_HD256 else (64, 128)
     return softmax_scale > 0 and _scope_ok(q, k, v, dout, softcap=softcap, dropout_p=dropout_p, varlen=varlen,
-                                           shift_extra=shift_extra) and _dq_layout_ok(q, k, v, dout)
+                                           shift_extra=shift_extra, head_dims=dims) and _dq_layout_ok(q, k, v, dout)
 
 
 def _views_ok(q, k, v, dout) -> bool:
