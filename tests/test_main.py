@@ -35,6 +35,7 @@ def test_info_runs():
         assert word in r.stdout
     assert "no CUDA" in r.stdout
     assert "TRITON_INTERPRET not set" in r.stdout
+    assert "gluon" in r.stdout  # whether the Hopper kernels can run, and their switches
 
 
 def test_info_reports_interpreter():

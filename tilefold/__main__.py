@@ -136,6 +136,21 @@ def _try_import(name: str):
     return True, str(ver)
 
 
+def _hopper_line(torch) -> str:
+    """Whether the Gluon kernels (Hopper forward, dK/dV and dQ) can run here, and their switches."""
+    try:
+        from tilefold.ops.attention import backward_sm90, config, forward_sm90
+    except Exception as e:  # noqa: BLE001
+        return f"gluon    not importable: {type(e).__name__}: {e}"
+    if not (forward_sm90.HAVE_GLUON and backward_sm90.HAVE_GLUON):
+        return "gluon    not in this Triton (the Triton kernels run everywhere)"
+    sm90 = [i for i in range(torch.cuda.device_count()) if torch.cuda.get_device_capability(i)[0] == 9] \
+        if torch.cuda.is_available() else []
+    where = f"Hopper GPU(s) {sm90}" if sm90 else "no Hopper GPU here, so unused"
+    return (f"gluon    available; forward TILEFOLD_FWD_SM90={config.FWD_SM90}, backward TILEFOLD_BWD_SM90="
+            f"{config.BWD_SM90} ({where})")
+
+
 def info(args) -> int:
     lines = [f"python   {platform.python_version()} ({sys.executable})"]
     try:
@@ -178,6 +193,7 @@ def info(args) -> int:
         has_attn = False
         lines.append(f"tilefold import failed: {type(e).__name__}: {e}")
     lines.append(f"tilefold.attention {'available' if has_attn else 'not available'}")
+    lines.append(_hopper_line(torch))
 
     lines.append("providers (bench anchors):")
     cuda = torch.cuda.is_available()
