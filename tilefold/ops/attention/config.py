@@ -63,11 +63,7 @@ ORDER = os.environ.get("TILEFOLD_ORDER", "head")
 # TILEFOLD_DKDV_ONE_LOOP=1 / 0 forces it on / off. Results are bitwise those of the three loops.
 DKDV_ONE_LOOP = os.environ.get("TILEFOLD_DKDV_ONE_LOOP", "auto")
 
-# Forward on Hopper through the Gluon kernel (forward_sm90.py: warp-specialized, asynchronous wgmma, the P.V
-# of one tile overlapping the softmax of the next) where it applies. Measured (H200, bf16, B2 H16, 8k/16k,
-# benchmarks/NOTES.md "Gluon forward"): hd128 582/533/589/569 TFLOP/s against this file's Triton kernel's
-# 545/499/532/520 and cuDNN's 605/545/593/552 in the same run; hd64 +10-16% over the Triton kernel.
-# "0" keeps every forward on forward.py's kernel.
+
 def _switch(name: str, default: str = "auto") -> str:
     """An on / off / auto environment switch: "0" / "false" / "off" / "no" read as "0", "1" / "true" / "on" /
     "yes" as "1", anything else as given (lower case)."""
@@ -79,12 +75,19 @@ def _switch(name: str, default: str = "auto") -> str:
     return value
 
 
+# Forward on Hopper through the Gluon kernel (forward_sm90.py: warp-specialized, asynchronous wgmma, the P.V
+# of one tile overlapping the softmax of the next) where it applies. Measured (H200, bf16, B2 H16, 8k/16k,
+# benchmarks/NOTES.md "Gluon forward"): hd128 582/533/589/569 TFLOP/s against this file's Triton kernel's
+# 545/499/532/520 and cuDNN's 605/545/593/552 in the same run; hd64 +10-16% over the Triton kernel.
+# "0" keeps every forward on forward.py's kernel.
 FWD_SM90 = _switch("TILEFOLD_FWD_SM90")
 
 # dK / dV and dQ on Hopper through the Gluon kernels (backward_sm90.py: warp-specialized, the accumulators of
 # 64 keys / 64 query rows per warpgroup in registers at up to 256 per thread, asynchronous wgmma) where they
-# apply (fp16 / bf16, head dim 64 / 128, fixed lengths, no softcap / dropout; each kernel has its own batch
-# condition); the preprocess stays backward.py's. "0" keeps every backward on backward.py's kernels.
+# apply (fp16 / bf16, head dim 64 / 128, fixed lengths, no softcap; dropout too unless
+# TILEFOLD_BWD_SM90_DROPOUT=0; each kernel has its own batch condition); the preprocess stays backward.py's.
+# Measured (H200, bf16, B2 H16, hd128 8k/16k, benchmarks/NOTES.md "Gluon backward"): the whole backward
+# +12-14% over these kernels' Triton versions, 1.48-1.57x FA2. "0" keeps every backward on backward.py's kernels.
 BWD_SM90 = _switch("TILEFOLD_BWD_SM90")
 
 
