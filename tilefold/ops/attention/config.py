@@ -87,7 +87,8 @@ FWD_SM90 = _switch("TILEFOLD_FWD_SM90")
 # apply (fp16 / bf16, head dim 64 / 128, fixed lengths, no softcap; dropout too unless
 # TILEFOLD_BWD_SM90_DROPOUT=0; each kernel has its own batch condition); the preprocess stays backward.py's.
 # Measured (H200, bf16, B2 H16, hd128 8k/16k, benchmarks/NOTES.md "Gluon backward"): the whole backward
-# +11-14% over these kernels' Triton versions, 1.48-1.57x FA2. "0" keeps every backward on backward.py's kernels.
+# +11-14% over these kernels' Triton versions (call 32), 1.48-1.57x FA2 (call 33). "0" keeps every backward on
+# backward.py's kernels.
 BWD_SM90 = _switch("TILEFOLD_BWD_SM90")
 
 
