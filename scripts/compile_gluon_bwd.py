@@ -26,8 +26,12 @@ _BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin
 
 
 def compile_bwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_m=None, stages=None, regs=None,
-                dq=False, dropout=False):
-    if dq:  # block_m: the key tile of the dQ kernel
+                dq=False, dropout=False, hd256=False):
+    if hd256:  # the head-dim-256 dK/dV (one 64-key block per program)
+        bm, st = block_m or 64, stages or 2
+        blocks = (("q_desc", bm), ("k_desc", 64), ("v_desc", 64), ("do_desc", bm))
+        fn = B.attention_bwd_dkdv_sm90_hd256_kernel
+    elif dq:  # block_m: the key tile of the dQ kernel
         bn, st = B._dq_config(D)
         bn, st = block_m or bn, stages or st
         blocks = (("q_desc", B.DQ_M), ("k_desc", bn), ("v_desc", bn), ("do_desc", B.DQ_M))
@@ -82,9 +86,12 @@ if __name__ == "__main__":
     ap.add_argument("--dump")
     ap.add_argument("--dq", action="store_true", help="the dQ kernel (--block-m is then its key tile)")
     ap.add_argument("--dropout", action="store_true")
+    ap.add_argument("--hd256", action="store_true", help="the head-dim-256 dK/dV kernel (implies --d 256)")
     a = ap.parse_args()
+    if a.hd256:
+        a.d = 256
     k, sass, res = compile_bwd(a.d, a.causal, a.left, torch.float16 if a.fp16 else torch.bfloat16,
-                               a.block_m, a.stages, a.regs, a.dq, a.dropout)
+                               a.block_m, a.stages, a.regs, a.dq, a.dropout, a.hd256)
     print(res.strip().splitlines()[-1] if res.strip() else "")
     print("shared", k.metadata.shared)
     ops = collections.Counter(re.findall(r"^\s+/\*[0-9a-f]{4,6}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", sass, re.M))

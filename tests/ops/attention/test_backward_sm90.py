@@ -139,10 +139,10 @@ def _expected(case):
     (64 by default), dQ batch 1 or seqlen_k a multiple of its key tile (64): each reads the other side's
     tiles through the flat batch·seqlen view."""
     want = []
-    if case.D in (64, 128) and (case.B == 1 or case.M % bw._config(case.D)[0] == 0):
+    dims = (64, 128, 256) if bw.HD256 else (64, 128)
+    if case.D in dims and (case.B == 1 or case.M % bw._config(case.D)[0] == 0):
         want.append("dkdv")
-    dq_dims = (64, 128, 256) if bw.DQ_HD256 else (64, 128)
-    if case.D in dq_dims and (case.B == 1 or case.N % bw._dq_config(case.D)[0] == 0):
+    if case.D in dims and (case.B == 1 or case.N % bw._dq_config(case.D)[0] == 0):
         want.append("dq")
     return want
 
@@ -360,27 +360,55 @@ def test_switch_spellings(text, want, monkeypatch):
     assert cfg._switch("TILEFOLD_BWD_SM90") == want
 
 
-HD256_CASES = [Case(1, 1023, 1023, 4, 2, 256, causal=True), Case(2, 300, 512, 4, 4, 256, window=(100, 37)),
-               Case(1, 700, 1500, 4, 1, 256)]
+HD256_CASES = [Case(1, 1023, 1023, 4, 2, 256, causal=True), Case(2, 320, 512, 4, 4, 256, window=(100, 37)),
+               Case(1, 700, 1500, 4, 1, 256), Case(2, 300, 512, 8, 2, 256, causal=True)]
 
 
 @pytest.mark.gpu
 @needs_sm90
 @pytest.mark.parametrize("case", HD256_CASES, ids=h.case_id)
-def test_sm90_dq_hd256_opt_in(case, count_sm90, monkeypatch):
-    """The dQ kernel at head dim 256 behind TILEFOLD_BWD_SM90_DQ_HD256 (off by default until this passes on a
-    GPU): taken only when asked for, every gradient under the 2x rule, dq close to backward.py's."""
+def test_sm90_hd256_opt_in(case, count_sm90, monkeypatch):
+    """The head-dim-256 Gluon kernels (dK/dV with the head dim split over the two warpgroups, dQ with 32-key
+    tiles) behind TILEFOLD_BWD_SM90_HD256 (off by default until this passes on a GPU): taken only when asked
+    for, every gradient under the 2x rule, and close to backward.py's kernels."""
     q = torch.randn(1, 128, 2, 256, device="cuda", dtype=torch.bfloat16)
     _backward(q, q, q)
     assert count_sm90 == []                    # default: head dim 256 stays on backward.py's kernels
-    monkeypatch.setattr(bw, "DQ_HD256", True)
+    monkeypatch.setattr(bw, "HD256", True)
     count_sm90.clear()
     h.check_case(case, torch.bfloat16, device="cuda", grad=True)
-    assert count_sm90 == ["dq"], count_sm90
+    assert count_sm90 == _expected(case), count_sm90
     count_sm90.clear()
     _against_triton(case, torch.bfloat16, count_sm90, monkeypatch)
 
 
-def test_dq_hd256_config_fits():
+@pytest.mark.gpu
+@needs_sm90
+@pytest.mark.parametrize("p", [0.0, 0.3])
+def test_sm90_hd256_opt_in_dropout_and_determinism(p, count_sm90, monkeypatch):
+    monkeypatch.setattr(bw, "HD256", True)
+    c = Case(2, 512, 640, 8, 2, 256, causal=True)
+    q, k, v = (t.detach().requires_grad_() for t in h.make_qkv(c, torch.bfloat16, "cuda"))
+    dout = torch.randn(2, 512, 8, 256, device="cuda", dtype=torch.bfloat16)
+    grads = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        out = tilefold.attention(q, k, v, dropout_p=p, **c.opts)
+        grads.append(torch.autograd.grad(out, (q, k, v), dout))
+    assert count_sm90 == ["dkdv", "dq"] * 2, count_sm90
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
+    monkeypatch.setattr(cfg, "BWD_SM90", "0")
+    torch.manual_seed(3)
+    out = tilefold.attention(q, k, v, dropout_p=p, **c.opts)
+    ref = torch.autograd.grad(out, (q, k, v), dout)
+    for name, a, b in zip(("dq", "dk", "dv"), grads[0], ref):
+        err, scale = (a.double() - b.double()).abs().max().item(), b.double().abs().max().item()
+        assert err <= TOL[torch.bfloat16] * scale + 1e-5, (name, err, scale)
+
+
+def test_hd256_configs_fit():
     bn, st = bw._dq_config(256)
     assert bw._checked(("x", bn, st), 256, 2 * bw.DQ_M, 2) == (bn, st)
+    bm, st = bw._config(256)
+    assert bw._checked(("x", bm, st), 256, bw.WG_N, 1, extra=bw.WG_N * bm * 8) == (bm, st)

@@ -426,6 +426,260 @@ if HAVE_GLUON:
         ], [4, 1], [CONSUMER_REGS, 24])
 
 
+if HAVE_GLUON:
+
+    @gluon.jit
+    def _h256_loader(q_desc, k_desc, v_desc, do_desc, q_smem, k_smem, v_smem, do_smem, kv_bar,
+                     q_full, do_full, q_empty, do_empty, b, hk, n0, m_start, n_mt, num_tiles,
+                     seqlen_q, seqlen_k, GROUP,
+                     BLOCK_M: gl.constexpr, HEAD_D: gl.constexpr, STAGES: gl.constexpr):
+        """One warp: K and V of the 64-key block once, then Q and dO tiles into the ring (released by both
+        warpgroups: empty barriers of count 2)."""
+        mbarrier.expect(kv_bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(k_desc, [b * seqlen_k + n0, hk * HEAD_D], kv_bar, k_smem)
+        tma.async_copy_global_to_shared(v_desc, [b * seqlen_k + n0, hk * HEAD_D], kv_bar, v_smem)
+        for t in range(num_tiles):
+            g = t // n_mt
+            m = m_start + (t - g * n_mt) * BLOCK_M
+            col = (hk * GROUP + g) * HEAD_D
+            slot = t % STAGES
+            if t >= STAGES:
+                mbarrier.wait(q_empty.index(slot), ((t // STAGES) - 1) & 1)
+            mbarrier.expect(q_full.index(slot), q_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(q_desc, [b * seqlen_q + m, col], q_full.index(slot), q_smem.index(slot))
+            if t >= STAGES:
+                mbarrier.wait(do_empty.index(slot), ((t // STAGES) - 1) & 1)
+            mbarrier.expect(do_full.index(slot), do_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(do_desc, [b * seqlen_q + m, col], do_full.index(slot),
+                                            do_smem.index(slot))
+
+    @gluon.jit
+    def _h256_store(acc, PTR, b, hk, n0, col0, stride_b, stride_n, stride_h, seqlen_k,
+                    WN: gl.constexpr, HALF: gl.constexpr, o_layout: gl.constexpr):
+        rows = n0 + gl.arange(0, WN, layout=gl.SliceLayout(1, o_layout))
+        cols = col0 + gl.arange(0, HALF, layout=gl.SliceLayout(0, o_layout))
+        ptrs = PTR + b.to(gl.int64) * stride_b + hk.to(gl.int64) * stride_h \
+            + gl.expand_dims(rows.to(gl.int64) * stride_n, 1) + gl.expand_dims(cols, 0)
+        gl.store(ptrs, acc.to(PTR.dtype.element_ty), mask=gl.expand_dims(rows < seqlen_k, 1))
+
+    @gluon.jit
+    def _h256_wg0(q_smem, k_smem, do_smem, kv_bar, q_full, do_full, q_empty, do_empty,
+                  pT_smem, dsT_smem, dpT_smem, p_ready, p_free, dp_ready, dp_free, ds_ready, ds_free,
+                  LSE2, DELTA, DK, DV, stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh,
+                  stride_dvb, stride_dvn, stride_dvh, b, hk, n0, m_start, n_mt, num_tiles,
+                  seqlen_q, seqlen_k, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
+                  seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, H,
+                  WN: gl.constexpr, BLOCK_M: gl.constexpr, HALF: gl.constexpr, STAGES: gl.constexpr,
+                  HAS_LO: gl.constexpr, HAS_HI: gl.constexpr, HAS_DROPOUT: gl.constexpr):
+        """Warpgroup 0: S^T = K Q^T over the whole head dim, P^T (to shared memory for warpgroup 1), dS^T from
+        warpgroup 1's dP^T (back to shared memory), and dK / dV for head-dim columns [0, HALF)."""
+        dtype: gl.constexpr = q_smem.dtype
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, BLOCK_M, 16])
+        o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, HALF, 16])
+        p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+        offs_n = n0 + gl.arange(0, WN, layout=gl.SliceLayout(1, s_layout))
+        offs_m0 = gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, s_layout))
+        dk = gl.zeros([WN, HALF], gl.float32, layout=o_layout)
+        dv = gl.zeros([WN, HALF], gl.float32, layout=o_layout)
+        s_zero = gl.zeros([WN, BLOCK_M], gl.float32, layout=s_layout)
+        mbarrier.wait(kv_bar, 0)
+        for t in range(num_tiles):
+            g = t // n_mt
+            m = m_start + (t - g * n_mt) * BLOCK_M
+            h = hk * GROUP + g
+            slot = t % STAGES
+            phase = (t // STAGES) & 1
+            offs_m = m + offs_m0
+            l_ptrs = b.to(gl.int64) * stride_lb + h.to(gl.int64) * stride_lh + offs_m
+            in_q = offs_m < seqlen_q
+            lse2 = gl.load(LSE2 + l_ptrs, mask=in_q, other=float("inf"))
+            dlt = gl.load(DELTA + l_ptrs, mask=in_q, other=0.0)
+            mbarrier.wait(q_full.index(slot), phase)
+            s_tok = warpgroup_mma(k_smem, q_smem.index(slot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+            s = warpgroup_mma_wait(0, deps=(s_tok,))
+            p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(lse2, 0)))
+            need = False
+            if HAS_HI:
+                need = need | (n0 + WN - 1 > m + shift + win_right)
+            if HAS_LO:
+                need = need | (n0 < m + BLOCK_M - 1 + shift - win_left)
+            if need:
+                ok = gl.expand_dims(offs_n, 1) >= 0
+                if HAS_HI:
+                    ok = ok & (gl.expand_dims(offs_n, 1) <= gl.expand_dims(offs_m + (shift + win_right), 0))
+                if HAS_LO:
+                    ok = ok & (gl.expand_dims(offs_n, 1) >= gl.expand_dims(offs_m + (shift - win_left), 0))
+                p = gl.where(ok, p, 0.0)
+            if HAS_DROPOUT:
+                keep = dropout_keep_gl(seed_lo, seed_hi, rng_offset, b * H + h, gl.expand_dims(offs_m, 0), n0,
+                                       gl.expand_dims(offs_n - n0, 1), drop_thr)
+                p = gl.where(keep, p, -p)
+                p_lo = gl.maximum(p, 0.0).to(dtype)
+            else:
+                p_lo = p.to(dtype)
+            # P^T for warpgroup 1's dV columns (its previous tile's product must have read the buffer)
+            if t > 0:
+                mbarrier.wait(p_free, (t - 1) & 1)
+            pT_smem.store(p_lo)
+            fence_async_shared()
+            gl.thread_barrier()
+            mbarrier.arrive(p_ready, count=1)
+            mbarrier.wait(do_full.index(slot), phase)
+            dv_tok = warpgroup_mma(gl.convert_layout(p_lo, p_layout), do_smem.index(slot).slice(0, HALF, dim=1),
+                                   dv, is_async=True)
+            mbarrier.wait(dp_ready, t & 1)
+            dp = dpT_smem.load(s_layout)
+            gl.thread_barrier()
+            mbarrier.arrive(dp_free, count=1)
+            if HAS_DROPOUT:
+                ds = gl.abs(p) * (gl.where(p > 0.0, dp * drop_rscale, 0.0) - gl.expand_dims(dlt, 0))
+            else:
+                ds = p * (dp - gl.expand_dims(dlt, 0))
+            ds_lo = ds.to(dtype)
+            if t > 0:
+                mbarrier.wait(ds_free, (t - 1) & 1)
+            dsT_smem.store(ds_lo)
+            fence_async_shared()
+            gl.thread_barrier()
+            mbarrier.arrive(ds_ready, count=1)
+            dk_tok = warpgroup_mma(gl.convert_layout(ds_lo, p_layout), q_smem.index(slot).slice(0, HALF, dim=1),
+                                   dk, is_async=True)
+            dv, dk = warpgroup_mma_wait(0, deps=(dv_tok, dk_tok))
+            gl.thread_barrier()
+            mbarrier.arrive(q_empty.index(slot), count=1)
+            mbarrier.arrive(do_empty.index(slot), count=1)
+        if HAS_DROPOUT:
+            dv = dv * drop_rscale
+        _h256_store(dk * sm_scale, DK, b, hk, n0, 0, stride_dkb, stride_dkn, stride_dkh, seqlen_k, WN, HALF, o_layout)
+        _h256_store(dv, DV, b, hk, n0, 0, stride_dvb, stride_dvn, stride_dvh, seqlen_k, WN, HALF, o_layout)
+
+    @gluon.jit
+    def _h256_wg1(q_smem, v_smem, do_smem, kv_bar, q_full, do_full, q_empty, do_empty,
+                  pT_smem, dsT_smem, dpT_smem, p_ready, p_free, dp_ready, dp_free, ds_ready, ds_free,
+                  DK, DV, stride_dkb, stride_dkn, stride_dkh, stride_dvb, stride_dvn, stride_dvh,
+                  b, hk, n0, num_tiles, seqlen_k, sm_scale, drop_rscale,
+                  WN: gl.constexpr, BLOCK_M: gl.constexpr, HALF: gl.constexpr, STAGES: gl.constexpr,
+                  HAS_DROPOUT: gl.constexpr):
+        """Warpgroup 1: dP^T = V dO^T over the whole head dim (to shared memory for warpgroup 0), then dV and
+        dK for head-dim columns [HALF, 2·HALF) from warpgroup 0's P^T and dS^T in shared memory."""
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, BLOCK_M, 16])
+        o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, HALF, 16])
+        dk = gl.zeros([WN, HALF], gl.float32, layout=o_layout)
+        dv = gl.zeros([WN, HALF], gl.float32, layout=o_layout)
+        s_zero = gl.zeros([WN, BLOCK_M], gl.float32, layout=s_layout)
+        mbarrier.wait(kv_bar, 0)
+        for t in range(num_tiles):
+            slot = t % STAGES
+            phase = (t // STAGES) & 1
+            mbarrier.wait(do_full.index(slot), phase)
+            dp_tok = warpgroup_mma(v_smem, do_smem.index(slot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+            dp = warpgroup_mma_wait(0, deps=(dp_tok,))
+            if t > 0:
+                mbarrier.wait(dp_free, (t - 1) & 1)
+            dpT_smem.store(dp)
+            gl.thread_barrier()
+            mbarrier.arrive(dp_ready, count=1)
+            mbarrier.wait(p_ready, t & 1)
+            dv_tok = warpgroup_mma(pT_smem, do_smem.index(slot).slice(HALF, HALF, dim=1), dv, is_async=True)
+            dv = warpgroup_mma_wait(0, deps=(dv_tok,))
+            gl.thread_barrier()
+            mbarrier.arrive(p_free, count=1)
+            mbarrier.wait(ds_ready, t & 1)
+            mbarrier.wait(q_full.index(slot), phase)
+            dk_tok = warpgroup_mma(dsT_smem, q_smem.index(slot).slice(HALF, HALF, dim=1), dk, is_async=True)
+            dk = warpgroup_mma_wait(0, deps=(dk_tok,))
+            gl.thread_barrier()
+            mbarrier.arrive(ds_free, count=1)
+            mbarrier.arrive(q_empty.index(slot), count=1)
+            mbarrier.arrive(do_empty.index(slot), count=1)
+        if HAS_DROPOUT:
+            dv = dv * drop_rscale
+        _h256_store(dk * sm_scale, DK, b, hk, n0, HALF, stride_dkb, stride_dkn, stride_dkh, seqlen_k, WN, HALF,
+                    o_layout)
+        _h256_store(dv, DV, b, hk, n0, HALF, stride_dvb, stride_dvn, stride_dvh, seqlen_k, WN, HALF, o_layout)
+
+    @gluon.jit
+    def attention_bwd_dkdv_sm90_hd256_kernel(
+        q_desc, k_desc, v_desc, do_desc, LSE2, DELTA, DK, DV,
+        stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh, stride_dvb, stride_dvn, stride_dvh,
+        seqlen_q, seqlen_k, HK, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
+        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
+        HEAD_D: gl.constexpr, STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr,
+        CONSUMER_REGS: gl.constexpr, HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr,
+    ):
+        """dK / dV at head dim 256 (FA3's split): one program per 64 keys; warpgroup 0 owns head-dim columns
+        [0, 128) of dK / dV, warpgroup 1 columns [128, 256) (128 accumulator registers each). Warpgroup 0
+        computes S^T and P^T, warpgroup 1 dP^T, and they trade P^T, dP^T and dS^T through shared memory with
+        a ready and a free mbarrier each."""
+        WN: gl.constexpr = k_desc.block_type.shape[0]
+        BLOCK_M: gl.constexpr = q_desc.block_type.shape[0]
+        HALF: gl.constexpr = HEAD_D // 2
+        dtype: gl.constexpr = q_desc.dtype
+        pid_n = gl.program_id(0)
+        pid_bh = gl.program_id(1)
+        b = pid_bh // HK
+        hk = pid_bh % HK
+        n0 = pid_n * WN
+        n_last = gl.minimum(n0 + WN, seqlen_k) - 1
+        lo = 0
+        hi = seqlen_q
+        if HAS_HI:
+            lo = gl.maximum(lo, n0 - shift - win_right)
+        if HAS_LO:
+            hi = gl.minimum(hi, n_last - shift + win_left + 1)
+        m_start = (lo // BLOCK_M) * BLOCK_M
+        n_mt = (gl.maximum(hi - m_start, 0) + BLOCK_M - 1) // BLOCK_M
+        num_tiles = n_mt * GROUP
+
+        x_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
+        f_layout: gl.constexpr = gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[1, 0])
+        q_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], q_desc.layout)
+        do_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], do_desc.layout)
+        k_smem = gl.allocate_shared_memory(dtype, [WN, HEAD_D], k_desc.layout)
+        v_smem = gl.allocate_shared_memory(dtype, [WN, HEAD_D], v_desc.layout)
+        pT_smem = gl.allocate_shared_memory(dtype, [WN, BLOCK_M], x_layout)
+        dsT_smem = gl.allocate_shared_memory(dtype, [WN, BLOCK_M], x_layout)
+        dpT_smem = gl.allocate_shared_memory(gl.float32, [WN, BLOCK_M], f_layout)
+        kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        q_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        do_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        q_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        do_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        xb = gl.allocate_shared_memory(gl.int64, [6, 1], mbarrier.MBarrierLayout())
+        mbarrier.init(kv_bar, count=1)
+        for i in gl.static_range(6):
+            mbarrier.init(xb.index(i), count=1)
+        for i in gl.static_range(STAGES):
+            mbarrier.init(q_full.index(i), count=1)
+            mbarrier.init(do_full.index(i), count=1)
+            mbarrier.init(q_empty.index(i), count=2)
+            mbarrier.init(do_empty.index(i), count=2)
+        fence_async_shared()
+        gl.warp_specialize([
+            (_h256_wg0, (q_smem, k_smem, do_smem, kv_bar, q_full, do_full, q_empty, do_empty,
+                         pT_smem, dsT_smem, dpT_smem, xb.index(0), xb.index(1), xb.index(2), xb.index(3),
+                         xb.index(4), xb.index(5),
+                         LSE2, DELTA, DK, DV, stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh,
+                         stride_dvb, stride_dvn, stride_dvh, b, hk, n0, m_start, n_mt, num_tiles,
+                         seqlen_q, seqlen_k, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
+                         seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, HK * GROUP,
+                         WN, BLOCK_M, HALF, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT)),
+            (_h256_wg1, (q_smem, v_smem, do_smem, kv_bar, q_full, do_full, q_empty, do_empty,
+                         pT_smem, dsT_smem, dpT_smem, xb.index(0), xb.index(1), xb.index(2), xb.index(3),
+                         xb.index(4), xb.index(5),
+                         DK, DV, stride_dkb, stride_dkn, stride_dkh, stride_dvb, stride_dvn, stride_dvh,
+                         b, hk, n0, num_tiles, seqlen_k, sm_scale, drop_rscale,
+                         WN, BLOCK_M, HALF, STAGES, HAS_DROPOUT)),
+            (_h256_loader, (q_desc, k_desc, v_desc, do_desc, q_smem, k_smem, v_smem, do_smem, kv_bar,
+                            q_full, do_full, q_empty, do_empty, b, hk, n0, m_start, n_mt, num_tiles,
+                            seqlen_q, seqlen_k, GROUP, BLOCK_M, HEAD_D, STAGES)),
+        ], [4, 1], [CONSUMER_REGS, 24])
+
+
 CONSUMER_REGS = 240
 SMEM_MAX = 232448  # bytes of shared memory one sm_90 program may use
 
@@ -442,7 +696,7 @@ def _parse_cfg(var: str):
     return var, block, stages
 
 
-def _checked(cfg, D: int, fixed_rows: int, min_stages: int):
+def _checked(cfg, D: int, fixed_rows: int, min_stages: int, extra: int = 0):
     """The override, if it can run: BLOCK a power of two in [16, 128], STAGES >= min_stages (the dQ kernel
     releases a K slot one iteration late, so one slot would wait for itself: a hang), and shared memory
     (fixed_rows x D of the stationary side, twice, plus STAGES x 2 streamed tiles) within an sm_90 program's."""
@@ -451,7 +705,7 @@ def _checked(cfg, D: int, fixed_rows: int, min_stages: int):
         raise ValueError(f"{var}: expected BLOCK a power of two in [16, 128], got {block}")
     if stages < min_stages:
         raise ValueError(f"{var}: expected STAGES >= {min_stages}, got {stages}")
-    smem = 2 * 2 * fixed_rows * D + stages * 2 * block * D * 2
+    smem = 2 * 2 * fixed_rows * D + stages * 2 * block * D * 2 + extra
     if smem > SMEM_MAX:
         raise ValueError(f"{var}: ({block}, {stages}) needs {smem} bytes of shared memory at head dim {D}, "
                          f"more than {SMEM_MAX}")
@@ -467,6 +721,10 @@ def _config(D: int):
     (Q + dO) tiles: hd128 64,2 -> 128 KB; hd64 64,3 -> 80 KB. Registers per consumer thread: dK + dV
     (D / 2 each at 64 keys), S^T and dP^T (BLOCK_M / 2 each); offline (scripts/compile_gluon_bwd.py) hd64
     at 128-row tiles spills ~180 values, at 64 none."""
+    if D == 256:  # the head-dim-256 kernel: 64 keys per program, P^T / dS^T (bf16) and dP^T (fp32) exchanged
+        if _CFG_ENV:
+            return _checked(_CFG_ENV, D, WG_N, 1, extra=WG_N * _CFG_ENV[1] * 8)
+        return 64, 2
     if _CFG_ENV:
         return _checked(_CFG_ENV, D, 2 * WG_N, 1)
     return (64, 2) if D == 128 else (64, 3)
@@ -479,7 +737,7 @@ def _dq_config(D: int):
     STAGES x (K + V): hd128 160 KB."""
     if _DQ_CFG_ENV:
         return _checked(_DQ_CFG_ENV, D, 2 * DQ_M, 2)
-    # head dim 256 (opt-in, DQ_HD256): 32-key tiles keep 3 slots within shared memory (offline: 229.8 KB,
+    # head dim 256 (opt-in, HD256): 32-key tiles keep 3 slots within shared memory (offline: 229.8 KB,
     # no spills; the dQ accumulator is 128 registers per thread)
     return (32, 3) if D == 256 else (64, 3)
 
@@ -491,9 +749,9 @@ def _dq_config(D: int):
 DROPOUT = os.environ.get("TILEFOLD_BWD_SM90_DROPOUT", "1") == "1"
 
 
-# the dQ kernel at head dim 256: compiled offline only, never run on a GPU yet, so off unless asked for
-# ("1"); the dK/dV kernel has no head-dim-256 form (its 64 x D accumulators would need 256 registers each)
-DQ_HD256 = os.environ.get("TILEFOLD_BWD_SM90_DQ_HD256", "0") == "1"
+# head dim 256 (the dQ kernel with 32-key tiles, and attention_bwd_dkdv_sm90_hd256_kernel, FA3's head-dim split):
+# compiled offline only, never run on a GPU yet, so off unless asked for ("1")
+HD256 = os.environ.get("TILEFOLD_BWD_SM90_HD256", "0") == "1"
 
 
 def _scope_ok(q, k, v, dout, *, softcap, dropout_p, varlen, shift_extra, head_dims=(64, 128)) -> bool:
@@ -508,14 +766,15 @@ def _scope_ok(q, k, v, dout, *, softcap, dropout_p, varlen, shift_extra, head_di
 
 def supported(q, k, v, dout, *, softcap, window, dropout_p, varlen, shift_extra) -> bool:
     """Whether the Gluon kernel computes dK / dV of this backward (else backward.py's kernel)."""
+    dims = (64, 128, 256) if HD256 else (64, 128)
     return _scope_ok(q, k, v, dout, softcap=softcap, dropout_p=dropout_p, varlen=varlen,
-                     shift_extra=shift_extra) and _layout_ok(q, k, v, dout)
+                     shift_extra=shift_extra, head_dims=dims) and _layout_ok(q, k, v, dout)
 
 
 def dq_supported(q, k, v, dout, *, softcap, window, dropout_p, varlen, shift_extra, softmax_scale) -> bool:
     """Whether the Gluon kernel computes dQ (else backward.py's kernel). It masks scores with -inf before
     the exponent, so the scale must be positive."""
-    dims = (64, 128, 256) if DQ_HD256 else (64, 128)
+    dims = (64, 128, 256) if HD256 else (64, 128)
     return softmax_scale > 0 and _scope_ok(q, k, v, dout, softcap=softcap, dropout_p=dropout_p, varlen=varlen,
                                            shift_extra=shift_extra, head_dims=dims) and _dq_layout_ok(q, k, v, dout)
 
@@ -570,6 +829,7 @@ def attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, *, softmax_scale, wi
     N, HK = k.shape[1], k.shape[2]
     left, right = window
     BLOCK_M, STAGES = _config(D)
+    hd256 = D == 256
     q_lay = _smem_layout(BLOCK_M, D, q.dtype)
     kv_lay = _smem_layout(WG_N, D, q.dtype)
     descs = []
@@ -577,8 +837,9 @@ def attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, *, softmax_scale, wi
         rows, cols, rs = _rows_view(t)
         descs.append(TensorDescriptor(t, [rows, cols], [rs, 1], [blk, D], lay))
     assert lse2.stride(-1) == 1 and delta.stride(-1) == 1 and delta.stride()[:2] == lse2.stride()[:2]
-    grid = (cdiv(N, BLOCK_N), B * HK)
-    attention_bwd_dkdv_sm90_kernel[grid](
+    grid = (cdiv(N, WG_N if hd256 else BLOCK_N), B * HK)
+    kernel = attention_bwd_dkdv_sm90_hd256_kernel if hd256 else attention_bwd_dkdv_sm90_kernel
+    kernel[grid](
         *descs, lse2, delta, dk, dv, lse2.stride(0), lse2.stride(1),
         dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2),
         M, N, HK, H // HK, N - M, max(left, 0), max(right, 0), softmax_scale * LOG2E, softmax_scale,
