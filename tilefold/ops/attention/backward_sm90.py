@@ -636,7 +636,9 @@ if HAVE_GLUON:
         num_tiles = n_mt * GROUP
 
         x_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
-        f_layout: gl.constexpr = gl.SwizzledSharedLayout(vec=1, per_phase=1, max_phase=1, order=[1, 0])
+        # dP^T (fp32) is stored and loaded in the accumulator layout: a swizzle keeps those accesses off
+        # the 4-8-way bank conflicts of plain 256-byte rows
+        f_layout: gl.constexpr = gl.SwizzledSharedLayout(vec=2, per_phase=1, max_phase=8, order=[1, 0])
         q_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], q_desc.layout)
         do_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], do_desc.layout)
         k_smem = gl.allocate_shared_memory(dtype, [WN, HEAD_D], k_desc.layout)
@@ -681,7 +683,8 @@ if HAVE_GLUON:
 
 
 CONSUMER_REGS = 240
-SMEM_MAX = 232448  # bytes of shared memory one sm_90 program may use
+SMEM_MAX = 232448 - 2048  # bytes of shared memory one sm_90 program may use, less the kernels' static 1 KB,
+# their mbarriers and what warp specialization keeps
 
 
 def _parse_cfg(var: str):
@@ -721,9 +724,11 @@ def _config(D: int):
     (Q + dO) tiles: hd128 64,2 -> 128 KB; hd64 64,3 -> 80 KB. Registers per consumer thread: dK + dV
     (D / 2 each at 64 keys), S^T and dP^T (BLOCK_M / 2 each); offline (scripts/compile_gluon_bwd.py) hd64
     at 128-row tiles spills ~180 values, at 64 none."""
-    if D == 256:  # the head-dim-256 kernel: 64 keys per program, P^T / dS^T (bf16) and dP^T (fp32) exchanged
-        if _CFG_ENV:
-            return _checked(_CFG_ENV, D, WG_N, 1, extra=WG_N * _CFG_ENV[1] * 8)
+    if D == 256:  # the head-dim-256 kernel: 64 keys per program, P^T / dS^T (bf16) and dP^T (fp32) exchanged;
+        # its exchange buffers' 128-byte swizzle needs 64-query tiles, so an override only sets the stages
+        # there (a sweep of the hd 64 / 128 kernel's tiles never breaks hd256 calls)
+        if _CFG_ENV and _CFG_ENV[1] == 64:
+            return _checked(_CFG_ENV, D, WG_N, 1, extra=WG_N * 64 * 8)
         return 64, 2
     if _CFG_ENV:
         return _checked(_CFG_ENV, D, 2 * WG_N, 1)
