@@ -42,6 +42,11 @@ Dropout: the forward's Philox mask is regenerated (philox.dropout_keep_gl): key-
 the sign of P^T carries it (relu for dV, scaled by 1 / (1 - p) at the end; magnitude for dS), and as
 backward.py's in dQ (TILEFOLD_BWD_SM90_DROPOUT=0 sends dropout backwards to backward.py's kernels).
 
+Head dim 256 (opt-in, TILEFOLD_BWD_SM90_HD256=1, compiled offline but never run on a GPU): the dQ kernel with
+32-key tiles, and attention_bwd_dkdv_sm90_hd256_kernel, which splits the head dim over the two warpgroups
+(64 keys per program; 64 x 256 fp32 dK and dV would not fit one warpgroup's registers) and trades P^T, dP^T
+and dS^T between them through shared memory.
+
 Scope: CUDA capability 9.x, fp16 / bf16, head dim 64 or 128, fixed lengths, no softcap (those stay on
 backward.py's kernels). No interpreter runs Gluon: the CPU tier tests the dispatch, the GPU tier the
 kernels (tests/ops/attention/test_backward_sm90.py).
