@@ -84,15 +84,80 @@ BLOCK_N = 2 * WG_N  # keys per program
 if HAVE_GLUON:
 
     @gluon.jit
+    def _query_range(n0, n_keys, seqlen_q, seqlen_k, shift, win_left, win_right,
+                     BLOCK_M: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr):
+        """First query tile (a multiple of BLOCK_M) and number of query tiles that see keys
+        [n0, n0 + n_keys) (masks.query_tiles's range, without its full-tile split)."""
+        n_last = gl.minimum(n0 + n_keys, seqlen_k) - 1
+        lo = 0
+        hi = seqlen_q
+        if HAS_HI:
+            lo = gl.maximum(lo, n0 - shift - win_right)
+        if HAS_LO:
+            hi = gl.minimum(hi, n_last - shift + win_left + 1)
+        m_start = (lo // BLOCK_M) * BLOCK_M
+        n_mt = (gl.maximum(hi - m_start, 0) + BLOCK_M - 1) // BLOCK_M
+        return m_start, n_mt
+
+    @gluon.jit
+    def _probs_t(s, lse2, offs_n, offs_m, nw, m, shift, win_left, win_right, qk_scale,
+                 seed_lo, seed_hi, rng_offset, drop_thr, b, H, h,
+                 WN: gl.constexpr, BLOCK_M: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr,
+                 HAS_DROPOUT: gl.constexpr):
+        """P^T of the key-major score tile S^T (keys offs_n from nw, queries offs_m from m): exp2(S^T·scale -
+        lse2), zero where the mask cuts the tile (query i sees key j iff i + shift - win_left <= j <= i +
+        shift + win_right; one uniform branch), and with dropout the dropped elements negated (the forward's
+        Philox mask, generated key-major)."""
+        p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(lse2, 0)))
+        need = False
+        if HAS_HI:
+            need = need | (nw + WN - 1 > m + shift + win_right)
+        if HAS_LO:
+            need = need | (nw < m + BLOCK_M - 1 + shift - win_left)
+        if need:
+            ok = gl.expand_dims(offs_n, 1) >= 0
+            if HAS_HI:
+                ok = ok & (gl.expand_dims(offs_n, 1) <= gl.expand_dims(offs_m + (shift + win_right), 0))
+            if HAS_LO:
+                ok = ok & (gl.expand_dims(offs_n, 1) >= gl.expand_dims(offs_m + (shift - win_left), 0))
+            p = gl.where(ok, p, 0.0)
+        if HAS_DROPOUT:
+            keep = dropout_keep_gl(seed_lo, seed_hi, rng_offset, b * H + h, gl.expand_dims(offs_m, 0), nw,
+                                   gl.expand_dims(offs_n - nw, 1), drop_thr)
+            p = gl.where(keep, p, -p)
+        return p
+
+    @gluon.jit
+    def _ds_t(p, dp, dlt, drop_rscale, HAS_DROPOUT: gl.constexpr):
+        """dS^T = P^T (dP^T - delta); with dropout |P^T| (dP^T of the kept elements / (1 - p) - delta)."""
+        if HAS_DROPOUT:
+            ds = gl.abs(p) * (gl.where(p > 0.0, dp * drop_rscale, 0.0) - gl.expand_dims(dlt, 0))
+        else:
+            ds = p * (dp - gl.expand_dims(dlt, 0))
+        return ds
+
+    @gluon.jit
+    def _store_keys(acc, PTR, b, hk, n0, col0, stride_b, stride_n, stride_h, seqlen_k,
+                    WN: gl.constexpr, HALF: gl.constexpr, o_layout: gl.constexpr):
+        """Store rows [n0, n0 + WN) (those < seqlen_k) and columns [col0, col0 + HALF) of dK or dV."""
+        rows = n0 + gl.arange(0, WN, layout=gl.SliceLayout(1, o_layout))
+        cols = col0 + gl.arange(0, HALF, layout=gl.SliceLayout(0, o_layout))
+        keep = gl.expand_dims(rows < seqlen_k, 1)
+        r64 = gl.expand_dims(rows.to(gl.int64), 1)
+        ptrs = PTR + b.to(gl.int64) * stride_b + hk.to(gl.int64) * stride_h + r64 * stride_n \
+            + gl.expand_dims(cols, 0)
+        gl.store(ptrs, acc.to(PTR.dtype.element_ty), mask=keep)
+
+    @gluon.jit
     def _bwd_loader(q_desc, k_desc, v_desc, do_desc, q_smem, k_smem, v_smem, do_smem, kv_bar,
                     q_full, do_full, q_empty, do_empty, b, hk, n0, m_start, n_mt, num_tiles,
                     seqlen_q, seqlen_k, GROUP,
-                    BLOCK_M: gl.constexpr, HEAD_D: gl.constexpr, STAGES: gl.constexpr):
-        """One warp: K and V of the block once, then Q and dO tiles into the ring; a slot is refilled once
-        both consumer warpgroups have released it (q_empty / do_empty count two arrivals)."""
+                    BLOCK_M: gl.constexpr, HEAD_D: gl.constexpr, STAGES: gl.constexpr, KV_TILES: gl.constexpr):
+        """One warp: the KV_TILES K and V tiles of the block once, then Q and dO tiles into the ring; a slot is
+        refilled once both consumer warpgroups have released it (q_empty / do_empty count two arrivals)."""
         WN: gl.constexpr = k_desc.block_type.shape[0]
-        mbarrier.expect(kv_bar, 2 * k_desc.block_type.nbytes + 2 * v_desc.block_type.nbytes)
-        for w in gl.static_range(2):
+        mbarrier.expect(kv_bar, KV_TILES * k_desc.block_type.nbytes + KV_TILES * v_desc.block_type.nbytes)
+        for w in gl.static_range(KV_TILES):
             tma.async_copy_global_to_shared(k_desc, [b * seqlen_k + n0 + w * WN, hk * HEAD_D], kv_bar,
                                             k_smem.index(w))
             tma.async_copy_global_to_shared(v_desc, [b * seqlen_k + n0 + w * WN, hk * HEAD_D], kv_bar,
@@ -162,34 +227,15 @@ if HAVE_GLUON:
             dp_tok = warpgroup_mma(v_tile, do_smem.index(slot).permute((1, 0)), s_zero, use_acc=False,
                                    is_async=True)
             s = warpgroup_mma_wait(1, deps=(s_tok,))
-            p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(lse2, 0)))
-            # the mask, only where this tile crosses an edge (one uniform branch): query i sees key j iff
-            # i + shift - win_left <= j <= i + shift + win_right
-            need = False
-            if HAS_HI:
-                need = need | (nw + WN - 1 > m + shift + win_right)
-            if HAS_LO:
-                need = need | (nw < m + BLOCK_M - 1 + shift - win_left)
-            if need:
-                ok = gl.expand_dims(offs_n, 1) >= 0
-                if HAS_HI:
-                    ok = ok & (gl.expand_dims(offs_n, 1) <= gl.expand_dims(offs_m + (shift + win_right), 0))
-                if HAS_LO:
-                    ok = ok & (gl.expand_dims(offs_n, 1) >= gl.expand_dims(offs_m + (shift - win_left), 0))
-                p = gl.where(ok, p, 0.0)
+            p = _probs_t(s, lse2, offs_n, offs_m, nw, m, shift, win_left, win_right, qk_scale,
+                         seed_lo, seed_hi, rng_offset, drop_thr, b, H, h, WN, BLOCK_M, HAS_LO, HAS_HI, HAS_DROPOUT)
             if HAS_DROPOUT:
-                keep = dropout_keep_gl(seed_lo, seed_hi, rng_offset, b * H + h, gl.expand_dims(offs_m, 0), nw,
-                                       gl.expand_dims(offs_n - nw, 1), drop_thr)
-                p = gl.where(keep, p, -p)
                 p_op = gl.convert_layout(gl.maximum(p, 0.0).to(dtype), p_layout)
             else:
                 p_op = gl.convert_layout(p.to(dtype), p_layout)
             dv_tok = warpgroup_mma(p_op, do_smem.index(slot), dv, is_async=True)
             dp = warpgroup_mma_wait(1, deps=(dp_tok,))
-            if HAS_DROPOUT:
-                ds = gl.abs(p) * (gl.where(p > 0.0, dp * drop_rscale, 0.0) - gl.expand_dims(dlt, 0))
-            else:
-                ds = p * (dp - gl.expand_dims(dlt, 0))
+            ds = _ds_t(p, dp, dlt, drop_rscale, HAS_DROPOUT)
             ds_op = gl.convert_layout(ds.to(dtype), p_layout)
             dk_tok = warpgroup_mma(ds_op, q_smem.index(slot), dk, is_async=True)
             dv, dk = warpgroup_mma_wait(0, deps=(dv_tok, dk_tok))
@@ -199,16 +245,8 @@ if HAVE_GLUON:
         dk = dk * sm_scale
         if HAS_DROPOUT:
             dv = dv * drop_rscale
-        rows = nw + gl.arange(0, WN, layout=row_o)
-        cols = gl.arange(0, HEAD_D, layout=col_o)
-        keep = gl.expand_dims(rows < seqlen_k, 1)
-        r64 = gl.expand_dims(rows.to(gl.int64), 1)
-        dk_ptrs = DK + b.to(gl.int64) * stride_dkb + hk.to(gl.int64) * stride_dkh + r64 * stride_dkn \
-            + gl.expand_dims(cols, 0)
-        dv_ptrs = DV + b.to(gl.int64) * stride_dvb + hk.to(gl.int64) * stride_dvh + r64 * stride_dvn \
-            + gl.expand_dims(cols, 0)
-        gl.store(dk_ptrs, dk.to(DK.dtype.element_ty), mask=keep)
-        gl.store(dv_ptrs, dv.to(DV.dtype.element_ty), mask=keep)
+        _store_keys(dk, DK, b, hk, nw, 0, stride_dkb, stride_dkn, stride_dkh, seqlen_k, WN, HEAD_D, o_layout)
+        _store_keys(dv, DV, b, hk, nw, 0, stride_dvb, stride_dvn, stride_dvh, seqlen_k, WN, HEAD_D, o_layout)
 
     @gluon.jit
     def attention_bwd_dkdv_sm90_kernel(
@@ -229,16 +267,8 @@ if HAVE_GLUON:
         b = pid_bh // HK
         hk = pid_bh % HK
         n0 = pid_n * (2 * WN)
-        # query tiles that see keys [n0, n_last]
-        n_last = gl.minimum(n0 + 2 * WN, seqlen_k) - 1
-        lo = 0
-        hi = seqlen_q
-        if HAS_HI:
-            lo = gl.maximum(lo, n0 - shift - win_right)
-        if HAS_LO:
-            hi = gl.minimum(hi, n_last - shift + win_left + 1)
-        m_start = (lo // BLOCK_M) * BLOCK_M
-        n_mt = (gl.maximum(hi - m_start, 0) + BLOCK_M - 1) // BLOCK_M
+        m_start, n_mt = _query_range(n0, 2 * WN, seqlen_q, seqlen_k, shift, win_left, win_right, BLOCK_M, HAS_LO,
+                                     HAS_HI)
         num_tiles = n_mt * GROUP
 
         q_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], q_desc.layout)
@@ -272,7 +302,7 @@ if HAVE_GLUON:
                              1, WN, BLOCK_M, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT)),
             (_bwd_loader, (q_desc, k_desc, v_desc, do_desc, q_smem, k_smem, v_smem, do_smem, kv_bar,
                            q_full, do_full, q_empty, do_empty, b, hk, n0, m_start, n_mt, num_tiles,
-                           seqlen_q, seqlen_k, GROUP, BLOCK_M, HEAD_D, STAGES)),
+                           seqlen_q, seqlen_k, GROUP, BLOCK_M, HEAD_D, STAGES, 2)),
         ], [4, 1], [CONSUMER_REGS, 24])
 
 
@@ -434,40 +464,6 @@ if HAVE_GLUON:
 if HAVE_GLUON:
 
     @gluon.jit
-    def _h256_loader(q_desc, k_desc, v_desc, do_desc, q_smem, k_smem, v_smem, do_smem, kv_bar,
-                     q_full, do_full, q_empty, do_empty, b, hk, n0, m_start, n_mt, num_tiles,
-                     seqlen_q, seqlen_k, GROUP,
-                     BLOCK_M: gl.constexpr, HEAD_D: gl.constexpr, STAGES: gl.constexpr):
-        """One warp: K and V of the 64-key block once, then Q and dO tiles into the ring (released by both
-        warpgroups: empty barriers of count 2)."""
-        mbarrier.expect(kv_bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(k_desc, [b * seqlen_k + n0, hk * HEAD_D], kv_bar, k_smem)
-        tma.async_copy_global_to_shared(v_desc, [b * seqlen_k + n0, hk * HEAD_D], kv_bar, v_smem)
-        for t in range(num_tiles):
-            g = t // n_mt
-            m = m_start + (t - g * n_mt) * BLOCK_M
-            col = (hk * GROUP + g) * HEAD_D
-            slot = t % STAGES
-            if t >= STAGES:
-                mbarrier.wait(q_empty.index(slot), ((t // STAGES) - 1) & 1)
-            mbarrier.expect(q_full.index(slot), q_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(q_desc, [b * seqlen_q + m, col], q_full.index(slot), q_smem.index(slot))
-            if t >= STAGES:
-                mbarrier.wait(do_empty.index(slot), ((t // STAGES) - 1) & 1)
-            mbarrier.expect(do_full.index(slot), do_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(do_desc, [b * seqlen_q + m, col], do_full.index(slot),
-                                            do_smem.index(slot))
-
-    @gluon.jit
-    def _h256_store(acc, PTR, b, hk, n0, col0, stride_b, stride_n, stride_h, seqlen_k,
-                    WN: gl.constexpr, HALF: gl.constexpr, o_layout: gl.constexpr):
-        rows = n0 + gl.arange(0, WN, layout=gl.SliceLayout(1, o_layout))
-        cols = col0 + gl.arange(0, HALF, layout=gl.SliceLayout(0, o_layout))
-        ptrs = PTR + b.to(gl.int64) * stride_b + hk.to(gl.int64) * stride_h \
-            + gl.expand_dims(rows.to(gl.int64) * stride_n, 1) + gl.expand_dims(cols, 0)
-        gl.store(ptrs, acc.to(PTR.dtype.element_ty), mask=gl.expand_dims(rows < seqlen_k, 1))
-
-    @gluon.jit
     def _h256_wg0(q_smem, k_smem, do_smem, kv_bar, q_full, do_full, q_empty, do_empty,
                   pT_smem, dsT_smem, dpT_smem, p_ready, p_free, dp_ready, dp_free, ds_ready, ds_free,
                   LSE2, DELTA, DK, DV, stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh,
@@ -502,25 +498,12 @@ if HAVE_GLUON:
             lse2 = gl.load(LSE2 + l_ptrs, mask=in_q, other=float("inf"))
             dlt = gl.load(DELTA + l_ptrs, mask=in_q, other=0.0)
             mbarrier.wait(q_full.index(slot), phase)
-            s_tok = warpgroup_mma(k_smem, q_smem.index(slot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+            s_tok = warpgroup_mma(k_smem.index(0), q_smem.index(slot).permute((1, 0)), s_zero, use_acc=False,
+                                  is_async=True)
             s = warpgroup_mma_wait(0, deps=(s_tok,))
-            p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(lse2, 0)))
-            need = False
-            if HAS_HI:
-                need = need | (n0 + WN - 1 > m + shift + win_right)
-            if HAS_LO:
-                need = need | (n0 < m + BLOCK_M - 1 + shift - win_left)
-            if need:
-                ok = gl.expand_dims(offs_n, 1) >= 0
-                if HAS_HI:
-                    ok = ok & (gl.expand_dims(offs_n, 1) <= gl.expand_dims(offs_m + (shift + win_right), 0))
-                if HAS_LO:
-                    ok = ok & (gl.expand_dims(offs_n, 1) >= gl.expand_dims(offs_m + (shift - win_left), 0))
-                p = gl.where(ok, p, 0.0)
+            p = _probs_t(s, lse2, offs_n, offs_m, n0, m, shift, win_left, win_right, qk_scale,
+                         seed_lo, seed_hi, rng_offset, drop_thr, b, H, h, WN, BLOCK_M, HAS_LO, HAS_HI, HAS_DROPOUT)
             if HAS_DROPOUT:
-                keep = dropout_keep_gl(seed_lo, seed_hi, rng_offset, b * H + h, gl.expand_dims(offs_m, 0), n0,
-                                       gl.expand_dims(offs_n - n0, 1), drop_thr)
-                p = gl.where(keep, p, -p)
                 p_lo = gl.maximum(p, 0.0).to(dtype)
             else:
                 p_lo = p.to(dtype)
@@ -538,11 +521,7 @@ if HAVE_GLUON:
             dp = dpT_smem.load(s_layout)
             gl.thread_barrier()
             mbarrier.arrive(dp_free, count=1)
-            if HAS_DROPOUT:
-                ds = gl.abs(p) * (gl.where(p > 0.0, dp * drop_rscale, 0.0) - gl.expand_dims(dlt, 0))
-            else:
-                ds = p * (dp - gl.expand_dims(dlt, 0))
-            ds_lo = ds.to(dtype)
+            ds_lo = _ds_t(p, dp, dlt, drop_rscale, HAS_DROPOUT).to(dtype)
             if t > 0:
                 mbarrier.wait(ds_free, (t - 1) & 1)
             dsT_smem.store(ds_lo)
@@ -557,8 +536,8 @@ if HAVE_GLUON:
             mbarrier.arrive(do_empty.index(slot), count=1)
         if HAS_DROPOUT:
             dv = dv * drop_rscale
-        _h256_store(dk * sm_scale, DK, b, hk, n0, 0, stride_dkb, stride_dkn, stride_dkh, seqlen_k, WN, HALF, o_layout)
-        _h256_store(dv, DV, b, hk, n0, 0, stride_dvb, stride_dvn, stride_dvh, seqlen_k, WN, HALF, o_layout)
+        _store_keys(dk * sm_scale, DK, b, hk, n0, 0, stride_dkb, stride_dkn, stride_dkh, seqlen_k, WN, HALF, o_layout)
+        _store_keys(dv, DV, b, hk, n0, 0, stride_dvb, stride_dvn, stride_dvh, seqlen_k, WN, HALF, o_layout)
 
     @gluon.jit
     def _h256_wg1(q_smem, v_smem, do_smem, kv_bar, q_full, do_full, q_empty, do_empty,
@@ -581,7 +560,8 @@ if HAVE_GLUON:
             slot = t % STAGES
             phase = (t // STAGES) & 1
             mbarrier.wait(do_full.index(slot), phase)
-            dp_tok = warpgroup_mma(v_smem, do_smem.index(slot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+            dp_tok = warpgroup_mma(v_smem.index(0), do_smem.index(slot).permute((1, 0)), s_zero, use_acc=False,
+                                   is_async=True)
             dp = warpgroup_mma_wait(0, deps=(dp_tok,))
             if t > 0:
                 mbarrier.wait(dp_free, (t - 1) & 1)
@@ -603,9 +583,9 @@ if HAVE_GLUON:
             mbarrier.arrive(do_empty.index(slot), count=1)
         if HAS_DROPOUT:
             dv = dv * drop_rscale
-        _h256_store(dk * sm_scale, DK, b, hk, n0, HALF, stride_dkb, stride_dkn, stride_dkh, seqlen_k, WN, HALF,
+        _store_keys(dk * sm_scale, DK, b, hk, n0, HALF, stride_dkb, stride_dkn, stride_dkh, seqlen_k, WN, HALF,
                     o_layout)
-        _h256_store(dv, DV, b, hk, n0, HALF, stride_dvb, stride_dvn, stride_dvh, seqlen_k, WN, HALF, o_layout)
+        _store_keys(dv, DV, b, hk, n0, HALF, stride_dvb, stride_dvn, stride_dvh, seqlen_k, WN, HALF, o_layout)
 
     @gluon.jit
     def attention_bwd_dkdv_sm90_hd256_kernel(
@@ -629,15 +609,7 @@ if HAVE_GLUON:
         b = pid_bh // HK
         hk = pid_bh % HK
         n0 = pid_n * WN
-        n_last = gl.minimum(n0 + WN, seqlen_k) - 1
-        lo = 0
-        hi = seqlen_q
-        if HAS_HI:
-            lo = gl.maximum(lo, n0 - shift - win_right)
-        if HAS_LO:
-            hi = gl.minimum(hi, n_last - shift + win_left + 1)
-        m_start = (lo // BLOCK_M) * BLOCK_M
-        n_mt = (gl.maximum(hi - m_start, 0) + BLOCK_M - 1) // BLOCK_M
+        m_start, n_mt = _query_range(n0, WN, seqlen_q, seqlen_k, shift, win_left, win_right, BLOCK_M, HAS_LO, HAS_HI)
         num_tiles = n_mt * GROUP
 
         x_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
@@ -646,8 +618,8 @@ if HAVE_GLUON:
         f_layout: gl.constexpr = gl.SwizzledSharedLayout(vec=2, per_phase=1, max_phase=8, order=[1, 0])
         q_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], q_desc.layout)
         do_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], do_desc.layout)
-        k_smem = gl.allocate_shared_memory(dtype, [WN, HEAD_D], k_desc.layout)
-        v_smem = gl.allocate_shared_memory(dtype, [WN, HEAD_D], v_desc.layout)
+        k_smem = gl.allocate_shared_memory(dtype, [1, WN, HEAD_D], k_desc.layout)
+        v_smem = gl.allocate_shared_memory(dtype, [1, WN, HEAD_D], v_desc.layout)
         pT_smem = gl.allocate_shared_memory(dtype, [WN, BLOCK_M], x_layout)
         dsT_smem = gl.allocate_shared_memory(dtype, [WN, BLOCK_M], x_layout)
         dpT_smem = gl.allocate_shared_memory(gl.float32, [WN, BLOCK_M], f_layout)
@@ -681,9 +653,9 @@ if HAVE_GLUON:
                          DK, DV, stride_dkb, stride_dkn, stride_dkh, stride_dvb, stride_dvn, stride_dvh,
                          b, hk, n0, num_tiles, seqlen_k, sm_scale, drop_rscale,
                          WN, BLOCK_M, HALF, STAGES, HAS_DROPOUT)),
-            (_h256_loader, (q_desc, k_desc, v_desc, do_desc, q_smem, k_smem, v_smem, do_smem, kv_bar,
-                            q_full, do_full, q_empty, do_empty, b, hk, n0, m_start, n_mt, num_tiles,
-                            seqlen_q, seqlen_k, GROUP, BLOCK_M, HEAD_D, STAGES)),
+            (_bwd_loader, (q_desc, k_desc, v_desc, do_desc, q_smem, k_smem, v_smem, do_smem, kv_bar,
+                           q_full, do_full, q_empty, do_empty, b, hk, n0, m_start, n_mt, num_tiles,
+                           seqlen_q, seqlen_k, GROUP, BLOCK_M, HEAD_D, STAGES, 1)),
         ], [4, 1], [CONSUMER_REGS, 24])
 
 
