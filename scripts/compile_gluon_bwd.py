@@ -7,22 +7,17 @@ import collections
 import inspect
 import os
 import re
-import subprocess
 import sys
-import tempfile
 
 import torch
-import triton
-from triton.backends.compiler import GPUTarget
 from triton.runtime.jit import mangle_type
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from compile_gluon_fwd import build_sm90  # noqa: E402
 from tilefold.ops.attention import backward_sm90 as B  # noqa: E402
 from triton.experimental.gluon import language as gl  # noqa: E402
-from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: E402
-
-_BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 
 
 def compile_bwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_m=None, stages=None, regs=None,
@@ -62,16 +57,8 @@ def compile_bwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_m=N
             sig[n] = "fp32"
         else:
             sig[n] = "i32"
-    div = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(params)
-           if sig[n].startswith("*") or n.startswith("stride_")}
-    src = GluonASTSource(fn, sig, constexprs={(params.index(k),): v for k, v in cons.items()}, attrs=div)
-    k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, num_stages=1))
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(k.asm["cubin"])
-        f.flush()
-        sass = subprocess.run([os.path.join(_BIN, "nvdisasm"), "-c", f.name], capture_output=True, text=True).stdout
-        res = subprocess.run([os.path.join(_BIN, "cuobjdump"), "-res-usage", f.name], capture_output=True, text=True).stdout
-    return k, sass, res
+    div = [n for n in params if sig[n].startswith("*") or n.startswith("stride_")]
+    return build_sm90(fn, params, sig, cons, div, 4)
 
 
 if __name__ == "__main__":

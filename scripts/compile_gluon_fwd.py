@@ -52,9 +52,17 @@ def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=N
             sig[n] = "fp32"
         else:
             sig[n] = "i32"
-    div = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(params) if sig[n].startswith("*") or n.startswith("stride_o")}
+    div = [n for n in params if sig[n].startswith("*") or n.startswith("stride_o")]
+    return build_sm90(fn, params, sig, cons, div, nw)
+
+
+def build_sm90(fn, params, sig, cons, divisible, num_warps):
+    """Compile the Gluon kernel ``fn`` for sm_90 with the signature ``sig`` (name -> type), the constexprs
+    ``cons`` and 16-divisibility assumed for the ``divisible`` arguments (as a real launch specializes
+    aligned pointers / strides); returns (compiled kernel, SASS, cuobjdump's resource usage)."""
+    div = {(params.index(n),): [["tt.divisibility", 16]] for n in divisible}
     src = GluonASTSource(fn, sig, constexprs={(params.index(k),): v for k, v in cons.items()}, attrs=div)
-    k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=nw, num_stages=1))
+    k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=num_warps, num_stages=1))
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(k.asm["cubin"])
         f.flush()
