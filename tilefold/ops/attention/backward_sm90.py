@@ -70,6 +70,7 @@ except Exception:  # noqa: BLE001 - any import problem means: no Gluon path
 
 from ..common.host import cdiv
 from .forward_sm90 import _major, _rows_view, _smem_layout
+from ..common.masks import query_tiles
 from ..common.philox import as_int32, dropout_threshold
 if HAVE_GLUON:
     from ..common.philox import dropout_keep_gl
@@ -83,21 +84,17 @@ BLOCK_N = 2 * WG_N  # keys per program
 
 if HAVE_GLUON:
 
+    # masks.query_tiles compiled by Gluon (its body uses only names Gluon shares with triton.language)
+    _query_tiles_gl = gluon.jit(query_tiles.fn)
+
     @gluon.jit
-    def _query_range(n0, n_keys, seqlen_q, seqlen_k, shift, win_left, win_right,
+    def _query_range(n0, seqlen_q, seqlen_k, shift, win_left, win_right, N_KEYS: gl.constexpr,
                      BLOCK_M: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr):
         """First query tile (a multiple of BLOCK_M) and number of query tiles that see keys
-        [n0, n0 + n_keys) (masks.query_tiles's range, without its full-tile split)."""
-        n_last = gl.minimum(n0 + n_keys, seqlen_k) - 1
-        lo = 0
-        hi = seqlen_q
-        if HAS_HI:
-            lo = gl.maximum(lo, n0 - shift - win_right)
-        if HAS_LO:
-            hi = gl.minimum(hi, n_last - shift + win_left + 1)
-        m_start = (lo // BLOCK_M) * BLOCK_M
-        n_mt = (gl.maximum(hi - m_start, 0) + BLOCK_M - 1) // BLOCK_M
-        return m_start, n_mt
+        [n0, n0 + N_KEYS): masks.query_tiles's range (its full-tile split unused: the tiles decide at run time)."""
+        m_start, f_lo, f_hi, hi = _query_tiles_gl(n0, seqlen_q, seqlen_k, shift, win_left, win_right,
+                                                  BLOCK_M, N_KEYS, HAS_LO, HAS_HI)
+        return m_start, (hi - m_start + BLOCK_M - 1) // BLOCK_M
 
     @gluon.jit
     def _probs_t(s, lse2, offs_n, offs_m, nw, m, shift, win_left, win_right, qk_scale,
@@ -267,7 +264,7 @@ if HAVE_GLUON:
         b = pid_bh // HK
         hk = pid_bh % HK
         n0 = pid_n * (2 * WN)
-        m_start, n_mt = _query_range(n0, 2 * WN, seqlen_q, seqlen_k, shift, win_left, win_right, BLOCK_M, HAS_LO,
+        m_start, n_mt = _query_range(n0, seqlen_q, seqlen_k, shift, win_left, win_right, 2 * WN, BLOCK_M, HAS_LO,
                                      HAS_HI)
         num_tiles = n_mt * GROUP
 
@@ -609,7 +606,7 @@ if HAVE_GLUON:
         b = pid_bh // HK
         hk = pid_bh % HK
         n0 = pid_n * WN
-        m_start, n_mt = _query_range(n0, WN, seqlen_q, seqlen_k, shift, win_left, win_right, BLOCK_M, HAS_LO, HAS_HI)
+        m_start, n_mt = _query_range(n0, seqlen_q, seqlen_k, shift, win_left, win_right, WN, BLOCK_M, HAS_LO, HAS_HI)
         num_tiles = n_mt * GROUP
 
         x_layout: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
