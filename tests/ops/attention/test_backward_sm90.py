@@ -209,6 +209,15 @@ def test_sm90_bwd_not_taken_outside_scope(count_sm90):
     assert count_sm90 == ["dkdv", "dkdv", "dq"]
 
 
+def _assert_batch0_clean(res, q, k, v, dout, opts):
+    """Batch 0's out and gradients are finite and meet the 2x rule against references of batch 0 alone."""
+    ref64 = h.run_reference(q[:1], k[:1], v[:1], opts, torch.float64, dout=dout[:1], grad_into="out")
+    low = h.run_reference(q[:1], k[:1], v[:1], opts, torch.bfloat16, dout=dout[:1], grad_into="out")
+    for n in ("out", "dq", "dk", "dv"):
+        assert torch.isfinite(res[n][0]).all(), f"batch 0's {n} is not finite"
+        h.assert_close_2x(res[n][:1], ref64[n], low[n], name=n)
+
+
 @pytest.mark.gpu
 @needs_sm90
 @pytest.mark.parametrize("opts", [dict(), dict(causal=True)], ids=["full", "causal"])
@@ -225,11 +234,7 @@ def test_sm90_bwd_batches_stay_apart(opts, count_sm90):
     dout[1, 64:] = float("inf")
     res = h.run_tilefold(q, k, v, opts, dout=dout, grad_into="out")
     assert count_sm90 == ["dkdv"], count_sm90
-    ref64 = h.run_reference(q[:1], k[:1], v[:1], opts, torch.float64, dout=dout[:1], grad_into="out")
-    low = h.run_reference(q[:1], k[:1], v[:1], opts, torch.bfloat16, dout=dout[:1], grad_into="out")
-    for n in ("out", "dq", "dk", "dv"):
-        assert torch.isfinite(res[n][0]).all(), f"batch 0's {n} is not finite"
-        h.assert_close_2x(res[n][:1], ref64[n], low[n], name=n)
+    _assert_batch0_clean(res, q, k, v, dout, opts)
 
 
 @pytest.mark.gpu
@@ -275,11 +280,7 @@ def test_sm90_dq_batches_stay_apart(opts, count_sm90):
     dout[1, :64] = float("nan")
     res = h.run_tilefold(q, k, v, opts, dout=dout, grad_into="out")
     assert count_sm90 == ["dq"], count_sm90
-    ref64 = h.run_reference(q[:1], k[:1], v[:1], opts, torch.float64, dout=dout[:1], grad_into="out")
-    low = h.run_reference(q[:1], k[:1], v[:1], opts, torch.bfloat16, dout=dout[:1], grad_into="out")
-    for n in ("out", "dq", "dk", "dv"):
-        assert torch.isfinite(res[n][0]).all(), f"batch 0's {n} is not finite"
-        h.assert_close_2x(res[n][:1], ref64[n], low[n], name=n)
+    _assert_batch0_clean(res, q, k, v, dout, opts)
 
 
 def test_dq_layout_ok_key_tiles_end_at_the_batch_edge():
