@@ -547,18 +547,17 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
     # head dim when the config asks (not for fp32: its exact delta needs dP as one dot, see the
     # preprocess kernel; and not below 16 columns per half, the smallest dot)
     split = cfg.dkdv_split_d if not exact and BD // max(cfg.dkdv_split_d, 1) >= 16 else 1
-    if _cfg.BWD_SM90 != "0" and not _cfg.interpreter_enabled() and _sm90.supported(
-            q, k, v, dout, softcap=softcap, window=window, dropout_p=dropout_p, varlen=varlen,
-            shift_extra=shift_extra):
+    gluon_dkdv, gluon_dq = _sm90.plan(
+        q, k, v, dout, softcap=softcap, dropout_p=dropout_p, varlen=varlen, shift_extra=shift_extra,
+        softmax_scale=softmax_scale) if _cfg.BWD_SM90 != "0" and not _cfg.interpreter_enabled() else (False, False)
+    if gluon_dkdv:
         # Hopper: dK / dV from the warp-specialized Gluon kernel (backward_sm90.py)
         _sm90.attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, softmax_scale=softmax_scale, window=window,
                                   dropout_p=dropout_p, seed=seed, offset=offset)
     else:
         _dkdv_launch(q, k, v, dout, lse2, delta, dk, dv, slb, slh, slm, scal, HK, H, D, dlse_plane, cfg, split,
                      descriptors_ok, BD, left, right, exact, varlen, M, N, B, common)
-    if _cfg.BWD_SM90 != "0" and not _cfg.interpreter_enabled() and _sm90.dq_supported(
-            q, k, v, dout, softcap=softcap, window=window, dropout_p=dropout_p, varlen=varlen,
-            shift_extra=shift_extra, softmax_scale=softmax_scale):
+    if gluon_dq:
         _sm90.attention_dq_sm90(q, k, v, dout, lse2, delta, dq, softmax_scale=softmax_scale, window=window,
                                 dropout_p=dropout_p, seed=seed, offset=offset)
         return dq, dk, dv

@@ -743,19 +743,27 @@ def _scope_ok(q, k, v, dout, *, softcap, dropout_p, varlen, shift_extra, head_di
     return _major(q.device.index if q.device.index is not None else torch.cuda.current_device()) == 9
 
 
+def plan(q, k, v, dout, *, softcap, dropout_p, varlen, shift_extra, softmax_scale):
+    """(dK/dV on the Gluon kernel, dQ on the Gluon kernel) for one backward: the scope and view checks run
+    once for both."""
+    dims = (64, 128, 256) if HD256 else (64, 128)
+    if not (_scope_ok(q, k, v, dout, softcap=softcap, dropout_p=dropout_p, varlen=varlen, shift_extra=shift_extra,
+                      head_dims=dims) and _views_ok(q, k, v, dout)):
+        return False, False
+    # dQ masks scores with -inf before the exponent, so its scale must be positive
+    return _dkdv_batches_ok(q, k), softmax_scale > 0 and _dq_batches_ok(q, k)
+
+
 def supported(q, k, v, dout, *, softcap, window, dropout_p, varlen, shift_extra) -> bool:
     """Whether the Gluon kernel computes dK / dV of this backward (else backward.py's kernel)."""
-    dims = (64, 128, 256) if HD256 else (64, 128)
-    return _scope_ok(q, k, v, dout, softcap=softcap, dropout_p=dropout_p, varlen=varlen,
-                     shift_extra=shift_extra, head_dims=dims) and _layout_ok(q, k, v, dout)
+    return plan(q, k, v, dout, softcap=softcap, dropout_p=dropout_p, varlen=varlen, shift_extra=shift_extra,
+                softmax_scale=1.0)[0]
 
 
 def dq_supported(q, k, v, dout, *, softcap, window, dropout_p, varlen, shift_extra, softmax_scale) -> bool:
-    """Whether the Gluon kernel computes dQ (else backward.py's kernel). It masks scores with -inf before
-    the exponent, so the scale must be positive."""
-    dims = (64, 128, 256) if HD256 else (64, 128)
-    return softmax_scale > 0 and _scope_ok(q, k, v, dout, softcap=softcap, dropout_p=dropout_p, varlen=varlen,
-                                           shift_extra=shift_extra, head_dims=dims) and _dq_layout_ok(q, k, v, dout)
+    """Whether the Gluon kernel computes dQ (else backward.py's kernel)."""
+    return plan(q, k, v, dout, softcap=softcap, dropout_p=dropout_p, varlen=varlen, shift_extra=shift_extra,
+                softmax_scale=softmax_scale)[1]
 
 
 def _views_ok(q, k, v, dout) -> bool:
@@ -773,25 +781,28 @@ def _views_ok(q, k, v, dout) -> bool:
     return min(B, M, q.shape[2], N) > 0 and B * M < 2 ** 31 and B * N < 2 ** 31
 
 
-def _layout_ok(q, k, v, dout) -> bool:
-    """The shape / stride / alignment half of ``supported`` (no device query)."""
-    if not _views_ok(q, k, v, dout):
-        return False
-    # Q / dO tiles are read through the (batch·seqlen_q) view: a ragged last query tile at batch > 1 would
-    # read the next batch's rows (their P is 0, but an inf / NaN there reaches dK / dV through 0·x)
-    B, M = q.shape[0], q.shape[1]
-    return B == 1 or M % _config(q.shape[-1])[0] == 0
+def _dkdv_batches_ok(q, k) -> bool:
+    """Q / dO tiles are read through the (batch·seqlen_q) view: a ragged last query tile at batch > 1 would
+    read the next batch's rows (their P is 0, but an inf / NaN there reaches dK / dV through 0·x)."""
+    return q.shape[0] == 1 or q.shape[1] % _config(q.shape[-1])[0] == 0
 
 
-def _dq_layout_ok(q, k, v, dout) -> bool:
+def _dq_batches_ok(q, k) -> bool:
     """The dQ kernel reads K / V tiles through the (batch·seqlen_k) view: a ragged last key tile at
     batch > 1 would read the next batch's rows (masked to P = 0, but dS = P·(dP - delta) with dP from an
     inf / NaN V row, and dS·K with an inf K row, would carry it into dQ). Ragged seqlen_q is fine (a query
     row only reaches its own dQ row)."""
-    if not _views_ok(q, k, v, dout):
-        return False
-    B, N = q.shape[0], k.shape[1]
-    return B == 1 or N % _dq_config(q.shape[-1])[0] == 0
+    return q.shape[0] == 1 or k.shape[1] % _dq_config(q.shape[-1])[0] == 0
+
+
+def _layout_ok(q, k, v, dout) -> bool:
+    """The shape / stride / alignment half of ``supported`` (no device query)."""
+    return _views_ok(q, k, v, dout) and _dkdv_batches_ok(q, k)
+
+
+def _dq_layout_ok(q, k, v, dout) -> bool:
+    """The shape / stride / alignment half of ``dq_supported`` (no device query)."""
+    return _views_ok(q, k, v, dout) and _dq_batches_ok(q, k)
 
 
 def _drop_args(dropout_p, seed, offset):
