@@ -16,13 +16,14 @@ t = torch.autograd.grad(out, (q, k, v), do)
 print([((a.float() - b.float()).abs().max().item(), b.float().abs().max().item()) for a, b in zip(g, t)])
 " 2>&1 | tail -3
 echo "== hd256 tests + leftovers"
-TIER_S=150 NPROC=15 bash scripts/gpu_tier.sh "tests/ops/attention/test_backward_sm90.py::test_sm90_hd256_opt_in" \
+TIER_S=130 NPROC=15 bash scripts/gpu_tier.sh "tests/ops/attention/test_backward_sm90.py::test_sm90_hd256_opt_in" \
   "tests/ops/attention/test_backward_sm90.py::test_sm90_hd256_opt_in_dropout_and_determinism" \
   "tests/ops/attention/test_dropout.py::test_decoded_mask_reproduces_out_and_grads_gpu[gqa-causal-fp32]" \
   $(cat scripts/gpu_call33_todo.txt) 2>&1 | tail -10
 cp "$OUT/gpu_tier.log" "$OUT/gpu_tier_hd256.log"
 echo "== hd256 bench (gluon: both hd256 kernels; gluon-dkdv: the dK/dV one with the Triton dQ)"
-TILEFOLD_BWD_SM90_HD256=1 timeout 120 python3 scripts/bwd_sm90_bench.py --dims 256 --out "$OUT/bwd_hd256.jsonl" 2>&1 | tail -5
-echo "== attention tier"
-TIER_S=240 NPROC=15 bash scripts/gpu_tier.sh tests/ops/attention 2>&1 | tail -10
+TILEFOLD_BWD_SM90_HD256=1 timeout 100 python3 scripts/bwd_sm90_bench.py --dims 256 --out "$OUT/bwd_hd256.jsonl" 2>&1 | tail -5
+echo "== backward_sm90 + dropout + compile tiers (the review-pass refactors of 2026-12-04 were not GPU-run)"
+TIER_S=230 NPROC=15 bash scripts/gpu_tier.sh tests/ops/attention/test_backward_sm90.py tests/ops/attention/test_dropout.py \
+  tests/ops/attention/test_compile.py 2>&1 | tail -10
 ls "$OUT"
