@@ -368,14 +368,17 @@ HD256_CASES = [Case(1, 1023, 1023, 4, 2, 256, causal=True), Case(2, 320, 512, 4,
 @pytest.mark.gpu
 @needs_sm90
 @pytest.mark.parametrize("case", HD256_CASES, ids=h.case_id)
-def test_sm90_hd256_opt_in(case, count_sm90, monkeypatch):
+def test_sm90_hd256(case, count_sm90, monkeypatch):
     """The head-dim-256 Gluon kernels (dK/dV with the head dim split over the two warpgroups, dQ with 32-key
-    tiles) behind TILEFOLD_BWD_SM90_HD256 (off by default until this passes on a GPU): taken only when asked
-    for, every gradient under the 2x rule, and close to backward.py's kernels."""
+    tiles), on by default (TILEFOLD_BWD_SM90_HD256=0 turns them off): taken by default and not when off,
+    every gradient under the 2x rule, and close to backward.py's kernels."""
     q = torch.randn(1, 128, 2, 256, device="cuda", dtype=torch.bfloat16)
+    monkeypatch.setattr(bw, "HD256", False)
     _backward(q, q, q)
-    assert count_sm90 == []                    # default: head dim 256 stays on backward.py's kernels
+    assert count_sm90 == []                    # switched off: head dim 256 stays on backward.py's kernels
     monkeypatch.setattr(bw, "HD256", True)
+    _backward(q, q, q)
+    assert count_sm90 == ["dkdv", "dq"], count_sm90
     count_sm90.clear()
     h.check_case(case, torch.bfloat16, device="cuda", grad=True)
     assert count_sm90 == _expected(case), count_sm90
@@ -386,7 +389,7 @@ def test_sm90_hd256_opt_in(case, count_sm90, monkeypatch):
 @pytest.mark.gpu
 @needs_sm90
 @pytest.mark.parametrize("p", [0.0, 0.3])
-def test_sm90_hd256_opt_in_dropout_and_determinism(p, count_sm90, monkeypatch):
+def test_sm90_hd256_dropout_and_determinism(p, count_sm90, monkeypatch):
     monkeypatch.setattr(bw, "HD256", True)
     c = Case(2, 512, 640, 8, 2, 256, causal=True)
     q, k, v = (t.detach().requires_grad_() for t in h.make_qkv(c, torch.bfloat16, "cuda"))

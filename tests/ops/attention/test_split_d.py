@@ -42,6 +42,7 @@ def forced_split(monkeypatch):
             return call
 
     monkeypatch.setattr(BW, "attention_bwd_dkdv_kernel", Spy())
+    monkeypatch.setattr(C, "BWD_SM90", "0")  # this file tests backward.py's kernel (Hopper hd256 takes Gluon's)
 
     def force(cfg=CPU_SPLIT):
         """cfg None: the shipped bwd_config; returns the SPLIT_D list (``force.tma``: USE_TMA per launch)."""

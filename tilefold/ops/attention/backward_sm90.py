@@ -42,12 +42,12 @@ Dropout: the forward's Philox mask is regenerated (philox.dropout_keep_gl): key-
 the sign of P^T carries it (relu for dV, scaled by 1 / (1 - p) at the end; magnitude for dS), and as
 backward.py's in dQ (TILEFOLD_BWD_SM90_DROPOUT=0 sends dropout backwards to backward.py's kernels).
 
-Head dim 256 (opt-in, TILEFOLD_BWD_SM90_HD256=1, compiled offline but never run on a GPU): the dQ kernel with
-32-key tiles, and attention_bwd_dkdv_sm90_hd256_kernel, which splits the head dim over the two warpgroups
+Head dim 256 (on by default since GPU call 35, 1.42-1.46x FA2's backward on an H200; TILEFOLD_BWD_SM90_HD256=0
+sends it back to backward.py's kernels): the dQ kernel with 32-key tiles, and attention_bwd_dkdv_sm90_hd256_kernel, which splits the head dim over the two warpgroups
 (64 keys per program; 64 x 256 fp32 dK and dV would not fit one warpgroup's registers) and trades P^T, dP^T
 and dS^T between them through shared memory.
 
-Scope: CUDA capability 9.x, fp16 / bf16, head dim 64 or 128, fixed lengths, no softcap (those stay on
+Scope: CUDA capability 9.x, fp16 / bf16, head dim 64, 128 or 256, fixed lengths, no softcap (those stay on
 backward.py's kernels). No interpreter runs Gluon: the CPU tier tests the dispatch, the GPU tier the
 kernels (tests/ops/attention/test_backward_sm90.py).
 """
@@ -716,7 +716,7 @@ def _dq_config(D: int):
     STAGES x (K + V): hd128 160 KB."""
     if _DQ_CFG_ENV:
         return _checked(_DQ_CFG_ENV, D, 2 * DQ_M, 2)
-    # head dim 256 (opt-in, HD256): 32-key tiles keep 3 slots within shared memory (offline: 229.8 KB,
+    # head dim 256 (HD256): 32-key tiles keep 3 slots within shared memory (offline: 229.8 KB,
     # no spills; the dQ accumulator is 128 registers per thread)
     return (32, 3) if D == 256 else (64, 3)
 
@@ -729,8 +729,8 @@ DROPOUT = os.environ.get("TILEFOLD_BWD_SM90_DROPOUT", "1") == "1"
 
 
 # head dim 256 (the dQ kernel with 32-key tiles, and attention_bwd_dkdv_sm90_hd256_kernel, FA3's head-dim split):
-# compiled offline only, never run on a GPU yet, so off unless asked for ("1")
-HD256 = os.environ.get("TILEFOLD_BWD_SM90_HD256", "0") == "1"
+# on unless "0" (first GPU run, call 35: its tests passed, 1.42-1.46x FA2's backward at 8k / 16k)
+HD256 = os.environ.get("TILEFOLD_BWD_SM90_HD256", "1") != "0"
 
 
 def _scope_ok(q, k, v, dout, *, softcap, dropout_p, varlen, shift_extra, head_dims=(64, 128)) -> bool:
