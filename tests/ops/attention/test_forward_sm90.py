@@ -37,6 +37,16 @@ def test_layout_ok_ragged_keys_only_at_batch_one():
     assert sm90._layout_ok(*qkv(2, 300, 1024))
     assert sm90._layout_ok(*qkv(2, 301, 1024, 64))
     assert not sm90._layout_ok(*qkv(2, 0, 1024))
+    assert sm90._layout_ok(*qkv(2, 300, 960, 256))      # head dim 256: 64-key tiles
+    assert not sm90._layout_ok(*qkv(2, 300, 960))       # head dim 128: 128-key tiles
+
+
+def test_hd256_config_fits_shared_memory():
+    """Head dim 256 runs 64-key tiles, two slots: Q (2 x 64 rows) + 2 x (K + V) within the 227 KB an sm_90
+    block can take (the kernel's barriers and alignment need a few hundred bytes more)."""
+    bn, st = sm90._config(256)
+    assert (bn, st) == (64, 2) or sm90._CFG_ENV
+    assert 2 * 64 * 256 * 2 + st * 2 * bn * 256 * 2 <= 232448 - 2048
 
 
 @pytest.mark.skipif(not sm90.HAVE_GLUON, reason="this Triton has no Gluon")
@@ -72,6 +82,12 @@ GRID += [Case(1, 1023, 1023, 8, 2, 128, causal=True, layout="packed"),
          Case(2, 640, 640, 4, 4, 128, window=(0, 0)),         # each row sees one key
          Case(2, 4096, 2048, 8, 2, 64, window=(300, -1)),     # left edge only, across many blocks
          Case(1, 333, 999, 4, 1, 128, window=(-1, 2))]        # right edge only
+# head dim 256 (64-key tiles: batch 2 where seqlen_k is a multiple of 64)
+GRID += [Case(2, 1023, 1024, 4, 4, 256), Case(1, 1023, 1023, 8, 2, 256, causal=True),
+         Case(2, 300, 640, 4, 1, 256, window=(100, 37)), Case(1, 113, 1023, 4, 4, 256, causal=True),
+         Case(2, 1500, 384, 8, 2, 256, causal=True), Case(1, 17, 17, 4, 1, 256, window=(0, -1)),
+         Case(1, 1, 700, 4, 4, 256), Case(1, 1023, 1023, 8, 2, 256, causal=True, layout="packed"),
+         Case(2, 4096, 2048, 4, 2, 256, window=(300, -1))]
 
 
 @pytest.fixture
@@ -116,9 +132,13 @@ def test_sm90_forward(case, dtype, count_sm90, monkeypatch):
 
 @pytest.mark.gpu
 @needs_sm90
-def test_sm90_not_taken_outside_scope(count_sm90):
+def test_sm90_not_taken_outside_scope(count_sm90, monkeypatch):
     q = torch.randn(1, 256, 4, 96, device="cuda", dtype=torch.bfloat16)   # head dim 96
     tilefold.attention(q, q, q)
+    q = torch.randn(1, 256, 4, 256, device="cuda", dtype=torch.bfloat16)  # head dim 256, switched off
+    monkeypatch.setattr(sm90, "HD256", False)
+    tilefold.attention(q, q, q)
+    monkeypatch.setattr(sm90, "HD256", True)
     q = torch.randn(1, 256, 4, 128, device="cuda", dtype=torch.float32)   # fp32
     tilefold.attention(q, q, q)
     q = torch.randn(1, 256, 4, 128, device="cuda", dtype=torch.bfloat16)
@@ -142,7 +162,8 @@ def test_sm90_probs_do_not_change_out(count_sm90):
 
 
 VARIANT_CASES = [Case(1, 1023, 1023, 8, 2, 128, causal=True), Case(1, 700, 1500, 4, 4, 64, window=(100, 37)),
-                 Case(2, 129, 384, 4, 1, 128)]
+                 Case(2, 129, 384, 4, 1, 128), Case(1, 700, 1500, 4, 2, 256, window=(100, 37)),
+                 Case(2, 1023, 1024, 4, 4, 256, causal=True)]
 
 
 @pytest.mark.gpu
@@ -150,16 +171,18 @@ VARIANT_CASES = [Case(1, 1023, 1023, 8, 2, 128, causal=True), Case(1, 700, 1500,
 @pytest.mark.parametrize("variant", ["ws-pp", "ws-nopp", "sync"])
 @pytest.mark.parametrize("case", VARIANT_CASES, ids=h.case_id)
 def test_sm90_variants(case, variant, count_sm90, monkeypatch):
-    """The variants the default does not take for a head dim (ping-pong on / off, the non-specialized v1)."""
+    """The variants the default does not take for a head dim (ping-pong on / off, the non-specialized v1;
+    head dim 256 has no v1: those calls take forward.py's kernel)."""
     monkeypatch.setattr(sm90, "VARIANT", "sync" if variant == "sync" else "ws")
     monkeypatch.setattr(sm90, "PINGPONG", variant == "ws-pp")
     h.check_case(case, torch.bfloat16, device="cuda")
-    assert count_sm90
+    assert bool(count_sm90) == (variant != "sync" or case.D != 256)
 
 
 DROP_CASES = [Case(1, 1023, 1023, 8, 2, 128, causal=True), Case(1, 700, 1500, 4, 4, 64, window=(100, 37)),
               Case(1, 300, 129, 4, 1, 128), Case(2, 256, 256, 2, 2, 128),
-              Case(2, 1500, 384, 8, 2, 128, causal=True), Case(2, 512, 1024, 4, 4, 64, window=(200, -1))]
+              Case(2, 1500, 384, 8, 2, 128, causal=True), Case(2, 512, 1024, 4, 4, 64, window=(200, -1)),
+              Case(1, 1023, 1023, 4, 2, 256, causal=True), Case(2, 512, 640, 4, 4, 256, window=(200, -1))]
 
 
 @pytest.mark.gpu
@@ -188,25 +211,27 @@ def test_sm90_dropout_same_mask(case, p, count_sm90, monkeypatch):
 
 @pytest.mark.gpu
 @needs_sm90
-def test_sm90_batches_stay_apart(count_sm90):
+@pytest.mark.parametrize("D", [128, 256])
+def test_sm90_batches_stay_apart(D, count_sm90):
     """inf / NaN in batch 1's K and V never reach batch 0's output (ragged seqlen_k at batch 2: the
     Triton kernel; a multiple of the tile: the Gluon kernel, whose tiles then end at the batch edge)."""
     from tilefold.ops.attention.naive import attention_ref
     for N in (1000, 1024):
-        q = torch.randn(2, 300, 4, 128, device="cuda", dtype=torch.bfloat16)
-        k, v = (torch.randn(2, N, 4, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+        q = torch.randn(2, 300, 4, D, device="cuda", dtype=torch.bfloat16)
+        k, v = (torch.randn(2, N, 4, D, device="cuda", dtype=torch.bfloat16) for _ in range(2))
         k[1, :64] = float("inf")
         v[1, :64] = float("nan")
         n = len(count_sm90)
         out = tilefold.attention(q, k, v)
-        assert (len(count_sm90) > n) == (N % 128 == 0)
+        assert (len(count_sm90) > n) == (N % sm90._config(D)[0] == 0)
         ref, _ = attention_ref(q[:1], k[:1], v[:1])
         assert torch.isfinite(out[0]).all()
         assert (out[0].double() - ref[0]).abs().max().item() < 2e-2
 
 
 GRAD_CASES = [Case(2, 1024, 1024, 8, 2, 128, causal=True), Case(1, 700, 1500, 4, 4, 64, window=(100, 37)),
-              Case(2, 1500, 384, 4, 1, 128, causal=True)]
+              Case(2, 1500, 384, 4, 1, 128, causal=True), Case(2, 1024, 1024, 4, 2, 256, causal=True),
+              Case(1, 700, 1500, 4, 1, 256, window=(100, 37))]
 
 
 @pytest.mark.gpu
@@ -214,6 +239,6 @@ GRAD_CASES = [Case(2, 1024, 1024, 8, 2, 128, causal=True), Case(1, 700, 1500, 4,
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=h.dtype_id)
 @pytest.mark.parametrize("case", GRAD_CASES, ids=h.case_id)
 def test_sm90_backward_on_its_out_lse(case, dtype, count_sm90):
-    """The backward (Triton kernels) consumes the Gluon forward's out and lse: every gradient under the 2x rule."""
+    """The backward consumes the Gluon forward's out and lse: every gradient under the 2x rule."""
     h.check_case(case, dtype, device="cuda", grad=True)
     assert count_sm90

@@ -26,8 +26,12 @@ barrier per tile before a slot is refilled) stays for comparison; it was 13-20% 
 Tiles that the mask cuts (causal diagonal, window edges, the end of the keys) are masked at run time by
 one uniform branch; every other tile runs without mask arithmetic.
 
+Head dim 256 (warp-specialized variant only; TILEFOLD_FWD_SM90_HD256=0 keeps it on forward.py's kernel): 64-key
+tiles and two slots (Q 64 KB + 2 x (K + V) 128 KB = 197 KB of shared memory; offline no spills at 232 registers,
+the O accumulator being 128 of them).
+
 Scope (the launcher falls back to forward.py's kernel otherwise): CUDA capability 9.x, fp16 / bf16,
-head dim 64 or 128, a positive scale, fixed lengths (no cu_seqlens), no softcap, no split-KV, dropout
+head dim 64, 128 or 256, a positive scale, fixed lengths (no cu_seqlens), no softcap, no split-KV, dropout
 only in the warp-specialized variant (returned probabilities come from a separate call of forward.py's
 kernel whose out / lse are discarded); Q, K and V rows of consecutive batches evenly spaced (so a
 (batch·seqlen, heads·head_dim) view exists, e.g. contiguous or packed-QKV layouts) with TMA-compatible
@@ -441,7 +445,8 @@ def supported(q, k, v, *, softcap, window, dropout_p, num_splits, varlen, shift_
         return False
     if shift_extra != 0 or q.device.type != "cuda" or q.dtype not in (torch.float16, torch.bfloat16):
         return False
-    if q.dim() != 4 or q.shape[-1] not in (64, 128) or k.dtype != q.dtype or v.dtype != q.dtype:
+    dims = (64, 128, 256) if HD256 and VARIANT == "ws" else (64, 128)
+    if q.dim() != 4 or q.shape[-1] not in dims or k.dtype != q.dtype or v.dtype != q.dtype:
         return False
     if _major(q.device.index if q.device.index is not None else torch.cuda.current_device()) != 9:
         return False
@@ -483,11 +488,16 @@ _CFG_ENV = os.environ.get("TILEFOLD_FWD_SM90_CFG", "")  # "BLOCK_N,STAGES" for s
 
 def _config(D: int):
     # (BLOCK_N, STAGES): shared memory 2 x Q (64 rows) + STAGES x (K + V). Call 27 (H200, bf16, 8k/16k):
-    # 128,2 beat 128,3 for both head dims (hd128 582 vs 570 TFLOP/s non-causal 8k)
+    # 128,2 beat 128,3 for both head dims (hd128 582 vs 570 TFLOP/s non-causal 8k). Head dim 256: 64,2 is
+    # what fits (197 KB; 64,3 would need 263 KB, 128,2 spills)
     if _CFG_ENV:
         bn, st = (int(x) for x in _CFG_ENV.split(","))
         return bn, st
-    return 128, 2
+    return (64, 2) if D == 256 else (128, 2)
+
+
+# head dim 256 in the warp-specialized kernel; "0" keeps it on forward.py's kernel
+HD256 = os.environ.get("TILEFOLD_FWD_SM90_HD256", "1") != "0"
 
 
 # "ws": warp-specialized (two consumer warpgroups + a TMA warp); "sync": one 8-warp partition with a CTA
@@ -500,6 +510,7 @@ DROPOUT = os.environ.get("TILEFOLD_FWD_SM90_DROPOUT", "1") == "1"
 # ping-pong of the two warpgroups' products: +1-4% at hd128, -2 to -5% at hd64 (call 27); "1"/"0" force it
 _PP_ENV = os.environ.get("TILEFOLD_FWD_SM90_PINGPONG", "auto")
 PINGPONG = None if _PP_ENV == "auto" else _PP_ENV == "1"
+PINGPONG_DIMS = (128, 256)  # head dims that ping-pong under "auto" (hd256: not yet measured either way)
 
 
 def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0, offset=0):
@@ -528,7 +539,7 @@ def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0,
         attention_fwd_sm90_ws_kernel[grid](*args, *drop, HAS_DROPOUT=dropout_p > 0,
                                            BLOCK_N=BLOCK_N, HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0,
                                            HAS_HI=right >= 0, CONSUMER_REGS=CONSUMER_REGS,
-                                           PINGPONG=(D == 128) if PINGPONG is None else PINGPONG,
+                                           PINGPONG=(D in PINGPONG_DIMS) if PINGPONG is None else PINGPONG,
                                            num_warps=4)
     else:
         attention_fwd_sm90_kernel[grid](*args, BLOCK_N=BLOCK_N, HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0,
