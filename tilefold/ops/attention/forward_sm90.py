@@ -507,10 +507,11 @@ CONSUMER_REGS = 232
 # dropout in the warp-specialized kernel (the same Philox mask as forward.py's kernel); "0" sends dropout
 # calls to forward.py's kernel
 DROPOUT = os.environ.get("TILEFOLD_FWD_SM90_DROPOUT", "1") == "1"
-# ping-pong of the two warpgroups' products: +1-4% at hd128, -2 to -5% at hd64 (call 27); "1"/"0" force it
+# ping-pong of the two warpgroups' products: +1-4% at hd128, -2 to -5% at hd64 (call 27), at hd256 within
+# -2.2% / +0.8% (call 37: 8k 638 / 583 with it, 640 / 596 without; 16k 633 / 628, 634 / 623); "1"/"0" force it
 _PP_ENV = os.environ.get("TILEFOLD_FWD_SM90_PINGPONG", "auto")
 PINGPONG = None if _PP_ENV == "auto" else _PP_ENV == "1"
-PINGPONG_DIMS = (128, 256)  # head dims that ping-pong under "auto" (hd256: not yet measured either way)
+PINGPONG_DIMS = (128,)  # head dims that ping-pong under "auto"
 
 
 def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0, offset=0):
