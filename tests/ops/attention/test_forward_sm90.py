@@ -41,12 +41,27 @@ def test_layout_ok_ragged_keys_only_at_batch_one():
     assert not sm90._layout_ok(*qkv(2, 300, 960))       # head dim 128: 128-key tiles
 
 
+@pytest.mark.parametrize("text, D, match", [("128,2", 256, "shared memory"), ("64,3", 256, "shared memory"),
+                                            ("96,2", 128, "power of two"), ("128", 128, "two integers"),
+                                            ("64,0", 64, "STAGES")])
+def test_cfg_override_checked(text, D, match, monkeypatch):
+    """A sweep override that cannot run at a head dim is a ValueError naming the variable, not a compile failure."""
+    monkeypatch.setattr(sm90, "_CFG_ENV", text)
+    with pytest.raises(ValueError, match=match):
+        sm90._config(D)
+
+
+def test_cfg_override_applies(monkeypatch):
+    monkeypatch.setattr(sm90, "_CFG_ENV", "64,3")
+    assert sm90._config(128) == (64, 3)
+
+
 def test_hd256_config_fits_shared_memory():
     """Head dim 256 runs 64-key tiles, two slots: Q (2 x 64 rows) + 2 x (K + V) within the 227 KB an sm_90
     block can take (the kernel's barriers and alignment need a few hundred bytes more)."""
     bn, st = sm90._config(256)
     assert (bn, st) == (64, 2) or sm90._CFG_ENV
-    assert 2 * 64 * 256 * 2 + st * 2 * bn * 256 * 2 <= 232448 - 2048
+    assert 2 * 64 * 256 * 2 + st * 2 * bn * 256 * 2 <= sm90.SMEM_MAX
 
 
 @pytest.mark.skipif(not sm90.HAVE_GLUON, reason="this Triton has no Gluon")

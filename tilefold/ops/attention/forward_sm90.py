@@ -491,9 +491,29 @@ def _config(D: int):
     # 128,2 beat 128,3 for both head dims (hd128 582 vs 570 TFLOP/s non-causal 8k). Head dim 256: 64,2 is
     # what fits (197 KB; 64,3 would need 263 KB, 128,2 spills)
     if _CFG_ENV:
-        bn, st = (int(x) for x in _CFG_ENV.split(","))
-        return bn, st
+        return _override(_CFG_ENV, D)
     return (64, 2) if D == 256 else (128, 2)
+
+
+SMEM_MAX = 232448 - 2048  # an sm_90 program's shared memory, less what the barriers and alignment take
+
+
+@functools.lru_cache(maxsize=None)
+def _override(text: str, D: int):
+    """TILEFOLD_FWD_SM90_CFG = "BLOCK_N,STAGES" (for sweeps), if it can run at this head dim (a tile that
+    does not fit would fail to compile; an hd128 sweep's 128,2 does not fit hd256)."""
+    try:
+        bn, st = (int(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"TILEFOLD_FWD_SM90_CFG: expected two integers BLOCK_N,STAGES, got {text!r}") from None
+    if bn < 16 or bn > 128 or bn & (bn - 1) or st < 1:
+        raise ValueError(f"TILEFOLD_FWD_SM90_CFG: expected BLOCK_N a power of two in [16, 128] and STAGES >= 1, "
+                         f"got {text!r}")
+    smem = 2 * 64 * D * 2 + st * 2 * bn * D * 2
+    if smem > SMEM_MAX:
+        raise ValueError(f"TILEFOLD_FWD_SM90_CFG: ({bn}, {st}) needs {smem} bytes of shared memory at head dim {D}, "
+                         f"more than {SMEM_MAX}")
+    return bn, st
 
 
 # head dim 256 in the warp-specialized kernel; "0" keeps it on forward.py's kernel
