@@ -16,8 +16,8 @@ t = torch.autograd.grad(out, (q, k, v), do)
 print([((a.float() - b.float()).abs().max().item(), b.float().abs().max().item()) for a, b in zip(g, t)])
 " 2>&1 | tail -3
 echo "== hd256 tests + leftovers"
-TIER_S=130 NPROC=15 bash scripts/gpu_tier.sh "tests/ops/attention/test_backward_sm90.py::test_sm90_hd256_opt_in" \
-  "tests/ops/attention/test_backward_sm90.py::test_sm90_hd256_opt_in_dropout_and_determinism" \
+TIER_S=130 NPROC=15 bash scripts/gpu_tier.sh "tests/ops/attention/test_backward_sm90.py::test_sm90_hd256" \
+  "tests/ops/attention/test_backward_sm90.py::test_sm90_hd256_dropout_and_determinism" \
   "tests/ops/attention/test_dropout.py::test_decoded_mask_reproduces_out_and_grads_gpu[gqa-causal-fp32]" \
   $(cat scripts/gpu_call33_todo.txt) 2>&1 | tail -10
 cp "$OUT/gpu_tier.log" "$OUT/gpu_tier_hd256.log"

@@ -8,6 +8,8 @@ with backward.py's Triton kernels (TILEFOLD_BWD_SM90=0) over masks, lengths that
 tiles, GQA/MQA, packed layouts, rows that see no key and dropout (the mask decoded from the forward's S);
 another batch's inf / NaN never reach batch 0; the result is bitwise repeatable; the inputs are left alone.
 """
+import os
+
 import pytest
 import torch
 
@@ -136,7 +138,7 @@ def count_sm90(monkeypatch):
 
 def _expected(case):
     """Which Gluon kernels the case should take: dK/dV needs batch 1 or seqlen_q a multiple of its query tile
-    (64 by default), dQ batch 1 or seqlen_k a multiple of its key tile (64): each reads the other side's
+    (64 by default), dQ batch 1 or seqlen_k a multiple of its key tile (64; 32 at head dim 256): each reads the other side's
     tiles through the flat batch·seqlen view."""
     want = []
     dims = (64, 128, 256) if bw.HD256 else (64, 128)
@@ -362,7 +364,8 @@ def test_switch_spellings(text, want, monkeypatch):
 
 
 HD256_CASES = [Case(1, 1023, 1023, 4, 2, 256, causal=True), Case(2, 320, 512, 4, 4, 256, window=(100, 37)),
-               Case(1, 700, 1500, 4, 1, 256), Case(2, 300, 512, 8, 2, 256, causal=True)]
+               Case(1, 700, 1500, 4, 1, 256), Case(2, 300, 512, 8, 2, 256, causal=True),
+               Case(2, 320, 544, 4, 2, 256, causal=True)]  # seqlen_k a multiple of dQ's 32-key tile, not of 64
 
 
 @pytest.mark.gpu
@@ -409,6 +412,34 @@ def test_sm90_hd256_dropout_and_determinism(p, count_sm90, monkeypatch):
     for name, a, b in zip(("dq", "dk", "dv"), grads[0], ref):
         err, scale = (a.double() - b.double()).abs().max().item(), b.double().abs().max().item()
         assert err <= TOL[torch.bfloat16] * scale + 1e-5, (name, err, scale)
+
+
+def test_hd256_switches_default_on():
+    """Head dim 256 takes the Gluon kernels (backward and forward) unless the environment says "0"."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k not in ("TILEFOLD_BWD_SM90_HD256", "TILEFOLD_FWD_SM90_HD256")}
+    code = ("from tilefold.ops.attention import backward_sm90 as b, forward_sm90 as f; "
+            "print(b.HD256, f.HD256)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"], out
+    env.update(TILEFOLD_BWD_SM90_HD256="0", TILEFOLD_FWD_SM90_HD256="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"], out
+
+
+def test_sweep_overrides_leave_hd256_alone(monkeypatch):
+    """The hd 64 / 128 sweep tiles (64,3) cannot fit head dim 256's shared memory: hd256 keeps its own tiles
+    instead of failing, while the head dims they fit take them."""
+    monkeypatch.setattr(bw, "_DQ_CFG_ENV", ("TILEFOLD_BWD_SM90_DQ_CFG", 64, 3))
+    monkeypatch.setattr(bw, "_CFG_ENV", ("TILEFOLD_BWD_SM90_CFG", 64, 3))
+    assert bw._dq_config(256) == (32, 3) and bw._dq_config(128) == (64, 3)
+    assert bw._config(256) == (64, 2) and bw._config(64) == (64, 3)
+    monkeypatch.setattr(bw, "_DQ_CFG_ENV", ("TILEFOLD_BWD_SM90_DQ_CFG", 32, 2))
+    assert bw._dq_config(256) == (32, 2)                  # fits: taken at hd256 too
+    monkeypatch.setattr(bw, "_DQ_CFG_ENV", ("TILEFOLD_BWD_SM90_DQ_CFG", 32, 1))
+    with pytest.raises(ValueError, match="STAGES >= 2"):   # malformed stays an error everywhere
+        bw._dq_config(256)
 
 
 def test_hd256_configs_fit():

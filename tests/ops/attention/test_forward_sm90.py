@@ -41,7 +41,7 @@ def test_layout_ok_ragged_keys_only_at_batch_one():
     assert not sm90._layout_ok(*qkv(2, 300, 960))       # head dim 128: 128-key tiles
 
 
-@pytest.mark.parametrize("text, D, match", [("128,2", 256, "shared memory"), ("64,3", 256, "shared memory"),
+@pytest.mark.parametrize("text, D, match", [("128,4", 128, "shared memory"), ("96,2", 256, "power of two"),
                                             ("96,2", 128, "power of two"), ("128", 128, "two integers"),
                                             ("64,0", 64, "STAGES")])
 def test_cfg_override_checked(text, D, match, monkeypatch):
@@ -54,6 +54,9 @@ def test_cfg_override_checked(text, D, match, monkeypatch):
 def test_cfg_override_applies(monkeypatch):
     monkeypatch.setattr(sm90, "_CFG_ENV", "64,3")
     assert sm90._config(128) == (64, 3)
+    assert sm90._config(256) == (64, 2)    # 64,3 cannot fit head dim 256: it keeps its own tile
+    monkeypatch.setattr(sm90, "_CFG_ENV", "32,3")
+    assert sm90._config(256) == (32, 3)    # one that fits is taken there too
 
 
 def test_hd256_config_fits_shared_memory():
@@ -102,7 +105,8 @@ GRID += [Case(2, 1023, 1024, 4, 4, 256), Case(1, 1023, 1023, 8, 2, 256, causal=T
          Case(2, 300, 640, 4, 1, 256, window=(100, 37)), Case(1, 113, 1023, 4, 4, 256, causal=True),
          Case(2, 1500, 384, 8, 2, 256, causal=True), Case(1, 17, 17, 4, 1, 256, window=(0, -1)),
          Case(1, 1, 700, 4, 4, 256), Case(1, 1023, 1023, 8, 2, 256, causal=True, layout="packed"),
-         Case(2, 4096, 2048, 4, 2, 256, window=(300, -1))]
+         Case(2, 4096, 2048, 4, 2, 256, window=(300, -1)),
+         Case(2, 300, 960, 4, 2, 256)]   # seqlen_k a multiple of the 64-key tile, not of 128
 
 
 @pytest.fixture
@@ -116,6 +120,7 @@ def count_sm90(monkeypatch):
 
     monkeypatch.setattr(sm90, "attention_fwd_sm90", counted)
     monkeypatch.setattr(cfg, "FWD_SM90", "1")  # whatever the environment says
+    monkeypatch.setattr(sm90, "HD256", True)
     return calls
 
 
@@ -231,7 +236,7 @@ def test_sm90_batches_stay_apart(D, count_sm90):
     """inf / NaN in batch 1's K and V never reach batch 0's output (ragged seqlen_k at batch 2: the
     Triton kernel; a multiple of the tile: the Gluon kernel, whose tiles then end at the batch edge)."""
     from tilefold.ops.attention.naive import attention_ref
-    for N in (1000, 1024):
+    for N in (1000, 1024) + ((960,) if D == 256 else ()):
         q = torch.randn(2, 300, 4, D, device="cuda", dtype=torch.bfloat16)
         k, v = (torch.randn(2, N, 4, D, device="cuda", dtype=torch.bfloat16) for _ in range(2))
         k[1, :64] = float("inf")

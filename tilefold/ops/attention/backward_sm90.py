@@ -33,7 +33,8 @@ key range are the forward's (_key_range, _mask_if_cut: scores to -inf, so the sc
 Rows: query rows past seqlen_q get lse2 = +inf (P = 0) and delta 0. Both kernels read the other side's
 tiles through the flat (batch·seqlen, heads·head_dim) views, so a ragged last tile would read the next
 batch's rows, and an inf / NaN there would reach this batch's gradients through 0·x: dK / dV needs batch 1
-or seqlen_q a multiple of its 64-row query tile; dQ batch 1 or seqlen_k a multiple of its 64-key tile.
+or seqlen_q a multiple of its 64-row query tile; dQ batch 1 or seqlen_k a multiple of its 64-key tile (32 at head
+dim 256).
 Each kernel is chosen on its own (the other gradient then comes from backward.py's kernel). Rows of the
 stationary side past the end (key rows for dK / dV, query rows for dQ) only reach their own output rows,
 which are not stored.
@@ -43,9 +44,10 @@ the sign of P^T carries it (relu for dV, scaled by 1 / (1 - p) at the end; magni
 backward.py's in dQ (TILEFOLD_BWD_SM90_DROPOUT=0 sends dropout backwards to backward.py's kernels).
 
 Head dim 256 (on by default since GPU call 35, 1.42-1.46x FA2's backward on an H200; TILEFOLD_BWD_SM90_HD256=0
-sends it back to backward.py's kernels): the dQ kernel with 32-key tiles, and attention_bwd_dkdv_sm90_hd256_kernel, which splits the head dim over the two warpgroups
-(64 keys per program; 64 x 256 fp32 dK and dV would not fit one warpgroup's registers) and trades P^T, dP^T
-and dS^T between them through shared memory.
+sends it back to backward.py's kernels): the dQ kernel with 32-key tiles, and
+attention_bwd_dkdv_sm90_hd256_kernel, which splits the head dim over the two warpgroups (64 keys per program;
+64 x 256 fp32 dK and dV would not fit one warpgroup's registers) and trades P^T, dP^T and dS^T between them
+through shared memory.
 
 Scope: CUDA capability 9.x, fp16 / bf16, head dim 64, 128 or 256, fixed lengths, no softcap (those stay on
 backward.py's kernels). No interpreter runs Gluon: the CPU tier tests the dispatch, the GPU tier the
@@ -673,6 +675,11 @@ def _parse_cfg(var: str):
     return var, block, stages
 
 
+def _smem_fits(cfg, D: int, fixed_rows: int, extra: int = 0) -> bool:
+    _, block, stages = cfg
+    return 2 * 2 * fixed_rows * D + stages * 2 * block * D * 2 + extra <= SMEM_MAX
+
+
 def _checked(cfg, D: int, fixed_rows: int, min_stages: int, extra: int = 0):
     """The override, if it can run: BLOCK a power of two in [16, 128], STAGES >= min_stages (the dQ kernel
     releases a K slot one iteration late, so one slot would wait for itself: a hang), and shared memory
@@ -699,9 +706,9 @@ def _config(D: int):
     (D / 2 each at 64 keys), S^T and dP^T (BLOCK_M / 2 each); offline (scripts/compile_gluon_bwd.py) hd64
     at 128-row tiles spills ~180 values, at 64 none."""
     if D == 256:  # the head-dim-256 kernel: 64 keys per program, P^T / dS^T (bf16) and dP^T (fp32) exchanged;
-        # its exchange buffers' 128-byte swizzle needs 64-query tiles, so an override only sets the stages
-        # there (a sweep of the hd 64 / 128 kernel's tiles never breaks hd256 calls)
-        if _CFG_ENV and _CFG_ENV[1] == 64:
+        # its exchange buffers' 128-byte swizzle needs 64-query tiles, so an override applies there only with
+        # 64-row tiles that fit (an hd 64 / 128 sweep's tiles, e.g. 64,3, never break hd256 calls)
+        if _CFG_ENV and _CFG_ENV[1] == 64 and _smem_fits(_CFG_ENV, D, WG_N, extra=WG_N * 64 * 8):
             return _checked(_CFG_ENV, D, WG_N, 1, extra=WG_N * 64 * 8)
         return 64, 2
     if _CFG_ENV:
@@ -714,7 +721,8 @@ def _dq_config(D: int):
     dQ accumulator). At least two slots, because a K slot is released only after the dQ product of the
     next iteration has read it; three give the loader a tile of slack. Shared memory: Q + dO of 128 rows +
     STAGES x (K + V): hd128 160 KB."""
-    if _DQ_CFG_ENV:
+    # an override that cannot fit head dim 256 (e.g. the hd 64 / 128 default 64,3) leaves hd256 at its own tile
+    if _DQ_CFG_ENV and (D != 256 or _smem_fits(_DQ_CFG_ENV, D, 2 * DQ_M)):
         return _checked(_DQ_CFG_ENV, D, 2 * DQ_M, 2)
     # head dim 256 (HD256): 32-key tiles keep 3 slots within shared memory (offline: 229.8 KB,
     # no spills; the dQ accumulator is 128 registers per thread)

@@ -84,7 +84,7 @@ FWD_SM90 = _switch("TILEFOLD_FWD_SM90")
 
 # dK / dV and dQ on Hopper through the Gluon kernels (backward_sm90.py: warp-specialized, the accumulators of
 # 64 keys / 64 query rows per warpgroup in registers at up to 256 per thread, asynchronous wgmma) where they
-# apply (fp16 / bf16, head dim 64 / 128, fixed lengths, no softcap; dropout too unless
+# apply (fp16 / bf16, head dim 64 / 128 / 256 (256 unless TILEFOLD_BWD_SM90_HD256=0), fixed lengths, no softcap; dropout too unless
 # TILEFOLD_BWD_SM90_DROPOUT=0; each kernel has its own batch condition); the preprocess stays backward.py's.
 # Measured (H200, bf16, B2 H16, hd128 8k/16k, benchmarks/NOTES.md "Gluon backward"): the whole backward
 # +11-14% over these kernels' Triton versions (call 32), 1.48-1.57x FA2 (call 33). "0" keeps every backward on

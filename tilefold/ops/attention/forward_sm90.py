@@ -27,7 +27,7 @@ Tiles that the mask cuts (causal diagonal, window edges, the end of the keys) ar
 one uniform branch; every other tile runs without mask arithmetic.
 
 Head dim 256 (warp-specialized variant only; TILEFOLD_FWD_SM90_HD256=0 keeps it on forward.py's kernel): 64-key
-tiles and two slots (Q 64 KB + 2 x (K + V) 128 KB = 197 KB of shared memory; offline no spills at 232 registers,
+tiles and two slots (Q 64 KiB + 2 x (K + V) 128 KiB = 192 KiB of shared memory; offline no spills at 232 registers,
 the O accumulator being 128 of them).
 
 Scope (the launcher falls back to forward.py's kernel otherwise): CUDA capability 9.x, fp16 / bf16,
@@ -489,19 +489,29 @@ _CFG_ENV = os.environ.get("TILEFOLD_FWD_SM90_CFG", "")  # "BLOCK_N,STAGES" for s
 def _config(D: int):
     # (BLOCK_N, STAGES): shared memory 2 x Q (64 rows) + STAGES x (K + V). Call 27 (H200, bf16, 8k/16k):
     # 128,2 beat 128,3 for both head dims (hd128 582 vs 570 TFLOP/s non-causal 8k). Head dim 256: 64,2 is
-    # what fits (197 KB; 64,3 would need 263 KB, 128,2 spills)
+    # what fits (196,608 B; 64,3 needs 262,144, 128,2 327,680; 128,1 fits but spills)
     if _CFG_ENV:
-        return _override(_CFG_ENV, D)
+        bn, st = _override(_CFG_ENV)
+        if _smem(bn, st, D) <= SMEM_MAX:
+            return bn, st
+        if D != 256:
+            raise ValueError(f"TILEFOLD_FWD_SM90_CFG: ({bn}, {st}) needs {_smem(bn, st, D)} bytes of shared memory "
+                             f"at head dim {D}, more than {SMEM_MAX}")
+        # head dim 256: an hd 64 / 128 sweep's tile that cannot fit here leaves hd256 at its own tile
     return (64, 2) if D == 256 else (128, 2)
+
+
+def _smem(bn: int, st: int, D: int) -> int:
+    return 2 * 64 * D * 2 + st * 2 * bn * D * 2
 
 
 SMEM_MAX = 232448 - 2048  # an sm_90 program's shared memory, less what the barriers and alignment take
 
 
 @functools.lru_cache(maxsize=None)
-def _override(text: str, D: int):
-    """TILEFOLD_FWD_SM90_CFG = "BLOCK_N,STAGES" (for sweeps), if it can run at this head dim (a tile that
-    does not fit would fail to compile; an hd128 sweep's 128,2 does not fit hd256)."""
+def _override(text: str):
+    """TILEFOLD_FWD_SM90_CFG = "BLOCK_N,STAGES" (for sweeps), parsed and range-checked; _config checks that it
+    fits the head dim's shared memory (a tile that does not fit would fail to compile)."""
     try:
         bn, st = (int(x) for x in text.split(","))
     except ValueError:
@@ -509,10 +519,6 @@ def _override(text: str, D: int):
     if bn < 16 or bn > 128 or bn & (bn - 1) or st < 1:
         raise ValueError(f"TILEFOLD_FWD_SM90_CFG: expected BLOCK_N a power of two in [16, 128] and STAGES >= 1, "
                          f"got {text!r}")
-    smem = 2 * 64 * D * 2 + st * 2 * bn * D * 2
-    if smem > SMEM_MAX:
-        raise ValueError(f"TILEFOLD_FWD_SM90_CFG: ({bn}, {st}) needs {smem} bytes of shared memory at head dim {D}, "
-                         f"more than {SMEM_MAX}")
     return bn, st
 
 
@@ -528,7 +534,7 @@ CONSUMER_REGS = 232
 # calls to forward.py's kernel
 DROPOUT = os.environ.get("TILEFOLD_FWD_SM90_DROPOUT", "1") == "1"
 # ping-pong of the two warpgroups' products: +1-4% at hd128, -2 to -5% at hd64 (call 27), at hd256 within
-# -2.2% / +0.8% (call 37: 8k 638 / 583 with it, 640 / 596 without; 16k 633 / 628, 634 / 623); "1"/"0" force it
+# -2.3% / +0.8% (call 37: 8k 638 / 583 with it, 640 / 596 without; 16k 633 / 628, 634 / 623); "1"/"0" force it
 _PP_ENV = os.environ.get("TILEFOLD_FWD_SM90_PINGPONG", "auto")
 PINGPONG = None if _PP_ENV == "auto" else _PP_ENV == "1"
 PINGPONG_DIMS = (128,)  # head dims that ping-pong under "auto"
