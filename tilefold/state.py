@@ -58,14 +58,20 @@ def merge_many(os: torch.Tensor, lses: torch.Tensor):
     return o, lse
 
 
-def tile_state(scores: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None = None):
+def tile_state(scores: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None = None, *, consume: bool = False):
     """The state of one tile of (already masked, natural-log) scores ``(..., M, n)`` over values
     ``(..., n, D)``: ``(softmax(scores) @ v, logsumexp(scores))``; fully masked rows give (0, -inf).
-    ``keep`` (dropout) zeroes probabilities in the output sum but not in lse (scale applied by the caller)."""
-    lse = torch.logsumexp(scores, dim=-1)
-    safe = torch.where(torch.isneginf(lse), torch.zeros_like(lse), lse)
-    p = torch.exp(scores - safe.unsqueeze(-1))
+    ``keep`` (dropout) zeroes probabilities in the output sum but not in lse (scale applied by the caller).
+    ``consume=True`` lets it overwrite ``scores`` (one buffer for the tile instead of three: the CPU path's
+    elementwise passes over the tile are its cost). The sum is normalized once, on the (M, D) side."""
+    m = scores.amax(dim=-1, keepdim=True)
+    m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)  # fully masked rows: exp(-inf - 0) = 0
+    p = scores.sub_(m) if consume else scores - m
+    p.exp_()
+    l = p.sum(dim=-1)
+    lse = m.squeeze(-1) + torch.log(l)  # l == 0 -> -inf
     if keep is not None:
-        p = p * keep
+        p.mul_(keep)
     o = torch.matmul(p.to(v.dtype), v)
+    o = o / torch.where(l == 0, torch.ones_like(l), l).unsqueeze(-1).to(o.dtype)
     return o, lse

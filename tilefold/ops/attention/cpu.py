@@ -4,6 +4,11 @@ Each key tile gives a state (o_t, lse_t) that is merged into the running state w
 ``tilefold.state``. The backward walks the same tiles, recomputing P from the saved lse. Arithmetic is
 fp32 (fp64 inputs stay fp64); outputs are cast back to the input dtype. Varlen runs the batch path per
 sequence on views of the packed tensors.
+
+Cost on a CPU is the elementwise passes over each (rows x KEY_TILE) tile, so: a tile only covers the query
+rows that see one of its keys (causal / window: about half the work of a causal call is never done), the
+mask is applied only to tiles it cuts, the scale is folded into q once, and the tile's buffers are updated
+in place (scores -> probabilities -> dS).
 """
 from __future__ import annotations
 
@@ -15,9 +20,10 @@ from ..common.philox import dropout_keep_torch, dropout_threshold
 KEY_TILE = 256
 
 
-def _tile_visible(M, n0, n1, seqlen_k, shift, window, device):
+def _tile_visible(M, n0, n1, seqlen_k, shift, window, device, r0=0):
+    """visible[i - r0, j - n0] for query rows r0..M-1 and keys n0..n1-1."""
     left, right = window
-    i = torch.arange(M, device=device).unsqueeze(1)
+    i = torch.arange(r0, M, device=device).unsqueeze(1)
     j = torch.arange(n0, n1, device=device).unsqueeze(0)
     ok = j < seqlen_k
     if right >= 0:
@@ -25,6 +31,20 @@ def _tile_visible(M, n0, n1, seqlen_k, shift, window, device):
     if left >= 0:
         ok = ok & (j - i >= shift - left)
     return ok
+
+
+def _tile_rows(M, n0, n1, shift, window):
+    """(r0, r1, cut): the query rows [r0, r1) that can see a key of [n0, n1) (key j is visible to row i when
+    shift - left <= j - i <= shift + right), and whether the mask cuts that block (else every pair is visible)."""
+    left, right = window
+    r0, r1 = 0, M
+    if right >= 0:
+        r0 = max(r0, n0 - shift - right)
+    if left >= 0:
+        r1 = min(r1, n1 - 1 - shift + left + 1)
+    r1 = max(r0, r1)
+    cut = (right >= 0 and n1 - 1 - r0 > shift + right) or (left >= 0 and n0 - (r1 - 1) < shift - left)
+    return r0, r1, cut
 
 
 def _acc_dtype(dtype):
@@ -46,11 +66,12 @@ def _scores(qg, kt, scale, softcap):
     return s, t
 
 
-def _keep(B, HK, G, M, n0, n1, dropout_p, seed, offset, b_offset=0):
-    """Dropout keep-mask (B, HK, G, M, n) for key columns n0..n1 (the kernels' Philox stream)."""
+def _keep(B, HK, G, M, n0, n1, dropout_p, seed, offset, b_offset=0, r0=0):
+    """Dropout keep-mask (B, HK, G, M - r0, n) for query rows r0..M-1 and key columns n0..n1 (the kernels'
+    Philox stream)."""
     H = HK * G
     bh = ((torch.arange(B) + b_offset) * H).view(B, 1, 1, 1, 1) + torch.arange(H).view(1, HK, G, 1, 1)
-    rows = torch.arange(M).view(M, 1)
+    rows = torch.arange(r0, M).view(M - r0, 1)
     cols = torch.arange(n0, n1).view(1, n1 - n0)
     return dropout_keep_torch(seed, offset, bh, rows, cols, dropout_threshold(dropout_p))
 
@@ -61,7 +82,7 @@ def attention_fwd_cpu(q, k, v, *, softmax_scale, window, softcap, shift_extra=0,
     B, M, H, D = q.shape
     N, HK = k.shape[1], k.shape[2]
     adt = _acc_dtype(q.dtype)
-    qg = _grouped(q, HK).to(adt)
+    qs = _grouped(q, HK).to(adt) * softmax_scale  # B HK G M D, scaled once
     kt_all = k.transpose(1, 2).to(adt)  # B HK N D
     vt_all = v.transpose(1, 2).to(adt)
     shift = N - M + shift_extra
@@ -69,15 +90,22 @@ def attention_fwd_cpu(q, k, v, *, softmax_scale, window, softcap, shift_extra=0,
     lse = torch.full((B, HK, H // HK, M), float("-inf"), dtype=torch.float32)
     for n0 in range(0, N, KEY_TILE):
         n1 = min(N, n0 + KEY_TILE)
-        ok = _tile_visible(M, n0, n1, N, shift, window, q.device)
-        if not bool(ok.any()):
+        r0, r1, cut = _tile_rows(M, n0, n1, shift, window)
+        if r0 >= r1:
             continue
-        s, _ = _scores(qg, kt_all[:, :, n0:n1], softmax_scale, softcap)
-        s = s.masked_fill(~ok, float("-inf"))
-        keep = _keep(B, HK, H // HK, M, n0, n1, dropout_p, seed, offset, b_offset) if dropout_p > 0 else None
-        o_t, lse_t = tile_state(s, vt_all[:, :, n0:n1].unsqueeze(2), keep)
-        o, lse = merge(o, lse, o_t, lse_t)
-        o = o.to(adt)
+        s = torch.matmul(qs[..., r0:r1, :], kt_all[:, :, n0:n1].unsqueeze(2).transpose(-1, -2))
+        if softcap > 0:
+            s = torch.tanh(s.div_(softcap)).mul_(softcap)
+        if cut:
+            ok = _tile_visible(r1, n0, n1, N, shift, window, q.device, r0)
+            if not bool(ok.any()):
+                continue
+            s.masked_fill_(~ok, float("-inf"))
+        keep = _keep(B, HK, H // HK, r1, n0, n1, dropout_p, seed, offset, b_offset, r0) if dropout_p > 0 else None
+        o_t, lse_t = tile_state(s, vt_all[:, :, n0:n1].unsqueeze(2), keep, consume=True)
+        o_r, lse_r = merge(o[..., r0:r1, :], lse[..., r0:r1], o_t, lse_t)
+        o[..., r0:r1, :] = o_r
+        lse[..., r0:r1] = lse_r
     if dropout_p > 0:
         o = o / (1.0 - dropout_p)
     out = o.reshape(B, H, M, v.shape[-1]).transpose(1, 2).to(q.dtype).contiguous()
@@ -90,7 +118,7 @@ def attention_bwd_cpu(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, wind
     N, HK = k.shape[1], k.shape[2]
     G = H // HK
     adt = _acc_dtype(q.dtype)
-    qg = _grouped(q, HK).to(adt)
+    qs = _grouped(q, HK).to(adt) * softmax_scale  # scaled once: S = qs K^T, dK = dS^T qs
     dog = _grouped(dout, HK).to(adt)
     delta = (dout.to(adt) * out.to(adt)).sum(-1).transpose(1, 2).reshape(B, HK, G, M)
     if dlse is not None:
@@ -100,32 +128,42 @@ def attention_bwd_cpu(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, wind
     kt_all = k.transpose(1, 2).to(adt)
     vt_all = v.transpose(1, 2).to(adt)
     shift = N - M + shift_extra
-    dq = torch.zeros_like(qg)
+    dq = torch.zeros_like(qs)
     dk = torch.zeros(B, HK, N, D, dtype=adt)
     dv = torch.zeros(B, HK, N, v.shape[-1], dtype=adt)
     for n0 in range(0, N, KEY_TILE):
         n1 = min(N, n0 + KEY_TILE)
-        ok = _tile_visible(M, n0, n1, N, shift, window, q.device)
-        if not bool(ok.any()):
+        r0, r1, cut = _tile_rows(M, n0, n1, shift, window)
+        if r0 >= r1:
             continue
-        kt = kt_all[:, :, n0:n1]
-        vt = vt_all[:, :, n0:n1]
-        s, t = _scores(qg, kt, softmax_scale, softcap)
-        p = torch.exp(s - lse_g.unsqueeze(-1)).masked_fill(~ok, 0.0)  # B HK G M n
-        dp = torch.matmul(dog, vt.unsqueeze(2).transpose(-1, -2))
+        kt = kt_all[:, :, n0:n1].unsqueeze(2)
+        vt = vt_all[:, :, n0:n1].unsqueeze(2)
+        qr, dor = qs[..., r0:r1, :], dog[..., r0:r1, :]
+        s = torch.matmul(qr, kt.transpose(-1, -2))  # B HK G m n
+        t = None
+        if softcap > 0:
+            t = torch.tanh(s.div_(softcap))
+            s = t * softcap
+        p = s.sub_(lse_g[..., r0:r1].unsqueeze(-1)).exp_()  # in place: S -> P
+        if cut:
+            ok = _tile_visible(r1, n0, n1, N, shift, window, q.device, r0)
+            if not bool(ok.any()):
+                continue
+            p.masked_fill_(~ok, 0.0)
+        dp = torch.matmul(dor, vt.transpose(-1, -2))
         if dropout_p > 0:
-            keep = _keep(B, HK, G, M, n0, n1, dropout_p, seed, offset, b_offset)
+            keep = _keep(B, HK, G, r1, n0, n1, dropout_p, seed, offset, b_offset, r0)
             rs = 1.0 / (1.0 - dropout_p)
-            dv[:, :, n0:n1] = torch.matmul((p * keep * rs).transpose(-1, -2), dog).sum(2)
+            dv[:, :, n0:n1] = torch.matmul((p * keep * rs).transpose(-1, -2), dor).sum(2)
             dp = torch.where(keep, dp * rs, torch.zeros_like(dp))
         else:
-            dv[:, :, n0:n1] = torch.matmul(p.transpose(-1, -2), dog).sum(2)
-        ds = p * (dp - delta.unsqueeze(-1))
+            dv[:, :, n0:n1] = torch.matmul(p.transpose(-1, -2), dor).sum(2)
+        ds = dp.sub_(delta[..., r0:r1].unsqueeze(-1)).mul_(p)  # in place: dP -> dS
         if t is not None:
-            ds = ds * (1.0 - t * t)
-        dq += torch.matmul(ds, kt.unsqueeze(2)) * softmax_scale
-        dk[:, :, n0:n1] = torch.matmul(ds.transpose(-1, -2), qg).sum(2) * softmax_scale
-    dq = dq.reshape(B, H, M, D).transpose(1, 2).to(q.dtype).contiguous()
+            ds.mul_(1.0 - t * t)
+        dq[..., r0:r1, :] += torch.matmul(ds, kt)
+        dk[:, :, n0:n1] = torch.matmul(ds.transpose(-1, -2), qr).sum(2)
+    dq = (dq * softmax_scale).reshape(B, H, M, D).transpose(1, 2).to(q.dtype).contiguous()
     dk = dk.transpose(1, 2).to(k.dtype).contiguous()
     dv = dv.transpose(1, 2).to(v.dtype).contiguous()
     return dq, dk, dv
