@@ -22,13 +22,17 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: E4
 _BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 
 
-def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=None, stages=None, ws=False, regs=232, pingpong=True, dropout=False):
+def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=None, stages=None, ws=False, regs=232, pingpong=True, dropout=False, kv3d=False):
     bn, st = F._config(D)
     bn, st = block_n or bn, stages or st
     gdt = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
     x = torch.empty(4096, 2048, dtype=dtype)
     descs = [TensorDescriptor(x, [4096, 2048], [2048, 1], [blk, D], gl.NVMMASharedLayout.get_default_for([blk, D], gdt))
              for blk in (F.BLOCK_M // (2 if ws else 1), bn, bn)]
+    if kv3d:  # K / V through (batch, seqlen_k, heads_k·head_dim) descriptors
+        x3 = torch.empty(2, 4096, 1024, dtype=dtype)
+        lay3 = gl.NVMMASharedLayout.get_default_for([1, bn, D], gdt)
+        descs[1] = descs[2] = TensorDescriptor(x3, [2, 4096, 1024], [4096 * 1024, 1024, 1], [1, bn, D], lay3)
     fn = F.attention_fwd_sm90_ws_kernel if ws else F.attention_fwd_sm90_kernel
     import inspect
     params = list(inspect.signature(fn.fn).parameters)
@@ -38,6 +42,8 @@ def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=N
         cons["CONSUMER_REGS"] = regs
         cons["PINGPONG"] = pingpong
         cons["HAS_DROPOUT"] = dropout
+        cons["KV3D"] = kv3d
+        cons["KV_LAYOUT"] = gl.NVMMASharedLayout.get_default_for([bn, D], gdt) if kv3d else None
     sig = {}
     for n in params:
         if n in cons:
@@ -83,8 +89,9 @@ if __name__ == "__main__":
     ap.add_argument("--regs", type=int, default=232)
     ap.add_argument("--no-pingpong", action="store_true")
     ap.add_argument("--dropout", action="store_true")
+    ap.add_argument("--kv3d", action="store_true", help="K / V through rank-3 descriptors (ragged seqlen_k, batch > 1)")
     a = ap.parse_args()
-    k, sass, res = compile_fwd(a.d, a.causal, a.left, block_n=a.block_n, stages=a.stages, ws=a.ws, regs=a.regs, pingpong=not a.no_pingpong, dropout=a.dropout)
+    k, sass, res = compile_fwd(a.d, a.causal, a.left, block_n=a.block_n, stages=a.stages, ws=a.ws, regs=a.regs, pingpong=not a.no_pingpong, dropout=a.dropout, kv3d=a.kv3d)
     print(res.strip().splitlines()[-1] if res.strip() else "")
     print("shared", k.metadata.shared, "spills LDL/STL", len(re.findall(r"\b(?:LDL|STL)\b", sass)))
     if a.dump:

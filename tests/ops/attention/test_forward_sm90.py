@@ -59,6 +59,17 @@ def test_cfg_override_applies(monkeypatch):
     assert sm90._config(256) == (32, 3)    # one that fits is taken there too
 
 
+def test_kv3d_admits_ragged_batches(monkeypatch):
+    """TILEFOLD_FWD_SM90_KV3D (opt-in): ragged seqlen_k at batch > 1 reads K / V through rank-3 descriptors,
+    so the batch guard lets it through (the warp-specialized variant only)."""
+    q, k = torch.empty(2, 300, 4, 128), torch.empty(2, 1000, 2, 128)
+    assert not sm90._layout_ok(q, k, k)
+    monkeypatch.setattr(sm90, "KV3D", True)
+    assert sm90._layout_ok(q, k, k)
+    monkeypatch.setattr(sm90, "VARIANT", "sync")
+    assert not sm90._layout_ok(q, k, k)
+
+
 def test_hd256_config_fits_shared_memory():
     """Head dim 256 runs 64-key tiles, two slots: Q (2 x 64 rows) + 2 x (K + V) within the 227 KB an sm_90
     block can take (the kernel's barriers and alignment need a few hundred bytes more)."""
@@ -231,11 +242,14 @@ def test_sm90_dropout_same_mask(case, p, count_sm90, monkeypatch):
 
 @pytest.mark.gpu
 @needs_sm90
+@pytest.mark.parametrize("kv3d", [False, True], ids=["flat", "kv3d"])
 @pytest.mark.parametrize("D", [128, 256])
-def test_sm90_batches_stay_apart(D, count_sm90):
+def test_sm90_batches_stay_apart(D, kv3d, count_sm90, monkeypatch):
     """inf / NaN in batch 1's K and V never reach batch 0's output (ragged seqlen_k at batch 2: the
-    Triton kernel; a multiple of the tile: the Gluon kernel, whose tiles then end at the batch edge)."""
+    Triton kernel, or with KV3D the Gluon kernel through zero-filling rank-3 descriptors; a multiple of the
+    tile: the Gluon kernel, whose tiles then end at the batch edge)."""
     from tilefold.ops.attention.naive import attention_ref
+    monkeypatch.setattr(sm90, "KV3D", kv3d)
     for N in (1000, 1024) + ((960,) if D == 256 else ()):
         q = torch.randn(2, 300, 4, D, device="cuda", dtype=torch.bfloat16)
         k, v = (torch.randn(2, N, 4, D, device="cuda", dtype=torch.bfloat16) for _ in range(2))
@@ -243,10 +257,34 @@ def test_sm90_batches_stay_apart(D, count_sm90):
         v[1, :64] = float("nan")
         n = len(count_sm90)
         out = tilefold.attention(q, k, v)
-        assert (len(count_sm90) > n) == (N % sm90._config(D)[0] == 0)
+        assert (len(count_sm90) > n) == (kv3d or N % sm90._config(D)[0] == 0)
         ref, _ = attention_ref(q[:1], k[:1], v[:1])
         assert torch.isfinite(out[0]).all()
         assert (out[0].double() - ref[0]).abs().max().item() < 2e-2
+
+
+KV3D_CASES = [Case(2, 300, 1000, 4, 2, 128, causal=True), Case(2, 1000, 700, 4, 4, 64, window=(100, 37)),
+              Case(3, 129, 333, 8, 2, 128), Case(2, 500, 999, 4, 1, 256, causal=True), Case(2, 64, 1, 4, 4, 64),
+              Case(2, 1023, 1023, 8, 2, 128, causal=True, layout="packed")]
+
+
+@pytest.mark.gpu
+@needs_sm90
+@pytest.mark.parametrize("case", KV3D_CASES, ids=h.case_id)
+def test_sm90_kv3d_ragged_batches(case, count_sm90, monkeypatch):
+    """KV3D (opt-in, never GPU-run before this test): ragged seqlen_k at batch > 1 on the Gluon kernel, out / lse
+    under the 2x rule and against forward.py's kernel; off, the same call takes forward.py's kernel."""
+    q, k, v = h.make_qkv(case, torch.bfloat16, "cuda")
+    out_t, lse_t = tilefold.attention(q, k, v, return_lse=True, **case.opts)
+    assert not count_sm90
+    monkeypatch.setattr(sm90, "KV3D", True)
+    out, lse = tilefold.attention(q, k, v, return_lse=True, **case.opts)
+    assert count_sm90
+    fin = torch.isfinite(lse_t)
+    assert torch.equal(fin, torch.isfinite(lse))
+    assert (lse[fin] - lse_t[fin]).abs().max().item() <= 1e-3 if fin.any() else True
+    assert (out.float() - out_t.float()).abs().max().item() <= 2e-2
+    h.check_case(case, torch.bfloat16, device="cuda")
 
 
 GRAD_CASES = [Case(2, 1024, 1024, 8, 2, 128, causal=True), Case(1, 700, 1500, 4, 4, 64, window=(100, 37)),

@@ -284,6 +284,27 @@ if HAVE_GLUON:
                                             v_smem.index(slot))
 
     @gluon.jit
+    def _ws_loader3d(k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, b, n_lo, kv_col, num_tiles,
+                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+        """_ws_loader through (batch, seqlen_k, heads_k·head_dim) descriptors: a tile past seqlen_k is zero-filled
+        by the TMA unit instead of reading the next batch's rows (ragged seqlen_k at batch > 1)."""
+        HEAD_D: gl.constexpr = k_desc.block_type.shape[2]
+        for t in range(num_tiles):
+            slot = t % STAGES
+            if t >= STAGES:
+                mbarrier.wait(k_empty.index(slot), ((t // STAGES) - 1) & 1)
+            mbarrier.expect(k_full.index(slot), k_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(k_desc, [b, n_lo + t * BLOCK_N, kv_col], k_full.index(slot),
+                                            k_smem.index(slot)._reinterpret(k_smem.dtype, [1, BLOCK_N, HEAD_D],
+                                                                            k_desc.layout))
+            if t >= STAGES:
+                mbarrier.wait(v_empty.index(slot), ((t // STAGES) - 1) & 1)
+            mbarrier.expect(v_full.index(slot), v_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(v_desc, [b, n_lo + t * BLOCK_N, kv_col], v_full.index(slot),
+                                            v_smem.index(slot)._reinterpret(v_smem.dtype, [1, BLOCK_N, HEAD_D],
+                                                                            v_desc.layout))
+
+    @gluon.jit
     def _ws_consumer(q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
                      stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
                      seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
@@ -369,11 +390,14 @@ if HAVE_GLUON:
         seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
         BLOCK_N: gl.constexpr, HEAD_D: gl.constexpr, STAGES: gl.constexpr,
         HAS_LO: gl.constexpr, HAS_HI: gl.constexpr, CONSUMER_REGS: gl.constexpr, PINGPONG: gl.constexpr,
-        HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr,
+        HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr, KV3D: gl.constexpr = False,
+        KV_LAYOUT: gl.constexpr = None,
     ):
         """Warp-specialized variant: two consumer warpgroups (the default partition and a 4-warp worker)
         of WG_M = 64 rows each, and a 1-warp TMA loader; no CTA-wide barrier in the loop, so the two
-        warpgroups drift apart and one's softmax can run under the other's matrix products."""
+        warpgroups drift apart and one's softmax can run under the other's matrix products. KV3D: K / V come
+        through rank-3 (batch, seqlen_k, heads_k·head_dim) descriptors (KV_LAYOUT: the 2-D shared layout of
+        their tiles), so a ragged last key tile is zero-filled instead of reaching into the next batch."""
         WG_M: gl.constexpr = q_desc.block_type.shape[0]
         dtype: gl.constexpr = q_desc.dtype
         pid_m = gl.num_programs(0) - 1 - gl.program_id(0)
@@ -385,8 +409,12 @@ if HAVE_GLUON:
         n_lo, num_tiles = _key_range(m0, 2 * WG_M, seqlen_k, shift, win_left, win_right, BLOCK_N, HAS_LO, HAS_HI)
 
         q_smem = gl.allocate_shared_memory(dtype, [2, WG_M, HEAD_D], q_desc.layout)
-        k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], k_desc.layout)
-        v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], v_desc.layout)
+        if KV3D:
+            k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], KV_LAYOUT)
+            v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], KV_LAYOUT)
+        else:
+            k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], k_desc.layout)
+            v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], v_desc.layout)
         q_bar = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
         k_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         v_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -410,20 +438,36 @@ if HAVE_GLUON:
                                             q_smem.index(i))
         kv_row0 = b * seqlen_k + n_lo
         kv_col = hk * HEAD_D
-        gl.warp_specialize([
-            (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
-                            stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
-                            seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
-                            seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
-                            0, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT)),
-            (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
-                            stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
-                            seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
-                            seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
-                            1, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT)),
-            (_ws_loader, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, kv_row0, kv_col,
-                          num_tiles, BLOCK_N, STAGES)),
-        ], [4, 1], [CONSUMER_REGS, 24])
+        if KV3D:
+            gl.warp_specialize([
+                (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
+                                stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
+                                seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
+                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
+                                0, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT)),
+                (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
+                                stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
+                                seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
+                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
+                                1, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT)),
+                (_ws_loader3d, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, b, n_lo, kv_col,
+                                num_tiles, BLOCK_N, STAGES)),
+            ], [4, 1], [CONSUMER_REGS, 24])
+        else:
+            gl.warp_specialize([
+                (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
+                                stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
+                                seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
+                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
+                                0, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT)),
+                (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
+                                stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
+                                seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
+                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
+                                1, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT)),
+                (_ws_loader, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, kv_row0, kv_col,
+                              num_tiles, BLOCK_N, STAGES)),
+            ], [4, 1], [CONSUMER_REGS, 24])
 
 
 def _rows_view(t):
@@ -468,14 +512,21 @@ def _layout_ok(q, k, v) -> bool:
     # K / V tiles are read through the (batch·seqlen_k) view: with seqlen_k not a multiple of the key tile, the
     # last tile of batch b reaches into batch b + 1's rows; their scores are masked, but an inf / NaN in
     # their V rows would still reach batch b's output through 0·V. Such calls take forward.py's kernel
-    # (whose per-(batch, head) descriptors zero-fill past seqlen_k).
-    return B == 1 or N % _config(q.shape[-1])[0] == 0
+    # (whose per-(batch, head) descriptors zero-fill past seqlen_k), unless KV3D: then K / V come through
+    # (batch, seqlen_k, heads_k·head_dim) descriptors, which zero-fill past seqlen_k too.
+    return B == 1 or N % _config(q.shape[-1])[0] == 0 or (KV3D and VARIANT == "ws")
 
 
 @functools.lru_cache(maxsize=None)
 def _smem_layout(rows: int, D: int, dtype: torch.dtype):
     """The TMA / wgmma shared-memory layout of a (rows, D) tile (~8 us per call to build: cached)."""
     return gl.NVMMASharedLayout.get_default_for([rows, D], gl.bfloat16 if dtype == torch.bfloat16 else gl.float16)
+
+
+@functools.lru_cache(maxsize=None)
+def _smem_layout3(rows: int, D: int, dtype: torch.dtype):
+    """The rank-3 layout of a (1, rows, D) tile: the same bytes and swizzle as _smem_layout(rows, D)."""
+    return gl.NVMMASharedLayout.get_default_for([1, rows, D], gl.bfloat16 if dtype == torch.bfloat16 else gl.float16)
 
 
 @functools.lru_cache(maxsize=None)
@@ -525,6 +576,11 @@ def _override(text: str):
 # head dim 256 in the warp-specialized kernel; "0" keeps it on forward.py's kernel
 HD256 = os.environ.get("TILEFOLD_FWD_SM90_HD256", "1") != "0"
 
+# ragged seqlen_k at batch > 1 in the warp-specialized kernel, K / V through rank-3 descriptors (zero-filled past
+# seqlen_k): compiled offline only (2026-12-04; the default path's SASS is unchanged), never run on a GPU, so
+# off unless "1"
+KV3D = os.environ.get("TILEFOLD_FWD_SM90_KV3D", "0") == "1"
+
 
 # "ws": warp-specialized (two consumer warpgroups + a TMA warp); "sync": one 8-warp partition with a CTA
 # barrier per tile (v1)
@@ -554,6 +610,12 @@ def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0,
     for t, blk, lay in ((q, q_rows, q_lay), (k, BLOCK_N, kv_lay), (v, BLOCK_N, kv_lay)):
         rows, cols, rs = _rows_view(t)
         descs.append(TensorDescriptor(t, [rows, cols], [rs, 1], [blk, D], lay))
+    kv3d = ws and B > 1 and N % BLOCK_N != 0  # only reached with KV3D on (_layout_ok)
+    if kv3d:
+        lay3 = _smem_layout3(BLOCK_N, D, q.dtype)
+        for i, t in ((1, k), (2, v)):
+            _, cols, rs = _rows_view(t)
+            descs[i] = TensorDescriptor(t, [B, N, cols], [N * rs, rs, 1], [1, BLOCK_N, D], lay3)
     out = torch.empty_like(q, memory_format=torch.contiguous_format)
     lse = torch.empty((B, H, M), device=q.device, dtype=torch.float32)
     grid = (cdiv(M, BLOCK_M), B * H)
@@ -567,7 +629,7 @@ def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0,
                                            BLOCK_N=BLOCK_N, HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0,
                                            HAS_HI=right >= 0, CONSUMER_REGS=CONSUMER_REGS,
                                            PINGPONG=(D in PINGPONG_DIMS) if PINGPONG is None else PINGPONG,
-                                           num_warps=4)
+                                           num_warps=4, KV3D=kv3d, KV_LAYOUT=kv_lay if kv3d else None)
     else:
         attention_fwd_sm90_kernel[grid](*args, BLOCK_N=BLOCK_N, HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0,
                                         HAS_HI=right >= 0, num_warps=NUM_WARPS)
