@@ -38,7 +38,9 @@ kernel whose out / lse are discarded); Q, K and V rows of consecutive batches ev
 alignment. Rows past the end of a batch read the next batch's rows: for Q the row mask never stores
 them; for K / V only when seqlen_k is a multiple of the key tile or the batch is 1 (else a V row of the
 next batch, masked to probability 0, could still carry inf / NaN into 0·V), otherwise the call takes
-forward.py's kernel. No interpreter runs Gluon: the CPU tier tests the dispatch, the GPU tier the kernel
+forward.py's kernel — or, opt-in (TILEFOLD_FWD_SM90_KV3D=1, compiled offline, not yet run on a GPU), the
+warp-specialized kernel with K / V through rank-3 (batch, seqlen_k, heads_k·head_dim) descriptors, whose TMA
+copies zero-fill past seqlen_k. No interpreter runs Gluon: the CPU tier tests the dispatch, the GPU tier the kernel
 (tests/ops/attention/test_forward_sm90.py).
 """
 from __future__ import annotations
