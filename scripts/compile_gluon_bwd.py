@@ -21,7 +21,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: E4
 
 
 def compile_bwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_m=None, stages=None, regs=None,
-                dq=False, dropout=False, hd256=False):
+                dq=False, dropout=False, hd256=False, kv3d=False):
     if hd256:  # the head-dim-256 dK/dV (one 64-key block per program)
         bm, st = block_m or 64, stages or 2
         blocks = (("q_desc", bm), ("k_desc", 64), ("v_desc", 64), ("do_desc", bm))
@@ -43,6 +43,13 @@ def compile_bwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_m=N
     params = list(inspect.signature(fn.fn).parameters)
     cons = dict(HEAD_D=D, STAGES=st, HAS_LO=left, HAS_HI=causal, CONSUMER_REGS=regs or B.CONSUMER_REGS, HAS_DROPOUT=dropout,
                 num_warps=4)
+    if "KV3D" in params:  # the dQ kernel: K / V through rank-3 descriptors with --kv3d
+        cons.update(KV3D=kv3d, KV_LAYOUT=lay(bn) if kv3d else None)
+        if kv3d:
+            x3 = torch.empty(2, 4096, 1024, dtype=dtype)
+            for n in ("k_desc", "v_desc"):
+                descs[n] = TensorDescriptor(x3, [2, 4096, 1024], [4096 * 1024, 1024, 1], [1, bn, D],
+                                            gl.NVMMASharedLayout.get_default_for([1, bn, D], gdt))
     sig = {}
     for n in params:
         if n in cons:
@@ -74,11 +81,12 @@ if __name__ == "__main__":
     ap.add_argument("--dq", action="store_true", help="the dQ kernel (--block-m is then its key tile)")
     ap.add_argument("--dropout", action="store_true")
     ap.add_argument("--hd256", action="store_true", help="the head-dim-256 dK/dV kernel (implies --d 256)")
+    ap.add_argument("--kv3d", action="store_true", help="with --dq: K / V through rank-3 descriptors")
     a = ap.parse_args()
     if a.hd256:
         a.d = 256
     k, sass, res = compile_bwd(a.d, a.causal, a.left, torch.float16 if a.fp16 else torch.bfloat16,
-                               a.block_m, a.stages, a.regs, a.dq, a.dropout, a.hd256)
+                               a.block_m, a.stages, a.regs, a.dq, a.dropout, a.hd256, a.kv3d)
     print(res.strip().splitlines()[-1] if res.strip() else "")
     print("shared", k.metadata.shared)
     ops = collections.Counter(re.findall(r"^\s+/\*[0-9a-f]{4,6}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", sass, re.M))

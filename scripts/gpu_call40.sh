@@ -10,7 +10,8 @@ echo "== tier 1: head dim 256, dropout, compile"
 TIER_S=300 NPROC=15 PYTEST_K="d256 or hd256 or dropout or compile" bash scripts/gpu_tier.sh tests/ops/attention 2>&1 | tail -10
 cp "$OUT/gpu_tier.log" "$OUT/gpu_tier_attention.log"
 echo "== KV3D (opt-in, first GPU run): its tests, then ragged seqlen_k at batch 2 on it vs forward.py's kernel"
-TIER_S=120 NPROC=15 PYTEST_K="kv3d or batches_stay_apart" bash scripts/gpu_tier.sh tests/ops/attention/test_forward_sm90.py 2>&1 | tail -6
+TIER_S=150 NPROC=15 PYTEST_K="kv3d or batches_stay_apart" bash scripts/gpu_tier.sh tests/ops/attention/test_forward_sm90.py \
+  tests/ops/attention/test_backward_sm90.py 2>&1 | tail -6
 cp "$OUT/gpu_tier.log" "$OUT/gpu_tier_kv3d.log"
 timeout 90 python3 -c "
 import torch, triton, tilefold

@@ -71,12 +71,12 @@ except Exception:  # noqa: BLE001 - any import problem means: no Gluon path
     HAVE_GLUON = False
 
 from ..common.host import cdiv
-from .forward_sm90 import _major, _rows_view, _smem_layout
+from .forward_sm90 import _major, _rows_view, _smem_layout, _smem_layout3
 from ..common.masks import query_tiles
 from ..common.philox import as_int32, dropout_threshold
 if HAVE_GLUON:
     from ..common.philox import dropout_keep_gl
-    from .forward_sm90 import _key_range, _mask_if_cut, _ws_loader
+    from .forward_sm90 import _key_range, _mask_if_cut, _ws_loader, _ws_loader3d
 
 LOG2E = 1.4426950408889634
 WG_N = 64          # keys per consumer warpgroup (the wgmma M)
@@ -405,11 +405,13 @@ if HAVE_GLUON:
         seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
         HEAD_D: gl.constexpr, STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr,
         CONSUMER_REGS: gl.constexpr, HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr,
+        KV3D: gl.constexpr = False, KV_LAYOUT: gl.constexpr = None,
     ):
         """Grid (query blocks of 2·WG_M rows, batch·heads), heaviest (causal: last) blocks first. Q and dO of
-        the block stay in shared memory; K and V tiles stream through the forward's loader and ring."""
+        the block stay in shared memory; K and V tiles stream through the forward's loader and ring. KV3D:
+        K / V through rank-3 descriptors (the forward's _ws_loader3d; KV_LAYOUT the tiles' 2-D layout)."""
         WG_M: gl.constexpr = q_desc.block_type.shape[0]
-        BLOCK_N: gl.constexpr = k_desc.block_type.shape[0]
+        BLOCK_N: gl.constexpr = k_desc.block_type.shape[1] if KV3D else k_desc.block_type.shape[0]
         dtype: gl.constexpr = q_desc.dtype
         pid_m = gl.num_programs(0) - 1 - gl.program_id(0)
         pid_bh = gl.program_id(1)
@@ -421,8 +423,12 @@ if HAVE_GLUON:
 
         q_smem = gl.allocate_shared_memory(dtype, [2, WG_M, HEAD_D], q_desc.layout)
         do_smem = gl.allocate_shared_memory(dtype, [2, WG_M, HEAD_D], do_desc.layout)
-        k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], k_desc.layout)
-        v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], v_desc.layout)
+        if KV3D:
+            k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], KV_LAYOUT)
+            v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], KV_LAYOUT)
+        else:
+            k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], k_desc.layout)
+            v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], v_desc.layout)
         qdo_bar = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
         k_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         v_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -444,20 +450,36 @@ if HAVE_GLUON:
                                             do_smem.index(i))
         kv_row0 = b * seqlen_k + n_lo
         kv_col = hk * HEAD_D
-        gl.warp_specialize([
-            (_dq_consumer, (q_smem, do_smem, qdo_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty,
-                            LSE2, DELTA, DQ, stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
-                            b, h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right,
-                            qk_scale, sm_scale, seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
-                            0, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT)),
-            (_dq_consumer, (q_smem, do_smem, qdo_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty,
-                            LSE2, DELTA, DQ, stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
-                            b, h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right,
-                            qk_scale, sm_scale, seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
-                            1, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT)),
-            (_ws_loader, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, kv_row0, kv_col,
-                          num_tiles, BLOCK_N, STAGES)),
-        ], [4, 1], [CONSUMER_REGS, 24])
+        if KV3D:
+            gl.warp_specialize([
+                (_dq_consumer, (q_smem, do_smem, qdo_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty,
+                                LSE2, DELTA, DQ, stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
+                                b, h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right,
+                                qk_scale, sm_scale, seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
+                                0, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT)),
+                (_dq_consumer, (q_smem, do_smem, qdo_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty,
+                                LSE2, DELTA, DQ, stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
+                                b, h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right,
+                                qk_scale, sm_scale, seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
+                                1, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT)),
+                (_ws_loader3d, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, b, n_lo, kv_col,
+                                num_tiles, BLOCK_N, STAGES)),
+            ], [4, 1], [CONSUMER_REGS, 24])
+        else:
+            gl.warp_specialize([
+                (_dq_consumer, (q_smem, do_smem, qdo_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty,
+                                LSE2, DELTA, DQ, stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
+                                b, h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right,
+                                qk_scale, sm_scale, seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
+                                0, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT)),
+                (_dq_consumer, (q_smem, do_smem, qdo_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty,
+                                LSE2, DELTA, DQ, stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
+                                b, h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right,
+                                qk_scale, sm_scale, seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
+                                1, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT)),
+                (_ws_loader, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, kv_row0, kv_col,
+                              num_tiles, BLOCK_N, STAGES)),
+            ], [4, 1], [CONSUMER_REGS, 24])
 
 
 if HAVE_GLUON:
@@ -736,6 +758,11 @@ def _dq_config(D: int):
 DROPOUT = os.environ.get("TILEFOLD_BWD_SM90_DROPOUT", "1") == "1"
 
 
+# ragged seqlen_k at batch > 1 in the dQ kernel, K / V through rank-3 descriptors that zero-fill past seqlen_k
+# (the forward's _ws_loader3d): compiled offline only, never run on a GPU, so off unless "1"
+KV3D = os.environ.get("TILEFOLD_BWD_SM90_KV3D", "0") == "1"
+
+
 # head dim 256 (the dQ kernel with 32-key tiles, and attention_bwd_dkdv_sm90_hd256_kernel, FA3's head-dim split):
 # on unless "0" (first GPU run, call 35: its tests passed, 1.42-1.46x FA2's backward at 8k / 16k)
 HD256 = os.environ.get("TILEFOLD_BWD_SM90_HD256", "1") != "0"
@@ -799,8 +826,8 @@ def _dq_batches_ok(q, k) -> bool:
     """The dQ kernel reads K / V tiles through the (batch·seqlen_k) view: a ragged last key tile at
     batch > 1 would read the next batch's rows (masked to P = 0, but dS = P·(dP - delta) with dP from an
     inf / NaN V row, and dS·K with an inf K row, would carry it into dQ). Ragged seqlen_q is fine (a query
-    row only reaches its own dQ row)."""
-    return q.shape[0] == 1 or k.shape[1] % _dq_config(q.shape[-1])[0] == 0
+    row only reaches its own dQ row). KV3D (opt-in): rank-3 K / V descriptors zero-fill past seqlen_k."""
+    return q.shape[0] == 1 or k.shape[1] % _dq_config(q.shape[-1])[0] == 0 or KV3D
 
 
 def _layout_ok(q, k, v, dout) -> bool:
@@ -858,6 +885,12 @@ def attention_dq_sm90(q, k, v, dout, lse2, delta, dq, *, softmax_scale, window, 
     for t, blk, lay in ((q, DQ_M, q_lay), (k, BN, kv_lay), (v, BN, kv_lay), (dout, DQ_M, q_lay)):
         rows, cols, rs = _rows_view(t)
         descs.append(TensorDescriptor(t, [rows, cols], [rs, 1], [blk, D], lay))
+    kv3d = B > 1 and N % BN != 0  # only reached with KV3D on (_dq_batches_ok)
+    if kv3d:
+        lay3 = _smem_layout3(BN, D, q.dtype)
+        for i, t in ((1, k), (2, v)):
+            _, cols, rs = _rows_view(t)
+            descs[i] = TensorDescriptor(t, [B, N, cols], [N * rs, rs, 1], [1, BN, D], lay3)
     assert lse2.stride(-1) == 1 and delta.stride(-1) == 1 and delta.stride()[:2] == lse2.stride()[:2]
     grid = (cdiv(M, 2 * DQ_M), B * H)
     attention_bwd_dq_sm90_kernel[grid](
@@ -865,4 +898,4 @@ def attention_dq_sm90(q, k, v, dout, lse2, delta, dq, *, softmax_scale, window, 
         M, N, H, H // HK, N - M, max(left, 0), max(right, 0), softmax_scale * LOG2E, softmax_scale,
         *_drop_args(dropout_p, seed, offset),
         HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0, HAS_HI=right >= 0, CONSUMER_REGS=CONSUMER_REGS,
-        HAS_DROPOUT=dropout_p > 0, num_warps=4)
+        HAS_DROPOUT=dropout_p > 0, num_warps=4, KV3D=kv3d, KV_LAYOUT=kv_lay if kv3d else None)
