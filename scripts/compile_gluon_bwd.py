@@ -43,13 +43,18 @@ def compile_bwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_m=N
     params = list(inspect.signature(fn.fn).parameters)
     cons = dict(HEAD_D=D, STAGES=st, HAS_LO=left, HAS_HI=causal, CONSUMER_REGS=regs or B.CONSUMER_REGS, HAS_DROPOUT=dropout,
                 num_warps=4)
+    x3 = torch.empty(2, 4096, 1024, dtype=dtype)
+    lay3 = lambda blk: gl.NVMMASharedLayout.get_default_for([1, blk, D], gdt)  # noqa: E731
     if "KV3D" in params:  # the dQ kernel: K / V through rank-3 descriptors with --kv3d
         cons.update(KV3D=kv3d, KV_LAYOUT=lay(bn) if kv3d else None)
         if kv3d:
-            x3 = torch.empty(2, 4096, 1024, dtype=dtype)
             for n in ("k_desc", "v_desc"):
-                descs[n] = TensorDescriptor(x3, [2, 4096, 1024], [4096 * 1024, 1024, 1], [1, bn, D],
-                                            gl.NVMMASharedLayout.get_default_for([1, bn, D], gdt))
+                descs[n] = TensorDescriptor(x3, [2, 4096, 1024], [4096 * 1024, 1024, 1], [1, bn, D], lay3(bn))
+    if "QD3D" in params:  # the dK / dV kernels: Q / dO through rank-3 descriptors with --kv3d
+        cons.update(QD3D=kv3d, QD_LAYOUT=lay(bm) if kv3d else None)
+        if kv3d:
+            for n in ("q_desc", "do_desc"):
+                descs[n] = TensorDescriptor(x3, [2, 4096, 1024], [4096 * 1024, 1024, 1], [1, bm, D], lay3(bm))
     sig = {}
     for n in params:
         if n in cons:
@@ -81,7 +86,7 @@ if __name__ == "__main__":
     ap.add_argument("--dq", action="store_true", help="the dQ kernel (--block-m is then its key tile)")
     ap.add_argument("--dropout", action="store_true")
     ap.add_argument("--hd256", action="store_true", help="the head-dim-256 dK/dV kernel (implies --d 256)")
-    ap.add_argument("--kv3d", action="store_true", help="with --dq: K / V through rank-3 descriptors")
+    ap.add_argument("--kv3d", action="store_true", help="rank-3 descriptors for the other side's tiles (dQ: K / V; dK/dV: Q / dO)")
     a = ap.parse_args()
     if a.hd256:
         a.d = 256

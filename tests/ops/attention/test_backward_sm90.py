@@ -142,7 +142,7 @@ def _expected(case):
     tiles through the flat batch·seqlen view."""
     want = []
     dims = (64, 128, 256) if bw.HD256 else (64, 128)
-    if case.D in dims and (case.B == 1 or case.M % bw._config(case.D)[0] == 0):
+    if case.D in dims and (case.B == 1 or case.M % bw._config(case.D)[0] == 0 or bw.KV3D):
         want.append("dkdv")
     if case.D in dims and (case.B == 1 or case.N % bw._dq_config(case.D)[0] == 0 or bw.KV3D):
         want.append("dq")
@@ -241,6 +241,26 @@ def test_sm90_bwd_batches_stay_apart(opts, count_sm90):
 
 @pytest.mark.gpu
 @needs_sm90
+@pytest.mark.parametrize("opts", [dict(), dict(causal=True)], ids=["full", "causal"])
+def test_sm90_kv3d_bwd_batches_stay_apart(opts, count_sm90, monkeypatch):
+    """KV3D (opt-in, first GPU run in this test): ragged seqlen_q = 300 and seqlen_k = 1000 at batch 2 on both
+    Gluon kernels (Q / dO and K / V through zero-filling rank-3 descriptors); inf / NaN in batch 1's Q, K, V
+    and dO never reach batch 0's gradients."""
+    monkeypatch.setattr(bw, "KV3D", True)
+    q = torch.randn(2, 300, 4, 128, device="cuda", dtype=torch.bfloat16)
+    k, v = (torch.randn(2, 1000, 2, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    dout = torch.randn_like(q)
+    q[1, :10] = float("inf")
+    k[1, :64] = float("inf")
+    v[1, :64] = float("nan")
+    dout[1, :64] = float("nan")
+    res = h.run_tilefold(q, k, v, opts, dout=dout, grad_into="out")
+    assert count_sm90 == ["dkdv", "dq"], count_sm90
+    _assert_batch0_clean(res, q, k, v, dout, opts)
+
+
+@pytest.mark.gpu
+@needs_sm90
 def test_sm90_bwd_deterministic(count_sm90):
     c = Case(2, 2048, 2048, 8, 2, 128, causal=True)
     q, k, v = h.make_qkv(c, torch.bfloat16, "cuda")
@@ -304,19 +324,20 @@ def test_sm90_dq_kv3d_batches_stay_apart(opts, count_sm90, monkeypatch):
     _assert_batch0_clean(res, q, k, v, dout, opts)
 
 
-KV3D_CASES = [Case(2, 320, 1000, 4, 2, 128, causal=True), Case(2, 256, 333, 4, 4, 64, window=(100, 37)),
-              Case(2, 300, 999, 4, 1, 256, causal=True), Case(3, 129, 77, 8, 2, 128)]
+KV3D_CASES = [Case(2, 320, 1000, 4, 2, 128, causal=True), Case(2, 250, 333, 4, 4, 64, window=(100, 37)),
+              Case(2, 300, 999, 4, 1, 256, causal=True), Case(3, 129, 77, 8, 2, 128), Case(2, 1, 700, 4, 2, 128),
+              Case(2, 1000, 1000, 8, 2, 256, window=(64, 0))]
 
 
 @pytest.mark.gpu
 @needs_sm90
 @pytest.mark.parametrize("case", KV3D_CASES, ids=h.case_id)
 def test_sm90_dq_kv3d(case, count_sm90, monkeypatch):
-    """KV3D: the Gluon dQ at ragged seqlen_k, batch > 1: every gradient under the 2x rule and close to
-    backward.py's kernels."""
+    """KV3D: the Gluon kernels at ragged lengths, batch > 1 (dQ: seqlen_k, dK/dV: seqlen_q): every gradient
+    under the 2x rule and close to backward.py's kernels."""
     monkeypatch.setattr(bw, "KV3D", True)
     h.check_case(case, torch.bfloat16, device="cuda", grad=True)
-    assert "dq" in count_sm90, count_sm90
+    assert count_sm90 == ["dkdv", "dq"], count_sm90
     count_sm90.clear()
     _against_triton(case, torch.bfloat16, count_sm90, monkeypatch)
 
@@ -332,11 +353,12 @@ def test_dq_layout_ok_key_tiles_end_at_the_batch_edge():
 
 
 def test_dq_kv3d_admits_ragged_batches(monkeypatch):
-    """TILEFOLD_BWD_SM90_KV3D (opt-in): rank-3 K / V descriptors zero-fill past seqlen_k, so ragged seqlen_k
-    at batch > 1 may take the Gluon dQ."""
-    monkeypatch.setattr(bw, "KV3D", True)
+    """TILEFOLD_BWD_SM90_KV3D (opt-in): rank-3 descriptors zero-fill past the length, so ragged lengths at
+    batch > 1 may take the Gluon kernels (dQ: seqlen_k; dK/dV: seqlen_q)."""
     q, k = torch.empty(2, 300, 4, 128, dtype=torch.bfloat16), torch.empty(2, 1000, 2, 128, dtype=torch.bfloat16)
-    assert bw._dq_layout_ok(q, k, k, q)
+    assert not bw._dq_layout_ok(q, k, k, q) and not bw._layout_ok(q, k, k, q)
+    monkeypatch.setattr(bw, "KV3D", True)
+    assert bw._dq_layout_ok(q, k, k, q) and bw._layout_ok(q, k, k, q)
 
 
 DROP_CASES = [Case(1, 1023, 1023, 8, 2, 128, causal=True), Case(1, 700, 1500, 4, 4, 64, window=(100, 37)),

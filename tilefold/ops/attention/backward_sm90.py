@@ -151,9 +151,11 @@ if HAVE_GLUON:
     def _bwd_loader(q_desc, k_desc, v_desc, do_desc, q_smem, k_smem, v_smem, do_smem, kv_bar,
                     q_full, do_full, q_empty, do_empty, b, hk, n0, m_start, n_mt, num_tiles,
                     seqlen_q, seqlen_k, GROUP,
-                    BLOCK_M: gl.constexpr, HEAD_D: gl.constexpr, STAGES: gl.constexpr, KV_TILES: gl.constexpr):
+                    BLOCK_M: gl.constexpr, HEAD_D: gl.constexpr, STAGES: gl.constexpr, KV_TILES: gl.constexpr,
+                    QD3D: gl.constexpr):
         """One warp: the KV_TILES K and V tiles of the block once, then Q and dO tiles into the ring; a slot is
-        refilled once both consumer warpgroups have released it (q_empty / do_empty count two arrivals)."""
+        refilled once both consumer warpgroups have released it (q_empty / do_empty count two arrivals).
+        QD3D: Q / dO through rank-3 (batch, seqlen_q, heads·head_dim) descriptors, zero-filled past seqlen_q."""
         WN: gl.constexpr = k_desc.block_type.shape[0]
         mbarrier.expect(kv_bar, KV_TILES * k_desc.block_type.nbytes + KV_TILES * v_desc.block_type.nbytes)
         for w in gl.static_range(KV_TILES):
@@ -169,12 +171,23 @@ if HAVE_GLUON:
             if t >= STAGES:
                 mbarrier.wait(q_empty.index(slot), ((t // STAGES) - 1) & 1)
             mbarrier.expect(q_full.index(slot), q_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(q_desc, [b * seqlen_q + m, col], q_full.index(slot), q_smem.index(slot))
+            if QD3D:
+                tma.async_copy_global_to_shared(q_desc, [b, m, col], q_full.index(slot),
+                                                q_smem.index(slot)._reinterpret(q_smem.dtype, [1, BLOCK_M, HEAD_D],
+                                                                                q_desc.layout))
+            else:
+                tma.async_copy_global_to_shared(q_desc, [b * seqlen_q + m, col], q_full.index(slot),
+                                                q_smem.index(slot))
             if t >= STAGES:
                 mbarrier.wait(do_empty.index(slot), ((t // STAGES) - 1) & 1)
             mbarrier.expect(do_full.index(slot), do_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(do_desc, [b * seqlen_q + m, col], do_full.index(slot),
-                                            do_smem.index(slot))
+            if QD3D:
+                tma.async_copy_global_to_shared(do_desc, [b, m, col], do_full.index(slot),
+                                                do_smem.index(slot)._reinterpret(do_smem.dtype, [1, BLOCK_M, HEAD_D],
+                                                                                 do_desc.layout))
+            else:
+                tma.async_copy_global_to_shared(do_desc, [b * seqlen_q + m, col], do_full.index(slot),
+                                                do_smem.index(slot))
 
     @gluon.jit
     def _bwd_consumer(q_smem, k_smem, v_smem, do_smem, kv_bar, q_full, do_full, q_empty, do_empty,
@@ -255,11 +268,13 @@ if HAVE_GLUON:
         seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
         HEAD_D: gl.constexpr, STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr,
         CONSUMER_REGS: gl.constexpr, HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr,
+        QD3D: gl.constexpr = False, QD_LAYOUT: gl.constexpr = None,
     ):
         """Grid (key blocks of 2·WN keys, batch·key heads); the first key blocks see the most queries under
-        a causal mask and go first."""
+        a causal mask and go first. QD3D: Q / dO through rank-3 descriptors (QD_LAYOUT: their tiles' 2-D
+        layout)."""
         WN: gl.constexpr = k_desc.block_type.shape[0]
-        BLOCK_M: gl.constexpr = q_desc.block_type.shape[0]
+        BLOCK_M: gl.constexpr = q_desc.block_type.shape[1] if QD3D else q_desc.block_type.shape[0]
         dtype: gl.constexpr = q_desc.dtype
         pid_n = gl.program_id(0)
         pid_bh = gl.program_id(1)
@@ -270,8 +285,12 @@ if HAVE_GLUON:
                                      HAS_HI)
         num_tiles = n_mt * GROUP
 
-        q_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], q_desc.layout)
-        do_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], do_desc.layout)
+        if QD3D:
+            q_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], QD_LAYOUT)
+            do_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], QD_LAYOUT)
+        else:
+            q_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], q_desc.layout)
+            do_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], do_desc.layout)
         k_smem = gl.allocate_shared_memory(dtype, [2, WN, HEAD_D], k_desc.layout)
         v_smem = gl.allocate_shared_memory(dtype, [2, WN, HEAD_D], v_desc.layout)
         kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
@@ -301,7 +320,7 @@ if HAVE_GLUON:
                              1, WN, BLOCK_M, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT)),
             (_bwd_loader, (q_desc, k_desc, v_desc, do_desc, q_smem, k_smem, v_smem, do_smem, kv_bar,
                            q_full, do_full, q_empty, do_empty, b, hk, n0, m_start, n_mt, num_tiles,
-                           seqlen_q, seqlen_k, GROUP, BLOCK_M, HEAD_D, STAGES, 2)),
+                           seqlen_q, seqlen_k, GROUP, BLOCK_M, HEAD_D, STAGES, 2, QD3D)),
         ], [4, 1], [CONSUMER_REGS, 24])
 
 
@@ -616,13 +635,14 @@ if HAVE_GLUON:
         seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
         HEAD_D: gl.constexpr, STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr,
         CONSUMER_REGS: gl.constexpr, HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr,
+        QD3D: gl.constexpr = False, QD_LAYOUT: gl.constexpr = None,
     ):
         """dK / dV at head dim 256 (FA3's split): one program per 64 keys; warpgroup 0 owns head-dim columns
         [0, 128) of dK / dV, warpgroup 1 columns [128, 256) (128 accumulator registers each). Warpgroup 0
         computes S^T and P^T, warpgroup 1 dP^T, and they trade P^T, dP^T and dS^T through shared memory with
-        a ready and a free mbarrier each."""
+        a ready and a free mbarrier each. QD3D / QD_LAYOUT: as the hd 64 / 128 kernel."""
         WN: gl.constexpr = k_desc.block_type.shape[0]
-        BLOCK_M: gl.constexpr = q_desc.block_type.shape[0]
+        BLOCK_M: gl.constexpr = q_desc.block_type.shape[1] if QD3D else q_desc.block_type.shape[0]
         HALF: gl.constexpr = HEAD_D // 2
         dtype: gl.constexpr = q_desc.dtype
         pid_n = gl.program_id(0)
@@ -637,8 +657,12 @@ if HAVE_GLUON:
         # dP^T (fp32) is stored and loaded in the accumulator layout: a swizzle keeps those accesses off
         # the 4-8-way bank conflicts of plain 256-byte rows
         f_layout: gl.constexpr = gl.SwizzledSharedLayout(vec=2, per_phase=1, max_phase=8, order=[1, 0])
-        q_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], q_desc.layout)
-        do_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], do_desc.layout)
+        if QD3D:
+            q_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], QD_LAYOUT)
+            do_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], QD_LAYOUT)
+        else:
+            q_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], q_desc.layout)
+            do_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], do_desc.layout)
         k_smem = gl.allocate_shared_memory(dtype, [1, WN, HEAD_D], k_desc.layout)
         v_smem = gl.allocate_shared_memory(dtype, [1, WN, HEAD_D], v_desc.layout)
         pT_smem = gl.allocate_shared_memory(dtype, [WN, BLOCK_M], x_layout)
@@ -676,7 +700,7 @@ if HAVE_GLUON:
                          WN, BLOCK_M, HALF, STAGES, HAS_DROPOUT)),
             (_bwd_loader, (q_desc, k_desc, v_desc, do_desc, q_smem, k_smem, v_smem, do_smem, kv_bar,
                            q_full, do_full, q_empty, do_empty, b, hk, n0, m_start, n_mt, num_tiles,
-                           seqlen_q, seqlen_k, GROUP, BLOCK_M, HEAD_D, STAGES, 1)),
+                           seqlen_q, seqlen_k, GROUP, BLOCK_M, HEAD_D, STAGES, 1, QD3D)),
         ], [4, 1], [CONSUMER_REGS, 24])
 
 
@@ -758,8 +782,9 @@ def _dq_config(D: int):
 DROPOUT = os.environ.get("TILEFOLD_BWD_SM90_DROPOUT", "1") == "1"
 
 
-# ragged seqlen_k at batch > 1 in the dQ kernel, K / V through rank-3 descriptors that zero-fill past seqlen_k
-# (the forward's _ws_loader3d): compiled offline only, never run on a GPU, so off unless "1"
+# ragged lengths at batch > 1: the dQ kernel reads K / V, the dK / dV kernels Q / dO, through rank-3 (batch,
+# seqlen, heads·head_dim) descriptors that zero-fill past the length (dQ: the forward's _ws_loader3d):
+# compiled offline only, never run on a GPU, so off unless "1"
 KV3D = os.environ.get("TILEFOLD_BWD_SM90_KV3D", "0") == "1"
 
 
@@ -819,7 +844,7 @@ def _views_ok(q, k, v, dout) -> bool:
 def _dkdv_batches_ok(q, k) -> bool:
     """Q / dO tiles are read through the (batch·seqlen_q) view: a ragged last query tile at batch > 1 would
     read the next batch's rows (their P is 0, but an inf / NaN there reaches dK / dV through 0·x)."""
-    return q.shape[0] == 1 or q.shape[1] % _config(q.shape[-1])[0] == 0
+    return q.shape[0] == 1 or q.shape[1] % _config(q.shape[-1])[0] == 0 or KV3D
 
 
 def _dq_batches_ok(q, k) -> bool:
@@ -861,6 +886,12 @@ def attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, *, softmax_scale, wi
     for t, blk, lay in ((q, BLOCK_M, q_lay), (k, WG_N, kv_lay), (v, WG_N, kv_lay), (dout, BLOCK_M, q_lay)):
         rows, cols, rs = _rows_view(t)
         descs.append(TensorDescriptor(t, [rows, cols], [rs, 1], [blk, D], lay))
+    qd3d = B > 1 and M % BLOCK_M != 0  # only reached with KV3D on (_dkdv_batches_ok)
+    if qd3d:
+        lay3 = _smem_layout3(BLOCK_M, D, q.dtype)
+        for i, t in ((0, q), (3, dout)):
+            _, cols, rs = _rows_view(t)
+            descs[i] = TensorDescriptor(t, [B, M, cols], [M * rs, rs, 1], [1, BLOCK_M, D], lay3)
     assert lse2.stride(-1) == 1 and delta.stride(-1) == 1 and delta.stride()[:2] == lse2.stride()[:2]
     grid = (cdiv(N, WG_N if hd256 else BLOCK_N), B * HK)
     kernel = attention_bwd_dkdv_sm90_hd256_kernel if hd256 else attention_bwd_dkdv_sm90_kernel
@@ -870,7 +901,7 @@ def attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, *, softmax_scale, wi
         M, N, HK, H // HK, N - M, max(left, 0), max(right, 0), softmax_scale * LOG2E, softmax_scale,
         *_drop_args(dropout_p, seed, offset),
         HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0, HAS_HI=right >= 0, CONSUMER_REGS=CONSUMER_REGS,
-        HAS_DROPOUT=dropout_p > 0, num_warps=4)
+        HAS_DROPOUT=dropout_p > 0, num_warps=4, QD3D=qd3d, QD_LAYOUT=q_lay if qd3d else None)
 
 
 def attention_dq_sm90(q, k, v, dout, lse2, delta, dq, *, softmax_scale, window, dropout_p=0.0, seed=0, offset=0):
