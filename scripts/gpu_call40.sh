@@ -9,22 +9,25 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 echo "== tier 1: head dim 256, dropout, compile"
 TIER_S=300 NPROC=15 PYTEST_K="d256 or hd256 or dropout or compile" bash scripts/gpu_tier.sh tests/ops/attention 2>&1 | tail -10
 cp "$OUT/gpu_tier.log" "$OUT/gpu_tier_attention.log"
-echo "== KV3D (opt-in, first GPU run): its tests, then ragged seqlen_k at batch 2 on it vs forward.py's kernel"
+echo "== KV3D (opt-in, first GPU run): its tests, then ragged lengths (8020) at batch 2 on it vs the Triton kernels"
 TIER_S=150 NPROC=15 PYTEST_K="kv3d or batches_stay_apart" bash scripts/gpu_tier.sh tests/ops/attention/test_forward_sm90.py \
   tests/ops/attention/test_backward_sm90.py 2>&1 | tail -6
 cp "$OUT/gpu_tier.log" "$OUT/gpu_tier_kv3d.log"
-timeout 90 python3 -c "
+timeout 120 python3 -c "
 import torch, triton, tilefold
-from tilefold.ops.attention import config as cfg, forward_sm90 as sm90
+from tilefold.ops.attention import config as cfg, forward_sm90 as sm90, backward_sm90 as bw
 for D in (64, 128, 256):
     for causal in (False, True):
-        q, k, v = (torch.randn(2, 8000, 16, D, device='cuda', dtype=torch.bfloat16) for _ in range(3))
-        fl = 4 * 2 * 16 * 8000 * 8000 * D / (2 if causal else 1)
+        q, k, v = (torch.randn(2, 8020, 16, D, device='cuda', dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+        fl = 4 * 2 * 16 * 8020 * 8020 * D / (2 if causal else 1)
         r = {}
         for name, kv3d, sw in (('gluon-kv3d', True, 'auto'), ('triton', False, '0')):
-            sm90.KV3D, cfg.FWD_SM90 = kv3d, sw
+            sm90.KV3D, cfg.FWD_SM90, bw.KV3D, cfg.BWD_SM90 = kv3d, sw, kv3d, sw
             with torch.no_grad():
-                r[name] = fl / triton.testing.do_bench(lambda: tilefold.attention(q, k, v, causal=causal)) / 1e9
+                r['fwd-' + name] = fl / triton.testing.do_bench(lambda: tilefold.attention(q, k, v, causal=causal)) / 1e9
+            o = tilefold.attention(q, k, v, causal=causal); do = torch.randn_like(o)
+            r['bwd-' + name] = 2.5 * fl / triton.testing.do_bench(
+                lambda: torch.autograd.grad(o, (q, k, v), do, retain_graph=True)) / 1e9
         print(D, causal, {n: round(x, 1) for n, x in r.items()})
 " 2>&1 | tail -8
 echo "== tier 2: decode, merge, gla, nn, compat, bench"
