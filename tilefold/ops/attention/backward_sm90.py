@@ -35,7 +35,9 @@ tiles through the flat (batch·seqlen, heads·head_dim) views, so a ragged last 
 batch's rows, and an inf / NaN there would reach this batch's gradients through 0·x: dK / dV needs batch 1
 or seqlen_q a multiple of its 64-row query tile; dQ batch 1 or seqlen_k a multiple of its 64-key tile (32 at head
 dim 256).
-Each kernel is chosen on its own (the other gradient then comes from backward.py's kernel). Rows of the
+Each kernel is chosen on its own (the other gradient then comes from backward.py's kernel). Opt-in
+(TILEFOLD_BWD_SM90_KV3D=1, compiled offline, not yet run on a GPU): the other side's tiles through rank-3
+(batch, seqlen, heads·head_dim) descriptors that zero-fill past the length, so ragged lengths at batch > 1 too. Rows of the
 stationary side past the end (key rows for dK / dV, query rows for dQ) only reach their own output rows,
 which are not stored.
 
