@@ -10,12 +10,30 @@ LOG2E = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit
+def _tanh(x):
+    """tanh to a few ulps everywhere (fp32): the odd Taylor series through x^11 below |x| = 0.375 (truncation
+    < 3e-8 relative), 1 - 2 / (e^{2|x|} + 1) with x's sign above (overflow-safe: e^{2|x|} = inf gives 1).
+    The exponential form alone loses the small scores: its absolute error ~1 ulp of 1 becomes, times the
+    softcap, an exponent error ~softcap·ulp — ~20x torch's at softcap 30 (fp32 dV 16 ulps vs torch's 1)."""
+    ax = tl.abs(x)
+    x2 = x * x
+    p = -1382.0 / 155925.0
+    p = p * x2 + 62.0 / 2835.0
+    p = p * x2 - 17.0 / 315.0
+    p = p * x2 + 2.0 / 15.0
+    p = p * x2 - 1.0 / 3.0
+    small = x + x * (x2 * p)
+    big = 1.0 - 2.0 / (tl.math.exp2(ax * (2.0 * LOG2E)) + 1.0)
+    return tl.where(ax < 0.375, small, tl.where(x < 0, -big, big))
+
+
+@triton.jit
 def score_transform(qk, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP: tl.constexpr):
     """Raw q·k products -> scores in log2 units. With softcap: softcap·tanh(scale·qk / softcap)·log2(e)
     (softcap_pre = scale / softcap, softcap_post = softcap·log2(e)); also returns tanh for the
     backward's derivative (1 - t²). Without softcap: qk·scale·log2(e), and t is unused."""
     if HAS_SOFTCAP:
-        t = 1.0 - 2.0 / (tl.math.exp2(qk * softcap_pre * (2.0 * LOG2E)) + 1.0)  # tanh, overflow-safe
+        t = _tanh(qk * softcap_pre)
         s = t * softcap_post
     else:
         t = qk
