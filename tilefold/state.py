@@ -71,7 +71,7 @@ def tile_state(scores: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None 
     l = p.sum(dim=-1)
     lse = m.squeeze(-1) + torch.log(l)  # l == 0 -> -inf
     if keep is not None:
-        p.mul_(keep)
+        p = p.mul_(keep) if consume else p * keep  # in place only on the caller's own buffer (autograd-safe)
     o = torch.matmul(p.to(v.dtype), v)
     o = o / torch.where(l == 0, torch.ones_like(l), l).unsqueeze(-1).to(o.dtype)
     return o, lse

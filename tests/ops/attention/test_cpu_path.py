@@ -84,3 +84,16 @@ def test_tile_state_consume_only_when_asked():
     ref_p = torch.softmax(before, -1).nan_to_num(0.0)
     assert torch.allclose(o, ref_p @ v) and torch.equal(o[0, 1], torch.zeros(4, dtype=torch.float64))
     assert torch.isneginf(lse[0, 1]) and torch.allclose(lse[1], torch.logsumexp(before[1], -1))
+
+
+def test_tile_state_keep_under_autograd():
+    """The public tile_state with a dropout keep mask stays differentiable (no in-place op on an autograd tensor)."""
+    from tilefold.state import tile_state
+    s = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(8, 2, dtype=torch.float64, requires_grad=True)
+    keep = torch.rand(3, 8) > 0.3
+    o, lse = tile_state(s, v, keep)
+    (o.sum() + lse.sum()).backward()
+    p = torch.softmax(s.detach(), -1)
+    assert torch.allclose(o, (p * keep) @ v.detach())
+    assert s.grad is not None and torch.isfinite(s.grad).all()

@@ -17,6 +17,12 @@ from tilefold.ops.attention import forward_sm90 as sm90
 Case = h.Case
 
 
+
+@pytest.fixture(autouse=True)
+def _kv3d_off(monkeypatch):
+    """Every test starts with the opt-in KV3D path off, whatever the environment says (tests that want it set it)."""
+    monkeypatch.setattr(sm90, "KV3D", False)
+
 def test_rows_view():
     q = torch.empty(2, 33, 4, 64)
     assert sm90._rows_view(q) == (66, 256, 256)
