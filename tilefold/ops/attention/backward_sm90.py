@@ -78,7 +78,7 @@ from ..common.masks import query_tiles
 from ..common.philox import as_int32, dropout_threshold
 if HAVE_GLUON:
     from ..common.philox import dropout_keep_gl
-    from .forward_sm90 import _key_range, _mask_if_cut, _ws_loader, _ws_loader3d
+    from .forward_sm90 import _key_range, _mask_if_cut, _ws_loader
 
 LOG2E = 1.4426950408889634
 WG_N = 64          # keys per consumer warpgroup (the wgmma M)
@@ -430,7 +430,7 @@ if HAVE_GLUON:
     ):
         """Grid (query blocks of 2·WG_M rows, batch·heads), heaviest (causal: last) blocks first. Q and dO of
         the block stay in shared memory; K and V tiles stream through the forward's loader and ring. KV3D:
-        K / V through rank-3 descriptors (the forward's _ws_loader3d; KV_LAYOUT the tiles' 2-D layout)."""
+        K / V through rank-3 descriptors (the forward's _ws_loader with KV3D; KV_LAYOUT the tiles' 2-D layout)."""
         WG_M: gl.constexpr = q_desc.block_type.shape[0]
         BLOCK_N: gl.constexpr = k_desc.block_type.shape[1] if KV3D else k_desc.block_type.shape[0]
         dtype: gl.constexpr = q_desc.dtype
@@ -469,38 +469,21 @@ if HAVE_GLUON:
                                             q_smem.index(i))
             tma.async_copy_global_to_shared(do_desc, [b * seqlen_q + m0 + i * WG_M, h * HEAD_D], qdo_bar.index(i),
                                             do_smem.index(i))
-        kv_row0 = b * seqlen_k + n_lo
         kv_col = hk * HEAD_D
-        if KV3D:
-            gl.warp_specialize([
-                (_dq_consumer, (q_smem, do_smem, qdo_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty,
-                                LSE2, DELTA, DQ, stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
-                                b, h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right,
-                                qk_scale, sm_scale, seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
-                                0, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT)),
-                (_dq_consumer, (q_smem, do_smem, qdo_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty,
-                                LSE2, DELTA, DQ, stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
-                                b, h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right,
-                                qk_scale, sm_scale, seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
-                                1, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT)),
-                (_ws_loader3d, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, b, n_lo, kv_col,
-                                num_tiles, BLOCK_N, STAGES)),
-            ], [4, 1], [CONSUMER_REGS, 24])
-        else:
-            gl.warp_specialize([
-                (_dq_consumer, (q_smem, do_smem, qdo_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty,
-                                LSE2, DELTA, DQ, stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
-                                b, h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right,
-                                qk_scale, sm_scale, seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
-                                0, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT)),
-                (_dq_consumer, (q_smem, do_smem, qdo_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty,
-                                LSE2, DELTA, DQ, stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
-                                b, h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right,
-                                qk_scale, sm_scale, seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
-                                1, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT)),
-                (_ws_loader, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, kv_row0, kv_col,
-                              num_tiles, BLOCK_N, STAGES)),
-            ], [4, 1], [CONSUMER_REGS, 24])
+        gl.warp_specialize([
+            (_dq_consumer, (q_smem, do_smem, qdo_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty,
+                            LSE2, DELTA, DQ, stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
+                            b, h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right,
+                            qk_scale, sm_scale, seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
+                            0, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT)),
+            (_dq_consumer, (q_smem, do_smem, qdo_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty,
+                            LSE2, DELTA, DQ, stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
+                            b, h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right,
+                            qk_scale, sm_scale, seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
+                            1, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT)),
+            (_ws_loader, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, b, n_lo, seqlen_k,
+                          kv_col, num_tiles, BLOCK_N, STAGES, KV3D)),
+        ], [4, 1], [CONSUMER_REGS, 24])
 
 
 if HAVE_GLUON:
@@ -785,7 +768,7 @@ DROPOUT = os.environ.get("TILEFOLD_BWD_SM90_DROPOUT", "1") == "1"
 
 
 # ragged lengths at batch > 1: the dQ kernel reads K / V, the dK / dV kernels Q / dO, through rank-3 (batch,
-# seqlen, heads·head_dim) descriptors that zero-fill past the length (dQ: the forward's _ws_loader3d):
+# seqlen, heads·head_dim) descriptors that zero-fill past the length (dQ: the forward's _ws_loader with KV3D):
 # compiled offline only, never run on a GPU, so off unless "1"
 KV3D = os.environ.get("TILEFOLD_BWD_SM90_KV3D", "0") == "1"
 

@@ -268,43 +268,36 @@ if HAVE_GLUON:
 if HAVE_GLUON:
 
     @gluon.jit
-    def _ws_loader(k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, kv_row0, kv_col, num_tiles,
-                   BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+    def _ws_loader(k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, b, n_lo, seqlen_k, kv_col,
+                   num_tiles, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, KV3D: gl.constexpr):
         """One warp: streams K and V tiles into the ring; a slot is refilled once both consumer warpgroups
-        have released it (k_empty / v_empty count two arrivals)."""
+        have released it (k_empty / v_empty count two arrivals). KV3D: through (batch, seqlen_k,
+        heads_k·head_dim) descriptors, so a tile past seqlen_k is zero-filled by the TMA unit instead of
+        reading the next batch's rows (ragged seqlen_k at batch > 1)."""
+        HEAD_D: gl.constexpr = k_smem.shape[2]
+        kv_row0 = b * seqlen_k + n_lo
         for t in range(num_tiles):
             slot = t % STAGES
             if t >= STAGES:
                 mbarrier.wait(k_empty.index(slot), ((t // STAGES) - 1) & 1)
             mbarrier.expect(k_full.index(slot), k_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(k_desc, [kv_row0 + t * BLOCK_N, kv_col], k_full.index(slot),
-                                            k_smem.index(slot))
+            if KV3D:
+                tma.async_copy_global_to_shared(k_desc, [b, n_lo + t * BLOCK_N, kv_col], k_full.index(slot),
+                                                k_smem.index(slot)._reinterpret(k_smem.dtype, [1, BLOCK_N, HEAD_D],
+                                                                                k_desc.layout))
+            else:
+                tma.async_copy_global_to_shared(k_desc, [kv_row0 + t * BLOCK_N, kv_col], k_full.index(slot),
+                                                k_smem.index(slot))
             if t >= STAGES:
                 mbarrier.wait(v_empty.index(slot), ((t // STAGES) - 1) & 1)
             mbarrier.expect(v_full.index(slot), v_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(v_desc, [kv_row0 + t * BLOCK_N, kv_col], v_full.index(slot),
-                                            v_smem.index(slot))
-
-    @gluon.jit
-    def _ws_loader3d(k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, b, n_lo, kv_col, num_tiles,
-                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
-        """_ws_loader through (batch, seqlen_k, heads_k·head_dim) descriptors: a tile past seqlen_k is zero-filled
-        by the TMA unit instead of reading the next batch's rows (ragged seqlen_k at batch > 1)."""
-        HEAD_D: gl.constexpr = k_desc.block_type.shape[2]
-        for t in range(num_tiles):
-            slot = t % STAGES
-            if t >= STAGES:
-                mbarrier.wait(k_empty.index(slot), ((t // STAGES) - 1) & 1)
-            mbarrier.expect(k_full.index(slot), k_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(k_desc, [b, n_lo + t * BLOCK_N, kv_col], k_full.index(slot),
-                                            k_smem.index(slot)._reinterpret(k_smem.dtype, [1, BLOCK_N, HEAD_D],
-                                                                            k_desc.layout))
-            if t >= STAGES:
-                mbarrier.wait(v_empty.index(slot), ((t // STAGES) - 1) & 1)
-            mbarrier.expect(v_full.index(slot), v_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(v_desc, [b, n_lo + t * BLOCK_N, kv_col], v_full.index(slot),
-                                            v_smem.index(slot)._reinterpret(v_smem.dtype, [1, BLOCK_N, HEAD_D],
-                                                                            v_desc.layout))
+            if KV3D:
+                tma.async_copy_global_to_shared(v_desc, [b, n_lo + t * BLOCK_N, kv_col], v_full.index(slot),
+                                                v_smem.index(slot)._reinterpret(v_smem.dtype, [1, BLOCK_N, HEAD_D],
+                                                                                v_desc.layout))
+            else:
+                tma.async_copy_global_to_shared(v_desc, [kv_row0 + t * BLOCK_N, kv_col], v_full.index(slot),
+                                                v_smem.index(slot))
 
     @gluon.jit
     def _ws_consumer(q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
@@ -438,38 +431,21 @@ if HAVE_GLUON:
             mbarrier.expect(q_bar.index(i), q_desc.block_type.nbytes)
             tma.async_copy_global_to_shared(q_desc, [b * seqlen_q + m0 + i * WG_M, h * HEAD_D], q_bar.index(i),
                                             q_smem.index(i))
-        kv_row0 = b * seqlen_k + n_lo
         kv_col = hk * HEAD_D
-        if KV3D:
-            gl.warp_specialize([
-                (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
-                                stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
-                                seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
-                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
-                                0, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT)),
-                (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
-                                stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
-                                seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
-                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
-                                1, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT)),
-                (_ws_loader3d, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, b, n_lo, kv_col,
-                                num_tiles, BLOCK_N, STAGES)),
-            ], [4, 1], [CONSUMER_REGS, 24])
-        else:
-            gl.warp_specialize([
-                (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
-                                stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
-                                seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
-                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
-                                0, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT)),
-                (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
-                                stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
-                                seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
-                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
-                                1, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT)),
-                (_ws_loader, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, kv_row0, kv_col,
-                              num_tiles, BLOCK_N, STAGES)),
-            ], [4, 1], [CONSUMER_REGS, 24])
+        gl.warp_specialize([
+            (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
+                            stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
+                            seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
+                            seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
+                            0, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT)),
+            (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
+                            stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
+                            seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
+                            seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
+                            1, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT)),
+            (_ws_loader, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, b, n_lo, seqlen_k,
+                          kv_col, num_tiles, BLOCK_N, STAGES, KV3D)),
+        ], [4, 1], [CONSUMER_REGS, 24])
 
 
 def _rows_view(t):
