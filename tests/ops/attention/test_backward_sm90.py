@@ -25,7 +25,8 @@ Case = h.Case
 
 @pytest.fixture(autouse=True)
 def _kv3d_off(monkeypatch):
-    """Every test starts with the opt-in KV3D path off, whatever the environment says (tests that want it set it)."""
+    """Every test starts with the KV3D path off (ragged batches on backward.py's kernels), whatever the environment
+    or the default (on) says, so the flat-view tests mean the same everywhere; tests of the KV3D path set it."""
     monkeypatch.setattr(bw, "KV3D", False)
 
 def _t(B, S, H, D, dtype=torch.bfloat16):
@@ -249,7 +250,7 @@ def test_sm90_bwd_batches_stay_apart(opts, count_sm90):
 @needs_sm90
 @pytest.mark.parametrize("opts", [dict(), dict(causal=True)], ids=["full", "causal"])
 def test_sm90_kv3d_bwd_batches_stay_apart(opts, count_sm90, monkeypatch):
-    """KV3D (opt-in, first GPU run in this test): ragged seqlen_q = 300 and seqlen_k = 1000 at batch 2 on both
+    """KV3D (the default; first GPU run in call 40): ragged seqlen_q = 300 and seqlen_k = 1000 at batch 2 on both
     Gluon kernels (Q / dO and K / V through zero-filling rank-3 descriptors); inf / NaN in batch 1's Q, K, V
     and dO never reach batch 0's gradients."""
     monkeypatch.setattr(bw, "KV3D", True)
@@ -318,15 +319,16 @@ KV3D_CASES = [Case(2, 320, 1000, 4, 2, 128, causal=True), Case(2, 250, 333, 4, 4
 
 @pytest.mark.gpu
 @needs_sm90
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("case", KV3D_CASES, ids=h.case_id)
-def test_sm90_dq_kv3d(case, count_sm90, monkeypatch):
+def test_sm90_dq_kv3d(case, dtype, count_sm90, monkeypatch):
     """KV3D: the Gluon kernels at ragged lengths, batch > 1 (dQ: seqlen_k, dK/dV: seqlen_q): every gradient
     under the 2x rule and close to backward.py's kernels."""
     monkeypatch.setattr(bw, "KV3D", True)
-    h.check_case(case, torch.bfloat16, device="cuda", grad=True)
+    h.check_case(case, dtype, device="cuda", grad=True)
     assert count_sm90 == ["dkdv", "dq"], count_sm90
     count_sm90.clear()
-    _against_triton(case, torch.bfloat16, count_sm90, monkeypatch)
+    _against_triton(case, dtype, count_sm90, monkeypatch)
 
 
 def test_dq_layout_ok_key_tiles_end_at_the_batch_edge():
@@ -340,7 +342,7 @@ def test_dq_layout_ok_key_tiles_end_at_the_batch_edge():
 
 
 def test_dq_kv3d_admits_ragged_batches(monkeypatch):
-    """TILEFOLD_BWD_SM90_KV3D (opt-in): rank-3 descriptors zero-fill past the length, so ragged lengths at
+    """TILEFOLD_BWD_SM90_KV3D (default on): rank-3 descriptors zero-fill past the length, so ragged lengths at
     batch > 1 may take the Gluon kernels (dQ: seqlen_k; dK/dV: seqlen_q)."""
     q, k = torch.empty(2, 300, 4, 128, dtype=torch.bfloat16), torch.empty(2, 1000, 2, 128, dtype=torch.bfloat16)
     assert not bw._dq_layout_ok(q, k, k, q) and not bw._layout_ok(q, k, k, q)
@@ -350,7 +352,9 @@ def test_dq_kv3d_admits_ragged_batches(monkeypatch):
 
 DROP_CASES = [Case(1, 1023, 1023, 8, 2, 128, causal=True), Case(1, 700, 1500, 4, 4, 64, window=(100, 37)),
               Case(2, 256, 384, 4, 1, 128), Case(2, 1536, 384, 8, 2, 128, causal=True),
-              Case(2, 512, 1024, 4, 4, 64, window=(200, -1))]
+              Case(2, 512, 1024, 4, 4, 64, window=(200, -1)),
+              # ragged seqlen_q and seqlen_k at batch 2: the KV3D path (rank-3 descriptors in both kernels)
+              Case(2, 300, 1000, 4, 2, 128, causal=True), Case(2, 250, 333, 4, 4, 64)]
 
 
 @pytest.mark.gpu
@@ -361,6 +365,7 @@ def test_sm90_bwd_dropout(case, p, count_sm90, monkeypatch):
     """Dropout in the Gluon kernels regenerates the forward's mask: the gradients match the naive reference
     with the mask decoded from S (2x rule) and backward.py's kernels on the same seed (to rounding)."""
     from tilefold.ops.attention.naive import attention_ref
+    monkeypatch.setattr(bw, "KV3D", True)  # the default: ragged batches too
     q, k, v = (t.detach().requires_grad_() for t in h.make_qkv(case, torch.bfloat16, "cuda"))
     torch.manual_seed(11)
     out, lse, S = tilefold.attention(q, k, v, dropout_p=p, return_attn_probs=True, **case.opts)

@@ -20,7 +20,8 @@ Case = h.Case
 
 @pytest.fixture(autouse=True)
 def _kv3d_off(monkeypatch):
-    """Every test starts with the opt-in KV3D path off, whatever the environment says (tests that want it set it)."""
+    """Every test starts with the KV3D path off (ragged batches on forward.py's kernel), whatever the environment
+    or the default (on) says, so the flat-view tests mean the same everywhere; tests of the KV3D path set it."""
     monkeypatch.setattr(sm90, "KV3D", False)
 
 def test_rows_view():
@@ -66,7 +67,7 @@ def test_cfg_override_applies(monkeypatch):
 
 
 def test_kv3d_admits_ragged_batches(monkeypatch):
-    """TILEFOLD_FWD_SM90_KV3D (opt-in): ragged seqlen_k at batch > 1 reads K / V through rank-3 descriptors,
+    """TILEFOLD_FWD_SM90_KV3D (default on): ragged seqlen_k at batch > 1 reads K / V through rank-3 descriptors,
     so the batch guard lets it through (the warp-specialized variant only)."""
     q, k = torch.empty(2, 300, 4, 128), torch.empty(2, 1000, 2, 128)
     assert not sm90._layout_ok(q, k, k)
@@ -219,7 +220,9 @@ def test_sm90_variants(case, variant, count_sm90, monkeypatch):
 DROP_CASES = [Case(1, 1023, 1023, 8, 2, 128, causal=True), Case(1, 700, 1500, 4, 4, 64, window=(100, 37)),
               Case(1, 300, 129, 4, 1, 128), Case(2, 256, 256, 2, 2, 128),
               Case(2, 1500, 384, 8, 2, 128, causal=True), Case(2, 512, 1024, 4, 4, 64, window=(200, -1)),
-              Case(1, 1023, 1023, 4, 2, 256, causal=True), Case(2, 512, 640, 4, 4, 256, window=(200, -1))]
+              Case(1, 1023, 1023, 4, 2, 256, causal=True), Case(2, 512, 640, 4, 4, 256, window=(200, -1)),
+              # ragged seqlen_k at batch 2: the KV3D path (rank-3 K / V descriptors)
+              Case(2, 300, 1000, 4, 2, 128, causal=True), Case(2, 500, 999, 4, 1, 256)]
 
 
 @pytest.mark.gpu
@@ -231,6 +234,7 @@ def test_sm90_dropout_same_mask(case, p, count_sm90, monkeypatch):
     of the two kernels agree to rounding, and out decodes against the returned S (its mask) under the 2x
     rule (tests/ops/attention/test_dropout.py runs the full dropout suite on whichever kernel is default)."""
     from tilefold.ops.attention.naive import attention_ref
+    monkeypatch.setattr(sm90, "KV3D", True)  # the default: ragged batches too
     q, k, v = h.make_qkv(case, torch.bfloat16, "cuda")
     torch.manual_seed(123)
     out, lse, S = tilefold.attention(q, k, v, dropout_p=p, return_attn_probs=True, **case.opts)
@@ -276,11 +280,12 @@ KV3D_CASES = [Case(2, 300, 1000, 4, 2, 128, causal=True), Case(2, 1000, 700, 4, 
 
 @pytest.mark.gpu
 @needs_sm90
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("case", KV3D_CASES, ids=h.case_id)
-def test_sm90_kv3d_ragged_batches(case, count_sm90, monkeypatch):
-    """KV3D (opt-in, never GPU-run before this test): ragged seqlen_k at batch > 1 on the Gluon kernel, out / lse
+def test_sm90_kv3d_ragged_batches(case, dtype, count_sm90, monkeypatch):
+    """KV3D (the default; first GPU run in call 40): ragged seqlen_k at batch > 1 on the Gluon kernel, out / lse
     under the 2x rule and against forward.py's kernel; off, the same call takes forward.py's kernel."""
-    q, k, v = h.make_qkv(case, torch.bfloat16, "cuda")
+    q, k, v = h.make_qkv(case, dtype, "cuda")
     out_t, lse_t = tilefold.attention(q, k, v, return_lse=True, **case.opts)
     assert not count_sm90
     monkeypatch.setattr(sm90, "KV3D", True)
@@ -290,7 +295,7 @@ def test_sm90_kv3d_ragged_batches(case, count_sm90, monkeypatch):
     assert torch.equal(fin, torch.isfinite(lse))
     assert (lse[fin] - lse_t[fin]).abs().max().item() <= 1e-3 if fin.any() else True
     assert (out.float() - out_t.float()).abs().max().item() <= 2e-2
-    h.check_case(case, torch.bfloat16, device="cuda")
+    h.check_case(case, dtype, device="cuda")
 
 
 GRAD_CASES = [Case(2, 1024, 1024, 8, 2, 128, causal=True), Case(1, 700, 1500, 4, 4, 64, window=(100, 37)),
@@ -306,3 +311,19 @@ def test_sm90_backward_on_its_out_lse(case, dtype, count_sm90):
     """The backward consumes the Gluon forward's out and lse: every gradient under the 2x rule."""
     h.check_case(case, dtype, device="cuda", grad=True)
     assert count_sm90
+
+
+def test_kv3d_on_by_default():
+    """Without TILEFOLD_{FWD,BWD}_SM90_KV3D in the environment, ragged batches take the Gluon kernels' KV3D path
+    (its GPU tests passed in call 40); "0" opts out."""
+    import os
+    import subprocess
+    import sys
+    code = ("from tilefold.ops.attention import forward_sm90 as f, backward_sm90 as b; "
+            "print(int(f.KV3D), int(b.KV3D))")
+    for value, want in ((None, "1 1"), ("0", "0 0"), ("1", "1 1")):
+        env = {k: x for k, x in os.environ.items() if k not in ("TILEFOLD_FWD_SM90_KV3D", "TILEFOLD_BWD_SM90_KV3D")}
+        if value is not None:
+            env.update(TILEFOLD_FWD_SM90_KV3D=value, TILEFOLD_BWD_SM90_KV3D=value)
+        got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        assert got.stdout.split()[-2:] == want.split(), got.stdout

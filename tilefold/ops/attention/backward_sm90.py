@@ -35,9 +35,9 @@ tiles through the flat (batch·seqlen, heads·head_dim) views, so a ragged last 
 batch's rows, and an inf / NaN there would reach this batch's gradients through 0·x: dK / dV needs batch 1
 or seqlen_q a multiple of its 64-row query tile; dQ batch 1 or seqlen_k a multiple of its 64-key tile (32 at head
 dim 256).
-Each kernel is chosen on its own (the other gradient then comes from backward.py's kernel). Opt-in
-(TILEFOLD_BWD_SM90_KV3D=1, compiled offline, not yet run on a GPU): the other side's tiles through rank-3
-(batch, seqlen, heads·head_dim) descriptors that zero-fill past the length, so ragged lengths at batch > 1 too. Rows of the
+Each kernel is chosen on its own (the other gradient then comes from backward.py's kernel). By default (KV3D;
+TILEFOLD_BWD_SM90_KV3D=0 opts out) the other side's tiles come through rank-3 (batch, seqlen, heads·head_dim)
+descriptors that zero-fill past the length, so ragged lengths at batch > 1 take these kernels too. Rows of the
 stationary side past the end (key rows for dK / dV, query rows for dQ) only reach their own output rows,
 which are not stored.
 
@@ -768,9 +768,10 @@ DROPOUT = os.environ.get("TILEFOLD_BWD_SM90_DROPOUT", "1") == "1"
 
 
 # ragged lengths at batch > 1: the dQ kernel reads K / V, the dK / dV kernels Q / dO, through rank-3 (batch,
-# seqlen, heads·head_dim) descriptors that zero-fill past the length (dQ: the forward's _ws_loader with KV3D):
-# compiled offline only, never run on a GPU, so off unless "1"
-KV3D = os.environ.get("TILEFOLD_BWD_SM90_KV3D", "0") == "1"
+# seqlen, heads·head_dim) descriptors that zero-fill past the length (dQ: the forward's _ws_loader with KV3D);
+# on by default since its first GPU run passed (call 40: 1.13-1.95x backward.py's kernels at seqlen 8020, batch 2);
+# "0" sends such calls to backward.py's kernels
+KV3D = os.environ.get("TILEFOLD_BWD_SM90_KV3D", "1") != "0"
 
 
 # head dim 256 (the dQ kernel with 32-key tiles, and attention_bwd_dkdv_sm90_hd256_kernel, FA3's head-dim split):
@@ -836,7 +837,7 @@ def _dq_batches_ok(q, k) -> bool:
     """The dQ kernel reads K / V tiles through the (batch·seqlen_k) view: a ragged last key tile at
     batch > 1 would read the next batch's rows (masked to P = 0, but dS = P·(dP - delta) with dP from an
     inf / NaN V row, and dS·K with an inf K row, would carry it into dQ). Ragged seqlen_q is fine (a query
-    row only reaches its own dQ row). KV3D (opt-in): rank-3 K / V descriptors zero-fill past seqlen_k."""
+    row only reaches its own dQ row). KV3D (default): rank-3 K / V descriptors zero-fill past seqlen_k."""
     return q.shape[0] == 1 or k.shape[1] % _dq_config(q.shape[-1])[0] == 0 or KV3D
 
 
@@ -871,7 +872,7 @@ def attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, *, softmax_scale, wi
     for t, blk, lay in ((q, BLOCK_M, q_lay), (k, WG_N, kv_lay), (v, WG_N, kv_lay), (dout, BLOCK_M, q_lay)):
         rows, cols, rs = _rows_view(t)
         descs.append(TensorDescriptor(t, [rows, cols], [rs, 1], [blk, D], lay))
-    qd3d = B > 1 and M % BLOCK_M != 0  # only reached with KV3D on (_dkdv_batches_ok)
+    qd3d = B > 1 and M % BLOCK_M != 0  # only reached with KV3D (_dkdv_batches_ok)
     if qd3d:
         lay3 = _smem_layout3(BLOCK_M, D, q.dtype)
         for i, t in ((0, q), (3, dout)):
@@ -901,7 +902,7 @@ def attention_dq_sm90(q, k, v, dout, lse2, delta, dq, *, softmax_scale, window, 
     for t, blk, lay in ((q, DQ_M, q_lay), (k, BN, kv_lay), (v, BN, kv_lay), (dout, DQ_M, q_lay)):
         rows, cols, rs = _rows_view(t)
         descs.append(TensorDescriptor(t, [rows, cols], [rs, 1], [blk, D], lay))
-    kv3d = B > 1 and N % BN != 0  # only reached with KV3D on (_dq_batches_ok)
+    kv3d = B > 1 and N % BN != 0  # only reached with KV3D (_dq_batches_ok)
     if kv3d:
         lay3 = _smem_layout3(BN, D, q.dtype)
         for i, t in ((1, k), (2, v)):

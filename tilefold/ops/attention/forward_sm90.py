@@ -38,9 +38,9 @@ kernel whose out / lse are discarded); Q, K and V rows of consecutive batches ev
 alignment. Rows past the end of a batch read the next batch's rows: for Q the row mask never stores
 them; for K / V only when seqlen_k is a multiple of the key tile or the batch is 1 (else a V row of the
 next batch, masked to probability 0, could still carry inf / NaN into 0·V), otherwise the call takes
-forward.py's kernel — or, opt-in (TILEFOLD_FWD_SM90_KV3D=1, compiled offline, not yet run on a GPU), the
-warp-specialized kernel with K / V through rank-3 (batch, seqlen_k, heads_k·head_dim) descriptors, whose TMA
-copies zero-fill past seqlen_k. No interpreter runs Gluon: the CPU tier tests the dispatch, the GPU tier the kernel
+forward.py's kernel — or, by default (KV3D; TILEFOLD_FWD_SM90_KV3D=0 opts out), the warp-specialized kernel
+with K / V through rank-3 (batch, seqlen_k, heads_k·head_dim) descriptors, whose TMA copies zero-fill past
+seqlen_k (call 40: 1.11–1.26x forward.py's kernel at seqlen 8020, batch 2). No interpreter runs Gluon: the CPU tier tests the dispatch, the GPU tier the kernel
 (tests/ops/attention/test_forward_sm90.py).
 """
 from __future__ import annotations
@@ -555,9 +555,9 @@ def _override(text: str):
 HD256 = os.environ.get("TILEFOLD_FWD_SM90_HD256", "1") != "0"
 
 # ragged seqlen_k at batch > 1 in the warp-specialized kernel, K / V through rank-3 descriptors (zero-filled past
-# seqlen_k): compiled offline only (2026-12-04; the default path's SASS is unchanged), never run on a GPU, so
-# off unless "1"
-KV3D = os.environ.get("TILEFOLD_FWD_SM90_KV3D", "0") == "1"
+# seqlen_k); on by default since its first GPU run passed (call 40, 2026-12-04); "0" sends such calls to
+# forward.py's kernel
+KV3D = os.environ.get("TILEFOLD_FWD_SM90_KV3D", "1") != "0"
 
 
 # "ws": warp-specialized (two consumer warpgroups + a TMA warp); "sync": one 8-warp partition with a CTA
@@ -588,7 +588,7 @@ def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0,
     for t, blk, lay in ((q, q_rows, q_lay), (k, BLOCK_N, kv_lay), (v, BLOCK_N, kv_lay)):
         rows, cols, rs = _rows_view(t)
         descs.append(TensorDescriptor(t, [rows, cols], [rs, 1], [blk, D], lay))
-    kv3d = ws and B > 1 and N % BLOCK_N != 0  # only reached with KV3D on (_layout_ok)
+    kv3d = ws and B > 1 and N % BLOCK_N != 0  # only reached with KV3D (_layout_ok)
     if kv3d:
         lay3 = _smem_layout3(BLOCK_N, D, q.dtype)
         for i, t in ((1, k), (2, v)):
