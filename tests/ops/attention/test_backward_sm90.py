@@ -505,3 +505,110 @@ def test_hd256_configs_fit():
     assert bw._checked(("x", bn, st), 256, 2 * bw.DQ_M, 2) == (bn, st)
     bm, st = bw._config(256)
     assert bw._checked(("x", bm, st), 256, bw.WG_N, 1, extra=bw.WG_N * bm * 8) == (bm, st)
+
+
+class _Recorder:
+    """Stands in for a Gluon kernel: records fn[grid](*args, **kwargs) instead of launching."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getitem__(self, grid):
+        def run(*args, **kwargs):
+            self.calls.append((grid, args, kwargs))
+        return run
+
+
+@pytest.mark.skipif(not bw.HAVE_GLUON, reason="this Triton has no Gluon")
+@pytest.mark.parametrize("D", [128, 256])
+def test_bwd_plan_arguments(D, monkeypatch):
+    """The cached launch plans hand the dK/dV and dQ kernels what the call needs (descriptors over the new call's
+    tensors, rank 3 for a ragged batch; the gradients' and lse2's strides, lengths, heads, window, scales, Philox
+    key), and a second call of the same shape reuses both plans."""
+    from tilefold.ops.common import launch
+    rec = {name: _Recorder() for name in ("dkdv", "dkdv256", "dq")}
+    monkeypatch.setattr(bw, "attention_bwd_dkdv_sm90_kernel", rec["dkdv"])
+    monkeypatch.setattr(bw, "attention_bwd_dkdv_sm90_hd256_kernel", rec["dkdv256"])
+    monkeypatch.setattr(bw, "attention_bwd_dq_sm90_kernel", rec["dq"])
+    monkeypatch.setattr(bw, "_PLANS", {})
+    monkeypatch.setattr(launch, "DIRECT_GLUON", False)
+    B, M, N, H, HK = 2, 300, 1000, 4, 2
+    BM, _ = bw._config(D)
+    BN, _ = bw._dq_config(D)
+    for trial in range(2):
+        q, dout = (torch.randn(B, M, H, D, dtype=torch.bfloat16) for _ in range(2))
+        k, v = (torch.randn(B, N, HK, D, dtype=torch.bfloat16) for _ in range(2))
+        lse2, delta = (torch.randn(B, H, M) for _ in range(2))
+        dq = torch.empty(B, M, H, D, dtype=torch.float32)
+        dk, dv = (torch.empty(B, N, HK, D, dtype=torch.bfloat16) for _ in range(2))
+        opts = dict(softmax_scale=0.1, window=(-1, 0), dropout_p=0.25, seed=(7 << 32) + 5 + trial, offset=12)
+        bw.attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, **opts)
+        bw.attention_dq_sm90(q, k, v, dout, lse2, delta, dq, **opts)
+        drop = (5 + trial, 7, 12, round(0.25 * 65536))
+        grid, args, kw = rec["dkdv256" if D == 256 else "dkdv"].calls[-1]
+        assert grid == (-(-N // 64) if D == 256 else -(-N // 128), B * HK, 1)
+        for d, t in ((args[0], q), (args[3], dout)):   # ragged seqlen_q at batch 2: rank 3
+            assert d.base is t and d.shape == [B, M, H * D] and d.strides == [M * H * D, H * D, 1]
+            assert d.block_shape == [1, BM, D]
+        for d, t in ((args[1], k), (args[2], v)):
+            assert d.base is t and d.shape == [B * N, HK * D] and d.block_shape == [64, D]
+        assert args[4] is lse2 and args[5] is delta and args[6] is dk and args[7] is dv
+        assert args[8:10] == (H * M, M) and args[10:13] == dk.stride()[:3] and args[13:16] == dv.stride()[:3]
+        assert args[16:23] == (M, N, HK, H // HK, N - M, 0, 0)
+        assert args[23] == pytest.approx(0.1 * bw.LOG2E) and args[24] == pytest.approx(0.1)
+        assert args[25:29] == drop and args[29] == pytest.approx(1 / 0.75)
+        assert kw["QD3D"] and kw["HAS_DROPOUT"] and not kw["HAS_LO"] and kw["HAS_HI"] and kw["HEAD_D"] == D
+        grid, args, kw = rec["dq"].calls[-1]
+        assert grid == (-(-M // 128), B * H, 1)
+        assert args[0].base is q and args[0].shape == [B * M, H * D] and args[0].block_shape == [64, D]
+        for d, t in ((args[1], k), (args[2], v)):   # ragged seqlen_k at batch 2: rank 3
+            assert d.base is t and d.shape == [B, N, HK * D] and d.block_shape == [1, BN, D]
+        assert args[4] is lse2 and args[5] is delta and args[6] is dq
+        assert args[7:9] == (H * M, M) and args[9:12] == dq.stride()[:3]
+        assert args[12:19] == (M, N, H, H // HK, N - M, 0, 0)
+        assert args[21:25] == drop and kw["KV3D"] and kw["HAS_DROPOUT"]
+    assert len(bw._PLANS) == 2  # one dK/dV and one dQ plan for both calls
+
+
+DIRECT_CASES = [Case(2, 1024, 1024, 8, 2, 128, causal=True), Case(2, 300, 1000, 4, 2, 128),
+                Case(1, 700, 1500, 4, 1, 256, window=(100, 37)), Case(2, 512, 640, 4, 4, 64, window=(200, -1))]
+
+
+@pytest.mark.gpu
+@needs_sm90
+@pytest.mark.parametrize("p", [0.0, 0.3])
+@pytest.mark.parametrize("case", DIRECT_CASES, ids=h.case_id)
+def test_sm90_direct_launch(case, p, count_sm90, monkeypatch):
+    """After a shape's first call the Gluon kernels (forward, dK/dV, dQ) are launched directly from cached plans
+    (no Triton binder, descriptors without per-object checks): on fresh tensors of that shape out, lse and every
+    gradient are bitwise those of the kernels' own launch path (TILEFOLD_SM90_DIRECT_LAUNCH=0), with dropout too,
+    and the direct path was taken for all three kernels."""
+    from tilefold.ops.attention import forward_sm90 as sm90
+    from tilefold.ops.common import launch
+    monkeypatch.setattr(bw, "KV3D", True)
+    monkeypatch.setattr(sm90, "KV3D", True)
+    x = h.make_qkv(case, torch.bfloat16, "cuda")
+    y = h.make_qkv(case, torch.bfloat16, "cuda")
+    dout = torch.randn(case.B, case.M, case.H, case.D, device="cuda", dtype=torch.bfloat16)
+
+    def run(inputs):
+        q, k, v = (t.detach().clone().requires_grad_() for t in inputs)  # new storage every call
+        torch.manual_seed(5)
+        out, lse = tilefold.attention(q, k, v, dropout_p=p, return_lse=True, **case.opts)
+        return (out, lse) + torch.autograd.grad(out, (q, k, v), dout)
+
+    def fast():
+        caches = [sm90._FWD_LAUNCH] + list(bw._LAUNCHES.values())
+        return [c.fast_launches for c in caches], len(caches)
+
+    monkeypatch.setattr(launch, "DIRECT_GLUON", False)
+    ref = run(x)
+    monkeypatch.setattr(launch, "DIRECT_GLUON", True)
+    run(y)
+    before, n = fast()
+    got = run(x)
+    after, n2 = fast()
+    assert n2 == n and after[0] > before[0] and sum(after[1:]) >= sum(before[1:]) + 2, (before, after)
+    assert count_sm90 == _expected(case) * 3, count_sm90
+    for name, a, b in zip(("out", "lse", "dq", "dk", "dv"), got, ref):
+        assert torch.equal(a, b), name

@@ -327,3 +327,51 @@ def test_kv3d_on_by_default():
             env.update(TILEFOLD_FWD_SM90_KV3D=value, TILEFOLD_BWD_SM90_KV3D=value)
         got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         assert got.stdout.split()[-2:] == want.split(), got.stdout
+
+
+class _Recorder:
+    """Stands in for a Gluon kernel: records fn[grid](*args, **kwargs) instead of launching."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getitem__(self, grid):
+        def run(*args, **kwargs):
+            self.calls.append((grid, args, kwargs))
+        return run
+
+
+@pytest.mark.skipif(not sm90.HAVE_GLUON, reason="this Triton has no Gluon")
+def test_fwd_plan_arguments(monkeypatch):
+    """The cached launch plan hands the kernel what the call needs: descriptors over the new call's tensors
+    ((batch·seqlen, heads·head_dim) views; K / V rank 3 for a ragged batch), contiguous out / lse with their strides,
+    the lengths, heads, window, scale and Philox key — and a second call of the same shape reuses the plan."""
+    from tilefold.ops.common import launch
+    rec = _Recorder()
+    monkeypatch.setattr(sm90, "attention_fwd_sm90_ws_kernel", rec)
+    monkeypatch.setattr(sm90, "_FWD_PLANS", {})
+    monkeypatch.setattr(launch, "DIRECT_GLUON", False)
+    monkeypatch.setattr(sm90, "KV3D", True)
+    B, M, N, H, HK, D = 2, 300, 1000, 4, 2, 128
+    for trial in range(2):
+        q = torch.randn(B, M, H, D, dtype=torch.bfloat16)
+        k, v = (torch.randn(B, N, HK, D, dtype=torch.bfloat16) for _ in range(2))
+        out, lse = sm90.attention_fwd_sm90(q, k, v, softmax_scale=0.1, window=(100, 37), dropout_p=0.25,
+                                           seed=(7 << 32) + 5 + trial, offset=12)
+        grid, args, kw = rec.calls[-1]
+        assert grid == (3, B * H, 1)
+        dq_, dk_, dv_ = args[:3]
+        assert dq_.base is q and dq_.shape == [B * M, H * D] and dq_.strides == [H * D, 1] and dq_.block_shape == [64, D]
+        for d, t in ((dk_, k), (dv_, v)):
+            assert d.base is t and d.shape == [B, N, HK * D] and d.strides == [N * HK * D, HK * D, 1]
+            assert d.block_shape == [1, 128, D]
+        assert args[3] is out and args[4] is lse and out.shape == q.shape and out.is_contiguous()
+        assert lse.shape == (B, H, M) and lse.dtype == torch.float32
+        assert args[5:10] == (M * H * D, H * D, D, H * M, M)
+        assert args[10:17] == (M, N, H, H // HK, N - M, 100, 37)
+        assert args[17] == pytest.approx(0.1 * sm90.LOG2E)
+        assert args[18:22] == (5 + trial, 7, 12, round(0.25 * 65536)) and args[22] == pytest.approx(1 / 0.75)
+        assert kw["KV3D"] and kw["HAS_DROPOUT"] and kw["HAS_LO"] and kw["HAS_HI"] and kw["HEAD_D"] == D
+        assert kw["BLOCK_N"] == 128 and kw["num_warps"] == 4
+    assert len(rec.calls) == 2
+    assert len(sm90._FWD_PLANS) == 1  # one plan for both calls

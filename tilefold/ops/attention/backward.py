@@ -498,13 +498,18 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
         dk.zero_()
         dv.zero_()
         return dq, dk, dv
-    cfg = _cfg.bwd_config(D, left >= 0 or right >= 0, q.dtype, q.device)
-    descriptors_ok = tma_ok(k, v) and tma_ok(q, dout)
-    qcfg = cfg.dq_config()  # dQ kernel's tile in its own terms: BLOCK_M query rows, BLOCK_N keys
-    if cfg.use_tma and not descriptors_ok:
-        cfg = cfg.for_pointers()
-    if qcfg.use_tma and not descriptors_ok:
-        qcfg = qcfg.for_pointers()
+    gluon_dkdv, gluon_dq = _sm90.plan(
+        q, k, v, dout, softcap=softcap, dropout_p=dropout_p, varlen=varlen, shift_extra=shift_extra,
+        softmax_scale=softmax_scale) if _cfg.BWD_SM90 != "0" and not _cfg.interpreter_enabled() else (False, False)
+    triton_kernels = not (gluon_dkdv and gluon_dq)  # their tile configuration is worked out only if one runs
+    if triton_kernels:
+        cfg = _cfg.bwd_config(D, left >= 0 or right >= 0, q.dtype, q.device)
+        descriptors_ok = tma_ok(k, v) and tma_ok(q, dout)
+        qcfg = cfg.dq_config()  # dQ kernel's tile in its own terms: BLOCK_M query rows, BLOCK_N keys
+        if cfg.use_tma and not descriptors_ok:
+            cfg = cfg.for_pointers()
+        if qcfg.use_tma and not descriptors_ok:
+            qcfg = qcfg.for_pointers()
     BD = _cfg.block_d(D)
     exact = q.dtype == torch.float32  # fp32: compensated sums, exact delta, dlse kept apart
     sep_dlse = exact and dlse is not None
@@ -522,12 +527,21 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
     dummy = cu_seqlens_q if varlen else q
     cuq = cu_seqlens_q if varlen else dummy
     cuk = cu_seqlens_k if varlen else dummy
-    PRE_M = 16 if cfg.BLOCK_M == 16 or exact else 64
+    PRE_M = 16 if exact or (triton_kernels and cfg.BLOCK_M == 16) else 64
     attention_bwd_preprocess_kernel[(cdiv(M, PRE_M), B * H)](
         out, dout, lse, dlse if dlse is not None else lse, delta, lse2,
         *_strides(out), *_strides(dout), slb, slh, slm,
         cuq, M, H, D, dlse_plane, BLOCK_M=PRE_M, BLOCK_D=BD, IS_VARLEN=varlen, HAS_DLSE=dlse is not None,
         EXACT_DELTA=exact)
+    if not triton_kernels:
+        # Hopper: dK / dV and dQ from the warp-specialized Gluon kernels (backward_sm90.py); Triton's scratch
+        # allocator set as on the Triton path (the host-descriptor kernels need none today; a contextvar write)
+        ensure_allocator()
+        _sm90.attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, softmax_scale=softmax_scale, window=window,
+                                  dropout_p=dropout_p, seed=seed, offset=offset)
+        _sm90.attention_dq_sm90(q, k, v, dout, lse2, delta, dq, softmax_scale=softmax_scale, window=window,
+                                dropout_p=dropout_p, seed=seed, offset=offset)
+        return dq, dk, dv
     LOG2E = 1.4426950408889634
     if softcap > 0:
         sc_pre, sc_post = softmax_scale / softcap, softcap * LOG2E
@@ -547,9 +561,6 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
     # head dim when the config asks (not for fp32: its exact delta needs dP as one dot, see the
     # preprocess kernel; and not below 16 columns per half, the smallest dot)
     split = cfg.dkdv_split_d if not exact and BD // max(cfg.dkdv_split_d, 1) >= 16 else 1
-    gluon_dkdv, gluon_dq = _sm90.plan(
-        q, k, v, dout, softcap=softcap, dropout_p=dropout_p, varlen=varlen, shift_extra=shift_extra,
-        softmax_scale=softmax_scale) if _cfg.BWD_SM90 != "0" and not _cfg.interpreter_enabled() else (False, False)
     if gluon_dkdv:
         # Hopper: dK / dV from the warp-specialized Gluon kernel (backward_sm90.py)
         _sm90.attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, softmax_scale=softmax_scale, window=window,

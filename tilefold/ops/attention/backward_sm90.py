@@ -72,7 +72,9 @@ try:  # Gluon is experimental in Triton 3.6; its absence only disables this path
 except Exception:  # noqa: BLE001 - any import problem means: no Gluon path
     HAVE_GLUON = False
 
+from ..common import launch
 from ..common.host import cdiv
+from ..common.launch import LaunchCache, PLANS_MAX, int_class, plain_descriptor
 from .forward_sm90 import _major, _rows_view, _smem_layout, _smem_layout3
 from ..common.masks import query_tiles
 from ..common.philox import as_int32, dropout_threshold
@@ -857,10 +859,20 @@ def _drop_args(dropout_p, seed, offset):
             1.0 / (1.0 - dropout_p))
 
 
-def attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, *, softmax_scale, window, dropout_p=0.0, seed=0,
-                        offset=0):
-    """Write dK, dV (contiguous (B, N, HK, D)) of the backward whose preprocess gave lse2 / delta
-    ((B, H, M) fp32, unit last stride)."""
+class _BwdPlan:
+    """What a dK/dV or dQ launch needs besides the tensors, for one call shape."""
+    __slots__ = ("grid", "descs", "ints", "consts", "kernel")
+
+
+def _plan_descs(tensors, specs):
+    """Descriptor specs (shape, strides, block, layout) of the (batch·seqlen, heads·head_dim) views, checked once by
+    Gluon's TensorDescriptor (rank, alignment, block shape, layout type)."""
+    for t, (shape, strides, blk, lay) in zip(tensors, specs):
+        TensorDescriptor(t, shape, strides, blk, lay)
+    return tuple(specs)
+
+
+def _dkdv_plan(q, k, v, dout, lse2, dk, dv, softmax_scale, window, has_dropout):
     B, M, H, D = q.shape
     N, HK = k.shape[1], k.shape[2]
     left, right = window
@@ -868,51 +880,98 @@ def attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, *, softmax_scale, wi
     hd256 = D == 256
     q_lay = _smem_layout(BLOCK_M, D, q.dtype)
     kv_lay = _smem_layout(WG_N, D, q.dtype)
-    descs = []
+    specs = []
     for t, blk, lay in ((q, BLOCK_M, q_lay), (k, WG_N, kv_lay), (v, WG_N, kv_lay), (dout, BLOCK_M, q_lay)):
         rows, cols, rs = _rows_view(t)
-        descs.append(TensorDescriptor(t, [rows, cols], [rs, 1], [blk, D], lay))
+        specs.append(([rows, cols], [rs, 1], [blk, D], lay))
     qd3d = B > 1 and M % BLOCK_M != 0  # only reached with KV3D (_dkdv_batches_ok)
     if qd3d:
         lay3 = _smem_layout3(BLOCK_M, D, q.dtype)
         for i, t in ((0, q), (3, dout)):
             _, cols, rs = _rows_view(t)
-            descs[i] = TensorDescriptor(t, [B, M, cols], [M * rs, rs, 1], [1, BLOCK_M, D], lay3)
-    assert lse2.stride(-1) == 1 and delta.stride(-1) == 1 and delta.stride()[:2] == lse2.stride()[:2]
-    grid = (cdiv(N, WG_N if hd256 else BLOCK_N), B * HK)
-    kernel = attention_bwd_dkdv_sm90_hd256_kernel if hd256 else attention_bwd_dkdv_sm90_kernel
-    kernel[grid](
-        *descs, lse2, delta, dk, dv, lse2.stride(0), lse2.stride(1),
-        dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2),
-        M, N, HK, H // HK, N - M, max(left, 0), max(right, 0), softmax_scale * LOG2E, softmax_scale,
-        *_drop_args(dropout_p, seed, offset),
-        HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0, HAS_HI=right >= 0, CONSUMER_REGS=CONSUMER_REGS,
-        HAS_DROPOUT=dropout_p > 0, num_warps=4, QD3D=qd3d, QD_LAYOUT=q_lay if qd3d else None)
+            specs[i] = ([B, M, cols], [M * rs, rs, 1], [1, BLOCK_M, D], lay3)
+    plan = _BwdPlan()
+    plan.descs = _plan_descs((q, k, v, dout), specs)
+    plan.grid = (cdiv(N, WG_N if hd256 else BLOCK_N), B * HK, 1)
+    plan.kernel = attention_bwd_dkdv_sm90_hd256_kernel if hd256 else attention_bwd_dkdv_sm90_kernel
+    plan.ints = (lse2.stride(0), lse2.stride(1), dk.stride(0), dk.stride(1), dk.stride(2),
+                 dv.stride(0), dv.stride(1), dv.stride(2),
+                 M, N, HK, H // HK, N - M, max(left, 0), max(right, 0), softmax_scale * LOG2E, softmax_scale)
+    plan.consts = dict(HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0, HAS_HI=right >= 0, CONSUMER_REGS=CONSUMER_REGS,
+                       HAS_DROPOUT=has_dropout, QD3D=qd3d, QD_LAYOUT=q_lay if qd3d else None)
+    return plan
 
 
-def attention_dq_sm90(q, k, v, dout, lse2, delta, dq, *, softmax_scale, window, dropout_p=0.0, seed=0, offset=0):
-    """Write dQ (contiguous (B, M, H, D)) of the backward whose preprocess gave lse2 / delta."""
+def _dq_plan(q, k, v, dout, lse2, dq, softmax_scale, window, has_dropout):
     B, M, H, D = q.shape
     N, HK = k.shape[1], k.shape[2]
     left, right = window
     BN, STAGES = _dq_config(D)
     q_lay = _smem_layout(DQ_M, D, q.dtype)
     kv_lay = _smem_layout(BN, D, q.dtype)
-    descs = []
+    specs = []
     for t, blk, lay in ((q, DQ_M, q_lay), (k, BN, kv_lay), (v, BN, kv_lay), (dout, DQ_M, q_lay)):
         rows, cols, rs = _rows_view(t)
-        descs.append(TensorDescriptor(t, [rows, cols], [rs, 1], [blk, D], lay))
+        specs.append(([rows, cols], [rs, 1], [blk, D], lay))
     kv3d = B > 1 and N % BN != 0  # only reached with KV3D (_dq_batches_ok)
     if kv3d:
         lay3 = _smem_layout3(BN, D, q.dtype)
         for i, t in ((1, k), (2, v)):
             _, cols, rs = _rows_view(t)
-            descs[i] = TensorDescriptor(t, [B, N, cols], [N * rs, rs, 1], [1, BN, D], lay3)
+            specs[i] = ([B, N, cols], [N * rs, rs, 1], [1, BN, D], lay3)
+    plan = _BwdPlan()
+    plan.descs = _plan_descs((q, k, v, dout), specs)
+    plan.grid = (cdiv(M, 2 * DQ_M), B * H, 1)
+    plan.kernel = attention_bwd_dq_sm90_kernel
+    plan.ints = (lse2.stride(0), lse2.stride(1), dq.stride(0), dq.stride(1), dq.stride(2),
+                 M, N, H, H // HK, N - M, max(left, 0), max(right, 0), softmax_scale * LOG2E, softmax_scale)
+    plan.consts = dict(HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0, HAS_HI=right >= 0, CONSUMER_REGS=CONSUMER_REGS,
+                       HAS_DROPOUT=has_dropout, KV3D=kv3d, KV_LAYOUT=kv_lay if kv3d else None)
+    return plan
+
+
+_PLANS: dict = {}
+_LAUNCHES: dict = {}
+
+
+def _launch(kind, planner, tensors, outs, lse2, delta, *, softmax_scale, window, dropout_p, seed, offset):
+    """One dK/dV or dQ launch: its plan (cached per call shape, strides, dtype, options and the module switches
+    it reads) and then the kernel, launched directly after its first call unless TILEFOLD_SM90_DIRECT_LAUNCH=0
+    (forward_sm90.attention_fwd_sm90 does the same)."""
+    q, k, v, dout = tensors
     assert lse2.stride(-1) == 1 and delta.stride(-1) == 1 and delta.stride()[:2] == lse2.stride()[:2]
-    grid = (cdiv(M, 2 * DQ_M), B * H)
-    attention_bwd_dq_sm90_kernel[grid](
-        *descs, lse2, delta, dq, lse2.stride(0), lse2.stride(1), dq.stride(0), dq.stride(1), dq.stride(2),
-        M, N, H, H // HK, N - M, max(left, 0), max(right, 0), softmax_scale * LOG2E, softmax_scale,
-        *_drop_args(dropout_p, seed, offset),
-        HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0, HAS_HI=right >= 0, CONSUMER_REGS=CONSUMER_REGS,
-        HAS_DROPOUT=dropout_p > 0, num_warps=4, KV3D=kv3d, KV_LAYOUT=kv_lay if kv3d else None)
+    key = (kind, q.shape, k.shape, q.stride(), k.stride(), v.stride(), dout.stride(), lse2.stride(),
+           tuple(o.stride() for o in outs), q.dtype, tuple(o.dtype for o in outs), lse2.dtype, delta.dtype, window,
+           softmax_scale, dropout_p > 0, KV3D, _CFG_ENV,
+           _DQ_CFG_ENV, CONSUMER_REGS)
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) >= PLANS_MAX:
+            _PLANS.clear()
+        plan = _PLANS[key] = planner(q, k, v, dout, lse2, *outs, softmax_scale, window, dropout_p > 0)
+    descs = tuple(plain_descriptor(TensorDescriptor, t, *d) for t, d in zip(tensors, plan.descs))
+    drop = _drop_args(dropout_p, seed, offset)
+    args = descs + (lse2, delta) + tuple(outs) + plan.ints + drop
+    if launch.DIRECT_GLUON:
+        cache = _LAUNCHES.get(plan.kernel)
+        if cache is None:
+            cache = _LAUNCHES[plan.kernel] = LaunchCache(plan.kernel)
+        cache.launch((key, int_class(drop[0]), int_class(drop[1]), int_class(drop[2]), int_class(drop[3]),
+                      lse2.data_ptr() % 16 == 0, delta.data_ptr() % 16 == 0) +
+                     tuple(o.data_ptr() % 16 == 0 for o in outs), plan.grid, args, plan.consts, num_warps=4)
+    else:
+        plan.kernel[plan.grid](*args, **plan.consts, num_warps=4)
+
+
+def attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, *, softmax_scale, window, dropout_p=0.0, seed=0,
+                        offset=0):
+    """Write dK, dV (contiguous (B, N, HK, D)) of the backward whose preprocess gave lse2 / delta
+    ((B, H, M) fp32, unit last stride)."""
+    _launch("dkdv", _dkdv_plan, (q, k, v, dout), (dk, dv), lse2, delta, softmax_scale=softmax_scale, window=window,
+            dropout_p=dropout_p, seed=seed, offset=offset)
+
+
+def attention_dq_sm90(q, k, v, dout, lse2, delta, dq, *, softmax_scale, window, dropout_p=0.0, seed=0, offset=0):
+    """Write dQ (contiguous (B, M, H, D)) of the backward whose preprocess gave lse2 / delta."""
+    _launch("dq", _dq_plan, (q, k, v, dout), (dq,), lse2, delta, softmax_scale=softmax_scale, window=window,
+            dropout_p=dropout_p, seed=seed, offset=offset)

@@ -60,7 +60,9 @@ except Exception:  # noqa: BLE001 - any import problem means: no Gluon path
 import functools
 import os
 
+from ..common import launch
 from ..common.host import cdiv
+from ..common.launch import LaunchCache, PLANS_MAX, int_class, plain_descriptor
 from ..common.philox import as_int32, dropout_threshold
 if HAVE_GLUON:
     from ..common.philox import dropout_keep_gl
@@ -574,8 +576,12 @@ PINGPONG = None if _PP_ENV == "auto" else _PP_ENV == "1"
 PINGPONG_DIMS = (128,)  # head dims that ping-pong under "auto"
 
 
-def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0, offset=0):
-    """out (contiguous, like q) and lse (B, H, M) fp32: the kernel writes both with unit last-dim stride."""
+class _FwdPlan:
+    """What a forward launch needs besides the tensors, for one call shape (see attention_fwd_sm90)."""
+    __slots__ = ("key", "grid", "descs", "ints", "consts", "out_shape", "lse_shape")
+
+
+def _fwd_plan(q, k, v, softmax_scale, window, has_dropout, key):
     B, M, H, D = q.shape
     N, HK = k.shape[1], k.shape[2]
     left, right = window
@@ -584,31 +590,70 @@ def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0,
     q_rows = BLOCK_M // 2 if ws else BLOCK_M
     q_lay = _smem_layout(q_rows, D, q.dtype)
     kv_lay = _smem_layout(BLOCK_N, D, q.dtype)
+    plan = _FwdPlan()
+    plan.key = key
     descs = []
     for t, blk, lay in ((q, q_rows, q_lay), (k, BLOCK_N, kv_lay), (v, BLOCK_N, kv_lay)):
         rows, cols, rs = _rows_view(t)
-        descs.append(TensorDescriptor(t, [rows, cols], [rs, 1], [blk, D], lay))
+        descs.append(([rows, cols], [rs, 1], [blk, D], lay))
     kv3d = ws and B > 1 and N % BLOCK_N != 0  # only reached with KV3D (_layout_ok)
     if kv3d:
         lay3 = _smem_layout3(BLOCK_N, D, q.dtype)
         for i, t in ((1, k), (2, v)):
             _, cols, rs = _rows_view(t)
-            descs[i] = TensorDescriptor(t, [B, N, cols], [N * rs, rs, 1], [1, BLOCK_N, D], lay3)
-    out = torch.empty_like(q, memory_format=torch.contiguous_format)
-    lse = torch.empty((B, H, M), device=q.device, dtype=torch.float32)
-    grid = (cdiv(M, BLOCK_M), B * H)
-    args = (descs[0], descs[1], descs[2], out, lse,
-            out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
-            M, N, H, H // HK, N - M, max(left, 0), max(right, 0), softmax_scale * LOG2E)
+            descs[i] = ([B, N, cols], [N * rs, rs, 1], [1, BLOCK_N, D], lay3)
+    for t, (shape, strides, blk, lay) in zip((q, k, v), descs):  # the dataclass's own checks, once per plan
+        TensorDescriptor(t, shape, strides, blk, lay)
+    plan.descs = tuple(descs)
+    plan.out_shape, plan.lse_shape = (B, M, H, D), (B, H, M)
+    # out is contiguous (B, M, H, D), lse (B, H, M)
+    plan.ints = (M * H * D, H * D, D, H * M, M,
+                 M, N, H, H // HK, N - M, max(left, 0), max(right, 0), softmax_scale * LOG2E)
+    plan.grid = (cdiv(M, BLOCK_M), B * H, 1)
+    if ws:
+        plan.consts = dict(HAS_DROPOUT=has_dropout, BLOCK_N=BLOCK_N, HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0,
+                           HAS_HI=right >= 0, CONSUMER_REGS=CONSUMER_REGS,
+                           PINGPONG=(D in PINGPONG_DIMS) if PINGPONG is None else PINGPONG,
+                           KV3D=kv3d, KV_LAYOUT=kv_lay if kv3d else None)
+    else:
+        plan.consts = dict(BLOCK_N=BLOCK_N, HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0, HAS_HI=right >= 0)
+    return plan
+
+
+_FWD_PLANS: dict = {}
+if HAVE_GLUON:
+    _FWD_LAUNCH = LaunchCache(attention_fwd_sm90_ws_kernel)
+
+
+def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0, offset=0):
+    """out (contiguous, like q) and lse (B, H, M) fp32: the kernel writes both with unit last-dim stride.
+
+    Host path: everything that is a function of the call's shapes, strides, dtype and options (grid, integer
+    arguments, descriptor shapes and layouts, constexprs) is a plan cached per such key; per call only the
+    descriptors' base tensors, out / lse and the dropout seed change. The warp-specialized kernel is then launched
+    directly (LaunchCache, keyed by the plan and the dropout integers' specialization classes) unless
+    TILEFOLD_SM90_DIRECT_LAUNCH=0."""
+    ws = VARIANT == "ws"
+    # every module switch the plan reads is in the key (tests and sweeps change them between calls)
+    key = (q.shape, k.shape, v.shape, q.stride(), k.stride(), v.stride(), q.dtype, window, softmax_scale,
+           dropout_p > 0, VARIANT, KV3D, PINGPONG, _CFG_ENV, CONSUMER_REGS)
+    plan = _FWD_PLANS.get(key)
+    if plan is None:
+        if len(_FWD_PLANS) >= PLANS_MAX:
+            _FWD_PLANS.clear()
+        plan = _FWD_PLANS[key] = _fwd_plan(q, k, v, softmax_scale, window, dropout_p > 0, key)
+    descs = [plain_descriptor(TensorDescriptor, t, *d) for t, d in zip((q, k, v), plan.descs)]
+    out = torch.empty(plan.out_shape, device=q.device, dtype=q.dtype)
+    lse = torch.empty(plan.lse_shape, device=q.device, dtype=torch.float32)
+    args = (descs[0], descs[1], descs[2], out, lse) + plan.ints
     if ws:
         drop = (as_int32(seed), as_int32(seed >> 32), as_int32(offset), dropout_threshold(dropout_p),
                 1.0 / (1.0 - dropout_p))
-        attention_fwd_sm90_ws_kernel[grid](*args, *drop, HAS_DROPOUT=dropout_p > 0,
-                                           BLOCK_N=BLOCK_N, HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0,
-                                           HAS_HI=right >= 0, CONSUMER_REGS=CONSUMER_REGS,
-                                           PINGPONG=(D in PINGPONG_DIMS) if PINGPONG is None else PINGPONG,
-                                           num_warps=4, KV3D=kv3d, KV_LAYOUT=kv_lay if kv3d else None)
+        if launch.DIRECT_GLUON:
+            _FWD_LAUNCH.launch((key, int_class(drop[0]), int_class(drop[1]), int_class(drop[2]),
+                                int_class(drop[3])), plan.grid, args + drop, plan.consts, num_warps=4)
+        else:
+            attention_fwd_sm90_ws_kernel[plan.grid](*args, *drop, **plan.consts, num_warps=4)
     else:
-        attention_fwd_sm90_kernel[grid](*args, BLOCK_N=BLOCK_N, HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0,
-                                        HAS_HI=right >= 0, num_warps=NUM_WARPS)
+        attention_fwd_sm90_kernel[plan.grid](*args, **plan.consts, num_warps=NUM_WARPS)
     return out, lse

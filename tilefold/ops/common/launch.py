@@ -16,6 +16,7 @@ may be replayed on another stream)."""
 from __future__ import annotations
 
 import inspect
+import os
 import threading
 
 import torch
@@ -47,8 +48,15 @@ class LaunchCache:
     def clear(self):
         self.kernels.clear()
 
+    def _hooked(self) -> bool:
+        """Triton's launch path does work the direct path would skip: pre-run hooks, JIT cache / compile hooks, debug
+        builds (knobs.runtime.debug is part of the compiled kernel's options)."""
+        rt = triton.knobs.runtime
+        return bool(getattr(self.fn, "pre_run_hooks", None) or getattr(rt, "jit_cache_hook", None)
+                    or getattr(rt, "jit_post_compile_hook", None) or getattr(rt, "debug", False))
+
     def launch(self, key, grid, args: tuple, constexprs: dict, **options):
-        if interpreter_enabled():
+        if interpreter_enabled() or self._hooked():
             self.fn[grid](*args, **constexprs, **options)
             return
         dev = torch.cuda.current_device()  # the compiled kernel's module is loaded per device
@@ -58,7 +66,8 @@ class LaunchCache:
             if ck is not None and hasattr(ck, "run"):
                 if len(self.kernels) >= self.max_entries:
                     self.kernels.clear()
-                tail = tuple(constexprs[n] if n in constexprs else self._defaults[n]
+                # a launch option that is also a kernel parameter (the Gluon kernels' num_warps) takes the option's value
+                tail = tuple(constexprs[n] if n in constexprs else options[n] if n in options else self._defaults[n]
                              for n in self._names[len(args):])
                 self.kernels[(dev, key)] = (ck, tail)
             return
@@ -92,3 +101,26 @@ def stream_scratch(name: str, numel: int, dtype: torch.dtype, device: torch.devi
                                                      dtype=dtype, device=device)
         _SCRATCH[key] = buf
     return buf
+
+
+def int_class(x: int) -> tuple:
+    """What Triton 3.6 specializes an int argument on (``native_specialize_impl``): equal to 1 (then a constant),
+    divisible by 16, and whether it fits in int32. A launch key that holds an int argument's class instead of
+    its value keeps that argument free to vary between direct launches."""
+    return (x == 1, x % 16 == 0, -2 ** 31 <= x < 2 ** 31)
+
+
+def plain_descriptor(cls, base, shape, strides, block_shape, layout):
+    """A host tensor descriptor (Gluon's ``TensorDescriptor`` dataclass ``cls``) built without its per-object checks
+    (rank, 16-byte alignment, positive shape, the layout's type), for a launcher that ran them once for the same
+    shape, strides, block and layout (a cached plan). The base pointer's 16-byte alignment is the caller's to check
+    on every call (the attention launchers' ``supported`` / ``plan`` do, before they launch)."""
+    d = object.__new__(cls)
+    d.base, d.shape, d.strides, d.block_shape, d.layout, d.padding = base, shape, strides, block_shape, layout, "zero"
+    return d
+
+
+# Hopper Gluon launchers: a cached plan per call shape (grid, integer arguments, descriptor shapes) and a direct
+# launch of the compiled kernel (LaunchCache); "0" sends every call through the kernel's own launch (fn[grid])
+DIRECT_GLUON = os.environ.get("TILEFOLD_SM90_DIRECT_LAUNCH", "1") != "0"
+PLANS_MAX = 256
