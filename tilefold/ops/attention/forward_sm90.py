@@ -40,8 +40,8 @@ them; for K / V only when seqlen_k is a multiple of the key tile or the batch is
 next batch, masked to probability 0, could still carry inf / NaN into 0·V), otherwise the call takes
 forward.py's kernel — or, by default (KV3D; TILEFOLD_FWD_SM90_KV3D=0 opts out), the warp-specialized kernel
 with K / V through rank-3 (batch, seqlen_k, heads_k·head_dim) descriptors, whose TMA copies zero-fill past
-seqlen_k (call 40: 1.11–1.26x forward.py's kernel at seqlen 8020, batch 2). No interpreter runs Gluon: the CPU tier tests the dispatch, the GPU tier the kernel
-(tests/ops/attention/test_forward_sm90.py).
+seqlen_k (call 40: 1.11–1.26x forward.py's kernel at seqlen 8020, batch 2). No interpreter runs Gluon: the CPU
+tier tests the dispatch, the GPU tier the kernel (tests/ops/attention/test_forward_sm90.py).
 """
 from __future__ import annotations
 
