@@ -75,7 +75,7 @@ except Exception:  # noqa: BLE001 - any import problem means: no Gluon path
 from ..common import launch
 from ..common.host import cdiv
 from ..common.launch import LaunchCache, PLANS_MAX, int_class, plain_descriptor
-from .forward_sm90 import _major, _rows_view, _smem_layout, _smem_layout3
+from .forward_sm90 import _major, _plan_descs, _rows_view, _smem_layout, _smem_layout3
 from ..common.masks import query_tiles
 from ..common.philox import as_int32, dropout_threshold
 if HAVE_GLUON:
@@ -862,14 +862,6 @@ def _drop_args(dropout_p, seed, offset):
 class _BwdPlan:
     """What a dK/dV or dQ launch needs besides the tensors, for one call shape."""
     __slots__ = ("grid", "descs", "ints", "consts", "kernel")
-
-
-def _plan_descs(tensors, specs):
-    """Descriptor specs (shape, strides, block, layout) of the (batch·seqlen, heads·head_dim) views, checked once by
-    Gluon's TensorDescriptor (rank, alignment, block shape, layout type)."""
-    for t, (shape, strides, blk, lay) in zip(tensors, specs):
-        TensorDescriptor(t, shape, strides, blk, lay)
-    return tuple(specs)
 
 
 def _dkdv_plan(q, k, v, dout, lse2, dk, dv, softmax_scale, window, has_dropout):

@@ -578,10 +578,19 @@ PINGPONG_DIMS = (128,)  # head dims that ping-pong under "auto"
 
 class _FwdPlan:
     """What a forward launch needs besides the tensors, for one call shape (see attention_fwd_sm90)."""
-    __slots__ = ("key", "grid", "descs", "ints", "consts", "out_shape", "lse_shape")
+    __slots__ = ("grid", "descs", "ints", "consts", "out_shape", "lse_shape")
 
 
-def _fwd_plan(q, k, v, softmax_scale, window, has_dropout, key):
+def _plan_descs(tensors, specs):
+    """Descriptor specs (shape, strides, block, layout), checked once by Gluon's TensorDescriptor (rank, alignment,
+    block shape, layout type) on the plan's first tensors; per call only the base tensor changes
+    (launch.plain_descriptor)."""
+    for t, (shape, strides, blk, lay) in zip(tensors, specs):
+        TensorDescriptor(t, shape, strides, blk, lay)
+    return tuple(specs)
+
+
+def _fwd_plan(q, k, v, softmax_scale, window, has_dropout):
     B, M, H, D = q.shape
     N, HK = k.shape[1], k.shape[2]
     left, right = window
@@ -591,7 +600,6 @@ def _fwd_plan(q, k, v, softmax_scale, window, has_dropout, key):
     q_lay = _smem_layout(q_rows, D, q.dtype)
     kv_lay = _smem_layout(BLOCK_N, D, q.dtype)
     plan = _FwdPlan()
-    plan.key = key
     descs = []
     for t, blk, lay in ((q, q_rows, q_lay), (k, BLOCK_N, kv_lay), (v, BLOCK_N, kv_lay)):
         rows, cols, rs = _rows_view(t)
@@ -602,9 +610,7 @@ def _fwd_plan(q, k, v, softmax_scale, window, has_dropout, key):
         for i, t in ((1, k), (2, v)):
             _, cols, rs = _rows_view(t)
             descs[i] = ([B, N, cols], [N * rs, rs, 1], [1, BLOCK_N, D], lay3)
-    for t, (shape, strides, blk, lay) in zip((q, k, v), descs):  # the dataclass's own checks, once per plan
-        TensorDescriptor(t, shape, strides, blk, lay)
-    plan.descs = tuple(descs)
+    plan.descs = _plan_descs((q, k, v), descs)
     plan.out_shape, plan.lse_shape = (B, M, H, D), (B, H, M)
     # out is contiguous (B, M, H, D), lse (B, H, M)
     plan.ints = (M * H * D, H * D, D, H * M, M,
@@ -641,7 +647,7 @@ def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0,
     if plan is None:
         if len(_FWD_PLANS) >= PLANS_MAX:
             _FWD_PLANS.clear()
-        plan = _FWD_PLANS[key] = _fwd_plan(q, k, v, softmax_scale, window, dropout_p > 0, key)
+        plan = _FWD_PLANS[key] = _fwd_plan(q, k, v, softmax_scale, window, dropout_p > 0)
     descs = [plain_descriptor(TensorDescriptor, t, *d) for t, d in zip((q, k, v), plan.descs)]
     out = torch.empty(plan.out_shape, device=q.device, dtype=q.dtype)
     lse = torch.empty(plan.lse_shape, device=q.device, dtype=torch.float32)
