@@ -359,3 +359,16 @@ def make_cu(lens, device=DEVICE):
     for n in lens:
         cu.append(cu[-1] + n)
     return torch.tensor(cu, dtype=torch.int32, device=device)
+
+
+class KernelRecorder:
+    """Stands in for a Triton / Gluon kernel in CPU tests of a launcher: records fn[grid](*args, **kwargs)
+    instead of launching."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getitem__(self, grid):
+        def run(*args, **kwargs):
+            self.calls.append((grid, args, kwargs))
+        return run

@@ -507,18 +507,6 @@ def test_hd256_configs_fit():
     assert bw._checked(("x", bm, st), 256, bw.WG_N, 1, extra=bw.WG_N * bm * 8) == (bm, st)
 
 
-class _Recorder:
-    """Stands in for a Gluon kernel: records fn[grid](*args, **kwargs) instead of launching."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __getitem__(self, grid):
-        def run(*args, **kwargs):
-            self.calls.append((grid, args, kwargs))
-        return run
-
-
 @pytest.mark.skipif(not bw.HAVE_GLUON, reason="this Triton has no Gluon")
 @pytest.mark.parametrize("D", [128, 256])
 def test_bwd_plan_arguments(D, monkeypatch):
@@ -526,7 +514,7 @@ def test_bwd_plan_arguments(D, monkeypatch):
     tensors, rank 3 for a ragged batch; the gradients' and lse2's strides, lengths, heads, window, scales, Philox
     key), and a second call of the same shape reuses both plans."""
     from tilefold.ops.common import launch
-    rec = {name: _Recorder() for name in ("dkdv", "dkdv256", "dq")}
+    rec = {name: h.KernelRecorder() for name in ("dkdv", "dkdv256", "dq")}
     monkeypatch.setattr(bw, "attention_bwd_dkdv_sm90_kernel", rec["dkdv"])
     monkeypatch.setattr(bw, "attention_bwd_dkdv_sm90_hd256_kernel", rec["dkdv256"])
     monkeypatch.setattr(bw, "attention_bwd_dq_sm90_kernel", rec["dq"])

@@ -329,25 +329,13 @@ def test_kv3d_on_by_default():
         assert got.stdout.split()[-2:] == want.split(), got.stdout
 
 
-class _Recorder:
-    """Stands in for a Gluon kernel: records fn[grid](*args, **kwargs) instead of launching."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __getitem__(self, grid):
-        def run(*args, **kwargs):
-            self.calls.append((grid, args, kwargs))
-        return run
-
-
 @pytest.mark.skipif(not sm90.HAVE_GLUON, reason="this Triton has no Gluon")
 def test_fwd_plan_arguments(monkeypatch):
     """The cached launch plan hands the kernel what the call needs: descriptors over the new call's tensors
     ((batch·seqlen, heads·head_dim) views; K / V rank 3 for a ragged batch), contiguous out / lse with their strides,
     the lengths, heads, window, scale and Philox key — and a second call of the same shape reuses the plan."""
     from tilefold.ops.common import launch
-    rec = _Recorder()
+    rec = h.KernelRecorder()
     monkeypatch.setattr(sm90, "attention_fwd_sm90_ws_kernel", rec)
     monkeypatch.setattr(sm90, "_FWD_PLANS", {})
     monkeypatch.setattr(launch, "DIRECT_GLUON", False)
