@@ -75,7 +75,7 @@ except Exception:  # noqa: BLE001 - any import problem means: no Gluon path
 from ..common import launch
 from ..common.host import cdiv
 from ..common.launch import LaunchCache, PLANS_MAX, int_class, plain_descriptor
-from .forward_sm90 import _major, _plan_descs, _rows_view, _smem_layout, _smem_layout3
+from .forward_sm90 import _major, _plan_descs, _rows_view, _smem_layout, _smem_layout3, _view_spec
 from ..common.masks import query_tiles
 from ..common.philox import as_int32, dropout_threshold
 if HAVE_GLUON:
@@ -872,18 +872,11 @@ def _dkdv_plan(q, k, v, dout, lse2, dk, dv, softmax_scale, window, has_dropout):
     hd256 = D == 256
     q_lay = _smem_layout(BLOCK_M, D, q.dtype)
     kv_lay = _smem_layout(WG_N, D, q.dtype)
-    specs = []
-    for t, blk, lay in ((q, BLOCK_M, q_lay), (k, WG_N, kv_lay), (v, WG_N, kv_lay), (dout, BLOCK_M, q_lay)):
-        rows, cols, rs = _rows_view(t)
-        specs.append(([rows, cols], [rs, 1], [blk, D], lay))
     qd3d = B > 1 and M % BLOCK_M != 0  # only reached with KV3D (_dkdv_batches_ok)
-    if qd3d:
-        lay3 = _smem_layout3(BLOCK_M, D, q.dtype)
-        for i, t in ((0, q), (3, dout)):
-            _, cols, rs = _rows_view(t)
-            specs[i] = ([B, M, cols], [M * rs, rs, 1], [1, BLOCK_M, D], lay3)
+    lay3 = _smem_layout3(BLOCK_M, D, q.dtype) if qd3d else None
     plan = _BwdPlan()
-    plan.descs = _plan_descs((q, k, v, dout), specs)
+    plan.descs = _plan_descs((q, k, v, dout), [_view_spec(q, BLOCK_M, q_lay, lay3), _view_spec(k, WG_N, kv_lay),
+                                               _view_spec(v, WG_N, kv_lay), _view_spec(dout, BLOCK_M, q_lay, lay3)])
     plan.grid = (cdiv(N, WG_N if hd256 else BLOCK_N), B * HK, 1)
     plan.kernel = attention_bwd_dkdv_sm90_hd256_kernel if hd256 else attention_bwd_dkdv_sm90_kernel
     plan.ints = (lse2.stride(0), lse2.stride(1), dk.stride(0), dk.stride(1), dk.stride(2),
@@ -901,18 +894,11 @@ def _dq_plan(q, k, v, dout, lse2, dq, softmax_scale, window, has_dropout):
     BN, STAGES = _dq_config(D)
     q_lay = _smem_layout(DQ_M, D, q.dtype)
     kv_lay = _smem_layout(BN, D, q.dtype)
-    specs = []
-    for t, blk, lay in ((q, DQ_M, q_lay), (k, BN, kv_lay), (v, BN, kv_lay), (dout, DQ_M, q_lay)):
-        rows, cols, rs = _rows_view(t)
-        specs.append(([rows, cols], [rs, 1], [blk, D], lay))
     kv3d = B > 1 and N % BN != 0  # only reached with KV3D (_dq_batches_ok)
-    if kv3d:
-        lay3 = _smem_layout3(BN, D, q.dtype)
-        for i, t in ((1, k), (2, v)):
-            _, cols, rs = _rows_view(t)
-            specs[i] = ([B, N, cols], [N * rs, rs, 1], [1, BN, D], lay3)
+    lay3 = _smem_layout3(BN, D, q.dtype) if kv3d else None
     plan = _BwdPlan()
-    plan.descs = _plan_descs((q, k, v, dout), specs)
+    plan.descs = _plan_descs((q, k, v, dout), [_view_spec(q, DQ_M, q_lay), _view_spec(k, BN, kv_lay, lay3),
+                                               _view_spec(v, BN, kv_lay, lay3), _view_spec(dout, DQ_M, q_lay)])
     plan.grid = (cdiv(M, 2 * DQ_M), B * H, 1)
     plan.kernel = attention_bwd_dq_sm90_kernel
     plan.ints = (lse2.stride(0), lse2.stride(1), dq.stride(0), dq.stride(1), dq.stride(2),

@@ -581,6 +581,18 @@ class _FwdPlan:
     __slots__ = ("grid", "descs", "ints", "consts", "out_shape", "lse_shape")
 
 
+def _view_spec(t, blk, lay, lay3=None):
+    """(shape, strides, block, layout) of a descriptor over t's (batch·seqlen, heads·head_dim) view with blk-row
+    boxes, or, given the rank-3 layout lay3, over its (batch, seqlen, heads·head_dim) view with (1, blk, head_dim)
+    boxes, whose copies zero-fill past each batch's seqlen (KV3D)."""
+    rows, cols, rs = _rows_view(t)
+    D = t.shape[-1]
+    if lay3 is None:
+        return [rows, cols], [rs, 1], [blk, D], lay
+    B, S = t.shape[0], t.shape[1]
+    return [B, S, cols], [S * rs, rs, 1], [1, blk, D], lay3
+
+
 def _plan_descs(tensors, specs):
     """Descriptor specs (shape, strides, block, layout), checked once by Gluon's TensorDescriptor (rank, alignment,
     block shape, layout type) on the plan's first tensors; per call only the base tensor changes
@@ -600,17 +612,10 @@ def _fwd_plan(q, k, v, softmax_scale, window, has_dropout):
     q_lay = _smem_layout(q_rows, D, q.dtype)
     kv_lay = _smem_layout(BLOCK_N, D, q.dtype)
     plan = _FwdPlan()
-    descs = []
-    for t, blk, lay in ((q, q_rows, q_lay), (k, BLOCK_N, kv_lay), (v, BLOCK_N, kv_lay)):
-        rows, cols, rs = _rows_view(t)
-        descs.append(([rows, cols], [rs, 1], [blk, D], lay))
     kv3d = ws and B > 1 and N % BLOCK_N != 0  # only reached with KV3D (_layout_ok)
-    if kv3d:
-        lay3 = _smem_layout3(BLOCK_N, D, q.dtype)
-        for i, t in ((1, k), (2, v)):
-            _, cols, rs = _rows_view(t)
-            descs[i] = ([B, N, cols], [N * rs, rs, 1], [1, BLOCK_N, D], lay3)
-    plan.descs = _plan_descs((q, k, v), descs)
+    lay3 = _smem_layout3(BLOCK_N, D, q.dtype) if kv3d else None
+    plan.descs = _plan_descs((q, k, v), [_view_spec(q, q_rows, q_lay), _view_spec(k, BLOCK_N, kv_lay, lay3),
+                                         _view_spec(v, BLOCK_N, kv_lay, lay3)])
     plan.out_shape, plan.lse_shape = (B, M, H, D), (B, H, M)
     # out is contiguous (B, M, H, D), lse (B, H, M)
     plan.ints = (M * H * D, H * D, D, H * M, M,
