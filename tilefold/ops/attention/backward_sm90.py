@@ -80,7 +80,7 @@ from ..common.masks import query_tiles
 from ..common.philox import as_int32, dropout_threshold
 if HAVE_GLUON:
     from ..common.philox import dropout_keep_gl
-    from .forward_sm90 import _key_range, _mask_if_cut, _ws_loader
+    from .forward_sm90 import _key_range, _mask_if_cut, _tma_rows, _ws_loader
 
 LOG2E = 1.4426950408889634
 WG_N = 64          # keys per consumer warpgroup (the wgmma M)
@@ -175,23 +175,11 @@ if HAVE_GLUON:
             if t >= STAGES:
                 mbarrier.wait(q_empty.index(slot), ((t // STAGES) - 1) & 1)
             mbarrier.expect(q_full.index(slot), q_desc.block_type.nbytes)
-            if QD3D:
-                tma.async_copy_global_to_shared(q_desc, [b, m, col], q_full.index(slot),
-                                                q_smem.index(slot)._reinterpret(q_smem.dtype, [1, BLOCK_M, HEAD_D],
-                                                                                q_desc.layout))
-            else:
-                tma.async_copy_global_to_shared(q_desc, [b * seqlen_q + m, col], q_full.index(slot),
-                                                q_smem.index(slot))
+            _tma_rows(q_desc, q_full.index(slot), q_smem.index(slot), b, m, b * seqlen_q + m, col, QD3D)
             if t >= STAGES:
                 mbarrier.wait(do_empty.index(slot), ((t // STAGES) - 1) & 1)
             mbarrier.expect(do_full.index(slot), do_desc.block_type.nbytes)
-            if QD3D:
-                tma.async_copy_global_to_shared(do_desc, [b, m, col], do_full.index(slot),
-                                                do_smem.index(slot)._reinterpret(do_smem.dtype, [1, BLOCK_M, HEAD_D],
-                                                                                 do_desc.layout))
-            else:
-                tma.async_copy_global_to_shared(do_desc, [b * seqlen_q + m, col], do_full.index(slot),
-                                                do_smem.index(slot))
+            _tma_rows(do_desc, do_full.index(slot), do_smem.index(slot), b, m, b * seqlen_q + m, col, QD3D)
 
     @gluon.jit
     def _bwd_consumer(q_smem, k_smem, v_smem, do_smem, kv_bar, q_full, do_full, q_empty, do_empty,

@@ -270,36 +270,37 @@ if HAVE_GLUON:
 if HAVE_GLUON:
 
     @gluon.jit
+    def _tma_rows(desc, bar, dst, b, row, flat_row, col, RANK3: gl.constexpr):
+        """Copy one tile of rows into the shared tile dst (completion on bar): RANK3, row ``row`` of batch b through
+        a rank-3 (batch, seqlen, heads·head_dim) descriptor, whose copy zero-fills past the batch's end (dst taken as
+        a (1, rows, head_dim) tile of the same bytes); else row ``flat_row`` (b·seqlen + row) of the flat
+        (batch·seqlen, heads·head_dim) view."""
+        if RANK3:
+            tma.async_copy_global_to_shared(desc, [b, row, col], bar,
+                                            dst._reinterpret(dst.dtype, [1, dst.shape[0], dst.shape[1]], desc.layout))
+        else:
+            tma.async_copy_global_to_shared(desc, [flat_row, col], bar, dst)
+
+    @gluon.jit
     def _ws_loader(k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, b, n_lo, seqlen_k, kv_col,
                    num_tiles, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, KV3D: gl.constexpr):
         """One warp: streams K and V tiles into the ring; a slot is refilled once both consumer warpgroups
         have released it (k_empty / v_empty count two arrivals). KV3D: through (batch, seqlen_k,
         heads_k·head_dim) descriptors, so a tile past seqlen_k is zero-filled by the TMA unit instead of
         reading the next batch's rows (ragged seqlen_k at batch > 1)."""
-        HEAD_D: gl.constexpr = k_smem.shape[2]
         kv_row0 = b * seqlen_k + n_lo
         for t in range(num_tiles):
             slot = t % STAGES
             if t >= STAGES:
                 mbarrier.wait(k_empty.index(slot), ((t // STAGES) - 1) & 1)
             mbarrier.expect(k_full.index(slot), k_desc.block_type.nbytes)
-            if KV3D:
-                tma.async_copy_global_to_shared(k_desc, [b, n_lo + t * BLOCK_N, kv_col], k_full.index(slot),
-                                                k_smem.index(slot)._reinterpret(k_smem.dtype, [1, BLOCK_N, HEAD_D],
-                                                                                k_desc.layout))
-            else:
-                tma.async_copy_global_to_shared(k_desc, [kv_row0 + t * BLOCK_N, kv_col], k_full.index(slot),
-                                                k_smem.index(slot))
+            _tma_rows(k_desc, k_full.index(slot), k_smem.index(slot), b, n_lo + t * BLOCK_N, kv_row0 + t * BLOCK_N,
+                      kv_col, KV3D)
             if t >= STAGES:
                 mbarrier.wait(v_empty.index(slot), ((t // STAGES) - 1) & 1)
             mbarrier.expect(v_full.index(slot), v_desc.block_type.nbytes)
-            if KV3D:
-                tma.async_copy_global_to_shared(v_desc, [b, n_lo + t * BLOCK_N, kv_col], v_full.index(slot),
-                                                v_smem.index(slot)._reinterpret(v_smem.dtype, [1, BLOCK_N, HEAD_D],
-                                                                                v_desc.layout))
-            else:
-                tma.async_copy_global_to_shared(v_desc, [kv_row0 + t * BLOCK_N, kv_col], v_full.index(slot),
-                                                v_smem.index(slot))
+            _tma_rows(v_desc, v_full.index(slot), v_smem.index(slot), b, n_lo + t * BLOCK_N, kv_row0 + t * BLOCK_N,
+                      kv_col, KV3D)
 
     @gluon.jit
     def _ws_consumer(q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
