@@ -277,12 +277,9 @@ if HAVE_GLUON:
                                      HAS_HI)
         num_tiles = n_mt * GROUP
 
-        if QD3D:
-            q_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], QD_LAYOUT)
-            do_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], QD_LAYOUT)
-        else:
-            q_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], q_desc.layout)
-            do_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], do_desc.layout)
+        qd_layout: gl.constexpr = QD_LAYOUT if QD3D else q_desc.layout  # rank-3 descriptors: their tiles' 2-D layout
+        q_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], qd_layout)
+        do_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], qd_layout)
         k_smem = gl.allocate_shared_memory(dtype, [2, WN, HEAD_D], k_desc.layout)
         v_smem = gl.allocate_shared_memory(dtype, [2, WN, HEAD_D], v_desc.layout)
         kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
@@ -434,12 +431,9 @@ if HAVE_GLUON:
 
         q_smem = gl.allocate_shared_memory(dtype, [2, WG_M, HEAD_D], q_desc.layout)
         do_smem = gl.allocate_shared_memory(dtype, [2, WG_M, HEAD_D], do_desc.layout)
-        if KV3D:
-            k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], KV_LAYOUT)
-            v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], KV_LAYOUT)
-        else:
-            k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], k_desc.layout)
-            v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], v_desc.layout)
+        kv_layout: gl.constexpr = KV_LAYOUT if KV3D else k_desc.layout  # rank-3 descriptors: their tiles' 2-D layout
+        k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], kv_layout)
+        v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_D], kv_layout)
         qdo_bar = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
         k_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         v_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -632,12 +626,9 @@ if HAVE_GLUON:
         # dP^T (fp32) is stored and loaded in the accumulator layout: a swizzle keeps those accesses off
         # the 4-8-way bank conflicts of plain 256-byte rows
         f_layout: gl.constexpr = gl.SwizzledSharedLayout(vec=2, per_phase=1, max_phase=8, order=[1, 0])
-        if QD3D:
-            q_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], QD_LAYOUT)
-            do_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], QD_LAYOUT)
-        else:
-            q_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], q_desc.layout)
-            do_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], do_desc.layout)
+        qd_layout: gl.constexpr = QD_LAYOUT if QD3D else q_desc.layout  # rank-3 descriptors: their tiles' 2-D layout
+        q_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], qd_layout)
+        do_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_M, HEAD_D], qd_layout)
         k_smem = gl.allocate_shared_memory(dtype, [1, WN, HEAD_D], k_desc.layout)
         v_smem = gl.allocate_shared_memory(dtype, [1, WN, HEAD_D], v_desc.layout)
         pT_smem = gl.allocate_shared_memory(dtype, [WN, BLOCK_M], x_layout)
