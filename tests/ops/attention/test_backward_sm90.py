@@ -218,6 +218,18 @@ def test_sm90_bwd_not_taken_outside_scope(count_sm90):
     assert count_sm90 == ["dkdv", "dkdv", "dq"]
 
 
+def _batch1_poisoned(M, N):
+    """Batch-2 inputs (H 4, HK 2, head dim 128, bf16) with inf / NaN in batch 1's first Q, K, V and dO rows."""
+    q = torch.randn(2, M, 4, 128, device="cuda", dtype=torch.bfloat16)
+    k, v = (torch.randn(2, N, 2, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    dout = torch.randn_like(q)
+    q[1, :10] = float("inf")
+    k[1, :64] = float("inf")
+    v[1, :64] = float("nan")
+    dout[1, :64] = float("nan")
+    return q, k, v, dout
+
+
 def _assert_batch0_clean(res, q, k, v, dout, opts):
     """Batch 0's out and gradients are finite and meet the 2x rule against references of batch 0 alone."""
     ref64 = h.run_reference(q[:1], k[:1], v[:1], opts, torch.float64, dout=dout[:1], grad_into="out")
@@ -254,13 +266,7 @@ def test_sm90_kv3d_bwd_batches_stay_apart(opts, count_sm90, monkeypatch):
     Gluon kernels (Q / dO and K / V through zero-filling rank-3 descriptors); inf / NaN in batch 1's Q, K, V
     and dO never reach batch 0's gradients."""
     monkeypatch.setattr(bw, "KV3D", True)
-    q = torch.randn(2, 300, 4, 128, device="cuda", dtype=torch.bfloat16)
-    k, v = (torch.randn(2, 1000, 2, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-    dout = torch.randn_like(q)
-    q[1, :10] = float("inf")
-    k[1, :64] = float("inf")
-    v[1, :64] = float("nan")
-    dout[1, :64] = float("nan")
+    q, k, v, dout = _batch1_poisoned(300, 1000)
     res = h.run_tilefold(q, k, v, opts, dout=dout, grad_into="out")
     assert count_sm90 == ["dkdv", "dq"], count_sm90
     _assert_batch0_clean(res, q, k, v, dout, opts)
@@ -300,13 +306,7 @@ def test_sm90_dq_batches_stay_apart(opts, count_sm90):
     """The dQ kernel's side of the batch condition: seqlen_k = 1024 (key tiles end at the batch edge, the Gluon
     dQ at batch 2) with ragged seqlen_q = 300 (dK/dV on backward.py's kernel); inf / NaN in batch 1's Q, K, V
     and dO never reach batch 0's gradients."""
-    q = torch.randn(2, 300, 4, 128, device="cuda", dtype=torch.bfloat16)
-    k, v = (torch.randn(2, 1024, 2, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-    dout = torch.randn_like(q)
-    q[1, :10] = float("inf")
-    k[1, :64] = float("inf")
-    v[1, :64] = float("nan")
-    dout[1, :64] = float("nan")
+    q, k, v, dout = _batch1_poisoned(300, 1024)
     res = h.run_tilefold(q, k, v, opts, dout=dout, grad_into="out")
     assert count_sm90 == ["dq"], count_sm90
     _assert_batch0_clean(res, q, k, v, dout, opts)
