@@ -589,14 +589,21 @@ def test_sm90_direct_launch(case, p, count_sm90, monkeypatch):
         caches = [sm90._FWD_LAUNCH] + list(bw._LAUNCHES.values())
         return [c.fast_launches for c in caches], len(caches)
 
+    def raw():
+        return [c.raw_launches for c in [sm90._FWD_LAUNCH] + list(bw._LAUNCHES.values())]
+
     monkeypatch.setattr(launch, "DIRECT_GLUON", False)
     ref = run(x)
     monkeypatch.setattr(launch, "DIRECT_GLUON", True)
     run(y)
     before, n = fast()
+    raw_before = raw()
     got = run(x)
     after, n2 = fast()
     assert n2 == n and after[0] > before[0] and sum(after[1:]) >= sum(before[1:]) + 2, (before, after)
+    # and every direct launch went through the launcher's C entry with cached encoded descriptors
+    raw_after = raw()
+    assert [a - b for a, b in zip(raw_after, raw_before)] == [a - b for a, b in zip(after, before)], (raw_after, after)
     assert count_sm90 == _expected(case) * 3, count_sm90
     for name, a, b in zip(("out", "lse", "dq", "dk", "dv"), got, ref):
         assert torch.equal(a, b), name

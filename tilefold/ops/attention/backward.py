@@ -20,6 +20,7 @@ from . import backward_sm90 as _sm90
 from . import config as _cfg
 from ..common.fold import LOG2E, score_transform
 from ..common.masks import block_order, key_tiles, query_tiles, sequence_bounds, visible
+from ..common import launch as _launch
 from ..common.host import cdiv
 from ..common.philox import as_int32, dropout_keep, dropout_threshold
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
@@ -528,11 +529,9 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
     cuq = cu_seqlens_q if varlen else dummy
     cuk = cu_seqlens_k if varlen else dummy
     PRE_M = 16 if exact or (triton_kernels and cfg.BLOCK_M == 16) else 64
-    attention_bwd_preprocess_kernel[(cdiv(M, PRE_M), B * H)](
-        out, dout, lse, dlse if dlse is not None else lse, delta, lse2,
-        *_strides(out), *_strides(dout), slb, slh, slm,
-        cuq, M, H, D, dlse_plane, BLOCK_M=PRE_M, BLOCK_D=BD, IS_VARLEN=varlen, HAS_DLSE=dlse is not None,
-        EXACT_DELTA=exact)
+    _preprocess(out, dout, lse, dlse, delta, lse2, (*_strides(out), *_strides(dout), slb, slh, slm), cuq,
+                (M, H, D, dlse_plane), dict(BLOCK_M=PRE_M, BLOCK_D=BD, IS_VARLEN=varlen, HAS_DLSE=dlse is not None,
+                                            EXACT_DELTA=exact), (cdiv(M, PRE_M), B * H, 1))
     if not triton_kernels:
         # Hopper: dK / dV and dQ from the warp-specialized Gluon kernels (backward_sm90.py); Triton's scratch
         # allocator set as on the Triton path (the host-descriptor kernels need none today; a contextvar write)
@@ -580,6 +579,22 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
         BLOCK_M=qcfg.BLOCK_M, BLOCK_N=qcfg.BLOCK_N, USE_TMA=qcfg.use_tma and descriptors_ok,
         num_warps=qcfg.num_warps, num_stages=qcfg.num_stages, **common)
     return dq, dk, dv
+
+
+_PRE_LAUNCH = _launch.LaunchCache(attention_bwd_preprocess_kernel)
+
+
+def _preprocess(out, dout, lse, dlse, delta, lse2, strides, cuq, ints, consts, grid):
+    """The preprocess launch; with TILEFOLD_SM90_DIRECT_LAUNCH (default) through a LaunchCache keyed by everything
+    Triton specializes the kernel on: the integer arguments' values, the constexprs, and every pointer's dtype and
+    16-byte alignment (the kernel's whole specialization, so its compiled form is fixed by the key)."""
+    ptrs = (out, dout, lse, dlse if dlse is not None else lse, delta, lse2)
+    args = ptrs + strides + (cuq,) + ints
+    if not _launch.DIRECT_GLUON:
+        attention_bwd_preprocess_kernel[grid](*args, **consts)
+        return
+    key = (strides, ints, tuple(consts.values()), tuple((t.dtype, t.data_ptr() % 16 == 0) for t in ptrs + (cuq,)))
+    _PRE_LAUNCH.launch(key, grid, args, consts)
 
 
 def _dkdv_launch(q, k, v, dout, lse2, delta, dk, dv, slb, slh, slm, scal, HK, H, D, dlse_plane, cfg, split,

@@ -44,6 +44,7 @@ class LaunchCache:
         self._names = list(params)
         self._defaults = {n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty}
         self.fast_launches = 0  # how many calls took the direct path (tests read it)
+        self.raw_launches = 0  # how many of those went through _RawLaunch (cached encoded descriptors)
 
     def clear(self):
         self.kernels.clear()
@@ -69,15 +70,89 @@ class LaunchCache:
                 # a launch option that is also a kernel parameter (the Gluon kernels' num_warps) takes the option's value
                 tail = tuple(constexprs[n] if n in constexprs else options[n] if n in options else self._defaults[n]
                              for n in self._names[len(args):])
-                self.kernels[(dev, key)] = (ck, tail)
+                full = args + tail
+                self.kernels[(dev, key)] = (ck, tail, _RawLaunch.make(ck, full) if RAW_LAUNCH else None)
             return
-        ck, tail = entry
+        ck, tail, raw = entry
         full = args + tail
         stream = _raw_stream(dev)
         knobs = triton.knobs.runtime
-        ck.run(grid[0], grid[1], grid[2], stream, ck.function, ck.packed_metadata,
-               ck.launch_metadata(grid, stream, *full), knobs.launch_enter_hook, knobs.launch_exit_hook, *full)
+        if raw is not None and knobs.launch_enter_hook is None and knobs.launch_exit_hook is None:
+            raw(grid, stream, full)
+            self.raw_launches += 1
+        else:
+            ck.run(grid[0], grid[1], grid[2], stream, ck.function, ck.packed_metadata,
+                   ck.launch_metadata(grid, stream, *full), knobs.launch_enter_hook, knobs.launch_exit_hook, *full)
         self.fast_launches += 1
+
+
+# Hopper host tensor descriptors: Triton's launcher wrapper encodes every descriptor argument with the driver
+# (cuTensorMapEncodeTiled) on every launch; _RawLaunch calls the launcher's C entry itself with encoded
+# descriptors cached per (pointer, shape, strides). "0": every direct launch goes through CompiledKernel.run.
+RAW_LAUNCH = os.environ.get("TILEFOLD_RAW_LAUNCH", "1") != "0"
+DESC_CACHE_MAX = 4096
+
+
+class _RawLaunch:
+    """The C launch entry of one compiled CUDA kernel, called with its descriptor arguments already expanded the way
+    Triton 3.6's wrapper (``wrap_handle_tensordesc`` / ``make_tensordesc_arg``) expands them: the encoded CUtensorMap
+    object, then the shape and the strides. An encoded descriptor is a pure function of the base pointer, shape,
+    strides, padding and the kernel's per-descriptor metadata (swizzle, element type, block), so it is cached per
+    (descriptor slot, pointer, shape, strides, padding): the tensors of a training loop recur at the same addresses.
+    ``make`` returns None (the caller keeps ``CompiledKernel.run``) for anything it does not recognize: another
+    launcher class, kernels that need global or profile scratch, descriptors lowered to pointers."""
+
+    __slots__ = ("launch", "function", "metadata", "coop", "pdl", "pos", "metas", "cache", "encode", "hits")
+
+    @classmethod
+    def make(cls, ck, full):
+        try:
+            from triton.backends.nvidia import driver as nvd
+            run = ck.run
+            if type(run).__name__ != "CudaLauncher" or run.global_scratch_size or run.profile_scratch_size:
+                return None
+            sig = list(ck.src.signature.values())
+            pos = [i for i, t in enumerate(sig) if isinstance(t, str) and t.startswith("tensordesc")]
+            if len(sig) != len(full):
+                return None
+            inner = run.launch
+            if pos:
+                metas = getattr(ck.metadata, "tensordesc_meta", None)
+                cells = dict(zip(inner.__code__.co_freevars, inner.__closure__ or ()))
+                if not metas or len(metas) != len(pos) or "launcher" not in cells:
+                    return None
+                raw = cells["launcher"].cell_contents
+            else:
+                metas, raw = [], inner
+            self = object.__new__(cls)
+            self.launch, self.function, self.metadata = raw, ck.function, ck.packed_metadata
+            self.coop, self.pdl = run.launch_cooperative_grid, run.launch_pdl
+            self.pos, self.metas, self.cache, self.hits = pos, metas, {}, 0
+            self.encode = nvd.make_tensordesc_arg
+            return self
+        except Exception:  # noqa: BLE001 - a Triton whose internals differ: keep its own launch path
+            return None
+
+    def __call__(self, grid, stream, full):
+        if self.pos:
+            ex = list(full)
+            cache = self.cache
+            for j in range(len(self.pos) - 1, -1, -1):
+                i = self.pos[j]
+                d = full[i]
+                key = (j, d.base.data_ptr(), tuple(d.shape), tuple(d.strides), d.padding)
+                enc = cache.get(key)
+                if enc is None:
+                    if len(cache) >= DESC_CACHE_MAX:
+                        cache.clear()
+                    enc = cache[key] = self.encode(d, self.metas[j])
+                else:
+                    self.hits += 1
+                ex[i:i + 1] = enc
+        else:
+            ex = full
+        self.launch(grid[0], grid[1], grid[2], stream, self.function, self.coop, self.pdl, None, None,
+                    self.metadata, None, None, None, *ex)
 
 
 _SCRATCH: dict = {}
