@@ -18,6 +18,7 @@ def _run(mode, monkeypatch, q, k, v, S, **kw):
                               softcap=kw.pop("softcap", 0.0), **kw)
 
 
+@pytest.mark.parametrize("fold", ["live", "block"])
 @pytest.mark.parametrize("S", [2, 3, 7])
 @pytest.mark.parametrize("shape,window", [
     ((2, 1, 113, 8, 2, 32), (-1, -1)),    # decode, GQA packed
@@ -25,7 +26,9 @@ def _run(mode, monkeypatch, q, k, v, S, **kw):
     ((1, 33, 20, 4, 2, 16), (-1, 0)),     # empty rows (seqlen_q > seqlen_k), 2 row blocks
     ((1, 1, 70, 4, 2, 16), (6, -1)),      # left window: most splits empty
 ], ids=["gqa", "mqa-causal", "empty-rows", "left-window"])
-def test_fused_equals_two_launch(shape, window, S, monkeypatch):
+def test_fused_equals_two_launch(shape, window, S, fold, monkeypatch):
+    """fold: the fused fold over the live rows only (FOLD_ROWS, the default) or over the whole row block."""
+    monkeypatch.setattr(K, "FOLD_MODE", fold)
     B, M, N, H, HK, D = shape
     g = torch.Generator().manual_seed(S)
     q, k, v = (torch.randn(B, n, h, D, generator=g) for n, h in ((M, H), (N, HK), (N, HK)))
@@ -78,7 +81,9 @@ def test_bad_combine_mode(monkeypatch):
     (8, 1, 65536 + 9, 32, 8, 128, (-1, -1), 4),      # wide, >= STREAM_KEYS per split: 32-key descriptor tile, ragged end
     (8, 3, 12000, 32, 8, 128, (500, 0), 4),          # wide, 12 packed rows, 3000 keys per split: 128-key descriptor tile
 ], ids=["b1-32k", "b8-causal", "q16-s16", "d256-window", "d64-mha", "stream-tile", "mid-tile-window"])
-def test_fused_combine_gpu(case, monkeypatch):
+@pytest.mark.parametrize("fold", ["live", "block"])
+def test_fused_combine_gpu(case, fold, monkeypatch):
+    monkeypatch.setattr(K, "FOLD_MODE", fold)
     B, M, N, H, HK, D, window, S = case
     g = torch.Generator(device="cuda").manual_seed(B * 7 + M)
     q, k, v = (torch.randn(B, n, h, D, device="cuda", dtype=torch.bfloat16, generator=g)

@@ -72,7 +72,7 @@ def decode_fwd_kernel(
     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
     EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, FUSED_COMBINE: tl.constexpr = False,
-    COMBINE_UNROLL: tl.constexpr = 1, USE_TMA: tl.constexpr = False,
+    COMBINE_UNROLL: tl.constexpr = 1, USE_TMA: tl.constexpr = False, FOLD_ROWS: tl.constexpr = 0,
 ):
     """Grid (packed row blocks, B · HK, splits). Writes the state of packed rows [r0, r0 + BLOCK_M) of
     (batch b, key head hk) over keys [pid_s · split_size, (pid_s + 1) · split_size) (split_size a
@@ -156,13 +156,27 @@ def decode_fwd_kernel(
         n_split = tl.num_programs(2)
         done = tl.atomic_add(CNT + grp, 1, sem="acq_rel", scope="gpu")
         if done == n_split - 1:
-            _combine_rows(O + b64 * stride_ob + rows_o[:, None] + offs_d[None, :],
-                          LSE + b64 * stride_lb + rows_l, stride_os, stride_ls, n_split, rd_ok, row_ok,
-                          OUT + b64 * stride_fb + ((q_start + pos).to(tl.int64) * stride_fm
-                                                   + head.to(tl.int64) * stride_fh)[:, None] + offs_d[None, :],
-                          LSE_OUT + b64 * stride_flb + head.to(tl.int64) * stride_flh
-                          + (q_start + pos).to(tl.int64) * stride_flm,
-                          BLOCK_M, BLOCK_D, COMBINE_UNROLL)
+            # the block's rows FOLD_ROWS at a time (0: all BLOCK_M at once): a sub-block as small as the live rows
+            # (seqlen_q · G, e.g. 4 of 16 at decode) lets COMBINE_UNROLL states share one round trip
+            FR: tl.constexpr = BLOCK_M if FOLD_ROWS == 0 else FOLD_ROWS
+            for i in tl.static_range(BLOCK_M // FR):
+                if r0 + i * FR < n_rows:
+                    f_r = r0 + i * FR + tl.arange(0, FR)
+                    f_pos = (q_start + f_r // GROUP).to(tl.int64)
+                    f_head = (hk * GROUP + f_r % GROUP).to(tl.int64)
+                    f_ok = f_r < n_rows
+                    if EVEN_D:
+                        f_rd = f_ok[:, None]
+                    else:
+                        f_rd = f_ok[:, None] & (offs_d[None, :] < D)
+                    _combine_rows(O + b64 * stride_ob + (f_pos * stride_om + f_head * stride_oh)[:, None]
+                                  + offs_d[None, :],
+                                  LSE + b64 * stride_lb + f_head * stride_lh + f_pos * stride_lm, stride_os, stride_ls,
+                                  n_split, f_rd, f_ok,
+                                  OUT + b64 * stride_fb + (f_pos * stride_fm + f_head * stride_fh)[:, None]
+                                  + offs_d[None, :],
+                                  LSE_OUT + b64 * stride_flb + f_head * stride_flh + f_pos * stride_flm,
+                                  FR, BLOCK_D, COMBINE_UNROLL)
             tl.atomic_xchg(CNT + grp, 0)  # the counters are per-stream scratch: leave them zero for the next call
 
 
@@ -334,8 +348,22 @@ def fused_combine(kv_bytes: int = 0) -> bool:
 def combine_unroll(block_m: int, block_d: int) -> int:
     """States per round trip in the fused combine's fold: as many [block_m, block_d] fp32 tiles as stay in
     registers (offline sm_90, bf16, 4 warps: 4 at 16 x 128 and 2 at 16 x 256 or 32 x 128 compile without
-    local memory; 8 at 16 x 128, 4 at 32 x 128 and 2 at 64 x 128 spill)."""
-    return max(1, min(4, (16 * 128 * 4) // (block_m * block_d)))
+    local memory; 8 at 16 x 128, 4 at 32 x 128 and 2 at 64 x 128 spill): 8192 fp32 of states, up to 16 of them
+    (16 at 4 x 128, the live rows of a seqlen_q = 1, G = 4 decode)."""
+    return max(1, min(16, (16 * 128 * 4) // (block_m * block_d)))
+
+
+# The fused fold folds the live rows of a row block, a power of two >= seqlen_q · G at a time ("live", the default), or
+# the whole BLOCK_M-row block at once ("block", the measured 2026-12-03 version). Module switch for sweeps (part of the
+# plan key).
+FOLD_MODE = "live"
+
+
+def fold_rows(n_rows: int, block_m: int, varlen: bool) -> int:
+    """FOLD_ROWS for packed rows n_rows = seqlen_q · G (0: the whole block; varlen: rows per batch vary)."""
+    if FOLD_MODE == "block" or varlen:
+        return 0
+    return min(block_m, max(2, next_pow2(max(n_rows, 1))))
 
 
 def decode_tma(cfg: DecodeConfig) -> bool:
@@ -448,7 +476,10 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> 
     cons = dict(GROUP=G, BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=BD, IS_VARLEN=varlen, HAS_LO=left >= 0,
                 HAS_HI=right >= 0, HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D,
                 DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32", FUSED_COMBINE=fused,
-                COMBINE_UNROLL=combine_unroll(cfg.BLOCK_M, BD) if fused else 1, USE_TMA=use_tma)
+                COMBINE_UNROLL=1, USE_TMA=use_tma, FOLD_ROWS=0)
+    if fused:
+        fr = fold_rows(M * G, cfg.BLOCK_M, varlen)
+        cons.update(FOLD_ROWS=fr, COMBINE_UNROLL=combine_unroll(fr or cfg.BLOCK_M, BD))
     a1 = (*_strides(q), *_strides(k), *_strides(v), *so3, sos, slb, slh, slm, sls)
     a2 = (M, N, max(left, 0), max(right, 0), scale * LOG2E_F, sc_pre, sc_post, HK, D, split_size)
     a3 = (*fst, *flst)
@@ -487,7 +518,8 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
     window = tuple(window)
     key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), q.dtype, k.dtype, v.dtype, q.device,
            S, scale, window, softcap, varlen, os.environ.get("TILEFOLD_DECODE_COMBINE", DECODE_COMBINE),
-           os.environ.get("TILEFOLD_DECODE_TMA", "auto"), q.data_ptr() % 16, k.data_ptr() % 16, v.data_ptr() % 16)
+           os.environ.get("TILEFOLD_DECODE_TMA", "auto"), FOLD_MODE, q.data_ptr() % 16, k.data_ptr() % 16,
+           v.data_ptr() % 16)
     if varlen:
         key += (cu_q.shape, cu_k.shape, cu_q.dtype, cu_k.dtype, cu_q.data_ptr() % 16, cu_k.data_ptr() % 16, int(max_q), int(max_k))
     plan = _PLANS.get(key)
