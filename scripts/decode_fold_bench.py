@@ -1,5 +1,6 @@
 """Decode: the fused fold over the live rows (FOLD_ROWS, up to 16 states per round trip) against the whole-block fold
-(4 states per round trip) and the combine kernel (device call 46, 2026-12-04, fourth session). seqlen_q = 1, bf16,
+(4 states per round trip) and the combine kernel (device call 45, 2026-12-04, fourth session; call 47: `kernel` = the combine kernel as a programmatic dependent
+launch, `kernel-nopdl` without, given as argv[1] = a comma-separated provider list). seqlen_q = 1, bf16,
 32 query / 8 key heads, hd128, the shipped split policy. Per case and provider, two alternating rounds: GB/s (K + V
 bytes / do_bench median, L2 flushed) and GPU µs per call replayed from a CUDA graph; cuDNN beside. JSON lines on
 stdout and in $OUT/decode-fold.jsonl."""
@@ -66,14 +67,15 @@ def graph_us(fn, n=200):
 def mode(name):
     if name == "cudnn":
         return cudnn
-    os.environ["TILEFOLD_DECODE_COMBINE"] = {"kernel": "kernel", "auto": "auto"}.get(name, "fused")
+    os.environ["TILEFOLD_DECODE_COMBINE"] = {"kernel": "kernel", "kernel-nopdl": "kernel", "auto": "auto"}.get(name, "fused")
     K.FOLD_MODE = "block" if name == "fused-block" else "live"
+    K.DECODE_PDL = name != "kernel-nopdl"
     return tf
 
 
 CASES = [(1, 8192), (1, 16384), (1, 32768), (1, 65536), (1, 131072), (1, 262144), (4, 8192), (4, 32768),
          (8, 8192), (16, 8192), (16, 32768)]
-PROVIDERS = ["kernel", "fused-block", "fused-live", "cudnn"]
+PROVIDERS = sys.argv[1].split(",") if len(sys.argv) > 1 else ["kernel", "fused-block", "fused-live", "cudnn"]
 for B, N in CASES:
     g = torch.Generator(device="cuda").manual_seed(N + B)
     q = torch.randn(B, 1, H, D, device="cuda", dtype=torch.bfloat16, generator=g)

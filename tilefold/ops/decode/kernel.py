@@ -12,8 +12,10 @@ Level 1 of the reduction (DESIGN.md §1) is the register fold over the BLOCK_N-k
 output (partial out (S, B, M, H, D) / (S, T, H, D), lse (S, B, H, M) / (S, H, T)), or the final output
 directly when there is one split. The combine is the same fold one level up: a row's S states are a
 "tile" whose scores are their lse and whose values are their o, folded with ``fold_step`` in
-BLOCK_S chunks (one memory round trip for S <= BLOCK_S instead of S dependent loads); or, with one launch
-(``fused_combine``), by the last of a row block's split programs to finish, one state at a time.
+BLOCK_S chunks (one memory round trip for S <= BLOCK_S instead of S dependent loads), launched as a programmatic
+dependent of the split kernel on CUDA (``DECODE_PDL``: its programs start while the split kernel's last ones run and
+wait for its results in ``griddepcontrol.wait``); or, with one launch (``fused_combine``), by the last of a row block's
+split programs to finish, over the block's live rows (``fold_rows``), ``combine_unroll`` states per round trip.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from ..common.host import cdiv, next_pow2
 from ..common.launch import LaunchCache, stream_scratch
 from ..common.masks import key_tiles, sequence_bounds, visible
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 
 @triton.jit
@@ -73,6 +76,7 @@ def decode_fwd_kernel(
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
     EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, FUSED_COMBINE: tl.constexpr = False,
     COMBINE_UNROLL: tl.constexpr = 1, USE_TMA: tl.constexpr = False, FOLD_ROWS: tl.constexpr = 0,
+    PDL: tl.constexpr = False,
 ):
     """Grid (packed row blocks, B · HK, splits). Writes the state of packed rows [r0, r0 + BLOCK_M) of
     (batch b, key head hk) over keys [pid_s · split_size, (pid_s + 1) · split_size) (split_size a
@@ -81,6 +85,8 @@ def decode_fwd_kernel(
     zero on entry) folds the block's S states into OUT / LSE_OUT itself and sets its counter back to zero:
     one launch. The counters are per-stream scratch reused by the next call on the stream (zero-filled
     once when allocated; fresh during CUDA graph capture)."""
+    if PDL:  # the combine kernel (a programmatic dependent launch) may start once every program got here
+        gdc_launch_dependents()
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -217,7 +223,7 @@ def decode_combine_kernel(
     stride_ob, stride_om, stride_oh,
     stride_lb, stride_lh, stride_lm,
     H, S, D,
-    BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, PDL: tl.constexpr = False,
 ):
     """Grid (rows, B · H): out[b, m, h] = ⊕ over the S partial states of that row, folded as a tile
     whose scores are the states' lse (log2 units) and whose values are their o."""
@@ -232,6 +238,8 @@ def decode_combine_kernel(
     acc = tl.zeros([1, BLOCK_D], dtype=tl.float32)
     l_i = tl.zeros([1], dtype=tl.float32)
     m_i = tl.full([1], float("-inf"), dtype=tl.float32)
+    if PDL:  # launched as a programmatic dependent: the split kernel's states are complete and visible after this
+        gdc_wait()
     for s0 in range(0, S, BLOCK_S):
         ss = s0 + offs_s
         s_ok = ss < S
@@ -353,6 +361,11 @@ def combine_unroll(block_m: int, block_d: int) -> int:
     return max(1, min(16, (16 * 128 * 4) // (block_m * block_d)))
 
 
+# The combine kernel as a programmatic dependent launch of the split kernel (CUDA, not the interpreter): its launch and
+# program start overlap the split kernel's tail. TILEFOLD_DECODE_PDL=0 (read at import) launches it plainly.
+DECODE_PDL = os.environ.get("TILEFOLD_DECODE_PDL", "1") != "0"
+
+
 # The fused fold folds the live rows of a row block, a power of two >= seqlen_q · G at a time ("live", the default), or
 # the whole BLOCK_M-row block at once ("block", the measured 2026-12-03 version). Module switch for sweeps (part of the
 # plan key).
@@ -415,6 +428,7 @@ class _Plan:
     cgrid: tuple | None  # the combine kernel's launch (None: no second launch)
     ca: tuple
     ccons: dict
+    copts: dict  # the combine kernel's launch options (launch_pdl)
 
 
 _PLANS: dict = {}
@@ -483,7 +497,7 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> 
     a1 = (*_strides(q), *_strides(k), *_strides(v), *so3, sos, slb, slh, slm, sls)
     a2 = (M, N, max(left, 0), max(right, 0), scale * LOG2E_F, sc_pre, sc_post, HK, D, split_size)
     a3 = (*fst, *flst)
-    cgrid, ca, ccons = None, (), {}
+    cgrid, ca, ccons, copts = None, (), {}, {}
     if S > 1 and not fused:
         if varlen:  # (S, T, H, D) / (S, H, T): batch stride 0, rows = T
             sp, sq = (0, o_st[0], o_st[1], sos), (0, l_st[0], l_st[1], sls)
@@ -493,11 +507,15 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> 
             so, sl = (ost[0], ost[1], ost[2]), lst
         cgrid = ((T if varlen else M), (1 if varlen else B) * H, 1)
         ca = (*sp, *sq, *so, *sl, H, S, D)
-        ccons = dict(BLOCK_S=min(32, next_pow2(max(S, 1))), BLOCK_D=BD, EVEN_D=BD == D)
+        pdl = DECODE_PDL and q.device.type == "cuda" and not interpreter_enabled()
+        ccons = dict(BLOCK_S=min(32, next_pow2(max(S, 1))), BLOCK_D=BD, EVEN_D=BD == D, PDL=pdl)
+        if pdl:
+            cons["PDL"] = True
+            copts["launch_pdl"] = True
     n_o = S * math.prod(out_shape) if S > 1 else 0
     n_l = S * math.prod(lse_shape) if S > 1 else 0
     return _Plan(out_shape, lse_shape, q.numel() == 0, S, n_o, n_l, fused, grid[0] * grid[1], use_tma, grid,
-                 a1, a2, a3, cons, dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages), cgrid, ca, ccons)
+                 a1, a2, a3, cons, dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages), cgrid, ca, ccons, copts)
 
 
 def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=None, max_k=None):
@@ -518,7 +536,7 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
     window = tuple(window)
     key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), q.dtype, k.dtype, v.dtype, q.device,
            S, scale, window, softcap, varlen, os.environ.get("TILEFOLD_DECODE_COMBINE", DECODE_COMBINE),
-           os.environ.get("TILEFOLD_DECODE_TMA", "auto"), FOLD_MODE, q.data_ptr() % 16, k.data_ptr() % 16,
+           os.environ.get("TILEFOLD_DECODE_TMA", "auto"), FOLD_MODE, DECODE_PDL, q.data_ptr() % 16, k.data_ptr() % 16,
            v.data_ptr() % 16)
     if varlen:
         key += (cu_q.shape, cu_k.shape, cu_q.dtype, cu_k.dtype, cu_q.data_ptr() % 16, cu_k.data_ptr() % 16, int(max_q), int(max_k))
@@ -554,5 +572,5 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
     _DECODE.launch(key, plan.grid, (q, k, v, o_dst, l_dst, *plan.a1, cu0, cu1, *plan.a2, out, lse, cnt, *plan.a3),
                    plan.cons, **plan.options)
     if plan.cgrid is not None:
-        _COMBINE.launch(key, plan.cgrid, (o_dst, l_dst, out, lse, *plan.ca), plan.ccons, num_warps=4)
+        _COMBINE.launch(key, plan.cgrid, (o_dst, l_dst, out, lse, *plan.ca), plan.ccons, num_warps=4, **plan.copts)
     return out, lse
