@@ -155,3 +155,51 @@ def test_streaming_tiles_and_even_splits_policy(monkeypatch):
     assert cfg(4, 128, torch.bfloat16, cuda, 1 << 20, False) == small  # one program per SM: pointer tile
     assert cfg(64, 128, torch.bfloat16, cuda, 1 << 20, True) == cfg(64, 128, torch.bfloat16, cuda, 0)
     assert not cfg(4, 256, torch.bfloat16, cuda, 1 << 20, True).use_tma
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", [
+    (1, 1, 131072 + 3, 32, 8, 128, (-1, -1), 0),     # B = 1 long context, chosen splits (33)
+    (4, 1, 32768, 32, 8, 128, (-1, 0), 0),           # batch, causal, chosen splits
+    (2, 16, 4096 + 17, 32, 8, 128, (-1, 0), 16),     # 64 packed rows, many splits
+    (1, 3, 8192, 8, 8, 64, (100, 0), 9),             # MHA hd64, window: empty splits
+], ids=["b1-128k", "b4-causal", "q16-s16", "d64-window"])
+def test_combine_kernel_pdl_gpu(case, monkeypatch):
+    """The combine kernel launched as a programmatic dependent of the split kernel (DECODE_PDL, the default) gives
+    bitwise the results of a plain launch, eagerly and replayed from a CUDA graph, with fresh inputs every call."""
+    B, M, N, H, HK, D, window, S = case
+    g = torch.Generator(device="cuda").manual_seed(B * 11 + M)
+
+    def inputs():
+        return [torch.randn(B, n, h, D, device="cuda", dtype=torch.bfloat16, generator=g)
+                for n, h in ((M, H), (N, HK), (N, HK))]
+
+    x1, x2 = inputs(), inputs()
+    res = {}
+    for pdl in (False, True):
+        monkeypatch.setattr(K, "DECODE_PDL", pdl)
+        res[pdl] = [_run("kernel", monkeypatch, *x, S, window=window) for x in (x1, x2)]
+    for (o0, l0), (o1, l1) in zip(res[False], res[True]):
+        assert torch.equal(o0, o1) and torch.equal(l0, l1)
+    plan = next(p for k, p in K._PLANS.items() if p.cgrid is not None and p.cons.get("PDL"))
+    assert plan.copts == {"launch_pdl": True}
+    # graph capture of the PDL pair, replayed on new inputs copied into the captured ones
+    q, k, v = (t.clone() for t in x1)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        _run("kernel", monkeypatch, q, k, v, S, window=window)
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        o_g, l_g = _run("kernel", monkeypatch, q, k, v, S, window=window)
+    for t, src in zip((q, k, v), x2):
+        t.copy_(src)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(o_g, res[False][1][0]) and torch.equal(l_g, res[False][1][1])
+    causal = window == (-1, 0)
+    ref_o, ref_l = attention_ref(*x2, causal=causal, window_size=window)
+    base_o, base_l = attention_ref(*x2, causal=causal, window_size=window, compute_dtype=torch.bfloat16)
+    assert_2x("out", o_g, ref_o, base_o)
+    assert_2x("lse", l_g, ref_l, base_l)
