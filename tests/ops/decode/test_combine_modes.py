@@ -203,3 +203,31 @@ def test_combine_kernel_pdl_gpu(case, monkeypatch):
     base_o, base_l = attention_ref(*x2, causal=causal, window_size=window, compute_dtype=torch.bfloat16)
     assert_2x("out", o_g, ref_o, base_o)
     assert_2x("lse", l_g, ref_l, base_l)
+
+
+def test_pdl_only_on_sm90_cuda(monkeypatch):
+    """The combine's programmatic dependent launch needs griddepcontrol (sm_90 PTX; ptxas refuses it for sm_80-89)
+    and an NVIDIA build: off for older GPUs, ROCm, CPU tensors and the interpreter."""
+    monkeypatch.setattr(K, "interpreter_enabled", lambda: False)
+    monkeypatch.setattr(K.torch.version, "hip", None)
+    cuda0 = torch.device("cuda", 0)
+    monkeypatch.setattr(K, "_major", lambda index: 8)
+    assert not K._pdl_ok(cuda0)
+    monkeypatch.setattr(K, "_major", lambda index: 9)
+    assert K._pdl_ok(cuda0) == (K.DECODE_PDL and K.HAVE_GDC)
+    monkeypatch.setattr(K, "DECODE_PDL", False)
+    assert not K._pdl_ok(cuda0)
+    monkeypatch.setattr(K, "DECODE_PDL", True)
+    monkeypatch.setattr(K.torch.version, "hip", "6.2")
+    assert not K._pdl_ok(cuda0)
+    monkeypatch.setattr(K.torch.version, "hip", None)
+    assert not K._pdl_ok(torch.device("cpu"))
+    monkeypatch.setattr(K, "interpreter_enabled", lambda: True)
+    assert not K._pdl_ok(cuda0)
+
+
+def test_block_fold_keeps_its_unroll():
+    """FOLD_MODE 'block' (the whole row block at once, the 2026-12-03 fold) keeps its cap of 4 states per round trip;
+    the live-row fold may take up to 16."""
+    assert K.combine_unroll(16, 64, 4) == 4 and K.combine_unroll(16, 32, 4) == 4
+    assert K.combine_unroll(4, 128) == 16 and K.combine_unroll(16, 128) == 4 and K.combine_unroll(64, 128) == 1

@@ -53,8 +53,10 @@ class LaunchCache:
         """Triton's launch path does work the direct path would skip: pre-run hooks, JIT cache / compile hooks, debug
         builds (knobs.runtime.debug is part of the compiled kernel's options)."""
         rt = triton.knobs.runtime
+        comp = getattr(triton.knobs, "compilation", None)
         return bool(getattr(self.fn, "pre_run_hooks", None) or getattr(rt, "jit_cache_hook", None)
-                    or getattr(rt, "jit_post_compile_hook", None) or getattr(rt, "debug", False))
+                    or getattr(rt, "jit_post_compile_hook", None) or getattr(rt, "debug", False)
+                    or getattr(comp, "instrumentation_mode", None))  # sanitizers / proton: in the compile key
 
     def launch(self, key, grid, args: tuple, constexprs: dict, **options):
         if interpreter_enabled() or self._hooked():
@@ -125,7 +127,7 @@ class _RawLaunch:
             if pos:
                 metas = getattr(ck.metadata, "tensordesc_meta", None)
                 cells = dict(zip(inner.__code__.co_freevars, inner.__closure__ or ()))
-                if not metas or len(metas) != len(pos) or "launcher" not in cells:
+                if not metas or len(metas) != len(pos) or any(m is None for m in metas) or "launcher" not in cells:
                     return None
                 raw = cells["launcher"].cell_contents
             else:

@@ -33,8 +33,13 @@ from ..common.fold import LOG2E, finalize, fold_step, score_transform
 from ..common.host import cdiv, next_pow2
 from ..common.launch import LaunchCache, stream_scratch
 from ..common.masks import key_tiles, sequence_bounds, visible
-from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+from ..common.tma import _major, ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
+try:  # programmatic dependent launch (Triton >= 3.4)
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+    HAVE_GDC = True
+except ImportError:  # pragma: no cover - older Triton: the combine kernel is launched plainly
+    HAVE_GDC = False
+    gdc_launch_dependents = gdc_wait = None
 
 
 @triton.jit
@@ -353,17 +358,28 @@ def fused_combine(kv_bytes: int = 0) -> bool:
     return mode == "fused"
 
 
-def combine_unroll(block_m: int, block_d: int) -> int:
+def combine_unroll(block_m: int, block_d: int, cap: int = 16) -> int:
     """States per round trip in the fused combine's fold: as many [block_m, block_d] fp32 tiles as stay in
     registers (offline sm_90, bf16, 4 warps: 4 at 16 x 128 and 2 at 16 x 256 or 32 x 128 compile without
     local memory; 8 at 16 x 128, 4 at 32 x 128 and 2 at 64 x 128 spill): 8192 fp32 of states, up to 16 of them
     (16 at 4 x 128, the live rows of a seqlen_q = 1, G = 4 decode)."""
-    return max(1, min(16, (16 * 128 * 4) // (block_m * block_d)))
+    return max(1, min(cap, (16 * 128 * 4) // (block_m * block_d)))
 
 
 # The combine kernel as a programmatic dependent launch of the split kernel (CUDA, not the interpreter): its launch and
 # program start overlap the split kernel's tail. TILEFOLD_DECODE_PDL=0 (read at import) launches it plainly.
 DECODE_PDL = os.environ.get("TILEFOLD_DECODE_PDL", "1") != "0"
+
+
+def _pdl_ok(device: torch.device) -> bool:
+    """The combine as a programmatic dependent launch: DECODE_PDL, NVIDIA sm_90+ (griddepcontrol is an sm_90 PTX
+    instruction: ptxas refuses it for sm_80-89; ROCm has no such launch), a Triton with the gdc helpers, no
+    interpreter."""
+    if not (DECODE_PDL and HAVE_GDC and device.type == "cuda" and torch.version.hip is None):
+        return False
+    if interpreter_enabled():
+        return False
+    return _major(device.index if device.index is not None else torch.cuda.current_device()) >= 9
 
 
 # The fused fold folds the live rows of a row block, a power of two >= seqlen_q · G at a time ("live", the default), or
@@ -441,6 +457,7 @@ def clear_plans():
     _PLANS.clear()
     _DECODE.clear()
     _COMBINE.clear()
+    decode_config.cache_clear()
 
 
 def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> _Plan:
@@ -493,7 +510,8 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> 
                 COMBINE_UNROLL=1, USE_TMA=use_tma, FOLD_ROWS=0)
     if fused:
         fr = fold_rows(M * G, cfg.BLOCK_M, varlen)
-        cons.update(FOLD_ROWS=fr, COMBINE_UNROLL=combine_unroll(fr or cfg.BLOCK_M, BD))
+        # the whole-block fold ("block") keeps its measured unroll cap of 4
+        cons.update(FOLD_ROWS=fr, COMBINE_UNROLL=combine_unroll(fr, BD) if fr else combine_unroll(cfg.BLOCK_M, BD, 4))
     a1 = (*_strides(q), *_strides(k), *_strides(v), *so3, sos, slb, slh, slm, sls)
     a2 = (M, N, max(left, 0), max(right, 0), scale * LOG2E_F, sc_pre, sc_post, HK, D, split_size)
     a3 = (*fst, *flst)
@@ -507,7 +525,7 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> 
             so, sl = (ost[0], ost[1], ost[2]), lst
         cgrid = ((T if varlen else M), (1 if varlen else B) * H, 1)
         ca = (*sp, *sq, *so, *sl, H, S, D)
-        pdl = DECODE_PDL and q.device.type == "cuda" and not interpreter_enabled()
+        pdl = _pdl_ok(q.device)
         ccons = dict(BLOCK_S=min(32, next_pow2(max(S, 1))), BLOCK_D=BD, EVEN_D=BD == D, PDL=pdl)
         if pdl:
             cons["PDL"] = True
@@ -536,7 +554,8 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
     window = tuple(window)
     key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), q.dtype, k.dtype, v.dtype, q.device,
            S, scale, window, softcap, varlen, os.environ.get("TILEFOLD_DECODE_COMBINE", DECODE_COMBINE),
-           os.environ.get("TILEFOLD_DECODE_TMA", "auto"), FOLD_MODE, DECODE_PDL, q.data_ptr() % 16, k.data_ptr() % 16,
+           os.environ.get("TILEFOLD_DECODE_TMA", "auto"), FOLD_MODE, DECODE_PDL, FUSED_MAX_KV_BYTES, q.data_ptr() % 16,
+           k.data_ptr() % 16,
            v.data_ptr() % 16)
     if varlen:
         key += (cu_q.shape, cu_k.shape, cu_q.dtype, cu_k.dtype, cu_q.data_ptr() % 16, cu_k.data_ptr() % 16, int(max_q), int(max_k))
