@@ -13,7 +13,7 @@ output (partial out (S, B, M, H, D) / (S, T, H, D), lse (S, B, H, M) / (S, H, T)
 directly when there is one split. The combine is the same fold one level up: a row's S states are a
 "tile" whose scores are their lse and whose values are their o, folded with ``fold_step`` in
 BLOCK_S chunks (one memory round trip for S <= BLOCK_S instead of S dependent loads), launched as a programmatic
-dependent of the split kernel on CUDA (``DECODE_PDL``: its programs start while the split kernel's last ones run and
+dependent of the split kernel on sm_90+ (``DECODE_PDL``: its programs start while the split kernel's last ones run and
 wait for its results in ``griddepcontrol.wait``); or, with one launch (``fused_combine``), by the last of a row block's
 split programs to finish, over the block's live rows (``fold_rows``), ``combine_unroll`` states per round trip.
 """
@@ -366,7 +366,7 @@ def combine_unroll(block_m: int, block_d: int, cap: int = 16) -> int:
     return max(1, min(cap, (16 * 128 * 4) // (block_m * block_d)))
 
 
-# The combine kernel as a programmatic dependent launch of the split kernel (CUDA, not the interpreter): its launch and
+# The combine kernel as a programmatic dependent launch of the split kernel (NVIDIA sm_90+, see _pdl_ok): its launch and
 # program start overlap the split kernel's tail. TILEFOLD_DECODE_PDL=0 (read at import) launches it plainly.
 DECODE_PDL = os.environ.get("TILEFOLD_DECODE_PDL", "1") != "0"
 
@@ -457,7 +457,7 @@ def clear_plans():
     _PLANS.clear()
     _DECODE.clear()
     _COMBINE.clear()
-    decode_config.cache_clear()
+    getattr(decode_config, "cache_clear", lambda: None)()  # sweeps may have replaced it by a plain function
 
 
 def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> _Plan:
@@ -554,9 +554,8 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
     window = tuple(window)
     key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), q.dtype, k.dtype, v.dtype, q.device,
            S, scale, window, softcap, varlen, os.environ.get("TILEFOLD_DECODE_COMBINE", DECODE_COMBINE),
-           os.environ.get("TILEFOLD_DECODE_TMA", "auto"), FOLD_MODE, DECODE_PDL, FUSED_MAX_KV_BYTES, q.data_ptr() % 16,
-           k.data_ptr() % 16,
-           v.data_ptr() % 16)
+           os.environ.get("TILEFOLD_DECODE_TMA", "auto"), FOLD_MODE, DECODE_PDL, FUSED_MAX_KV_BYTES,
+           q.data_ptr() % 16, k.data_ptr() % 16, v.data_ptr() % 16)
     if varlen:
         key += (cu_q.shape, cu_k.shape, cu_q.dtype, cu_k.dtype, cu_q.data_ptr() % 16, cu_k.data_ptr() % 16, int(max_q), int(max_k))
     plan = _PLANS.get(key)
