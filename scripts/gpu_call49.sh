@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Next device call (prepared 2026-12-04, fourth session; its last 200 s ran the decode suite and 23 fp32 backward cases, see results/gpu-tier-2026-12-04-call48-*). What has not run on the GPU on
+# Device call 49, for the next session (prepared 2026-12-04, fourth session, whose call 48, its last 200 s, ran the decode suite and 23 fp32 backward cases, see results/gpu-tier-2026-12-04-call48-*). What has not run on the GPU on
 # the final code: (1) decode's test_options_and_strides_change_between_calls (cut by calls 45/47's tier limits; passed in
 # call 46, its path has no PDL), the whole decode suite again after the review fixes (PDL gate, plan key); (2) the five
 # fp32 GLA tests that hit calls 41/42's limits (GLA code unchanged since 2026-12-03); (3) the varlen / Triton-kernel
