@@ -226,8 +226,14 @@ def test_pdl_only_on_sm90_cuda(monkeypatch):
     assert not K._pdl_ok(cuda0)
 
 
-def test_block_fold_keeps_its_unroll():
+def test_block_fold_keeps_its_unroll(monkeypatch):
     """FOLD_MODE 'block' (the whole row block at once, the 2026-12-03 fold) keeps its cap of 4 states per round trip;
-    the live-row fold may take up to 16."""
+    the live-row fold takes the live rows (seqlen_q · G = 4 here) and up to 16 states per round trip."""
     assert K.combine_unroll(16, 64, 4) == 4 and K.combine_unroll(16, 32, 4) == 4
     assert K.combine_unroll(4, 128) == 16 and K.combine_unroll(16, 128) == 4 and K.combine_unroll(64, 128) == 1
+    monkeypatch.setenv("TILEFOLD_DECODE_COMBINE", "fused")
+    q, k, v = torch.randn(2, 1, 8, 64), torch.randn(2, 300, 2, 64), torch.randn(2, 300, 2, 64)
+    for mode, rows, unroll in (("block", 0, 4), ("live", 4, 16)):
+        monkeypatch.setattr(K, "FOLD_MODE", mode)
+        plan = K._make_plan(q, k, v, 5, 0.125, (-1, -1), 0.0, None, None, None, None)
+        assert plan.fused and plan.cons["FOLD_ROWS"] == rows and plan.cons["COMBINE_UNROLL"] == unroll, plan.cons
