@@ -532,34 +532,28 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
     _preprocess(out, dout, lse, dlse, delta, lse2, (*_strides(out), *_strides(dout), slb, slh, slm), cuq,
                 (M, H, D, dlse_plane), dict(BLOCK_M=PRE_M, BLOCK_D=BD, IS_VARLEN=varlen, HAS_DLSE=dlse is not None,
                                             EXACT_DELTA=exact), (cdiv(M, PRE_M), B * H, 1))
-    if not triton_kernels:
-        # Hopper: dK / dV and dQ from the warp-specialized Gluon kernels (backward_sm90.py); Triton's scratch
-        # allocator set as on the Triton path (the host-descriptor kernels need none today; a contextvar write)
+    if triton_kernels:
+        LOG2E = 1.4426950408889634
+        if softcap > 0:
+            sc_pre, sc_post = softmax_scale / softcap, softcap * LOG2E
+        else:
+            sc_pre, sc_post = 0.0, 0.0
+        common = dict(IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0, HAS_SOFTCAP=softcap > 0,
+                      EVEN_D=BD == D, DOT_PREC=_cfg.dot_precision(q.dtype), BLOCK_D=BD,
+                      COMPENSATED=exact, SEP_DLSE=sep_dlse, LPT=_cfg.lpt_order(left, right, varlen))
+        scal = (cuq, cuk, M, N, shift_extra, max(left, 0), max(right, 0),
+                softmax_scale, softmax_scale * LOG2E, sc_pre, sc_post,
+                as_int32(seed), as_int32(seed >> 32), as_int32(offset), dropout_threshold(dropout_p),
+                1.0 / (1.0 - dropout_p))
+        common["HAS_DROPOUT"] = dropout_p > 0
+        # dK, dV: key blocks of BLOCK_N (the long side), query tiles of BLOCK_M; split over halves of the
+        # head dim when the config asks (not for fp32: its exact delta needs dP as one dot, see the
+        # preprocess kernel; and not below 16 columns per half, the smallest dot)
+        split = cfg.dkdv_split_d if not exact and BD // max(cfg.dkdv_split_d, 1) >= 16 else 1
+    if not triton_kernels or cfg.use_tma or qcfg.use_tma:
+        # Triton's scratch allocator for descriptor kernels (the Gluon kernels' host descriptors need none today;
+        # a contextvar write)
         ensure_allocator()
-        _sm90.attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, softmax_scale=softmax_scale, window=window,
-                                  dropout_p=dropout_p, seed=seed, offset=offset)
-        _sm90.attention_dq_sm90(q, k, v, dout, lse2, delta, dq, softmax_scale=softmax_scale, window=window,
-                                dropout_p=dropout_p, seed=seed, offset=offset)
-        return dq, dk, dv
-    LOG2E = 1.4426950408889634
-    if softcap > 0:
-        sc_pre, sc_post = softmax_scale / softcap, softcap * LOG2E
-    else:
-        sc_pre, sc_post = 0.0, 0.0
-    common = dict(IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0, HAS_SOFTCAP=softcap > 0,
-                  EVEN_D=BD == D, DOT_PREC=_cfg.dot_precision(q.dtype), BLOCK_D=BD,
-                  COMPENSATED=exact, SEP_DLSE=sep_dlse, LPT=_cfg.lpt_order(left, right, varlen))
-    scal = (cuq, cuk, M, N, shift_extra, max(left, 0), max(right, 0),
-            softmax_scale, softmax_scale * LOG2E, sc_pre, sc_post,
-            as_int32(seed), as_int32(seed >> 32), as_int32(offset), dropout_threshold(dropout_p),
-            1.0 / (1.0 - dropout_p))
-    common["HAS_DROPOUT"] = dropout_p > 0
-    if cfg.use_tma or qcfg.use_tma:
-        ensure_allocator()
-    # dK, dV: key blocks of BLOCK_N (the long side), query tiles of BLOCK_M; split over halves of the
-    # head dim when the config asks (not for fp32: its exact delta needs dP as one dot, see the
-    # preprocess kernel; and not below 16 columns per half, the smallest dot)
-    split = cfg.dkdv_split_d if not exact and BD // max(cfg.dkdv_split_d, 1) >= 16 else 1
     if gluon_dkdv:
         # Hopper: dK / dV from the warp-specialized Gluon kernel (backward_sm90.py)
         _sm90.attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, softmax_scale=softmax_scale, window=window,
@@ -570,14 +564,14 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
     if gluon_dq:
         _sm90.attention_dq_sm90(q, k, v, dout, lse2, delta, dq, softmax_scale=softmax_scale, window=window,
                                 dropout_p=dropout_p, seed=seed, offset=offset)
-        return dq, dk, dv
-    # dQ: query blocks of qcfg.BLOCK_M rows, key tiles of qcfg.BLOCK_N
-    attention_bwd_dq_kernel[(cdiv(M, qcfg.BLOCK_M), B * H)](
-        q, k, v, dout, lse2, delta, dq,
-        *_strides(q), *_strides(k), *_strides(v), *_strides(dout), slb, slh, slm,
-        *_strides(dq), *scal, H, H // HK, D, dlse_plane,
-        BLOCK_M=qcfg.BLOCK_M, BLOCK_N=qcfg.BLOCK_N, USE_TMA=qcfg.use_tma and descriptors_ok,
-        num_warps=qcfg.num_warps, num_stages=qcfg.num_stages, **common)
+    else:
+        # dQ: query blocks of qcfg.BLOCK_M rows, key tiles of qcfg.BLOCK_N
+        attention_bwd_dq_kernel[(cdiv(M, qcfg.BLOCK_M), B * H)](
+            q, k, v, dout, lse2, delta, dq,
+            *_strides(q), *_strides(k), *_strides(v), *_strides(dout), slb, slh, slm,
+            *_strides(dq), *scal, H, H // HK, D, dlse_plane,
+            BLOCK_M=qcfg.BLOCK_M, BLOCK_N=qcfg.BLOCK_N, USE_TMA=qcfg.use_tma and descriptors_ok,
+            num_warps=qcfg.num_warps, num_stages=qcfg.num_stages, **common)
     return dq, dk, dv
 
 
