@@ -7,15 +7,14 @@ stdout and in $OUT/decode-fold.jsonl."""
 import json
 import os
 import sys
-import time
 
 import torch
-import torch.nn.functional as F
 import triton.testing
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from tilefold.ops.decode import kernel as K
 from tilefold.ops.decode import split_kv_attention
+
+from bench_timing import cudnn_gqa as cudnn, graph_us
 
 H, HK, D = 32, 8, 128
 OUT = os.environ.get("OUT")
@@ -32,36 +31,6 @@ def emit(**r):
 
 def tf(q, k, v):
     return split_kv_attention(q, k, v, num_splits=0, softmax_scale=D ** -0.5, window=(-1, -1), softcap=0.0)[0]
-
-
-def cudnn(q, k, v):
-    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-        return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                              enable_gqa=True).transpose(1, 2)
-
-
-def loop_us(fn, n=200):
-    fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / n * 1e6
-
-
-def graph_us(fn, n=200):
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    us = loop_us(g.replay, n)
-    del g
-    return round(us, 2)
 
 
 def mode(name):

@@ -15,24 +15,13 @@ import io
 import json
 import os
 import pstats
-import time
 
 import torch
 
 import tilefold
 from tilefold.ops.attention import function as F
 
-
-def per_call(fn, n=200, warm=20):
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    t1 = time.perf_counter()
-    torch.cuda.synchronize()
-    return round((t1 - t0) / n * 1e6, 1)
+from bench_timing import host_us as per_call
 
 
 def profile(fn, n=200):

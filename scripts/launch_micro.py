@@ -14,7 +14,6 @@ Then one training step's pieces at the same shape: fwd+bwd with grad, through ti
 Writes $OUT/launch-micro.json."""
 import json
 import os
-import time
 
 import torch
 
@@ -22,17 +21,11 @@ import tilefold
 from tilefold.ops.attention import forward_sm90 as F
 from tilefold.ops.common import launch
 
+from bench_timing import host_us
+
 
 def per_call(fn, n=300, warm=20):
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    t1 = time.perf_counter()
-    torch.cuda.synchronize()
-    return round((t1 - t0) / n * 1e6, 2)
+    return host_us(fn, n, warm, digits=2)
 
 
 def main():
