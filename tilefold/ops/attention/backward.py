@@ -22,7 +22,7 @@ from ..common.fold import LOG2E, score_transform
 from ..common.masks import block_order, key_tiles, query_tiles, sequence_bounds, visible
 from ..common import launch as _launch
 from ..common.host import cdiv
-from ..common.philox import as_int32, dropout_keep, dropout_threshold
+from ..common.philox import dropout_args, dropout_keep
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 
 
@@ -542,9 +542,7 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
                       EVEN_D=BD == D, DOT_PREC=_cfg.dot_precision(q.dtype), BLOCK_D=BD,
                       COMPENSATED=exact, SEP_DLSE=sep_dlse, LPT=_cfg.lpt_order(left, right, varlen))
         scal = (cuq, cuk, M, N, shift_extra, max(left, 0), max(right, 0),
-                softmax_scale, softmax_scale * LOG2E, sc_pre, sc_post,
-                as_int32(seed), as_int32(seed >> 32), as_int32(offset), dropout_threshold(dropout_p),
-                1.0 / (1.0 - dropout_p))
+                softmax_scale, softmax_scale * LOG2E, sc_pre, sc_post, *dropout_args(dropout_p, seed, offset))
         common["HAS_DROPOUT"] = dropout_p > 0
         # dK, dV: key blocks of BLOCK_N (the long side), query tiles of BLOCK_M; split over halves of the
         # head dim when the config asks (not for fp32: its exact delta needs dP as one dot, see the

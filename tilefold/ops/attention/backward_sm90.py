@@ -77,7 +77,7 @@ from ..common.host import cdiv
 from ..common.launch import LaunchCache, PLANS_MAX, int_class, plain_descriptor
 from .forward_sm90 import _major, _plan_descs, _rows_view, _smem_layout, _smem_layout3, _view_spec
 from ..common.masks import query_tiles
-from ..common.philox import as_int32, dropout_threshold
+from ..common.philox import dropout_args
 if HAVE_GLUON:
     from ..common.philox import dropout_keep_gl
     from .forward_sm90 import _key_range, _mask_if_cut, _tma_rows, _ws_loader
@@ -832,12 +832,6 @@ def _dq_layout_ok(q, k, v, dout) -> bool:
     return _views_ok(q, k, v, dout) and _dq_batches_ok(q, k)
 
 
-def _drop_args(dropout_p, seed, offset):
-    """(seed_lo, seed_hi, offset, threshold, 1 / (1 - p)): the forward's Philox key and keep threshold."""
-    return (as_int32(seed), as_int32(seed >> 32), as_int32(offset), dropout_threshold(dropout_p),
-            1.0 / (1.0 - dropout_p))
-
-
 class _BwdPlan:
     """What a dK/dV or dQ launch needs besides the tensors, for one call shape."""
     __slots__ = ("grid", "descs", "ints", "consts", "kernel")
@@ -907,14 +901,13 @@ def _launch(kind, planner, tensors, outs, lse2, delta, *, softmax_scale, window,
             _PLANS.clear()
         plan = _PLANS[key] = planner(q, k, v, dout, lse2, *outs, softmax_scale, window, dropout_p > 0)
     descs = tuple(plain_descriptor(TensorDescriptor, t, *d) for t, d in zip(tensors, plan.descs))
-    drop = _drop_args(dropout_p, seed, offset)
+    drop = dropout_args(dropout_p, seed, offset)
     args = descs + (lse2, delta) + tuple(outs) + plan.ints + drop
     if launch.DIRECT_GLUON:
         cache = _LAUNCHES.get(plan.kernel)
         if cache is None:
             cache = _LAUNCHES[plan.kernel] = LaunchCache(plan.kernel)
-        cache.launch((key, int_class(drop[0]), int_class(drop[1]), int_class(drop[2]), int_class(drop[3]),
-                      lse2.data_ptr() % 16 == 0, delta.data_ptr() % 16 == 0) +
+        cache.launch((key, *map(int_class, drop[:4]), lse2.data_ptr() % 16 == 0, delta.data_ptr() % 16 == 0) +
                      tuple(o.data_ptr() % 16 == 0 for o in outs), plan.grid, args, plan.consts, num_warps=4)
     else:
         plan.kernel[plan.grid](*args, **plan.consts, num_warps=4)

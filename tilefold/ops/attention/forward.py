@@ -16,7 +16,7 @@ from . import forward_sm90 as _sm90
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
 from ..common.masks import block_order, key_tiles, sequence_bounds, visible
 from ..common.host import cdiv
-from ..common.philox import as_int32, dropout_keep, dropout_threshold
+from ..common.philox import dropout_args, dropout_keep
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 
 
@@ -270,8 +270,7 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
         M, N, shift_extra, max(left, 0), max(right, 0),
         softmax_scale * LOG2E, sc_pre, sc_post,
         H, H // HK, D, split_size,
-        as_int32(seed), as_int32(seed >> 32), as_int32(offset), dropout_threshold(dropout_p),
-        1.0 / (1.0 - dropout_p), P, sp[0], sp[1], sp[2],
+        *dropout_args(dropout_p, seed, offset), P, sp[0], sp[1], sp[2],
         BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=BD,
         IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0,
         HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D, IS_SPLIT=split,

@@ -63,7 +63,7 @@ import os
 from ..common import launch
 from ..common.host import cdiv
 from ..common.launch import LaunchCache, PLANS_MAX, int_class, plain_descriptor
-from ..common.philox import as_int32, dropout_threshold
+from ..common.philox import dropout_args
 if HAVE_GLUON:
     from ..common.philox import dropout_keep_gl
 
@@ -656,11 +656,9 @@ def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0,
     lse = torch.empty(plan.lse_shape, device=q.device, dtype=torch.float32)
     args = (descs[0], descs[1], descs[2], out, lse) + plan.ints
     if ws:
-        drop = (as_int32(seed), as_int32(seed >> 32), as_int32(offset), dropout_threshold(dropout_p),
-                1.0 / (1.0 - dropout_p))
+        drop = dropout_args(dropout_p, seed, offset)
         if launch.DIRECT_GLUON:
-            _FWD_LAUNCH.launch((key, int_class(drop[0]), int_class(drop[1]), int_class(drop[2]),
-                                int_class(drop[3])), plan.grid, args + drop, plan.consts, num_warps=4)
+            _FWD_LAUNCH.launch((key, *map(int_class, drop[:4])), plan.grid, args + drop, plan.consts, num_warps=4)
         else:
             attention_fwd_sm90_ws_kernel[plan.grid](*args, *drop, **plan.consts, num_warps=4)
     else:

@@ -122,6 +122,13 @@ def dropout_threshold(p: float) -> int:
     return min(int(round(p * 65536.0)), 65535) if p > 0 else 0
 
 
+def dropout_args(dropout_p: float, seed: int, offset: int) -> tuple:
+    """The dropout kernel arguments every attention kernel takes, in order: the Philox key (seed low / high 32 bits
+    and the offset, as int32 bit patterns), the 16-bit keep threshold and the kept values' scale 1 / (1 - p)."""
+    return (as_int32(seed), as_int32(seed >> 32), as_int32(offset), dropout_threshold(dropout_p),
+            1.0 / (1.0 - dropout_p))
+
+
 def as_int32(x: int) -> int:
     """A uint32 value as the signed int32 with the same bits (kernel arguments stay i32)."""
     x &= _MASK32
