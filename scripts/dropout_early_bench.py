@@ -34,8 +34,11 @@ def run(variant, causal, p, S):
 
 def warm(spec):
     variant, causal = spec
-    run(variant, causal, 0.1, 256)()
-    torch.cuda.synchronize()
+    try:
+        run(variant, causal, 0.1, 256)()
+        torch.cuda.synchronize()
+    except Exception as ex:  # noqa: BLE001 - report and go on
+        return f"warm {spec}: ERROR {str(ex)[:1500]}"
     return f"warm {spec}"
 
 
@@ -73,8 +76,12 @@ if __name__ == "__main__":
                         return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, dropout_p=p)
             else:
                 fn = run(vr, causal, p, S)
-                if p > 0:
+                try:
                     o = fn()
+                except Exception as ex:  # noqa: BLE001 - report and go on
+                    print(json.dumps(dict(variant=vr, causal=causal, p=p, error=str(ex)[:1500])), flush=True)
+                    continue
+                if p > 0:
                     o = o[0] if isinstance(o, tuple) else o
                     if ref is None:
                         ref = o

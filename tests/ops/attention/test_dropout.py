@@ -238,3 +238,64 @@ def test_no_quadratic_memory_gpu():
     # an M x N fp32 buffer at 8192 would be 8 heads * 256 MB; linear growth doubles the peak at most (+slack)
     assert peaks[1] <= 2.2 * peaks[0]
     assert peaks[1] < 8 * 8192 * 8192 // 4
+
+
+def _dropout_kernels():
+    from tilefold.ops.attention import backward, backward_sm90, forward, forward_sm90
+    ks = [forward.attention_fwd_kernel, backward.attention_bwd_dkdv_kernel, backward.attention_bwd_dq_kernel]
+    if forward_sm90.HAVE_GLUON:
+        ks += [forward_sm90.attention_fwd_sm90_ws_kernel, backward_sm90.attention_bwd_dkdv_sm90_kernel,
+               backward_sm90.attention_bwd_dq_sm90_kernel, backward_sm90.attention_bwd_dkdv_sm90_hd256_kernel]
+    return ks
+
+
+def test_rng_arguments_are_never_specialized():
+    """Triton makes an int argument equal to 1 a constant; torch.manual_seed(1) (seed_lo = 1), a generator's second
+    call (offset 1) and p = 1/65536 (threshold 1) give such values, and the kernels call .to() on them (a compile
+    error on the GPU, call 49). Every kernel that takes the dropout integers must leave them unspecialized."""
+    from tilefold.ops.common.philox import RNG_ARGS
+    for kern in _dropout_kernels():
+        if hasattr(kern, "params"):  # JITFunction
+            names = {p.name for p in kern.params if p.do_not_specialize}
+        else:  # the interpreter's wrapper keeps the decorator's arguments
+            names = set(kern.kwargs.get("do_not_specialize") or ())
+        assert set(RNG_ARGS) <= names, kern
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("state", [(1, 0, 0.2), (0, 1, 0.2), (1 << 32, 0, 0.2), (5, 3, 1 / 65536)],
+                         ids=["seed1", "offset1", "seedhi1", "threshold1"])
+@pytest.mark.parametrize("D", [128, 96], ids=["hd128", "hd96"])
+def test_rng_values_equal_to_one_gpu(state, D):
+    """Seeds / offsets / thresholds equal to 1 on every kernel (hd128 batch 2 takes the Hopper Gluon kernels,
+    hd96 the Triton ones): the mask is the torch mirror's (decoded from S_dmask), out and gradients follow it."""
+    seed, offset, p = state
+    gen = torch.cuda.default_generators[torch.cuda.current_device()]
+    torch.manual_seed(0)
+    q = torch.randn(2, 256, 4, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    k = torch.randn(2, 384, 2, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    v = torch.randn_like(k, requires_grad=True)
+
+    def call(**kw):
+        gen.manual_seed(seed)
+        gen.set_offset(4 * offset)
+        return tilefold.attention(q, k, v, dropout_p=p, causal=True, **kw)
+    out, lse, S = call(return_attn_probs=True)
+    out2 = call()
+    assert torch.equal(out, out2)
+    do = torch.randn_like(out)
+    g = torch.autograd.grad(out2, (q, k, v), do)
+    bh = torch.arange(2 * 4, device="cuda").view(2, 4, 1, 1)
+    rows = torch.arange(256, device="cuda").view(-1, 1)
+    cols = torch.arange(384, device="cuda").view(1, -1)
+    keep_ref = dropout_keep_torch(seed, offset, bh, rows, cols, dropout_threshold(p))
+    visible = cols <= rows + 128  # causal, bottom-right aligned
+    keep = ~torch.signbit(S)
+    assert torch.equal(keep[..., visible], keep_ref.expand_as(keep)[..., visible])
+    ref, _ = attention_ref(q, k, v, dropout_p=p, keep=keep, causal=True)
+    low, _ = attention_ref(q, k, v, dropout_p=p, keep=keep, causal=True, compute_dtype=torch.bfloat16)
+    _check(out, ref, low)
+    rg = torch.autograd.grad(ref, (q, k, v), do.double())
+    lg = torch.autograd.grad(low, (q, k, v), do)
+    for a, r, lo in zip(g, rg, lg):
+        _check(a, r, lo)

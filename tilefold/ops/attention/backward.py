@@ -22,7 +22,7 @@ from ..common.fold import LOG2E, score_transform
 from ..common.masks import block_order, key_tiles, query_tiles, sequence_bounds, visible
 from ..common import launch as _launch
 from ..common.host import cdiv
-from ..common.philox import dropout_args, dropout_keep
+from ..common.philox import RNG_ARGS, dropout_args, dropout_keep
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 
 
@@ -217,7 +217,7 @@ def _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_
     return dk, dv, dkc, dvc
 
 
-@triton.jit
+@triton.jit(do_not_specialize=RNG_ARGS)
 def attention_bwd_dkdv_kernel(
     Q, K, V, DO, LSE2, DELTA, DK, DV,
     stride_qb, stride_qm, stride_qh,
@@ -380,7 +380,7 @@ def _dq_tiles(dq, dqc, q, do, lse2, delta, dl, k_ptrs, v_ptrs, k_desc, v_desc, s
     return dq, dqc
 
 
-@triton.jit
+@triton.jit(do_not_specialize=RNG_ARGS)
 def attention_bwd_dq_kernel(
     Q, K, V, DO, LSE2, DELTA, DQ,
     stride_qb, stride_qm, stride_qh,

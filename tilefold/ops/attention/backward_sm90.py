@@ -77,7 +77,7 @@ from ..common.host import cdiv
 from ..common.launch import LaunchCache, PLANS_MAX, int_class, plain_descriptor
 from .forward_sm90 import _major, _plan_descs, _rows_view, _smem_layout, _smem_layout3, _view_spec
 from ..common.masks import query_tiles
-from ..common.philox import dropout_args
+from ..common.philox import RNG_ARGS, dropout_args
 if HAVE_GLUON:
     from ..common.philox import dropout_keep_gl
     from .forward_sm90 import _key_range, _mask_if_cut, _tma_rows, _ws_loader
@@ -252,7 +252,7 @@ if HAVE_GLUON:
         _store_keys(dk, DK, b, hk, nw, 0, stride_dkb, stride_dkn, stride_dkh, seqlen_k, WN, HEAD_D, o_layout)
         _store_keys(dv, DV, b, hk, nw, 0, stride_dvb, stride_dvn, stride_dvh, seqlen_k, WN, HEAD_D, o_layout)
 
-    @gluon.jit
+    @gluon.jit(do_not_specialize=RNG_ARGS)
     def attention_bwd_dkdv_sm90_kernel(
         q_desc, k_desc, v_desc, do_desc, LSE2, DELTA, DK, DV,
         stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh, stride_dvb, stride_dvn, stride_dvh,
@@ -405,7 +405,7 @@ if HAVE_GLUON:
             + gl.expand_dims(rows.to(gl.int64) * stride_qm, 1) + gl.expand_dims(cols, 0)
         gl.store(ptrs, dq.to(DQ.dtype.element_ty), mask=gl.expand_dims(rows < seqlen_q, 1))
 
-    @gluon.jit
+    @gluon.jit(do_not_specialize=RNG_ARGS)
     def attention_bwd_dq_sm90_kernel(
         q_desc, k_desc, v_desc, do_desc, LSE2, DELTA, DQ,
         stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
@@ -596,7 +596,7 @@ if HAVE_GLUON:
                     o_layout)
         _store_keys(dv, DV, b, hk, n0, HALF, stride_dvb, stride_dvn, stride_dvh, seqlen_k, WN, HALF, o_layout)
 
-    @gluon.jit
+    @gluon.jit(do_not_specialize=RNG_ARGS)
     def attention_bwd_dkdv_sm90_hd256_kernel(
         q_desc, k_desc, v_desc, do_desc, LSE2, DELTA, DK, DV,
         stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh, stride_dvb, stride_dvn, stride_dvh,

@@ -16,7 +16,7 @@ from . import forward_sm90 as _sm90
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
 from ..common.masks import block_order, key_tiles, sequence_bounds, visible
 from ..common.host import cdiv
-from ..common.philox import dropout_args, dropout_keep
+from ..common.philox import RNG_ARGS, dropout_args, dropout_keep
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 
 
@@ -59,7 +59,7 @@ def _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stri
     return acc, l_i, m_i
 
 
-@triton.jit
+@triton.jit(do_not_specialize=RNG_ARGS)
 def attention_fwd_kernel(
     Q, K, V, O, LSE,
     stride_qb, stride_qm, stride_qh,

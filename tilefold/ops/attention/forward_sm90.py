@@ -63,7 +63,7 @@ import os
 from ..common import launch
 from ..common.host import cdiv
 from ..common.launch import LaunchCache, PLANS_MAX, int_class, plain_descriptor
-from ..common.philox import dropout_args
+from ..common.philox import RNG_ARGS, dropout_args
 if HAVE_GLUON:
     from ..common.philox import dropout_keep_gl, dropout_pick_gl, dropout_words_gl
 
@@ -392,7 +392,7 @@ if HAVE_GLUON:
         _store_rows(acc, l_i, m_i, O, LSE, b, h, r0, offs_m, seqlen_q, stride_ob, stride_om, stride_oh,
                     stride_lb, stride_lh, drop_rscale, WG_M, HEAD_D, row_o, col_o, HAS_DROPOUT)
 
-    @gluon.jit
+    @gluon.jit(do_not_specialize=RNG_ARGS)
     def attention_fwd_sm90_ws_kernel(
         q_desc, k_desc, v_desc, O, LSE,
         stride_ob, stride_om, stride_oh, stride_lb, stride_lh,

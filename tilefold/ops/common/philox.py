@@ -19,6 +19,10 @@ _M1 = 0xCD9E8D57
 _W0 = 0x9E3779B9
 _W1 = 0xBB67AE85
 ROUNDS = 7
+# the kernels' dropout integer arguments, never specialized: Triton turns an int argument equal to 1 into a
+# constant, and torch.manual_seed(1) gives seed_lo = 1, the generator's second call offset 1 (p = 1/65536 a
+# threshold of 1) — a constant there would recompile the kernel, and the helpers below call .to() on them
+RNG_ARGS = ("seed_lo", "seed_hi", "rng_offset", "drop_thr")
 
 
 @triton.jit
