@@ -22,7 +22,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: E4
 _BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 
 
-def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=None, stages=None, ws=False, regs=232, pingpong=True, dropout=False, kv3d=False, early_rng=False):
+def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=None, stages=None, ws=False, regs=232, pingpong=True, dropout=False, kv3d=False):
     bn, st = F._config(D)
     bn, st = block_n or bn, stages or st
     gdt = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
@@ -43,7 +43,6 @@ def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=N
         cons["PINGPONG"] = pingpong
         cons["HAS_DROPOUT"] = dropout
         cons["KV3D"] = kv3d
-        cons["EARLY_RNG"] = early_rng
         cons["KV_LAYOUT"] = gl.NVMMASharedLayout.get_default_for([bn, D], gdt) if kv3d else None
     sig = {}
     for n in params:
@@ -90,10 +89,9 @@ if __name__ == "__main__":
     ap.add_argument("--regs", type=int, default=232)
     ap.add_argument("--no-pingpong", action="store_true")
     ap.add_argument("--dropout", action="store_true")
-    ap.add_argument("--early-rng", type=int, default=0, help="dropout's Philox rounds before (1) / after (2) the score wait")
     ap.add_argument("--kv3d", action="store_true", help="K / V through rank-3 descriptors (ragged seqlen_k, batch > 1)")
     a = ap.parse_args()
-    k, sass, res = compile_fwd(a.d, a.causal, a.left, block_n=a.block_n, stages=a.stages, ws=a.ws, regs=a.regs, pingpong=not a.no_pingpong, dropout=a.dropout, kv3d=a.kv3d, early_rng=a.early_rng)
+    k, sass, res = compile_fwd(a.d, a.causal, a.left, block_n=a.block_n, stages=a.stages, ws=a.ws, regs=a.regs, pingpong=not a.no_pingpong, dropout=a.dropout, kv3d=a.kv3d)
     print(res.strip().splitlines()[-1] if res.strip() else "")
     print("shared", k.metadata.shared, "spills LDL/STL", len(re.findall(r"\b(?:LDL|STL)\b", sass)))
     if a.dump:

@@ -1,4 +1,5 @@
-"""Forward with dropout on the Gluon kernel: where the Philox rounds run (forward_sm90.EARLY_RNG: 0 after the
+"""(Experiment of call 49, 2026-12-04 fifth session; the EARLY_RNG switch it sets was removed afterwards, see
+benchmarks/NOTES.md "Where the Philox rounds run": no variant gained.) Forward with dropout on the Gluon kernel: where the Philox rounds run (forward_sm90.EARLY_RNG: 0 after the
 softmax, 1 / 2 issued with the tile's products, 3 behind a no-op barrier wait) x consumer registers, against p = 0
 and SDPA-flash in the same process; bf16 B2 H16 hd128, causal and not. Each variant's output is compared bitwise
 with EARLY_RNG = 0's (same seed), so a variant that changes the mask shows up as a mismatch.

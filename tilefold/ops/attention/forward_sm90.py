@@ -65,7 +65,7 @@ from ..common.host import cdiv
 from ..common.launch import LaunchCache, PLANS_MAX, int_class, plain_descriptor
 from ..common.philox import RNG_ARGS, dropout_args
 if HAVE_GLUON:
-    from ..common.philox import dropout_keep_gl, dropout_pick_gl, dropout_words_gl
+    from ..common.philox import dropout_keep_gl
 
 LOG2E = 1.4426950408889634
 BLOCK_M = 128
@@ -309,7 +309,7 @@ if HAVE_GLUON:
                      seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, bh,
                      WG: gl.constexpr, WG_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_D: gl.constexpr,
                      STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr, PINGPONG: gl.constexpr,
-                     HAS_DROPOUT: gl.constexpr, EARLY_RNG: gl.constexpr):
+                     HAS_DROPOUT: gl.constexpr):
         """One warpgroup: rows [m0 + WG·WG_M, + WG_M) of the block; the loop of the non-specialized kernel,
         releasing each K slot after its scores and each V slot after its P·V."""
         dtype: gl.constexpr = q_smem.dtype
@@ -358,15 +358,7 @@ if HAVE_GLUON:
                 o_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)
                 if PINGPONG:
                     mbarrier.arrive(pp_bar.index(1 - WG), count=1)
-                if HAS_DROPOUT and EARLY_RNG == 3:
-                    mbarrier.wait(q_bar.index(WG), 0)
-                if HAS_DROPOUT and (EARLY_RNG == 1 or EARLY_RNG == 3):  # the Philox rounds under this warpgroup's own products
-                    w0, w1, w2, w3 = dropout_words_gl(seed_lo, seed_hi, rng_offset, bh, gl.expand_dims(offs_m, 1), n,
-                                                      gl.expand_dims(offs_n0, 0))
                 s = warpgroup_mma_wait(1, deps=(s_tok,))
-                if HAS_DROPOUT and EARLY_RNG == 2:
-                    w0, w1, w2, w3 = dropout_words_gl(seed_lo, seed_hi, rng_offset, bh, gl.expand_dims(offs_m, 1), n,
-                                                      gl.expand_dims(offs_n0, 0))
                 gl.thread_barrier()
                 mbarrier.arrive(k_empty.index(slot), count=1)
                 s = _mask_if_cut(s, offs_m, n, offs_n0, r0, last_row, seqlen_k, shift, win_left, win_right,
@@ -377,12 +369,8 @@ if HAVE_GLUON:
                 mbarrier.arrive(v_empty.index(prev), count=1)
                 acc = acc * gl.expand_dims(gl.convert_layout(alpha, row_o), 1)
                 if HAS_DROPOUT:
-                    if EARLY_RNG:
-                        keep = dropout_pick_gl(w0, w1, w2, w3, gl.expand_dims(offs_m, 1), gl.expand_dims(offs_n0, 0),
-                                               drop_thr)
-                    else:
-                        keep = dropout_keep_gl(seed_lo, seed_hi, rng_offset, bh, gl.expand_dims(offs_m, 1), n,
-                                               gl.expand_dims(offs_n0, 0), drop_thr)
+                    keep = dropout_keep_gl(seed_lo, seed_hi, rng_offset, bh, gl.expand_dims(offs_m, 1), n,
+                                           gl.expand_dims(offs_n0, 0), drop_thr)
                     p = gl.where(keep, p, qk_scale * 0.0)
                 p_op = gl.convert_layout(p.to(dtype), p_layout)
             last = num_tiles - 1
@@ -401,7 +389,7 @@ if HAVE_GLUON:
         BLOCK_N: gl.constexpr, HEAD_D: gl.constexpr, STAGES: gl.constexpr,
         HAS_LO: gl.constexpr, HAS_HI: gl.constexpr, CONSUMER_REGS: gl.constexpr, PINGPONG: gl.constexpr,
         HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr, KV3D: gl.constexpr = False,
-        KV_LAYOUT: gl.constexpr = None, EARLY_RNG: gl.constexpr = False,
+        KV_LAYOUT: gl.constexpr = None,
     ):
         """Warp-specialized variant: two consumer warpgroups (the default partition and a 4-warp worker)
         of WG_M = 64 rows each, and a 1-warp TMA loader; no CTA-wide barrier in the loop, so the two
@@ -449,12 +437,12 @@ if HAVE_GLUON:
                             stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
                             seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
                             seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
-                            0, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT, EARLY_RNG)),
+                            0, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT)),
             (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
                             stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
                             seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
                             seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
-                            1, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT, EARLY_RNG)),
+                            1, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT)),
             (_ws_loader, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, b, n_lo, seqlen_k,
                           kv_col, num_tiles, BLOCK_N, STAGES, KV3D)),
         ], [4, 1], [CONSUMER_REGS, 24])
@@ -584,9 +572,6 @@ DROPOUT = os.environ.get("TILEFOLD_FWD_SM90_DROPOUT", "1") == "1"
 _PP_ENV = os.environ.get("TILEFOLD_FWD_SM90_PINGPONG", "auto")
 PINGPONG = None if _PP_ENV == "auto" else _PP_ENV == "1"
 PINGPONG_DIMS = (128,)  # head dims that ping-pong under "auto"
-# dropout's Philox rounds for tile t issued right after tile t's products instead of after its softmax (the
-# per-element pick and select stay after it); "0" restores the late order for comparison
-EARLY_RNG = os.environ.get("TILEFOLD_FWD_SM90_EARLY_RNG", "1") == "1"
 
 
 class _FwdPlan:
@@ -638,7 +623,7 @@ def _fwd_plan(q, k, v, softmax_scale, window, has_dropout):
         plan.consts = dict(HAS_DROPOUT=has_dropout, BLOCK_N=BLOCK_N, HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0,
                            HAS_HI=right >= 0, CONSUMER_REGS=CONSUMER_REGS,
                            PINGPONG=(D in PINGPONG_DIMS) if PINGPONG is None else PINGPONG,
-                           KV3D=kv3d, KV_LAYOUT=kv_lay if kv3d else None, EARLY_RNG=has_dropout and EARLY_RNG)
+                           KV3D=kv3d, KV_LAYOUT=kv_lay if kv3d else None)
     else:
         plan.consts = dict(BLOCK_N=BLOCK_N, HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0, HAS_HI=right >= 0)
     return plan
@@ -660,7 +645,7 @@ def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0,
     ws = VARIANT == "ws"
     # every module switch the plan reads is in the key (tests and sweeps change them between calls)
     key = (q.shape, k.shape, v.shape, q.stride(), k.stride(), v.stride(), q.dtype, window, softmax_scale,
-           dropout_p > 0, VARIANT, KV3D, PINGPONG, _CFG_ENV, CONSUMER_REGS, EARLY_RNG)
+           dropout_p > 0, VARIANT, KV3D, PINGPONG, _CFG_ENV, CONSUMER_REGS)
     plan = _FWD_PLANS.get(key)
     if plan is None:
         if len(_FWD_PLANS) >= PLANS_MAX:
