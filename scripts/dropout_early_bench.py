@@ -17,13 +17,18 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 VARIANTS = [(0, 232), (1, 232), (1, 240), (3, 240), (2, 240)]
+if os.environ.get("AB_VARIANTS"):  # e.g. "MASK_WS=0;MASK_WS=1" (call 52): forward_sm90 attributes per variant
+    VARIANTS = [tuple(kv.split("=")) for kv in os.environ["AB_VARIANTS"].split(";")]
 B, H, D = 2, 16, 128
 
 
 def run(variant, causal, p, S):
     import tilefold
     from tilefold.ops.attention import forward_sm90 as sm90
-    sm90.EARLY_RNG, sm90.CONSUMER_REGS = variant
+    if isinstance(variant[1], str):
+        setattr(sm90, variant[0], int(variant[1]))
+    else:
+        sm90.EARLY_RNG, sm90.CONSUMER_REGS = variant
     torch.manual_seed(0)
     q, k, v = (torch.randn(B, S, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
 
@@ -90,8 +95,8 @@ if __name__ == "__main__":
             with torch.no_grad():
                 ms = triton.testing.do_bench(fn, warmup=25, rep=200)
             rec = dict(provider=name, dropout_p=p, causal=causal, hd=D, seqlen=S, batch=B, heads=H,
-                       early_rng=vr[0] if vr else None, consumer_regs=vr[1] if vr else None, ms=ms,
-                       tflops=flops / ms / 1e9, bitwise_equal_to_early0=same)
+                       variant="=".join(map(str, vr)) if vr else None, ms=ms,
+                       tflops=flops / ms / 1e9, bitwise_equal_to_first=same)
             print(json.dumps(rec), flush=True)
             f.write(json.dumps(rec) + "\n")
             f.flush()

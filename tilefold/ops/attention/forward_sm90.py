@@ -303,13 +303,47 @@ if HAVE_GLUON:
                       kv_col, KV3D)
 
     @gluon.jit
-    def _ws_consumer(q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
+    def _mask_tile(mask_smem, mask_full, mask_empty, t, WG: gl.constexpr, s_layout: gl.constexpr,
+                   MASK_STAGES: gl.constexpr):
+        """Warpgroup WG's keep mask of key tile t from the producer's ring (MASK_WS); releases the slot."""
+        slot = t % MASK_STAGES
+        mbarrier.wait(mask_full.index(slot), (t // MASK_STAGES) & 1)
+        keep = mask_smem.index(slot * 2 + WG).load(s_layout) != 0
+        gl.thread_barrier()
+        mbarrier.arrive(mask_empty.index(slot), count=1)
+        return keep
+
+    @gluon.jit
+    def _ws_mask(mask_smem, mask_full, mask_empty, seed_lo, seed_hi, rng_offset, drop_thr, bh, m0, n_lo, num_tiles,
+                 WG_M: gl.constexpr, BLOCK_N: gl.constexpr, MASK_STAGES: gl.constexpr):
+        """Dropout's mask producer (MASK_WS, 4 warps): the Philox keep mask of each key tile for both warpgroups' rows,
+        computed in the consumers' score layout and written as bytes to a ring of MASK_STAGES shared slots (one
+        "full" mbarrier per slot, one "empty" of count two); the consumers load it instead of running the rounds on
+        their critical section."""
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, BLOCK_N, 16])
+        offs_n0 = gl.expand_dims(gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout)), 0)
+        rows0 = gl.arange(0, WG_M, layout=gl.SliceLayout(1, s_layout))
+        for t in range(num_tiles):
+            slot = t % MASK_STAGES
+            if t >= MASK_STAGES:
+                mbarrier.wait(mask_empty.index(slot), ((t // MASK_STAGES) - 1) & 1)
+            for wg in gl.static_range(2):
+                offs_m = gl.expand_dims(m0 + wg * WG_M + rows0, 1)
+                keep = dropout_keep_gl(seed_lo, seed_hi, rng_offset, bh, offs_m, n_lo + t * BLOCK_N, offs_n0, drop_thr)
+                mask_smem.index(slot * 2 + wg).store(keep.to(gl.int8))
+            gl.thread_barrier()
+            mbarrier.arrive(mask_full.index(slot), count=1)
+
+    @gluon.jit
+    def _ws_consumer(q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, mask_smem, mask_full,
+                     mask_empty, O, LSE,
                      stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
                      seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
                      seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, bh,
                      WG: gl.constexpr, WG_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_D: gl.constexpr,
                      STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr, PINGPONG: gl.constexpr,
-                     HAS_DROPOUT: gl.constexpr):
+                     HAS_DROPOUT: gl.constexpr, MASK_WS: gl.constexpr, MASK_STAGES: gl.constexpr):
         """One warpgroup: rows [m0 + WG·WG_M, + WG_M) of the block; the loop of the non-specialized kernel,
         releasing each K slot after its scores and each V slot after its P·V."""
         dtype: gl.constexpr = q_smem.dtype
@@ -341,8 +375,11 @@ if HAVE_GLUON:
                              BLOCK_N, HAS_LO, HAS_HI)
             m_i, l_i, p = _softmax_first(s, qk_scale)
             if HAS_DROPOUT:  # l counts every probability; only the kept ones reach the accumulator
-                keep = dropout_keep_gl(seed_lo, seed_hi, rng_offset, bh, gl.expand_dims(offs_m, 1), n_lo,
-                                       gl.expand_dims(offs_n0, 0), drop_thr)
+                if MASK_WS:
+                    keep = _mask_tile(mask_smem, mask_full, mask_empty, 0, WG, s_layout, MASK_STAGES)
+                else:
+                    keep = dropout_keep_gl(seed_lo, seed_hi, rng_offset, bh, gl.expand_dims(offs_m, 1), n_lo,
+                                           gl.expand_dims(offs_n0, 0), drop_thr)
                 p = gl.where(keep, p, qk_scale * 0.0)
             p_op = gl.convert_layout(p.to(dtype), p_layout)
             for t in range(1, num_tiles):
@@ -369,8 +406,11 @@ if HAVE_GLUON:
                 mbarrier.arrive(v_empty.index(prev), count=1)
                 acc = acc * gl.expand_dims(gl.convert_layout(alpha, row_o), 1)
                 if HAS_DROPOUT:
-                    keep = dropout_keep_gl(seed_lo, seed_hi, rng_offset, bh, gl.expand_dims(offs_m, 1), n,
-                                           gl.expand_dims(offs_n0, 0), drop_thr)
+                    if MASK_WS:
+                        keep = _mask_tile(mask_smem, mask_full, mask_empty, t, WG, s_layout, MASK_STAGES)
+                    else:
+                        keep = dropout_keep_gl(seed_lo, seed_hi, rng_offset, bh, gl.expand_dims(offs_m, 1), n,
+                                               gl.expand_dims(offs_n0, 0), drop_thr)
                     p = gl.where(keep, p, qk_scale * 0.0)
                 p_op = gl.convert_layout(p.to(dtype), p_layout)
             last = num_tiles - 1
@@ -389,7 +429,8 @@ if HAVE_GLUON:
         BLOCK_N: gl.constexpr, HEAD_D: gl.constexpr, STAGES: gl.constexpr,
         HAS_LO: gl.constexpr, HAS_HI: gl.constexpr, CONSUMER_REGS: gl.constexpr, PINGPONG: gl.constexpr,
         HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr, KV3D: gl.constexpr = False,
-        KV_LAYOUT: gl.constexpr = None,
+        KV_LAYOUT: gl.constexpr = None, MASK_WS: gl.constexpr = False, MASK_STAGES: gl.constexpr = 2,
+        MASK_REGS: gl.constexpr = 40,
     ):
         """Warp-specialized variant: two consumer warpgroups (the default partition and a 4-warp worker)
         of WG_M = 64 rows each, and a 1-warp TMA loader; no CTA-wide barrier in the loop, so the two
@@ -432,20 +473,51 @@ if HAVE_GLUON:
             tma.async_copy_global_to_shared(q_desc, [b * seqlen_q + m0 + i * WG_M, h * HEAD_D], q_bar.index(i),
                                             q_smem.index(i))
         kv_col = hk * HEAD_D
-        gl.warp_specialize([
-            (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
-                            stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
-                            seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
-                            seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
-                            0, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT)),
-            (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, O, LSE,
-                            stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
-                            seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
-                            seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
-                            1, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT)),
-            (_ws_loader, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, b, n_lo, seqlen_k,
-                          kv_col, num_tiles, BLOCK_N, STAGES, KV3D)),
-        ], [4, 1], [CONSUMER_REGS, 24])
+        if MASK_WS:  # dropout's mask producer: a 4-warp partition filling a ring of byte masks
+            mask_smem = gl.allocate_shared_memory(gl.int8, [2 * MASK_STAGES, WG_M, BLOCK_N],
+                                                  gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))
+            mask_full = gl.allocate_shared_memory(gl.int64, [MASK_STAGES, 1], mbarrier.MBarrierLayout())
+            mask_empty = gl.allocate_shared_memory(gl.int64, [MASK_STAGES, 1], mbarrier.MBarrierLayout())
+            for i in gl.static_range(MASK_STAGES):
+                mbarrier.init(mask_full.index(i), count=1)
+                mbarrier.init(mask_empty.index(i), count=2)
+            fence_async_shared()
+        else:
+            mask_smem = q_smem
+            mask_full = q_bar
+            mask_empty = q_bar
+        if MASK_WS:
+            gl.warp_specialize([
+                (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, mask_smem,
+                                mask_full, mask_empty, O, LSE, stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b,
+                                h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
+                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, 0, WG_M, BLOCK_N,
+                                HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT, MASK_WS, MASK_STAGES)),
+                (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, mask_smem,
+                                mask_full, mask_empty, O, LSE, stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b,
+                                h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
+                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, 1, WG_M, BLOCK_N,
+                                HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT, MASK_WS, MASK_STAGES)),
+                (_ws_mask, (mask_smem, mask_full, mask_empty, seed_lo, seed_hi, rng_offset, drop_thr, pid_bh, m0, n_lo,
+                            num_tiles, WG_M, BLOCK_N, MASK_STAGES)),
+                (_ws_loader, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, b, n_lo, seqlen_k,
+                              kv_col, num_tiles, BLOCK_N, STAGES, KV3D)),
+            ], [4, 4, 1], [CONSUMER_REGS, MASK_REGS, 24])
+        else:
+            gl.warp_specialize([
+                (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, mask_smem,
+                                mask_full, mask_empty, O, LSE, stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b,
+                                h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
+                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, 0, WG_M, BLOCK_N,
+                                HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT, MASK_WS, MASK_STAGES)),
+                (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, mask_smem,
+                                mask_full, mask_empty, O, LSE, stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b,
+                                h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
+                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, 1, WG_M, BLOCK_N,
+                                HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT, MASK_WS, MASK_STAGES)),
+                (_ws_loader, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, b, n_lo, seqlen_k,
+                              kv_col, num_tiles, BLOCK_N, STAGES, KV3D)),
+            ], [4, 1], [CONSUMER_REGS, 24])
 
 
 def _rows_view(t):
@@ -572,6 +644,12 @@ DROPOUT = os.environ.get("TILEFOLD_FWD_SM90_DROPOUT", "1") == "1"
 _PP_ENV = os.environ.get("TILEFOLD_FWD_SM90_PINGPONG", "auto")
 PINGPONG = None if _PP_ENV == "auto" else _PP_ENV == "1"
 PINGPONG_DIMS = (128,)  # head dims that ping-pong under "auto"
+# dropout's keep mask from a fourth partition (_ws_mask, 4 warps, MASK_REGS registers) through a ring of byte
+# masks in shared memory, instead of the Philox rounds on the consumers' critical section; head dims <= 128 (at
+# 256 the O accumulator leaves no registers for it); "0" keeps the rounds in the consumers
+MASK_WS = os.environ.get("TILEFOLD_FWD_SM90_MASK_WS", "1") == "1"
+MASK_STAGES = 2
+MASK_REGS = 40  # 2 x 128 x 232 (consumers) + 32 x 24 (loader) + 128 x 40 <= 65536
 
 
 class _FwdPlan:
@@ -619,11 +697,14 @@ def _fwd_plan(q, k, v, softmax_scale, window, has_dropout):
     plan.ints = (M * H * D, H * D, D, H * M, M,
                  M, N, H, H // HK, N - M, max(left, 0), max(right, 0), softmax_scale * LOG2E)
     plan.grid = (cdiv(M, BLOCK_M), B * H, 1)
+    mask_ws = (has_dropout and MASK_WS and D <= 128
+               and _smem(BLOCK_N, STAGES, D) + 2 * MASK_STAGES * (BLOCK_M // 2) * BLOCK_N <= SMEM_MAX)
     if ws:
         plan.consts = dict(HAS_DROPOUT=has_dropout, BLOCK_N=BLOCK_N, HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0,
                            HAS_HI=right >= 0, CONSUMER_REGS=CONSUMER_REGS,
                            PINGPONG=(D in PINGPONG_DIMS) if PINGPONG is None else PINGPONG,
-                           KV3D=kv3d, KV_LAYOUT=kv_lay if kv3d else None)
+                           KV3D=kv3d, KV_LAYOUT=kv_lay if kv3d else None, MASK_WS=mask_ws,
+                           MASK_STAGES=MASK_STAGES, MASK_REGS=MASK_REGS)
     else:
         plan.consts = dict(BLOCK_N=BLOCK_N, HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0, HAS_HI=right >= 0)
     return plan
@@ -645,7 +726,7 @@ def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0,
     ws = VARIANT == "ws"
     # every module switch the plan reads is in the key (tests and sweeps change them between calls)
     key = (q.shape, k.shape, v.shape, q.stride(), k.stride(), v.stride(), q.dtype, window, softmax_scale,
-           dropout_p > 0, VARIANT, KV3D, PINGPONG, _CFG_ENV, CONSUMER_REGS)
+           dropout_p > 0, VARIANT, KV3D, PINGPONG, _CFG_ENV, CONSUMER_REGS, MASK_WS)
     plan = _FWD_PLANS.get(key)
     if plan is None:
         if len(_FWD_PLANS) >= PLANS_MAX:
