@@ -475,7 +475,7 @@ if HAVE_GLUON:
         kv_col = hk * HEAD_D
         if MASK_WS:  # dropout's mask producer: a 4-warp partition filling a ring of byte masks
             mask_smem = gl.allocate_shared_memory(gl.int8, [2 * MASK_STAGES, WG_M, BLOCK_N],
-                                                  gl.SwizzledSharedLayout(1, 1, 1, order=[1, 0]))
+                                                  gl.SwizzledSharedLayout(8, 1, 8, order=[1, 0]))
             mask_full = gl.allocate_shared_memory(gl.int64, [MASK_STAGES, 1], mbarrier.MBarrierLayout())
             mask_empty = gl.allocate_shared_memory(gl.int64, [MASK_STAGES, 1], mbarrier.MBarrierLayout())
             for i in gl.static_range(MASK_STAGES):
@@ -649,7 +649,10 @@ PINGPONG_DIMS = (128,)  # head dims that ping-pong under "auto"
 # 256 the O accumulator leaves no registers for it); "0" keeps the rounds in the consumers
 MASK_WS = os.environ.get("TILEFOLD_FWD_SM90_MASK_WS", "1") == "1"
 MASK_STAGES = 2
-MASK_REGS = 40  # 2 x 128 x 232 (consumers) + 32 x 24 (loader) + 128 x 40 <= 65536
+# registers with the producer: 2 x 128 x 224 (consumers) + 128 x 56 (producer) + 32 x 24 (loader) <= 65536; offline
+# no spills anywhere (at 232 / 40 the producer spilled ~30 values per tile)
+MASK_REGS = 56
+MASK_CONSUMER_REGS = 224
 
 
 class _FwdPlan:
@@ -701,7 +704,7 @@ def _fwd_plan(q, k, v, softmax_scale, window, has_dropout):
                and _smem(BLOCK_N, STAGES, D) + 2 * MASK_STAGES * (BLOCK_M // 2) * BLOCK_N <= SMEM_MAX)
     if ws:
         plan.consts = dict(HAS_DROPOUT=has_dropout, BLOCK_N=BLOCK_N, HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0,
-                           HAS_HI=right >= 0, CONSUMER_REGS=CONSUMER_REGS,
+                           HAS_HI=right >= 0, CONSUMER_REGS=MASK_CONSUMER_REGS if mask_ws else CONSUMER_REGS,
                            PINGPONG=(D in PINGPONG_DIMS) if PINGPONG is None else PINGPONG,
                            KV3D=kv3d, KV_LAYOUT=kv_lay if kv3d else None, MASK_WS=mask_ws,
                            MASK_STAGES=MASK_STAGES, MASK_REGS=MASK_REGS)
