@@ -252,6 +252,21 @@ def test_sm90_dropout_same_mask(case, p, count_sm90, monkeypatch):
 
 @pytest.mark.gpu
 @needs_sm90
+@pytest.mark.parametrize("case", [DROP_CASES[0], DROP_CASES[1], DROP_CASES[3], DROP_CASES[8]], ids=h.case_id)
+def test_sm90_dropout_mask_producer(case, count_sm90, monkeypatch):
+    """The opt-in mask producer partition (MASK_WS) gives bitwise the output of the consumers' own Philox rounds."""
+    q, k, v = h.make_qkv(case, torch.bfloat16, "cuda")
+    outs = []
+    for on in (False, True):
+        monkeypatch.setattr(sm90, "MASK_WS", on)
+        torch.manual_seed(5)
+        outs.append(tilefold.attention(q, k, v, dropout_p=0.2, **case.opts))
+    assert count_sm90, "the Gluon forward was not taken"
+    assert torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.gpu
+@needs_sm90
 @pytest.mark.parametrize("kv3d", [False, True], ids=["flat", "kv3d"])
 @pytest.mark.parametrize("D", [128, 256])
 def test_sm90_batches_stay_apart(D, kv3d, count_sm90, monkeypatch):

@@ -21,7 +21,8 @@ mbarrier of count 2 that each warpgroup arrives on once it no longer reads the s
 in the loop, so the warpgroups drift apart and one's softmax runs under the other's products. At head
 dim 128 they also take turns issuing their products (ping-pong, two mbarriers). The softmax scale sits in
 the exponent: row maxima of the unscaled scores and exp2(fma(s, scale, -m)). Dropout draws the Philox mask
-of forward.py's kernel (philox.dropout_keep_gl). The first version ("sync": one 8-warp partition, a CTA
+of forward.py's kernel (philox.dropout_keep_gl) in the consumers; opt-in (MASK_WS), a fourth 4-warp partition
+computes it into a shared-memory ring of byte masks instead (bitwise the same, slower on the H200: see MASK_WS). The first version ("sync": one 8-warp partition, a CTA
 barrier per tile before a slot is refilled) stays for comparison; it was 13-20% slower at head dim 128.
 Tiles that the mask cuts (causal diagonal, window edges, the end of the keys) are masked at run time by
 one uniform branch; every other tile runs without mask arithmetic.
@@ -430,7 +431,7 @@ if HAVE_GLUON:
         HAS_LO: gl.constexpr, HAS_HI: gl.constexpr, CONSUMER_REGS: gl.constexpr, PINGPONG: gl.constexpr,
         HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr, KV3D: gl.constexpr = False,
         KV_LAYOUT: gl.constexpr = None, MASK_WS: gl.constexpr = False, MASK_STAGES: gl.constexpr = 2,
-        MASK_REGS: gl.constexpr = 40,
+        MASK_REGS: gl.constexpr = 56,
     ):
         """Warp-specialized variant: two consumer warpgroups (the default partition and a 4-warp worker)
         of WG_M = 64 rows each, and a 1-warp TMA loader; no CTA-wide barrier in the loop, so the two
@@ -646,8 +647,10 @@ PINGPONG = None if _PP_ENV == "auto" else _PP_ENV == "1"
 PINGPONG_DIMS = (128,)  # head dims that ping-pong under "auto"
 # dropout's keep mask from a fourth partition (_ws_mask, 4 warps, MASK_REGS registers) through a ring of byte
 # masks in shared memory, instead of the Philox rounds on the consumers' critical section; head dims <= 128 (at
-# 256 the O accumulator leaves no registers for it); "0" keeps the rounds in the consumers
-MASK_WS = os.environ.get("TILEFOLD_FWD_SM90_MASK_WS", "1") == "1"
+# 256 the O accumulator leaves no registers for it). Opt-in ("1"): correct (bitwise the same output), but slower
+# on the H200 (call 53, hd128 8k: 348 / 307 TFLOP/s non-causal / causal against 436 / 404 with the rounds in the
+# consumers; one producer warp per SM sub-partition does not keep up; benchmarks/NOTES.md)
+MASK_WS = os.environ.get("TILEFOLD_FWD_SM90_MASK_WS", "0") == "1"
 MASK_STAGES = 2
 # registers with the producer: 2 x 128 x 224 (consumers) + 128 x 56 (producer) + 32 x 24 (loader) <= 65536; offline
 # no spills anywhere (at 232 / 40 the producer spilled ~30 values per tile)
