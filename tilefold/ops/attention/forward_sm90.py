@@ -13,6 +13,11 @@ of tile j is computed) can be stated directly:
     wait until only the P·V is in flight -> softmax of S_j (m, l, P_j) while the tensor cores do P·V
     wait for the P·V -> O *= exp2(m_old - m_new)
 
+(That is the source order. In the warp-specialized kernel's SASS (Triton 3.6, sm_90) ptxas moves the P·V wait up to
+right after the score mask — the next P operand reuses the in-flight operand's registers — so within a warpgroup the
+softmax runs after both products; the overlap that remains is across the two warpgroups (ping-pong), benchmarks/NOTES.md
+"Where the Philox rounds run".)
+
 One program owns BLOCK_M = 128 query rows of one (batch, head). Default ("ws", warp-specialized): two
 consumer warpgroups of 64 rows each (the default partition and a 4-warp worker, 256 / 232 registers) and
 a 1-warp TMA loader (24 registers). K and V tiles stream through a ring of STAGES shared-memory slots, one
