@@ -266,10 +266,21 @@ def test_rng_arguments_are_never_specialized():
 @pytest.mark.parametrize("state", [(1, 0, 0.2), (0, 1, 0.2), (1 << 32, 0, 0.2), (5, 3, 1 / 65536)],
                          ids=["seed1", "offset1", "seedhi1", "threshold1"])
 @pytest.mark.parametrize("D", [128, 96], ids=["hd128", "hd96"])
-def test_rng_values_equal_to_one_gpu(state, D):
-    """Seeds / offsets / thresholds equal to 1 on every kernel (hd128 batch 2 takes the Hopper Gluon kernels,
-    hd96 the Triton ones): the mask is the torch mirror's (decoded from S_dmask), out and gradients follow it."""
+def test_rng_values_equal_to_one_gpu(state, D, monkeypatch):
+    """Seeds / offsets / thresholds equal to 1 on every kernel (hd128 batch 2 takes the Hopper Gluon kernels on an
+    sm_90 GPU — checked —, hd96 the Triton ones): the mask is the torch mirror's (decoded from S_dmask), out and
+    gradients follow it."""
+    from tilefold.ops.attention import backward_sm90, config, forward_sm90
     seed, offset, p = state
+    gluon = D == 128 and forward_sm90.HAVE_GLUON and torch.cuda.get_device_capability()[0] == 9
+    taken = []
+    for mod, name in ((forward_sm90, "attention_fwd_sm90"), (backward_sm90, "attention_dkdv_sm90"),
+                      (backward_sm90, "attention_dq_sm90")):
+        real = getattr(mod, name)
+        monkeypatch.setattr(mod, name, lambda *a, _r=real, _n=name, **kw: taken.append(_n) or _r(*a, **kw))
+    if gluon:
+        monkeypatch.setattr(config, "FWD_SM90", "1")
+        monkeypatch.setattr(config, "BWD_SM90", "1")
     gen = torch.cuda.default_generators[torch.cuda.current_device()]
     torch.manual_seed(0)
     q = torch.randn(2, 256, 4, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -299,3 +310,5 @@ def test_rng_values_equal_to_one_gpu(state, D):
     lg = torch.autograd.grad(low, (q, k, v), do)
     for a, r, lo in zip(g, rg, lg):
         _check(a, r, lo)
+    if gluon:
+        assert set(taken) == {"attention_fwd_sm90", "attention_dkdv_sm90", "attention_dq_sm90"}, taken

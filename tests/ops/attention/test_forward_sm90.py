@@ -256,6 +256,10 @@ def test_sm90_dropout_same_mask(case, p, count_sm90, monkeypatch):
 def test_sm90_dropout_mask_producer(case, count_sm90, monkeypatch):
     """The opt-in mask producer partition (MASK_WS) gives bitwise the output of the consumers' own Philox rounds."""
     monkeypatch.setattr(sm90, "KV3D", True)  # the ragged batch-2 case takes the Gluon kernel through KV3D
+    plans = []
+    real_plan = sm90._fwd_plan
+    monkeypatch.setattr(sm90, "_FWD_PLANS", {})  # plans made here, not reused from other tests
+    monkeypatch.setattr(sm90, "_fwd_plan", lambda *a, **kw: plans.append(real_plan(*a, **kw)) or plans[-1])
     q, k, v = h.make_qkv(case, torch.bfloat16, "cuda")
     outs = []
     for on in (False, True):
@@ -263,6 +267,7 @@ def test_sm90_dropout_mask_producer(case, count_sm90, monkeypatch):
         torch.manual_seed(5)
         outs.append(tilefold.attention(q, k, v, dropout_p=0.2, **case.opts))
     assert count_sm90, "the Gluon forward was not taken"
+    assert [pl.consts["MASK_WS"] for pl in plans] == [False, True], "the producer path was not taken"
     assert torch.equal(outs[0], outs[1])
 
 

@@ -19,7 +19,7 @@ softmax runs after both products; the overlap that remains is across the two war
 "Where the Philox rounds run".)
 
 One program owns BLOCK_M = 128 query rows of one (batch, head). Default ("ws", warp-specialized): two
-consumer warpgroups of 64 rows each (the default partition and a 4-warp worker, 256 / 232 registers) and
+consumer warpgroups of 64 rows each (the default partition and a 4-warp worker, 248 / 232 registers) and
 a 1-warp TMA loader (24 registers). K and V tiles stream through a ring of STAGES shared-memory slots, one
 "full" mbarrier per slot and operand (so Q·K_j^T starts as soon as K_j has landed) and one "empty"
 mbarrier of count 2 that each warpgroup arrives on once it no longer reads the slot: no CTA-wide barrier
@@ -479,6 +479,7 @@ if HAVE_GLUON:
             tma.async_copy_global_to_shared(q_desc, [b * seqlen_q + m0 + i * WG_M, h * HEAD_D], q_bar.index(i),
                                             q_smem.index(i))
         kv_col = hk * HEAD_D
+        gl.static_assert(HAS_DROPOUT or not MASK_WS, "MASK_WS without dropout: the producer would wait forever")
         if MASK_WS:  # dropout's mask producer: a 4-warp partition filling a ring of byte masks
             mask_smem = gl.allocate_shared_memory(gl.int8, [2 * MASK_STAGES, WG_M, BLOCK_N],
                                                   gl.SwizzledSharedLayout(8, 1, 8, order=[1, 0]))
@@ -657,8 +658,9 @@ PINGPONG_DIMS = (128,)  # head dims that ping-pong under "auto"
 # consumers; one producer warp per SM sub-partition does not keep up; benchmarks/NOTES.md)
 MASK_WS = os.environ.get("TILEFOLD_FWD_SM90_MASK_WS", "0") == "1"
 MASK_STAGES = 2
-# registers with the producer: 2 x 128 x 224 (consumers) + 128 x 56 (producer) + 32 x 24 (loader) <= 65536; offline
-# no spills anywhere (at 232 / 40 the producer spilled ~30 values per tile)
+# registers with the producer (setmaxnreg in the PTX; the 1-warp loader is padded to a warpgroup): worker consumer 224,
+# producer 56, loader 24, and the default-partition consumer gets the rest, 208 (128 x (208 + 224 + 56 + 24) = 65536);
+# offline no spills anywhere (at 232 / 40 the producer spilled ~30 values per tile). Measured as such in call 53.
 MASK_REGS = 56
 MASK_CONSUMER_REGS = 224
 
@@ -737,7 +739,8 @@ def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0,
     ws = VARIANT == "ws"
     # every module switch the plan reads is in the key (tests and sweeps change them between calls)
     key = (q.shape, k.shape, v.shape, q.stride(), k.stride(), v.stride(), q.dtype, window, softmax_scale,
-           dropout_p > 0, VARIANT, KV3D, PINGPONG, _CFG_ENV, CONSUMER_REGS, MASK_WS)
+           dropout_p > 0, VARIANT, KV3D, PINGPONG, _CFG_ENV, CONSUMER_REGS, MASK_WS, MASK_REGS, MASK_CONSUMER_REGS,
+           MASK_STAGES)
     plan = _FWD_PLANS.get(key)
     if plan is None:
         if len(_FWD_PLANS) >= PLANS_MAX:
