@@ -27,8 +27,9 @@ in the loop, so the warpgroups drift apart and one's softmax runs under the othe
 dim 128 they also take turns issuing their products (ping-pong, two mbarriers). The softmax scale sits in
 the exponent: row maxima of the unscaled scores and exp2(fma(s, scale, -m)). Dropout draws the Philox mask
 of forward.py's kernel (philox.dropout_keep_gl) in the consumers; opt-in (MASK_WS), a fourth 4-warp partition
-computes it into a shared-memory ring of byte masks instead (bitwise the same, slower on the H200: see MASK_WS). The first version ("sync": one 8-warp partition, a CTA
-barrier per tile before a slot is refilled) stays for comparison; it was 13-20% slower at head dim 128.
+computes it into a shared-memory ring of byte masks instead (bitwise the same, slower on the H200: see MASK_WS).
+The first version ("sync": one 8-warp partition, a CTA barrier per tile before a slot is refilled) stays for
+comparison; it was 13-20% slower at head dim 128.
 Tiles that the mask cuts (causal diagonal, window edges, the end of the keys) are masked at run time by
 one uniform branch; every other tile runs without mask arithmetic.
 
@@ -493,6 +494,8 @@ if HAVE_GLUON:
             mask_smem = q_smem
             mask_full = q_bar
             mask_empty = q_bar
+        # the partitions' argument tuples are spelled out in both branches: the Gluon frontend (Triton 3.6) refused
+        # them built by tuple concatenation ("_semantic argument must be provided outside of JIT functions")
         if MASK_WS:
             gl.warp_specialize([
                 (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, mask_smem,
