@@ -157,11 +157,9 @@ if _HAVE_GLUON:
     philox_4x32_gl = _gluon.jit(philox_4x32.fn)
 
     @_gluon.jit
-    def dropout_words_gl(seed_lo, seed_hi, offset, bh, rows, col_base, cols):
-        """The Philox half of dropout_keep_gl: the four 32-bit output words of each element's group, for a Gluon
-        score tile with rows (absolute query rows) [R, 1] and cols (in-tile key offsets) [1, C] in slices of the
-        tile's layout, col_base a multiple of 16. Split from the per-element pick so a kernel can run the rounds
-        while its matrix products are in flight (they depend on positions only)."""
+    def dropout_keep_gl(seed_lo, seed_hi, offset, bh, rows, col_base, cols, threshold):
+        """dropout_keep for a Gluon score tile: rows (absolute query rows) [R, 1] and cols (in-tile key
+        offsets) [1, C] in slices of the tile's layout, col_base a multiple of 16."""
         k0 = seed_lo.to(_gl.uint32, bitcast=True)
         k1 = seed_hi.to(_gl.uint32, bitcast=True)
         rkey = (((rows >> 4) << 3) | (rows & 7)).to(_gl.uint32)
@@ -171,12 +169,7 @@ if _HAVE_GLUON:
         c3 = ckey + zero
         c0 = zero + bh.to(_gl.uint32)
         c2 = zero + offset.to(_gl.uint32, bitcast=True)
-        return philox_4x32_gl(c0, c1, c2, c3, k0, k1, 7)
-
-    @_gluon.jit
-    def dropout_pick_gl(r0, r1, r2, r3, rows, cols, threshold):
-        """The per-element half of dropout_keep_gl: each element's 16 bits of its group's words, compared with
-        the threshold (keep iff >=)."""
+        r0, r1, r2, r3 = philox_4x32_gl(c0, c1, c2, c3, k0, k1, 7)
         csel = (cols >> 3) & 1
         rsel = (rows >> 3) & 1
         w01 = _gl.where((csel + rsel * 0) != 0, r1, r0)
@@ -184,10 +177,3 @@ if _HAVE_GLUON:
         w = _gl.where((rsel + csel * 0) != 0, w23, w01)
         u = _gl.where(((cols & 1) + rows * 0) != 0, w, w << 16)
         return u >= (threshold.to(_gl.uint32) << 16)
-
-    @_gluon.jit
-    def dropout_keep_gl(seed_lo, seed_hi, offset, bh, rows, col_base, cols, threshold):
-        """dropout_keep for a Gluon score tile: rows (absolute query rows) [R, 1] and cols (in-tile key
-        offsets) [1, C] in slices of the tile's layout, col_base a multiple of 16."""
-        r0, r1, r2, r3 = dropout_words_gl(seed_lo, seed_hi, offset, bh, rows, col_base, cols)
-        return dropout_pick_gl(r0, r1, r2, r3, rows, cols, threshold)
