@@ -494,8 +494,9 @@ if HAVE_GLUON:
             mask_smem = q_smem
             mask_full = q_bar
             mask_empty = q_bar
-        # the partitions' argument tuples are spelled out in both branches: the Gluon frontend (Triton 3.6) refused
-        # them built by tuple concatenation ("_semantic argument must be provided outside of JIT functions")
+        # the partitions' argument tuples are spelled out in both branches: the Gluon frontend (Triton 3.6) refuses
+        # them built by tuple concatenation, and a tuple bound to a variable turns its constexpr members (WG_M, ...)
+        # into runtime values, which the consumer's layouts cannot take (both tried)
         if MASK_WS:
             gl.warp_specialize([
                 (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, mask_smem,
