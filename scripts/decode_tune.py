@@ -9,6 +9,8 @@
   kind=sweep2   (call 21) the better descriptor configs of call 20 x split counts that fill the SMs evenly.
   kind=small    (call 23) small K/V: B=1 8k..64k, B=8 / 16 at 8k, split counts x pointer / descriptor tiles, GB/s
                 by do_bench and GPU µs per call replayed from a CUDA graph (no host time), cuDNN beside.
+  kind=b16      (call 55) the cases call 47 left below cuDNN (B=16 8k / 32k / 128k, B=4 32k, B=1 256k): split counts
+                x five tiles, GB/s by do_bench and GPU µs by graph replay, cuDNN before and after.
   kind=host     B=1 N=32k: host µs per call of the public call and of its parts (allocation, counters,
                 the bare Triton launch with fixed arguments, the launch through CompiledKernel), plus a
                 cProfile of the call (stderr).
@@ -30,7 +32,7 @@ from tilefold.ops.decode import splitkv as SK
 from tilefold.ops.decode import choose_num_splits, split_kv_attention
 
 H, HK, D = 32, 8, 128
-PART = sys.argv[1:] or ["host", "combine", "cfg", "splits", "sweep2", "small"]
+PART = sys.argv[1:] or ["host", "combine", "cfg", "splits", "sweep2", "small"]  # also: b16
 
 
 def tf(q, k, v, S=0):
@@ -249,5 +251,39 @@ if "small" in PART:
                     rec["error"] = repr(e)[:300]
                 emit(**rec)
         emit(kind="small", B=B, N=N, provider="cudnn", gbps=gb(nbytes, lambda: cudnn(q, k, v)))
+        del q, k, v
+    use_config(None)
+
+if "b16" in PART:
+    # (device call 55, 2026-12-04, sixth session) the cases call 47 left below cuDNN: B=16 8k / 32k / 128k, B=4 32k,
+    # B=1 256k; split counts around the shipped one (incl. ~3 programs per SM) x five tiles, GB/s by do_bench and
+    # GPU µs from a CUDA graph replay, cuDNN before and after in the same process
+    C4 = [C(16, 128, 4, 2, 3, True), C(16, 32, 4, 4, 4, True), C(16, 64, 4, 3, 3), C(16, 64, 4, 4, 3, True),
+          C(16, 128, 4, 3, 1, True)]
+    plan = [(16, 8192, [1, 2, 3, 4]), (16, 32768, [1, 2, 3, 4, 6]), (4, 32768, [4, 6, 8, 12, 16]),
+            (16, 131072, [1, 2, 3, 4]), (1, 262144, [16, 33, 49, 66])]
+    os.environ.pop("TILEFOLD_DECODE_COMBINE", None)
+    for B, N, Ss in plan:
+        q, k, v, nbytes = data(B, N)
+        ref = cudnn(q, k, v).float()
+        use_config(None)
+        emit(kind="b16", B=B, N=N, provider="cudnn", gbps=gb(nbytes, lambda: cudnn(q, k, v)),
+             graph_us=graph_us(lambda: cudnn(q, k, v)))
+        emit(kind="b16", B=B, N=N, provider="shipped", S=choose_num_splits(B, H, 1, N, D, q.dtype, q.device, heads_k=HK),
+             gbps=gb(nbytes, lambda: tf(q, k, v)), graph_us=graph_us(lambda: tf(q, k, v)))
+        for cfg in C4:
+            use_config(cfg)
+            for S in Ss:
+                rec = dict(kind="b16", B=B, N=N, cfg=str(cfg)[13:].replace("num_", ""), S=S)
+                try:
+                    rec["gbps"] = gb(nbytes, lambda: tf(q, k, v, S))
+                    rec["graph_us"] = graph_us(lambda: tf(q, k, v, S))
+                    rec["maxdiff"] = float((tf(q, k, v, S).float() - ref).abs().max())
+                except Exception as e:  # noqa: BLE001
+                    rec["error"] = repr(e)[:300]
+                emit(**rec)
+        use_config(None)
+        emit(kind="b16", B=B, N=N, provider="cudnn", gbps=gb(nbytes, lambda: cudnn(q, k, v)),
+             graph_us=graph_us(lambda: cudnn(q, k, v)))
         del q, k, v
     use_config(None)

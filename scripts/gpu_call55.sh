@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Device call 55, for the next session (prepared 2026-12-04, fifth session, whose device time ran out): (1) the
-# tests tightened after the last device call — the producer test (plans must take MASK_WS; its ragged case with KV3D
-# on) and the RNG-value test (the three Gluon kernels must run at hd128); (2) the 41 Triton-backward varlen / fp32 /
-# softcap cases unfinished at call 51's limit (scripts/gpu_call55_todo.txt; none failed).
+# Device call 55 (2026-12-04, sixth session), ~5 minutes: decode where call 47 left it below cuDNN — ncu of one call of
+# each provider (grid, registers, DRAM bytes, SM-active spread) and the b16 sweep of scripts/decode_tune.py. (The
+# fifth session's planned test re-runs moved to gpu_call56.sh.)
 set -o pipefail
 OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
-echo "== tightened tests"
-TIER_S=${T1_S:-150} NPROC=12 PYTEST_K="mask_producer or rng_values" bash scripts/gpu_tier.sh tests/ops/attention/test_forward_sm90.py \
-  tests/ops/attention/test_dropout.py 2>&1 | tail -6
-cp "$OUT/gpu_tier.log" "$OUT/gpu_tier_tightened.log"
-echo "== backward leftovers"
-TIER_S=${T2_S:-300} NPROC=15 bash scripts/gpu_tier.sh $(cat scripts/gpu_call55_todo.txt) 2>&1 | tail -6
-cp "$OUT/gpu_tier.log" "$OUT/gpu_tier_bwd_leftovers.log"; rm -f "$OUT/gpu_tier.log"
+echo "== decode ncu"
+NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+for c in "cudnn 16 8192" "tilefold 16 8192" "cudnn 4 32768" "tilefold 4 32768" "cudnn 16 32768" "tilefold 16 32768"; do
+  f="$OUT/ncu_decode_${c// /_}.txt"
+  timeout 40 $NCU --clock-control none --profile-from-start off --section SpeedOfLight --section LaunchStats \
+    --section Occupancy --metrics dram__bytes_read.sum,sm__cycles_active.min,sm__cycles_active.avg,sm__cycles_active.max,gpu__time_duration.sum \
+    python3 scripts/decode_ncu.py $c > "$f" 2>&1; echo "ncu $c rc=$?"
+  grep -E "^  [a-zA-Z_].*\(|Duration|DRAM Throughput|Grid Size|Block Size|Registers Per|Shared Memory Config|Dynamic Shared|Waves Per SM|Achieved Occupancy|dram__bytes_read|sm__cycles_active|gpu__time" "$f" | cut -c1-150
+done
+echo "== decode b16 sweep"
+timeout ${TUNE_S:-200} python3 scripts/decode_tune.py b16 > "$OUT/decode_tune_b16.jsonl" 2> "$OUT/decode_tune_b16.err"
+echo "rc=$?"; cut -c1-220 "$OUT/decode_tune_b16.jsonl"; grep -v -i warn "$OUT/decode_tune_b16.err" | tail -5
 ls "$OUT"
