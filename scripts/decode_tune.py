@@ -11,6 +11,7 @@
                 by do_bench and GPU µs per call replayed from a CUDA graph (no host time), cuDNN beside.
   kind=b16      (call 55) the cases call 47 left below cuDNN (B=16 8k / 32k / 128k, B=4 32k, B=1 256k): split counts
                 x five tiles, GB/s by do_bench and GPU µs by graph replay, cuDNN before and after.
+  kind=kpar     (call 57) keys in parallel (one key chunk per warp) vs the shipped tiles over the bench grid.
   kind=host     B=1 N=32k: host µs per call of the public call and of its parts (allocation, counters,
                 the bare Triton launch with fixed arguments, the launch through CompiledKernel), plus a
                 cProfile of the call (stderr).
@@ -32,7 +33,7 @@ from tilefold.ops.decode import splitkv as SK
 from tilefold.ops.decode import choose_num_splits, split_kv_attention
 
 H, HK, D = 32, 8, 128
-PART = sys.argv[1:] or ["host", "combine", "cfg", "splits", "sweep2", "small"]  # also: b16
+PART = sys.argv[1:] or ["host", "combine", "cfg", "splits", "sweep2", "small"]  # also: b16, kpar
 
 
 def tf(q, k, v, S=0):
@@ -286,4 +287,45 @@ if "b16" in PART:
         emit(kind="b16", B=B, N=N, provider="cudnn", gbps=gb(nbytes, lambda: cudnn(q, k, v)),
              graph_us=graph_us(lambda: cudnn(q, k, v)))
         del q, k, v
+    use_config(None)
+
+if "kpar" in PART:
+    # (device call 57, 2026-12-04, sixth session) keys in parallel (KPAR: one key chunk per warp) against the shipped
+    # tiles over the bench grid: shipped (TILEFOLD_DECODE_KPAR=0, its own split), KPAR at ~1 and ~2 programs per SM
+    # with the 147 KB (1 per SM) and 115 KB (2 per SM) tiles; GB/s by do_bench, GPU µs by graph replay, cuDNN beside
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    K1, K2 = C(16, 32, 4, 3, 1, kpar=4), C(16, 16, 4, 4, 2, kpar=4)
+    grid = [(1, 8192), (1, 32768), (1, 131072), (1, 262144), (1, 1 << 20), (4, 8192), (4, 32768), (4, 131072),
+            (8, 8192), (8, 32768), (8, 131072), (16, 8192), (16, 32768), (16, 131072), (32, 8192), (32, 32768)]
+    os.environ.pop("TILEFOLD_DECODE_COMBINE", None)
+    for B, N in grid:
+        q, k, v, nbytes = data(B, N)
+        ref = cudnn(q, k, v).float()
+        emit(kind="kpar", B=B, N=N, provider="cudnn", gbps=gb(nbytes, lambda: cudnn(q, k, v)),
+             graph_us=graph_us(lambda: cudnn(q, k, v)))
+        use_config(None)
+        os.environ["TILEFOLD_DECODE_KPAR"] = "0"
+        S0 = choose_num_splits(B, H, 1, N, D, q.dtype, q.device, heads_k=HK)
+        emit(kind="kpar", B=B, N=N, provider="shipped", S=S0, gbps=gb(nbytes, lambda: tf(q, k, v)),
+             graph_us=graph_us(lambda: tf(q, k, v)), maxdiff=float((tf(q, k, v).float() - ref).abs().max()))
+        os.environ["TILEFOLD_DECODE_KPAR"] = "auto"
+        s1 = max(1, round(sms / (B * HK)))
+        s2 = max(1, round(2 * sms / (B * HK)))
+        for cfg, Ss in ((K1, sorted({s1, max(1, s1 // 2)})), (K2, sorted({s1, s2}))):
+            use_config(cfg)
+            for S in Ss:
+                rec = dict(kind="kpar", B=B, N=N, cfg=f"kpar{cfg.BLOCK_N}x{cfg.num_stages}", S=S)
+                try:
+                    rec["gbps"] = gb(nbytes, lambda: tf(q, k, v, S))
+                    rec["graph_us"] = graph_us(lambda: tf(q, k, v, S))
+                    rec["maxdiff"] = float((tf(q, k, v, S).float() - ref).abs().max())
+                    rec["took_kpar"] = all(p.cons.get("KPAR", 1) == 4 for p in K._PLANS.values())
+                except Exception as e:  # noqa: BLE001
+                    rec["error"] = repr(e)[:300]
+                emit(**rec)
+        use_config(None)
+        emit(kind="kpar", B=B, N=N, provider="cudnn", gbps=gb(nbytes, lambda: cudnn(q, k, v)),
+             graph_us=graph_us(lambda: cudnn(q, k, v)))
+        del q, k, v, ref
+    os.environ.pop("TILEFOLD_DECODE_KPAR", None)
     use_config(None)

@@ -177,7 +177,13 @@ def test_varlen_gpu_layouts(layout, dtype):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("opts", [dict(), dict(causal=True), dict(window_size=(16, 16))], ids=["full", "causal", "win16_16"])
-def test_varlen_equals_per_sequence_gpu(opts):
+def test_varlen_equals_per_sequence_gpu(opts, monkeypatch):
+    """Bitwise, with both calls on forward.py's kernel: on sm_90 a dense 16-bit hd128 call would take the Gluon
+    forward (128-key tiles, no varlen), whose lse may differ from the Triton kernel's in the last bit (seen in call
+    56: <= 1 ulp in 3-5% of the rows); that the Gluon path meets the accuracy rule is tested in test_forward_sm90.py,
+    and check_varlen holds the varlen result to it against fp64 here."""
+    from tilefold.ops.attention import config
+    monkeypatch.setattr(config, "FWD_SM90", "0")
     lens_q, lens_k = [0, 1, 17, 113, 1023, 5], [3, 1, 1023, 113, 17, 0]
     for dtype in h.GPU_DTYPES:
         q, k, v, meta, res = check_varlen(lens_q, lens_k, 8, 2, 128, dtype, opts, None, "cuda", grad=False)

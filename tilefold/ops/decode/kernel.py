@@ -67,6 +67,61 @@ def _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, s
 
 
 @triton.jit
+def _decode_kpar(q, k_base, v_base, stride_kn, stride_vn, pos, offs_d, n_lo, n_hi, shift, win_left, win_right,
+                 qk_scale, softcap_pre, softcap_post, D, W: tl.constexpr, BLOCK_M: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, HAS_LO: tl.constexpr,
+                 HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr):
+    """Keys [n_lo, n_hi) (n_hi <= seqlen_k) in W contiguous chunks of whole BLOCK_N tiles, folded side by side: one
+    batched (3-D) dot per step takes a BLOCK_N tile of every chunk, and with num_warps == W each warp owns one chunk's
+    scores, probabilities and state, so no tile crosses warps (the 2-D path's P·V takes P in another warp layout: a
+    shared-memory round trip per tile). The W states are merged once at the end (⊕ over the chunk axis: level 1 of
+    DESIGN.md §1 inside the program). Every step is masked (chunk ends, causal / window by row position): decode
+    streams bytes, the compares are free. Returns the range's (acc, l, m)."""
+    offs_w = tl.arange(0, W)
+    offs_n = tl.arange(0, BLOCK_N)
+    chunk = tl.cdiv(tl.cdiv(tl.maximum(n_hi - n_lo, 0), W), BLOCK_N) * BLOCK_N
+    start = n_lo + offs_w * chunk
+    stop = tl.minimum(start + chunk, n_hi)
+    rows = start[:, None] + offs_n[None, :]  # [W, BLOCK_N] key rows of the current step
+    k_ptrs = k_base + rows.to(tl.int64)[:, :, None] * stride_kn + offs_d[None, None, :]
+    v_ptrs = v_base + rows.to(tl.int64)[:, :, None] * stride_vn + offs_d[None, None, :]
+    q3 = tl.broadcast_to(q[None, :, :], (W, BLOCK_M, BLOCK_D))
+    pos3 = pos[None, :, None]
+    m_i = tl.full([W, BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([W, BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([W, BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for j in range(0, chunk, BLOCK_N):
+        n = rows + j
+        ok_n = n < stop[:, None]
+        if EVEN_D:
+            ld = ok_n[:, :, None]
+        else:
+            ld = ok_n[:, :, None] & (offs_d[None, None, :] < D)
+        k = tl.load(k_ptrs, mask=ld, other=0.0)
+        v = tl.load(v_ptrs, mask=ld, other=0.0)
+        qk = tl.dot(q3, tl.permute(k, (0, 2, 1)), input_precision=DOT_PREC)
+        s, _ = score_transform(qk, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP)
+        ok = ok_n[:, None, :]
+        if HAS_HI:
+            ok = ok & (n[:, None, :] - pos3 <= shift + win_right)
+        if HAS_LO:
+            ok = ok & (n[:, None, :] - pos3 >= shift - win_left)
+        s = tl.where(ok, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 2))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.math.exp2(m_i - m_use)
+        p = tl.math.exp2(s - m_use[:, :, None])
+        l_i = l_i * alpha + tl.sum(p, 2)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, :, None], input_precision=DOT_PREC)
+        m_i = m_new
+        k_ptrs += BLOCK_N * stride_kn
+        v_ptrs += BLOCK_N * stride_vn
+    m = tl.max(m_i, 0)
+    sc = tl.math.exp2(m_i - tl.where(m == float("-inf"), 0.0, m)[None, :])
+    return tl.sum(acc * sc[:, :, None], 0), tl.sum(l_i * sc, 0), m
+
+
+@triton.jit
 def decode_fwd_kernel(
     Q, K, V, O, LSE,
     stride_qb, stride_qm, stride_qh,
@@ -81,7 +136,7 @@ def decode_fwd_kernel(
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
     EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, FUSED_COMBINE: tl.constexpr = False,
     COMBINE_UNROLL: tl.constexpr = 1, USE_TMA: tl.constexpr = False, FOLD_ROWS: tl.constexpr = 0,
-    PDL: tl.constexpr = False,
+    PDL: tl.constexpr = False, KPAR: tl.constexpr = 1,
 ):
     """Grid (packed row blocks, B · HK, splits). Writes the state of packed rows [r0, r0 + BLOCK_M) of
     (batch b, key head hk) over keys [pid_s · split_size, (pid_s + 1) · split_size) (split_size a
@@ -89,7 +144,9 @@ def decode_fwd_kernel(
     FUSED_COMBINE: the last of a row block's splits to finish (a counter per (row block, b, hk) in CNT,
     zero on entry) folds the block's S states into OUT / LSE_OUT itself and sets its counter back to zero:
     one launch. The counters are per-stream scratch reused by the next call on the stream (zero-filled
-    once when allocated; fresh during CUDA graph capture)."""
+    once when allocated; fresh during CUDA graph capture).
+    KPAR > 1: the key range is folded as KPAR chunks side by side, one per warp (``_decode_kpar``; pointer loads)."""
+    tl.static_assert(KPAR == 1 or not USE_TMA, "the KPAR path loads K / V through pointers")
     if PDL:  # the combine kernel (a programmatic dependent launch) may start once every program got here
         gdc_launch_dependents()
     pid_m = tl.program_id(0)
@@ -136,21 +193,26 @@ def decode_fwd_kernel(
     n_start, f_lo, f_hi, n_end = key_tiles(p_first, p_last + 1, seqlen_k, shift, win_left, win_right,
                                            split_lo, split_lo + split_size, BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
 
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, pos, offs_n0,
-                                  offs_d, n_start, f_lo, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre,
-                                  softcap_post, D, BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
-                                  USE_TMA)
-    acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, pos, offs_n0,
-                                  offs_d, f_lo, f_hi, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre,
-                                  softcap_post, D, BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
-                                  USE_TMA)
-    acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, pos, offs_n0,
-                                  offs_d, f_hi, n_end, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre,
-                                  softcap_post, D, BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
-                                  USE_TMA)
+    if KPAR > 1:
+        acc, l_i, m_i = _decode_kpar(q, k_base, v_base, stride_kn, stride_vn, pos, offs_d, n_start, n_end, shift,
+                                     win_left, win_right, qk_scale, softcap_pre, softcap_post, D, KPAR, BLOCK_M,
+                                     BLOCK_N, BLOCK_D, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
+    else:
+        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+        acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+        acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, pos,
+                                      offs_n0, offs_d, n_start, f_lo, seqlen_k, shift, win_left, win_right, qk_scale,
+                                      softcap_pre, softcap_post, D, BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP,
+                                      DOT_PREC, USE_TMA)
+        acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, pos,
+                                      offs_n0, offs_d, f_lo, f_hi, seqlen_k, shift, win_left, win_right, qk_scale,
+                                      softcap_pre, softcap_post, D, BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP,
+                                      DOT_PREC, USE_TMA)
+        acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, pos,
+                                      offs_n0, offs_d, f_hi, n_end, seqlen_k, shift, win_left, win_right, qk_scale,
+                                      softcap_pre, softcap_post, D, BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP,
+                                      DOT_PREC, USE_TMA)
     o, lse = finalize(acc, l_i, m_i)
 
     s64 = pid_s.to(tl.int64)
@@ -277,6 +339,7 @@ class DecodeConfig:
     num_stages: int
     ctas_per_sm: int  # programs resident per SM (shared memory bound), for the split heuristic
     use_tma: bool = False  # K/V tiles through tensor descriptors (falls back to pointers, see tma_ok)
+    kpar: int = 1  # > 1: the key range folded as this many chunks side by side, one per warp (_decode_kpar)
 
 
 DECODE_MAX_ROWS = 256  # packed rows (seqlen_q · G) up to which split-KV uses the decode kernel
@@ -311,7 +374,7 @@ def streaming_tiles(rows: int, D: int, dtype: torch.dtype) -> bool:
 
 @functools.lru_cache(maxsize=256)
 def decode_config(rows: int, D: int, dtype: torch.dtype, device: torch.device, keys_per_split: int = 0,
-                  wide: bool = False) -> DecodeConfig:
+                  wide: bool = False, allow_kpar: bool = True) -> DecodeConfig:
     """Tiles for ``rows`` packed query rows (seqlen_q · G) per (batch, key head), ``keys_per_split`` keys per
     program, ``wide``: at least ~1.5 programs per SM in the launch (both used where ``streaming_tiles``; see
     STREAM_KEYS / MID_KEYS above).
@@ -393,6 +456,26 @@ def fold_rows(n_rows: int, block_m: int, varlen: bool) -> int:
     if FOLD_MODE == "block" or varlen:
         return 0
     return min(block_m, max(2, next_pow2(max(n_rows, 1))))
+
+
+# Keys in parallel (KPAR, ``_decode_kpar``): one chunk of the program's key range per warp, no tile crossing warps --
+# the layout of cuDNN's decode kernel (call 55's ncu: 4 warps along the keys, one program per (batch, key head)).
+# Only for one 16-row block of 16-bit tiles up to hd128 (the W per-warp [16, D] fp32 states live in registers).
+# TILEFOLD_DECODE_KPAR (read per call, part of the plan key): "auto" (the measured policy in decode_config), "0"
+# (never), "1" (wherever kpar_ok allows: the forced GPU test tier).
+KPAR_W = 4
+KPAR_CONFIG = DecodeConfig(16, 32, KPAR_W, 3, 1, kpar=KPAR_W)  # 147 KB shared (offline sm_90, bf16 hd128): 1 per SM
+
+
+def kpar_ok(rows: int, D: int, dtype: torch.dtype) -> bool:
+    return rows <= 16 and block_d(D) <= 128 and dtype in (torch.bfloat16, torch.float16)
+
+
+def kpar_mode() -> str:
+    mode = os.environ.get("TILEFOLD_DECODE_KPAR", "auto")
+    if mode not in ("auto", "0", "1"):
+        raise ValueError(f"TILEFOLD_DECODE_KPAR must be 0, 1 or auto, got {mode!r}")
+    return mode
 
 
 def decode_tma(cfg: DecodeConfig) -> bool:
@@ -477,6 +560,11 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> 
     # programs in the launch, for the tile choice (rows packed 16 to a block where streaming_tiles applies)
     wide = B * HK * cdiv(max(M * G, 1), 16) * max(S, 1) * 2 >= 3 * num_sms(q.device)
     cfg = decode_config(M * G, D, q.dtype, q.device, cdiv(max(N, 1), max(S, 1)), wide)
+    kmode, kfit = kpar_mode(), kpar_ok(M * G, D, q.dtype)
+    if cfg.kpar > 1 and (kmode == "0" or not kfit):
+        cfg = decode_config(M * G, D, q.dtype, q.device, cdiv(max(N, 1), max(S, 1)), wide, False)
+    elif cfg.kpar == 1 and kmode == "1" and kfit:
+        cfg = KPAR_CONFIG
     BD = block_d(D)
     left, right = window
     if S > 1:
@@ -503,11 +591,11 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> 
         flst = (0, lst[0], lst[1]) if varlen else lst
     else:
         fst, flst = (0, 0, 0), (0, 0, 0)
-    use_tma = decode_tma(cfg) and tma_ok(k, v)
+    use_tma = cfg.kpar == 1 and decode_tma(cfg) and tma_ok(k, v)
     cons = dict(GROUP=G, BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=BD, IS_VARLEN=varlen, HAS_LO=left >= 0,
                 HAS_HI=right >= 0, HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D,
                 DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32", FUSED_COMBINE=fused,
-                COMBINE_UNROLL=1, USE_TMA=use_tma, FOLD_ROWS=0)
+                COMBINE_UNROLL=1, USE_TMA=use_tma, FOLD_ROWS=0, KPAR=cfg.kpar)
     if fused:
         fr = fold_rows(M * G, cfg.BLOCK_M, varlen)
         # the whole-block fold ("block") keeps its measured unroll cap of 4
@@ -554,7 +642,8 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
     window = tuple(window)
     key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), q.dtype, k.dtype, v.dtype, q.device,
            S, scale, window, softcap, varlen, os.environ.get("TILEFOLD_DECODE_COMBINE", DECODE_COMBINE),
-           os.environ.get("TILEFOLD_DECODE_TMA", "auto"), FOLD_MODE, DECODE_PDL, FUSED_MAX_KV_BYTES,
+           os.environ.get("TILEFOLD_DECODE_TMA", "auto"), os.environ.get("TILEFOLD_DECODE_KPAR", "auto"), FOLD_MODE,
+           DECODE_PDL, FUSED_MAX_KV_BYTES,
            q.data_ptr() % 16, k.data_ptr() % 16, v.data_ptr() % 16)
     if varlen:
         key += (cu_q.shape, cu_k.shape, cu_q.dtype, cu_k.dtype, cu_q.data_ptr() % 16, cu_k.data_ptr() % 16, int(max_q), int(max_k))

@@ -1,0 +1,120 @@
+"""Keys in parallel (KPAR: the decode program's key range folded as one chunk per warp, the chunk states merged at
+the end). Forced with TILEFOLD_DECODE_KPAR=1 on every case it takes (one 16-row block of 16-bit tiles up to hd128):
+masks by row position, chunk ends that are not tile ends, empty chunks, splits and the fused combine, varlen;
+2x rule against fp64, and the plans must really have taken KPAR. CPU tier through the interpreter (fp16), GPU tier
+in bf16 at decode sizes."""
+import pytest
+import torch
+
+from decode_helpers import assert_2x
+from tilefold.ops.attention.naive import attention_ref, varlen_attention_ref
+from tilefold.ops.common.dispatch import use_backend
+from tilefold.ops.decode import kernel as K
+from tilefold.ops.decode import split_kv_attention
+
+CASES = [  # (B, M, N, H, HK, D, window, softcap); rows = M * H / HK <= 16
+    (2, 1, 113, 4, 2, 32, (-1, -1), 0.0),   # GQA decode, 113 keys: the last chunk ends inside a tile
+    (1, 5, 70, 2, 2, 16, (8, 0), 0.0),      # causal + left window by position, 5 rows
+    (2, 1, 50, 8, 2, 16, (-1, 0), 0.0),     # GQA packed, causal
+    (1, 1, 50, 4, 1, 16, (-1, 3), 0.0),     # MQA packed, right window
+    (1, 1, 50, 4, 2, 16, (6, -1), 0.0),     # left window only: most chunks empty
+    (1, 3, 1, 2, 2, 16, (-1, -1), 0.0),     # one key: three chunks empty
+    (1, 4, 260, 4, 1, 72, (7, 3), 0.0),     # odd head dim (padded to 128), 16 rows, narrow window
+    (2, 3, 77, 8, 2, 32, (-1, 0), 5.0),     # softcap, causal, 12 rows
+]
+
+
+def _cid(c):
+    B, M, N, H, HK, D, w, cap = c
+    return f"b{B}-q{M}-k{N}-h{H}x{HK}-d{D}-win{w[0]}_{w[1]}" + (f"-cap{cap:g}" if cap else "")
+
+
+def _ref(q, k, v, window, softcap, dtype):
+    left, right = window
+    causal = right == 0
+    win = (left, -1 if causal else right)
+    ref = attention_ref(q, k, v, causal=causal, window_size=win, softcap=softcap)
+    base = attention_ref(q, k, v, causal=causal, window_size=win, softcap=softcap, compute_dtype=dtype)
+    return ref, base
+
+
+def _took_kpar():
+    return bool(K._PLANS) and all(p.cons["KPAR"] == K.KPAR_W for p in K._PLANS.values())
+
+
+@pytest.mark.parametrize("combine", ["kernel", "fused"])
+@pytest.mark.parametrize("S", [1, 3, 0])
+@pytest.mark.parametrize("case", CASES, ids=_cid)
+def test_kpar_matches_reference(case, S, combine, monkeypatch):
+    monkeypatch.setenv("TILEFOLD_DECODE_KPAR", "1")
+    monkeypatch.setenv("TILEFOLD_DECODE_COMBINE", combine)
+    K.clear_plans()
+    B, M, N, H, HK, D, window, cap = case
+    torch.manual_seed(N + M)
+    q, k, v = (torch.randn(B, L, h, D).half() for L, h in ((M, H), (N, HK), (N, HK)))
+    (ref_o, ref_l), (base_o, base_l) = _ref(q, k, v, window, cap, torch.float16)
+    with use_backend("triton"):
+        o, l = split_kv_attention(q, k, v, num_splits=S, softmax_scale=D ** -0.5, window=window, softcap=cap)
+    assert _took_kpar()
+    assert o.dtype == torch.float16 and l.shape == (B, H, M)
+    assert_2x(f"out S={S}", o, ref_o, base_o)
+    assert_2x(f"lse S={S}", l, ref_l, base_l)
+
+
+def test_kpar_varlen_with_empty_sequences(monkeypatch):
+    monkeypatch.setenv("TILEFOLD_DECODE_KPAR", "1")
+    K.clear_plans()
+    torch.manual_seed(3)
+    lens_q, lens_k, H, HK, D = [1, 0, 2, 1], [40, 9, 0, 130], 8, 2, 32
+    cu_q = torch.tensor([0] + torch.tensor(lens_q).cumsum(0).tolist(), dtype=torch.int32)
+    cu_k = torch.tensor([0] + torch.tensor(lens_k).cumsum(0).tolist(), dtype=torch.int32)
+    q = torch.randn(sum(lens_q), H, D).half()
+    k, v = torch.randn(sum(lens_k), HK, D).half(), torch.randn(sum(lens_k), HK, D).half()
+    ref_o, ref_l = varlen_attention_ref(q, k, v, cu_q, cu_k, causal=True)
+    base_o, base_l = varlen_attention_ref(q, k, v, cu_q, cu_k, causal=True, compute_dtype=torch.float16)
+    for S in (1, 2, 0):
+        with use_backend("triton"):
+            o, l = split_kv_attention(q, k, v, num_splits=S, softmax_scale=D ** -0.5, window=(-1, 0), softcap=0.0,
+                                      cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=max(lens_q),
+                                      max_seqlen_k=max(lens_k))
+        assert _took_kpar()
+        assert_2x(f"out S={S}", o, ref_o, base_o)
+        assert_2x(f"lse S={S}", l, ref_l, base_l)
+
+
+def test_kpar_mode_and_fit(monkeypatch):
+    """Where KPAR may run (one 16-row block, 16-bit, head dim <= 128) and the switch's values."""
+    assert K.kpar_ok(16, 128, torch.bfloat16) and K.kpar_ok(1, 72, torch.float16)
+    assert not K.kpar_ok(17, 128, torch.bfloat16) and not K.kpar_ok(4, 256, torch.bfloat16)
+    assert not K.kpar_ok(4, 128, torch.float32)
+    monkeypatch.setenv("TILEFOLD_DECODE_KPAR", "yes")
+    with pytest.raises(ValueError, match="TILEFOLD_DECODE_KPAR"):
+        K.kpar_mode()
+    # outside its fit the forced mode leaves the 2-D path: fp32, and 64 packed rows
+    monkeypatch.setenv("TILEFOLD_DECODE_KPAR", "1")
+    for dtype, M in ((torch.float32, 1), (torch.float16, 16)):
+        K.clear_plans()
+        q, k = torch.randn(1, M, 8, 32).to(dtype), torch.randn(1, 40, 2, 32).to(dtype)
+        with use_backend("triton"):
+            split_kv_attention(q, k, k, num_splits=2, softmax_scale=0.2, window=(-1, -1), softcap=0.0)
+        assert all(p.cons["KPAR"] == 1 for p in K._PLANS.values())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("M,causal", [(1, False), (1, True), (4, True)])
+@pytest.mark.parametrize("S", [1, 3, 0])
+def test_kpar_gpu(M, causal, S, monkeypatch):
+    monkeypatch.setenv("TILEFOLD_DECODE_KPAR", "1")
+    K.clear_plans()
+    torch.manual_seed(M + S)
+    B, N, H, HK, D = 2, 4096 + 17, 32, 8, 128
+    q = torch.randn(B, M, H, D, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(B, N, HK, D, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(B, N, HK, D, device="cuda", dtype=torch.bfloat16)
+    ref_o, ref_l = attention_ref(q, k, v, causal=causal)
+    base_o, base_l = attention_ref(q, k, v, causal=causal, compute_dtype=torch.bfloat16)
+    o, l = split_kv_attention(q, k, v, num_splits=S, softmax_scale=D ** -0.5, window=(-1, 0 if causal else -1),
+                              softcap=0.0)
+    assert _took_kpar() == (M * H // HK <= 16)
+    assert_2x("out", o, ref_o, base_o)
+    assert_2x("lse", l, ref_l, base_l)
