@@ -141,6 +141,8 @@ def test_streaming_tiles_and_even_splits_policy(monkeypatch):
     assert SK.even_splits(64, 8192, 132) == 2         # B=8
     assert SK.even_splits(64, 131072, 132) == 4
     assert SK.even_splits(128, 8192, 132) == 2        # B=16: one per SM would be 8192 keys
+    assert SK.even_splits(128, 8192, 132, kpar=True) == 1  # ... unless one wave of KPAR programs (call 57)
+    assert SK.even_splits(118, 1 << 20, 132, kpar=True) == 2 and SK.even_splits(133, 8192, 132, kpar=True) == 2
     assert SK.even_splits(256, 8192, 132) == 1        # B=32
     assert SK.even_splits(1, 1 << 22, 132) == SK.MAX_SPLITS
     monkeypatch.setattr(K, "interpreter_enabled", lambda: False)
@@ -155,6 +157,10 @@ def test_streaming_tiles_and_even_splits_policy(monkeypatch):
     assert cfg(4, 128, torch.bfloat16, cuda, 1 << 20, False) == small  # one program per SM: pointer tile
     assert cfg(64, 128, torch.bfloat16, cuda, 1 << 20, True) == cfg(64, 128, torch.bfloat16, cuda, 0)
     assert not cfg(4, 256, torch.bfloat16, cuda, 1 << 20, True).use_tma
+    # one wave of one unsplit program per SM: the KPAR tile (swept case only, and only if allowed)
+    assert cfg(4, 128, torch.bfloat16, cuda, 8192, False, True, True) == K.KPAR_CONFIG
+    assert cfg(4, 128, torch.bfloat16, cuda, 8192, False, False, True) == small
+    assert cfg(4, 128, torch.float32, cuda, 8192, False, True, True).kpar == 1
 
 
 @pytest.mark.gpu

@@ -118,3 +118,24 @@ def test_kpar_gpu(M, causal, S, monkeypatch):
     assert _took_kpar() == (M * H // HK <= 16)
     assert_2x("out", o, ref_o, base_o)
     assert_2x("lse", l, ref_l, base_l)
+
+
+@pytest.mark.gpu
+def test_kpar_auto_one_wave_gpu(monkeypatch):
+    """num_splits=0 where the unsplit programs make one wave of one per SM (B = SMs // 8 with 8 key heads, bf16 hd128,
+    seqlen_q 1): the policy runs them unsplit on the KPAR tile; the result holds the 2x rule."""
+    monkeypatch.delenv("TILEFOLD_DECODE_KPAR", raising=False)
+    K.clear_plans()
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    B, N, H, HK, D = max(1, sms // 8), 2048 + 5, 32, 8, 128
+    torch.manual_seed(7)
+    q = torch.randn(B, 1, H, D, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(B, N, HK, D, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(B, N, HK, D, device="cuda", dtype=torch.bfloat16)
+    ref_o, ref_l = attention_ref(q, k, v)
+    base_o, base_l = attention_ref(q, k, v, compute_dtype=torch.bfloat16)
+    o, l = split_kv_attention(q, k, v, num_splits=0, softmax_scale=D ** -0.5, window=(-1, -1), softcap=0.0)
+    plans = list(K._PLANS.values())
+    assert len(plans) == 1 and plans[0].S == 1 and plans[0].cons["KPAR"] == K.KPAR_W
+    assert_2x("out", o, ref_o, base_o)
+    assert_2x("lse", l, ref_l, base_l)

@@ -374,7 +374,7 @@ def streaming_tiles(rows: int, D: int, dtype: torch.dtype) -> bool:
 
 @functools.lru_cache(maxsize=256)
 def decode_config(rows: int, D: int, dtype: torch.dtype, device: torch.device, keys_per_split: int = 0,
-                  wide: bool = False, allow_kpar: bool = True) -> DecodeConfig:
+                  wide: bool = False, allow_kpar: bool = True, one_wave: bool = False) -> DecodeConfig:
     """Tiles for ``rows`` packed query rows (seqlen_q · G) per (batch, key head), ``keys_per_split`` keys per
     program, ``wide``: at least ~1.5 programs per SM in the launch (both used where ``streaming_tiles``; see
     STREAM_KEYS / MID_KEYS above).
@@ -384,13 +384,17 @@ def decode_config(rows: int, D: int, dtype: torch.dtype, device: torch.device, k
     (Triton 3.6, pointer args and strides divisible by 16 as at launch; no local memory): hd128
     BLOCK_M=16 71.7 KB of shared memory (3 programs per SM by shared memory; 204 registers make it 2),
     32: 77.8 KB (2), 64 (wgmma): 114.7 KB (2); hd256 with 32-key tiles: 74.8 KB (16 rows), 84.0 KB (32 rows);
-    descriptors at 16 rows: 32-key 4-stage tile 54 KB, 72-184 registers; 128-key 2-stage 74 KB, 143-168."""
+    descriptors at 16 rows: 32-key 4-stage tile 54 KB, 72-184 registers; 128-key 2-stage 74 KB, 143-168.
+    ``one_wave``: unsplit programs that make one wave of one per SM; with ``allow_kpar`` the swept case takes the
+    KPAR tile there (KPAR_CONFIG)."""
     bm = max(16, min(64, next_pow2(max(rows, 1))))
     if device.type != "cuda" or interpreter_enabled():
         return DecodeConfig(16, 16, 4, 1, 1)
     bd = block_d(D)
     if dtype == torch.float32:
         return DecodeConfig(min(bm, 32), 32, 4, 2, 2)
+    if allow_kpar and one_wave and streaming_tiles(rows, D, dtype):
+        return KPAR_CONFIG
     if streaming_tiles(rows, D, dtype) and wide:
         if keys_per_split >= STREAM_KEYS:
             return DecodeConfig(16, 32, 4, 4, 4, use_tma=True)
@@ -463,8 +467,14 @@ def fold_rows(n_rows: int, block_m: int, varlen: bool) -> int:
 # Only for one 16-row block of 16-bit tiles up to hd128 (the W per-warp [16, D] fp32 states live in registers).
 # TILEFOLD_DECODE_KPAR (read per call, part of the plan key): "auto" (the measured policy in decode_config), "0"
 # (never), "1" (wherever kpar_ok allows: the forced GPU test tier).
+# Measured (benchmarks/NOTES.md, "Decode: keys in parallel", call 57; bf16 hd128, 8 key heads, GB/s by do_bench): as one
+# unsplit program per (batch, key head) where those make one wave of one per SM (B=16: 128 programs on 132 SMs) it beat
+# the shipped 2-split descriptor tiles (8k 3929 vs 3866, 32k 4403 vs 4362, 128k 4524 vs 4431; cuDNN, which runs the same
+# grid, 4003 / 4432 / 4536) and the 32-key 3-stage KPAR tile (3918 / 4366 / 4488); elsewhere it tied or lost (B=32:
+# -2%, B=4: -1%, B=1 128k: -0.6%), so "auto" uses it only there (``one_wave``).
 KPAR_W = 4
-KPAR_CONFIG = DecodeConfig(16, 32, KPAR_W, 3, 1, kpar=KPAR_W)  # 147 KB shared (offline sm_90, bf16 hd128): 1 per SM
+KPAR_CONFIG = DecodeConfig(16, 16, KPAR_W, 4, 2, kpar=KPAR_W)  # 98 KB shared, 246 registers (offline sm_90, bf16 hd128)
+KPAR_WAVE_LO = 0.9  # one_wave: KPAR_WAVE_LO * SMs <= unsplit programs <= SMs
 
 
 def kpar_ok(rows: int, D: int, dtype: torch.dtype) -> bool:
@@ -558,8 +568,10 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> 
     HK = k.shape[-2]
     G = H // HK
     # programs in the launch, for the tile choice (rows packed 16 to a block where streaming_tiles applies)
-    wide = B * HK * cdiv(max(M * G, 1), 16) * max(S, 1) * 2 >= 3 * num_sms(q.device)
-    cfg = decode_config(M * G, D, q.dtype, q.device, cdiv(max(N, 1), max(S, 1)), wide)
+    programs, sms = B * HK * cdiv(max(M * G, 1), 16), num_sms(q.device)
+    wide = programs * max(S, 1) * 2 >= 3 * sms
+    one_wave = S <= 1 and KPAR_WAVE_LO * sms <= programs <= sms
+    cfg = decode_config(M * G, D, q.dtype, q.device, cdiv(max(N, 1), max(S, 1)), wide, True, one_wave)
     kmode, kfit = kpar_mode(), kpar_ok(M * G, D, q.dtype)
     if cfg.kpar > 1 and (kmode == "0" or not kfit):
         cfg = decode_config(M * G, D, q.dtype, q.device, cdiv(max(N, 1), max(S, 1)), wide, False)

@@ -49,7 +49,7 @@ from ..attention.forward import attention_fwd
 from ..attention.function import attention_backward
 from ..common.dispatch import backend_for, interpreter_enabled
 from ..common.host import cdiv
-from .kernel import DECODE_MAX_ROWS, decode_config, decode_fwd, num_sms, streaming_tiles
+from .kernel import DECODE_MAX_ROWS, KPAR_WAVE_LO, decode_config, decode_fwd, kpar_mode, num_sms, streaming_tiles
 
 MAX_SPLITS = 128
 ONE_WAVE_KEYS = 8192  # even_splits: one program per SM below this many keys per split, two per SM above
@@ -101,13 +101,17 @@ def decode_splits(programs: int, seqlen_k: int, block_n: int, key_bytes: int, st
     return best[1]
 
 
-def even_splits(programs: int, seqlen_k: int, sms: int) -> int:
+def even_splits(programs: int, seqlen_k: int, sms: int, kpar: bool = False) -> int:
     """Split count for the swept decode case (``kernel.streaming_tiles``), measured on an H200
     (benchmarks/NOTES.md, "Decode v3"): one program per SM (programs · S ≈ sms) while that leaves splits of
     fewer than ONE_WAVE_KEYS keys -- there the fixed cost of a program and of the combine dominates, and at B=1
     8k..64k 16 splits (of 512..4096 keys) had the least GPU time of 2..33 -- otherwise two per SM (programs · S
     ≈ 2 · sms: the best or within 1% of the best count swept at B=1 128k / 1M, B=8 32k / 128k, B=32 8k / 32k;
-    counts leaving a partial second wave lost 10-15%). Never splits of fewer than MIN_SPLIT_KEYS keys."""
+    counts leaving a partial second wave lost 10-15%). Never splits of fewer than MIN_SPLIT_KEYS keys.
+    ``kpar`` (keys in parallel allowed): no split where the unsplit programs make one wave of one per SM
+    (KPAR_WAVE_LO · sms <= programs <= sms; decode_config gives them the KPAR tile: call 57, B=16 8k..128k)."""
+    if kpar and KPAR_WAVE_LO * sms <= programs <= sms:
+        return 1
     one = max(1, round(sms / max(programs, 1)))
     if cdiv(max(seqlen_k, 1), one) < ONE_WAVE_KEYS:
         s = max(1, min(one, seqlen_k // MIN_SPLIT_KEYS))
@@ -117,7 +121,7 @@ def even_splits(programs: int, seqlen_k: int, sms: int) -> int:
 
 
 @functools.lru_cache(maxsize=1024)
-def _choose_cached(batch, heads, heads_k, seqlen_q, seqlen_k, headdim, dtype, device, masked) -> int:
+def _choose_cached(batch, heads, heads_k, seqlen_q, seqlen_k, headdim, dtype, device, masked, kpar=True) -> int:
     dev = torch.device(device)
     if not (dev.type == "cuda" and not interpreter_enabled()):
         return max(1, min(CPU_SPLITS, seqlen_k))
@@ -125,7 +129,7 @@ def _choose_cached(batch, heads, heads_k, seqlen_q, seqlen_k, headdim, dtype, de
     G = heads // heads_k
     rows = seqlen_q * G
     if rows <= DECODE_MAX_ROWS and streaming_tiles(rows, headdim, dtype):
-        return even_splits(batch * heads_k * cdiv(max(rows, 1), 16), seqlen_k, sms)
+        return even_splits(batch * heads_k * cdiv(max(rows, 1), 16), seqlen_k, sms, kpar)
     if rows <= DECODE_MAX_ROWS:
         cfg = decode_config(rows, headdim, dtype, dev)
         programs = batch * heads_k * cdiv(max(rows, 1), cfg.BLOCK_M)
@@ -154,13 +158,13 @@ def choose_num_splits(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head
     """num_splits for ``num_splits=0``. Decode shapes (seqlen_q · G <= DECODE_MAX_ROWS packed rows,
     G = heads / heads_k): for one 16-row block of 16-bit hd128 (``kernel.streaming_tiles``, the swept case)
     ``even_splits`` (132 SMs, 8 key heads: B = 1: 16 up to 64k, 33 from 128k; B = 8: 2 at 8k, 4 from 32k;
-    B = 32: 1),
+    B = 16: 1 (the KPAR tile; 2 with TILEFOLD_DECODE_KPAR=0); B = 32: 1),
     otherwise the count minimizing the bandwidth model of ``decode_splits``. Larger seqlen_q: FA2's
     wave-efficiency rule over (batch, head, query block) programs.
     On CPU / the interpreter: a small fixed number (the fold is the same). Cached per shape."""
     dev = device if isinstance(device, torch.device) else torch.device(device)
     return _choose_cached(int(batch), int(heads), int(heads_k or heads), int(seqlen_q), int(seqlen_k),
-                          int(headdim), dtype, dev, bool(masked))
+                          int(headdim), dtype, dev, bool(masked), kpar_mode() != "0")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -275,7 +279,7 @@ def split_kv_attention(q, k, v, *, num_splits, softmax_scale, window, softcap, c
     left, right = window
     S = num_splits
     if S == 0:
-        S = _choose_cached(B, H, k.shape[-2], M, N, D, q.dtype, q.device, left >= 0 or right >= 0)
+        S = _choose_cached(B, H, k.shape[-2], M, N, D, q.dtype, q.device, left >= 0 or right >= 0, kpar_mode() != "0")
     scale, softcap = float(softmax_scale), float(softcap)
     if not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
         # inference: no autograd node (decode is host-latency bound at small batch; DESIGN.md §6 notes)
