@@ -141,8 +141,9 @@ def test_streaming_tiles_and_even_splits_policy(monkeypatch):
     assert SK.even_splits(64, 8192, 132) == 2         # B=8
     assert SK.even_splits(64, 131072, 132) == 4
     assert SK.even_splits(128, 8192, 132) == 2        # B=16: one per SM would be 8192 keys
-    assert SK.even_splits(128, 8192, 132, kpar=True) == 1  # ... unless one wave of KPAR programs (call 57)
-    assert SK.even_splits(118, 1 << 20, 132, kpar=True) == 2 and SK.even_splits(133, 8192, 132, kpar=True) == 2
+    assert SK.even_splits(128, 8192, 132, kpar=True) == 1  # ... unless one wave of KPAR programs (calls 57-60)
+    assert SK.even_splits(128, 32768, 132, kpar=True) == 1 and SK.even_splits(128, 131072, 132, kpar=True) == 2
+    assert SK.even_splits(118, 8192, 132, kpar=True) == 2 and SK.even_splits(133, 8192, 132, kpar=True) == 2
     assert SK.even_splits(256, 8192, 132) == 1        # B=32
     assert SK.even_splits(1, 1 << 22, 132) == SK.MAX_SPLITS
     monkeypatch.setattr(K, "interpreter_enabled", lambda: False)

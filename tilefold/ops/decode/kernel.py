@@ -467,14 +467,21 @@ def fold_rows(n_rows: int, block_m: int, varlen: bool) -> int:
 # Only for one 16-row block of 16-bit tiles up to hd128 (the W per-warp [16, D] fp32 states live in registers).
 # TILEFOLD_DECODE_KPAR (read per call, part of the plan key): "auto" (the measured policy in decode_config), "0"
 # (never), "1" (wherever kpar_ok allows: the forced GPU test tier).
-# Measured (benchmarks/NOTES.md, "Decode: keys in parallel", call 57; bf16 hd128, 8 key heads, GB/s by do_bench): as one
-# unsplit program per (batch, key head) where those make one wave of one per SM (B=16: 128 programs on 132 SMs) it beat
-# the shipped 2-split descriptor tiles (8k 3929 vs 3866, 32k 4403 vs 4362, 128k 4524 vs 4431; cuDNN, which runs the same
-# grid, 4003 / 4432 / 4536) and the 32-key 3-stage KPAR tile (3918 / 4366 / 4488); elsewhere it tied or lost (B=32:
-# -2%, B=4: -1%, B=1 128k: -0.6%), so "auto" uses it only there (``one_wave``).
+# Measured (benchmarks/NOTES.md, "Decode: keys in parallel", calls 57-60; bf16 hd128, 8 key heads): as one unsplit
+# program per (batch, key head) where those make one wave of one per SM (B=16: 128 programs on 132 SMs), the bench
+# (call 60, policy off / on, two rounds each, GB/s / cuDNN) moved 8k from 0.962 to 0.972-0.976 and 32k from 0.985 to
+# 0.993-0.994, but 128k / 256k from 1.000-1.006 to 0.998-1.005 (the 2-split descriptor tiles stream as well there); in
+# call 57's sweep it tied or lost elsewhere (B=32 -2%, B=4 -1%, B=1 128k -0.6%). So "auto" uses it only for one wave of
+# at most KPAR_MAX_KEYS keys per program (``one_wave``).
 KPAR_W = 4
 KPAR_CONFIG = DecodeConfig(16, 16, KPAR_W, 4, 2, kpar=KPAR_W)  # 98 KB shared, 246 registers (offline sm_90, bf16 hd128)
-KPAR_WAVE_LO = 0.9  # one_wave: KPAR_WAVE_LO * SMs <= unsplit programs <= SMs
+KPAR_WAVE_LO = 0.9  # one_wave: KPAR_WAVE_LO * SMs <= unsplit programs <= SMs ...
+KPAR_MAX_KEYS = 32768  # ... of at most this many keys each
+
+
+def kpar_one_wave(programs: int, seqlen_k: int, sms: int) -> bool:
+    """Whether ``programs`` unsplit decode programs of ``seqlen_k`` keys take the KPAR tile under "auto"."""
+    return KPAR_WAVE_LO * sms <= programs <= sms and seqlen_k <= KPAR_MAX_KEYS
 
 
 def kpar_ok(rows: int, D: int, dtype: torch.dtype) -> bool:
@@ -570,7 +577,7 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> 
     # programs in the launch, for the tile choice (rows packed 16 to a block where streaming_tiles applies)
     programs, sms = B * HK * cdiv(max(M * G, 1), 16), num_sms(q.device)
     wide = programs * max(S, 1) * 2 >= 3 * sms
-    one_wave = S <= 1 and KPAR_WAVE_LO * sms <= programs <= sms
+    one_wave = S <= 1 and kpar_one_wave(programs, N, sms)
     cfg = decode_config(M * G, D, q.dtype, q.device, cdiv(max(N, 1), max(S, 1)), wide, True, one_wave)
     kmode, kfit = kpar_mode(), kpar_ok(M * G, D, q.dtype)
     if cfg.kpar > 1 and (kmode == "0" or not kfit):

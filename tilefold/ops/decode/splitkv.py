@@ -49,7 +49,7 @@ from ..attention.forward import attention_fwd
 from ..attention.function import attention_backward
 from ..common.dispatch import backend_for, interpreter_enabled
 from ..common.host import cdiv
-from .kernel import DECODE_MAX_ROWS, KPAR_WAVE_LO, decode_config, decode_fwd, kpar_mode, num_sms, streaming_tiles
+from .kernel import DECODE_MAX_ROWS, decode_config, decode_fwd, kpar_mode, kpar_one_wave, num_sms, streaming_tiles
 
 MAX_SPLITS = 128
 ONE_WAVE_KEYS = 8192  # even_splits: one program per SM below this many keys per split, two per SM above
@@ -108,9 +108,10 @@ def even_splits(programs: int, seqlen_k: int, sms: int, kpar: bool = False) -> i
     8k..64k 16 splits (of 512..4096 keys) had the least GPU time of 2..33 -- otherwise two per SM (programs · S
     ≈ 2 · sms: the best or within 1% of the best count swept at B=1 128k / 1M, B=8 32k / 128k, B=32 8k / 32k;
     counts leaving a partial second wave lost 10-15%). Never splits of fewer than MIN_SPLIT_KEYS keys.
-    ``kpar`` (keys in parallel allowed): no split where the unsplit programs make one wave of one per SM
-    (KPAR_WAVE_LO · sms <= programs <= sms; decode_config gives them the KPAR tile: call 57, B=16 8k..128k)."""
-    if kpar and KPAR_WAVE_LO * sms <= programs <= sms:
+    ``kpar`` (keys in parallel allowed): no split where the unsplit programs make one wave of one per SM of at
+    most KPAR_MAX_KEYS keys (``kernel.kpar_one_wave``; decode_config gives them the KPAR tile: calls 57-60, B=16 8k /
+    32k)."""
+    if kpar and kpar_one_wave(programs, seqlen_k, sms):
         return 1
     one = max(1, round(sms / max(programs, 1)))
     if cdiv(max(seqlen_k, 1), one) < ONE_WAVE_KEYS:
@@ -158,7 +159,7 @@ def choose_num_splits(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head
     """num_splits for ``num_splits=0``. Decode shapes (seqlen_q · G <= DECODE_MAX_ROWS packed rows,
     G = heads / heads_k): for one 16-row block of 16-bit hd128 (``kernel.streaming_tiles``, the swept case)
     ``even_splits`` (132 SMs, 8 key heads: B = 1: 16 up to 64k, 33 from 128k; B = 8: 2 at 8k, 4 from 32k;
-    B = 16: 1 (the KPAR tile; 2 with TILEFOLD_DECODE_KPAR=0); B = 32: 1),
+    B = 16: 1 up to 32k (the KPAR tile; 2 with TILEFOLD_DECODE_KPAR=0), 2 above; B = 32: 1),
     otherwise the count minimizing the bandwidth model of ``decode_splits``. Larger seqlen_q: FA2's
     wave-efficiency rule over (batch, head, query block) programs.
     On CPU / the interpreter: a small fixed number (the fold is the same). Cached per shape."""
