@@ -8,7 +8,7 @@ times. Masks (causal / window, bottom-right aligned) use the row's *position*; t
 shared ``key_tiles`` / ``visible`` with positions in place of rows.
 
 Level 1 of the reduction (DESIGN.md §1) is the register fold over the BLOCK_N-key tiles of the range
-(``fold_step``); each program writes its finalized state (o, lse), fp32, in the public layout of the
+(``fold_step``; with KPAR, ``_decode_kpar``: one fold per warp over its own chunk of the range, merged at the end); each program writes its finalized state (o, lse), fp32, in the public layout of the
 output (partial out (S, B, M, H, D) / (S, T, H, D), lse (S, B, H, M) / (S, H, T)), or the final output
 directly when there is one split. The combine is the same fold one level up: a row's S states are a
 "tile" whose scores are their lse and whose values are their o, folded with ``fold_step`` in
@@ -472,7 +472,9 @@ def fold_rows(n_rows: int, block_m: int, varlen: bool) -> int:
 # (call 60, policy off / on, two rounds each, GB/s / cuDNN) moved 8k from 0.962 to 0.972-0.976 and 32k from 0.985 to
 # 0.993-0.994, but 128k / 256k from 1.000-1.006 to 0.998-1.005 (the 2-split descriptor tiles stream as well there); in
 # call 57's sweep it tied or lost elsewhere (B=32 -2%, B=4 -1%, B=1 128k -0.6%). So "auto" uses it only for one wave of
-# at most KPAR_MAX_KEYS keys per program (``one_wave``).
+# at most KPAR_MAX_KEYS keys per program (``one_wave``), on NVIDIA GPUs, in the swept case (``streaming_tiles``: 16-bit,
+# head dims 65-128, <= 16 packed rows). Measured only unmasked, bf16, G = 4, 128 programs on an H200; other shapes in
+# that band (MHA, masks, fp16, 119-132 programs) take it by extension.
 KPAR_W = 4
 KPAR_CONFIG = DecodeConfig(16, 16, KPAR_W, 4, 2, kpar=KPAR_W)  # 98 KB shared, 246 registers (offline sm_90, bf16 hd128)
 KPAR_WAVE_LO = 0.9  # one_wave: KPAR_WAVE_LO * SMs <= unsplit programs <= SMs ...
@@ -493,6 +495,28 @@ def kpar_mode() -> str:
     if mode not in ("auto", "0", "1"):
         raise ValueError(f"TILEFOLD_DECODE_KPAR must be 0, 1 or auto, got {mode!r}")
     return mode
+
+
+def select_config(rows: int, D: int, dtype: torch.dtype, device: torch.device, N: int, S: int, programs: int,
+                  sms: int, kmode: str) -> DecodeConfig:
+    """The decode plan's tiles: ``decode_config`` for ``rows`` packed rows, ``N`` keys in ``S`` splits, ``programs``
+    16-row programs per split on ``sms`` SMs, then TILEFOLD_DECODE_KPAR (``kmode``) applied: "0" takes KPAR away, "1"
+    forces it wherever ``kpar_ok``."""
+    wide = programs * max(S, 1) * 2 >= 3 * sms
+    one_wave = S <= 1 and kpar_one_wave(programs, N, sms) and _kpar_auto_ok(device)
+    cfg = decode_config(rows, D, dtype, device, cdiv(max(N, 1), max(S, 1)), wide, True, one_wave)
+    kfit = kpar_ok(rows, D, dtype)
+    if cfg.kpar > 1 and (kmode == "0" or not kfit):
+        return decode_config(rows, D, dtype, device, cdiv(max(N, 1), max(S, 1)), wide, False)
+    if cfg.kpar == 1 and kmode == "1" and kfit:
+        return KPAR_CONFIG
+    return cfg
+
+
+def _kpar_auto_ok(device: torch.device) -> bool:
+    """"auto" takes KPAR on NVIDIA GPUs only (measured on an H200; its one-warp-per-chunk layout is unmeasured on
+    ROCm); on CPU / the interpreter the choice does not matter (decode_config's interpreter tiles)."""
+    return torch.version.hip is None
 
 
 def decode_tma(cfg: DecodeConfig) -> bool:
@@ -575,15 +599,8 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> 
     HK = k.shape[-2]
     G = H // HK
     # programs in the launch, for the tile choice (rows packed 16 to a block where streaming_tiles applies)
-    programs, sms = B * HK * cdiv(max(M * G, 1), 16), num_sms(q.device)
-    wide = programs * max(S, 1) * 2 >= 3 * sms
-    one_wave = S <= 1 and kpar_one_wave(programs, N, sms)
-    cfg = decode_config(M * G, D, q.dtype, q.device, cdiv(max(N, 1), max(S, 1)), wide, True, one_wave)
-    kmode, kfit = kpar_mode(), kpar_ok(M * G, D, q.dtype)
-    if cfg.kpar > 1 and (kmode == "0" or not kfit):
-        cfg = decode_config(M * G, D, q.dtype, q.device, cdiv(max(N, 1), max(S, 1)), wide, False)
-    elif cfg.kpar == 1 and kmode == "1" and kfit:
-        cfg = KPAR_CONFIG
+    cfg = select_config(M * G, D, q.dtype, q.device, N, S, B * HK * cdiv(max(M * G, 1), 16), num_sms(q.device),
+                        kpar_mode())
     BD = block_d(D)
     left, right = window
     if S > 1:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import torch
 
@@ -49,7 +50,8 @@ from ..attention.forward import attention_fwd
 from ..attention.function import attention_backward
 from ..common.dispatch import backend_for, interpreter_enabled
 from ..common.host import cdiv
-from .kernel import DECODE_MAX_ROWS, decode_config, decode_fwd, kpar_mode, kpar_one_wave, num_sms, streaming_tiles
+from .kernel import (DECODE_MAX_ROWS, _kpar_auto_ok, decode_config, decode_fwd, kpar_one_wave, num_sms,
+                     streaming_tiles)
 
 MAX_SPLITS = 128
 ONE_WAVE_KEYS = 8192  # even_splits: one program per SM below this many keys per split, two per SM above
@@ -121,6 +123,12 @@ def even_splits(programs: int, seqlen_k: int, sms: int, kpar: bool = False) -> i
     return min(s, MAX_SPLITS)
 
 
+def _kpar_allowed(device) -> bool:
+    """Whether the split choice may count on KPAR's one-wave tile (TILEFOLD_DECODE_KPAR not "0", read per call; an
+    invalid value is reported by the decode plan, not here, so calls that never reach the decode kernel don't fail)."""
+    return os.environ.get("TILEFOLD_DECODE_KPAR", "auto") != "0" and _kpar_auto_ok(torch.device(device))
+
+
 @functools.lru_cache(maxsize=1024)
 def _choose_cached(batch, heads, heads_k, seqlen_q, seqlen_k, headdim, dtype, device, masked, kpar=True) -> int:
     dev = torch.device(device)
@@ -165,7 +173,7 @@ def choose_num_splits(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head
     On CPU / the interpreter: a small fixed number (the fold is the same). Cached per shape."""
     dev = device if isinstance(device, torch.device) else torch.device(device)
     return _choose_cached(int(batch), int(heads), int(heads_k or heads), int(seqlen_q), int(seqlen_k),
-                          int(headdim), dtype, dev, bool(masked), kpar_mode() != "0")
+                          int(headdim), dtype, dev, bool(masked), _kpar_allowed(dev))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -280,7 +288,8 @@ def split_kv_attention(q, k, v, *, num_splits, softmax_scale, window, softcap, c
     left, right = window
     S = num_splits
     if S == 0:
-        S = _choose_cached(B, H, k.shape[-2], M, N, D, q.dtype, q.device, left >= 0 or right >= 0, kpar_mode() != "0")
+        S = _choose_cached(B, H, k.shape[-2], M, N, D, q.dtype, q.device, left >= 0 or right >= 0,
+                           _kpar_allowed(q.device))
     scale, softcap = float(softmax_scale), float(softcap)
     if not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
         # inference: no autograd node (decode is host-latency bound at small batch; DESIGN.md §6 notes)
