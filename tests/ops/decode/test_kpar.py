@@ -130,7 +130,7 @@ def test_select_config_modes(gpu_policy, monkeypatch):
     assert sel(16, 64, torch.float16, cuda, 100, 3, 1, 132, "1") == K.KPAR_CONFIG
     for args in [(17, 128, bf16), (4, 256, bf16), (4, 128, torch.float32)]:
         assert sel(*args, cuda, 8192, 1, 128, 132, "1").kpar == 1, args
-    monkeypatch.setattr(K, "_kpar_auto_ok", lambda device: False)  # e.g. ROCm
+    monkeypatch.setattr(K, "_kpar_auto_ok", lambda: False)  # e.g. ROCm
     assert sel(4, 128, bf16, cuda, 8192, 1, 128, 132, "auto").kpar == 1
 
 

@@ -8,9 +8,9 @@ times. Masks (causal / window, bottom-right aligned) use the row's *position*; t
 shared ``key_tiles`` / ``visible`` with positions in place of rows.
 
 Level 1 of the reduction (DESIGN.md §1) is the register fold over the BLOCK_N-key tiles of the range
-(``fold_step``; with KPAR, ``_decode_kpar``: one fold per warp over its own chunk of the range, merged at the end); each program writes its finalized state (o, lse), fp32, in the public layout of the
-output (partial out (S, B, M, H, D) / (S, T, H, D), lse (S, B, H, M) / (S, H, T)), or the final output
-directly when there is one split. The combine is the same fold one level up: a row's S states are a
+(``fold_step``; with KPAR, ``_decode_kpar``: one fold per warp over its own chunk of the range, merged at the
+end); each program writes its finalized state (o, lse), fp32, in the public layout of the output (partial out
+(S, B, M, H, D) / (S, T, H, D), lse (S, B, H, M) / (S, H, T)), or the final output directly when there is one split. The combine is the same fold one level up: a row's S states are a
 "tile" whose scores are their lse and whose values are their o, folded with ``fold_step`` in
 BLOCK_S chunks (one memory round trip for S <= BLOCK_S instead of S dependent loads), launched as a programmatic
 dependent of the split kernel on sm_90+ (``DECODE_PDL``: its programs start while the split kernel's last ones run and
@@ -503,7 +503,7 @@ def select_config(rows: int, D: int, dtype: torch.dtype, device: torch.device, N
     16-row programs per split on ``sms`` SMs, then TILEFOLD_DECODE_KPAR (``kmode``) applied: "0" takes KPAR away, "1"
     forces it wherever ``kpar_ok``."""
     wide = programs * max(S, 1) * 2 >= 3 * sms
-    one_wave = S <= 1 and kpar_one_wave(programs, N, sms) and _kpar_auto_ok(device)
+    one_wave = S <= 1 and kpar_one_wave(programs, N, sms) and _kpar_auto_ok()
     cfg = decode_config(rows, D, dtype, device, cdiv(max(N, 1), max(S, 1)), wide, True, one_wave)
     kfit = kpar_ok(rows, D, dtype)
     if cfg.kpar > 1 and (kmode == "0" or not kfit):
@@ -513,9 +513,9 @@ def select_config(rows: int, D: int, dtype: torch.dtype, device: torch.device, N
     return cfg
 
 
-def _kpar_auto_ok(device: torch.device) -> bool:
-    """"auto" takes KPAR on NVIDIA GPUs only (measured on an H200; its one-warp-per-chunk layout is unmeasured on
-    ROCm); on CPU / the interpreter the choice does not matter (decode_config's interpreter tiles)."""
+def _kpar_auto_ok() -> bool:
+    """Whether the "auto" mode may take KPAR: on NVIDIA GPUs only (measured on an H200; its one-warp-per-chunk layout
+    is unmeasured on ROCm). On CPU / the interpreter the choice does not matter (decode_config's interpreter tiles)."""
     return torch.version.hip is None
 
 

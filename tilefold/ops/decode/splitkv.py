@@ -123,10 +123,10 @@ def even_splits(programs: int, seqlen_k: int, sms: int, kpar: bool = False) -> i
     return min(s, MAX_SPLITS)
 
 
-def _kpar_allowed(device) -> bool:
+def _kpar_allowed() -> bool:
     """Whether the split choice may count on KPAR's one-wave tile (TILEFOLD_DECODE_KPAR not "0", read per call; an
     invalid value is reported by the decode plan, not here, so calls that never reach the decode kernel don't fail)."""
-    return os.environ.get("TILEFOLD_DECODE_KPAR", "auto") != "0" and _kpar_auto_ok(torch.device(device))
+    return os.environ.get("TILEFOLD_DECODE_KPAR", "auto") != "0" and _kpar_auto_ok()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -173,7 +173,7 @@ def choose_num_splits(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head
     On CPU / the interpreter: a small fixed number (the fold is the same). Cached per shape."""
     dev = device if isinstance(device, torch.device) else torch.device(device)
     return _choose_cached(int(batch), int(heads), int(heads_k or heads), int(seqlen_q), int(seqlen_k),
-                          int(headdim), dtype, dev, bool(masked), _kpar_allowed(dev))
+                          int(headdim), dtype, dev, bool(masked), _kpar_allowed())
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -289,7 +289,7 @@ def split_kv_attention(q, k, v, *, num_splits, softmax_scale, window, softcap, c
     S = num_splits
     if S == 0:
         S = _choose_cached(B, H, k.shape[-2], M, N, D, q.dtype, q.device, left >= 0 or right >= 0,
-                           _kpar_allowed(q.device))
+                           _kpar_allowed())
     scale, softcap = float(softmax_scale), float(softcap)
     if not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
         # inference: no autograd node (decode is host-latency bound at small batch; DESIGN.md §6 notes)
