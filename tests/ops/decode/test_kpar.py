@@ -1,8 +1,8 @@
 """Keys in parallel (KPAR: the decode program's key range folded as one chunk per warp, the chunk states merged at
 the end). Forced with TILEFOLD_DECODE_KPAR=1 on every case it takes (one 16-row block of 16-bit tiles up to hd128):
 masks by row position, chunk ends that are not tile ends, empty chunks, splits and the fused combine, varlen;
-2x rule against fp64, and the plans must really have taken KPAR. CPU tier through the interpreter (fp16), GPU tier
-in bf16 at decode sizes."""
+2x rule against fp64, and the plans must really have taken KPAR; the host switches (mode per call, plan key, split
+choice, no descriptors). CPU tier through the interpreter (fp16), GPU tier at decode sizes (bf16 / fp16)."""
 import pytest
 import torch
 
