@@ -46,16 +46,17 @@ def fold_step(acc, l_i, m_i, s, v, GUARD_EMPTY: tl.constexpr):
     """(m, l, acc) ⊕ tile: ``s`` are the tile's scores in log2 units (masked entries -inf), ``v`` the
     tile's values. Returns the new (acc, l, m) and the tile's probabilities ``p`` (relative to the new
     m, fp32) for callers that need them (dropout, returned probabilities).
+    The keys are the last axis of ``s`` (rows [R, N], or batched [W, R, N] with (m, l) [W, R], acc [W, R, D]).
     GUARD_EMPTY: the tile may hold rows with every entry masked (so m can stay -inf)."""
-    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_new = tl.maximum(m_i, tl.max(s, -1))
     if GUARD_EMPTY:
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
     else:
         m_use = m_new
     alpha = tl.math.exp2(m_i - m_use)
-    p = tl.math.exp2(s - m_use[:, None])
-    l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None]
+    p = tl.math.exp2(s - tl.expand_dims(m_use, -1))
+    l_i = l_i * alpha + tl.sum(p, -1)
+    acc = acc * tl.expand_dims(alpha, -1)
     return acc, l_i, m_new, p
 
 

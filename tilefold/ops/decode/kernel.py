@@ -107,13 +107,8 @@ def _decode_kpar(q, k_base, v_base, stride_kn, stride_vn, pos, offs_d, n_lo, n_h
         if HAS_LO:
             ok = ok & (n[:, None, :] - pos3 >= shift - win_left)
         s = tl.where(ok, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 2))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.math.exp2(m_i - m_use)
-        p = tl.math.exp2(s - m_use[:, :, None])
-        l_i = l_i * alpha + tl.sum(p, 2)
-        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, :, None], input_precision=DOT_PREC)
-        m_i = m_new
+        acc, l_i, m_i, p = fold_step(acc, l_i, m_i, s, v, True)
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PREC)
         k_ptrs += BLOCK_N * stride_kn
         v_ptrs += BLOCK_N * stride_vn
     m = tl.max(m_i, 0)
