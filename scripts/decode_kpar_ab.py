@@ -1,39 +1,19 @@
 """Device call 59 (2026-12-04, sixth session): A/B of the KPAR one-wave policy at B=16 (the bench of call 58 had it
 below call 57's sweep for the same config). Per case, three rounds, each with freshly allocated tensors (placement
 varies): shipped 2-split tiles (TILEFOLD_DECODE_KPAR=0), KPAR auto (unsplit, one program per (batch, key head)),
-cuDNN; GB/s by do_bench (the bench's method) and GPU µs by graph replay. JSON lines on stdout."""
+cuDNN; GB/s by do_bench (the bench's method) and GPU µs by graph replay. JSON lines on stdout. (Call 59 ran it with a
+CUDA-event graph timer of its own, 50 replays; it now uses bench_timing's, 200 replays, like decode_fold_bench.)"""
 import json
 import os
 
 import torch
-import torch.nn.functional as F
 import triton.testing
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from bench_timing import cudnn_gqa, graph_us
 
 from tilefold.ops.decode import kernel as K
 from tilefold.ops.decode import split_kv_attention
 
 H, HK, D = 32, 8, 128
-
-
-def graph_us(fn, n=50):
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    g.replay()
-    torch.cuda.synchronize()
-    e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    e0.record()
-    for _ in range(n):
-        g.replay()
-    e1.record()
-    torch.cuda.synchronize()
-    return round(e0.elapsed_time(e1) / n * 1e3, 1)
 
 
 for B, N in [(16, 8192), (16, 32768), (16, 131072), (16, 262144), (32, 8192)]:
@@ -47,16 +27,11 @@ for B, N in [(16, 8192), (16, 32768), (16, 131072), (16, 262144), (32, 8192)]:
         def tf():
             return split_kv_attention(q, k, v, num_splits=0, softmax_scale=D ** -0.5, window=(-1, -1), softcap=0.0)[0]
 
-        def cudnn():
-            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-                return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                                      enable_gqa=True)
-
         for name, mode in (("shipped2split", "0"), ("kpar", "auto"), ("cudnn", None)):
             if mode is not None:
                 os.environ["TILEFOLD_DECODE_KPAR"] = mode
                 K.clear_plans()
-            fn = cudnn if mode is None else tf
+            fn = (lambda: cudnn_gqa(q, k, v)) if mode is None else tf
             fn()
             if mode is not None:
                 rec[f"S_{name}"] = [p.S for p in K._PLANS.values()]

@@ -13,6 +13,8 @@ Scope: seqlen_q = 1, GQA rows packed (G live of BLOCK_M), N divisible by W·BLOC
   python scripts/decode_kpar_proto.py compile   # offline sm_90: registers, spills, shared memory, SASS counts
   python scripts/decode_kpar_proto.py bench     # GPU: max error vs fp32 SDPA, graph-replay µs and do_bench GB/s
                                                 # beside cuDNN and tilefold.split_kv_attention (JSON lines)
+(Call 56 ran the bench with a CUDA-event graph timer of its own and a tilefold call missing window / softcap, which
+recorded an error; it now uses bench_timing's timer and the full call.)
 """
 import json
 import sys
@@ -115,28 +117,9 @@ def compile_offline():
 def bench():
     import torch.nn.functional as F
     import triton.testing
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from bench_timing import cudnn_gqa, graph_us
     from tilefold.ops.decode import split_kv_attention
     H, HK, D = 32, 8, 128
-
-    def graph_us(fn, n=100):
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            fn()
-        torch.cuda.current_stream().wait_stream(s)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            fn()
-        g.replay()
-        torch.cuda.synchronize()
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record()
-        for _ in range(n):
-            g.replay()
-        e1.record()
-        torch.cuda.synchronize()
-        return round(e0.elapsed_time(e1) / n * 1e3, 1)
 
     for B, N in [(16, 8192), (16, 32768), (32, 8192), (8, 32768), (16, 131072)]:
         g = torch.Generator(device="cuda").manual_seed(N + B)
@@ -147,13 +130,9 @@ def bench():
         ref = F.scaled_dot_product_attention(q.transpose(1, 2).float(), k.transpose(1, 2).float(),
                                              v.transpose(1, 2).float(), enable_gqa=True).transpose(1, 2)
 
-        def cudnn():
-            with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-                return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                                      enable_gqa=True).transpose(1, 2)
-
-        provs = [("cudnn", cudnn), ("tilefold", lambda: split_kv_attention(q, k, v, num_splits=0,
-                                                                           softmax_scale=D ** -0.5)[0])]
+        cudnn = lambda: cudnn_gqa(q, k, v)  # noqa: E731
+        provs = [("cudnn", cudnn), ("tilefold", lambda: split_kv_attention(q, k, v, num_splits=0, softmax_scale=D ** -0.5,
+                                                                           window=(-1, -1), softcap=0.0)[0])]
         provs += [(f"kpar-w{W}-n{BN}-s{st}", (lambda W=W, BN=BN, st=st: kpar(q, k, v, W, BN, st)))
                   for W, BN, st in VARIANTS]
         provs.append(("cudnn", cudnn))

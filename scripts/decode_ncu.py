@@ -5,8 +5,7 @@ kernels of one call: their grid, registers, shared memory, duration, DRAM bytes 
 import sys
 
 import torch
-import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from bench_timing import cudnn_gqa
 
 from tilefold.ops.decode import split_kv_attention
 
@@ -20,9 +19,7 @@ v = torch.randn(B, N, HK, D, device="cuda", dtype=torch.bfloat16, generator=g)
 
 def call():
     if provider == "cudnn":
-        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-            return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                                  enable_gqa=True)
+        return cudnn_gqa(q, k, v)
     return split_kv_attention(q, k, v, num_splits=0, softmax_scale=D ** -0.5, window=(-1, -1), softcap=0.0)[0]
 
 
