@@ -125,7 +125,7 @@ def decode_fwd_kernel(
     stride_ob, stride_om, stride_oh, stride_os,
     stride_lb, stride_lh, stride_lm, stride_ls,
     cu_seqlens_q, cu_seqlens_k, seqlen_q_fixed, seqlen_k_fixed, win_left, win_right,
-    qk_scale, softcap_pre, softcap_post, HK, D, split_size,
+    qk_scale, softcap_pre, softcap_post, HK, D,
     OUT, LSE_OUT, CNT, stride_fb, stride_fm, stride_fh, stride_flb, stride_flh, stride_flm,
     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
@@ -133,9 +133,9 @@ def decode_fwd_kernel(
     COMBINE_UNROLL: tl.constexpr = 1, USE_TMA: tl.constexpr = False, FOLD_ROWS: tl.constexpr = 0,
     PDL: tl.constexpr = False, KPAR: tl.constexpr = 1,
 ):
-    """Grid (packed row blocks, B · HK, splits). Writes the state of packed rows [r0, r0 + BLOCK_M) of
-    (batch b, key head hk) over keys [pid_s · split_size, (pid_s + 1) · split_size) (split_size a
-    multiple of BLOCK_N); an empty range writes the identity (0, -inf).
+    """Grid (packed row blocks, B · HK, splits S). Writes the state of packed rows [r0, r0 + BLOCK_M) of
+    (batch b, key head hk) over the pid_s-th of S equal BLOCK_N-aligned shares of the keys those rows can see
+    (masks applied, the sequence's own seqlen_k); an empty share writes the identity (0, -inf).
     FUSED_COMBINE: the last of a row block's splits to finish (a counter per (row block, b, hk) in CNT,
     zero on entry) folds the block's S states into OUT / LSE_OUT itself and sets its counter back to zero:
     one launch. The counters are per-stream scratch reused by the next call on the stream (zero-filled
@@ -181,10 +181,15 @@ def decode_fwd_kernel(
         k_desc = k_base
         v_desc = v_base
 
-    split_lo = pid_s * split_size
     # positions of the block's first and last live rows: key_tiles with (m0, seqlen_q) = (first, last + 1)
     p_first = r0 // GROUP
     p_last = (tl.minimum(r0 + BLOCK_M, n_rows) - 1) // GROUP
+    # the splits share out the keys the block can see (window / causal first, then the split, per sequence), so a
+    # 4k-key window at the end of a 32k cache is split S ways rather than leaving most splits empty
+    vis_lo, _, _, vis_hi = key_tiles(p_first, p_last + 1, seqlen_k, shift, win_left, win_right, 0, seqlen_k,
+                                     BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
+    split_size = tl.cdiv(tl.cdiv(vis_hi - vis_lo, tl.num_programs(2)), BLOCK_N) * BLOCK_N
+    split_lo = vis_lo + pid_s * split_size
     n_start, f_lo, f_hi, n_end = key_tiles(p_first, p_last + 1, seqlen_k, shift, win_left, win_right,
                                            split_lo, split_lo + split_size, BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
 
@@ -338,6 +343,13 @@ class DecodeConfig:
 
 
 DECODE_MAX_ROWS = 256  # packed rows (seqlen_q · G) up to which split-KV uses the decode kernel
+
+
+def visible_keys(seqlen_q: int, seqlen_k: int, win_left: int) -> int:
+    """The most keys that the rows of one sequence can see: seqlen_k, or with a left window the seqlen_q + win_left
+    keys ending at the last row (rows bottom-right aligned). For the split count and the tiles; the kernel shares out
+    each row block's actual visible range."""
+    return seqlen_k if win_left < 0 else min(seqlen_k, seqlen_q + win_left)
 
 
 def block_d(D: int) -> int:
@@ -593,16 +605,16 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> 
     out_shape = tuple(q.shape)
     HK = k.shape[-2]
     G = H // HK
+    left, right = window
+    n_vis = visible_keys(M, N, left)
     # programs in the launch, for the tile choice (rows packed 16 to a block where streaming_tiles applies)
-    cfg = select_config(M * G, D, q.dtype, q.device, N, S, B * HK * cdiv(max(M * G, 1), 16), num_sms(q.device),
+    cfg = select_config(M * G, D, q.dtype, q.device, n_vis, S, B * HK * cdiv(max(M * G, 1), 16), num_sms(q.device),
                         kpar_mode())
     BD = block_d(D)
-    left, right = window
-    if S > 1:
-        split_size = cdiv(cdiv(max(N, 1), S), cfg.BLOCK_N) * cfg.BLOCK_N
-        S = max(1, cdiv(N, split_size))
-    else:
-        split_size = cdiv(max(N, 1), cfg.BLOCK_N) * cfg.BLOCK_N
+    if S > 1:  # no more splits than the visible keys fill: the kernel shares out S ways the block's keys from the
+        # BLOCK_N-aligned start of its window (exact for one row block of a fixed-length batch, a bound otherwise)
+        n_al = N - (0 if left < 0 else max(0, N - M - left) // cfg.BLOCK_N * cfg.BLOCK_N)
+        S = max(1, cdiv(n_al, cdiv(cdiv(max(n_al, 1), S), cfg.BLOCK_N) * cfg.BLOCK_N))
     ost, lst = _contiguous_strides(out_shape), _contiguous_strides(lse_shape)
     if S > 1:  # partial states (S, *out_shape) / (S, *lse_shape), contiguous
         o_st, l_st = _contiguous_strides((S,) + out_shape), _contiguous_strides((S,) + lse_shape)
@@ -632,7 +644,7 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> 
         # the whole-block fold ("block") keeps its measured unroll cap of 4
         cons.update(FOLD_ROWS=fr, COMBINE_UNROLL=combine_unroll(fr, BD) if fr else combine_unroll(cfg.BLOCK_M, BD, 4))
     a1 = (*_strides(q), *_strides(k), *_strides(v), *so3, sos, slb, slh, slm, sls)
-    a2 = (M, N, max(left, 0), max(right, 0), scale * LOG2E_F, sc_pre, sc_post, HK, D, split_size)
+    a2 = (M, N, max(left, 0), max(right, 0), scale * LOG2E_F, sc_pre, sc_post, HK, D)
     a3 = (*fst, *flst)
     cgrid, ca, ccons, copts = None, (), {}, {}
     if S > 1 and not fused:
