@@ -91,9 +91,28 @@ def test_varlen_short_sequence_split_as_finely(partial_lse):
     assert_2x("lse", l, ref_l, base_l)
 
 
+@pytest.mark.parametrize("win", [(100, 0), (60, -1)])
+def test_prefill_split_shares_each_query_block_window(win):
+    """The attention forward's split path (query blocks past DECODE_MAX_ROWS packed rows) shares out each query
+    block's visible keys the same way: every split of every row holds keys, and the merged states match fp64."""
+    from tilefold.ops.attention.forward import attention_fwd
+    from tilefold.ops.merge.kernel import merge_fwd
+    torch.manual_seed(3)
+    B, M, N, H, D, S = 1, 40, 1000, 2, 16, 3
+    q, k, v = torch.randn(B, M, H, D), torch.randn(B, N, H, D), torch.randn(B, N, H, D)
+    with use_backend("triton"):
+        o_parts, l_parts = attention_fwd(q, k, v, softmax_scale=D ** -0.5, window=win, softcap=0.0, num_splits=S)
+        o, l = merge_fwd(o_parts, l_parts, out_dtype=q.dtype)
+    assert l_parts.shape == (S, B, H, M)
+    assert torch.isfinite(l_parts).all(), torch.isfinite(l_parts).view(S, -1).sum(1).tolist()
+    (ref_o, ref_l), (base_o, base_l) = _ref(q, k, v, win[0], win[1], torch.float32)
+    assert_2x("out", o, ref_o, base_o)
+    assert_2x("lse", l, ref_l, base_l)
+
+
 def test_split_choice_counts_the_visible_keys(monkeypatch):
     """num_splits=0 asks the split model for the keys the rows can see: seqlen_q + left for a left window (decode
-    shapes), seqlen_k otherwise; prefill-sized shapes (their split path shares out the whole range) keep seqlen_k."""
+    and prefill-sized shapes), seqlen_k otherwise."""
     asked = []
 
     def choose(B, H, HK, M, N, *rest):
@@ -103,7 +122,7 @@ def test_split_choice_counts_the_visible_keys(monkeypatch):
     monkeypatch.setattr(SK, "_choose_cached", choose)
     D = 16
     for M, H, HK, win, expect in [(1, 4, 1, (4096, 0), 4097), (3, 4, 2, (100, -1), 103), (1, 4, 1, (-1, 0), 8192),
-                                  (1, 4, 1, (9000, 0), 8192), (300, 2, 1, (100, 0), 8192)]:
+                                  (1, 4, 1, (9000, 0), 8192), (300, 2, 1, (100, 0), 400)]:
         q, k = torch.randn(1, M, H, D), torch.randn(1, 8192, HK, D)
         split_kv_attention(q, k, k, num_splits=0, softmax_scale=D ** -0.5, window=win, softcap=0.0)
         assert asked[-1] == expect, (M, H, HK, win, asked[-1])

@@ -70,7 +70,7 @@ def attention_fwd_kernel(
     cu_seqlens_q, cu_seqlens_k,
     seqlen_q_fixed, seqlen_k_fixed, shift_extra, win_left, win_right,
     qk_scale, softcap_pre, softcap_post,
-    H, GROUP, D, split_size,
+    H, GROUP, D,
     seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
     P, stride_pb, stride_ph, stride_pm,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -114,9 +114,12 @@ def attention_fwd_kernel(
         k_desc = k_base
         v_desc = v_base
 
-    if IS_SPLIT:
-        split_lo = pid_s * split_size
-        split_hi = split_lo + split_size
+    if IS_SPLIT:  # the splits share out the keys this query block can see (window / causal first, per sequence)
+        vis_lo, _, _, vis_hi = key_tiles(m0, seqlen_q, seqlen_k, shift, win_left, win_right, 0, seqlen_k,
+                                         BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
+        share = tl.cdiv(tl.cdiv(vis_hi - vis_lo, tl.num_programs(2)), BLOCK_N) * BLOCK_N
+        split_lo = vis_lo + pid_s * share
+        split_hi = split_lo + share
     else:
         split_lo = 0
         split_hi = seqlen_k
@@ -224,14 +227,12 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
     BD = _cfg.block_d(D)
     split = num_splits > 1
     if split:
-        split_size = cdiv(cdiv(N, num_splits), cfg.BLOCK_N) * cfg.BLOCK_N
         out = torch.empty((num_splits,) + tuple(q.shape), device=q.device, dtype=torch.float32)
         lse = torch.empty((num_splits,) + lse_shape, device=q.device, dtype=torch.float32)
         so = out.stride(0)
         sl = lse.stride(0)
         o_view, l_view = out[0], lse[0]
     else:
-        split_size = max(N, 1)
         out = torch.empty_like(q, memory_format=torch.contiguous_format)
         lse = torch.empty(lse_shape, device=q.device, dtype=torch.float32)
         so = sl = 0
@@ -269,7 +270,7 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
         cu_seqlens_q if varlen else dummy, cu_seqlens_k if varlen else dummy,
         M, N, shift_extra, max(left, 0), max(right, 0),
         softmax_scale * LOG2E, sc_pre, sc_post,
-        H, H // HK, D, split_size,
+        H, H // HK, D,
         *dropout_args(dropout_p, seed, offset), P, sp[0], sp[1], sp[2],
         BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=BD,
         IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0,

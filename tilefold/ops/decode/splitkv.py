@@ -11,10 +11,10 @@ leaves most SMs idle, so the fold is cut into a tree:
    the range is done.
 2. **Across the programs of one (batch, head)** (level 2): the key axis is cut into ``num_splits``
    BLOCK_N-aligned ranges, one program each. Each writes its finalized partial state (o, lse) in fp32:
-   (num_splits, *out.shape) and (num_splits, *lse.shape). In the decode kernel the ranges share out the keys
-   the program's rows can see, per sequence (a left window first, then the split: a 4k-key window at the end
-   of a 128k cache is split, not the 128k; a short sequence of a varlen batch is split as finely as the
-   longest), and ``num_splits = 0`` counts those visible keys. The prefill-sized path splits [0, seqlen_k).
+   (num_splits, *out.shape) and (num_splits, *lse.shape). The ranges share out the keys the program's rows
+   can see, per sequence (a left window first, then the split: a 4k-key window at the end of a 128k cache is
+   split, not the 128k; a short sequence of a varlen batch is split as finely as the longest), and
+   ``num_splits = 0`` counts those visible keys (``kernel.visible_keys``).
 3. **Global merge** (level 3): one combine kernel folds the num_splits partial states of every row and
    writes the output in the input dtype and lse in fp32.
 
@@ -290,10 +290,9 @@ def split_kv_attention(q, k, v, *, num_splits, softmax_scale, window, softcap, c
         max_seqlen_q, max_seqlen_k = M, N
     left, right = window
     S = num_splits
-    if S == 0:  # decode shapes: by the keys the rows can see (a window shares out its span, see decode_fwd_kernel)
-        n_split = visible_keys(M, N, left) if M * (H // k.shape[-2]) <= DECODE_MAX_ROWS else N
-        S = _choose_cached(B, H, k.shape[-2], M, n_split, D, q.dtype, q.device, left >= 0 or right >= 0,
-                           _kpar_allowed())
+    if S == 0:  # by the keys the rows can see (the kernels share out a window's span, not [0, seqlen_k))
+        S = _choose_cached(B, H, k.shape[-2], M, visible_keys(M, N, left), D, q.dtype, q.device,
+                           left >= 0 or right >= 0, _kpar_allowed())
     scale, softcap = float(softmax_scale), float(softcap)
     if not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad)):
         # inference: no autograd node (decode is host-latency bound at small batch; DESIGN.md §6 notes)
