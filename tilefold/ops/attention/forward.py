@@ -14,7 +14,7 @@ import triton.language as tl
 from . import config as _cfg
 from . import forward_sm90 as _sm90
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
-from ..common.masks import block_order, key_tiles, sequence_bounds, visible
+from ..common.masks import block_order, key_tiles, sequence_bounds, split_share, visible
 from ..common.host import cdiv
 from ..common.philox import RNG_ARGS, dropout_args, dropout_keep
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
@@ -115,11 +115,8 @@ def attention_fwd_kernel(
         v_desc = v_base
 
     if IS_SPLIT:  # the splits share out the keys this query block can see (window / causal first, per sequence)
-        vis_lo, _, _, vis_hi = key_tiles(m0, seqlen_q, seqlen_k, shift, win_left, win_right, 0, seqlen_k,
-                                         BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
-        share = tl.cdiv(tl.cdiv(vis_hi - vis_lo, tl.num_programs(2)), BLOCK_N) * BLOCK_N
-        split_lo = vis_lo + pid_s * share
-        split_hi = split_lo + share
+        split_lo, split_hi = split_share(m0, seqlen_q, seqlen_k, shift, win_left, win_right, pid_s,
+                                         tl.num_programs(2), BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
     else:
         split_lo = 0
         split_hi = seqlen_k

@@ -77,6 +77,19 @@ def key_tiles(m0, seqlen_q, seqlen_k, shift, win_left, win_right, split_lo, spli
 
 
 @triton.jit
+def split_share(m0, seqlen_q, seqlen_k, shift, win_left, win_right, pid_s, n_splits,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr):
+    """Split-KV: the keys [split_lo, split_hi) of split pid_s of n_splits for query rows [m0, seqlen_q): the pid_s-th
+    of n_splits equal BLOCK_N-aligned shares of the keys those rows can see (window / causal first, then the split),
+    so a window at the end of a long sequence is split rather than [0, seqlen_k). Shares past the end are empty."""
+    vis_lo, _, _, vis_hi = key_tiles(m0, seqlen_q, seqlen_k, shift, win_left, win_right, 0, seqlen_k,
+                                     BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
+    share = tl.cdiv(tl.cdiv(vis_hi - vis_lo, n_splits), BLOCK_N) * BLOCK_N
+    split_lo = vis_lo + pid_s * share
+    return split_lo, split_lo + share
+
+
+@triton.jit
 def query_tiles(n0, seqlen_q, seqlen_k, shift, win_left, win_right,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                 HAS_LO: tl.constexpr, HAS_HI: tl.constexpr):

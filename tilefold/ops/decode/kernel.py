@@ -32,7 +32,7 @@ from ..common.dispatch import interpreter_enabled
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
 from ..common.host import cdiv, next_pow2
 from ..common.launch import LaunchCache, stream_scratch
-from ..common.masks import key_tiles, sequence_bounds, visible
+from ..common.masks import key_tiles, sequence_bounds, split_share, visible
 from ..common.tma import _major, ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 try:  # programmatic dependent launch (Triton >= 3.4)
     from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
@@ -186,12 +186,10 @@ def decode_fwd_kernel(
     p_last = (tl.minimum(r0 + BLOCK_M, n_rows) - 1) // GROUP
     # the splits share out the keys the block can see (window / causal first, then the split, per sequence), so a
     # 4k-key window at the end of a 32k cache is split S ways rather than leaving most splits empty
-    vis_lo, _, _, vis_hi = key_tiles(p_first, p_last + 1, seqlen_k, shift, win_left, win_right, 0, seqlen_k,
-                                     BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
-    split_size = tl.cdiv(tl.cdiv(vis_hi - vis_lo, tl.num_programs(2)), BLOCK_N) * BLOCK_N
-    split_lo = vis_lo + pid_s * split_size
+    split_lo, split_hi = split_share(p_first, p_last + 1, seqlen_k, shift, win_left, win_right, pid_s,
+                                     tl.num_programs(2), BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
     n_start, f_lo, f_hi, n_end = key_tiles(p_first, p_last + 1, seqlen_k, shift, win_left, win_right,
-                                           split_lo, split_lo + split_size, BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
+                                           split_lo, split_hi, BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
 
     if KPAR > 1:
         acc, l_i, m_i = _decode_kpar(q, k_base, v_base, stride_kn, stride_vn, pos, offs_d, n_start, n_end, shift,
@@ -612,7 +610,8 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> 
                         kpar_mode())
     BD = block_d(D)
     if S > 1:  # no more splits than the visible keys fill: the kernel shares out S ways the block's keys from the
-        # BLOCK_N-aligned start of its window (exact for one row block of a fixed-length batch, a bound otherwise)
+        # BLOCK_N-aligned start of its window (exact for one row block of a fixed-length batch; for varlen an estimate
+        # from the max lengths: a shorter sequence's aligned window may fill one split more. S only affects speed)
         n_al = N - (0 if left < 0 else max(0, N - M - left) // cfg.BLOCK_N * cfg.BLOCK_N)
         S = max(1, cdiv(n_al, cdiv(cdiv(max(n_al, 1), S), cfg.BLOCK_N) * cfg.BLOCK_N))
     ost, lst = _contiguous_strides(out_shape), _contiguous_strides(lse_shape)

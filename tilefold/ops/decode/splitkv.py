@@ -24,8 +24,8 @@ kernel (``kernel.py``): the seqlen_q · G query rows of one key head are packed 
 Larger seqlen_q uses the attention forward's ``IS_SPLIT`` path and ``ops/merge/kernel.py``.
 
 Each row is renormalized once per tile inside a program (as any flash forward) and once per split in
-the combine: O(levels) global renormalizations, not O(tiles). Empty ranges (causal, windows, varlen
-sequences shorter than the split) give the identity (0, -inf) and merge exactly.
+the combine: O(levels) global renormalizations, not O(tiles). Empty ranges (more splits than a row
+block's visible key tiles, rows that see no key) give the identity (0, -inf) and merge exactly.
 
 Memory of the partial states: ``num_splits · B · M · H · (D + 1) · 4`` bytes, e.g. decode with
 B = 32, M = 1, H = 32, D = 128, 16 splits: 8.5 MB, against 2 · B · N · HK · D · 2 = 4.3 GB of bf16 K/V
@@ -36,7 +36,7 @@ programs.
 ``num_splits = 0`` chooses the count (``choose_num_splits``: a bandwidth model for decode shapes, FA2's
 wave-efficiency rule otherwise); 1 disables splitting. On CPU tensors
 the torch fold runs the same algebra (partial states per key range in global positions, then
-``state.merge_many``). The backward is the ordinary attention backward on the merged (out, lse).
+``state.merge_many``; its ranges cut [0, seqlen_k), not the visible keys: the result is the same). The backward is the ordinary attention backward on the merged (out, lse).
 """
 from __future__ import annotations
 
@@ -167,7 +167,8 @@ def _choose_cached(batch, heads, heads_k, seqlen_q, seqlen_k, headdim, dtype, de
 
 def choose_num_splits(batch: int, heads: int, seqlen_q: int, seqlen_k: int, headdim: int,
                       dtype: torch.dtype, device, masked: bool = False, heads_k: int | None = None) -> int:
-    """num_splits for ``num_splits=0``. Decode shapes (seqlen_q · G <= DECODE_MAX_ROWS packed rows,
+    """num_splits for ``num_splits=0`` (``split_kv_attention`` passes the visible keys, ``kernel.visible_keys``,
+    as ``seqlen_k`` when a left window is set). Decode shapes (seqlen_q · G <= DECODE_MAX_ROWS packed rows,
     G = heads / heads_k): for one 16-row block of 16-bit hd128 (``kernel.streaming_tiles``, the swept case)
     ``even_splits`` (132 SMs, 8 key heads: B = 1: 16 up to 64k, 33 from 128k; B = 8: 2 at 8k, 4 from 32k;
     B = 16: 1 up to 32k (the KPAR tile; 2 with TILEFOLD_DECODE_KPAR=0), 2 above; B = 32: 1),
