@@ -6,7 +6,7 @@ choice, no descriptors). CPU tier through the interpreter (fp16), GPU tier at de
 import pytest
 import torch
 
-from decode_helpers import assert_2x
+from decode_helpers import assert_2x, check_decode_gpu, window_ref
 from tilefold.ops.attention.naive import attention_ref, varlen_attention_ref
 from tilefold.ops.common.dispatch import use_backend
 from tilefold.ops.decode import kernel as K
@@ -29,17 +29,26 @@ def _cid(c):
     return f"b{B}-q{M}-k{N}-h{H}x{HK}-d{D}-win{w[0]}_{w[1]}" + (f"-cap{cap:g}" if cap else "")
 
 
-def _ref(q, k, v, window, softcap, dtype):
-    left, right = window
-    causal = right == 0
-    win = (left, -1 if causal else right)
-    ref = attention_ref(q, k, v, causal=causal, window_size=win, softcap=softcap)
-    base = attention_ref(q, k, v, causal=causal, window_size=win, softcap=softcap, compute_dtype=dtype)
-    return ref, base
-
-
 def _took_kpar():
     return bool(K._PLANS) and all(p.cons["KPAR"] == K.KPAR_W for p in K._PLANS.values())
+
+
+def _check_varlen_causal(lens_q, lens_k, H, HK, D, dtype, device, splits):
+    """Causal varlen decode through split_kv_attention for each split count: took KPAR, 2x rule against fp64."""
+    cu_q = torch.tensor([0] + torch.tensor(lens_q).cumsum(0).tolist(), dtype=torch.int32, device=device)
+    cu_k = torch.tensor([0] + torch.tensor(lens_k).cumsum(0).tolist(), dtype=torch.int32, device=device)
+    q = torch.randn(sum(lens_q), H, D, device=device, dtype=dtype)
+    k, v = (torch.randn(sum(lens_k), HK, D, device=device, dtype=dtype) for _ in range(2))
+    ref_o, ref_l = varlen_attention_ref(q, k, v, cu_q, cu_k, causal=True)
+    base_o, base_l = varlen_attention_ref(q, k, v, cu_q, cu_k, causal=True, compute_dtype=dtype)
+    for S in splits:
+        with use_backend("triton"):
+            o, l = split_kv_attention(q, k, v, num_splits=S, softmax_scale=D ** -0.5, window=(-1, 0), softcap=0.0,
+                                      cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=max(lens_q),
+                                      max_seqlen_k=max(lens_k))
+        assert _took_kpar()
+        assert_2x(f"out S={S}", o, ref_o, base_o)
+        assert_2x(f"lse S={S}", l, ref_l, base_l)
 
 
 @pytest.mark.parametrize("S,combine", [(1, "kernel"), (3, "kernel"), (3, "fused"), (7, "fused")])
@@ -51,7 +60,7 @@ def test_kpar_matches_reference(case, S, combine, monkeypatch):
     B, M, N, H, HK, D, window, cap = case
     torch.manual_seed(N + M)
     q, k, v = (torch.randn(B, L, h, D).half() for L, h in ((M, H), (N, HK), (N, HK)))
-    (ref_o, ref_l), (base_o, base_l) = _ref(q, k, v, window, cap, torch.float16)
+    (ref_o, ref_l), (base_o, base_l) = window_ref(q, k, v, window, cap, torch.float16)
     with use_backend("triton"):
         o, l = split_kv_attention(q, k, v, num_splits=S, softmax_scale=D ** -0.5, window=window, softcap=cap)
     assert _took_kpar()
@@ -64,21 +73,7 @@ def test_kpar_varlen_with_empty_sequences(monkeypatch):
     monkeypatch.setenv("TILEFOLD_DECODE_KPAR", "1")
     K.clear_plans()
     torch.manual_seed(3)
-    lens_q, lens_k, H, HK, D = [1, 0, 2, 1], [40, 9, 0, 130], 8, 2, 32
-    cu_q = torch.tensor([0] + torch.tensor(lens_q).cumsum(0).tolist(), dtype=torch.int32)
-    cu_k = torch.tensor([0] + torch.tensor(lens_k).cumsum(0).tolist(), dtype=torch.int32)
-    q = torch.randn(sum(lens_q), H, D).half()
-    k, v = torch.randn(sum(lens_k), HK, D).half(), torch.randn(sum(lens_k), HK, D).half()
-    ref_o, ref_l = varlen_attention_ref(q, k, v, cu_q, cu_k, causal=True)
-    base_o, base_l = varlen_attention_ref(q, k, v, cu_q, cu_k, causal=True, compute_dtype=torch.float16)
-    for S in (1, 2, 0):
-        with use_backend("triton"):
-            o, l = split_kv_attention(q, k, v, num_splits=S, softmax_scale=D ** -0.5, window=(-1, 0), softcap=0.0,
-                                      cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=max(lens_q),
-                                      max_seqlen_k=max(lens_k))
-        assert _took_kpar()
-        assert_2x(f"out S={S}", o, ref_o, base_o)
-        assert_2x(f"lse S={S}", l, ref_l, base_l)
+    _check_varlen_causal([1, 0, 2, 1], [40, 9, 0, 130], 8, 2, 32, torch.float16, "cpu", (1, 2, 0))
 
 
 def test_kpar_mode_and_fit(monkeypatch):
@@ -166,7 +161,7 @@ def test_plan_follows_kpar_env_between_calls(monkeypatch):
     K.clear_plans()
     torch.manual_seed(5)
     q, k, v = torch.randn(1, 1, 8, 32).half(), torch.randn(1, 90, 2, 32).half(), torch.randn(1, 90, 2, 32).half()
-    (ref_o, ref_l), (base_o, base_l) = _ref(q, k, v, (-1, -1), 0.0, torch.float16)
+    (ref_o, ref_l), (base_o, base_l) = window_ref(q, k, v, (-1, -1), 0.0, torch.float16)
     seen = []
     for mode in ("1", "0", "1"):
         monkeypatch.setenv("TILEFOLD_DECODE_KPAR", mode)
@@ -192,7 +187,7 @@ def test_kpar_gpu_variants(case, S, monkeypatch):
     B, M, N, H, HK, D, window, cap, dtype = case
     torch.manual_seed(N + S)
     q, k, v = (torch.randn(B, L, h, D, device="cuda", dtype=dtype) for L, h in ((M, H), (N, HK), (N, HK)))
-    (ref_o, ref_l), (base_o, base_l) = _ref(q, k, v, window, cap, dtype)
+    (ref_o, ref_l), (base_o, base_l) = window_ref(q, k, v, window, cap, dtype)
     o, l = split_kv_attention(q, k, v, num_splits=S, softmax_scale=D ** -0.5, window=window, softcap=cap)
     assert _took_kpar()
     assert_2x("out", o, ref_o, base_o)
@@ -204,21 +199,7 @@ def test_kpar_varlen_gpu(monkeypatch):
     monkeypatch.setenv("TILEFOLD_DECODE_KPAR", "1")
     K.clear_plans()
     torch.manual_seed(9)
-    lens_q, lens_k, H, HK, D = [1, 0, 4, 1], [3000, 17, 0, 5000], 16, 4, 128
-    dev = "cuda"
-    cu_q = torch.tensor([0] + torch.tensor(lens_q).cumsum(0).tolist(), dtype=torch.int32, device=dev)
-    cu_k = torch.tensor([0] + torch.tensor(lens_k).cumsum(0).tolist(), dtype=torch.int32, device=dev)
-    q = torch.randn(sum(lens_q), H, D, device=dev, dtype=torch.bfloat16)
-    k, v = (torch.randn(sum(lens_k), HK, D, device=dev, dtype=torch.bfloat16) for _ in range(2))
-    ref_o, ref_l = varlen_attention_ref(q, k, v, cu_q, cu_k, causal=True)
-    base_o, base_l = varlen_attention_ref(q, k, v, cu_q, cu_k, causal=True, compute_dtype=torch.bfloat16)
-    for S in (1, 3, 0):
-        o, l = split_kv_attention(q, k, v, num_splits=S, softmax_scale=D ** -0.5, window=(-1, 0), softcap=0.0,
-                                  cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=max(lens_q),
-                                  max_seqlen_k=max(lens_k))
-        assert _took_kpar()
-        assert_2x(f"out S={S}", o, ref_o, base_o)
-        assert_2x(f"lse S={S}", l, ref_l, base_l)
+    _check_varlen_causal([1, 0, 4, 1], [3000, 17, 0, 5000], 16, 4, 128, torch.bfloat16, "cuda", (1, 3, 0))
 
 
 @pytest.mark.gpu
@@ -227,18 +208,8 @@ def test_kpar_varlen_gpu(monkeypatch):
 def test_kpar_gpu(M, causal, S, monkeypatch):
     monkeypatch.setenv("TILEFOLD_DECODE_KPAR", "1")
     K.clear_plans()
-    torch.manual_seed(M + S)
-    B, N, H, HK, D = 2, 4096 + 17, 32, 8, 128
-    q = torch.randn(B, M, H, D, device="cuda", dtype=torch.bfloat16)
-    k = torch.randn(B, N, HK, D, device="cuda", dtype=torch.bfloat16)
-    v = torch.randn(B, N, HK, D, device="cuda", dtype=torch.bfloat16)
-    ref_o, ref_l = attention_ref(q, k, v, causal=causal)
-    base_o, base_l = attention_ref(q, k, v, causal=causal, compute_dtype=torch.bfloat16)
-    o, l = split_kv_attention(q, k, v, num_splits=S, softmax_scale=D ** -0.5, window=(-1, 0 if causal else -1),
-                              softcap=0.0)
+    check_decode_gpu(M, causal, S, seed=M + S)
     assert _took_kpar()
-    assert_2x("out", o, ref_o, base_o)
-    assert_2x("lse", l, ref_l, base_l)
 
 
 @pytest.mark.gpu

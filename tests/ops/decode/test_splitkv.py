@@ -6,7 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from decode_helpers import assert_2x, random_partition, tree_merge
+from decode_helpers import assert_2x, check_decode_gpu, random_partition, tree_merge
 from tilefold.ops.attention.naive import attention_ref, varlen_attention_ref
 from tilefold.ops.common.dispatch import use_backend
 from tilefold.ops.decode import choose_num_splits, partial_attention, split_kv_attention
@@ -215,17 +215,7 @@ def test_partial_validation():
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("S", [1, 3, 16, 0])
 def test_decode_gpu(M, causal, S):
-    torch.manual_seed(M)
-    B, N, H, HK, D = 2, 4096 + 17, 32, 8, 128
-    q = torch.randn(B, M, H, D, device="cuda", dtype=torch.bfloat16)
-    k = torch.randn(B, N, HK, D, device="cuda", dtype=torch.bfloat16)
-    v = torch.randn(B, N, HK, D, device="cuda", dtype=torch.bfloat16)
-    ref_o, ref_l = attention_ref(q, k, v, causal=causal)
-    base_o, base_l = attention_ref(q, k, v, causal=causal, compute_dtype=torch.bfloat16)
-    o, l = split_kv_attention(q, k, v, num_splits=S, softmax_scale=D ** -0.5, window=(-1, 0 if causal else -1),
-                              softcap=0.0)
-    assert_2x("out", o, ref_o, base_o)
-    assert_2x("lse", l, ref_l, base_l)
+    check_decode_gpu(M, causal, S, seed=M)
 
 
 @pytest.mark.gpu

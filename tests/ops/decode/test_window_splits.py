@@ -6,8 +6,8 @@ lse), on the result (2x rule against fp64), and on the split choice (it counts t
 import pytest
 import torch
 
-from decode_helpers import assert_2x
-from tilefold.ops.attention.naive import attention_ref, varlen_attention_ref
+from decode_helpers import assert_2x, window_ref
+from tilefold.ops.attention.naive import varlen_attention_ref
 from tilefold.ops.common.dispatch import use_backend
 from tilefold.ops.decode import kernel as K
 from tilefold.ops.decode import splitkv as SK
@@ -33,13 +33,6 @@ def partial_lse(monkeypatch):
     K.clear_plans()
     yield seen
     K.clear_plans()
-
-
-def _ref(q, k, v, left, right, dtype):
-    causal = right == 0
-    win = (left, -1 if causal else right)
-    return (attention_ref(q, k, v, causal=causal, window_size=win),
-            attention_ref(q, k, v, causal=causal, window_size=win, compute_dtype=dtype))
 
 
 def _every_split_holds_keys(seen, lse):
@@ -68,7 +61,7 @@ def test_window_splits_share_the_visible_keys(case, dtype, partial_lse):
     with use_backend("triton"):
         o, l = split_kv_attention(q, k, v, num_splits=S, softmax_scale=D ** -0.5, window=(left, right), softcap=0.0)
     assert _every_split_holds_keys(partial_lse, l) == S
-    (ref_o, ref_l), (base_o, base_l) = _ref(q, k, v, left, right, dtype)
+    (ref_o, ref_l), (base_o, base_l) = window_ref(q, k, v, (left, right), 0.0, dtype)
     assert_2x("out", o, ref_o, base_o)
     assert_2x("lse", l, ref_l, base_l)
 
@@ -105,7 +98,7 @@ def test_prefill_split_shares_each_query_block_window(win):
         o, l = merge_fwd(o_parts, l_parts, out_dtype=q.dtype)
     assert l_parts.shape == (S, B, H, M)
     assert torch.isfinite(l_parts).all(), torch.isfinite(l_parts).view(S, -1).sum(1).tolist()
-    (ref_o, ref_l), (base_o, base_l) = _ref(q, k, v, win[0], win[1], torch.float32)
+    (ref_o, ref_l), (base_o, base_l) = window_ref(q, k, v, win, 0.0, torch.float32)
     assert_2x("out", o, ref_o, base_o)
     assert_2x("lse", l, ref_l, base_l)
 
@@ -142,6 +135,6 @@ def test_window_splits_gpu(left, S, launched, partial_lse):
     v = torch.randn(B, N, HK, D, device="cuda", dtype=torch.bfloat16)
     o, l = split_kv_attention(q, k, v, num_splits=S, softmax_scale=D ** -0.5, window=(left, 0), softcap=0.0)
     assert _every_split_holds_keys(partial_lse, l) == launched
-    (ref_o, ref_l), (base_o, base_l) = _ref(q, k, v, left, 0, torch.bfloat16)
+    (ref_o, ref_l), (base_o, base_l) = window_ref(q, k, v, (left, 0), 0.0, torch.bfloat16)
     assert_2x("out", o, ref_o, base_o)
     assert_2x("lse", l, ref_l, base_l)
