@@ -33,7 +33,8 @@ from tilefold.ops.decode import splitkv as SK
 from tilefold.ops.decode import choose_num_splits, split_kv_attention
 
 H, HK, D = 32, 8, 128
-PART = sys.argv[1:] or ["host", "combine", "cfg", "splits", "sweep2", "small"]  # also: b16, kpar
+# also: b16, kpar; nothing runs when imported for its helpers (scripts/decode_q16_sweep.py)
+PART = (sys.argv[1:] or ["host", "combine", "cfg", "splits", "sweep2", "small"]) if __name__ == "__main__" else []
 
 
 def tf(q, k, v, S=0):
