@@ -94,21 +94,6 @@ def test_kpar_mode_and_fit(monkeypatch):
         assert all(p.cons["KPAR"] == 1 for p in K._PLANS.values())
 
 
-@pytest.fixture
-def gpu_policy(monkeypatch):
-    """decode_config / the split choice as on an sm_90 GPU with 132 SMs, from CPU tensors (no launch); caches cleared
-    before and after (they are keyed by device, not by the patched functions)."""
-    from tilefold.ops.decode import splitkv as SK
-    monkeypatch.setattr(K, "interpreter_enabled", lambda: False)
-    monkeypatch.setattr(SK, "interpreter_enabled", lambda: False)
-    monkeypatch.setattr(SK, "_num_sms", lambda dev: 132)
-    for f in (K.decode_config.cache_clear, SK._choose_cached.cache_clear):
-        f()
-    yield SK
-    for f in (K.decode_config.cache_clear, SK._choose_cached.cache_clear):
-        f()
-
-
 def test_select_config_modes(gpu_policy, monkeypatch):
     """auto: the KPAR tile only for one unsplit wave (0.9-1 x SMs) of <= KPAR_MAX_KEYS keys in the swept case, on
     NVIDIA; "0" never; "1" wherever kpar_ok (also split)."""

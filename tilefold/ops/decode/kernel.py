@@ -377,6 +377,26 @@ def streaming_tiles(rows: int, D: int, dtype: torch.dtype) -> bool:
     return rows <= 16 and block_d(D) == 128 and dtype in (torch.bfloat16, torch.float16)
 
 
+# One 64-row wgmma block (33-64 packed rows: seqlen_q 16 with G = 4), 16-bit hd128, swept on an H200 (benchmarks/NOTES.md,
+# "Decode: seqlen_q 16 tiles", call 70; bf16, 32 / 8 heads): with fewer programs than SMs, one program per SM
+# (``one_per_sm`` splits) of the 64-key pointer tile with 4 stages (147 KB of shared memory: one per SM) beat the v2
+# tile (3 stages, two per SM) at the split count the bandwidth model chose, in GB/s and in GPU time: B=1 128k 3783 vs
+# 3573 GB/s (S = 16 vs 27), B=4 32k 3702 vs 3456 (4 vs 7), B=8 32k 4089 vs 3847 (2 vs 4), B=16 32k 4419 vs 4140 (1 vs 2),
+# B=1 32k 2144 vs 1788, B=1 256k 256.3 vs 260.5 us by graph replay. Two waves or more keep the v2 tile and the model.
+BLOCK64_CONFIG = DecodeConfig(64, 64, 4, 4, 1)
+
+
+def block64_tiles(rows: int, D: int, dtype: torch.dtype) -> bool:
+    """Whether these calls are the swept 64-row case (``BLOCK64_CONFIG`` below one wave of programs)."""
+    return 32 < rows <= 64 and block_d(D) == 128 and dtype in (torch.bfloat16, torch.float16)
+
+
+def one_per_sm(programs: int, seqlen_k: int, sms: int) -> int:
+    """Splits that give about one program per SM (``programs`` unsplit programs, fewer than ``sms``), none of fewer
+    than 512 keys."""
+    return max(1, min(round(sms / max(programs, 1)), seqlen_k // 512, 128))
+
+
 @functools.lru_cache(maxsize=256)
 def decode_config(rows: int, D: int, dtype: torch.dtype, device: torch.device, keys_per_split: int = 0,
                   wide: bool = False, allow_kpar: bool = True, one_wave: bool = False) -> DecodeConfig:
@@ -391,7 +411,7 @@ def decode_config(rows: int, D: int, dtype: torch.dtype, device: torch.device, k
     32: 77.8 KB (2), 64 (wgmma): 114.7 KB (2); hd256 with 32-key tiles: 74.8 KB (16 rows), 84.0 KB (32 rows);
     descriptors at 16 rows: 32-key 4-stage tile 54 KB, 72-184 registers; 128-key 2-stage 74 KB, 143-168.
     ``one_wave``: unsplit programs that make one wave of one per SM; with ``allow_kpar`` the swept case takes the
-    KPAR tile there (KPAR_CONFIG)."""
+    KPAR tile there (KPAR_CONFIG). One 64-row block (``block64_tiles``) below ``wide``: BLOCK64_CONFIG."""
     bm = max(16, min(64, next_pow2(max(rows, 1))))
     if device.type != "cuda" or interpreter_enabled():
         return DecodeConfig(16, 16, 4, 1, 1)
@@ -400,6 +420,8 @@ def decode_config(rows: int, D: int, dtype: torch.dtype, device: torch.device, k
         return DecodeConfig(min(bm, 32), 32, 4, 2, 2)
     if allow_kpar and one_wave and streaming_tiles(rows, D, dtype):
         return KPAR_CONFIG
+    if block64_tiles(rows, D, dtype) and not wide:
+        return BLOCK64_CONFIG
     if streaming_tiles(rows, D, dtype) and wide:
         if keys_per_split >= STREAM_KEYS:
             return DecodeConfig(16, 32, 4, 4, 4, use_tma=True)
@@ -605,9 +627,11 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> 
     G = H // HK
     left, right = window
     n_vis = visible_keys(M, N, left)
-    # programs in the launch, for the tile choice (rows packed 16 to a block where streaming_tiles applies)
-    cfg = select_config(M * G, D, q.dtype, q.device, n_vis, S, B * HK * cdiv(max(M * G, 1), 16), num_sms(q.device),
-                        kpar_mode())
+    # programs in the launch, for the tile choice (rows packed 16 to a block where streaming_tiles applies, 64 where
+    # block64_tiles does)
+    rows_per_block = 64 if block64_tiles(M * G, D, q.dtype) else 16
+    cfg = select_config(M * G, D, q.dtype, q.device, n_vis, S, B * HK * cdiv(max(M * G, 1), rows_per_block),
+                        num_sms(q.device), kpar_mode())
     BD = block_d(D)
     if S > 1:  # no more splits than the visible keys fill: the kernel shares out S ways the block's keys from the
         # BLOCK_N-aligned start of its window (exact for one row block of a fixed-length batch; for varlen an estimate
