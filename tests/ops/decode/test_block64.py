@@ -58,7 +58,8 @@ def test_block64_gpu(B, window):
     assert (plans[0].cons["BLOCK_M"], plans[0].cons["BLOCK_N"], plans[0].options["num_stages"]) == (64, 64, 4)
     visible = N if window[0] < 0 else M + window[0]
     assert plans[0].S <= K.one_per_sm(B * HK, visible, sms)
-    if window[0] < 0:
-        assert plans[0].S == K.one_per_sm(B * HK, N, sms)
+    if window[0] < 0:  # one_per_sm's count, lowered to the 64-key-aligned splits that 8197 keys fill (16 -> 15)
+        S0 = K.one_per_sm(B * HK, N, sms)
+        assert plans[0].S == -(-N // (-(-N // S0 + 63) // 64 * 64))
     assert_2x("out", o, ref_o, base_o)
     assert_2x("lse", l, ref_l, base_l)
