@@ -72,7 +72,7 @@ from ..common.host import cdiv
 from ..common.launch import LaunchCache, PLANS_MAX, int_class, plain_descriptor
 from ..common.philox import RNG_ARGS, dropout_args
 if HAVE_GLUON:
-    from ..common.philox import dropout_keep_gl, dropout_keep_words_gl, dropout_words_gl
+    from ..common.philox import dropout_keep_gl
 
 LOG2E = 1.4426950408889634
 BLOCK_M = 128
@@ -347,11 +347,10 @@ if HAVE_GLUON:
                      mask_empty, O, LSE,
                      stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
                      seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
-                     seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, DROP_ZERO, bh,
+                     seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, bh,
                      WG: gl.constexpr, WG_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_D: gl.constexpr,
                      STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr, PINGPONG: gl.constexpr,
-                     HAS_DROPOUT: gl.constexpr, MASK_WS: gl.constexpr, MASK_STAGES: gl.constexpr,
-                     EARLY_WORDS: gl.constexpr):
+                     HAS_DROPOUT: gl.constexpr, MASK_WS: gl.constexpr, MASK_STAGES: gl.constexpr):
         """One warpgroup: rows [m0 + WG·WG_M, + WG_M) of the block; the loop of the non-specialized kernel,
         releasing each K slot after its scores and each V slot after its P·V."""
         dtype: gl.constexpr = q_smem.dtype
@@ -403,11 +402,6 @@ if HAVE_GLUON:
                 o_tok = warpgroup_mma(p_op, v_smem.index(prev), acc, is_async=True)
                 if PINGPONG:
                     mbarrier.arrive(pp_bar.index(1 - WG), count=1)
-                if HAS_DROPOUT and EARLY_WORDS:  # the rounds while this warpgroup's products run: their key
-                    # depends on a volatile load of a zero word after the arrive, so ptxas cannot hoist them above it
-                    kz = gl.load(DROP_ZERO)
-                    words = dropout_words_gl(seed_lo ^ kz, seed_hi, rng_offset, bh, gl.expand_dims(offs_m, 1), n,
-                                             gl.expand_dims(offs_n0, 0))
                 s = warpgroup_mma_wait(1, deps=(s_tok,))
                 gl.thread_barrier()
                 mbarrier.arrive(k_empty.index(slot), count=1)
@@ -421,9 +415,6 @@ if HAVE_GLUON:
                 if HAS_DROPOUT:
                     if MASK_WS:
                         keep = _mask_tile(mask_smem, mask_full, mask_empty, t, WG, s_layout, MASK_STAGES)
-                    elif EARLY_WORDS:
-                        keep = dropout_keep_words_gl(words, gl.expand_dims(offs_m, 1), gl.expand_dims(offs_n0, 0),
-                                                     drop_thr)
                     else:
                         keep = dropout_keep_gl(seed_lo, seed_hi, rng_offset, bh, gl.expand_dims(offs_m, 1), n,
                                                gl.expand_dims(offs_n0, 0), drop_thr)
@@ -441,12 +432,12 @@ if HAVE_GLUON:
         q_desc, k_desc, v_desc, O, LSE,
         stride_ob, stride_om, stride_oh, stride_lb, stride_lh,
         seqlen_q, seqlen_k, H, GROUP, shift, win_left, win_right, qk_scale,
-        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, DROP_ZERO,
+        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
         BLOCK_N: gl.constexpr, HEAD_D: gl.constexpr, STAGES: gl.constexpr,
         HAS_LO: gl.constexpr, HAS_HI: gl.constexpr, CONSUMER_REGS: gl.constexpr, PINGPONG: gl.constexpr,
         HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr, KV3D: gl.constexpr = False,
         KV_LAYOUT: gl.constexpr = None, MASK_WS: gl.constexpr = False, MASK_STAGES: gl.constexpr = 2,
-        MASK_REGS: gl.constexpr = 56, EARLY_WORDS: gl.constexpr = False,
+        MASK_REGS: gl.constexpr = 56,
     ):
         """Warp-specialized variant: two consumer warpgroups (the default partition and a 4-warp worker)
         of WG_M = 64 rows each, and a 1-warp TMA loader; no CTA-wide barrier in the loop, so the two
@@ -511,15 +502,13 @@ if HAVE_GLUON:
                 (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, mask_smem,
                                 mask_full, mask_empty, O, LSE, stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b,
                                 h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
-                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, DROP_ZERO, pid_bh, 0, WG_M,
-                                BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT, MASK_WS, MASK_STAGES,
-                                EARLY_WORDS)),
+                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, 0, WG_M, BLOCK_N,
+                                HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT, MASK_WS, MASK_STAGES)),
                 (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, mask_smem,
                                 mask_full, mask_empty, O, LSE, stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b,
                                 h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
-                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, DROP_ZERO, pid_bh, 1, WG_M,
-                                BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT, MASK_WS, MASK_STAGES,
-                                EARLY_WORDS)),
+                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, 1, WG_M, BLOCK_N,
+                                HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT, MASK_WS, MASK_STAGES)),
                 (_ws_mask, (mask_smem, mask_full, mask_empty, seed_lo, seed_hi, rng_offset, drop_thr, pid_bh, m0, n_lo,
                             num_tiles, WG_M, BLOCK_N, MASK_STAGES)),
                 (_ws_loader, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, b, n_lo, seqlen_k,
@@ -530,15 +519,13 @@ if HAVE_GLUON:
                 (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, mask_smem,
                                 mask_full, mask_empty, O, LSE, stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b,
                                 h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
-                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, DROP_ZERO, pid_bh, 0, WG_M,
-                                BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT, MASK_WS, MASK_STAGES,
-                                EARLY_WORDS)),
+                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, 0, WG_M, BLOCK_N,
+                                HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT, MASK_WS, MASK_STAGES)),
                 (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, mask_smem,
                                 mask_full, mask_empty, O, LSE, stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b,
                                 h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
-                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, DROP_ZERO, pid_bh, 1, WG_M,
-                                BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT, MASK_WS, MASK_STAGES,
-                                EARLY_WORDS)),
+                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, 1, WG_M, BLOCK_N,
+                                HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT, MASK_WS, MASK_STAGES)),
                 (_ws_loader, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, b, n_lo, seqlen_k,
                               kv_col, num_tiles, BLOCK_N, STAGES, KV3D)),
             ], [4, 1], [CONSUMER_REGS, 24])
@@ -674,9 +661,6 @@ PINGPONG_DIMS = (128,)  # head dims that ping-pong under "auto"
 # on the H200 (call 53, hd128 8k: 348 / 307 TFLOP/s non-causal / causal against 436 / 404 with the rounds in the
 # consumers; one producer warp per SM sub-partition does not keep up; benchmarks/NOTES.md)
 MASK_WS = os.environ.get("TILEFOLD_FWD_SM90_MASK_WS", "0") == "1"
-# Dropout's Philox rounds issued right after the warpgroup's products (EARLY_WORDS, experiment of 2026-12-04, eighth
-# session: the words are computed while the products run, the compare after the softmax; see benchmarks/NOTES.md).
-EARLY_WORDS = os.environ.get("TILEFOLD_FWD_SM90_EARLY_WORDS", "0") == "1"
 MASK_STAGES = 2
 # registers with the producer (setmaxnreg in the PTX; the 1-warp loader is padded to a warpgroup): worker consumer 224,
 # producer 56, loader 24, and the default-partition consumer gets the rest, 208 (128 x (208 + 224 + 56 + 24) = 65536);
@@ -737,7 +721,7 @@ def _fwd_plan(q, k, v, softmax_scale, window, has_dropout):
                            HAS_HI=right >= 0, CONSUMER_REGS=MASK_CONSUMER_REGS if mask_ws else CONSUMER_REGS,
                            PINGPONG=(D in PINGPONG_DIMS) if PINGPONG is None else PINGPONG,
                            KV3D=kv3d, KV_LAYOUT=kv_lay if kv3d else None, MASK_WS=mask_ws,
-                           MASK_STAGES=MASK_STAGES, MASK_REGS=MASK_REGS, EARLY_WORDS=EARLY_WORDS and not mask_ws)
+                           MASK_STAGES=MASK_STAGES, MASK_REGS=MASK_REGS)
     else:
         plan.consts = dict(BLOCK_N=BLOCK_N, HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0, HAS_HI=right >= 0)
     return plan
@@ -746,17 +730,6 @@ def _fwd_plan(q, k, v, softmax_scale, window, has_dropout):
 _FWD_PLANS: dict = {}
 if HAVE_GLUON:
     _FWD_LAUNCH = LaunchCache(attention_fwd_sm90_ws_kernel)
-
-
-_ZERO_WORDS: dict = {}
-
-
-def _zero_word(device) -> torch.Tensor:
-    """A zero int32 word on ``device`` (the kernel's DROP_ZERO), allocated once per device."""
-    z = _ZERO_WORDS.get(device)
-    if z is None:
-        z = _ZERO_WORDS[device] = torch.zeros(1, dtype=torch.int32, device=device)
-    return z
 
 
 def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0, offset=0):
@@ -771,7 +744,7 @@ def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0,
     # every module switch the plan reads is in the key (tests and sweeps change them between calls)
     key = (q.shape, k.shape, v.shape, q.stride(), k.stride(), v.stride(), q.dtype, window, softmax_scale,
            dropout_p > 0, VARIANT, KV3D, PINGPONG, _CFG_ENV, CONSUMER_REGS, MASK_WS, MASK_REGS, MASK_CONSUMER_REGS,
-           MASK_STAGES, EARLY_WORDS)
+           MASK_STAGES)
     plan = _FWD_PLANS.get(key)
     if plan is None:
         if len(_FWD_PLANS) >= PLANS_MAX:
@@ -782,7 +755,7 @@ def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0,
     lse = torch.empty(plan.lse_shape, device=q.device, dtype=torch.float32)
     args = (descs[0], descs[1], descs[2], out, lse) + plan.ints
     if ws:
-        drop = dropout_args(dropout_p, seed, offset) + (_zero_word(q.device),)
+        drop = dropout_args(dropout_p, seed, offset)
         if launch.DIRECT_GLUON:
             _FWD_LAUNCH.launch((key, *map(int_class, drop[:4])), plan.grid, args + drop, plan.consts, num_warps=4)
         else:

@@ -160,20 +160,6 @@ if _HAVE_GLUON:
     def dropout_keep_gl(seed_lo, seed_hi, offset, bh, rows, col_base, cols, threshold):
         """dropout_keep for a Gluon score tile: rows (absolute query rows) [R, 1] and cols (in-tile key
         offsets) [1, C] in slices of the tile's layout, col_base a multiple of 16."""
-        w = dropout_words_gl(seed_lo, seed_hi, offset, bh, rows, col_base, cols)
-        return dropout_keep_words_gl(w, rows, cols, threshold)
-
-    @_gluon.jit
-    def dropout_keep_words_gl(w, rows, cols, threshold):
-        """The keep mask from dropout_words_gl's words: the element's 16-bit half of its word >= threshold."""
-        u = _gl.where(((cols & 1) + rows * 0) != 0, w, w << 16)
-        return u >= (threshold.to(_gl.uint32) << 16)
-
-    @_gluon.jit
-    def dropout_words_gl(seed_lo, seed_hi, offset, bh, rows, col_base, cols):
-        """The Philox word (uint32) that holds each element's 16-bit value (low half for even columns): the rounds
-        of dropout_keep_gl, without the compare, so a kernel can run them apart from the compare (two elements of
-        adjacent columns share one word: a thread holds half as many distinct words as elements)."""
         k0 = seed_lo.to(_gl.uint32, bitcast=True)
         k1 = seed_hi.to(_gl.uint32, bitcast=True)
         rkey = (((rows >> 4) << 3) | (rows & 7)).to(_gl.uint32)
@@ -188,4 +174,6 @@ if _HAVE_GLUON:
         rsel = (rows >> 3) & 1
         w01 = _gl.where((csel + rsel * 0) != 0, r1, r0)
         w23 = _gl.where((csel + rsel * 0) != 0, r3, r2)
-        return _gl.where((rsel + csel * 0) != 0, w23, w01)
+        w = _gl.where((rsel + csel * 0) != 0, w23, w01)
+        u = _gl.where(((cols & 1) + rows * 0) != 0, w, w << 16)
+        return u >= (threshold.to(_gl.uint32) << 16)
