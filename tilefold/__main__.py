@@ -2,7 +2,7 @@
 
 - ``demo``: ``tilefold.attention`` on the default device (CUDA if available, else CPU) against the
   fp64 reference for a few configurations, forward and backward; prints time and errors.
-- ``bench <op> [--quick] [--out DIR] [--providers a,b]``: the registered benchmark of ``op``
+- ``bench <op> [--quick] [--out DIR] [--providers a,b] [--rounds N]``: the registered benchmark of ``op``
   (``tilefold/bench/<op>.py``); writes JSON (+ PNG) to DIR (default ``benchmarks/results``).
 - ``info``: versions, the GPU, and which benchmark providers are importable.
 """
@@ -236,7 +236,8 @@ def bench(args) -> int:
     if args.providers:
         providers = [p.strip() for p in args.providers.split(",") if p.strip()]
     try:
-        run_op(args.op, quick=args.quick, out_dir=args.out, providers=providers, plot=not args.no_plot)
+        run_op(args.op, quick=args.quick, out_dir=args.out, providers=providers, plot=not args.no_plot,
+               rounds=args.rounds)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -257,6 +258,8 @@ def main(argv=None) -> int:
     bp.add_argument("--out", default=None, help="output folder (default benchmarks/results)")
     bp.add_argument("--providers", default=None, help="comma-separated provider names (default: all)")
     bp.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    bp.add_argument("--rounds", type=int, default=1,
+                    help="measure the grid this many times with fresh inputs, record the median (ops that take it)")
     bp.set_defaults(func=bench)
     ip = sub.add_parser("info", help="versions, GPU, available providers")
     ip.set_defaults(func=info)

@@ -168,3 +168,40 @@ def test_op_modules_are_not_imported_eagerly():
             "print(sorted(m for m in sys.modules if m.startswith('tilefold.bench.') and m != 'tilefold.bench.core'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_run_op_rounds(tmp_path, monkeypatch, capsys):
+    """--rounds: an op that takes ``rounds`` gets it; one that does not runs once and says so; < 1 is refused."""
+    monkeypatch.setitem(core.REGISTRY, "toy_r", None)
+    monkeypatch.setitem(core.PLOT_OPTIONS, "toy_r", {})
+    monkeypatch.setitem(core.REGISTRY, "toy_once", None)
+    monkeypatch.setitem(core.PLOT_OPTIONS, "toy_once", {})
+    seen = []
+
+    @core.register("toy_r")
+    def run_r(quick, progress, rounds=1):
+        seen.append(rounds)
+        return [core.base_record("toy_r", "tilefold", "fwd", "float32", n=1, ms=1.0)]
+
+    @core.register("toy_once")
+    def run_once(quick, progress):
+        return [core.base_record("toy_once", "tilefold", "fwd", "float32", n=1, ms=1.0)]
+
+    core.run_op("toy_r", quick=True, out_dir=tmp_path, plot=False, rounds=3)
+    core.run_op("toy_r", quick=True, out_dir=tmp_path, plot=False)
+    assert seen == [3, 1]
+    core.run_op("toy_once", quick=True, out_dir=tmp_path, plot=False, rounds=3)
+    assert "takes no rounds" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="rounds"):
+        core.run_op("toy_r", quick=True, out_dir=tmp_path, plot=False, rounds=0)
+
+
+def test_decode_rounds_cpu(tmp_path):
+    """The decode bench on CPU (smoke shapes) with 2 rounds: each record keeps both rounds' ms and their median; the
+    table does not make a column of them."""
+    import statistics
+    records, _ = core.run_op("decode", quick=True, out_dir=tmp_path, plot=False, rounds=2)
+    main = [r for r in records if r["provider"] != "copy"]
+    assert main and all(len(r["ms_rounds"]) == 2 for r in main)
+    assert all(abs(r["ms"] - statistics.median(r["ms_rounds"])) <= 1e-6 * r["ms"] for r in main)
+    assert "ms_rounds" not in core.format_table(records)

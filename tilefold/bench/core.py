@@ -45,6 +45,7 @@ REGISTRY: dict[str, Callable] = {}
 PLOT_OPTIONS: dict[str, dict] = {}
 
 MEASURE_KEYS = ("ms", "tflops", "gbps", "max_err")
+ROUND_KEYS = ("ms_rounds",)  # per-round measures (``--rounds``): kept in the JSON, not table columns
 META_KEYS = ("gpu", "torch", "triton")
 
 
@@ -322,7 +323,7 @@ def _fmt(v) -> str:
 
 def _varying_keys(records: list[dict]) -> list[str]:
     """Keys other than provider/measures/meta whose value differs between records (first-seen order)."""
-    skip = {"op", "provider", *MEASURE_KEYS, *META_KEYS}
+    skip = {"op", "provider", *MEASURE_KEYS, *ROUND_KEYS, *META_KEYS}
     keys: list[str] = []
     for r in records:
         for k in r:
@@ -354,7 +355,7 @@ def format_table(records: list[dict], value: str | None = None, ratios: Iterable
         keys = _case_keys(main)
         providers = list(dict.fromkeys(r["provider"] for r in main))
         varying = set(_varying_keys(main))
-        const = {k: main[0].get(k) for k in main[0] if k not in varying and k not in ("provider", *MEASURE_KEYS)}
+        const = {k: main[0].get(k) for k in main[0] if k not in varying and k not in ("provider", *MEASURE_KEYS, *ROUND_KEYS)}
         lines.append("  ".join(f"{k}={_fmt(v)}" for k, v in const.items()))
 
         def cell(r):
@@ -476,16 +477,26 @@ def plot_records(records: list[dict], path: str | os.PathLike, x: str = "seqlen_
 
 
 def run_op(name: str, quick: bool = False, out_dir=None, providers: Iterable[str] | None = None,
-           plot: bool = True) -> tuple[list[dict], Path | None]:
-    """Load op ``name``, run it, print the table, write JSON (+ PNG). Returns (records, json path)."""
+           plot: bool = True, rounds: int = 1) -> tuple[list[dict], Path | None]:
+    """Load op ``name``, run it, print the table, write JSON (+ PNG). Returns (records, json path).
+    ``rounds`` > 1: ops that take it measure their grid that many times and record the median (each round's ms
+    beside it); others run once and say so."""
     fn = load_op(name)
     kwargs = {}
+    params = inspect.signature(fn).parameters
+    takes = lambda k: k in params or any(p.kind is p.VAR_KEYWORD for p in params.values())  # noqa: E731
     if providers is not None:
-        params = inspect.signature(fn).parameters
-        if "providers" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        if takes("providers"):
             kwargs["providers"] = set(providers)
         else:
             print(f"note: op {name!r} takes no provider filter; running all providers", file=sys.stderr)
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    if rounds > 1:
+        if takes("rounds"):
+            kwargs["rounds"] = rounds
+        else:
+            print(f"note: op {name!r} takes no rounds; running its grid once", file=sys.stderr)
     t0 = time.time()
     records = fn(quick, progress, **kwargs)
     print(f"\n{name}: {len(records)} records in {time.time() - t0:.0f}s on {gpu_name()}")
