@@ -162,24 +162,25 @@ def run(quick: bool, progress, providers=None, rounds: int = 1) -> list[dict]:
                     del kk, vv
                 except Exception as e:  # noqa: BLE001
                     if p not in failed:
-                        bar.write(f"[{p}] failed, recording nothing: {type(e).__name__}: {str(e).strip()[:300]}")
+                        bar.write(f"[{p}] failed, that measurement not recorded: {type(e).__name__}: "
+                                  f"{str(e).strip()[:300]}")
                     failed[p] = failed.get(p, 0) + 1
                     if "illegal memory access" in str(e):
                         stop = True
                         break
                 bar.update()
             del q, k, v
-            if cuda:
+            if cuda and not stop:  # after an illegal memory access the context is lost: keep what was measured
                 torch.cuda.empty_cache()
     for (B, M, N, p), ms_list in times.items():
         ms = float(statistics.median(ms_list))
         nbytes = 2 * B * N * HK * D * torch.empty((), dtype=dtype).element_size()
-        if len(ms_list) > 1:
+        if rounds > 1:  # the rounds that measured this case (fewer than ``rounds`` where one failed)
             extras[(B, M, N, p)]["ms_rounds"] = [round(x, 6) for x in ms_list]
         records.append(base_record("decode", p, "fwd", dtype, batch=B, heads=H, heads_k=HK, headdim=D,
                                    seqlen_q=M, seqlen_k=N, causal=False, **extras[(B, M, N, p)], ms=ms,
                                    gbps=gbps(nbytes, ms), max_err=errs[(p, M)]))
     bar.close()
     for p, n in failed.items():
-        print(f"{p}: {n} case(s) failed", file=sys.stderr)
+        print(f"{p}: {n} measurement(s) failed", file=sys.stderr)
     return records

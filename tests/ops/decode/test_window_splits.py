@@ -122,6 +122,25 @@ def test_split_choice_counts_the_visible_keys(monkeypatch):
     assert K.visible_keys(1, 100, -1) == 100 and K.visible_keys(4, 100, 10) == 14 and K.visible_keys(4, 10, 10) == 10
 
 
+def test_public_split_choice_takes_the_window(monkeypatch):
+    """choose_num_splits(..., window=) asks the model what num_splits=0 asks it (visible keys, masked), so it gives
+    the count a windowed call uses."""
+    calls = []
+
+    def choose(*args):
+        calls.append(args)
+        return 1
+
+    monkeypatch.setattr(SK, "_choose_cached", choose)
+    D, M, H, HK, N = 16, 3, 4, 2, 8192
+    q, k = torch.randn(1, M, H, D), torch.randn(1, N, HK, D)
+    for win in [(4096, 0), (100, -1), (-1, 0), (-1, -1)]:
+        split_kv_attention(q, k, k, num_splits=0, softmax_scale=D ** -0.5, window=win, softcap=0.0)
+        SK.choose_num_splits(1, H, M, N, D, q.dtype, "cpu", heads_k=HK, window=win)
+        assert calls[-1] == calls[-2], (win, calls[-2:])
+    assert calls[0][4] == M + 4096 and calls[0][8] and not calls[-1][8]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("left,S,launched", [(4096, 16, 13), (1000, 16, 16), (4096, 0, 8)])
 def test_window_splits_gpu(left, S, launched, partial_lse):

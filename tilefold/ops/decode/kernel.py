@@ -382,27 +382,30 @@ def streaming_tiles(rows: int, D: int, dtype: torch.dtype) -> bool:
 # (``one_per_sm`` splits) of the 64-key pointer tile with 4 stages (147 KB of shared memory: one per SM) beat the v2
 # tile (3 stages, two per SM) at the split count the bandwidth model chose, in GB/s and in GPU time: B=1 128k 3783 vs
 # 3573 GB/s (S = 16 vs 27), B=4 32k 3702 vs 3456 (4 vs 7), B=8 32k 4089 vs 3847 (2 vs 4), B=16 32k 4419 vs 4140 (1 vs 2),
-# B=1 32k 2144 vs 1788, B=1 256k 256.3 vs 260.5 us by graph replay. Two waves or more keep the v2 tile and the model.
+# B=1 32k 2144 vs 1788, B=1 256k 256.3 vs 260.5 us by graph replay. The split choice takes ``one_per_sm`` below one wave
+# of unsplit programs, and the plan this tile wherever the launch has at most one program per SM (``fill``); fuller
+# launches keep the v2 tile (two per SM) and the bandwidth model.
 BLOCK64_CONFIG = DecodeConfig(64, 64, 4, 4, 1)
 
 
 def block64_tiles(rows: int, D: int, dtype: torch.dtype) -> bool:
-    """Whether these calls are the swept 64-row case (``BLOCK64_CONFIG`` below one wave of programs)."""
+    """Whether these calls are the swept 64-row case (``BLOCK64_CONFIG`` where the launch fills at most one wave)."""
     return 32 < rows <= 64 and block_d(D) == 128 and dtype in (torch.bfloat16, torch.float16)
 
 
 def one_per_sm(programs: int, seqlen_k: int, sms: int) -> int:
-    """Splits that give about one program per SM (``programs`` unsplit programs, fewer than ``sms``), none of fewer
-    than 512 keys."""
-    return max(1, min(round(sms / max(programs, 1)), seqlen_k // 512, 128))
+    """Splits that give at most one program per SM (``programs`` unsplit programs, fewer than ``sms``; rounding down:
+    a partial second wave of the one-per-SM tile would cost a whole program's time), none of fewer than 512 keys,
+    at most 128."""
+    return max(1, min(sms // max(programs, 1), seqlen_k // 512, 128))
 
 
 @functools.lru_cache(maxsize=256)
 def decode_config(rows: int, D: int, dtype: torch.dtype, device: torch.device, keys_per_split: int = 0,
-                  wide: bool = False, allow_kpar: bool = True, one_wave: bool = False) -> DecodeConfig:
+                  wide: bool = False, allow_kpar: bool = True, one_wave: bool = False, fill: bool = False) -> DecodeConfig:
     """Tiles for ``rows`` packed query rows (seqlen_q · G) per (batch, key head), ``keys_per_split`` keys per
     program, ``wide``: at least ~1.5 programs per SM in the launch (both used where ``streaming_tiles``; see
-    STREAM_KEYS / MID_KEYS above).
+    STREAM_KEYS / MID_KEYS above); ``fill``: at most one program per SM in the launch.
     Decode is bandwidth bound: BLOCK_M is the fewest rows the MMA takes (16: mma.sync; 64: wgmma), not
     the prefill 128 (with 4 live rows of 128 the prefill tile did 32x the MMA work per byte). Otherwise
     K/V tiles of 64 keys, 3 stages: 2 tiles (64 KB at hd128 bf16) in flight per program. Offline sm_90 compile
@@ -411,7 +414,7 @@ def decode_config(rows: int, D: int, dtype: torch.dtype, device: torch.device, k
     32: 77.8 KB (2), 64 (wgmma): 114.7 KB (2); hd256 with 32-key tiles: 74.8 KB (16 rows), 84.0 KB (32 rows);
     descriptors at 16 rows: 32-key 4-stage tile 54 KB, 72-184 registers; 128-key 2-stage 74 KB, 143-168.
     ``one_wave``: unsplit programs that make one wave of one per SM; with ``allow_kpar`` the swept case takes the
-    KPAR tile there (KPAR_CONFIG). One 64-row block (``block64_tiles``) below ``wide``: BLOCK64_CONFIG."""
+    KPAR tile there (KPAR_CONFIG). One 64-row block (``block64_tiles``) with ``fill``: BLOCK64_CONFIG."""
     bm = max(16, min(64, next_pow2(max(rows, 1))))
     if device.type != "cuda" or interpreter_enabled():
         return DecodeConfig(16, 16, 4, 1, 1)
@@ -420,7 +423,7 @@ def decode_config(rows: int, D: int, dtype: torch.dtype, device: torch.device, k
         return DecodeConfig(min(bm, 32), 32, 4, 2, 2)
     if allow_kpar and one_wave and streaming_tiles(rows, D, dtype):
         return KPAR_CONFIG
-    if block64_tiles(rows, D, dtype) and not wide:
+    if block64_tiles(rows, D, dtype) and fill:
         return BLOCK64_CONFIG
     if streaming_tiles(rows, D, dtype) and wide:
         if keys_per_split >= STREAM_KEYS:
@@ -527,14 +530,15 @@ def kpar_mode() -> str:
 def select_config(rows: int, D: int, dtype: torch.dtype, device: torch.device, N: int, S: int, programs: int,
                   sms: int, kmode: str) -> DecodeConfig:
     """The decode plan's tiles: ``decode_config`` for ``rows`` packed rows, ``N`` keys in ``S`` splits, ``programs``
-    16-row programs per split on ``sms`` SMs, then TILEFOLD_DECODE_KPAR (``kmode``) applied: "0" takes KPAR away, "1"
-    forces it wherever ``kpar_ok``."""
+    programs per split on ``sms`` SMs (of 16 rows, or 64 where ``block64_tiles``), then TILEFOLD_DECODE_KPAR
+    (``kmode``) applied: "0" takes KPAR away, "1" forces it wherever ``kpar_ok``."""
     wide = programs * max(S, 1) * 2 >= 3 * sms
+    fill = programs * max(S, 1) <= sms
     one_wave = S <= 1 and kpar_one_wave(programs, N, sms) and _kpar_auto_ok()
-    cfg = decode_config(rows, D, dtype, device, cdiv(max(N, 1), max(S, 1)), wide, True, one_wave)
+    cfg = decode_config(rows, D, dtype, device, cdiv(max(N, 1), max(S, 1)), wide, True, one_wave, fill)
     kfit = kpar_ok(rows, D, dtype)
     if cfg.kpar > 1 and (kmode == "0" or not kfit):
-        return decode_config(rows, D, dtype, device, cdiv(max(N, 1), max(S, 1)), wide, False)
+        return decode_config(rows, D, dtype, device, cdiv(max(N, 1), max(S, 1)), wide, False, False, fill)
     if cfg.kpar == 1 and kmode == "1" and kfit:
         return KPAR_CONFIG
     return cfg

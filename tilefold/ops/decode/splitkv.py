@@ -145,7 +145,7 @@ def _choose_cached(batch, heads, heads_k, seqlen_q, seqlen_k, headdim, dtype, de
     if block64_tiles(rows, headdim, dtype) and batch * heads_k < sms:
         return one_per_sm(batch * heads_k, seqlen_k, sms)
     if rows <= DECODE_MAX_ROWS:
-        cfg = decode_config(rows, headdim, dtype, dev, wide=True)  # the tiles of a launch of ~2 waves or more
+        cfg = decode_config(rows, headdim, dtype, dev)  # the v2 tiles (a launch of more than one program per SM)
         programs = batch * heads_k * cdiv(max(rows, 1), cfg.BLOCK_M)
         es = torch.empty((), dtype=dtype).element_size()
         state_bytes = batch * seqlen_q * heads * (headdim + 1) * 4
@@ -168,19 +168,23 @@ def _choose_cached(batch, heads, heads_k, seqlen_q, seqlen_k, headdim, dtype, de
 
 
 def choose_num_splits(batch: int, heads: int, seqlen_q: int, seqlen_k: int, headdim: int,
-                      dtype: torch.dtype, device, masked: bool = False, heads_k: int | None = None) -> int:
-    """num_splits for ``num_splits=0`` (``split_kv_attention`` passes the visible keys, ``kernel.visible_keys``,
-    as ``seqlen_k`` when a left window is set). Decode shapes (seqlen_q · G <= DECODE_MAX_ROWS packed rows,
-    G = heads / heads_k): for one 16-row block of 16-bit hd128 (``kernel.streaming_tiles``, the swept case)
+                      dtype: torch.dtype, device, masked: bool = False, heads_k: int | None = None,
+                      window: tuple = (-1, -1)) -> int:
+    """The num_splits that ``num_splits=0`` uses for these shapes: with ``window = (left, right)`` as
+    ``split_kv_attention`` takes it (causal: right = 0), the count is of the keys the rows can see
+    (``kernel.visible_keys``) and the call counts as masked. Decode shapes (seqlen_q · G <= DECODE_MAX_ROWS packed
+    rows, G = heads / heads_k): for one 16-row block of 16-bit hd128 (``kernel.streaming_tiles``, the swept case)
     ``even_splits`` (132 SMs, 8 key heads: B = 1: 16 up to 64k, 33 from 128k; B = 8: 2 at 8k, 4 from 32k;
     B = 16: 1 up to 32k (the KPAR tile; 2 with TILEFOLD_DECODE_KPAR=0), 2 above; B = 32: 1); for one 64-row block
     (33-64 packed rows, ``kernel.block64_tiles``) with fewer (batch, key head) programs than SMs ``one_per_sm``
-    (B = 1: 16, B = 4: 4, B = 8: 2, B = 16: 1); otherwise the count minimizing the bandwidth model of ``decode_splits``. Larger seqlen_q: FA2's
-    wave-efficiency rule over (batch, head, query block) programs.
+    (B = 1: 16, B = 4: 4, B = 8: 2, B = 16: 1); otherwise the count minimizing the bandwidth model of
+    ``decode_splits``. Larger seqlen_q: FA2's wave-efficiency rule over (batch, head, query block) programs.
     On CPU / the interpreter: a small fixed number (the fold is the same). Cached per shape."""
+    left, right = (int(w) for w in window)
     dev = device if isinstance(device, torch.device) else torch.device(device)
-    return _choose_cached(int(batch), int(heads), int(heads_k or heads), int(seqlen_q), int(seqlen_k),
-                          int(headdim), dtype, dev, bool(masked), _kpar_allowed())
+    return _choose_cached(int(batch), int(heads), int(heads_k or heads), int(seqlen_q),
+                          visible_keys(int(seqlen_q), int(seqlen_k), left), int(headdim), dtype, dev,
+                          bool(masked) or left >= 0 or right >= 0, _kpar_allowed())
 
 
 # ----------------------------------------------------------------------------------------------------
