@@ -53,8 +53,8 @@ from ..attention.forward import attention_fwd
 from ..attention.function import attention_backward
 from ..common.dispatch import backend_for, interpreter_enabled
 from ..common.host import cdiv
-from .kernel import (DECODE_MAX_ROWS, _kpar_auto_ok, block64_tiles, decode_config, decode_fwd, kpar_one_wave,
-                     num_sms, one_per_sm, streaming_tiles, visible_keys)
+from .kernel import (DECODE_MAX_ROWS, _kpar_auto_ok, block64_tiles, decode_config, decode_fwd, fills_one_wave,
+                     kpar_one_wave, num_sms, one_per_sm, streaming_tiles, visible_keys)
 
 MAX_SPLITS = 128
 ONE_WAVE_KEYS = 8192  # even_splits: one program per SM below this many keys per split, two per SM above
@@ -143,7 +143,9 @@ def _choose_cached(batch, heads, heads_k, seqlen_q, seqlen_k, headdim, dtype, de
     if rows <= DECODE_MAX_ROWS and streaming_tiles(rows, headdim, dtype):
         return even_splits(batch * heads_k * cdiv(max(rows, 1), 16), seqlen_k, sms, kpar)
     if block64_tiles(rows, headdim, dtype) and batch * heads_k < sms:
-        return one_per_sm(batch * heads_k, seqlen_k, sms)
+        s = one_per_sm(batch * heads_k, seqlen_k, sms)
+        if fills_one_wave(batch * heads_k * s, sms):
+            return s
     if rows <= DECODE_MAX_ROWS:
         cfg = decode_config(rows, headdim, dtype, dev)  # the v2 tiles (a launch of more than one program per SM)
         programs = batch * heads_k * cdiv(max(rows, 1), cfg.BLOCK_M)
@@ -176,9 +178,9 @@ def choose_num_splits(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head
     rows, G = heads / heads_k): for one 16-row block of 16-bit hd128 (``kernel.streaming_tiles``, the swept case)
     ``even_splits`` (132 SMs, 8 key heads: B = 1: 16 up to 64k, 33 from 128k; B = 8: 2 at 8k, 4 from 32k;
     B = 16: 1 up to 32k (the KPAR tile; 2 with TILEFOLD_DECODE_KPAR=0), 2 above; B = 32: 1); for one 64-row block
-    (33-64 packed rows, ``kernel.block64_tiles``) with fewer (batch, key head) programs than SMs ``one_per_sm``
-    (B = 1: 16, B = 4: 4, B = 8: 2, B = 16: 1); otherwise the count minimizing the bandwidth model of
-    ``decode_splits``. Larger seqlen_q: FA2's wave-efficiency rule over (batch, head, query block) programs.
+    (17-64 packed rows, ``kernel.block64_tiles``) ``one_per_sm`` where that launch fills 0.9-1 x the SMs
+    (``kernel.fills_one_wave``; B = 1: 16, B = 2: 8, B = 3: 5, B = 4: 4, B = 8: 2, B = 16: 1, not B = 6, 7, 9-14);
+    otherwise the count minimizing the bandwidth model of ``decode_splits``. Larger seqlen_q: FA2's wave-efficiency rule over (batch, head, query block) programs.
     On CPU / the interpreter: a small fixed number (the fold is the same). Cached per shape."""
     left, right = (int(w) for w in window)
     dev = device if isinstance(device, torch.device) else torch.device(device)
