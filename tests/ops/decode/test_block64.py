@@ -84,8 +84,10 @@ def test_plan_counts_block_programs(M, H, programs_per_head, monkeypatch):
                                                 (6, 16, (-1, -1), False)])
 def test_block64_gpu(B, M, window, on_h200):
     """bf16 hd128, 32 / 8 heads, seqlen_q 16 or 8 (64 / 32 packed rows), num_splits=0: where one_per_sm's launch fills
-    0.9-1 x the SMs (on an H200: ``on_h200``) the plan takes BLOCK64_CONFIG at that split count (lowered to the splits
-    the keys fill), elsewhere the v2 tile (a 1016-key window: one split; B = 6: 96 programs); 2x rule against fp64."""
+    0.9-1 x the SMs (on an H200: ``on_h200``) the split count is one_per_sm's; the plan takes BLOCK64_CONFIG wherever the
+    chosen count's launch fills one wave (also the model's 8 splits of a 1016-key window), the v2 tile elsewhere (B = 6:
+    96 programs); 2x rule against fp64."""
+    from tilefold.ops.decode import choose_num_splits
     K.clear_plans()
     torch.manual_seed(B + M + window[0])
     N, H, HK, D = 8192 + 5, 32, 8, 128
@@ -99,13 +101,13 @@ def test_block64_gpu(B, M, window, on_h200):
     assert len(plans) == 1
     tile = (plans[0].cons["BLOCK_M"], plans[0].cons["BLOCK_N"], plans[0].options["num_stages"])
     S0 = K.one_per_sm(B * HK, N if window[0] < 0 else M + window[0], sms)
+    S = choose_num_splits(B, H, M, N, D, q.dtype, q.device, heads_k=HK, window=window)
     if sms == 132:
         assert K.fills_one_wave(B * HK * S0, sms) == on_h200
     if K.fills_one_wave(B * HK * S0, sms):
-        assert tile == (64, 64, 4)
-        size = K.cdiv(K.cdiv(N, S0), 64) * 64  # one_per_sm's count, lowered to the 64-key-aligned splits 8197 keys fill
+        assert S == S0
+        size = K.cdiv(K.cdiv(N, S0), 64) * 64  # lowered to the 64-key-aligned splits that 8197 keys fill
         assert plans[0].S == K.cdiv(N, size)
-    else:
-        assert tile == (M * 4, 64, 3)
+    assert tile == ((64, 64, 4) if K.fills_one_wave(B * HK * S, sms) else (M * 4, 64, 3))
     assert_2x("out", o, ref_o, base_o)
     assert_2x("lse", l, ref_l, base_l)
