@@ -23,8 +23,9 @@ def test_split_choice_one_per_sm(gpu_policy, monkeypatch):
     assert choose(17, N=32768) == 9  # the model with the v2 tile (as before; BLOCK64_CONFIG's one per SM would say 16)
     assert choose(3) == 5  # 24 programs: 5 splits (120 programs), not 6 (144: a partial second wave)
     # one per SM would leave SMs idle (B = 6: 96 programs, B = 12: 96 unsplit): the model, as before
-    model = lambda B, M=16, N=131072: SK.decode_splits(  # noqa: E731
-        B * 8, N, 64, 2 * 128 * 2, B * M * 32 * 129 * 4, 132, K.decode_config(M * 4, 128, bf16, torch.device("cuda")).ctas_per_sm)
+    def model(B, M=16, N=131072):
+        ctas = K.decode_config(M * 4, 128, bf16, torch.device("cuda")).ctas_per_sm
+        return SK.decode_splits(B * 8, N, 64, 2 * 128 * 2, B * M * 32 * 129 * 4, 132, ctas)
     for B in (6, 7, 9, 12, 14):
         assert choose(B) == model(B) and choose(B, M=8) == model(B, M=8), B
     assert choose(1, N=4096) == model(1, N=4096)  # no split under 512 keys: 8 splits would fill 64 SMs -> the model
@@ -79,14 +80,14 @@ def test_plan_counts_block_programs(M, H, programs_per_head, monkeypatch):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("B,M,window,on_h200", [(1, 16, (-1, -1), True), (1, 16, (-1, 0), True), (4, 16, (-1, -1), True),
-                                                (2, 8, (-1, -1), True), (2, 16, (1000, 0), False),
-                                                (6, 16, (-1, -1), False)])
+@pytest.mark.parametrize("B,M,window,on_h200", [(1, 16, (-1, -1), True), (1, 16, (-1, 0), True),
+                                                (4, 16, (-1, -1), True), (2, 8, (-1, -1), True),
+                                                (2, 16, (1000, 0), False), (6, 16, (-1, -1), False)])
 def test_block64_gpu(B, M, window, on_h200):
     """bf16 hd128, 32 / 8 heads, seqlen_q 16 or 8 (64 / 32 packed rows), num_splits=0: where one_per_sm's launch fills
-    0.9-1 x the SMs (on an H200: ``on_h200``) the split count is one_per_sm's; the plan takes BLOCK64_CONFIG wherever the
-    chosen count's launch fills one wave (also the model's 8 splits of a 1016-key window), the v2 tile elsewhere (B = 6:
-    96 programs); 2x rule against fp64."""
+    0.9-1 x the SMs (on an H200: ``on_h200``) the split count is one_per_sm's; the plan takes BLOCK64_CONFIG wherever
+    the chosen count's launch fills one wave (also the model's 8 splits of a 1016-key window), the v2 tile elsewhere
+    (B = 6: 96 programs); 2x rule against fp64."""
     from tilefold.ops.decode import choose_num_splits
     K.clear_plans()
     torch.manual_seed(B + M + window[0])

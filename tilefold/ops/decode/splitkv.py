@@ -147,7 +147,7 @@ def _choose_cached(batch, heads, heads_k, seqlen_q, seqlen_k, headdim, dtype, de
         if fills_one_wave(batch * heads_k * s, sms):
             return s
     if rows <= DECODE_MAX_ROWS:
-        cfg = decode_config(rows, headdim, dtype, dev)  # the v2 tiles (a launch of more than one program per SM)
+        cfg = decode_config(rows, headdim, dtype, dev)  # the v2 tiles (the plan's BLOCK64_CONFIG needs a filled wave)
         programs = batch * heads_k * cdiv(max(rows, 1), cfg.BLOCK_M)
         es = torch.empty((), dtype=dtype).element_size()
         state_bytes = batch * seqlen_q * heads * (headdim + 1) * 4
@@ -180,7 +180,8 @@ def choose_num_splits(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head
     B = 16: 1 up to 32k (the KPAR tile; 2 with TILEFOLD_DECODE_KPAR=0), 2 above; B = 32: 1); for one 64-row block
     (17-64 packed rows, ``kernel.block64_tiles``) ``one_per_sm`` where that launch fills 0.9-1 x the SMs
     (``kernel.fills_one_wave``; B = 1: 16, B = 2: 8, B = 3: 5, B = 4: 4, B = 8: 2, B = 16: 1, not B = 6, 7, 9-14);
-    otherwise the count minimizing the bandwidth model of ``decode_splits``. Larger seqlen_q: FA2's wave-efficiency rule over (batch, head, query block) programs.
+    otherwise the count minimizing the bandwidth model of ``decode_splits``. Larger seqlen_q: FA2's wave-efficiency
+    rule over (batch, head, query block) programs.
     On CPU / the interpreter: a small fixed number (the fold is the same). Cached per shape."""
     left, right = (int(w) for w in window)
     dev = device if isinstance(device, torch.device) else torch.device(device)
