@@ -380,14 +380,13 @@ def streaming_tiles(rows: int, D: int, dtype: torch.dtype) -> bool:
 # One 64-row wgmma block (17-64 packed rows: seqlen_q 16 or 8 with G = 4), 16-bit hd128, swept on an H200
 # (benchmarks/NOTES.md, "Decode: seqlen_q 16 tiles", calls 70 / 76 / 77; bf16, 32 / 8 heads): with fewer programs than
 # SMs, one program per SM (``one_per_sm`` splits) of the 64-key pointer tile with 4 stages (147 KB of shared memory: one
-# per SM) beat the v2 tile (3 stages, two per SM) at the split count the bandwidth model chose, in GB/s and in GPU time
-# (seqlen_q 16): B=1 128k 3783 vs 3573 GB/s (S = 16 vs 27), B=4 32k 3702 vs 3456 (4 vs 7), B=8 32k 4089 vs 3847
-# (2 vs 4), B=16 32k 4419 vs 4140 (1 vs 2), B=1 32k 2144 vs 1788, B=1 256k 256.3 vs 260.5 us by graph replay; at seqlen_q 8 (32
-# rows, where the v2 tile is 32 rows) B=2 32k 76.2 vs 84.7 us, B=8 8k 72.6 vs 76.0, B=16 8k 125.7 vs 136.5, B=1 128k
-# 130.7 vs 137.5, but B=16 32k 511 vs 490 (median of three) and B=12 32k 463 vs 389 (96 programs at one per SM leave 36
-# SMs idle). So: the split choice takes
-# ``one_per_sm`` where its launch fills 0.9-1 x the SMs (``fills_one_wave``), and the plan this tile wherever the launch
-# does; other launches keep the v2 tile (two per SM) and the bandwidth model.
+# per SM) beat the v2 tile (3 stages, two per SM) at the split count the bandwidth model chose, in GB/s and in GPU time.
+# seqlen_q 16: B=1 128k 3783 vs 3573 GB/s (S = 16 vs 27), B=4 32k 3702 vs 3456 (4 vs 7), B=8 32k 4089 vs 3847 (2 vs 4),
+# B=16 32k 4419 vs 4140 (1 vs 2), B=1 32k 2144 vs 1788, B=1 256k 256.3 vs 260.5 us by graph replay. seqlen_q 8 (where
+# the v2 tile is 32 rows): B=2 32k 76.2 vs 84.7 us, B=8 8k 72.6 vs 76.0, B=16 8k 125.7 vs 136.5, B=1 128k 130.7 vs
+# 137.5, but B=16 32k 511 vs 490 (median of three) and B=12 32k 463 vs 389 (96 programs at one per SM leave 36 SMs
+# idle). So the split choice takes ``one_per_sm`` where its launch fills 0.9-1 x the SMs (``fills_one_wave``), and the
+# plan this tile wherever the launch does; other launches keep the v2 tile (two per SM) and the bandwidth model.
 BLOCK64_CONFIG = DecodeConfig(64, 64, 4, 4, 1)
 BLOCK64_WAVE_LO = 0.9
 
