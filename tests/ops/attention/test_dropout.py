@@ -262,6 +262,17 @@ def test_rng_arguments_are_never_specialized():
         assert set(RNG_ARGS) <= names, kern
 
 
+def test_dropout_refused_under_graph_capture(monkeypatch):
+    """The seed / offset are host integers from torch's generator: a captured dropout call would replay one mask, so
+    it is refused with a message saying why (torch's own get_offset refuses too, less clearly: call 80); p = 0 is not
+    affected."""
+    from tilefold.ops.attention import interface
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    with pytest.raises(RuntimeError, match="CUDA graph capture"):
+        interface._rng_state(torch.device("cuda"), 0.1)
+    assert interface._rng_state(torch.device("cuda"), 0.0) == (0, 0)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("state", [(1, 0, 0.2), (0, 1, 0.2), (1 << 32, 0, 0.2), (5, 3, 1 / 65536)],
                          ids=["seed1", "offset1", "seedhi1", "threshold1"])

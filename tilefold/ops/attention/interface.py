@@ -50,6 +50,12 @@ def _rng_state(device, dropout_p):
     if dropout_p == 0.0:
         return 0, 0
     if device.type == "cuda":
+        if torch.cuda.is_current_stream_capturing():
+            # the seed / offset are host integers baked into the launch: every replay would reuse one mask (torch's
+            # generator refuses get_offset during capture anyway; this says why, call 80 in benchmarks/NOTES.md)
+            raise RuntimeError("dropout_p > 0 is not supported under CUDA graph capture: the dropout seed and offset "
+                               "are read from torch's generator on the host, so a captured call would replay one "
+                               "mask; capture with dropout_p=0 or run the dropout call eagerly")
         idx = device.index if device.index is not None else torch.cuda.current_device()
         gen = torch.cuda.default_generators[idx]
         seed, offset = gen.initial_seed(), gen.get_offset()
