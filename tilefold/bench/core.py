@@ -355,7 +355,8 @@ def format_table(records: list[dict], value: str | None = None, ratios: Iterable
         keys = _case_keys(main)
         providers = list(dict.fromkeys(r["provider"] for r in main))
         varying = set(_varying_keys(main))
-        const = {k: main[0].get(k) for k in main[0] if k not in varying and k not in ("provider", *MEASURE_KEYS, *ROUND_KEYS)}
+        const = {k: main[0].get(k) for k in main[0]
+                 if k not in varying and k not in ("provider", *MEASURE_KEYS, *ROUND_KEYS)}
         lines.append("  ".join(f"{k}={_fmt(v)}" for k, v in const.items()))
 
         def cell(r):

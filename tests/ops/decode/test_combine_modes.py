@@ -130,7 +130,7 @@ def test_streaming_tiles_and_even_splits_policy(monkeypatch):
     """The swept decode case (16 packed rows, 16-bit hd128): one program per SM while splits stay under
     ONE_WAVE_KEYS keys, else two per SM; the tile follows the keys per split when the launch is wide (about
     two programs per SM or more), the pointer tile otherwise. Other cases keep the bandwidth model and the
-    64-key pointer tile (one 64-row block in a launch of at most one program per SM: BLOCK64_CONFIG)."""
+    64-key pointer tile (one 64-row block in a launch that fills one wave of one program per SM: BLOCK64_CONFIG)."""
     from tilefold.ops.decode import splitkv as SK
     assert SK.even_splits(8, 1 << 20, 132) == 33      # B=1 1M: 264 programs
     assert SK.even_splits(8, 131072, 132) == 33       # 16 splits would be 8192 keys each
@@ -156,7 +156,7 @@ def test_streaming_tiles_and_even_splits_policy(monkeypatch):
     assert (mid.BLOCK_N, mid.num_stages, mid.use_tma) == (128, 2, True)
     assert (small.BLOCK_N, small.use_tma) == (64, False)
     assert cfg(4, 128, torch.bfloat16, cuda, 1 << 20, False) == small  # one program per SM: pointer tile
-    # one 64-row block: the v2 tile, BLOCK64_CONFIG where the launch fills at most one wave (tests/ops/decode/test_block64.py)
+    # one 64-row block: the v2 tile, BLOCK64_CONFIG where the launch fills one wave (tests/ops/decode/test_block64.py)
     assert cfg(64, 128, torch.bfloat16, cuda, 1 << 20, True) == K.DecodeConfig(64, 64, 4, 3, 2)
     assert cfg(64, 128, torch.bfloat16, cuda, 0) == K.DecodeConfig(64, 64, 4, 3, 2)
     assert cfg(64, 128, torch.bfloat16, cuda, 0, False, True, False, True) == K.BLOCK64_CONFIG
