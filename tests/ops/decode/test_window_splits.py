@@ -139,6 +139,9 @@ def test_public_split_choice_takes_the_window(monkeypatch):
         SK.choose_num_splits(1, H, M, N, D, q.dtype, "cpu", heads_k=HK, window=win)
         assert calls[-1] == calls[-2], (win, calls[-2:])
     assert calls[0][4] == M + 4096 and calls[0][8] and not calls[-1][8]
+    for bad in [(-2, 0), (5,), "causal"]:
+        with pytest.raises(ValueError, match="window"):
+            SK.choose_num_splits(1, H, M, N, D, q.dtype, "cpu", heads_k=HK, window=bad)
 
 
 @pytest.mark.gpu

@@ -53,6 +53,7 @@ from ..attention.forward import attention_fwd
 from ..attention.function import attention_backward
 from ..common.dispatch import backend_for, interpreter_enabled
 from ..common.host import cdiv
+from ..common.validate import _validate_window
 from .kernel import (DECODE_MAX_ROWS, _kpar_auto_ok, block64_tiles, decode_config, decode_fwd, fills_one_wave,
                      kpar_one_wave, num_sms, one_per_sm, streaming_tiles, visible_keys)
 
@@ -183,7 +184,7 @@ def choose_num_splits(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head
     otherwise the count minimizing the bandwidth model of ``decode_splits``. Larger seqlen_q: FA2's wave-efficiency
     rule over (batch, head, query block) programs.
     On CPU / the interpreter: a small fixed number (the fold is the same). Cached per shape."""
-    left, right = (int(w) for w in window)
+    left, right = _validate_window(window)
     dev = device if isinstance(device, torch.device) else torch.device(device)
     return _choose_cached(int(batch), int(heads), int(heads_k or heads), int(seqlen_q),
                           visible_keys(int(seqlen_q), int(seqlen_k), left), int(headdim), dtype, dev,
