@@ -1,8 +1,7 @@
 """One 64-row block (17-64 packed rows, e.g. seqlen_q 16 or 8 with G = 4), 16-bit hd128: where at most one program per
 SM fills 0.9-1 x the SMs, the split choice gives that count and the plan the 4-stage 64-key tile (BLOCK64_CONFIG, swept
 on an H200: benchmarks/NOTES.md, "Decode: seqlen_q 16 tiles"); other launches keep the v2 tile and the bandwidth
-model. Host policy on the CPU tier (as on a
-132-SM GPU), the tile's results on the GPU tier (2x rule against fp64)."""
+model. Host policy on the CPU tier (as on a 132-SM GPU), the tile's results on the GPU tier (2x rule against fp64)."""
 import pytest
 import torch
 
