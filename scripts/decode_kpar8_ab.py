@@ -10,7 +10,7 @@ from tilefold.ops.decode import choose_num_splits
 from tilefold.ops.decode import kernel as K
 
 sys.path.insert(0, "scripts")
-from decode_tune import D, H, HK, cudnn, data, gb, graph_us, tf, use_config  # noqa: E402
+from decode_tune import D, H, HK, cudnn, data, gb, graph_us, measure_split, tf, use_config  # noqa: E402
 
 C = K.DecodeConfig
 CFGS = {"kpar4": C(16, 16, 4, 4, 2, kpar=4), "kpar8x4": C(16, 16, 8, 4, 1, kpar=8), "kpar8x3": C(16, 16, 8, 3, 1, kpar=8)}
@@ -42,13 +42,8 @@ if __name__ == "__main__":
                 use_config(CFGS[name])
                 for S in Ss:
                     rec = dict(B=B, N=N, round=rnd, cfg=name, S=S)
-                    try:
-                        rec["gbps"] = gb(nbytes, lambda: tf(q, k, v, S))
-                        rec["graph_us"] = graph_us(lambda: tf(q, k, v, S))
-                        rec["maxdiff"] = float((tf(q, k, v, S).float() - ref).abs().max())
+                    if "error" not in measure_split(rec, q, k, v, S, nbytes, ref):
                         rec["kpar"] = sorted({p.cons.get("KPAR") for p in K._PLANS.values()})
-                    except Exception as e:  # noqa: BLE001
-                        rec["error"] = repr(e)[:300]
                     emit(**rec)
             use_config(None)
         del q, k, v, ref

@@ -17,7 +17,7 @@ from tilefold.ops.decode import choose_num_splits
 from tilefold.ops.decode import kernel as K
 
 sys.path.insert(0, "scripts")
-from decode_tune import D, H, HK, data, gb, graph_us, tf, use_config  # noqa: E402
+from decode_tune import D, H, HK, data, gb, graph_us, measure_split, tf, use_config  # noqa: E402
 
 C = K.DecodeConfig
 CONFIGS = [C(64, 64, 4, 3, 2), C(64, 64, 4, 4, 1), C(64, 32, 4, 4, 2), C(64, 32, 4, 6, 2), C(64, 64, 4, 3, 2, True),
@@ -61,12 +61,7 @@ if __name__ == "__main__":
             use_config(cfg)
             for S in Ss or SPLITS[B]:
                 rec = dict(kind="q16", M=M, B=B, N=N, cfg=name(cfg), S=S)
-                try:
-                    rec["gbps"] = gb(nbytes, lambda: tf(q, k, v, S))
-                    rec["graph_us"] = graph_us(lambda: tf(q, k, v, S))
-                    rec["maxdiff"] = float((tf(q, k, v, S).float() - ref).abs().max())
-                except Exception as e:  # noqa: BLE001
-                    rec["error"] = repr(e)[:300]
+                measure_split(rec, q, k, v, S, nbytes, ref)
                 emit(**rec)
         use_config(None)
         emit(kind="q16", M=M, B=B, N=N, cfg="shipped-again", S=S0, gbps=gb(nbytes, lambda: tf(q, k, v)),

@@ -231,6 +231,17 @@ def graph_us(fn, n=200):
     return us
 
 
+def measure_split(rec, q, k, v, S, nbytes, ref):
+    """Fill ``rec`` with the call at S splits: GB/s by do_bench, GPU µs by graph replay, max |out - ref|; or the error."""
+    try:
+        rec["gbps"] = gb(nbytes, lambda: tf(q, k, v, S))
+        rec["graph_us"] = graph_us(lambda: tf(q, k, v, S))
+        rec["maxdiff"] = float((tf(q, k, v, S).float() - ref).abs().max())
+    except Exception as e:  # noqa: BLE001
+        rec["error"] = repr(e)[:300]
+    return rec
+
+
 if "small" in PART:
     C3 = [C(16, 64, 4, 3, 3), C(16, 128, 4, 2, 3, True), C(16, 32, 4, 4, 4, True)]
     plan = [(1, 8192, [2, 4, 8, 16, 32], 2), (1, 16384, [4, 8, 16, 32], 2), (1, 32768, [8, 12, 16, 24, 32], 2),
@@ -245,12 +256,7 @@ if "small" in PART:
             use_config(cfg)
             for S in Ss:
                 rec = dict(kind="small", B=B, N=N, cfg=str(cfg), S=S)
-                try:
-                    rec["gbps"] = gb(nbytes, lambda: tf(q, k, v, S))
-                    rec["graph_us"] = graph_us(lambda: tf(q, k, v, S))
-                    rec["maxdiff"] = float((tf(q, k, v, S).float() - ref).abs().max())
-                except Exception as e:  # noqa: BLE001
-                    rec["error"] = repr(e)[:300]
+                measure_split(rec, q, k, v, S, nbytes, ref)
                 emit(**rec)
         emit(kind="small", B=B, N=N, provider="cudnn", gbps=gb(nbytes, lambda: cudnn(q, k, v)))
         del q, k, v
@@ -277,12 +283,7 @@ if "b16" in PART:
             use_config(cfg)
             for S in Ss:
                 rec = dict(kind="b16", B=B, N=N, cfg=str(cfg)[13:].replace("num_", ""), S=S)
-                try:
-                    rec["gbps"] = gb(nbytes, lambda: tf(q, k, v, S))
-                    rec["graph_us"] = graph_us(lambda: tf(q, k, v, S))
-                    rec["maxdiff"] = float((tf(q, k, v, S).float() - ref).abs().max())
-                except Exception as e:  # noqa: BLE001
-                    rec["error"] = repr(e)[:300]
+                measure_split(rec, q, k, v, S, nbytes, ref)
                 emit(**rec)
         use_config(None)
         emit(kind="b16", B=B, N=N, provider="cudnn", gbps=gb(nbytes, lambda: cudnn(q, k, v)),
@@ -316,13 +317,8 @@ if "kpar" in PART:
             use_config(cfg)
             for S in Ss:
                 rec = dict(kind="kpar", B=B, N=N, cfg=f"kpar{cfg.BLOCK_N}x{cfg.num_stages}", S=S)
-                try:
-                    rec["gbps"] = gb(nbytes, lambda: tf(q, k, v, S))
-                    rec["graph_us"] = graph_us(lambda: tf(q, k, v, S))
-                    rec["maxdiff"] = float((tf(q, k, v, S).float() - ref).abs().max())
+                if "error" not in measure_split(rec, q, k, v, S, nbytes, ref):
                     rec["took_kpar"] = all(p.cons.get("KPAR", 1) == 4 for p in K._PLANS.values())
-                except Exception as e:  # noqa: BLE001
-                    rec["error"] = repr(e)[:300]
                 emit(**rec)
         use_config(None)
         emit(kind="kpar", B=B, N=N, provider="cudnn", gbps=gb(nbytes, lambda: cudnn(q, k, v)),
