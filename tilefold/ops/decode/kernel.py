@@ -396,9 +396,9 @@ def block64_tiles(rows: int, D: int, dtype: torch.dtype) -> bool:
     return 16 < rows <= 64 and block_d(D) == 128 and dtype in (torch.bfloat16, torch.float16)
 
 
-def fills_one_wave(programs: int, sms: int) -> bool:
-    """Whether a launch of ``programs`` programs of one per SM fills BLOCK64_WAVE_LO-1 x the SMs (one wave)."""
-    return BLOCK64_WAVE_LO * sms <= programs <= sms
+def fills_one_wave(programs: int, sms: int, lo: float = BLOCK64_WAVE_LO) -> bool:
+    """Whether a launch of ``programs`` programs of one per SM fills lo-1 x the SMs (one wave)."""
+    return lo * sms <= programs <= sms
 
 
 def one_per_sm(programs: int, seqlen_k: int, sms: int) -> int:
@@ -522,7 +522,7 @@ KPAR_MAX_KEYS = 32768  # ... of at most this many keys each
 
 def kpar_one_wave(programs: int, seqlen_k: int, sms: int) -> bool:
     """Whether ``programs`` unsplit decode programs of ``seqlen_k`` keys take the KPAR tile under "auto"."""
-    return KPAR_WAVE_LO * sms <= programs <= sms and seqlen_k <= KPAR_MAX_KEYS
+    return fills_one_wave(programs, sms, KPAR_WAVE_LO) and seqlen_k <= KPAR_MAX_KEYS
 
 
 def kpar_ok(rows: int, D: int, dtype: torch.dtype) -> bool:
