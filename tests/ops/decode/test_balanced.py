@@ -38,17 +38,23 @@ CPU_CASES = [
 
 @pytest.mark.parametrize("B,M,H,HK,N,D,window,softcap,sms", CPU_CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_balanced_matches_fp64(B, M, H, HK, N, D, window, softcap, sms, dtype, balanced_on, monkeypatch):
+@pytest.mark.parametrize("align", [False, True])
+def test_balanced_matches_fp64(B, M, H, HK, N, D, window, softcap, sms, dtype, align, balanced_on, monkeypatch):
+    """align: the ranges cut (batch, tile) units, the same for every key head (P = HK x SMs // HK)."""
     monkeypatch.setattr(K, "num_sms", lambda dev: sms)
+    cfg = K.decode_config(M * H // HK, D, dtype, torch.device("cpu"))
+    monkeypatch.setattr(K, "BALANCED_FORCE", (cfg, 1, align))
     torch.manual_seed(B * 100 + N)
     q, k, v = (torch.randn(B, n, h, D, dtype=dtype) for n, h in ((M, H), (N, HK), (N, HK)))
     (ref_o, ref_l), (base_o, base_l) = window_ref(q, k, v, window, softcap, dtype)
     o, lse = _run(q, k, v, window, softcap)
     (plan,) = K._PLANS.values()
-    assert plan.balanced
-    cfg = K.decode_config(M * H // HK, D, dtype, q.device)
+    assert plan.balanced and plan.cons["ALIGN_HEADS"] == align
     tiles = plan.a2[-2]
-    assert plan.grid == (min(sms * cfg.ctas_per_sm, B * HK * tiles), 1, 1) and plan.a2[-1] == B * HK * tiles
+    if align:
+        assert plan.grid == (HK * max(1, min(sms // HK, B * tiles)), 1, 1) and plan.a2[-1] == B * tiles
+    else:
+        assert plan.grid == (min(sms, B * HK * tiles), 1, 1) and plan.a2[-1] == B * HK * tiles
     assert o.dtype == dtype and o.shape == q.shape and lse.shape == (B, H, M)
     assert_2x("out", o, ref_o, base_o)
     assert_2x("lse", lse, ref_l, base_l)
@@ -113,12 +119,12 @@ def test_balanced_explicit_splits_keep_grid(balanced_on, monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.parametrize("cfg", [K.DecodeConfig(16, 64, 4, 3, 2), K.DecodeConfig(16, 128, 4, 2, 3, use_tma=True),
                                  K.DecodeConfig(16, 32, 4, 4, 4, use_tma=True)], ids=["ptr64x3", "tma128x2", "tma32x4"])
-@pytest.mark.parametrize("per_sm", [1, 2])
+@pytest.mark.parametrize("per_sm,align", [(1, False), (2, False), (2, True)])
 @pytest.mark.parametrize("B,M,N,window", [(16, 1, 8192 + 7, (-1, -1)), (3, 1, 20000, (-1, 0)), (5, 4, 9000, (700, 0)),
                                           (1, 1, 131072, (-1, -1))])
-def test_balanced_gpu(cfg, per_sm, B, M, N, window, monkeypatch):
+def test_balanced_gpu(cfg, per_sm, align, B, M, N, window, monkeypatch):
     """bf16 hd128, 32 / 8 heads: 2x rule against fp64; a second call (counters reused) gives the same output."""
-    monkeypatch.setattr(K, "BALANCED_FORCE", (cfg, per_sm))
+    monkeypatch.setattr(K, "BALANCED_FORCE", (cfg, per_sm, align))
     K.clear_plans()
     torch.manual_seed(B + M + N)
     H, HK, D = 32, 8, 128
@@ -128,7 +134,7 @@ def test_balanced_gpu(cfg, per_sm, B, M, N, window, monkeypatch):
     (ref_o, ref_l), (base_o, base_l) = window_ref(q, k, v, window, 0.0, torch.bfloat16)
     o, lse = _run(q, k, v, window, 0.0)
     (plan,) = K._PLANS.values()
-    assert plan.balanced and plan.cons["BLOCK_N"] == cfg.BLOCK_N
+    assert plan.balanced and plan.cons["BLOCK_N"] == cfg.BLOCK_N and plan.cons["ALIGN_HEADS"] == align
     assert_2x("out", o, ref_o, base_o)
     assert_2x("lse", lse, ref_l, base_l)
     o2, lse2 = _run(q, k, v, window, 0.0)

@@ -259,6 +259,7 @@ def decode_balanced_kernel(
     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr,
     DOT_PREC: tl.constexpr, USE_TMA: tl.constexpr, FOLD_ROWS: tl.constexpr, COMBINE_UNROLL: tl.constexpr,
+    ALIGN_HEADS: tl.constexpr = False,
 ):
     """Balanced split-KV (fixed lengths, all seqlen_q · G packed rows in one BLOCK_M block): the key tiles of every
     (batch, key head) pair, TILES each (BLOCK_N-aligned from the first key the rows can see), laid end to end --
@@ -268,9 +269,16 @@ def decode_balanced_kernel(
     of the SM count: 128 programs on 132 SMs). A program's range crosses pair boundaries: one state per pair it
     touches; a pair covered by one program writes its output directly, otherwise each of its n programs stores its
     state in slot (program - first program of the pair) and the last to finish folds the n states (``_last_folds``,
-    a counter per pair in CNT, zero on entry)."""
+    a counter per pair in CNT, zero on entry).
+    ALIGN_HEADS: the cut is over (batch, tile) units, TOTAL = B · TILES, the same for every key head: program p takes
+    key head p % HK and range p // HK of P // HK, so the programs of one batch's key heads stream the same key
+    positions side by side (the K / V rows of one key position hold all key heads: (B, N, HK, D))."""
     pid = tl.program_id(0).to(tl.int64)
     P = tl.num_programs(0).to(tl.int64)
+    if ALIGN_HEADS:
+        hk_p = (pid % HK).to(tl.int32)
+        pid = pid // HK
+        P = P // HK
     t = pid * TOTAL // P
     t_end = (pid + 1) * TOTAL // P
     n_rows = seqlen_q * GROUP
@@ -281,11 +289,17 @@ def decode_balanced_kernel(
     vis_lo, _, _, _ = key_tiles(zero, seqlen_q, seqlen_k, shift, win_left, win_right, 0, seqlen_k, BLOCK_M, BLOCK_N,
                                 HAS_LO, HAS_HI)
     while t < t_end:
-        pair = t // TILES
-        seg_lo = (t - pair * TILES).to(tl.int32)
-        seg_hi = (tl.minimum(t_end - pair * TILES, TILES)).to(tl.int32)
-        b64 = pair // HK
-        hk = (pair % HK).to(tl.int32)
+        unit = t // TILES  # the (batch, key head) pair, or with ALIGN_HEADS the batch
+        seg_lo = (t - unit * TILES).to(tl.int32)
+        seg_hi = (tl.minimum(t_end - unit * TILES, TILES)).to(tl.int32)
+        if ALIGN_HEADS:
+            b64 = unit
+            hk = hk_p
+            pair = unit * HK + hk
+        else:
+            b64 = unit // HK
+            hk = (unit % HK).to(tl.int32)
+            pair = unit
         o, lse, pos, head, row_ok, rd_ok = _block_state(
             Q, K, V, b64, hk, zero, zero, seqlen_k, shift, zero, n_rows, zero, p_last, vis_lo + seg_lo * BLOCK_N,
             vis_lo + seg_hi * BLOCK_N, offs_d, stride_qb, stride_qm, stride_qh, stride_kb, stride_kn, stride_kh,
@@ -293,8 +307,8 @@ def decode_balanced_kernel(
             BLOCK_M, BLOCK_N, BLOCK_D, HAS_LO, HAS_HI, HAS_SOFTCAP, EVEN_D, DOT_PREC, USE_TMA, 1, False)
         # the programs holding the pair's first and last tiles (program of tile x: the largest p with
         # p · TOTAL // P <= x, i.e. ((x + 1) · P - 1) // TOTAL)
-        first = ((pair * TILES + 1) * P - 1) // TOTAL
-        n_seg = (((pair + 1) * TILES) * P - 1) // TOTAL - first + 1
+        first = ((unit * TILES + 1) * P - 1) // TOTAL
+        n_seg = (((unit + 1) * TILES) * P - 1) // TOTAL - first + 1
         rows_o = pos.to(tl.int64) * stride_om + head.to(tl.int64) * stride_oh
         rows_l = head.to(tl.int64) * stride_lh + pos.to(tl.int64) * stride_lm
         if n_seg == 1:
@@ -310,7 +324,7 @@ def decode_balanced_kernel(
                         stride_om, stride_oh, stride_os, stride_lb, stride_lh, stride_lm, stride_ls, stride_fb,
                         stride_fm, stride_fh, stride_flb, stride_flh, stride_flm, GROUP, BLOCK_M, BLOCK_D, EVEN_D,
                         FOLD_ROWS, COMBINE_UNROLL)
-        t = (pair + 1) * TILES
+        t = (unit + 1) * TILES
 
 
 @triton.jit
@@ -732,7 +746,7 @@ def clear_plans():
 # Balanced split-KV (``decode_balanced_kernel``): the key tiles of all (batch, key head) pairs cut into P equal ranges,
 # P = BALANCED_PER_SM programs per SM. TILEFOLD_DECODE_BALANCED (read per call, part of the plan key): "auto" (the
 # measured policy, ``balanced_choice``), "0" (never), "1" (wherever ``balanced_ok``). BALANCED_FORCE = (config,
-# programs per SM): a module switch for sweeps (taken wherever ``balanced_ok``).
+# programs per SM, ALIGN_HEADS): a module switch for sweeps (taken wherever ``balanced_ok``).
 BALANCED_FORCE = None
 
 
@@ -749,21 +763,21 @@ def balanced_ok(rows: int, varlen: bool, cfg: DecodeConfig) -> bool:
 
 
 def balanced_choice(rows: int, D: int, dtype: torch.dtype, device: torch.device, varlen: bool, auto: bool):
-    """(config, programs per SM) of the balanced kernel for this call, or None (the (row blocks, B · HK, S) grid).
+    """(config, programs per SM, ALIGN_HEADS) of the balanced kernel for this call, or None (the (row blocks, B · HK, S) grid).
     ``auto``: the caller passed num_splits=0 (an explicit count keeps its S splits)."""
     mode = balanced_mode()
     if BALANCED_FORCE is not None:
-        cfg, per_sm = BALANCED_FORCE
-        return (cfg, per_sm) if balanced_ok(rows, varlen, cfg) else None
+        cfg = BALANCED_FORCE[0]
+        return tuple(BALANCED_FORCE) if balanced_ok(rows, varlen, cfg) else None
     if mode == "0" or (mode == "auto" and not auto):
         return None
     if mode == "1":
         cfg = decode_config(rows, D, dtype, device)
-        return (cfg, cfg.ctas_per_sm) if balanced_ok(rows, varlen, cfg) else None
+        return (cfg, cfg.ctas_per_sm, False) if balanced_ok(rows, varlen, cfg) else None
     return None
 
 
-def _balanced_plan(q, k, v, cfg: DecodeConfig, per_sm: int, scale, window, softcap) -> _Plan:
+def _balanced_plan(q, k, v, cfg: DecodeConfig, per_sm: int, align: bool, scale, window, softcap) -> _Plan:
     B, M, H, D = q.shape
     N = k.shape[1]
     HK = k.shape[-2]
@@ -779,9 +793,14 @@ def _balanced_plan(q, k, v, cfg: DecodeConfig, per_sm: int, scale, window, softc
     n_start = max(0, lo // BN * BN)
     tiles = max(1, cdiv(max(hi - n_start, 0), BN))
     pairs = B * HK
-    total = pairs * tiles
-    P = max(1, min(num_sms(q.device) * per_sm, total))
-    slots = min(P, cdiv(P, pairs) + 1)  # programs touching one pair: at most ceil(P / pairs) + 1
+    if align:  # P // HK ranges of the B · tiles (batch, tile) units, each for every key head
+        units, per = B, max(1, num_sms(q.device) * per_sm // HK)
+    else:
+        units, per = pairs, num_sms(q.device) * per_sm
+    total = units * tiles
+    per = max(1, min(per, total))
+    P = per * (HK if align else 1)
+    slots = min(per, cdiv(per, units) + 1)  # programs touching one pair: at most ceil(per / units) + 1
     out_shape, lse_shape = tuple(q.shape), (B, H, M)
     ost, lst = _contiguous_strides(out_shape), _contiguous_strides(lse_shape)
     o_st, l_st = _contiguous_strides((slots,) + out_shape), _contiguous_strides((slots,) + lse_shape)
@@ -792,7 +811,8 @@ def _balanced_plan(q, k, v, cfg: DecodeConfig, per_sm: int, scale, window, softc
     fr = fold_rows(M * G, cfg.BLOCK_M, False)
     cons = dict(GROUP=G, BLOCK_M=cfg.BLOCK_M, BLOCK_N=BN, BLOCK_D=BD, HAS_LO=left >= 0, HAS_HI=right >= 0,
                 HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D, DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
-                USE_TMA=decode_tma(cfg) and tma_ok(k, v), FOLD_ROWS=fr, COMBINE_UNROLL=combine_unroll(fr, BD))
+                USE_TMA=decode_tma(cfg) and tma_ok(k, v), FOLD_ROWS=fr, COMBINE_UNROLL=combine_unroll(fr, BD),
+                ALIGN_HEADS=align)
     a1 = (*_strides(q), *_strides(k), *_strides(v), o_st[1], o_st[2], o_st[3], o_st[0], l_st[1], l_st[2], l_st[3],
           l_st[0])
     a2 = (M, N, max(left, 0), max(right, 0), scale * LOG2E_F, sc_pre, sc_post, HK, D, tiles, total)
