@@ -2,21 +2,19 @@
 pointers and strides): registers, stack, shared memory, SASS instructions and local-memory ops per config.
 
   python scripts/compile_decode.py            # the shipped tiles and the KPAR tiles, bf16 hd128, 4 packed rows
-  python scripts/compile_decode.py balanced   # decode_balanced_kernel's candidate tiles
 """
 import inspect
 import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from tilefold.ops.decode.kernel import decode_balanced_kernel, decode_fwd_kernel
+from tilefold.ops.decode.kernel import decode_fwd_kernel
 
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 PTRS = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*fp32", "LSE": "*fp32", "OUT": "*bf16", "LSE_OUT": "*fp32",
@@ -24,15 +22,15 @@ PTRS = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*fp32", "LSE": "*fp32", 
 FLOATS = {"qk_scale", "softcap_pre", "softcap_post"}
 
 
-def compile_decode(cons, warps, stages, kernel=decode_fwd_kernel):
-    params = list(inspect.signature(kernel.fn).parameters)
+def compile_decode(cons, warps, stages):
+    params = list(inspect.signature(decode_fwd_kernel.fn).parameters)
     base = dict(GROUP=4, BLOCK_D=128, IS_VARLEN=False, HAS_LO=False, HAS_HI=False, HAS_SOFTCAP=False, EVEN_D=True,
                 DOT_PREC="tf32", FUSED_COMBINE=False, COMBINE_UNROLL=1, USE_TMA=False, FOLD_ROWS=0, PDL=False, KPAR=1)
-    cons = {n: x for n, x in dict(base, **cons).items() if n in params}
+    cons = dict(base, **cons)
     sig = {n: "constexpr" if n in cons else PTRS.get(n, "fp32" if n in FLOATS else "i32") for n in params}
     div = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(params)
            if n not in cons and (sig[n].startswith("*") or n.startswith("stride_") or n == "D")}
-    src = ASTSource(kernel, sig, constexprs={(params.index(k),): v for k, v in cons.items()}, attrs=div)
+    src = ASTSource(decode_fwd_kernel, sig, constexprs={(params.index(k),): v for k, v in cons.items()}, attrs=div)
     k = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps, num_stages=stages))
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(k.asm["cubin"])
@@ -45,17 +43,7 @@ def compile_decode(cons, warps, stages, kernel=decode_fwd_kernel):
                 hmma=len(re.findall(r"\bHMMA\b", sass)), converts=k.asm["ttgir"].count("convert_layout"))
 
 
-BALANCED = [("bal-ptr16x64x3", dict(BLOCK_M=16, BLOCK_N=64, FOLD_ROWS=4, COMBINE_UNROLL=16), 4, 3),
-            ("bal-tma16x128x2", dict(BLOCK_M=16, BLOCK_N=128, USE_TMA=True, FOLD_ROWS=4, COMBINE_UNROLL=16), 4, 2),
-            ("bal-tma16x32x4", dict(BLOCK_M=16, BLOCK_N=32, USE_TMA=True, FOLD_ROWS=4, COMBINE_UNROLL=16), 4, 4),
-            ("bal-ptr64x64x4", dict(BLOCK_M=64, BLOCK_N=64, FOLD_ROWS=64, COMBINE_UNROLL=2), 4, 4),
-            ("bal-ptr16x64x3-causal-win-softcap", dict(BLOCK_M=16, BLOCK_N=64, FOLD_ROWS=4, COMBINE_UNROLL=16,
-                                                       HAS_LO=True, HAS_HI=True, HAS_SOFTCAP=True), 4, 3)]
-
-if __name__ == "__main__" and sys.argv[1:] == ["balanced"]:
-    for name, cons, w, st in BALANCED:
-        print(json.dumps(dict(config=name, **compile_decode(cons, w, st, decode_balanced_kernel))), flush=True)
-elif __name__ == "__main__":
+if __name__ == "__main__":
     for name, cons, w, st in [("ptr16x64x3", dict(BLOCK_M=16, BLOCK_N=64), 4, 3),
                               ("kpar32x3", dict(BLOCK_M=16, BLOCK_N=32, KPAR=4), 4, 3),
                               ("kpar16x4", dict(BLOCK_M=16, BLOCK_N=16, KPAR=4), 4, 4),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device call 82 (2026-12-04, ninth session), ~9 minutes: the balanced split-KV kernel's GPU tests, its sweep against the
+# Device call 82 (2026-12-04, ninth session; at commit 399c559), ~9 minutes: the balanced split-KV kernel's GPU tests, its sweep against the
 # shipped plan and cuDNN (scripts/decode_balanced_sweep.py), the decode GPU tier with TILEFOLD_DECODE_BALANCED=1.
 set -o pipefail
 OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"

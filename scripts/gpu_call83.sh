@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device call 83 (2026-12-04, ninth session), ~4 minutes: the balanced kernel's GPU tests (ALIGN_HEADS added), its sweep
+# Device call 83 (2026-12-04, ninth session; at commit b0a4530), ~4 minutes: the balanced kernel's GPU tests (ALIGN_HEADS added), its sweep
 # with the key-head-aligned cut (scripts/decode_balanced_sweep.py).
 set -o pipefail
 OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"

@@ -117,72 +117,6 @@ def _decode_kpar(q, k_base, v_base, stride_kn, stride_vn, pos, offs_d, n_lo, n_h
 
 
 @triton.jit
-def _block_state(Q, K, V, b64, hk, q_start, k_start, seqlen_k, shift, r0, n_rows, p_first, p_last, split_a, split_b,
-                 offs_d, stride_qb, stride_qm, stride_qh, stride_kb, stride_kn, stride_kh, stride_vb, stride_vn,
-                 stride_vh, win_left, win_right, qk_scale, softcap_pre, softcap_post, D, GROUP: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, HAS_LO: tl.constexpr,
-                 HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr,
-                 USE_TMA: tl.constexpr, KPAR: tl.constexpr, SHARE: tl.constexpr):
-    """The finalized state (o, lse) of packed rows [r0, r0 + BLOCK_M) of (batch b64, key head hk) over the keys
-    [split_lo, split_hi) they can see (positions p_first..p_last of the block's live rows; masks applied), with the
-    rows' positions, heads and masks. SHARE: the split is share split_a of split_b (``split_share``), else the keys
-    [split_a, split_b) (split_a BLOCK_N-aligned)."""
-    offs_r = r0 + tl.arange(0, BLOCK_M)
-    pos = offs_r // GROUP
-    head = hk * GROUP + offs_r % GROUP
-    row_ok = offs_r < n_rows
-    offs_n0 = tl.arange(0, BLOCK_N)
-    if EVEN_D:
-        rd_ok = row_ok[:, None]
-    else:
-        rd_ok = row_ok[:, None] & (offs_d[None, :] < D)
-    rows_q = (q_start + pos).to(tl.int64) * stride_qm + head.to(tl.int64) * stride_qh
-    q = tl.load(Q + b64 * stride_qb + rows_q[:, None] + offs_d[None, :], mask=rd_ok, other=0.0)
-    k_base = K + b64 * stride_kb + k_start.to(tl.int64) * stride_kn + hk.to(tl.int64) * stride_kh
-    v_base = V + b64 * stride_vb + k_start.to(tl.int64) * stride_vn + hk.to(tl.int64) * stride_vh
-    k_ptrs = k_base + offs_n0[:, None] * stride_kn + offs_d[None, :]
-    v_ptrs = v_base + offs_n0[:, None] * stride_vn + offs_d[None, :]
-    if USE_TMA:  # zero-filled past seqlen_k (and past D)
-        k_desc = rows_descriptor(k_base, seqlen_k, D, stride_kn, BLOCK_N, BLOCK_D)
-        v_desc = rows_descriptor(v_base, seqlen_k, D, stride_vn, BLOCK_N, BLOCK_D)
-    else:
-        k_desc = k_base
-        v_desc = v_base
-    if SHARE:
-        # the splits share out the keys the block can see (window / causal first, then the split, per sequence), so
-        # a 4k-key window at the end of a 32k cache is split S ways rather than leaving most splits empty
-        split_lo, split_hi = split_share(p_first, p_last + 1, seqlen_k, shift, win_left, win_right, split_a, split_b,
-                                         BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
-    else:
-        split_lo = split_a
-        split_hi = split_b
-    n_start, f_lo, f_hi, n_end = key_tiles(p_first, p_last + 1, seqlen_k, shift, win_left, win_right,
-                                           split_lo, split_hi, BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
-    if KPAR > 1:
-        acc, l_i, m_i = _decode_kpar(q, k_base, v_base, stride_kn, stride_vn, pos, offs_d, n_start, n_end, shift,
-                                     win_left, win_right, qk_scale, softcap_pre, softcap_post, D, KPAR, BLOCK_M,
-                                     BLOCK_N, BLOCK_D, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
-    else:
-        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-        acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-        acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, pos,
-                                      offs_n0, offs_d, n_start, f_lo, seqlen_k, shift, win_left, win_right, qk_scale,
-                                      softcap_pre, softcap_post, D, BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP,
-                                      DOT_PREC, USE_TMA)
-        acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, pos,
-                                      offs_n0, offs_d, f_lo, f_hi, seqlen_k, shift, win_left, win_right, qk_scale,
-                                      softcap_pre, softcap_post, D, BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP,
-                                      DOT_PREC, USE_TMA)
-        acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, pos,
-                                      offs_n0, offs_d, f_hi, n_end, seqlen_k, shift, win_left, win_right, qk_scale,
-                                      softcap_pre, softcap_post, D, BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP,
-                                      DOT_PREC, USE_TMA)
-    o, lse = finalize(acc, l_i, m_i)
-    return o, lse, pos, head, row_ok, rd_ok
-
-
-@triton.jit
 def decode_fwd_kernel(
     Q, K, V, O, LSE,
     stride_qb, stride_qm, stride_qh,
@@ -222,16 +156,62 @@ def decode_fwd_kernel(
     if r0 >= n_rows:
         return
     shift = seqlen_k - seqlen_q
+    offs_r = r0 + tl.arange(0, BLOCK_M)
+    pos = offs_r // GROUP
+    head = hk * GROUP + offs_r % GROUP
+    row_ok = offs_r < n_rows
+    offs_n0 = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
+    if EVEN_D:
+        rd_ok = row_ok[:, None]
+    else:
+        rd_ok = row_ok[:, None] & (offs_d[None, :] < D)
+
+    b64 = b.to(tl.int64)
+    rows_q = (q_start + pos).to(tl.int64) * stride_qm + head.to(tl.int64) * stride_qh
+    q = tl.load(Q + b64 * stride_qb + rows_q[:, None] + offs_d[None, :], mask=rd_ok, other=0.0)
+    k_base = K + b64 * stride_kb + k_start.to(tl.int64) * stride_kn + hk.to(tl.int64) * stride_kh
+    v_base = V + b64 * stride_vb + k_start.to(tl.int64) * stride_vn + hk.to(tl.int64) * stride_vh
+    k_ptrs = k_base + offs_n0[:, None] * stride_kn + offs_d[None, :]
+    v_ptrs = v_base + offs_n0[:, None] * stride_vn + offs_d[None, :]
+    if USE_TMA:  # zero-filled past seqlen_k (and past D)
+        k_desc = rows_descriptor(k_base, seqlen_k, D, stride_kn, BLOCK_N, BLOCK_D)
+        v_desc = rows_descriptor(v_base, seqlen_k, D, stride_vn, BLOCK_N, BLOCK_D)
+    else:
+        k_desc = k_base
+        v_desc = v_base
+
     # positions of the block's first and last live rows: key_tiles with (m0, seqlen_q) = (first, last + 1)
     p_first = r0 // GROUP
     p_last = (tl.minimum(r0 + BLOCK_M, n_rows) - 1) // GROUP
-    b64 = b.to(tl.int64)
-    o, lse, pos, head, row_ok, rd_ok = _block_state(
-        Q, K, V, b64, hk, q_start, k_start, seqlen_k, shift, r0, n_rows, p_first, p_last, pid_s, tl.num_programs(2),
-        offs_d, stride_qb, stride_qm, stride_qh, stride_kb, stride_kn, stride_kh, stride_vb, stride_vn, stride_vh,
-        win_left, win_right, qk_scale, softcap_pre, softcap_post, D, GROUP, BLOCK_M, BLOCK_N, BLOCK_D, HAS_LO,
-        HAS_HI, HAS_SOFTCAP, EVEN_D, DOT_PREC, USE_TMA, KPAR, True)
+    # the splits share out the keys the block can see (window / causal first, then the split, per sequence), so a
+    # 4k-key window at the end of a 32k cache is split S ways rather than leaving most splits empty
+    split_lo, split_hi = split_share(p_first, p_last + 1, seqlen_k, shift, win_left, win_right, pid_s,
+                                     tl.num_programs(2), BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
+    n_start, f_lo, f_hi, n_end = key_tiles(p_first, p_last + 1, seqlen_k, shift, win_left, win_right,
+                                           split_lo, split_hi, BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
+
+    if KPAR > 1:
+        acc, l_i, m_i = _decode_kpar(q, k_base, v_base, stride_kn, stride_vn, pos, offs_d, n_start, n_end, shift,
+                                     win_left, win_right, qk_scale, softcap_pre, softcap_post, D, KPAR, BLOCK_M,
+                                     BLOCK_N, BLOCK_D, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
+    else:
+        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+        acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+        acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, pos,
+                                      offs_n0, offs_d, n_start, f_lo, seqlen_k, shift, win_left, win_right, qk_scale,
+                                      softcap_pre, softcap_post, D, BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP,
+                                      DOT_PREC, USE_TMA)
+        acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, pos,
+                                      offs_n0, offs_d, f_lo, f_hi, seqlen_k, shift, win_left, win_right, qk_scale,
+                                      softcap_pre, softcap_post, D, BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP,
+                                      DOT_PREC, USE_TMA)
+        acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, pos,
+                                      offs_n0, offs_d, f_hi, n_end, seqlen_k, shift, win_left, win_right, qk_scale,
+                                      softcap_pre, softcap_post, D, BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP,
+                                      DOT_PREC, USE_TMA)
+    o, lse = finalize(acc, l_i, m_i)
 
     s64 = pid_s.to(tl.int64)
     rows_o = (q_start + pos).to(tl.int64) * stride_om + head.to(tl.int64) * stride_oh
@@ -240,131 +220,35 @@ def decode_fwd_kernel(
     rows_l = head.to(tl.int64) * stride_lh + (q_start + pos).to(tl.int64) * stride_lm
     tl.store(LSE + b64 * stride_lb + s64 * stride_ls + rows_l, lse, mask=row_ok)
     if FUSED_COMBINE:
-        _last_folds(CNT + pid_m * tl.num_programs(1) + pid_bh, tl.num_programs(2), O, LSE, OUT, LSE_OUT, b64, hk, r0,
-                    n_rows, q_start, offs_d, D, stride_ob, stride_om, stride_oh, stride_os, stride_lb, stride_lh,
-                    stride_lm, stride_ls, stride_fb, stride_fm, stride_fh, stride_flb, stride_flh, stride_flm,
-                    GROUP, BLOCK_M, BLOCK_D, EVEN_D, FOLD_ROWS, COMBINE_UNROLL)
-
-
-@triton.jit
-def decode_balanced_kernel(
-    Q, K, V, O, LSE,
-    stride_qb, stride_qm, stride_qh,
-    stride_kb, stride_kn, stride_kh,
-    stride_vb, stride_vn, stride_vh,
-    stride_ob, stride_om, stride_oh, stride_os,
-    stride_lb, stride_lh, stride_lm, stride_ls,
-    seqlen_q, seqlen_k, win_left, win_right, qk_scale, softcap_pre, softcap_post, HK, D, TILES, TOTAL,
-    OUT, LSE_OUT, CNT, stride_fb, stride_fm, stride_fh, stride_flb, stride_flh, stride_flm,
-    GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-    HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr,
-    DOT_PREC: tl.constexpr, USE_TMA: tl.constexpr, FOLD_ROWS: tl.constexpr, COMBINE_UNROLL: tl.constexpr,
-    ALIGN_HEADS: tl.constexpr = False,
-):
-    """Balanced split-KV (fixed lengths, all seqlen_q · G packed rows in one BLOCK_M block): the key tiles of every
-    (batch, key head) pair, TILES each (BLOCK_N-aligned from the first key the rows can see), laid end to end --
-    TOTAL = B · HK · TILES -- and cut into one contiguous range per program, as even as integers allow (grid (P,),
-    program p takes tiles [p · TOTAL // P, (p + 1) · TOTAL // P)). So P programs, e.g. one or two per SM, finish
-    together whatever the number of pairs (the (B · HK, S) grid leaves SMs idle when B · HK · S is not a multiple
-    of the SM count: 128 programs on 132 SMs). A program's range crosses pair boundaries: one state per pair it
-    touches; a pair covered by one program writes its output directly, otherwise each of its n programs stores its
-    state in slot (program - first program of the pair) and the last to finish folds the n states (``_last_folds``,
-    a counter per pair in CNT, zero on entry).
-    ALIGN_HEADS: the cut is over (batch, tile) units, TOTAL = B · TILES, the same for every key head: program p takes
-    key head p % HK and range p // HK of P // HK, so the programs of one batch's key heads stream the same key
-    positions side by side (the K / V rows of one key position hold all key heads: (B, N, HK, D))."""
-    pid = tl.program_id(0).to(tl.int64)
-    P = tl.num_programs(0).to(tl.int64)
-    if ALIGN_HEADS:
-        hk_p = (pid % HK).to(tl.int32)
-        pid = pid // HK
-        P = P // HK
-    t = pid * TOTAL // P
-    t_end = (pid + 1) * TOTAL // P
-    n_rows = seqlen_q * GROUP
-    shift = seqlen_k - seqlen_q
-    offs_d = tl.arange(0, BLOCK_D)
-    zero = (pid * 0).to(tl.int32)  # a tensor zero: q_start / k_start / first row (scalars may be specialized)
-    p_last = zero + seqlen_q - 1
-    vis_lo, _, _, _ = key_tiles(zero, seqlen_q, seqlen_k, shift, win_left, win_right, 0, seqlen_k, BLOCK_M, BLOCK_N,
-                                HAS_LO, HAS_HI)
-    while t < t_end:
-        unit = t // TILES  # the (batch, key head) pair, or with ALIGN_HEADS the batch
-        seg_lo = (t - unit * TILES).to(tl.int32)
-        seg_hi = (tl.minimum(t_end - unit * TILES, TILES)).to(tl.int32)
-        if ALIGN_HEADS:
-            b64 = unit
-            hk = hk_p
-            pair = unit * HK + hk
-        else:
-            b64 = unit // HK
-            hk = (unit % HK).to(tl.int32)
-            pair = unit
-        o, lse, pos, head, row_ok, rd_ok = _block_state(
-            Q, K, V, b64, hk, zero, zero, seqlen_k, shift, zero, n_rows, zero, p_last, vis_lo + seg_lo * BLOCK_N,
-            vis_lo + seg_hi * BLOCK_N, offs_d, stride_qb, stride_qm, stride_qh, stride_kb, stride_kn, stride_kh,
-            stride_vb, stride_vn, stride_vh, win_left, win_right, qk_scale, softcap_pre, softcap_post, D, GROUP,
-            BLOCK_M, BLOCK_N, BLOCK_D, HAS_LO, HAS_HI, HAS_SOFTCAP, EVEN_D, DOT_PREC, USE_TMA, 1, False)
-        # the programs holding the pair's first and last tiles (program of tile x: the largest p with
-        # p · TOTAL // P <= x, i.e. ((x + 1) · P - 1) // TOTAL)
-        first = ((unit * TILES + 1) * P - 1) // TOTAL
-        n_seg = (((unit + 1) * TILES) * P - 1) // TOTAL - first + 1
-        rows_o = pos.to(tl.int64) * stride_om + head.to(tl.int64) * stride_oh
-        rows_l = head.to(tl.int64) * stride_lh + pos.to(tl.int64) * stride_lm
-        if n_seg == 1:
-            tl.store(OUT + b64 * stride_fb + (pos.to(tl.int64) * stride_fm + head.to(tl.int64) * stride_fh)[:, None]
-                     + offs_d[None, :], o.to(OUT.dtype.element_ty), mask=rd_ok)
-            tl.store(LSE_OUT + b64 * stride_flb + head.to(tl.int64) * stride_flh + pos.to(tl.int64) * stride_flm,
-                     lse, mask=row_ok)
-        else:
-            slot = pid - first
-            tl.store(O + b64 * stride_ob + slot * stride_os + rows_o[:, None] + offs_d[None, :], o, mask=rd_ok)
-            tl.store(LSE + b64 * stride_lb + slot * stride_ls + rows_l, lse, mask=row_ok)
-            _last_folds(CNT + pair, n_seg, O, LSE, OUT, LSE_OUT, b64, hk, zero, n_rows, zero, offs_d, D, stride_ob,
-                        stride_om, stride_oh, stride_os, stride_lb, stride_lh, stride_lm, stride_ls, stride_fb,
-                        stride_fm, stride_fh, stride_flb, stride_flh, stride_flm, GROUP, BLOCK_M, BLOCK_D, EVEN_D,
-                        FOLD_ROWS, COMBINE_UNROLL)
-        t = (unit + 1) * TILES
-
-
-@triton.jit
-def _last_folds(cnt_ptr, n_split, O, LSE, OUT, LSE_OUT, b64, hk, r0, n_rows, q_start, offs_d, D,
-                stride_ob, stride_om, stride_oh, stride_os, stride_lb, stride_lh, stride_lm, stride_ls,
-                stride_fb, stride_fm, stride_fh, stride_flb, stride_flh, stride_flm,
-                GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr,
-                FOLD_ROWS: tl.constexpr, COMBINE_UNROLL: tl.constexpr):
-    """The one-launch combine: called by each of the n_split programs of a row block (rows [r0, r0 + BLOCK_M) of
-    batch b64, key head hk) after storing its state in slot order (stride_os / stride_ls); the last to arrive at the
-    block's counter (``cnt_ptr``, zero on entry) folds the n_split states into OUT / LSE_OUT and sets the counter
-    back to zero. The counters are per-stream scratch reused by the next call on the stream (zero-filled once when
-    allocated; fresh during CUDA graph capture)."""
-    # every thread's partial stores issued before one release-acquire increment at GPU scope; the
-    # program that brings the count to n_split has seen the other n_split - 1 programs' states
-    tl.debug_barrier()
-    done = tl.atomic_add(cnt_ptr, 1, sem="acq_rel", scope="gpu")
-    if done == n_split - 1:
-        # the block's rows FOLD_ROWS at a time (0: all BLOCK_M at once): a sub-block as small as the live rows
-        # (seqlen_q · G, e.g. 4 of 16 at decode) lets COMBINE_UNROLL states share one round trip
-        FR: tl.constexpr = BLOCK_M if FOLD_ROWS == 0 else FOLD_ROWS
-        for i in tl.static_range(BLOCK_M // FR):
-            if r0 + i * FR < n_rows:
-                f_r = r0 + i * FR + tl.arange(0, FR)
-                f_pos = (q_start + f_r // GROUP).to(tl.int64)
-                f_head = (hk * GROUP + f_r % GROUP).to(tl.int64)
-                f_ok = f_r < n_rows
-                if EVEN_D:
-                    f_rd = f_ok[:, None]
-                else:
-                    f_rd = f_ok[:, None] & (offs_d[None, :] < D)
-                _combine_rows(O + b64 * stride_ob + (f_pos * stride_om + f_head * stride_oh)[:, None]
-                              + offs_d[None, :],
-                              LSE + b64 * stride_lb + f_head * stride_lh + f_pos * stride_lm, stride_os, stride_ls,
-                              n_split, f_rd, f_ok,
-                              OUT + b64 * stride_fb + (f_pos * stride_fm + f_head * stride_fh)[:, None]
-                              + offs_d[None, :],
-                              LSE_OUT + b64 * stride_flb + f_head * stride_flh + f_pos * stride_flm,
-                              FR, BLOCK_D, COMBINE_UNROLL)
-        tl.atomic_xchg(cnt_ptr, 0)  # leave the counter zero for the next call on the stream
+        # every thread's partial stores issued before one release-acquire increment at GPU scope; the
+        # program that brings the count to S has seen the other S - 1 programs' states
+        tl.debug_barrier()
+        grp = pid_m * tl.num_programs(1) + pid_bh
+        n_split = tl.num_programs(2)
+        done = tl.atomic_add(CNT + grp, 1, sem="acq_rel", scope="gpu")
+        if done == n_split - 1:
+            # the block's rows FOLD_ROWS at a time (0: all BLOCK_M at once): a sub-block as small as the live rows
+            # (seqlen_q · G, e.g. 4 of 16 at decode) lets COMBINE_UNROLL states share one round trip
+            FR: tl.constexpr = BLOCK_M if FOLD_ROWS == 0 else FOLD_ROWS
+            for i in tl.static_range(BLOCK_M // FR):
+                if r0 + i * FR < n_rows:
+                    f_r = r0 + i * FR + tl.arange(0, FR)
+                    f_pos = (q_start + f_r // GROUP).to(tl.int64)
+                    f_head = (hk * GROUP + f_r % GROUP).to(tl.int64)
+                    f_ok = f_r < n_rows
+                    if EVEN_D:
+                        f_rd = f_ok[:, None]
+                    else:
+                        f_rd = f_ok[:, None] & (offs_d[None, :] < D)
+                    _combine_rows(O + b64 * stride_ob + (f_pos * stride_om + f_head * stride_oh)[:, None]
+                                  + offs_d[None, :],
+                                  LSE + b64 * stride_lb + f_head * stride_lh + f_pos * stride_lm, stride_os, stride_ls,
+                                  n_split, f_rd, f_ok,
+                                  OUT + b64 * stride_fb + (f_pos * stride_fm + f_head * stride_fh)[:, None]
+                                  + offs_d[None, :],
+                                  LSE_OUT + b64 * stride_flb + f_head * stride_flh + f_pos * stride_flm,
+                                  FR, BLOCK_D, COMBINE_UNROLL)
+            tl.atomic_xchg(CNT + grp, 0)  # the counters are per-stream scratch: leave them zero for the next call
 
 
 @triton.jit
@@ -725,12 +609,10 @@ class _Plan:
     ca: tuple
     ccons: dict
     copts: dict  # the combine kernel's launch options (launch_pdl)
-    balanced: bool = False  # decode_balanced_kernel (grid (P,), a1 / a2 its arguments; a3 the output strides)
 
 
 _PLANS: dict = {}
 _DECODE = LaunchCache(decode_fwd_kernel)
-_BALANCED = LaunchCache(decode_balanced_kernel)
 _COMBINE = LaunchCache(decode_combine_kernel)
 
 
@@ -738,96 +620,12 @@ def clear_plans():
     """Forget cached plans and compiled-kernel handles (after changing decode_config / combine_unroll)."""
     _PLANS.clear()
     _DECODE.clear()
-    _BALANCED.clear()
     _COMBINE.clear()
     getattr(decode_config, "cache_clear", lambda: None)()  # sweeps may have replaced it by a plain function
 
 
-# Balanced split-KV (``decode_balanced_kernel``): the key tiles of all (batch, key head) pairs cut into P equal ranges,
-# P = BALANCED_PER_SM programs per SM. TILEFOLD_DECODE_BALANCED (read per call, part of the plan key): "auto" (the
-# measured policy, ``balanced_choice``), "0" (never), "1" (wherever ``balanced_ok``). BALANCED_FORCE = (config,
-# programs per SM, ALIGN_HEADS): a module switch for sweeps (taken wherever ``balanced_ok``).
-BALANCED_FORCE = None
-
-
-def balanced_mode() -> str:
-    mode = os.environ.get("TILEFOLD_DECODE_BALANCED", "auto")
-    if mode not in ("auto", "0", "1"):
-        raise ValueError(f"TILEFOLD_DECODE_BALANCED must be 0, 1 or auto, got {mode!r}")
-    return mode
-
-
-def balanced_ok(rows: int, varlen: bool, cfg: DecodeConfig) -> bool:
-    """The balanced kernel's reach: fixed lengths, all packed rows in one BLOCK_M block, no KPAR tile."""
-    return not varlen and 0 < rows <= cfg.BLOCK_M and cfg.kpar == 1
-
-
-def balanced_choice(rows: int, D: int, dtype: torch.dtype, device: torch.device, varlen: bool, auto: bool):
-    """(config, programs per SM, ALIGN_HEADS) of the balanced kernel for this call, or None (the (row blocks, B · HK, S) grid).
-    ``auto``: the caller passed num_splits=0 (an explicit count keeps its S splits)."""
-    mode = balanced_mode()
-    if BALANCED_FORCE is not None:
-        cfg = BALANCED_FORCE[0]
-        return tuple(BALANCED_FORCE) if balanced_ok(rows, varlen, cfg) else None
-    if mode == "0" or (mode == "auto" and not auto):
-        return None
-    if mode == "1":
-        cfg = decode_config(rows, D, dtype, device)
-        return (cfg, cfg.ctas_per_sm, False) if balanced_ok(rows, varlen, cfg) else None
-    return None
-
-
-def _balanced_plan(q, k, v, cfg: DecodeConfig, per_sm: int, align: bool, scale, window, softcap) -> _Plan:
-    B, M, H, D = q.shape
-    N = k.shape[1]
-    HK = k.shape[-2]
-    G = H // HK
-    left, right = window
-    BN, BD = cfg.BLOCK_N, block_d(D)
-    # the first key tile and the end of the keys rows 0..M-1 can see (key_tiles at m0 = 0 over [0, N))
-    lo, hi = 0, N
-    if left >= 0:
-        lo = max(lo, N - M - left)
-    if right >= 0:
-        hi = min(hi, N + right)
-    n_start = max(0, lo // BN * BN)
-    tiles = max(1, cdiv(max(hi - n_start, 0), BN))
-    pairs = B * HK
-    if align:  # P // HK ranges of the B · tiles (batch, tile) units, each for every key head
-        units, per = B, max(1, num_sms(q.device) * per_sm // HK)
-    else:
-        units, per = pairs, num_sms(q.device) * per_sm
-    total = units * tiles
-    per = max(1, min(per, total))
-    P = per * (HK if align else 1)
-    slots = min(per, cdiv(per, units) + 1)  # programs touching one pair: at most ceil(per / units) + 1
-    out_shape, lse_shape = tuple(q.shape), (B, H, M)
-    ost, lst = _contiguous_strides(out_shape), _contiguous_strides(lse_shape)
-    o_st, l_st = _contiguous_strides((slots,) + out_shape), _contiguous_strides((slots,) + lse_shape)
-    if softcap > 0:
-        sc_pre, sc_post = scale / softcap, softcap * LOG2E_F
-    else:
-        sc_pre, sc_post = 0.0, 0.0
-    fr = fold_rows(M * G, cfg.BLOCK_M, False)
-    cons = dict(GROUP=G, BLOCK_M=cfg.BLOCK_M, BLOCK_N=BN, BLOCK_D=BD, HAS_LO=left >= 0, HAS_HI=right >= 0,
-                HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D, DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
-                USE_TMA=decode_tma(cfg) and tma_ok(k, v), FOLD_ROWS=fr, COMBINE_UNROLL=combine_unroll(fr, BD),
-                ALIGN_HEADS=align)
-    a1 = (*_strides(q), *_strides(k), *_strides(v), o_st[1], o_st[2], o_st[3], o_st[0], l_st[1], l_st[2], l_st[3],
-          l_st[0])
-    a2 = (M, N, max(left, 0), max(right, 0), scale * LOG2E_F, sc_pre, sc_post, HK, D, tiles, total)
-    a3 = (ost[0], ost[1], ost[2], *lst)
-    return _Plan(out_shape, lse_shape, q.numel() == 0, slots, slots * math.prod(out_shape),
-                 slots * math.prod(lse_shape), True, pairs, cons["USE_TMA"], (P, 1, 1), a1, a2, a3, cons,
-                 dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages), None, (), {}, {}, balanced=True)
-
-
-def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, auto=False) -> _Plan:
+def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> _Plan:
     varlen = cu_q is not None
-    if not varlen:
-        bal = balanced_choice(q.shape[1] * (q.shape[-2] // k.shape[-2]), q.shape[-1], q.dtype, q.device, False, auto)
-        if bal is not None:
-            return _balanced_plan(q, k, v, *bal, scale, window, softcap)
     if varlen:
         T, H, D = q.shape
         B = cu_q.shape[0] - 1
@@ -905,7 +703,7 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, aut
                  a1, a2, a3, cons, dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages), cgrid, ca, ccons, copts)
 
 
-def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=None, max_k=None, auto=False):
+def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=None, max_k=None):
     """Split-KV decode forward: returns (out like q, lse (B, H, M) / (H, T) fp32). ``S`` key ranges of
     BLOCK_N-aligned keys (S = 1: no split, the kernel writes the output directly); for S > 1 either two
     launches (the split kernel and the combine) or one (the last split of each row block combines; see
@@ -919,18 +717,18 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
     if q.device.type == "cuda" and q.device.index is not None and q.device.index != torch.cuda.current_device():
         # launches and per-stream scratch follow the current device: make it q's
         with torch.cuda.device(q.device):
-            return decode_fwd(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, auto)
+            return decode_fwd(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k)
     window = tuple(window)
     key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), q.dtype, k.dtype, v.dtype, q.device,
            S, scale, window, softcap, varlen, os.environ.get("TILEFOLD_DECODE_COMBINE", DECODE_COMBINE),
            os.environ.get("TILEFOLD_DECODE_TMA", "auto"), os.environ.get("TILEFOLD_DECODE_KPAR", "auto"), FOLD_MODE,
-           DECODE_PDL, FUSED_MAX_KV_BYTES, auto, os.environ.get("TILEFOLD_DECODE_BALANCED", "auto"), BALANCED_FORCE,
+           DECODE_PDL, FUSED_MAX_KV_BYTES,
            q.data_ptr() % 16, k.data_ptr() % 16, v.data_ptr() % 16)
     if varlen:
         key += (cu_q.shape, cu_k.shape, cu_q.dtype, cu_k.dtype, cu_q.data_ptr() % 16, cu_k.data_ptr() % 16, int(max_q), int(max_k))
     plan = _PLANS.get(key)
     if plan is None:
-        plan = _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, auto)
+        plan = _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k)
         if len(_PLANS) >= 1024:
             _PLANS.clear()
         _PLANS[key] = plan
@@ -940,7 +738,7 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
     if plan.empty:
         return out, lse
     cuda = dev.type == "cuda"
-    if plan.S > 1 or plan.balanced:
+    if plan.S > 1:
         if cuda:
             o_dst = stream_scratch("decode_o", plan.o_numel, torch.float32, dev)
             l_dst = stream_scratch("decode_lse", plan.l_numel, torch.float32, dev)
@@ -956,10 +754,6 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
         cnt = q
     if plan.use_tma:
         ensure_allocator()
-    if plan.balanced:
-        _BALANCED.launch(key, plan.grid, (q, k, v, o_dst, l_dst, *plan.a1, *plan.a2, out, lse, cnt, *plan.a3),
-                         plan.cons, **plan.options)
-        return out, lse
     cu0, cu1 = (cu_q, cu_k) if varlen else (q, q)
     _DECODE.launch(key, plan.grid, (q, k, v, o_dst, l_dst, *plan.a1, cu0, cu1, *plan.a2, out, lse, cnt, *plan.a3),
                    plan.cons, **plan.options)

@@ -195,11 +195,11 @@ def choose_num_splits(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head
 # forward implementations
 
 
-def _fwd_triton(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, auto=False):
+def _fwd_triton(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k):
     H, HK = q.shape[-2], k.shape[-2]
     M = max_q if cu_q is not None else q.shape[1]
     if M * (H // HK) <= DECODE_MAX_ROWS:
-        return decode_fwd(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, auto)
+        return decode_fwd(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k)
     from ..merge.kernel import merge_fwd
 
     kw = dict(softmax_scale=scale, window=window, softcap=softcap, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
@@ -257,10 +257,10 @@ class SplitKVFunction(torch.autograd.Function):
     """Forward: split-KV + combine; backward: the attention backward on the merged (out, lse)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, cu_q, cu_k, S, scale, left, right, softcap, max_q, max_k, auto):
+    def forward(ctx, q, k, v, cu_q, cu_k, S, scale, left, right, softcap, max_q, max_k):
         window = (left, right)
         if backend_for(q) == "triton":
-            out, lse = _fwd_triton(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, auto)
+            out, lse = _fwd_triton(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k)
         else:
             out, lse = _fwd_torch(q, k, v, S, scale, window, softcap, cu_q, cu_k)
         ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k)
@@ -277,7 +277,7 @@ class SplitKVFunction(torch.autograd.Function):
         if dlse is not None:
             dlse = dlse.contiguous()
         dq, dk, dv = attention_backward(dout, q, k, v, out, lse, dlse, cu_q, cu_k, *ctx.args)
-        return dq, dk, dv, None, None, None, None, None, None, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None, None, None, None, None
 
 
 def split_kv_attention(q, k, v, *, num_splits, softmax_scale, window, softcap, cu_seqlens_q=None,
@@ -310,7 +310,7 @@ def split_kv_attention(q, k, v, *, num_splits, softmax_scale, window, softcap, c
         # inference: no autograd node (decode is host-latency bound at small batch; DESIGN.md §6 notes)
         if backend_for(q) == "triton":
             return _fwd_triton(q, k, v, S, scale, window, softcap, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
-                               max_seqlen_k, num_splits == 0)
+                               max_seqlen_k)
         return _fwd_torch(q, k, v, S, scale, window, softcap, cu_seqlens_q, cu_seqlens_k)
     return SplitKVFunction.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, S, scale, int(left), int(right), softcap,
-                                 int(max_seqlen_q), int(max_seqlen_k), num_splits == 0)
+                                 int(max_seqlen_q), int(max_seqlen_k))
