@@ -1,7 +1,8 @@
-"""Device calls 82-83 (2026-12-04, ninth session; runs at commit b0a4530, where decode_balanced_kernel exists): the
-all (batch, key head) pairs cut into P equal ranges, P = programs per SM x SMs) against the shipped plan and cuDNN, over the
-seqlen_q 1 bench cases where the shipped grid runs 128 or 256 programs on 132 SMs. Two rounds, variants alternating;
-GPU µs by CUDA graph replay, GB/s by do_bench (L2 flushed), max |out - cuDNN|. bf16, 32 / 8 heads, hd128. JSON lines."""
+"""Device calls 82-83 (2026-12-04, ninth session; runs at commit b0a4530, where the kernel exists): the balanced
+split-KV kernel (``decode_balanced_kernel``: the key tiles of all (batch, key head) pairs cut into P equal ranges,
+P = programs per SM x SMs) against the shipped plan and cuDNN, over the seqlen_q 1 bench cases where the shipped grid
+runs 128 or 256 programs on 132 SMs. Two rounds, variants alternating; GPU µs by CUDA graph replay, GB/s by do_bench
+(L2 flushed), max |out - cuDNN|. bf16, 32 / 8 heads, hd128. JSON lines."""
 import json
 import sys
 
