@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Device call 85 (2026-12-04, ninth session), ~5 minutes: KPAR with interleaved warps -- the KPAR GPU tests (both
+# Device call 85 (2026-12-04, ninth session; at commit 21d8892, where KPAR_INTERLEAVE exists), ~5 minutes: KPAR with interleaved warps -- the KPAR GPU tests (both
 # layouts), then the A/B sweep (scripts/decode_kpar_stages.py il).
 set -o pipefail
 OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"

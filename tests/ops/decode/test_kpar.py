@@ -30,8 +30,7 @@ def _cid(c):
 
 
 def _took_kpar():
-    return bool(K._PLANS) and all(p.cons["KPAR"] == K.KPAR_W and p.cons["KPAR_IL"] == K.KPAR_INTERLEAVE
-                                  for p in K._PLANS.values())
+    return bool(K._PLANS) and all(p.cons["KPAR"] == K.KPAR_W for p in K._PLANS.values())
 
 
 def _check_varlen_causal(lens_q, lens_k, H, HK, D, dtype, device, splits):
@@ -54,10 +53,7 @@ def _check_varlen_causal(lens_q, lens_k, H, HK, D, dtype, device, splits):
 
 @pytest.mark.parametrize("S,combine", [(1, "kernel"), (3, "kernel"), (3, "fused"), (7, "fused")])
 @pytest.mark.parametrize("case", CASES, ids=_cid)
-@pytest.mark.parametrize("interleave", [False, True], ids=["chunks", "interleaved"])
-def test_kpar_matches_reference(case, S, combine, interleave, monkeypatch):
-    """interleave: warp w folds every W-th tile (KPAR_INTERLEAVE) instead of its own chunk."""
-    monkeypatch.setattr(K, "KPAR_INTERLEAVE", interleave)
+def test_kpar_matches_reference(case, S, combine, monkeypatch):
     monkeypatch.setenv("TILEFOLD_DECODE_KPAR", "1")
     monkeypatch.setenv("TILEFOLD_DECODE_COMBINE", combine)
     K.clear_plans()
@@ -73,9 +69,7 @@ def test_kpar_matches_reference(case, S, combine, interleave, monkeypatch):
     assert_2x(f"lse S={S}", l, ref_l, base_l)
 
 
-@pytest.mark.parametrize("interleave", [False, True], ids=["chunks", "interleaved"])
-def test_kpar_varlen_with_empty_sequences(interleave, monkeypatch):
-    monkeypatch.setattr(K, "KPAR_INTERLEAVE", interleave)
+def test_kpar_varlen_with_empty_sequences(monkeypatch):
     monkeypatch.setenv("TILEFOLD_DECODE_KPAR", "1")
     K.clear_plans()
     torch.manual_seed(3)
@@ -172,9 +166,7 @@ def test_plan_follows_kpar_env_between_calls(monkeypatch):
     (2, 3, 4100, 8, 2, 64, (-1, 5), 0.0, torch.float16),        # right window, head dim 64
 ], ids=lambda c: f"b{c[0]}-q{c[1]}-k{c[2]}-d{c[5]}-w{c[6][0]}_{c[6][1]}-cap{c[7]:g}-{str(c[8])[6:]}")
 @pytest.mark.parametrize("S", [1, 5])
-@pytest.mark.parametrize("interleave", [False, True], ids=["chunks", "interleaved"])
-def test_kpar_gpu_variants(case, S, interleave, monkeypatch):
-    monkeypatch.setattr(K, "KPAR_INTERLEAVE", interleave)
+def test_kpar_gpu_variants(case, S, monkeypatch):
     monkeypatch.setenv("TILEFOLD_DECODE_KPAR", "1")
     K.clear_plans()
     B, M, N, H, HK, D, window, cap, dtype = case
@@ -188,9 +180,7 @@ def test_kpar_gpu_variants(case, S, interleave, monkeypatch):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("interleave", [False, True], ids=["chunks", "interleaved"])
-def test_kpar_varlen_gpu(interleave, monkeypatch):
-    monkeypatch.setattr(K, "KPAR_INTERLEAVE", interleave)
+def test_kpar_varlen_gpu(monkeypatch):
     monkeypatch.setenv("TILEFOLD_DECODE_KPAR", "1")
     K.clear_plans()
     torch.manual_seed(9)

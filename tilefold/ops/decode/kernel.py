@@ -70,28 +70,18 @@ def _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, s
 def _decode_kpar(q, k_base, v_base, stride_kn, stride_vn, pos, offs_d, n_lo, n_hi, shift, win_left, win_right,
                  qk_scale, softcap_pre, softcap_post, D, W: tl.constexpr, BLOCK_M: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, HAS_LO: tl.constexpr,
-                 HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr,
-                 INTERLEAVE: tl.constexpr = False):
+                 HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr):
     """Keys [n_lo, n_hi) (n_hi <= seqlen_k) in W contiguous chunks of whole BLOCK_N tiles, folded side by side: one
     batched (3-D) dot per step takes a BLOCK_N tile of every chunk, and with num_warps == W each warp owns one chunk's
     scores, probabilities and state, so no tile crosses warps (the 2-D path's P·V takes P in another warp layout: a
     shared-memory round trip per tile). The W states are merged once at the end (⊕ over the chunk axis: level 1 of
     DESIGN.md §1 inside the program). Every step is masked (chunk ends, causal / window by row position): decode
-    streams bytes, the compares are free. Returns the range's (acc, l, m).
-    INTERLEAVE: warp w takes BLOCK_N-key tile w of every W · BLOCK_N-key step instead (one contiguous stream per
-    program rather than W streams a chunk apart)."""
+    streams bytes, the compares are free. Returns the range's (acc, l, m)."""
     offs_w = tl.arange(0, W)
     offs_n = tl.arange(0, BLOCK_N)
-    if INTERLEAVE:
-        step: tl.constexpr = W * BLOCK_N
-        chunk = tl.cdiv(tl.maximum(n_hi - n_lo, 0), step) * step
-        start = n_lo + offs_w * BLOCK_N
-        stop = n_hi + offs_w * 0
-    else:
-        step: tl.constexpr = BLOCK_N
-        chunk = tl.cdiv(tl.cdiv(tl.maximum(n_hi - n_lo, 0), W), BLOCK_N) * BLOCK_N
-        start = n_lo + offs_w * chunk
-        stop = tl.minimum(start + chunk, n_hi)
+    chunk = tl.cdiv(tl.cdiv(tl.maximum(n_hi - n_lo, 0), W), BLOCK_N) * BLOCK_N
+    start = n_lo + offs_w * chunk
+    stop = tl.minimum(start + chunk, n_hi)
     rows = start[:, None] + offs_n[None, :]  # [W, BLOCK_N] key rows of the current step
     k_ptrs = k_base + rows.to(tl.int64)[:, :, None] * stride_kn + offs_d[None, None, :]
     v_ptrs = v_base + rows.to(tl.int64)[:, :, None] * stride_vn + offs_d[None, None, :]
@@ -100,7 +90,7 @@ def _decode_kpar(q, k_base, v_base, stride_kn, stride_vn, pos, offs_d, n_lo, n_h
     m_i = tl.full([W, BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([W, BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([W, BLOCK_M, BLOCK_D], dtype=tl.float32)
-    for j in range(0, chunk, step):
+    for j in range(0, chunk, BLOCK_N):
         n = rows + j
         ok_n = n < stop[:, None]
         if EVEN_D:
@@ -119,8 +109,8 @@ def _decode_kpar(q, k_base, v_base, stride_kn, stride_vn, pos, offs_d, n_lo, n_h
         s = tl.where(ok, s, float("-inf"))
         acc, l_i, m_i, p = fold_step(acc, l_i, m_i, s, v, True)
         acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PREC)
-        k_ptrs += step * stride_kn
-        v_ptrs += step * stride_vn
+        k_ptrs += BLOCK_N * stride_kn
+        v_ptrs += BLOCK_N * stride_vn
     m = tl.max(m_i, 0)
     sc = tl.math.exp2(m_i - tl.where(m == float("-inf"), 0.0, m)[None, :])
     return tl.sum(acc * sc[:, :, None], 0), tl.sum(l_i * sc, 0), m
@@ -141,7 +131,7 @@ def decode_fwd_kernel(
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
     EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, FUSED_COMBINE: tl.constexpr = False,
     COMBINE_UNROLL: tl.constexpr = 1, USE_TMA: tl.constexpr = False, FOLD_ROWS: tl.constexpr = 0,
-    PDL: tl.constexpr = False, KPAR: tl.constexpr = 1, KPAR_IL: tl.constexpr = False,
+    PDL: tl.constexpr = False, KPAR: tl.constexpr = 1,
 ):
     """Grid (packed row blocks, B · HK, splits S). Writes the state of packed rows [r0, r0 + BLOCK_M) of
     (batch b, key head hk) over the pid_s-th of S equal BLOCK_N-aligned shares of the keys those rows can see
@@ -204,7 +194,7 @@ def decode_fwd_kernel(
     if KPAR > 1:
         acc, l_i, m_i = _decode_kpar(q, k_base, v_base, stride_kn, stride_vn, pos, offs_d, n_start, n_end, shift,
                                      win_left, win_right, qk_scale, softcap_pre, softcap_post, D, KPAR, BLOCK_M,
-                                     BLOCK_N, BLOCK_D, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, KPAR_IL)
+                                     BLOCK_N, BLOCK_D, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
     else:
         m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -525,9 +515,6 @@ def fold_rows(n_rows: int, block_m: int, varlen: bool) -> int:
 # head dims 65-128, <= 16 packed rows). Measured only unmasked, bf16, G = 4, 128 programs on an H200; other shapes in
 # that band (MHA, masks, fp16, 119-132 programs) take it by extension.
 KPAR_W = 4
-# KPAR_INTERLEAVE: each warp takes every W-th BLOCK_N-key tile of the range (one contiguous stream per program) instead
-# of its own contiguous chunk (module switch for sweeps, part of the plan key).
-KPAR_INTERLEAVE = False
 KPAR_CONFIG = DecodeConfig(16, 16, KPAR_W, 4, 2, kpar=KPAR_W)  # 98 KB shared, 246 registers (offline sm_90, bf16 hd128)
 KPAR_WAVE_LO = 0.9  # one_wave: KPAR_WAVE_LO * SMs <= unsplit programs <= SMs ...
 KPAR_MAX_KEYS = 32768  # ... of at most this many keys each
@@ -687,8 +674,7 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> 
     cons = dict(GROUP=G, BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=BD, IS_VARLEN=varlen, HAS_LO=left >= 0,
                 HAS_HI=right >= 0, HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D,
                 DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32", FUSED_COMBINE=fused,
-                COMBINE_UNROLL=1, USE_TMA=use_tma, FOLD_ROWS=0, KPAR=cfg.kpar,
-                KPAR_IL=cfg.kpar > 1 and KPAR_INTERLEAVE)
+                COMBINE_UNROLL=1, USE_TMA=use_tma, FOLD_ROWS=0, KPAR=cfg.kpar)
     if fused:
         fr = fold_rows(M * G, cfg.BLOCK_M, varlen)
         # the whole-block fold ("block") keeps its measured unroll cap of 4
@@ -736,7 +722,7 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
     key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), q.dtype, k.dtype, v.dtype, q.device,
            S, scale, window, softcap, varlen, os.environ.get("TILEFOLD_DECODE_COMBINE", DECODE_COMBINE),
            os.environ.get("TILEFOLD_DECODE_TMA", "auto"), os.environ.get("TILEFOLD_DECODE_KPAR", "auto"), FOLD_MODE,
-           DECODE_PDL, FUSED_MAX_KV_BYTES, KPAR_INTERLEAVE,
+           DECODE_PDL, FUSED_MAX_KV_BYTES,
            q.data_ptr() % 16, k.data_ptr() % 16, v.data_ptr() % 16)
     if varlen:
         key += (cu_q.shape, cu_k.shape, cu_q.dtype, cu_k.dtype, cu_q.data_ptr() % 16, cu_k.data_ptr() % 16, int(max_q), int(max_k))
