@@ -68,3 +68,8 @@ def test_unsupported_arguments_say_so():
         fa.flash_attn_func(q, q, q, dropout_p=1.5)
     with pytest.raises(ValueError, match="qkv"):
         fa.flash_attn_qkvpacked_func(q)
+    for fn, args in [(fa.flash_attn_qkvpacked_func, ([1, 2],)), (fa.flash_attn_kvpacked_func, (q, [1, 2])),
+                     (fa.flash_attn_varlen_qkvpacked_func, ([1], None, 1)),
+                     (fa.flash_attn_varlen_kvpacked_func, (q[0], [1, 2], None, None, 1, 1))]:
+        with pytest.raises(ValueError, match="kv: expected shape .* got list"):
+            fn(*args)

@@ -9,7 +9,14 @@ S the probabilities before dropout and the sign bit set where an element was dro
 """
 from __future__ import annotations
 
+import torch
+
 from ..ops.attention.interface import attention, varlen_attention
+
+
+def _desc(x):
+    """A packed argument's shape for an error message (or its type when it is not a tensor)."""
+    return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
 
 __all__ = ["flash_attn_func", "flash_attn_varlen_func", "flash_attn_qkvpacked_func",
            "flash_attn_kvpacked_func", "flash_attn_varlen_qkvpacked_func", "flash_attn_varlen_kvpacked_func"]
@@ -36,8 +43,8 @@ def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, wi
 def flash_attn_qkvpacked_func(qkv, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
                               softcap=0.0, alibi_slopes=None, deterministic=False, return_attn_probs=False):
     """qkv (batch, seqlen, 3, heads, d): views, no copy."""
-    if qkv.dim() != 5 or qkv.shape[2] != 3:
-        raise ValueError(f"qkv: expected shape (batch, seqlen, 3, heads, d), got {tuple(qkv.shape)}")
+    if not isinstance(qkv, torch.Tensor) or qkv.dim() != 5 or qkv.shape[2] != 3:
+        raise ValueError(f"qkv: expected shape (batch, seqlen, 3, heads, d), got {_desc(qkv)}")
     return flash_attn_func(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], dropout_p, softmax_scale, causal,
                            window_size, softcap, alibi_slopes, deterministic, return_attn_probs)
 
@@ -45,8 +52,8 @@ def flash_attn_qkvpacked_func(qkv, dropout_p=0.0, softmax_scale=None, causal=Fal
 def flash_attn_kvpacked_func(q, kv, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
                              softcap=0.0, alibi_slopes=None, deterministic=False, return_attn_probs=False):
     """q (batch, seqlen_q, heads, d), kv (batch, seqlen_k, 2, heads_k, d)."""
-    if kv.dim() != 5 or kv.shape[2] != 2:
-        raise ValueError(f"kv: expected shape (batch, seqlen_k, 2, heads_k, d), got {tuple(kv.shape)}")
+    if not isinstance(kv, torch.Tensor) or kv.dim() != 5 or kv.shape[2] != 2:
+        raise ValueError(f"kv: expected shape (batch, seqlen_k, 2, heads_k, d), got {_desc(kv)}")
     return flash_attn_func(q, kv[:, :, 0], kv[:, :, 1], dropout_p, softmax_scale, causal, window_size,
                            softcap, alibi_slopes, deterministic, return_attn_probs)
 
@@ -66,8 +73,8 @@ def flash_attn_varlen_qkvpacked_func(qkv, cu_seqlens, max_seqlen, dropout_p=0.0,
                                      causal=False, window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
                                      deterministic=False, return_attn_probs=False):
     """qkv (total, 3, heads, d)."""
-    if qkv.dim() != 4 or qkv.shape[1] != 3:
-        raise ValueError(f"qkv: expected shape (total, 3, heads, d), got {tuple(qkv.shape)}")
+    if not isinstance(qkv, torch.Tensor) or qkv.dim() != 4 or qkv.shape[1] != 3:
+        raise ValueError(f"qkv: expected shape (total, 3, heads, d), got {_desc(qkv)}")
     return flash_attn_varlen_func(qkv[:, 0], qkv[:, 1], qkv[:, 2], cu_seqlens, cu_seqlens, max_seqlen,
                                   max_seqlen, dropout_p, softmax_scale, causal, window_size, softcap,
                                   alibi_slopes, deterministic, return_attn_probs)
@@ -78,8 +85,8 @@ def flash_attn_varlen_kvpacked_func(q, kv, cu_seqlens_q, cu_seqlens_k, max_seqle
                                     softcap=0.0, alibi_slopes=None, deterministic=False,
                                     return_attn_probs=False):
     """q (total_q, heads, d), kv (total_k, 2, heads_k, d)."""
-    if kv.dim() != 4 or kv.shape[1] != 2:
-        raise ValueError(f"kv: expected shape (total_k, 2, heads_k, d), got {tuple(kv.shape)}")
+    if not isinstance(kv, torch.Tensor) or kv.dim() != 4 or kv.shape[1] != 2:
+        raise ValueError(f"kv: expected shape (total_k, 2, heads_k, d), got {_desc(kv)}")
     return flash_attn_varlen_func(q, kv[:, 0], kv[:, 1], cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                                   max_seqlen_k, dropout_p, softmax_scale, causal, window_size, softcap,
                                   alibi_slopes, deterministic, return_attn_probs)

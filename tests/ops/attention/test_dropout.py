@@ -138,6 +138,26 @@ def test_p_close_to_one_is_finite(backend):
         assert torch.isfinite(out).all() and all(torch.isfinite(x).all() for x in g)
 
 
+def test_keep_scale_is_the_masks_keep_probability():
+    """Kept values are scaled by 1 / (1 - p) for the p the mask has (the threshold / 65536), so the output's expectation
+    is the output without dropout also near p = 1: with uniform probabilities (q = 0) and v = 1 every output is
+    (kept keys / N) x scale, mean 1. p = 0.99999 rounds to 65535/65536 (keep 1.5e-5, not 1e-5): 1 / (1 - p) gave a
+    mean of ~1.5. 16 x 1024 rows x 4096 keys: ~1000 kept, 5 sigma ~ 0.16. The kernels take the scale from
+    dropout_args."""
+    from tilefold.ops.common.philox import dropout_args, keep_scale
+    for p in (0.1, 0.5, 0.9999, 0.99999):
+        assert keep_scale(p) == 65536 / (65536 - dropout_threshold(p))
+        assert dropout_args(p, 1, 2)[-1] == keep_scale(p)
+    assert keep_scale(0.0) == 1.0 and abs(keep_scale(0.1) * 0.9 - 1) < 1e-5
+    torch.manual_seed(1)
+    q = torch.zeros(1, 1024, 16, 16)
+    k = torch.randn(1, 4096, 16, 16)
+    v = torch.ones(1, 4096, 16, 16)
+    with tilefold.use_backend("torch"):
+        out = tilefold.attention(q, k, v, dropout_p=0.99999)
+    assert abs(out.double().mean().item() - 1.0) < 0.16
+
+
 def test_fraction_and_no_structure():
     """Drop fraction within 0.01 of p over a large tile; per-row and per-column fractions within 6 sigma."""
     p = 0.37

@@ -336,3 +336,83 @@ def test_bad_input_does_not_touch_tensors():
         tilefold.varlen_attention(q, k, v, cu_q, cu_k, mq - 1, mk)
     for a, b in zip((q, k, v, cu_q, cu_k), clones):
         assert torch.equal(a, b)
+
+
+# ----------------------------------------------------------------- found by the API review (2026-12-04, ninth session)
+
+@pytest.mark.parametrize("which", ["cu_seqlens_q", "cu_seqlens_k"])
+def test_cu_seqlens_not_contiguous(which):
+    """The kernels read cu_seqlens[b] at stride 1: a strided view (right values, stride 2) used to pass the value
+    checks and give garbage on the Triton path."""
+    q, k, v, cu_q, cu_k, mq, mk = packed()
+    cus = {"cu_seqlens_q": cu_q, "cu_seqlens_k": cu_k}
+    spread = torch.zeros(2 * cus[which].numel(), dtype=torch.int32)
+    spread[::2] = cus[which]
+    cus[which] = spread[::2]
+    assert torch.equal(cus[which], (cu_q if which == "cu_seqlens_q" else cu_k))
+    with raises(which, "stride 2"):
+        tilefold.varlen_attention(q, k, v, cus["cu_seqlens_q"], cus["cu_seqlens_k"], mq, mk)
+
+
+@pytest.mark.parametrize("window", [(1.5, 2), (None, 1), ("a", 1), (True, -1)], ids=str)
+def test_window_not_ints(window):
+    q, k, v = qkv()
+    with raises("window_size"):
+        call(q, k, v, window_size=window)
+
+
+@pytest.mark.parametrize("arg,value", [("softcap", True), ("softmax_scale", True), ("dropout_p", True)])
+def test_bool_options_rejected(arg, value):
+    q, k, v = qkv()
+    with raises(arg):
+        call(q, k, v, **{arg: value})
+
+
+@pytest.mark.parametrize("value", [-1, 129, 2 ** 30, True, 1.0, "2", None], ids=str)
+def test_num_splits_invalid(value):
+    """An int in [0, 128] (FA2's cap; more splits than that only grow the partial states). Checked before the
+    dropout combination is refused (-1 with dropout used to raise NotImplementedError)."""
+    q, k, v = qkv()
+    with raises("num_splits"):
+        call(q, k, v, num_splits=value)
+    with raises("num_splits"):
+        call(q, k, v, num_splits=value, dropout_p=0.1)
+    qp, kp, vp, *rest = packed()
+    with raises("num_splits"):
+        tilefold.varlen_attention(qp, kp, vp, *rest, num_splits=value)
+
+
+def test_numpy_scalars_accepted():
+    """numpy scalars are numbers: dropout_p as np.float32, max_seqlen as np.int64, window as np.int64."""
+    import numpy as np
+    q, k, v, cu_q, cu_k, mq, mk = packed()
+    with tilefold.use_backend("torch"):
+        a = tilefold.varlen_attention(q, k, v, cu_q, cu_k, np.int64(mq), np.int64(mk),
+                                      window_size=(np.int64(2), np.int64(0)))
+        b = tilefold.varlen_attention(q, k, v, cu_q, cu_k, mq, mk, window_size=(2, 0))
+        assert torch.equal(a, b)
+        torch.manual_seed(0)
+        c = tilefold.attention(*qkv(), dropout_p=np.float32(0.25))
+        assert torch.isfinite(c).all()
+
+
+def test_grid_rows_limit():
+    """batch x heads beyond CUDA's 65535 grid rows is refused on CUDA tensors with a message saying why (checked
+    here on the validator with a CUDA device object; the CPU paths have no such limit)."""
+    from tilefold.ops.common.validate import _validate_grid_rows
+    with raises("q", "65536"):
+        _validate_grid_rows("q", 2048, 32, torch.device("cuda"))
+    _validate_grid_rows("q", 2047, 32, torch.device("cuda"))
+    _validate_grid_rows("q", 4096, 32, torch.device("cpu"))
+
+
+def test_bf16_stays_on_torch_under_the_interpreter(monkeypatch):
+    """The interpreter's bf16 results are wrong (numpy has no bf16): bf16 CPU tensors take the torch implementation
+    even with TRITON_INTERPRET=1; fp16 / fp32 take the kernels."""
+    from tilefold.ops.common.dispatch import backend_for
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert backend_for(torch.empty(1, dtype=torch.bfloat16)) == "torch"
+    assert backend_for(torch.empty(1, dtype=torch.float16)) == "triton"
+    assert backend_for(torch.empty(1)) == "triton"
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert backend_for(torch.empty(1)) == "torch"

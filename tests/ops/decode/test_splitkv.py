@@ -104,11 +104,33 @@ def test_split_kv_gradients(backend):
 
 def test_num_splits_validation_and_cpu_heuristic():
     q, k = torch.randn(1, 1, 2, 16), torch.randn(1, 64, 2, 16)
-    for bad in (-1, 1.5, True):
+    for bad in (-1, 1.5, True, 129):
         with pytest.raises(ValueError, match="num_splits"):
             split_kv_attention(q, k, k, num_splits=bad, softmax_scale=0.25, window=(-1, -1), softcap=0.0)
     s = choose_num_splits(1, 2, 1, 64, 16, torch.float32, "cpu")
     assert 1 <= s <= 4
+    o128 = split_kv_attention(q, k, k, num_splits=128, softmax_scale=0.25, window=(-1, -1), softcap=0.0)[0]
+    o1 = split_kv_attention(q, k, k, num_splits=1, softmax_scale=0.25, window=(-1, -1), softcap=0.0)[0]
+    assert (o128 - o1).abs().max() < 1e-5
+
+
+def test_choose_num_splits_validation():
+    for kw, name in [(dict(batch=-1), "batch"), (dict(batch=1.5), "batch"), (dict(heads=0), "heads"),
+                     (dict(heads_k=3), "heads_k"), (dict(headdim=0), "headdim"), (dict(dtype="bf16"), "dtype"),
+                     (dict(seqlen_k=True), "seqlen_k")]:
+        args = dict(batch=1, heads=8, seqlen_q=1, seqlen_k=64, headdim=16, dtype=torch.float32, device="cpu")
+        args.update(kw)
+        with pytest.raises(ValueError, match=name):
+            choose_num_splits(**args)
+
+
+def test_empty_batch_split_choice_on_gpu_policy(gpu_policy):
+    """An empty batch (or no query rows) on a CUDA device: 1 split. The prefill-sized rule used to divide by zero
+    programs (B = 0 with seqlen_q · G > 256)."""
+    SK = gpu_policy
+    for B, M in [(0, 300), (0, 1), (0, 16), (2, 0)]:
+        assert SK.choose_num_splits(B, 8, M, 1000, 128, torch.bfloat16, "cuda", heads_k=8) == 1
+        assert SK._choose_cached(B, 8, 8, M, 1000, 128, torch.bfloat16, torch.device("cuda"), False, True) == 1
 
 
 @pytest.mark.parametrize("S", [1, 3, 0])
@@ -204,6 +226,20 @@ def test_partial_validation():
         partial_attention(q, k, k, q_start=0, k_start=1, seqlen_q_total=4, seqlen_k_total=4)
     with pytest.raises(ValueError, match="k_start"):
         partial_attention(q, k, k, q_start=0, k_start=-1, seqlen_q_total=4, seqlen_k_total=4)
+    for D in (0, 300):  # as attention: head dims 1..256
+        z = torch.randn(1, 2, 1, D)
+        with pytest.raises(ValueError, match="head dim"):
+            partial_attention(z, z, z, q_start=0, k_start=0, seqlen_q_total=2, seqlen_k_total=2)
+    # global positions are int32 in the kernels and windows clamp to 2^30: totals past 2^30 used to mask wrongly
+    q, k = torch.randn(1, 4, 2, 16), torch.randn(1, 6, 2, 16)
+    with pytest.raises(ValueError, match="seqlen_k_total"):
+        partial_attention(q, k, k, q_start=0, k_start=0, seqlen_q_total=4, seqlen_k_total=2 ** 31 + 5, causal=True)
+    with pytest.raises(ValueError, match="seqlen_q_total"):
+        partial_attention(q, k, k, q_start=0, k_start=0, seqlen_q_total=2 ** 30 + 1, seqlen_k_total=6)
+    o, _ = partial_attention(q, k, k, q_start=0, k_start=2 ** 30 - 6, seqlen_q_total=4, seqlen_k_total=2 ** 30,
+                             window_size=(2 ** 40, 2 ** 40))
+    ref = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), k.transpose(1, 2))
+    assert (o - ref.transpose(1, 2)).abs().max() < 1e-5
 
 
 # ---------------------------------------------------------------------------------------------------

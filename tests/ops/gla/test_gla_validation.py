@@ -53,3 +53,7 @@ def test_bad_cu_seqlens(cu, words):
             assert w in str(e.value), (w, str(e.value))
     with pytest.raises(ValueError, match="cu_seqlens: expected dtype torch.int32"):
         MODES["chunk"](q, k, v, g, cu_seqlens=torch.tensor([0.0, 8.0]))
+    strided = torch.tensor([0, 9, 3, 9, 8, 9], dtype=torch.int32)[::2]  # [0, 3, 8], stride 2: the kernels read stride 1
+    for fn in MODES.values():
+        with pytest.raises(ValueError, match="cu_seqlens: expected a contiguous tensor, got stride 2"):
+            fn(q, k, v, g, cu_seqlens=strided)

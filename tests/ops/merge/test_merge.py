@@ -242,6 +242,18 @@ def test_validation_errors():
 
 
 @pytest.mark.gpu
+def test_merge_states_more_rows_than_grid_y_gpu():
+    """batch x heads = 4096 x 32 > 65535 (CUDA's limit on grid axes 1 and 2): the merge kernel's grid is one flat
+    axis."""
+    torch.manual_seed(0)
+    N, B, M, H, D = 3, 4096, 1, 32, 16
+    outs, lses = _states(N, B, M, H, D)
+    ref_o, ref_l = _ref_merge64(outs, lses)
+    o, l = merge_states(outs.cuda(), lses.cuda())
+    assert max_err(o.cpu(), ref_o) <= 1e-5 and max_err(l.cpu(), ref_l) <= 1e-5
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=["bf16", "fp16", "fp32"])
 def test_merge_states_gpu(dtype):
     N, B, M, H, D = 7, 3, 1000, 8, 128

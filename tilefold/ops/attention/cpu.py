@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from ...state import merge, tile_state
-from ..common.philox import dropout_keep_torch, dropout_threshold
+from ..common.philox import dropout_keep_torch, dropout_threshold, keep_scale
 
 KEY_TILE = 256
 
@@ -107,7 +107,7 @@ def attention_fwd_cpu(q, k, v, *, softmax_scale, window, softcap, shift_extra=0,
         o[..., r0:r1, :] = o_r
         lse[..., r0:r1] = lse_r
     if dropout_p > 0:
-        o = o / (1.0 - dropout_p)
+        o = o * keep_scale(dropout_p)
     out = o.reshape(B, H, M, v.shape[-1]).transpose(1, 2).to(q.dtype).contiguous()
     return out, lse.reshape(B, H, M).contiguous()
 
@@ -153,7 +153,7 @@ def attention_bwd_cpu(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, wind
         dp = torch.matmul(dor, vt.transpose(-1, -2))
         if dropout_p > 0:
             keep = _keep(B, HK, G, r1, n0, n1, dropout_p, seed, offset, b_offset, r0)
-            rs = 1.0 / (1.0 - dropout_p)
+            rs = keep_scale(dropout_p)
             dv[:, :, n0:n1] = torch.matmul((p * keep * rs).transpose(-1, -2), dor).sum(2)
             dp = torch.where(keep, dp * rs, torch.zeros_like(dp))
         else:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from ..common.validate import (_validate_cu_seqlens, _validate_last_contiguous, _validate_same,
-                               _validate_scale, _validate_softcap, _validate_tensor, _validate_window)
+from ..common.validate import (_is_real, _validate_cu_seqlens, _validate_grid_rows, _validate_last_contiguous,
+                               _validate_num_splits, _validate_same, _validate_scale, _validate_softcap,
+                               _validate_tensor, _validate_window)
 from ..decode.splitkv import split_kv_attention
 from ..common.dispatch import backend_for
 from .cpu import attention_probs
@@ -38,9 +39,9 @@ def _options(q, D, softmax_scale, causal, window_size, softcap, dropout_p, retur
     if causal:
         right = 0 if right < 0 else min(right, 0)
     softcap = _validate_softcap(softcap)
-    if not isinstance(dropout_p, (int, float)) or not 0.0 <= dropout_p < 1.0:
+    if not _is_real(dropout_p) or not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p: expected a number in [0, 1), got {dropout_p!r}")
-    return scale, left, right, softcap
+    return scale, left, right, softcap, float(dropout_p)
 
 
 def _rng_state(device, dropout_p):
@@ -99,11 +100,13 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
         causal, window_size: the mask (below).
         softcap: if > 0, scores become ``softcap · tanh(scores / softcap)`` before the softmax.
         return_lse: also return lse (batch, heads, seqlen_q), fp32, natural log.
-        dropout_p: attention dropout, fused: kept probabilities are scaled by 1 / (1 - dropout_p). The mask is
-            a pure function of (seed, offset, batch, head, row, column) — Philox, with seed and offset
-            taken from torch's default generator of q's device (``torch.manual_seed`` reproduces it; each
-            call advances the generator). It is never stored: the backward regenerates it. The drop
-            probability is dropout_p rounded to a multiple of 1/65536.
+        dropout_p: attention dropout, fused. The mask is a pure function of (seed, offset, batch, head,
+            row, column) — Philox, with seed and offset taken from torch's default generator of q's device
+            (``torch.manual_seed`` reproduces it; each call advances the generator). It is never stored: the
+            backward regenerates it. The drop probability is p = dropout_p rounded to a multiple of 1/65536
+            (at most 65535/65536), and kept probabilities are scaled by 1 / (1 - p) with that p, so the
+            output's expectation is the output without dropout (for p near 1 the rounding matters: 0.9999 is
+            65529/65536).
         return_attn_probs: return ``(out, lse, S)`` with S (batch, heads, seqlen_q, seqlen_k) fp32 the
             normalized probabilities before dropout, with the **sign bit set where the element was
             dropped** (a dropped probability that underflowed is -0.0); masked positions are +0.0.
@@ -119,8 +122,10 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
     B, M, H, D = q.shape
     if k.shape[0] != B:
         raise ValueError(f"k: expected batch {B} (as q), got {k.shape[0]}")
-    scale, left, right, softcap = _options(q, D, softmax_scale, causal, window_size, softcap,
-                                           dropout_p, return_attn_probs)
+    _validate_grid_rows("q", B, H, q.device)
+    scale, left, right, softcap, dropout_p = _options(q, D, softmax_scale, causal, window_size, softcap,
+                                                      dropout_p, return_attn_probs)
+    num_splits = _validate_num_splits(num_splits)
     seed, offset = _rng_state(q.device, dropout_p)
     if num_splits != 1:
         if dropout_p > 0:
@@ -154,8 +159,11 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     if cu_seqlens_q.numel() != cu_seqlens_k.numel():
         raise ValueError(f"cu_seqlens_k: expected {cu_seqlens_q.numel()} values (as cu_seqlens_q), "
                          f"got {cu_seqlens_k.numel()}")
-    scale, left, right, softcap = _options(q, D, softmax_scale, causal, window_size, softcap,
-                                           dropout_p, return_attn_probs)
+    max_seqlen_q, max_seqlen_k = int(max_seqlen_q), int(max_seqlen_k)
+    _validate_grid_rows("cu_seqlens_q", cu_seqlens_q.numel() - 1, H, q.device)
+    scale, left, right, softcap, dropout_p = _options(q, D, softmax_scale, causal, window_size, softcap,
+                                                      dropout_p, return_attn_probs)
+    num_splits = _validate_num_splits(num_splits)
     seed, offset = _rng_state(q.device, dropout_p)
     if num_splits != 1:
         if dropout_p > 0:

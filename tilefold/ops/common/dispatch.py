@@ -2,7 +2,9 @@
 
 CUDA tensors run the Triton kernels. CPU tensors run the torch implementation of the same fold,
 unless ``TRITON_INTERPRET=1`` is set, in which case the Triton kernels run on the CPU tensors through
-the interpreter. ``use_backend`` overrides the choice in a scope (tests use it to run both on CPU).
+the interpreter -- except bf16 tensors: the interpreter computes through numpy, which has no bf16, and its
+bf16 results are wrong (attention: errors ~1e8), so bf16 stays on the torch implementation.
+``use_backend`` overrides the choice in a scope (tests use it to run both on CPU).
 """
 from __future__ import annotations
 
@@ -40,6 +42,6 @@ def backend_for(t: torch.Tensor) -> str:
         return forced
     if t.device.type == "cuda":
         return "triton"
-    if interpreter_enabled():
+    if interpreter_enabled() and t.dtype != torch.bfloat16:
         return "triton"
     return "torch"

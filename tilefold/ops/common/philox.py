@@ -126,11 +126,18 @@ def dropout_threshold(p: float) -> int:
     return min(int(round(p * 65536.0)), 65535) if p > 0 else 0
 
 
+def keep_scale(p: float) -> float:
+    """The kept values' scale 1 / (1 - p) for the drop probability the mask has, threshold / 65536 (p rounded to the
+    1/65536 grid): the output's expectation over masks is then exactly the output without dropout, also near p = 1
+    (0.9999 rounds to 65529/65536: 1 / (1 - 0.9999) would overshoot by 7%)."""
+    return 65536.0 / (65536 - dropout_threshold(p))
+
+
 def dropout_args(dropout_p: float, seed: int, offset: int) -> tuple:
     """The dropout kernel arguments every attention kernel takes, in order: the Philox key (seed low / high 32 bits
-    and the offset, as int32 bit patterns), the 16-bit keep threshold and the kept values' scale 1 / (1 - p)."""
+    and the offset, as int32 bit patterns), the 16-bit keep threshold and the kept values' scale (``keep_scale``)."""
     return (as_int32(seed), as_int32(seed >> 32), as_int32(offset), dropout_threshold(dropout_p),
-            1.0 / (1.0 - dropout_p))
+            keep_scale(dropout_p))
 
 
 def as_int32(x: int) -> int:

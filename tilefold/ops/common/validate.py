@@ -3,6 +3,7 @@ expected and what was given. Kernels assume valid input."""
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -30,9 +31,20 @@ def _validate_last_contiguous(name, t):
         raise ValueError(f"{name}: expected the last dimension contiguous (stride 1), got strides {t.stride()}")
 
 
+def _is_int(x) -> bool:
+    """An integer (Python or numpy), not a bool."""
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _is_real(x) -> bool:
+    """A real number (Python or numpy), not a bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
 def _validate_window(window_size):
-    if not (isinstance(window_size, (tuple, list)) and len(window_size) == 2):
-        raise ValueError(f"window_size: expected a pair (left, right), got {window_size!r}")
+    if not (isinstance(window_size, (tuple, list)) and len(window_size) == 2
+            and all(_is_int(w) for w in window_size)):
+        raise ValueError(f"window_size: expected a pair of ints (left, right), got {window_size!r}")
     left, right = (int(w) for w in window_size)
     if left < -1 or right < -1:
         raise ValueError(f"window_size: expected values >= -1 (-1 = unbounded), got {tuple(window_size)}")
@@ -45,7 +57,7 @@ WINDOW_MAX = 1 << 30
 
 
 def _validate_softcap(softcap):
-    if not isinstance(softcap, (int, float)) or not math.isfinite(softcap) or softcap < 0:
+    if not _is_real(softcap) or not math.isfinite(softcap) or softcap < 0:
         raise ValueError(f"softcap: expected a finite number >= 0, got {softcap!r}")
     return float(softcap)
 
@@ -53,7 +65,7 @@ def _validate_softcap(softcap):
 def _validate_scale(softmax_scale, D):
     if softmax_scale is None:
         return 1.0 / math.sqrt(D)
-    if not isinstance(softmax_scale, (int, float)) or not math.isfinite(softmax_scale):
+    if not _is_real(softmax_scale) or not math.isfinite(softmax_scale):
         raise ValueError(f"softmax_scale: expected a finite number or None, got {softmax_scale!r}")
     return float(softmax_scale)
 
@@ -69,7 +81,9 @@ def _validate_cu_seqlens(name, cu, total, max_seqlen, max_name, device):
         raise ValueError(f"{name}: expected shape (batch + 1,), got {tuple(cu.shape)}")
     if cu.device != device:
         raise ValueError(f"{name}: expected device {device} (as q), got {cu.device}")
-    if not isinstance(max_seqlen, int) or max_seqlen < 0:
+    if cu.numel() > 1 and cu.stride(0) != 1:  # the kernels read cu[b] at stride 1
+        raise ValueError(f"{name}: expected a contiguous tensor, got stride {cu.stride(0)}")
+    if not _is_int(max_seqlen) or max_seqlen < 0:
         raise ValueError(f"{max_name}: expected an int >= 0, got {max_seqlen!r}")
     if torch.compiler.is_compiling():
         return
@@ -84,3 +98,26 @@ def _validate_cu_seqlens(name, cu, total, max_seqlen, max_name, device):
     longest = max(lens, default=0)
     if longest > max_seqlen:
         raise ValueError(f"{max_name}: expected >= the longest sequence ({longest}), got {max_seqlen}")
+
+
+# CUDA limits grid axes 1 and 2 to 65535; the attention, decode and backward kernels put batch x heads on axis 1
+GRID_Y_MAX = 65535
+
+
+def _validate_grid_rows(name, batch, heads, device):
+    """batch x heads programs along grid axis 1 of the CUDA kernels (a CUDA launch limit; the CPU paths have none)."""
+    if device.type == "cuda" and batch * heads > GRID_Y_MAX:
+        raise ValueError(f"{name}: batch x heads = {batch} x {heads} = {batch * heads} exceeds {GRID_Y_MAX}, the CUDA "
+                         f"grid limit the kernels launch (batch x heads) programs on; split the batch into calls of "
+                         f"at most {GRID_Y_MAX // max(heads, 1)} sequences")
+
+
+MAX_SPLITS = 128
+
+
+def _validate_num_splits(num_splits):
+    """num_splits: an int in [0, MAX_SPLITS] (0 = choose by occupancy, 1 = no split; FA2 has the same cap)."""
+    if not _is_int(num_splits) or not 0 <= num_splits <= MAX_SPLITS:
+        raise ValueError(f"num_splits: expected an int in [0, {MAX_SPLITS}] (0 = choose by occupancy, 1 = no split), "
+                         f"got {num_splits!r}")
+    return int(num_splits)

@@ -16,8 +16,10 @@ from __future__ import annotations
 import torch
 
 from ..attention.function import attention_forward
-from ..common.validate import (_validate_last_contiguous, _validate_same, _validate_scale,
-                               _validate_softcap, _validate_tensor, _validate_window)
+from ..common.validate import (WINDOW_MAX, _validate_grid_rows, _validate_last_contiguous, _validate_same,
+                               _validate_scale, _validate_softcap, _validate_tensor, _validate_window)
+
+MAX_HEADDIM = 256  # as tilefold.attention
 
 
 def global_shift_extra(q_start: int, k_start: int, seqlen_q: int, seqlen_k: int,
@@ -61,9 +63,15 @@ def partial_attention(q, k, v, *, q_start, k_start, seqlen_q_total, seqlen_k_tot
         raise ValueError(f"k: expected head dim {D} (as q), got {k.shape[-1]}")
     if HK < 1 or H % HK != 0:
         raise ValueError(f"k: expected heads_k dividing heads={H}, got heads_k={HK}")
+    if not 1 <= D <= MAX_HEADDIM:
+        raise ValueError(f"q: expected head dim in [1, {MAX_HEADDIM}], got {D}")
+    _validate_grid_rows("q", B, H, q.device)
     for name, x in (("q_start", q_start), ("k_start", k_start), ("seqlen_q_total", seqlen_q_total),
                     ("seqlen_k_total", seqlen_k_total)):
         _validate_int(name, x)
+    for name, x in (("seqlen_q_total", seqlen_q_total), ("seqlen_k_total", seqlen_k_total)):
+        if x > WINDOW_MAX:  # the kernels' positions and mask edges are int32, windows clamp to WINDOW_MAX
+            raise ValueError(f"{name}: expected at most {WINDOW_MAX} (global positions are int32), got {x}")
     if q_start + M > seqlen_q_total:
         raise ValueError(f"q_start: expected q_start + seqlen_q <= seqlen_q_total={seqlen_q_total}, "
                          f"got {q_start} + {M}")

@@ -53,11 +53,11 @@ from ..attention.forward import attention_fwd
 from ..attention.function import attention_backward
 from ..common.dispatch import backend_for, interpreter_enabled
 from ..common.host import cdiv
-from ..common.validate import _validate_window
+from ..common.validate import MAX_SPLITS as _CAP, _is_int, _validate_num_splits, _validate_window
 from .kernel import (DECODE_MAX_ROWS, _kpar_auto_ok, block64_tiles, decode_config, decode_fwd, fills_one_wave,
                      kpar_one_wave, num_sms, one_per_sm, streaming_tiles, visible_keys)
 
-MAX_SPLITS = 128
+MAX_SPLITS = _CAP  # the public cap (validate.MAX_SPLITS), also the most the heuristics choose
 ONE_WAVE_KEYS = 8192  # even_splits: one program per SM below this many keys per split, two per SM above
 MIN_SPLIT_KEYS = 512
 CPU_SPLITS = 3
@@ -136,6 +136,8 @@ def _kpar_allowed() -> bool:
 @functools.lru_cache(maxsize=1024)
 def _choose_cached(batch, heads, heads_k, seqlen_q, seqlen_k, headdim, dtype, device, masked, kpar=True) -> int:
     dev = torch.device(device)
+    if batch * heads * seqlen_q == 0:  # nothing to split (and the efficiency rule below would divide by zero)
+        return 1
     if not (dev.type == "cuda" and not interpreter_enabled()):
         return max(1, min(CPU_SPLITS, seqlen_k))
     sms = _num_sms(dev)
@@ -185,6 +187,16 @@ def choose_num_splits(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head
     rule over (batch, head, query block) programs.
     On CPU / the interpreter: a small fixed number (the fold is the same). Cached per shape."""
     left, right = _validate_window(window)
+    hk = heads if heads_k is None else heads_k
+    for name, x in (("batch", batch), ("heads", heads), ("heads_k", hk), ("seqlen_q", seqlen_q), ("seqlen_k", seqlen_k),
+                    ("headdim", headdim)):
+        if not _is_int(x) or x < (1 if name in ("heads", "heads_k", "headdim") else 0):
+            raise ValueError(f"{name}: expected an int >= {1 if name in ('heads', 'heads_k', 'headdim') else 0}, "
+                             f"got {x!r}")
+    if heads % hk:
+        raise ValueError(f"heads_k: expected a divisor of heads={heads}, got {hk}")
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"dtype: expected a torch.dtype, got {dtype!r}")
     dev = device if isinstance(device, torch.device) else torch.device(device)
     return _choose_cached(int(batch), int(heads), int(heads_k or heads), int(seqlen_q),
                           visible_keys(int(seqlen_q), int(seqlen_k), left), int(headdim), dtype, dev,
@@ -290,8 +302,7 @@ def split_kv_attention(q, k, v, *, num_splits, softmax_scale, window, softcap, c
     max_seqlen. ``num_splits``: 0 chooses by occupancy, 1 runs the unsplit kernel, S > 1 uses S ranges
     of BLOCK_N-aligned keys (ranges past the end give the identity). Returns (out in q.dtype, lse fp32
     (B, H, M) or (H, Tq)); differentiable in q, k, v."""
-    if isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 0:
-        raise ValueError(f"num_splits: expected an int >= 0 (0 = choose by occupancy), got {num_splits!r}")
+    num_splits = _validate_num_splits(num_splits)
     varlen = cu_seqlens_q is not None
     if varlen:
         T, H, D = q.shape

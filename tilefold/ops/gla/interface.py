@@ -74,6 +74,8 @@ def _validate(q, k, v, g, scale, initial_state, cu_seqlens):
             raise ValueError(f"cu_seqlens: expected a 1-D tensor of N+1 >= 2 offsets, got shape {tuple(cu_seqlens.shape)}")
         if cu_seqlens.dtype not in (torch.int32, torch.int64):
             raise ValueError(f"cu_seqlens: expected dtype torch.int32, got {cu_seqlens.dtype}")
+        if cu_seqlens.stride(0) != 1:  # the kernels read cu_seqlens[i] at stride 1
+            raise ValueError(f"cu_seqlens: expected a contiguous tensor, got stride {cu_seqlens.stride(0)}")
         if B != 1:
             raise ValueError(f"q: expected batch size 1 with cu_seqlens (packed sequences), got {B}")
         cu = cu_seqlens.tolist()

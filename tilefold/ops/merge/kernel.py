@@ -39,9 +39,12 @@ def merge_fwd_kernel(
     N, H, M, D,
     BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, HAS_B: tl.constexpr, EVEN_D: tl.constexpr,
 ):
-    """(O, LSE)[b, rows, h] = ⊕_{i<N} A[i] (⊕ B if HAS_B)."""
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    """(O, LSE)[b, rows, h] = ⊕_{i<N} A[i] (⊕ B if HAS_B). Grid (row blocks · B · H,): one flat axis (CUDA allows
+    2^31 - 1 programs there, 65535 on the others), row block fastest."""
+    pid = tl.program_id(0)
+    n_m = tl.cdiv(M, BLOCK_M)
+    pid_m = pid % n_m
+    pid_bh = pid // n_m
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -94,7 +97,7 @@ def merge_fwd(outs, lses, out_b=None, lse_b=None, out_dtype=None):
     lb = lse_b if has_b else lses
     sob = (ob.stride(0), ob.stride(1), ob.stride(2)) if has_b else (0, 0, 0)
     slb = (lb.stride(0), lb.stride(1), lb.stride(2)) if has_b else (0, 0, 0)
-    grid = (cdiv(M, BM), B * H)
+    grid = (cdiv(M, BM) * B * H,)
     merge_fwd_kernel[grid](
         outs, lses, ob, lb, out, lse,
         outs.stride(0), outs.stride(1), outs.stride(2), outs.stride(3),
