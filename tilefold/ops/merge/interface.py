@@ -146,7 +146,9 @@ def merge_state(out_a, lse_a, out_b, lse_b):
         out_a, out_b: (batch, seqlen_q, heads, headdim) or varlen (total_q, heads, headdim), same
             shape/dtype/device.
         lse_a, lse_b: (batch, heads, seqlen_q) or varlen (heads, total_q), natural log; -inf marks a
-            row that saw no key (its out must be 0... or anything finite: its weight is 0).
+            row that saw no key (its out must be 0... or anything finite: its weight is 0). +inf and NaN
+            are not states (a sum of exponentials is finite): rows holding them come out NaN; they are not
+            checked, since that would synchronize with the GPU.
     Returns:
         (out, lse): out in the dtype of out_a, lse fp32. Equal to attention over the union of the keys.
     """
