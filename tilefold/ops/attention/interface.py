@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import torch
 
-from ..common.validate import (_is_real, _validate_cu_seqlens, _validate_grid_rows, _validate_last_contiguous,
-                               _validate_num_splits, _validate_same, _validate_scale, _validate_softcap,
-                               _validate_tensor, _validate_window)
+from ..common.validate import (MAX_HEADDIM, _is_real, _validate_cu_seqlens, _validate_grid_rows,
+                               _validate_last_contiguous, _validate_num_splits, _validate_same, _validate_scale,
+                               _validate_softcap, _validate_tensor, _validate_window)
 from ..decode.splitkv import split_kv_attention
 from ..common.dispatch import backend_for
 from .cpu import attention_probs
 from .forward import attention_fwd
 from .function import attention_forward
-
-MAX_HEADDIM = 256
 
 _MASK_DOC = """
     Masks are aligned to the bottom-right corner: with ``shift = seqlen_k - seqlen_q``, query ``i`` may

@@ -8,6 +8,7 @@ import numbers
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+MAX_HEADDIM = 256
 
 
 def _validate_tensor(name, t, ndim, dtypes=FLOAT_DTYPES):

@@ -16,10 +16,9 @@ from __future__ import annotations
 import torch
 
 from ..attention.function import attention_forward
-from ..common.validate import (WINDOW_MAX, _validate_grid_rows, _validate_last_contiguous, _validate_same,
-                               _validate_scale, _validate_softcap, _validate_tensor, _validate_window)
-
-MAX_HEADDIM = 256  # as tilefold.attention
+from ..common.validate import (MAX_HEADDIM, WINDOW_MAX, _validate_grid_rows, _validate_last_contiguous,
+                               _validate_same, _validate_scale, _validate_softcap, _validate_tensor,
+                               _validate_window)
 
 
 def global_shift_extra(q_start: int, k_start: int, seqlen_q: int, seqlen_k: int,

@@ -188,11 +188,10 @@ def choose_num_splits(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head
     On CPU / the interpreter: a small fixed number (the fold is the same). Cached per shape."""
     left, right = _validate_window(window)
     hk = heads if heads_k is None else heads_k
-    for name, x in (("batch", batch), ("heads", heads), ("heads_k", hk), ("seqlen_q", seqlen_q), ("seqlen_k", seqlen_k),
-                    ("headdim", headdim)):
-        if not _is_int(x) or x < (1 if name in ("heads", "heads_k", "headdim") else 0):
-            raise ValueError(f"{name}: expected an int >= {1 if name in ('heads', 'heads_k', 'headdim') else 0}, "
-                             f"got {x!r}")
+    for name, x, lo in (("batch", batch, 0), ("heads", heads, 1), ("heads_k", hk, 1), ("seqlen_q", seqlen_q, 0),
+                        ("seqlen_k", seqlen_k, 0), ("headdim", headdim, 1)):
+        if not _is_int(x) or x < lo:
+            raise ValueError(f"{name}: expected an int >= {lo}, got {x!r}")
     if heads % hk:
         raise ValueError(f"heads_k: expected a divisor of heads={heads}, got {hk}")
     if not isinstance(dtype, torch.dtype):
