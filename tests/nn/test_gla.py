@@ -95,6 +95,14 @@ def test_bad_arguments():
         m(torch.randn(2, 5, 64), attention_mask=torch.full((2, 5), 2))
     with pytest.raises(ValueError, match="past_state"):
         m(torch.randn(2, 5, 64), past_state=torch.zeros(2, 2, 32, 16))
+    # configurations that constructed and then failed or gave NaN at the first forward (API review)
+    for kw, name in [(dict(num_heads=2.0), "num_heads"), (dict(norm_eps=-1), "norm_eps"),
+                     (dict(gate_logit_normalizer=0), "gate_logit_normalizer"), (dict(expand_k=0), "expand_k"),
+                     (dict(hidden_size=0), "hidden_size"), (dict(hidden_size=1024, num_heads=1), "num_heads")]:
+        args = dict(hidden_size=64, num_heads=2)
+        args.update(kw)
+        with pytest.raises(ValueError, match=name):
+            GatedLinearAttention(**args)
 
 
 @pytest.mark.gpu

@@ -6,6 +6,9 @@ gate); out = W_o o.
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,10 +48,23 @@ class GatedLinearAttention(nn.Module):
         super().__init__()
         if mode not in _MODES:
             raise ValueError(f"mode: expected one of {sorted(_MODES)}, got {mode!r}")
+        for name, x in (("hidden_size", hidden_size), ("num_heads", num_heads), ("gate_low_rank_dim", gate_low_rank_dim)):
+            if not isinstance(x, numbers.Integral) or isinstance(x, bool) or x < 1:
+                raise ValueError(f"{name}: expected an int >= 1, got {x!r}")
+        for name, x in (("expand_k", expand_k), ("expand_v", expand_v), ("gate_logit_normalizer", gate_logit_normalizer),
+                        ("norm_eps", norm_eps)):
+            if not isinstance(x, numbers.Real) or isinstance(x, bool) or not math.isfinite(x) or x <= 0:
+                raise ValueError(f"{name}: expected a finite number > 0, got {x!r}")
         key_dim, value_dim = int(hidden_size * expand_k), int(hidden_size * expand_v)
-        if num_heads < 1 or key_dim % num_heads or value_dim % num_heads:
+        if key_dim < 1 or value_dim < 1:
+            raise ValueError(f"expand_k / expand_v: expected key and value widths >= 1, got {key_dim} and {value_dim} "
+                             f"(hidden_size={hidden_size})")
+        if key_dim % num_heads or value_dim % num_heads:
             raise ValueError(f"num_heads: expected a divisor of key_dim={key_dim} and value_dim={value_dim}, "
                              f"got {num_heads}")
+        if max(key_dim, value_dim) // num_heads > 256:
+            raise ValueError(f"num_heads: head dims key_dim / num_heads = {key_dim // num_heads} and value_dim / "
+                             f"num_heads = {value_dim // num_heads} must be <= 256 (the GLA kernels' limit)")
         self.hidden_size, self.num_heads, self.mode = hidden_size, num_heads, mode
         self.key_dim, self.value_dim = key_dim, value_dim
         self.head_k_dim, self.head_v_dim = key_dim // num_heads, value_dim // num_heads

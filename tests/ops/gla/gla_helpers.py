@@ -8,7 +8,8 @@ from tilefold.gla import chunk_gla, fused_chunk_gla, fused_recurrent_gla
 from tilefold.ops.gla.naive import naive_recurrent_gla
 
 MODES = {"fused_recurrent": fused_recurrent_gla, "chunk": chunk_gla, "fused_chunk": fused_chunk_gla}
-TOL = {torch.float32: 1e-4, torch.bfloat16: 5e-3}
+# fp16: ~2x its unit roundoff (4.9e-4); measured 3-6e-4 RMS-relative for every mode and gate regime (CPU tier)
+TOL = {torch.float32: 1e-4, torch.bfloat16: 5e-3, torch.float16: 1e-3}
 NAMES = ("o", "ht", "dq", "dk", "dv", "dg", "dh0")
 
 

@@ -46,6 +46,22 @@ GATE_REGIMES = {"chunk-dots": 0.3, "subchunk-dots": 1.2, "column-loop": 20.0}
 
 
 @pytest.mark.parametrize("regime", list(GATE_REGIMES))
+def test_triton_modes_fp16_gate_regimes(regime):
+    """fp16 inputs through every mode: the whole-chunk and sub-chunk dots scale k by up to exp(decay range) before
+    the cast to the operands' dtype, which overflowed fp16 from a range of ~11 (NaN outputs of chunk / fused_chunk with
+    per-step gates of -0.7 over 16 steps; found by an API review); fp16 now takes those dots only without decay."""
+    torch.manual_seed(2)
+    q, k, v, g, h0 = make_inputs(1, 80, 2, 64, 64)
+    g = -torch.rand_like(g) * GATE_REGIMES[regime]
+    do, dht = torch.randn_like(v), torch.randn_like(h0)
+    ref = reference(q, k, v, g, h0, do, dht)
+    with use_backend("triton"):
+        for m, fn in MODES.items():
+            out = run_with_grads(fn, q.half(), k.half(), v.half(), g, h0, do.half(), dht)
+            check_all(out, ref, TOL[torch.float16], f"fp16 {m} {regime}")
+
+
+@pytest.mark.parametrize("regime", list(GATE_REGIMES))
 def test_triton_modes_agree_gate_regimes(regime):
     torch.manual_seed(2)
     q, k, v, g, h0 = make_inputs(1, 80, 2, 64, 64)
@@ -93,13 +109,37 @@ def test_inputs_not_mutated_noncontiguous():
         assert torch.equal(a, b)
 
 
+def _check_nan_gate(device):
+    """A NaN gate makes the outputs NaN from its step on (in that sequence and head), in every mode: the kernels floor
+    gates with a NaN-propagating max (the GPU's default max returns the other operand: a NaN gate was a silent reset
+    to the -30 floor there). Other sequences stay finite."""
+    torch.manual_seed(3)
+    q, k, v, g, h0 = make_inputs(2, 40, 2, 16, 16, device=device)
+    g[0, 3, 1, 5] = float("nan")
+    for m, fn in MODES.items():
+        o, _ = fn(q, k, v, g)
+        assert torch.isnan(o[0, 3:, 1]).all(), m
+        assert torch.isfinite(o[0, :3]).all() and torch.isfinite(o[0, :, 0]).all() and torch.isfinite(o[1]).all(), m
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_nan_gate_propagates(backend):
+    with use_backend(backend):
+        _check_nan_gate("cpu")
+
+
 # ----------------------------------------------------------------------------------------- GPU tier
+
+
+@pytest.mark.gpu
+def test_nan_gate_propagates_gpu():
+    _check_nan_gate("cuda")
 
 GPU_SHAPES = [(2, 1000, 4, 128, 128), (1, 130, 2, 256, 256), (2, 300, 3, 60, 64)]
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize("shape", GPU_SHAPES, ids=_ids)
 @pytest.mark.parametrize("mode", list(MODES))
 def test_gpu_mode_vs_reference(mode, shape, dtype):

@@ -81,11 +81,22 @@ def _diag_A(k, gc, b_q, b_g, row0, L, i_h, H, K: tl.constexpr, BC: tl.constexpr,
 
 
 @triton.jit
-def _diag_fast(gc, b_gn, row0, L, i_h, H, K: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
-               RANGE: tl.constexpr):
+def _fast_range(DT: tl.constexpr):
+    """Decay range up to which a chunk or sub-chunk is re-referenced to its first row (_chunk_fast / _diag_fast): its
+    k operands grow by up to exp(range) before the cast to DT. fp32 / bf16 hold exp(20) · |k|; fp16 (max 65504) does
+    not (k = 1 overflowed from a range of ~11: NaN outputs with per-step gates of -0.7 over 16 steps), so fp16 takes
+    the re-referenced dots only for chunks without decay and the sub-chunk / column paths otherwise."""
+    if DT == tl.float16:
+        return 0.0
+    else:
+        return 20.0
+
+
+@triton.jit
+def _diag_fast(gc, b_gn, row0, L, i_h, H, K: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, RANGE):
     """True when the sub-chunk's decay range max_k(gc_first - gc_last) <= RANGE: then its diagonal block
-    can be re-referenced to its first row too (factors exp(gc_n - gc_s) <= exp(RANGE), finite in fp32
-    and bf16) and formed by one masked dot instead of a column loop."""
+    can be re-referenced to its first row too (factors exp(gc_n - gc_s) <= exp(RANGE): see _fast_range) and formed
+    by one masked dot instead of a column loop."""
     o_k = tl.arange(0, BK)
     b_gl = _row(gc, row0 + tl.minimum(L, BC) - 1, i_h, H, K, o_k, o_k < K)
     return tl.max(b_gn - b_gl, axis=0) <= RANGE
@@ -93,7 +104,7 @@ def _diag_fast(gc, b_gn, row0, L, i_h, H, K: tl.constexpr, BC: tl.constexpr, BK:
 
 @triton.jit
 def _diag(k, gc, b_q, b_g, b_gn, row0, L, i_h, H, K: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
-          RANGE: tl.constexpr, DT: tl.constexpr, PREC: tl.constexpr):
+          RANGE, DT: tl.constexpr, PREC: tl.constexpr):
     """The diagonal block A[t, s] (s <= t < L) of one sub-chunk: one dot when the decay range allows
     (_diag_fast), else the exact column loop (_diag_A). b_q scaled fp32, b_g its gc, b_gn gc of row0;
     DT: the dot operands' dtype."""
@@ -112,9 +123,9 @@ def _diag(k, gc, b_q, b_g, b_gn, row0, L, i_h, H, K: tl.constexpr, BC: tl.conste
 
 
 @triton.jit
-def _chunk_fast(gc, row0, L, i_h, H, K: tl.constexpr, BK: tl.constexpr, RANGE: tl.constexpr):
+def _chunk_fast(gc, row0, L, i_h, H, K: tl.constexpr, BK: tl.constexpr, RANGE):
     """True when the chunk's decay range max_k(gc_first - gc_last) <= RANGE: the whole chunk can then be
-    re-referenced to its first row (factors <= exp(RANGE), finite in fp32 and bf16) and its intra-chunk
+    re-referenced to its first row (factors <= exp(RANGE): see _fast_range) and its intra-chunk
     part formed by [BT, BT] dots. Masked or strong gates take the sub-chunk path instead."""
     o_k = tl.arange(0, BK)
     m_k = o_k < K
@@ -128,7 +139,7 @@ def _chunk_fwd_o(q, k, v, gc, o, b_h, row0, L, i_h, H, i_v, scale, K: tl.constex
                  BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                  PREC: tl.constexpr):
     """o rows [row0, row0 + L) of one chunk, V columns of block i_v, given the chunk-start state b_h."""
-    if _chunk_fast(gc, row0, L, i_h, H, K, BK, 20.0):
+    if _chunk_fast(gc, row0, L, i_h, H, K, BK, _fast_range(k.dtype.element_ty)):  # operands in k's dtype
         _chunk_fwd_o_full(q, k, v, gc, o, b_h, row0, L, i_h, H, i_v, scale, K, V, BT, BK, BV, PREC)
     else:
         _chunk_fwd_o_sub(q, k, v, gc, o, b_h, row0, L, i_h, H, i_v, scale, K, V, BT, BC, BK, BV, PREC)
@@ -189,7 +200,8 @@ def _chunk_fwd_o_sub(q, k, v, gc, o, b_h, row0, L, i_h, H, i_v, scale, K: tl.con
                 b_A = tl.dot(b_qn, tl.trans(b_kn), input_precision=PREC)
                 b_vj = _tile(v, row0 + r_j, m_j, i_h, H, V, o_v, m_v)
                 b_o += tl.dot(b_A.to(DT), b_vj, input_precision=PREC)
-            b_A = _diag(k, gc, b_q, b_g, b_gn, row0 + i * BC, L - i * BC, i_h, H, K, BC, BK, 20.0, DT, PREC)
+            b_A = _diag(k, gc, b_q, b_g, b_gn, row0 + i * BC, L - i * BC, i_h, H, K, BC, BK, _fast_range(DT), DT,
+                        PREC)
             b_vi = _tile(v, row0 + r_i, m_i, i_h, H, V, o_v, m_v)
             b_o += tl.dot(b_A.to(DT), b_vi, input_precision=PREC)
             p_o = o + (row0 + r_i)[:, None] * H * V + i_h * V + o_v[None, :]
@@ -204,7 +216,7 @@ def _chunk_gc(g, row0, L, i_h, H, K: tl.constexpr, BT: tl.constexpr, BK: tl.cons
     m_t = r < L
     b_g = tl.load(g + (row0 + r)[:, None] * H * K + i_h * K + o_k[None, :],
                   mask=m_t[:, None] & (o_k < K)[None, :], other=0.0).to(tl.float32)
-    b_g = tl.where(m_t[:, None], tl.maximum(b_g, G_MIN), 0.0)
+    b_g = tl.where(m_t[:, None], tl.maximum(b_g, G_MIN, propagate_nan=tl.PropagateNan.ALL), 0.0)
     b_gc = tl.cumsum(b_g, axis=0)
     b_glast = tl.sum(tl.where((r == L - 1)[:, None], b_gc, 0.0), axis=0)
     return b_gc, b_glast
@@ -239,7 +251,7 @@ def chunk_gla_fwd_gc_kernel(g, gc, cu_seqlens, chunk_indices, H, K: tl.constexpr
     m = (r < L)[:, None] & (o_k < K)[None, :]
     off = (row0 + r)[:, None] * H * K + i_h * K + o_k[None, :]
     b_g = tl.load(g + off, mask=m, other=0.0).to(tl.float32)
-    b_g = tl.where(m, tl.maximum(b_g, G_MIN), 0.0)
+    b_g = tl.where(m, tl.maximum(b_g, G_MIN, propagate_nan=tl.PropagateNan.ALL), 0.0)
     tl.store(gc + off, tl.cumsum(b_g, axis=0), mask=m)
 
 

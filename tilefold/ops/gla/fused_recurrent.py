@@ -58,7 +58,7 @@ def fused_recurrent_gla_fwd_kernel(q, k, v, g, o, h0, ht, cu_seqlens, scale, H, 
         ln = (t + 2 < eos).to(tl.int32)  # 1 while the step two ahead exists (masks the prefetch)
         c_q, c_k, c_g, c_v = _load_qkgv(q, k, g, v, p_k + 2 * H * K, p_v + 2 * H * V, o_k < ln * K,
                                         o_v < ln * V)
-        b_gate = tl.exp(tl.maximum(a_g.to(tl.float32), G_MIN))
+        b_gate = tl.exp(tl.maximum(a_g.to(tl.float32), G_MIN, propagate_nan=tl.PropagateNan.ALL))
         b_h = b_h * b_gate[:, None] + a_k.to(tl.float32)[:, None] * a_v.to(tl.float32)[None, :]
         b_o = tl.sum(b_h * a_q.to(tl.float32)[:, None], axis=0) * scale
         tl.store(o + p_v, b_o.to(o.dtype.element_ty), mask=m_v)
@@ -102,7 +102,7 @@ def fused_recurrent_gla_bwd_kernel(q, k, v, g, do, dq, dk, dv, h0, dh0, dht, cu_
         ln = (t + 2 < eos).to(tl.int32)  # 1 while the step two ahead exists (masks the prefetch)
         c_k, c_g, c_v, c_do = _load_kgvd(k, g, v, do, p_k + 2 * H * K, p_v + 2 * H * V, o_k < ln * K,
                                          o_v < ln * V)
-        b_gate = tl.exp(tl.maximum(a_g.to(tl.float32), G_MIN))
+        b_gate = tl.exp(tl.maximum(a_g.to(tl.float32), G_MIN, propagate_nan=tl.PropagateNan.ALL))
         b_h = b_h * b_gate[:, None] + a_k.to(tl.float32)[:, None] * a_v.to(tl.float32)[None, :]
         b_dq = tl.sum(b_h * a_do.to(tl.float32)[None, :], axis=1) * scale
         tl.store(dq + part + p_k, b_dq, mask=m_k)
@@ -134,7 +134,8 @@ def fused_recurrent_gla_bwd_kernel(q, k, v, g, do, dq, dk, dv, h0, dh0, dht, cu_
         b_dv = tl.sum(b_dh * a_k.to(tl.float32)[:, None], axis=0)
         tl.store(dk + part + p_k, b_dk, mask=m_k)
         tl.store(dv + p_v, b_dv.to(dv.dtype.element_ty), mask=m_v)
-        b_dh = b_dh * tl.exp(tl.maximum(a_g.to(tl.float32), G_MIN))[:, None]
+        b_dh = b_dh * tl.exp(tl.maximum(a_g.to(tl.float32), G_MIN,
+                                        propagate_nan=tl.PropagateNan.ALL))[:, None]
         a_q, a_k, a_g, a_v, a_do = b_q, b_k, b_g, b_v, b_do
         b_q, b_k, b_g, b_v, b_do = c_q, c_k, c_g, c_v, c_do
     if STORE_DH0:
