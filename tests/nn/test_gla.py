@@ -95,6 +95,10 @@ def test_bad_arguments():
         m(torch.randn(2, 5, 64), attention_mask=torch.full((2, 5), 2))
     with pytest.raises(ValueError, match="past_state"):
         m(torch.randn(2, 5, 64), past_state=torch.zeros(2, 2, 32, 16))
+    with pytest.raises(ValueError, match="past_state: expected dtype torch.float32"):
+        m(torch.randn(2, 5, 64), past_state=torch.zeros(2, 2, 16, 32, dtype=torch.float64))
+    with pytest.raises(ValueError, match="x: expected dtype torch.float32"):
+        m(torch.randn(2, 5, 64, dtype=torch.float64))
     # configurations that constructed and then failed or gave NaN at the first forward (API review)
     for kw, name in [(dict(num_heads=2.0), "num_heads"), (dict(norm_eps=-1), "norm_eps"),
                      (dict(gate_logit_normalizer=0), "gate_logit_normalizer"), (dict(expand_k=0), "expand_k"),

@@ -96,6 +96,12 @@ class GatedLinearAttention(nn.Module):
             if not isinstance(past_state, torch.Tensor) or tuple(past_state.shape) != want:
                 got = tuple(past_state.shape) if isinstance(past_state, torch.Tensor) else past_state
                 raise ValueError(f"past_state: expected shape {want} [B, H, K, V], got {got}")
+            if past_state.dtype != torch.float32:  # the kernels' state dtype (named here, not as initial_state)
+                raise ValueError(f"past_state: expected dtype torch.float32, got {past_state.dtype}")
+        w = self.q_proj.weight
+        if x.device != w.device or (x.dtype != w.dtype and not torch.is_autocast_enabled(x.device.type)):
+            raise ValueError(f"x: expected dtype {w.dtype} on {w.device} (the layer's parameters), got {x.dtype} on "
+                             f"{x.device}")
 
     def forward(self, x, attention_mask=None, past_state=None, use_cache=False):
         self._validate(x, attention_mask, past_state)

@@ -23,6 +23,7 @@ CASES = {
     "h0-dtype": (lambda a, h0: None, {"initial_state": torch.randn(2, 2, 16, 32).double()}, ["initial_state", "torch.float32", "torch.float64"]),
     "cu-batch": (lambda a, h0: None, {"cu_seqlens": torch.tensor([0, 8], dtype=torch.int32)}, ["batch size 1", "2"]),
     "scale": (lambda a, h0: None, {"scale": "x"}, ["scale", "'x'"]),
+    "final-state-str": (lambda a, h0: None, {"output_final_state": "no"}, ["output_final_state", "'no'"]),
     "scale-nan": (lambda a, h0: None, {"scale": float("nan")}, ["scale", "nan"]),
     "scale-inf": (lambda a, h0: None, {"scale": float("inf")}, ["scale", "inf"]),
 }

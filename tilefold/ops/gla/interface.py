@@ -168,6 +168,8 @@ class FusedChunkGLAFunction(torch.autograd.Function):
 
 def _run(fn, q, k, v, g, scale, initial_state, output_final_state, cu_seqlens):
     _validate(q, k, v, g, scale, initial_state, cu_seqlens)
+    if not isinstance(output_final_state, bool):  # a string such as "no" would have meant True
+        raise ValueError(f"output_final_state: expected a bool, got {output_final_state!r}")
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if backend_for(q) == "torch":
         return chunk_gla_torch(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens)
