@@ -1,11 +1,11 @@
-"""Device calls 84-85 (2026-12-04, ninth session): KPAR tiles by pipeline depth (call 84), then (``il``, call 85) with
-each warp folding every W-th tile instead of its own chunk (KPAR_INTERLEAVE, which exists at commit 21d8892 only),
-three rounds. Call 57 swept two KPAR tiles (16-key x 4
-stages, the shipped KPAR_CONFIG, and 32-key x 3); cuDNN's decode kernel at B=16 has the same layout (4 warps along the
-keys, one program per (batch, key head)) and streams ~2% faster. Hypothesis: with one program per SM, the bytes in flight
-per SM (stages - 1 buffers of 4 warps x BLOCK_N keys of K and V) limit the per-SM rate; deeper pipelines may close it.
-Cases where ~128 KPAR programs fill one wave (split counts giving 128 programs), two rounds, configs alternating; GPU µs
-by CUDA graph replay, GB/s by do_bench, max |out - cuDNN|. bf16, 32 / 8 heads, hd128, seqlen_q 1. JSON lines."""
+"""Device calls 84-85 (2026-12-04, ninth session): KPAR tiles by pipeline depth (call 84), then (``il``, call 85)
+with each warp folding every W-th tile instead of its own chunk (KPAR_INTERLEAVE, which exists at commit 21d8892
+only), three rounds. Call 57 swept two KPAR tiles (16-key x 4 stages, the shipped KPAR_CONFIG, and 32-key x 3);
+cuDNN's decode kernel at B=16 has the same layout (4 warps along the keys, one program per (batch, key head)) and
+streams ~2% faster. Hypothesis: with one program per SM, the bytes in flight per SM (stages - 1 buffers of 4 warps x
+BLOCK_N keys of K and V) limit the per-SM rate; deeper pipelines may close it. Cases where ~128 KPAR programs fill
+one wave (split counts giving 128 programs), configs alternating; GPU µs by CUDA graph replay, GB/s by do_bench,
+max |out - cuDNN|. bf16, 32 / 8 heads, hd128, seqlen_q 1. JSON lines."""
 import json
 import sys
 

@@ -48,11 +48,12 @@ class GatedLinearAttention(nn.Module):
         super().__init__()
         if mode not in _MODES:
             raise ValueError(f"mode: expected one of {sorted(_MODES)}, got {mode!r}")
-        for name, x in (("hidden_size", hidden_size), ("num_heads", num_heads), ("gate_low_rank_dim", gate_low_rank_dim)):
+        for name, x in (("hidden_size", hidden_size), ("num_heads", num_heads),
+                        ("gate_low_rank_dim", gate_low_rank_dim)):
             if not isinstance(x, numbers.Integral) or isinstance(x, bool) or x < 1:
                 raise ValueError(f"{name}: expected an int >= 1, got {x!r}")
-        for name, x in (("expand_k", expand_k), ("expand_v", expand_v), ("gate_logit_normalizer", gate_logit_normalizer),
-                        ("norm_eps", norm_eps)):
+        for name, x in (("expand_k", expand_k), ("expand_v", expand_v),
+                        ("gate_logit_normalizer", gate_logit_normalizer), ("norm_eps", norm_eps)):
             if not isinstance(x, numbers.Real) or isinstance(x, bool) or not math.isfinite(x) or x <= 0:
                 raise ValueError(f"{name}: expected a finite number > 0, got {x!r}")
         key_dim, value_dim = int(hidden_size * expand_k), int(hidden_size * expand_v)
