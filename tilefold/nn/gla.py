@@ -6,13 +6,11 @@ gate); out = W_o o.
 """
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops.common.validate import _validate_int, _validate_positive
 from ..ops.gla.interface import chunk_gla, fused_chunk_gla, fused_recurrent_gla
 
 _MODES = {"chunk": chunk_gla, "fused_chunk": fused_chunk_gla, "fused_recurrent": fused_recurrent_gla}
@@ -50,12 +48,10 @@ class GatedLinearAttention(nn.Module):
             raise ValueError(f"mode: expected one of {sorted(_MODES)}, got {mode!r}")
         for name, x in (("hidden_size", hidden_size), ("num_heads", num_heads),
                         ("gate_low_rank_dim", gate_low_rank_dim)):
-            if not isinstance(x, numbers.Integral) or isinstance(x, bool) or x < 1:
-                raise ValueError(f"{name}: expected an int >= 1, got {x!r}")
+            _validate_int(name, x, 1)
         for name, x in (("expand_k", expand_k), ("expand_v", expand_v),
                         ("gate_logit_normalizer", gate_logit_normalizer), ("norm_eps", norm_eps)):
-            if not isinstance(x, numbers.Real) or isinstance(x, bool) or not math.isfinite(x) or x <= 0:
-                raise ValueError(f"{name}: expected a finite number > 0, got {x!r}")
+            _validate_positive(name, x)
         key_dim, value_dim = int(hidden_size * expand_k), int(hidden_size * expand_v)
         if key_dim < 1 or value_dim < 1:
             raise ValueError(f"expand_k / expand_v: expected key and value widths >= 1, got {key_dim} and {value_dim} "

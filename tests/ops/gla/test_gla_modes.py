@@ -45,16 +45,21 @@ def test_torch_path_vs_reference(shape):
 GATE_REGIMES = {"chunk-dots": 0.3, "subchunk-dots": 1.2, "column-loop": 20.0}
 
 
+def _regime_case(regime):
+    """Inputs of one gate regime, upstream gradients and the fp64 reference (o, ht and every gradient)."""
+    torch.manual_seed(2)
+    q, k, v, g, h0 = make_inputs(1, 80, 2, 64, 64)
+    g = -torch.rand_like(g) * GATE_REGIMES[regime]
+    do, dht = torch.randn_like(v), torch.randn_like(h0)
+    return q, k, v, g, h0, do, dht, reference(q, k, v, g, h0, do, dht)
+
+
 @pytest.mark.parametrize("regime", list(GATE_REGIMES))
 def test_triton_modes_fp16_gate_regimes(regime):
     """fp16 inputs through every mode: the whole-chunk and sub-chunk dots scale k by up to exp(decay range) before
     the cast to the operands' dtype, which overflowed fp16 from a range of ~11 (NaN outputs of chunk / fused_chunk with
     per-step gates of -0.7 over 16 steps; found by an API review); fp16 now takes those dots only without decay."""
-    torch.manual_seed(2)
-    q, k, v, g, h0 = make_inputs(1, 80, 2, 64, 64)
-    g = -torch.rand_like(g) * GATE_REGIMES[regime]
-    do, dht = torch.randn_like(v), torch.randn_like(h0)
-    ref = reference(q, k, v, g, h0, do, dht)
+    q, k, v, g, h0, do, dht, ref = _regime_case(regime)
     with use_backend("triton"):
         for m, fn in MODES.items():
             out = run_with_grads(fn, q.half(), k.half(), v.half(), g, h0, do.half(), dht)
@@ -63,11 +68,7 @@ def test_triton_modes_fp16_gate_regimes(regime):
 
 @pytest.mark.parametrize("regime", list(GATE_REGIMES))
 def test_triton_modes_agree_gate_regimes(regime):
-    torch.manual_seed(2)
-    q, k, v, g, h0 = make_inputs(1, 80, 2, 64, 64)
-    g = -torch.rand_like(g) * GATE_REGIMES[regime]
-    do, dht = torch.randn_like(v), torch.randn_like(h0)
-    ref = reference(q, k, v, g, h0, do, dht)
+    q, k, v, g, h0, do, dht, ref = _regime_case(regime)
     with use_backend("triton"):
         outs = {m: run_with_grads(fn, q, k, v, g, h0, do, dht) for m, fn in MODES.items()}
     for m, out in outs.items():

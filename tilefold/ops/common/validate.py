@@ -42,6 +42,20 @@ def _is_real(x) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
+def _validate_int(name, x, lo=0) -> int:
+    """An integer >= lo (Python or numpy, not a bool), returned as a Python int."""
+    if not _is_int(x) or x < lo:
+        raise ValueError(f"{name}: expected an int >= {lo}, got {x!r}")
+    return int(x)
+
+
+def _validate_positive(name, x) -> float:
+    """A finite real number > 0 (Python or numpy, not a bool), returned as a float."""
+    if not _is_real(x) or not math.isfinite(x) or x <= 0:
+        raise ValueError(f"{name}: expected a finite number > 0, got {x!r}")
+    return float(x)
+
+
 def _validate_window(window_size):
     if not (isinstance(window_size, (tuple, list)) and len(window_size) == 2
             and all(_is_int(w) for w in window_size)):

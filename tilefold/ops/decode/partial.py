@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 
 from ..attention.function import attention_forward
-from ..common.validate import (MAX_HEADDIM, WINDOW_MAX, _validate_grid_rows, _validate_last_contiguous,
-                               _validate_same, _validate_scale, _validate_softcap, _validate_tensor,
-                               _validate_window)
+from ..common.validate import (MAX_HEADDIM, WINDOW_MAX, _validate_grid_rows, _validate_int,
+                               _validate_last_contiguous, _validate_same, _validate_scale, _validate_softcap,
+                               _validate_tensor, _validate_window)
 
 
 def global_shift_extra(q_start: int, k_start: int, seqlen_q: int, seqlen_k: int,
@@ -26,11 +26,6 @@ def global_shift_extra(q_start: int, k_start: int, seqlen_q: int, seqlen_k: int,
     """``shift_extra`` of the attention op that places a (seqlen_q × seqlen_k) block at
     (q_start, k_start) of a (seqlen_q_total × seqlen_k_total) bottom-right aligned mask."""
     return (seqlen_k_total - seqlen_q_total) + q_start - k_start - (seqlen_k - seqlen_q)
-
-
-def _validate_int(name, x, lo=0):
-    if isinstance(x, bool) or not isinstance(x, int) or x < lo:
-        raise ValueError(f"{name}: expected an int >= {lo}, got {x!r}")
 
 
 def partial_attention(q, k, v, *, q_start, k_start, seqlen_q_total, seqlen_k_total, causal=False,
@@ -65,9 +60,9 @@ def partial_attention(q, k, v, *, q_start, k_start, seqlen_q_total, seqlen_k_tot
     if not 1 <= D <= MAX_HEADDIM:
         raise ValueError(f"q: expected head dim in [1, {MAX_HEADDIM}], got {D}")
     _validate_grid_rows("q", B, H, q.device)
-    for name, x in (("q_start", q_start), ("k_start", k_start), ("seqlen_q_total", seqlen_q_total),
-                    ("seqlen_k_total", seqlen_k_total)):
-        _validate_int(name, x)
+    q_start, k_start, seqlen_q_total, seqlen_k_total = (
+        _validate_int(name, x) for name, x in (("q_start", q_start), ("k_start", k_start),
+                                               ("seqlen_q_total", seqlen_q_total), ("seqlen_k_total", seqlen_k_total)))
     for name, x in (("seqlen_q_total", seqlen_q_total), ("seqlen_k_total", seqlen_k_total)):
         if x > WINDOW_MAX:  # the kernels' positions and mask edges are int32, windows clamp to WINDOW_MAX
             raise ValueError(f"{name}: expected at most {WINDOW_MAX} (global positions are int32), got {x}")

@@ -53,7 +53,7 @@ from ..attention.forward import attention_fwd
 from ..attention.function import attention_backward
 from ..common.dispatch import backend_for, interpreter_enabled
 from ..common.host import cdiv
-from ..common.validate import MAX_SPLITS as _CAP, _is_int, _validate_num_splits, _validate_window
+from ..common.validate import MAX_SPLITS as _CAP, _validate_int, _validate_num_splits, _validate_window
 from .kernel import (DECODE_MAX_ROWS, _kpar_auto_ok, block64_tiles, decode_config, decode_fwd, fills_one_wave,
                      kpar_one_wave, num_sms, one_per_sm, streaming_tiles, visible_keys)
 
@@ -190,8 +190,7 @@ def choose_num_splits(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head
     hk = heads if heads_k is None else heads_k
     for name, x, lo in (("batch", batch, 0), ("heads", heads, 1), ("heads_k", hk, 1), ("seqlen_q", seqlen_q, 0),
                         ("seqlen_k", seqlen_k, 0), ("headdim", headdim, 1)):
-        if not _is_int(x) or x < lo:
-            raise ValueError(f"{name}: expected an int >= {lo}, got {x!r}")
+        _validate_int(name, x, lo)
     if heads % hk:
         raise ValueError(f"heads_k: expected a divisor of heads={heads}, got {hk}")
     if not isinstance(dtype, torch.dtype):

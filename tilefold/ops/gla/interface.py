@@ -26,11 +26,11 @@ re-referencing keeps every exponent <= 0 there. Gates in (-30, 0] are used exact
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 
 from ..common.dispatch import backend_for
+from ..common.validate import _is_real
 from .cpu import chunk_gla_torch
 from .utils import seq_info
 
@@ -65,8 +65,7 @@ def _validate(q, k, v, g, scale, initial_state, cu_seqlens):
     for name, x in (("k", k), ("v", v), ("g", g)):
         if x.device != q.device:
             raise ValueError(f"{name}: expected device {q.device} (q's), got {x.device}")
-    if scale is not None and (not isinstance(scale, numbers.Real) or isinstance(scale, bool)
-                              or not math.isfinite(scale)):
+    if scale is not None and (not _is_real(scale) or not math.isfinite(scale)):
         raise ValueError(f"scale: expected a finite real number or None, got {scale!r}")
     N = B
     if cu_seqlens is not None:
