@@ -397,13 +397,17 @@ def test_numpy_scalars_accepted():
 
 
 def test_grid_rows_limit():
-    """batch x heads beyond CUDA's 65535 grid rows is refused on CUDA tensors with a message saying why (checked
-    here on the validator with a CUDA device object; the CPU paths have no such limit)."""
+    """batch x heads programs lie on grid axes 1 and 2 (65535 each): 2048 x 32 (past one axis) is accepted on CUDA,
+    a batch that cannot be split over the two axes (a prime above 65535) or heads above 65535 are refused with a
+    message saying why (checked here on the validator with a CUDA device object; the CPU paths have no such limit)."""
     from tilefold.ops.common.validate import _validate_grid_rows
-    with raises("q", "65536"):
-        _validate_grid_rows("q", 2048, 32, torch.device("cuda"))
-    _validate_grid_rows("q", 2047, 32, torch.device("cuda"))
-    _validate_grid_rows("q", 4096, 32, torch.device("cpu"))
+    _validate_grid_rows("q", 2048, 32, torch.device("cuda"))
+    _validate_grid_rows("q", 65535, 65535, torch.device("cuda"))
+    with raises("q", "65537"):
+        _validate_grid_rows("q", 65537, 1, torch.device("cuda"))
+    with raises("q", "70000"):
+        _validate_grid_rows("q", 1, 70000, torch.device("cuda"))
+    _validate_grid_rows("q", 65537, 1, torch.device("cpu"))
 
 
 def test_bf16_stays_on_torch_under_the_interpreter(monkeypatch):

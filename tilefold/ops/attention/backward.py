@@ -19,9 +19,9 @@ import triton.language as tl
 from . import backward_sm90 as _sm90
 from . import config as _cfg
 from ..common.fold import LOG2E, score_transform
-from ..common.masks import block_order, key_tiles, query_tiles, sequence_bounds, visible
+from ..common.masks import block_order, grid_row, key_tiles, query_tiles, sequence_bounds, visible
 from ..common import launch as _launch
-from ..common.host import cdiv
+from ..common.host import cdiv, rows_grid
 from ..common.philox import RNG_ARGS, dropout_args, dropout_keep
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 
@@ -38,7 +38,7 @@ def attention_bwd_preprocess_kernel(
     EXACT_DELTA: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_bh, _ = grid_row(1)
     b = pid_bh // H
     h = pid_bh % H
     q_start, seqlen_q, _, _ = sequence_bounds(cu_seqlens_q, cu_seqlens_q, b, seqlen_q_fixed, seqlen_q_fixed,
@@ -242,7 +242,7 @@ def attention_bwd_dkdv_kernel(
     # SPLIT_D = 2: axis 0 is (key block, head-dim half), the two halves of a block adjacent (they read
     # the same K, V, Q, dO tiles, from L2); each computes S and dP over the full head dim but accumulates
     # and stores only its half of dK and dV (half the accumulator registers, 1.5x the matmuls)
-    pid_x, pid_bh = block_order(LPT, False)
+    pid_x, pid_bh, _ = block_order(LPT, False, 1)
     pid_n = pid_x // SPLIT_D
     half = pid_x % SPLIT_D
     b = pid_bh // HK
@@ -400,7 +400,7 @@ def attention_bwd_dq_kernel(
     USE_TMA: tl.constexpr, COMPENSATED: tl.constexpr, SEP_DLSE: tl.constexpr, LPT: tl.constexpr,
 ):
     # heavy query blocks (most visible keys under a causal mask) first: a shorter tail
-    pid_m, pid_bh = block_order(LPT, True)
+    pid_m, pid_bh, _ = block_order(LPT, True, 1)
     b = pid_bh // H
     h = pid_bh % H
     hk = h // GROUP
@@ -531,7 +531,7 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
     PRE_M = 16 if exact or (triton_kernels and cfg.BLOCK_M == 16) else 64
     _preprocess(out, dout, lse, dlse, delta, lse2, (*_strides(out), *_strides(dout), slb, slh, slm), cuq,
                 (M, H, D, dlse_plane), dict(BLOCK_M=PRE_M, BLOCK_D=BD, IS_VARLEN=varlen, HAS_DLSE=dlse is not None,
-                                            EXACT_DELTA=exact), (cdiv(M, PRE_M), B * H, 1))
+                                            EXACT_DELTA=exact), (cdiv(M, PRE_M), *rows_grid(B, H)))
     if triton_kernels:
         LOG2E = 1.4426950408889634
         if softcap > 0:
@@ -564,7 +564,7 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
                                 dropout_p=dropout_p, seed=seed, offset=offset)
     else:
         # dQ: query blocks of qcfg.BLOCK_M rows, key tiles of qcfg.BLOCK_N
-        attention_bwd_dq_kernel[(cdiv(M, qcfg.BLOCK_M), B * H)](
+        attention_bwd_dq_kernel[(cdiv(M, qcfg.BLOCK_M), *rows_grid(B, H))](
             q, k, v, dout, lse2, delta, dq,
             *_strides(q), *_strides(k), *_strides(v), *_strides(dout), slb, slh, slm,
             *_strides(dq), *scal, H, H // HK, D, dlse_plane,
@@ -591,7 +591,7 @@ def _preprocess(out, dout, lse, dlse, delta, lse2, strides, cuq, ints, consts, g
 
 def _dkdv_launch(q, k, v, dout, lse2, delta, dk, dv, slb, slh, slm, scal, HK, H, D, dlse_plane, cfg, split,
                  descriptors_ok, BD, left, right, exact, varlen, M, N, B, common):
-    attention_bwd_dkdv_kernel[(cdiv(N, cfg.BLOCK_N) * split, B * HK)](
+    attention_bwd_dkdv_kernel[(cdiv(N, cfg.BLOCK_N) * split, *rows_grid(B, HK))](
         q, k, v, dout, lse2, delta, dk, dv,
         *_strides(q), *_strides(k), *_strides(v), *_strides(dout), slb, slh, slm,
         *_strides(dk), *_strides(dv), *scal, HK, H // HK, D, dlse_plane,

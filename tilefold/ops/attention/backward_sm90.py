@@ -73,7 +73,7 @@ except Exception:  # noqa: BLE001 - any import problem means: no Gluon path
     HAVE_GLUON = False
 
 from ..common import launch
-from ..common.host import cdiv
+from ..common.host import cdiv, rows_grid
 from ..common.launch import LaunchCache, PLANS_MAX, int_class, plain_descriptor
 from .forward_sm90 import _major, _plan_descs, _rows_view, _smem_layout, _smem_layout3, _view_spec
 from ..common.masks import query_tiles
@@ -269,7 +269,7 @@ if HAVE_GLUON:
         BLOCK_M: gl.constexpr = q_desc.block_type.shape[1] if QD3D else q_desc.block_type.shape[0]
         dtype: gl.constexpr = q_desc.dtype
         pid_n = gl.program_id(0)
-        pid_bh = gl.program_id(1)
+        pid_bh = gl.program_id(1) + gl.program_id(2) * gl.num_programs(1)  # host.rows_grid
         b = pid_bh // HK
         hk = pid_bh % HK
         n0 = pid_n * (2 * WN)
@@ -422,7 +422,7 @@ if HAVE_GLUON:
         BLOCK_N: gl.constexpr = k_desc.block_type.shape[1] if KV3D else k_desc.block_type.shape[0]
         dtype: gl.constexpr = q_desc.dtype
         pid_m = gl.num_programs(0) - 1 - gl.program_id(0)
-        pid_bh = gl.program_id(1)
+        pid_bh = gl.program_id(1) + gl.program_id(2) * gl.num_programs(1)  # host.rows_grid
         b = pid_bh // H
         h = pid_bh % H
         hk = h // GROUP
@@ -615,7 +615,7 @@ if HAVE_GLUON:
         HALF: gl.constexpr = HEAD_D // 2
         dtype: gl.constexpr = q_desc.dtype
         pid_n = gl.program_id(0)
-        pid_bh = gl.program_id(1)
+        pid_bh = gl.program_id(1) + gl.program_id(2) * gl.num_programs(1)  # host.rows_grid
         b = pid_bh // HK
         hk = pid_bh % HK
         n0 = pid_n * WN
@@ -850,7 +850,7 @@ def _dkdv_plan(q, k, v, dout, lse2, dk, dv, softmax_scale, window, has_dropout):
     plan = _BwdPlan()
     plan.descs = _plan_descs((q, k, v, dout), [_view_spec(q, BLOCK_M, q_lay, lay3), _view_spec(k, WG_N, kv_lay),
                                                _view_spec(v, WG_N, kv_lay), _view_spec(dout, BLOCK_M, q_lay, lay3)])
-    plan.grid = (cdiv(N, WG_N if hd256 else BLOCK_N), B * HK, 1)
+    plan.grid = (cdiv(N, WG_N if hd256 else BLOCK_N), *rows_grid(B, HK))
     plan.kernel = attention_bwd_dkdv_sm90_hd256_kernel if hd256 else attention_bwd_dkdv_sm90_kernel
     plan.ints = (lse2.stride(0), lse2.stride(1), dk.stride(0), dk.stride(1), dk.stride(2),
                  dv.stride(0), dv.stride(1), dv.stride(2),
@@ -872,7 +872,7 @@ def _dq_plan(q, k, v, dout, lse2, dq, softmax_scale, window, has_dropout):
     plan = _BwdPlan()
     plan.descs = _plan_descs((q, k, v, dout), [_view_spec(q, DQ_M, q_lay), _view_spec(k, BN, kv_lay, lay3),
                                                _view_spec(v, BN, kv_lay, lay3), _view_spec(dout, DQ_M, q_lay)])
-    plan.grid = (cdiv(M, 2 * DQ_M), B * H, 1)
+    plan.grid = (cdiv(M, 2 * DQ_M), *rows_grid(B, H))
     plan.kernel = attention_bwd_dq_sm90_kernel
     plan.ints = (lse2.stride(0), lse2.stride(1), dq.stride(0), dq.stride(1), dq.stride(2),
                  M, N, H, H // HK, N - M, max(left, 0), max(right, 0), softmax_scale * LOG2E, softmax_scale)

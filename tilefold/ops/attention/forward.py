@@ -15,7 +15,7 @@ from . import config as _cfg
 from . import forward_sm90 as _sm90
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
 from ..common.masks import block_order, key_tiles, sequence_bounds, split_share, visible
-from ..common.host import cdiv
+from ..common.host import cdiv, rows_grid
 from ..common.philox import RNG_ARGS, dropout_args, dropout_keep
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 
@@ -70,7 +70,7 @@ def attention_fwd_kernel(
     cu_seqlens_q, cu_seqlens_k,
     seqlen_q_fixed, seqlen_k_fixed, shift_extra, win_left, win_right,
     qk_scale, softcap_pre, softcap_post,
-    H, GROUP, D,
+    H, GROUP, D, n_splits,
     seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
     P, stride_pb, stride_ph, stride_pm,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -80,8 +80,7 @@ def attention_fwd_kernel(
     HAS_DROPOUT: tl.constexpr, RETURN_P: tl.constexpr, LPT: tl.constexpr,
 ):
     # heavy query blocks (most visible keys under a causal mask) first: a shorter tail
-    pid_m, pid_bh = block_order(LPT, True)
-    pid_s = tl.program_id(2)
+    pid_m, pid_bh, pid_s = block_order(LPT, True, n_splits)
     b = pid_bh // H
     h = pid_bh % H
     hk = h // GROUP
@@ -116,7 +115,7 @@ def attention_fwd_kernel(
 
     if IS_SPLIT:  # the splits share out the keys this query block can see (window / causal first, per sequence)
         split_lo, split_hi = split_share(m0, seqlen_q, seqlen_k, shift, win_left, win_right, pid_s,
-                                         tl.num_programs(2), BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
+                                         n_splits, BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
     else:
         split_lo = 0
         split_hi = seqlen_k
@@ -256,7 +255,9 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
     use_tma = cfg.use_tma and tma_ok(k, v)
     if use_tma:
         ensure_allocator()
-    grid = (cdiv(M, cfg.BLOCK_M), B * H, num_splits if split else 1)
+    n_splits = num_splits if split else 1
+    gy, gz = rows_grid(B, H)
+    grid = (cdiv(M, cfg.BLOCK_M), gy, gz * n_splits)
     has_drop = dropout_p > 0
     P = probs if probs is not None else lse
     sp = probs.stride() if probs is not None else (0, 0, 0, 0)
@@ -267,7 +268,7 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
         cu_seqlens_q if varlen else dummy, cu_seqlens_k if varlen else dummy,
         M, N, shift_extra, max(left, 0), max(right, 0),
         softmax_scale * LOG2E, sc_pre, sc_post,
-        H, H // HK, D,
+        H, H // HK, D, n_splits,
         *dropout_args(dropout_p, seed, offset), P, sp[0], sp[1], sp[2],
         BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=BD,
         IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0,

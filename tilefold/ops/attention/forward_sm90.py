@@ -68,7 +68,7 @@ import functools
 import os
 
 from ..common import launch
-from ..common.host import cdiv
+from ..common.host import cdiv, rows_grid
 from ..common.launch import LaunchCache, PLANS_MAX, int_class, plain_descriptor
 from ..common.philox import RNG_ARGS, dropout_args
 if HAVE_GLUON:
@@ -170,7 +170,7 @@ if HAVE_GLUON:
         dtype: gl.constexpr = q_desc.dtype
         # heaviest query blocks first (causal: the last block sees the most keys)
         pid_m = gl.num_programs(0) - 1 - gl.program_id(0)
-        pid_bh = gl.program_id(1)
+        pid_bh = gl.program_id(1) + gl.program_id(2) * gl.num_programs(1)  # host.rows_grid
         b = pid_bh // H
         h = pid_bh % H
         hk = h // GROUP
@@ -447,7 +447,7 @@ if HAVE_GLUON:
         WG_M: gl.constexpr = q_desc.block_type.shape[0]
         dtype: gl.constexpr = q_desc.dtype
         pid_m = gl.num_programs(0) - 1 - gl.program_id(0)
-        pid_bh = gl.program_id(1)
+        pid_bh = gl.program_id(1) + gl.program_id(2) * gl.num_programs(1)  # host.rows_grid
         b = pid_bh // H
         h = pid_bh % H
         hk = h // GROUP
@@ -713,7 +713,7 @@ def _fwd_plan(q, k, v, softmax_scale, window, has_dropout):
     # out is contiguous (B, M, H, D), lse (B, H, M)
     plan.ints = (M * H * D, H * D, D, H * M, M,
                  M, N, H, H // HK, N - M, max(left, 0), max(right, 0), softmax_scale * LOG2E)
-    plan.grid = (cdiv(M, BLOCK_M), B * H, 1)
+    plan.grid = (cdiv(M, BLOCK_M), *rows_grid(B, H))
     mask_ws = (has_dropout and MASK_WS and D <= 128
                and _smem(BLOCK_N, STAGES, D) + 2 * MASK_STAGES * (BLOCK_M // 2) * BLOCK_N <= SMEM_MAX)
     if ws:

@@ -21,3 +21,25 @@ def next_pow2(n: int) -> int:
     n |= n >> 16
     n |= n >> 32
     return n + 1
+
+
+# CUDA's limit on grid axes 1 and 2 (axis 0 takes 2^31 - 1)
+GRID_YZ_MAX = 65535
+
+
+def rows_grid(batch: int, per: int, limit: int | None = None):
+    """Grid axes 1 and 2 (Y, Z) for ``batch · per`` rows (batch × heads programs): Y · Z == batch · per with Y = per · d
+    for the largest divisor d of batch that keeps Y <= limit; a kernel's row is then program_id(1) + program_id(2) · Y
+    (``masks.grid_row``). Up to ``limit`` rows this is (batch · per, 1): one axis, the launch order unchanged. None where
+    no such split exists (per > limit, or batch / d > limit: e.g. a prime batch above the limit)."""
+    limit = GRID_YZ_MAX if limit is None else limit
+    if per < 1 or batch < 1:
+        return (max(batch * per, 0), 1)
+    if batch * per <= limit:
+        return (batch * per, 1)
+    d = min(batch, limit // per)
+    while d >= 1 and batch % d:
+        d -= 1
+    if d < 1 or batch // d > limit:
+        return None
+    return (per * d, batch // d)

@@ -122,18 +122,27 @@ def query_tiles(n0, seqlen_q, seqlen_k, shift, win_left, win_right,
 
 
 @triton.jit
-def block_order(LPT: tl.constexpr, HEAVY_LAST: tl.constexpr):
-    """(block, batch*head) of this program on a grid (blocks, batch*heads), heaviest blocks first: under
-    a causal mask the last query block (HEAVY_LAST) or the first key block sees the most. Default: head
-    by head (a head's programs run side by side and share its tiles in L2); LPT: every head's heaviest
-    block, then every head's next, ... over the whole grid (measured slower on an H200: config.ORDER)."""
+def grid_row(N_SPLITS):
+    """(row, split) of this program on a grid (blocks, Y, Z · N_SPLITS): the batch x heads rows lie on axes 1 and 2
+    (row = program_id(1) + z · Y, ``host.rows_grid``; Z = 1 up to 65535 rows) and axis 2 also carries the N_SPLITS
+    splits of a split-KV launch (program_id(2) = z · N_SPLITS + split)."""
+    pid2 = tl.program_id(2)
+    return tl.program_id(1) + (pid2 // N_SPLITS) * tl.num_programs(1), pid2 % N_SPLITS
+
+
+@triton.jit
+def block_order(LPT: tl.constexpr, HEAVY_LAST: tl.constexpr, N_SPLITS):
+    """(block, batch*head, split) of this program on a grid (blocks, Y, Z · N_SPLITS) (``grid_row``), heaviest blocks
+    first: under a causal mask the last query block (HEAVY_LAST) or the first key block sees the most. Default: head
+    by head (a head's programs run side by side and share its tiles in L2); LPT: every head's heaviest block, then
+    every head's next, ... over each Y rows of the grid (measured slower on an H200: config.ORDER)."""
+    row, split = grid_row(N_SPLITS)
     if LPT:
         lin = tl.program_id(0) + tl.program_id(1) * tl.num_programs(0)
         blk = lin // tl.num_programs(1)
-        bh = lin % tl.num_programs(1)
+        row = row - tl.program_id(1) + lin % tl.num_programs(1)
     else:
         blk = tl.program_id(0)
-        bh = tl.program_id(1)
     if HEAVY_LAST:
         blk = tl.num_programs(0) - 1 - blk
-    return blk, bh
+    return blk, row, split

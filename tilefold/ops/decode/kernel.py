@@ -30,9 +30,9 @@ import triton.language as tl
 
 from ..common.dispatch import interpreter_enabled
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
-from ..common.host import cdiv, next_pow2
+from ..common.host import cdiv, next_pow2, rows_grid
 from ..common.launch import LaunchCache, stream_scratch
-from ..common.masks import key_tiles, sequence_bounds, split_share, visible
+from ..common.masks import grid_row, key_tiles, sequence_bounds, split_share, visible
 from ..common.tma import _major, ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 try:  # programmatic dependent launch (Triton >= 3.4)
     from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
@@ -125,7 +125,7 @@ def decode_fwd_kernel(
     stride_ob, stride_om, stride_oh, stride_os,
     stride_lb, stride_lh, stride_lm, stride_ls,
     cu_seqlens_q, cu_seqlens_k, seqlen_q_fixed, seqlen_k_fixed, win_left, win_right,
-    qk_scale, softcap_pre, softcap_post, HK, D,
+    qk_scale, softcap_pre, softcap_post, HK, D, n_splits,
     OUT, LSE_OUT, CNT, stride_fb, stride_fm, stride_fh, stride_flb, stride_flh, stride_flm,
     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
@@ -145,8 +145,7 @@ def decode_fwd_kernel(
     if PDL:  # the combine kernel (a programmatic dependent launch) may start once every program got here
         gdc_launch_dependents()
     pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    pid_s = tl.program_id(2)
+    pid_bh, pid_s = grid_row(n_splits)
     b = pid_bh // HK
     hk = pid_bh % HK
     q_start, seqlen_q, k_start, seqlen_k = sequence_bounds(cu_seqlens_q, cu_seqlens_k, b, seqlen_q_fixed,
@@ -187,7 +186,7 @@ def decode_fwd_kernel(
     # the splits share out the keys the block can see (window / causal first, then the split, per sequence), so a
     # 4k-key window at the end of a 32k cache is split S ways rather than leaving most splits empty
     split_lo, split_hi = split_share(p_first, p_last + 1, seqlen_k, shift, win_left, win_right, pid_s,
-                                     tl.num_programs(2), BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
+                                     n_splits, BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
     n_start, f_lo, f_hi, n_end = key_tiles(p_first, p_last + 1, seqlen_k, shift, win_left, win_right,
                                            split_lo, split_hi, BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
 
@@ -223,10 +222,9 @@ def decode_fwd_kernel(
         # every thread's partial stores issued before one release-acquire increment at GPU scope; the
         # program that brings the count to S has seen the other S - 1 programs' states
         tl.debug_barrier()
-        grp = pid_m * tl.num_programs(1) + pid_bh
-        n_split = tl.num_programs(2)
+        grp = pid_m * (tl.num_programs(1) * (tl.num_programs(2) // n_splits)) + pid_bh
         done = tl.atomic_add(CNT + grp, 1, sem="acq_rel", scope="gpu")
-        if done == n_split - 1:
+        if done == n_splits - 1:
             # the block's rows FOLD_ROWS at a time (0: all BLOCK_M at once): a sub-block as small as the live rows
             # (seqlen_q · G, e.g. 4 of 16 at decode) lets COMBINE_UNROLL states share one round trip
             FR: tl.constexpr = BLOCK_M if FOLD_ROWS == 0 else FOLD_ROWS
@@ -243,7 +241,7 @@ def decode_fwd_kernel(
                     _combine_rows(O + b64 * stride_ob + (f_pos * stride_om + f_head * stride_oh)[:, None]
                                   + offs_d[None, :],
                                   LSE + b64 * stride_lb + f_head * stride_lh + f_pos * stride_lm, stride_os, stride_ls,
-                                  n_split, f_rd, f_ok,
+                                  n_splits, f_rd, f_ok,
                                   OUT + b64 * stride_fb + (f_pos * stride_fm + f_head * stride_fh)[:, None]
                                   + offs_d[None, :],
                                   LSE_OUT + b64 * stride_flb + f_head * stride_flh + f_pos * stride_flm,
@@ -290,10 +288,10 @@ def decode_combine_kernel(
     H, S, D,
     BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, PDL: tl.constexpr = False,
 ):
-    """Grid (rows, B · H): out[b, m, h] = ⊕ over the S partial states of that row, folded as a tile
+    """Grid (rows, Y, Z) with Y · Z = B · H (host.rows_grid): out[b, m, h] = ⊕ over the S partial states of that row, folded as a tile
     whose scores are the states' lse (log2 units) and whose values are their o."""
     m = tl.program_id(0).to(tl.int64)
-    pid_bh = tl.program_id(1)
+    pid_bh, _ = grid_row(1)
     b = (pid_bh // H).to(tl.int64)
     h = (pid_bh % H).to(tl.int64)
     offs_s = tl.arange(0, BLOCK_S)
@@ -663,7 +661,8 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> 
         sc_pre, sc_post = scale / softcap, softcap * LOG2E_F
     else:
         sc_pre, sc_post = 0.0, 0.0
-    grid = (cdiv(M * G, cfg.BLOCK_M), B * HK, S)
+    gy, gz = rows_grid(B, HK)
+    grid = (cdiv(M * G, cfg.BLOCK_M), gy, gz * S)
     fused = S > 1 and fused_combine(k.numel() * k.element_size() + v.numel() * v.element_size())
     if fused:
         fst = (0, ost[0], ost[1]) if varlen else (ost[0], ost[1], ost[2])
@@ -680,7 +679,7 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> 
         # the whole-block fold ("block") keeps its measured unroll cap of 4
         cons.update(FOLD_ROWS=fr, COMBINE_UNROLL=combine_unroll(fr, BD) if fr else combine_unroll(cfg.BLOCK_M, BD, 4))
     a1 = (*_strides(q), *_strides(k), *_strides(v), *so3, sos, slb, slh, slm, sls)
-    a2 = (M, N, max(left, 0), max(right, 0), scale * LOG2E_F, sc_pre, sc_post, HK, D)
+    a2 = (M, N, max(left, 0), max(right, 0), scale * LOG2E_F, sc_pre, sc_post, HK, D, S)
     a3 = (*fst, *flst)
     cgrid, ca, ccons, copts = None, (), {}, {}
     if S > 1 and not fused:
@@ -690,7 +689,7 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> 
         else:
             sp, sq = (o_st[0], o_st[1], o_st[2], sos), (l_st[0], l_st[1], l_st[2], sls)
             so, sl = (ost[0], ost[1], ost[2]), lst
-        cgrid = ((T if varlen else M), (1 if varlen else B) * H, 1)
+        cgrid = ((T if varlen else M), *rows_grid(1 if varlen else B, H))
         ca = (*sp, *sq, *so, *sl, H, S, D)
         pdl = _pdl_ok(q.device)
         ccons = dict(BLOCK_S=min(32, next_pow2(max(S, 1))), BLOCK_D=BD, EVEN_D=BD == D, PDL=pdl)
@@ -699,7 +698,7 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k) -> 
             copts["launch_pdl"] = True
     n_o = S * math.prod(out_shape) if S > 1 else 0
     n_l = S * math.prod(lse_shape) if S > 1 else 0
-    return _Plan(out_shape, lse_shape, q.numel() == 0, S, n_o, n_l, fused, grid[0] * grid[1], use_tma, grid,
+    return _Plan(out_shape, lse_shape, q.numel() == 0, S, n_o, n_l, fused, grid[0] * B * HK, use_tma, grid,
                  a1, a2, a3, cons, dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages), cgrid, ca, ccons, copts)
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import torch
 import triton
-from ..common.host import cdiv, next_pow2
+from ..common.host import cdiv, next_pow2, rows_grid
+from ..common.masks import grid_row
 import triton.language as tl
 
 from ..common.dispatch import interpreter_enabled
@@ -261,7 +262,7 @@ def chunk_gla_fwd_h_kernel(k, v, g, gc, h, h0, ht, cu_seqlens, chunk_offsets, H,
                            HAS_H0: tl.constexpr, STORE_H: tl.constexpr,
                            STORE_HT: tl.constexpr, G_MIN: tl.constexpr, PREC: tl.constexpr):
     """Grid (NV, N*H). h[c] = state at the start of global chunk c (stored in h's dtype), from gc."""
-    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_v, i_nh = tl.program_id(0), grid_row(1)[0]
     i_n, i_h = i_nh // H, i_nh % H
     bos = tl.load(cu_seqlens + i_n).to(tl.int64)
     T = tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos
@@ -305,7 +306,7 @@ def chunk_gla_fwd_o_kernel(q, k, v, g, gc, o, h, h0, ht, cu_seqlens, chunk_indic
     m_h = (o_k < K)[:, None] & (o_v < V)[None, :]
     off_h = o_k[:, None] * V + o_v[None, :]
     if FUSED:
-        i_nh = tl.program_id(1)
+        i_nh = grid_row(1)[0]
         i_n, i_h = i_nh // H, i_nh % H
         bos = tl.load(cu_seqlens + i_n).to(tl.int64)
         T = tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos
@@ -343,7 +344,7 @@ def chunk_gla_bwd_dh_kernel(q, gc, do, dh, dht, dh0, cu_seqlens, chunk_offsets, 
                             LOWP: tl.constexpr = False):
     """Grid (NV, N*H), reverse over chunks: dh[c] = gradient of the state at the END of chunk c.
     LOWP (v5): the dot's operands q e^gc and do in do's dtype (bf16) instead of fp32 (tf32)."""
-    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_v, i_nh = tl.program_id(0), grid_row(1)[0]
     i_n, i_h = i_nh // H, i_nh % H
     bos = tl.load(cu_seqlens + i_n).to(tl.int64)
     T = tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos
@@ -685,7 +686,7 @@ def chunk_gla_fwd(q, k, v, g, scale, h0, output_final_state, info, fused):
     if fused:
         BV, nw = _bv(V, CFG["fused"][0]), CFG["fused"][1]
         NV = cdiv(V, BV)
-        chunk_gla_fwd_o_kernel[(NV, N * H)](
+        chunk_gla_fwd_o_kernel[(NV, *rows_grid(N, H))](
             q, k, v, g, gc, o, dummy, h0 if h0 is not None else dummy, ht if ht is not None else dummy, cu,
             chunk_indices, scale, H, K, V, BT, BC, BK, BV, True, h0 is not None, ht is not None, G_FLOOR, prec,
             num_warps=nw, num_stages=1)
@@ -696,7 +697,7 @@ def chunk_gla_fwd(q, k, v, g, scale, h0, output_final_state, info, fused):
     h = empty(NT, H, K, V, dtype=_state_dtype(q.dtype, K, V, q.device), device=q.device)
     BV, nw, ns = _serial_cfg("fwd_h", q.element_size(), BK, V, BT, N * H, q.device)
     NV = cdiv(V, BV)
-    chunk_gla_fwd_h_kernel[(NV, N * H)](
+    chunk_gla_fwd_h_kernel[(NV, *rows_grid(N, H))](
         k, v, g, gc, h, h0 if h0 is not None else dummy, ht if ht is not None else dummy, cu, chunk_offsets,
         H, K, V, BT, BK, BV, h0 is not None, True, ht is not None, G_FLOOR, prec, num_warps=nw, num_stages=ns)
     if NT > 0:
@@ -738,14 +739,14 @@ def chunk_gla_bwd(q, k, v, g, do, scale, h0, ht, dht, h, gc, info):
         h = empty(NT, H, K, V, dtype=_state_dtype(q.dtype, K, V, q.device), device=q.device)
         BV, nw, ns = _serial_cfg("fwd_h", q.element_size(), BK, V, BT, N * H, q.device)
         NV = cdiv(V, BV)
-        chunk_gla_fwd_h_kernel[(NV, N * H)](
+        chunk_gla_fwd_h_kernel[(NV, *rows_grid(N, H))](
             k, v, g, gc, h, h0 if h0 is not None else gc, gc, cu, chunk_offsets, H, K, V, BT, BK, BV,
             h0 is not None, True, False, G_FLOOR, prec, num_warps=nw, num_stages=ns)
     dh = empty(*h.shape, dtype=h.dtype, device=h.device)
     BV, nw, ns = _serial_cfg("bwd_dh" if variant == "v4" else "bwd_dh_v5", q.element_size(), BK, V, BT,
                              N * H, q.device)
     NV = cdiv(V, BV)
-    chunk_gla_bwd_dh_kernel[(NV, N * H)](
+    chunk_gla_bwd_dh_kernel[(NV, *rows_grid(N, H))](
         q, gc, do, dh, dht if dht is not None else gc, dh0 if dh0 is not None else gc, cu, chunk_offsets,
         scale, H, K, V, BT, BK, BV, dht is not None, dh0 is not None, prec, variant != "v4", num_warps=nw,
         num_stages=ns)

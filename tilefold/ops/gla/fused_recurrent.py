@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 import triton
-from ..common.host import cdiv, next_pow2
+from ..common.host import cdiv, next_pow2, rows_grid
+from ..common.masks import grid_row
 import triton.language as tl
 
 from .utils import G_FLOOR, empty, gla_bwd_dg
@@ -34,7 +35,7 @@ def _load_kgvd(k, g, v, do, p_k, p_v, m_k, m_v):
 def fused_recurrent_gla_fwd_kernel(q, k, v, g, o, h0, ht, cu_seqlens, scale, H, K: tl.constexpr,
                                    V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
                                    HAS_H0: tl.constexpr, STORE_HT: tl.constexpr, G_MIN: tl.constexpr):
-    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_v, i_nh = tl.program_id(0), grid_row(1)[0]
     i_n, i_h = i_nh // H, i_nh % H
     bos = tl.load(cu_seqlens + i_n).to(tl.int64)
     eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
@@ -76,7 +77,7 @@ def fused_recurrent_gla_bwd_kernel(q, k, v, g, do, dq, dk, dv, h0, dh0, dht, cu_
                                    BV: tl.constexpr, HAS_H0: tl.constexpr, HAS_DHT: tl.constexpr,
                                    STORE_DH0: tl.constexpr, G_MIN: tl.constexpr):
     """dq, dk: [NV, B*T, H, K] fp32 partials (NHT = B*T*H*K is the stride between them)."""
-    i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_v, i_nh = tl.program_id(0), grid_row(1)[0]
     i_n, i_h = i_nh // H, i_nh % H
     bos = tl.load(cu_seqlens + i_n).to(tl.int64)
     eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
@@ -158,7 +159,7 @@ def fused_recurrent_gla_fwd(q, k, v, g, scale, h0, output_final_state, cu, N):
     BK, BV = _blocks(K, V)
     o = empty(*v.shape, dtype=v.dtype, device=v.device)
     ht = empty(N, H, K, V, dtype=torch.float32, device=q.device) if output_final_state else None
-    grid = (cdiv(V, BV), N * H)
+    grid = (cdiv(V, BV), *rows_grid(N, H))
     if N * H > 0:
         fused_recurrent_gla_fwd_kernel[grid](q, k, v, g, o, h0 if h0 is not None else q, ht if ht is not None else q,
                                              cu, scale, H, K, V, BK, BV, h0 is not None, ht is not None, G_FLOOR,
@@ -176,7 +177,7 @@ def fused_recurrent_gla_bwd(q, k, v, g, do, scale, h0, ht, dht, cu, N):
     dv = empty(*v.shape, dtype=v.dtype, device=v.device)
     dh0 = empty(*h0.shape, dtype=h0.dtype, device=h0.device) if h0 is not None else None
     if N * H > 0:
-        fused_recurrent_gla_bwd_kernel[(NV, N * H)](
+        fused_recurrent_gla_bwd_kernel[(NV, *rows_grid(N, H))](
             q, k, v, g, do, dq, dk, dv, h0 if h0 is not None else q, dh0 if dh0 is not None else q,
             dht if dht is not None else q, cu, scale, H, B * T * H * K, K, V, BK, BV, h0 is not None,
             dht is not None, dh0 is not None, G_FLOOR, num_warps=CFG["warps"])

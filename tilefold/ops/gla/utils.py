@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 import triton
-from ..common.host import cdiv, next_pow2
+from ..common.host import cdiv, next_pow2, rows_grid
+from ..common.masks import grid_row
 import triton.language as tl
 
 # Gates are clamped from below at G_FLOOR in every mode (torch and Triton). exp(-30) = 9.4e-14 is below
@@ -69,7 +70,7 @@ def gla_bwd_dg_kernel(q, k, dq, dk, g, dg, ht, dht, cu_seqlens, H, K: tl.constex
                       G_MIN: tl.constexpr):
     """dg_t = sum_{s >= t in its sequence} (q_s*dq_s - k_s*dk_s) + sum_v(h_T * dh_T), zero where the
     gate was floored. Grid (cdiv(K, BK), N*H); reverse over the sequence, one carry per key column."""
-    i_k, i_nh = tl.program_id(0), tl.program_id(1)
+    i_k, i_nh = tl.program_id(0), grid_row(1)[0]
     i_n, i_h = i_nh // H, i_nh % H
     bos = tl.load(cu_seqlens + i_n).to(tl.int64)
     eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
@@ -112,7 +113,7 @@ def gla_bwd_dg(q, k, dq, dk, g, cu, N, ht=None, dht=None):
     has_dht = dht is not None and ht is not None
     V = dht.shape[-1] if has_dht else 1
     BV = min(64, next_pow2(V))
-    grid = (cdiv(K, BK), N * H)
+    grid = (cdiv(K, BK), *rows_grid(N, H))
     if N * H > 0:
         gla_bwd_dg_kernel[grid](q, k, dq, dk, g, dg, ht if has_dht else q, dht.contiguous() if has_dht else q,
                                 cu, H, K, V, 64, BK, BV, has_dht, G_FLOOR)
