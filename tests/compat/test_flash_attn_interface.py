@@ -73,3 +73,59 @@ def test_unsupported_arguments_say_so():
                      (fa.flash_attn_varlen_kvpacked_func, (q[0], [1, 2], None, None, 1, 1))]:
         with pytest.raises(ValueError, match="kv: expected shape .* got list"):
             fn(*args)
+
+
+def test_flash_attn_readings_of_arguments():
+    """flash_attn's readings: any negative window edge is unbounded, softcap <= 0 is off, a strided last dimension
+    is copied (maybe_contiguous) -- each equal to the canonical call, gradients included; the caller's tensors are
+    left as they were."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 9, 2, 16, generator=g).to(DEV) for _ in range(3))
+    base = fa.flash_attn_func(q, k, v, causal=True, window_size=(3, -1))
+    assert torch.equal(fa.flash_attn_func(q, k, v, causal=True, window_size=(3, -7)), base)
+    assert torch.equal(fa.flash_attn_func(q, k, v, causal=True, window_size=(3, -1), softcap=-2.0), base)
+    full = fa.flash_attn_func(q, k, v)
+    assert torch.equal(fa.flash_attn_func(q, k, v, window_size=(-5, -2)), full)
+    # head dim strided: (b, s, h, 2d)[..., ::2] and a transposed copy of the same values
+    qs = torch.randn(2, 9, 2, 32, generator=g).to(DEV)[..., ::2].requires_grad_()
+    qt = qs.detach().clone().transpose(1, 3).contiguous().transpose(1, 3).requires_grad_()
+    before = qs.detach().clone()
+    for x in (qs, qt):
+        assert x.stride(-1) != 1
+        out = fa.flash_attn_func(x, k, v, causal=True)
+        ref = fa.flash_attn_func(x.detach().contiguous(), k, v, causal=True)
+        torch.testing.assert_close(out, ref, rtol=0, atol=0)
+        (gx,) = torch.autograd.grad(out.sum(), x)
+        xc = x.detach().contiguous().requires_grad_()
+        (gr,) = torch.autograd.grad(fa.flash_attn_func(xc, k, v, causal=True).sum(), xc)
+        assert torch.equal(gx, gr)
+    assert torch.equal(qs.detach(), before)
+    # varlen too
+    cu = torch.tensor([0, 4, 9], dtype=torch.int32, device=DEV)
+    qv = torch.randn(9, 2, 32, generator=g).to(DEV)[..., ::2]
+    kv_, vv = (torch.randn(9, 2, 16, generator=g).to(DEV) for _ in range(2))
+    a = fa.flash_attn_varlen_func(qv, kv_, vv, cu, cu, 5, 5, causal=True, window_size=(-3, 1), softcap=-1.0)
+    b = fa.flash_attn_varlen_func(qv.contiguous(), kv_, vv, cu, cu, 5, 5, causal=True)
+    assert torch.equal(a, b)
+    # what stays refused: non-integer windows, NaN softcap
+    for bad in (dict(window_size=(1.5, -1)), dict(softcap=float("nan")), dict(window_size=(1, 2, 3))):
+        with pytest.raises(ValueError):
+            fa.flash_attn_func(q, k, v, **bad)
+
+
+@pytest.mark.parametrize("flag", ["causal", "deterministic", "return_attn_probs"])
+def test_flags_must_be_bools(flag):
+    """a string such as "no" would have been read as True (found: causal="no" gave the causal result)"""
+    q = torch.randn(1, 4, 1, 8, device=DEV)
+    for bad in ("no", 1, None):
+        with pytest.raises(ValueError, match=flag):
+            fa.flash_attn_func(q, q, q, **{flag: bad})
+    np = pytest.importorskip("numpy")
+    assert torch.equal(fa.flash_attn_func(q, q, q, **{flag: np.bool_(False)}), fa.flash_attn_func(q, q, q))
+    for fn in (tilefold.attention, lambda *a, **kw: tilefold.partial_attention(
+            *a, q_start=0, k_start=0, seqlen_q_total=4, seqlen_k_total=4, **kw)):
+        if flag == "causal" or fn is tilefold.attention:
+            with pytest.raises(ValueError, match=flag):
+                fn(q, q, q, **{flag: "no"})
+    with pytest.raises(ValueError, match="return_lse"):
+        tilefold.attention(q, q, q, return_lse="yes")

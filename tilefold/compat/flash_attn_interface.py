@@ -3,15 +3,28 @@
     from tilefold.compat.flash_attn_interface import flash_attn_func, flash_attn_varlen_func
 
 Layouts and semantics follow flash_attn 2.x (bottom-right causal, window_size, softcap, fused dropout,
-lse (batch, heads, seqlen_q) / (heads, total_q)). ``return_attn_probs=True`` returns (out, lse, S) with
-S the probabilities before dropout and the sign bit set where an element was dropped (see
-``tilefold.attention``). Not provided yet: ``alibi_slopes`` and ``block_table`` (NotImplementedError).
+lse (batch, heads, seqlen_q) / (heads, total_q)), with flash_attn's readings of its arguments: any negative
+window edge is unbounded, ``softcap <= 0`` is off, and q / k / v whose last dimension is strided are copied
+(flash_attn's ``maybe_contiguous``). Differences:
+
+- ``return_attn_probs=True`` returns (out, lse, S) with S the exact probabilities before dropout, fp32, shaped
+  (batch, heads, seqlen_q, seqlen_k) (varlen: padded to the max lengths), the sign bit set where an element was
+  dropped (see ``tilefold.attention``) -- also with ``dropout_p=0``, where flash_attn returns an empty tensor:
+  S is O(seqlen_q · seqlen_k) memory, so ask for it only when needed (``tilefold.attention(..., return_lse=True)``
+  gives (out, lse) alone).
+- A query row that sees no key has lse ``-inf`` (the identity of the state merge, ``tilefold.merge_state``);
+  flash_attn writes ``+inf`` there. Its output is 0 in both.
+- One-sided windows (``(left, -1)`` / ``(-1, right)``) follow the documented formula with -1 unbounded; with
+  seqlen_q > seqlen_k flash_attn 2's kernels bound the open side at seqlen_k instead, so rows near the top can
+  differ.
+- Not provided yet: ``alibi_slopes`` and ``block_table`` (NotImplementedError), ``flash_attn_with_kvcache``.
 """
 from __future__ import annotations
 
 import torch
 
 from ..ops.attention.interface import attention, varlen_attention
+from ..ops.common.validate import _is_int, _is_real
 
 
 def _desc(x):
@@ -22,6 +35,23 @@ __all__ = ["flash_attn_func", "flash_attn_varlen_func", "flash_attn_qkvpacked_fu
            "flash_attn_kvpacked_func", "flash_attn_varlen_qkvpacked_func", "flash_attn_varlen_kvpacked_func"]
 
 
+def _fa2_options(window_size, softcap):
+    """flash_attn's readings: a negative window edge is unbounded (-1 here), softcap <= 0 is off. Anything else
+    passes through unchanged, for tilefold's validation to accept or refuse."""
+    if isinstance(window_size, (tuple, list)) and len(window_size) == 2 and all(_is_int(w) for w in window_size):
+        window_size = tuple(-1 if w < 0 else w for w in window_size)
+    if _is_real(softcap) and softcap <= 0:
+        softcap = 0.0
+    return window_size, softcap
+
+
+def _contiguous_last(*ts):
+    """q / k / v with a strided last dimension copied, as flash_attn's maybe_contiguous (tilefold's kernels read
+    the head dim at stride 1; the other strides stay as given)."""
+    return tuple(t.contiguous() if isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape[-1] > 1
+                 and t.stride(-1) != 1 else t for t in ts)
+
+
 def _unsupported(alibi_slopes=None, block_table=None):
     if alibi_slopes is not None:
         raise NotImplementedError("alibi_slopes is not supported by tilefold yet")
@@ -29,12 +59,12 @@ def _unsupported(alibi_slopes=None, block_table=None):
         raise NotImplementedError("block_table (paged KV) is not supported by tilefold yet")
 
 
-
-
 def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
                     softcap=0.0, alibi_slopes=None, deterministic=False, return_attn_probs=False):
     """q (batch, seqlen_q, heads, d), k/v (batch, seqlen_k, heads_k, d) -> out, or (out, lse, S)."""
     _unsupported(alibi_slopes)
+    q, k, v = _contiguous_last(q, k, v)
+    window_size, softcap = _fa2_options(window_size, softcap)
     return attention(q, k, v, softmax_scale=softmax_scale, causal=causal, window_size=window_size,
                      softcap=softcap, deterministic=deterministic, dropout_p=dropout_p,
                      return_attn_probs=return_attn_probs)
@@ -63,6 +93,8 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
                            alibi_slopes=None, deterministic=False, return_attn_probs=False, block_table=None):
     """q (total_q, heads, d), k/v (total_k, heads_k, d), cu_seqlens int32 (batch + 1,)."""
     _unsupported(alibi_slopes, block_table)
+    q, k, v = _contiguous_last(q, k, v)
+    window_size, softcap = _fa2_options(window_size, softcap)
     return varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                             softmax_scale=softmax_scale, causal=causal, window_size=window_size,
                             softcap=softcap, deterministic=deterministic, dropout_p=dropout_p,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..common.validate import (MAX_HEADDIM, _is_real, _validate_cu_seqlens, _validate_grid_rows,
+from ..common.validate import (MAX_HEADDIM, _is_real, _validate_bool, _validate_cu_seqlens, _validate_grid_rows,
                                _validate_last_contiguous, _validate_num_splits, _validate_same, _validate_scale,
                                _validate_softcap, _validate_tensor, _validate_window)
 from ..decode.splitkv import split_kv_attention
@@ -34,11 +34,12 @@ def _options(q, D, softmax_scale, causal, window_size, softcap, dropout_p, retur
         raise ValueError(f"q: expected head dim in [1, {MAX_HEADDIM}], got {D}")
     scale = _validate_scale(softmax_scale, D)
     left, right = _validate_window(window_size)
-    if causal:
+    if _validate_bool("causal", causal):
         right = 0 if right < 0 else min(right, 0)
     softcap = _validate_softcap(softcap)
     if not _is_real(dropout_p) or not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p: expected a number in [0, 1), got {dropout_p!r}")
+    _validate_bool("return_attn_probs", return_attn_probs)
     return scale, left, right, softcap, float(dropout_p)
 
 
@@ -124,6 +125,8 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
     scale, left, right, softcap, dropout_p = _options(q, D, softmax_scale, causal, window_size, softcap,
                                                       dropout_p, return_attn_probs)
     num_splits = _validate_num_splits(num_splits)
+    _validate_bool("return_lse", return_lse)
+    _validate_bool("deterministic", deterministic)
     seed, offset = _rng_state(q.device, dropout_p)
     if num_splits != 1:
         if dropout_p > 0:
@@ -162,6 +165,8 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     scale, left, right, softcap, dropout_p = _options(q, D, softmax_scale, causal, window_size, softcap,
                                                       dropout_p, return_attn_probs)
     num_splits = _validate_num_splits(num_splits)
+    _validate_bool("return_lse", return_lse)
+    _validate_bool("deterministic", deterministic)
     seed, offset = _rng_state(q.device, dropout_p)
     if num_splits != 1:
         if dropout_p > 0:

@@ -7,6 +7,8 @@ import numbers
 
 import torch
 
+from .host import GRID_YZ_MAX, rows_grid
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 MAX_HEADDIM = 256
 
@@ -40,6 +42,14 @@ def _is_int(x) -> bool:
 def _is_real(x) -> bool:
     """A real number (Python or numpy), not a bool."""
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _validate_bool(name, x) -> bool:
+    """A flag: a bool (or a numpy bool). Anything else -- a string such as "no", 0 / 1, None -- is refused: it would
+    be read by truth value ("no" meaning True)."""
+    if isinstance(x, bool) or (type(x).__module__ == "numpy" and type(x).__name__ in ("bool_", "bool")):
+        return bool(x)
+    raise ValueError(f"{name}: expected a bool, got {x!r}")
 
 
 def _validate_int(name, x, lo=0) -> int:
@@ -115,16 +125,14 @@ def _validate_cu_seqlens(name, cu, total, max_seqlen, max_name, device):
         raise ValueError(f"{max_name}: expected >= the longest sequence ({longest}), got {max_seqlen}")
 
 
-# CUDA limits grid axes 1 and 2 to 65535; the attention, decode and backward kernels put batch x heads on axis 1
-GRID_Y_MAX = 65535
-
-
 def _validate_grid_rows(name, batch, heads, device):
-    """batch x heads programs along grid axis 1 of the CUDA kernels (a CUDA launch limit; the CPU paths have none)."""
-    if device.type == "cuda" and batch * heads > GRID_Y_MAX:
-        raise ValueError(f"{name}: batch x heads = {batch} x {heads} = {batch * heads} exceeds {GRID_Y_MAX}, the CUDA "
-                         f"grid limit the kernels launch (batch x heads) programs on; split the batch into calls of "
-                         f"at most {GRID_Y_MAX // max(heads, 1)} sequences")
+    """The CUDA kernels launch batch x heads programs over grid axes 1 and 2 (65535 each, ``host.rows_grid``): any
+    batch and head count up to 65535 each fits, larger ones where batch has a divisor that splits them (the CPU paths
+    have no limit)."""
+    if device.type == "cuda" and rows_grid(batch, heads) is None:
+        raise ValueError(f"{name}: batch x heads = {batch} x {heads} does not fit the CUDA grid the kernels launch "
+                         f"(batch x heads programs over two axes of at most {GRID_YZ_MAX}); split the batch into calls "
+                         f"of at most {GRID_YZ_MAX} sequences")
 
 
 MAX_SPLITS = 128

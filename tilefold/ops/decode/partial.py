@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..attention.function import attention_forward
-from ..common.validate import (MAX_HEADDIM, WINDOW_MAX, _validate_grid_rows, _validate_int,
+from ..common.validate import (MAX_HEADDIM, WINDOW_MAX, _validate_bool, _validate_grid_rows, _validate_int,
                                _validate_last_contiguous, _validate_same, _validate_scale, _validate_softcap,
                                _validate_tensor, _validate_window)
 
@@ -74,7 +74,7 @@ def partial_attention(q, k, v, *, q_start, k_start, seqlen_q_total, seqlen_k_tot
                          f"got {k_start} + {N}")
     scale = _validate_scale(softmax_scale, D)
     left, right = _validate_window(window_size)
-    if causal:
+    if _validate_bool("causal", causal):
         right = 0 if right < 0 else min(right, 0)
     softcap = _validate_softcap(softcap)
     shift_extra = global_shift_extra(q_start, k_start, M, N, seqlen_q_total, seqlen_k_total)

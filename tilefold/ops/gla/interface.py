@@ -30,7 +30,7 @@ import math
 import torch
 
 from ..common.dispatch import backend_for
-from ..common.validate import _is_real
+from ..common.validate import _is_real, _validate_bool, _validate_grid_rows
 from .cpu import chunk_gla_torch
 from .utils import seq_info
 
@@ -85,6 +85,7 @@ def _validate(q, k, v, g, scale, initial_state, cu_seqlens):
         if any(b < a for a, b in zip(cu, cu[1:])):
             raise ValueError(f"cu_seqlens: expected non-decreasing offsets, got {cu}")
         N = len(cu) - 1
+    _validate_grid_rows("cu_seqlens" if cu_seqlens is not None else "q", N, H, q.device)
     if initial_state is not None:
         if not isinstance(initial_state, torch.Tensor):
             raise ValueError(f"initial_state: expected a torch.Tensor, got {type(initial_state).__name__}")
@@ -167,8 +168,7 @@ class FusedChunkGLAFunction(torch.autograd.Function):
 
 def _run(fn, q, k, v, g, scale, initial_state, output_final_state, cu_seqlens):
     _validate(q, k, v, g, scale, initial_state, cu_seqlens)
-    if not isinstance(output_final_state, bool):  # a string such as "no" would have meant True
-        raise ValueError(f"output_final_state: expected a bool, got {output_final_state!r}")
+    output_final_state = _validate_bool("output_final_state", output_final_state)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     if backend_for(q) == "torch":
         return chunk_gla_torch(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens)
