@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from ...state import merge, tile_state
-from ..common.philox import dropout_keep_torch, dropout_threshold, keep_scale
+from ..common.philox_torch import dropout_keep_torch, dropout_threshold, keep_scale
 
 KEY_TILE = 256
 

@@ -16,10 +16,14 @@ from typing import Optional
 
 import torch
 
-from ..common.dispatch import backend_for
+from ..common.dispatch import HAVE_TRITON, backend_for, missing_triton
 from . import cpu
-from .backward import attention_bwd
-from .forward import attention_fwd
+
+if HAVE_TRITON:
+    from .backward import attention_bwd
+    from .forward import attention_fwd
+else:
+    attention_bwd = attention_fwd = missing_triton("the attention kernels")
 
 
 def _lse_shape(q, cu_seqlens_q):

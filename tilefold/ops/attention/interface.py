@@ -9,8 +9,7 @@ from ..common.validate import (MAX_HEADDIM, _is_real, _validate_bool, _validate_
 from ..decode.splitkv import split_kv_attention
 from ..common.dispatch import backend_for
 from .cpu import attention_probs
-from .forward import attention_fwd
-from .function import attention_forward
+from .function import attention_forward, attention_fwd
 
 _MASK_DOC = """
     Masks are aligned to the bottom-right corner: with ``shift = seqlen_k - seqlen_q``, query ``i`` may

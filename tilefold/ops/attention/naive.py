@@ -48,7 +48,7 @@ def attention_ref(q, k, v, softmax_scale=None, causal=False, window_size=(-1, -1
     lse_safe = torch.where(torch.isneginf(lse), torch.zeros_like(lse), lse)
     p = torch.exp(s - lse_safe.unsqueeze(-1))
     if dropout_p > 0 or keep is not None:
-        from ..common.philox import keep_scale
+        from ..common.philox_torch import keep_scale
         p = p * keep.to(p.dtype) * keep_scale(dropout_p)
     out = torch.matmul(p, vc).transpose(1, 2)
     return out.to(compute_dtype), lse.float() if compute_dtype != torch.float64 else lse

@@ -9,12 +9,28 @@ bf16 results are wrong (attention: errors ~1e8), so bf16 stays on the torch impl
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import threading
 
 import torch
 
 _local = threading.local()
+
+# Triton is a Linux package: without it the library still imports and runs its torch implementation on CPU tensors
+try:
+    HAVE_TRITON = importlib.util.find_spec("triton") is not None
+except (ImportError, ValueError):
+    HAVE_TRITON = False
+
+
+def missing_triton(what: str):
+    """A stand-in for a Triton entry point on a machine without Triton: raises saying so if it is ever called
+    (``backend_for`` sends no call there)."""
+    def _missing(*args, **kwargs):
+        raise RuntimeError(f"{what} needs Triton, which is not installed (pip install triton; Linux only): only the "
+                           f"torch implementation on CPU tensors is available")
+    return _missing
 
 
 def interpreter_enabled() -> bool:
@@ -36,6 +52,11 @@ def use_backend(name: str | None):
 
 def backend_for(t: torch.Tensor) -> str:
     forced = getattr(_local, "backend", None)
+    if not HAVE_TRITON:
+        if t.device.type == "cuda" or forced == "triton":
+            raise RuntimeError("tilefold's kernels need Triton, which is not installed (pip install triton; Linux "
+                               "only): without it only CPU tensors run, on the torch implementation")
+        return "torch"
     if forced == "triton" and t.device.type != "cuda" and not interpreter_enabled():
         raise RuntimeError("backend 'triton' on CPU tensors needs TRITON_INTERPRET=1 before import")
     if forced is not None:

@@ -43,3 +43,10 @@ def rows_grid(batch: int, per: int, limit: int | None = None):
     if d < 1 or batch // d > limit:
         return None
     return (per * d, batch // d)
+
+
+def visible_keys(seqlen_q: int, seqlen_k: int, win_left: int) -> int:
+    """The most keys that the rows of one sequence can see: seqlen_k, or with a left window the seqlen_q + win_left
+    keys ending at the last row (rows bottom-right aligned). For the split count and the tiles; the split kernels
+    share out each row block's actual visible range."""
+    return seqlen_k if win_left < 0 else min(seqlen_k, seqlen_q + win_left)

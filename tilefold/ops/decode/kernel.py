@@ -30,7 +30,7 @@ import triton.language as tl
 
 from ..common.dispatch import interpreter_enabled
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
-from ..common.host import cdiv, next_pow2, rows_grid
+from ..common.host import cdiv, next_pow2, rows_grid, visible_keys  # noqa: F401 (visible_keys: splitkv's)
 from ..common.launch import LaunchCache, stream_scratch
 from ..common.masks import grid_row, key_tiles, sequence_bounds, split_share, visible
 from ..common.tma import _major, ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
@@ -339,13 +339,6 @@ class DecodeConfig:
 
 
 DECODE_MAX_ROWS = 256  # packed rows (seqlen_q · G) up to which split-KV uses the decode kernel
-
-
-def visible_keys(seqlen_q: int, seqlen_k: int, win_left: int) -> int:
-    """The most keys that the rows of one sequence can see: seqlen_k, or with a left window the seqlen_q + win_left
-    keys ending at the last row (rows bottom-right aligned). For the split count and the tiles; the kernel shares out
-    each row block's actual visible range."""
-    return seqlen_k if win_left < 0 else min(seqlen_k, seqlen_q + win_left)
 
 
 def block_d(D: int) -> int:

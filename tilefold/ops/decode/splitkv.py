@@ -48,14 +48,18 @@ import torch
 
 from ... import state
 from ..attention import cpu
-from ..attention.config import fwd_config
-from ..attention.forward import attention_fwd
 from ..attention.function import attention_backward
-from ..common.dispatch import backend_for, interpreter_enabled
-from ..common.host import cdiv
+from ..common.dispatch import HAVE_TRITON, backend_for, interpreter_enabled
+from ..common.host import cdiv, visible_keys
 from ..common.validate import MAX_SPLITS as _CAP, _validate_int, _validate_num_splits, _validate_window
-from .kernel import (DECODE_MAX_ROWS, _kpar_auto_ok, block64_tiles, decode_config, decode_fwd, fills_one_wave,
-                     kpar_one_wave, num_sms, one_per_sm, streaming_tiles, visible_keys)
+
+if HAVE_TRITON:
+    from ..attention.config import fwd_config
+    from ..attention.forward import attention_fwd
+    from .kernel import (DECODE_MAX_ROWS, _kpar_auto_ok, block64_tiles, decode_config, decode_fwd, fills_one_wave,
+                         kpar_one_wave, num_sms, one_per_sm, streaming_tiles)
+else:  # the torch path only (backend_for sends nothing to the kernels); the split choice returns CPU_SPLITS first
+    num_sms = None
 
 MAX_SPLITS = _CAP  # the public cap (validate.MAX_SPLITS), also the most the heuristics choose
 ONE_WAVE_KEYS = 8192  # even_splits: one program per SM below this many keys per split, two per SM above
@@ -130,7 +134,7 @@ def even_splits(programs: int, seqlen_k: int, sms: int, kpar: bool = False) -> i
 def _kpar_allowed() -> bool:
     """Whether the split choice may count on KPAR's one-wave tile (TILEFOLD_DECODE_KPAR not "0", read per call; an
     invalid value is reported by the decode plan, not here, so calls that never reach the decode kernel don't fail)."""
-    return os.environ.get("TILEFOLD_DECODE_KPAR", "auto") != "0" and _kpar_auto_ok()
+    return HAVE_TRITON and os.environ.get("TILEFOLD_DECODE_KPAR", "auto") != "0" and _kpar_auto_ok()
 
 
 @functools.lru_cache(maxsize=1024)

@@ -1,0 +1,77 @@
+"""The host side of the dropout randomness (``philox.py`` holds the Triton and Gluon generators and describes the
+counters): Philox-4x32-7 in torch (int64 arithmetic on uint32 values, bit-identical to the kernels), the keep
+threshold and scale, and the kernels' RNG arguments. No Triton import: the CPU path (``attention/cpu.py``) and the
+fp64 reference use it on machines without Triton."""
+import torch
+
+_M0 = 0xD2511F53
+_M1 = 0xCD9E8D57
+_W0 = 0x9E3779B9
+_W1 = 0xBB67AE85
+ROUNDS = 7
+# the kernels' dropout integer arguments, never specialized: Triton turns an int argument equal to 1 into a
+# constant, and torch.manual_seed(1) gives seed_lo = 1, the generator's second call offset 1 (p = 1/65536 a
+# threshold of 1) — a constant there would recompile the kernel, and the helpers below call .to() on them
+RNG_ARGS = ("seed_lo", "seed_hi", "rng_offset", "drop_thr")
+
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _mulhilo(a: torch.Tensor, m: int):
+    ah, al = a >> 16, a & 0xFFFF
+    mh, ml = m >> 16, m & 0xFFFF
+    mid = ah * ml + al * mh
+    low = (mid << 16) + al * ml
+    hi = ah * mh + (low >> 32)
+    return hi & _MASK32, low & _MASK32
+
+
+def philox_4x32_torch(c0, c1, c2, c3, k0: int, k1: int, rounds: int = ROUNDS):
+    for _ in range(rounds):
+        hi0, lo0 = _mulhilo(c0, _M0)
+        hi1, lo1 = _mulhilo(c2, _M1)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        k0 = (k0 + _W0) & _MASK32
+        k1 = (k1 + _W1) & _MASK32
+    return c0, c1, c2, c3
+
+
+def dropout_keep_torch(seed: int, offset: int, bh: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                       threshold: int) -> torch.Tensor:
+    """keep[..., r, j] for broadcastable int64 tensors bh (..., 1, 1), rows (M, 1), cols (1, N)."""
+    k0, k1 = seed & _MASK32, (seed >> 32) & _MASK32
+    rkey = ((rows >> 4) << 3) | (rows & 7)
+    ckey = ((cols >> 4) << 2) | ((cols >> 1) & 3)
+    c0, c1, c3 = torch.broadcast_tensors(bh, rkey, ckey)
+    c2 = torch.full_like(c0, offset & _MASK32)
+    r = philox_4x32_torch(c0, c1, c2, c3, k0, k1)
+    e = ((rows >> 3) & 1) * 4 + ((cols >> 3) & 1) * 2 + (cols & 1)
+    e = torch.broadcast_to(e, c0.shape)
+    word = torch.stack(r, -1).gather(-1, (e >> 1).unsqueeze(-1)).squeeze(-1)
+    u16 = torch.where((e & 1) == 0, word & 0xFFFF, word >> 16)
+    return u16 >= threshold
+
+
+def dropout_threshold(p: float) -> int:
+    return min(int(round(p * 65536.0)), 65535) if p > 0 else 0
+
+
+def keep_scale(p: float) -> float:
+    """The kept values' scale 1 / (1 - p) for the drop probability the mask has, threshold / 65536 (p rounded to the
+    1/65536 grid): the output's expectation over masks is then exactly the output without dropout, also near p = 1
+    (0.9999 rounds to 65529/65536: 1 / (1 - 0.9999) would overshoot by 7%)."""
+    return 65536.0 / (65536 - dropout_threshold(p))
+
+
+def dropout_args(dropout_p: float, seed: int, offset: int) -> tuple:
+    """The dropout kernel arguments every attention kernel takes, in order: the Philox key (seed low / high 32 bits
+    and the offset, as int32 bit patterns), the 16-bit keep threshold and the kept values' scale (``keep_scale``)."""
+    return (as_int32(seed), as_int32(seed >> 32), as_int32(offset), dropout_threshold(dropout_p),
+            keep_scale(dropout_p))
+
+
+def as_int32(x: int) -> int:
+    """A uint32 value as the signed int32 with the same bits (kernel arguments stay i32)."""
+    x &= _MASK32
+    return x - (1 << 32) if x >= (1 << 31) else x
