@@ -74,7 +74,7 @@ def demo(args) -> int:
     print("errors are max |x - ref_fp64|; 'torch' is the same reference computed at the input precision;"
           " ok: err <= 2*torch + 1e-5 for out, lse and dq/dk/dv")
     header = ["config", "shape B,M,N,H/HK,D", "fwd ms", "bwd ms", "out err", "lse err", "dqkv err",
-              "torch out", "torch dqkv", "ok"]
+              "torch out", "torch lse", "torch dqkv", "ok"]
     rows = []
     all_ok = True
     budget = dict(warmup=5, rep=20) if not cuda else dict(warmup=25, rep=100)
@@ -106,7 +106,7 @@ def demo(args) -> int:
         bwd_ms = bench_ms(lambda: torch.autograd.grad(o, (q, k, v), dout, retain_graph=True), **budget)
         shape = f"{s['B']},{s['M']},{s['N']},{s['H']}/{s['HK']},{s['D']}"
         rows.append([name, shape, f"{fwd_ms:.3f}", f"{bwd_ms:.3f}", f"{e_out:.2e}", f"{e_lse:.2e}",
-                     f"{e_g:.2e}", f"{t_out:.2e}", f"{t_g:.2e}", "yes" if ok else "NO"])
+                     f"{e_g:.2e}", f"{t_out:.2e}", f"{t_lse:.2e}", f"{t_g:.2e}", "yes" if ok else "NO"])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     print("  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))))
     for r in rows:
@@ -236,22 +236,24 @@ def bench(args) -> int:
     if args.providers:
         providers = [p.strip() for p in args.providers.split(",") if p.strip()]
     try:
-        run_op(args.op, quick=args.quick, out_dir=args.out, providers=providers, plot=not args.no_plot,
-               rounds=args.rounds)
+        records, _ = run_op(args.op, quick=args.quick, out_dir=args.out, providers=providers, plot=not args.no_plot,
+                            rounds=args.rounds)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return 0 if records else 1  # nothing measured (e.g. bench dropout without CUDA): a failure for scripts
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tilefold", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m tilefold",
+                                 description="tilefold: the demo, the benchmarks and what this machine offers")
     sub = ap.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("demo", help="attention on the default device vs the fp64 reference")
     d.add_argument("--cpu", action="store_true", help="use the CPU even if CUDA is available")
     d.set_defaults(func=demo)
     bp = sub.add_parser("bench", help="benchmark an op against the anchors (JSON + PNG)")
-    bp.add_argument("op", help="op name, e.g. attention, gla")
+    from tilefold.bench.core import available_ops
+    bp.add_argument("op", help=f"op name: {', '.join(available_ops())}")
     size = bp.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="the few headline shapes only")
     size.add_argument("--full", action="store_true", help="the full sweep (the default)")
