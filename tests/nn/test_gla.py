@@ -125,3 +125,41 @@ def test_gpu_bf16_layer(mode):
     y16.float().square().mean().backward()
     assert rel(y16, y32) <= 2e-2  # bf16 weights and activations through five projections, not the op alone
     assert all(torch.isfinite(p.grad).all() for p in m16.parameters())
+
+
+def _layer_ref(m, x, dtype):
+    """The layer written out from its own parameters in ``dtype``: projections, logsigmoid gates / normalizer (clamped
+    from below by clamp_min), the plain recurrence, per-head RMSNorm x weight, x silu(W_g x), W_o."""
+    import torch.nn.functional as F
+    from tilefold.ops.gla.naive import naive_recurrent_gla
+    B, T, _ = x.shape
+    H, Dk, Dv = m.num_heads, m.head_k_dim, m.head_v_dim
+    W = {n: p.detach().to(dtype) for n, p in m.named_parameters()}
+    x = x.to(dtype)
+    q, k, v = (x @ W[f"{n}_proj.weight"].T for n in "qkv")
+    gk = (x @ W["gk_proj.0.weight"].T) @ W["gk_proj.1.weight"].T + W["gk_proj.1.bias"]
+    g = F.logsigmoid(gk) / m.gate_logit_normalizer
+    if m.clamp_min is not None:
+        g = g.clamp(min=m.clamp_min)
+    o, _ = naive_recurrent_gla(q.view(B, T, H, Dk), k.view(B, T, H, Dk), v.view(B, T, H, Dv), g.view(B, T, H, Dk),
+                               dtype=dtype)
+    o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + m.norm_eps) * W["g_norm_weight"]
+    o = o * F.silu(x @ W["g_proj.weight"].T).view(B, T, H, Dv)
+    return o.reshape(B, T, -1) @ W["o_proj.weight"].T
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("kw", [{}, dict(clamp_min=-0.05, gate_logit_normalizer=4)], ids=["default", "clamp_min"])
+def test_layer_against_its_written_out_reference(backend, kw):
+    """values, not only agreement between modes: the layer against the same computation written out from its
+    parameters in fp64 (2x rule vs the written-out computation in fp32); clamp_min=-0.05 binds for most gates"""
+    m = _layer(**kw)
+    x = torch.randn(2, 37, 64)
+    ref64, ref32 = _layer_ref(m, x, torch.float64), _layer_ref(m, x, torch.float32)
+    if kw:
+        g = torch.nn.functional.logsigmoid(m.gk_proj(x)) / m.gate_logit_normalizer
+        assert (g < -0.05).float().mean() > 0.3  # the clamp changes the result
+    with use_backend(backend), torch.no_grad():
+        out, _ = m(x)
+    err, base = (out.double() - ref64).abs().max().item(), (ref32.double() - ref64).abs().max().item()
+    assert err <= 2 * base + 1e-6, (err, base)

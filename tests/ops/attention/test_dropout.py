@@ -105,14 +105,54 @@ def test_same_seed_bitwise_next_call_differs(backend):
         assert not torch.equal(torch.signbit(S_next), torch.signbit(res[1][1]))
 
 
-def test_cpu_and_kernel_draw_the_same_mask():
-    q, k, v = (torch.randn(2, 40, 4, 16) for _ in range(3))
+def _mirror_keep(seed, offset, B, H, M, N, p, b_offset=0):
+    """keep[b, h, i, j] from the torch Philox mirror with the row index bh = (b_offset + b) · H + h of the query head"""
+    bh = ((torch.arange(B)[:, None] + b_offset) * H + torch.arange(H)[None, :])[:, :, None, None]
+    return dropout_keep_torch(seed, offset, bh, torch.arange(M)[:, None], torch.arange(N)[None, :],
+                              dropout_threshold(p))
+
+
+@pytest.mark.parametrize("H,HK", [(4, 4), (8, 2), (4, 1)], ids=["mha", "gqa", "mqa"])
+def test_cpu_and_kernel_draw_the_same_mask(H, HK):
+    """both backends' masks equal each other and the torch mirror keyed by the query head (GQA / MQA: the heads of
+    one key head draw different masks)"""
+    q = torch.randn(2, 40, H, 16)
+    k, v = (torch.randn(2, 40, HK, 16) for _ in range(2))
     masks = []
     for backend in BACKENDS:
         with tilefold.use_backend(backend):
-            _, _, S = _run(q, k, v, 99, dropout_p=0.25, causal=True)
+            _, _, S = _run(q, k, v, 99, dropout_p=0.25)
             masks.append(torch.signbit(S))
     assert torch.equal(masks[0], masks[1])
+    torch.manual_seed(99)
+    from tilefold.ops.attention.interface import _rng_state
+    seed, offset = _rng_state(q.device, 0.25)
+    assert torch.equal(masks[0], ~_mirror_keep(seed, offset, 2, H, 40, 40, 0.25))
+
+
+def test_cpu_and_kernel_draw_the_same_mask_varlen():
+    """varlen: sequence b draws the mask of batch row b (each sequence its own), equal in both backends and to the
+    mirror; the padding of S is +0.0"""
+    cu = torch.tensor([0, 7, 7, 30, 41], dtype=torch.int32)
+    q = torch.randn(41, 4, 16)
+    k, v = (torch.randn(41, 2, 16) for _ in range(2))
+    masks = []
+    for backend in BACKENDS:
+        with tilefold.use_backend(backend):
+            torch.manual_seed(5)
+            _, _, S = tilefold.varlen_attention(q, k, v, cu, cu, 23, 23, dropout_p=0.3, return_attn_probs=True)
+            masks.append(torch.signbit(S))
+    assert torch.equal(masks[0], masks[1])
+    torch.manual_seed(5)
+    from tilefold.ops.attention.interface import _rng_state
+    seed, offset = _rng_state(q.device, 0.3)
+    want = ~_mirror_keep(seed, offset, 4, 4, 23, 23, 0.3)
+    lens = (cu[1:] - cu[:-1]).tolist()
+    for b, n in enumerate(lens):
+        assert torch.equal(masks[0][b, :, :n, :n], want[b, :, :n, :n]), b
+        assert not masks[0][b, :, n:].any() and not masks[0][b, :, :, n:].any()
+    # two sequences of equal length draw different masks
+    assert not torch.equal(want[0, :, :7, :7], want[2, :, :7, :7])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

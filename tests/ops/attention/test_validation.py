@@ -420,3 +420,49 @@ def test_bf16_stays_on_torch_under_the_interpreter(monkeypatch):
     assert backend_for(torch.empty(1)) == "triton"
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     assert backend_for(torch.empty(1)) == "torch"
+
+
+def test_use_backend_sends_calls_where_it_says(monkeypatch):
+    """use_backend("torch") runs the torch implementations and use_backend("triton") the kernels (under the
+    interpreter here): every "torch"-parametrized CPU test relies on it, and with it ignored they would all test the
+    interpreter twice (found by a mutation audit). Recorders on the torch entry points of attention, GLA and the merge."""
+    from tilefold.ops.attention import cpu as attn_cpu
+    from tilefold.ops.gla import interface as gla_interface
+    from tilefold.ops.merge import interface as merge_interface
+    from tilefold.ops.common.dispatch import interpreter_enabled
+    if not interpreter_enabled():
+        pytest.skip("needs TRITON_INTERPRET=1 (the CPU tier sets it)")
+    calls = []
+
+    def record(name, fn):
+        def wrapped(*a, **kw):
+            calls.append(name)
+            return fn(*a, **kw)
+        return wrapped
+
+    monkeypatch.setattr(attn_cpu, "attention_fwd_cpu", record("attn", attn_cpu.attention_fwd_cpu))
+    monkeypatch.setattr(gla_interface, "chunk_gla_torch", record("gla", gla_interface.chunk_gla_torch))
+    monkeypatch.setattr(merge_interface, "_fwd_torch", record("merge", merge_interface._fwd_torch))
+    q = torch.randn(1, 8, 2, 16)
+    x = torch.randn(1, 8, 2, 16)
+    for backend, want in (("torch", ["attn", "gla", "merge"]), ("triton", [])):
+        calls.clear()
+        with tilefold.use_backend(backend):
+            o, lse = tilefold.attention(q, q, q, return_lse=True)
+            tilefold.gla.chunk_gla(x, x, x, -x.abs())
+            tilefold.merge_state(o, lse, o, lse)
+        assert calls == want, (backend, calls)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0, 1.5, float("nan"), float("inf"), "0.1", None])
+def test_dropout_p_range(value):
+    """dropout_p in [0, 1): p = 1 would keep ~1/65536 of the probabilities scaled by 65536, a negative p would run
+    without dropout -- both refused, on every entry point"""
+    from tilefold.compat import flash_attn_interface as fa
+    q = torch.randn(1, 4, 2, 8)
+    cu = torch.tensor([0, 4], dtype=torch.int32)
+    for call in (lambda: tilefold.attention(q, q, q, dropout_p=value),
+                 lambda: tilefold.varlen_attention(q[0], q[0], q[0], cu, cu, 4, 4, dropout_p=value),
+                 lambda: fa.flash_attn_func(q, q, q, dropout_p=value)):
+        with raises("dropout_p"):
+            call()

@@ -107,8 +107,10 @@ def test_num_splits_validation_and_cpu_heuristic():
     for bad in (-1, 1.5, True, 129):
         with pytest.raises(ValueError, match="num_splits"):
             split_kv_attention(q, k, k, num_splits=bad, softmax_scale=0.25, window=(-1, -1), softcap=0.0)
-    s = choose_num_splits(1, 2, 1, 64, 16, torch.float32, "cpu")
-    assert 1 <= s <= 4
+    from tilefold.ops.decode.splitkv import CPU_SPLITS
+    # the CPU heuristic: CPU_SPLITS ranges (so num_splits=0 exercises a real split there), fewer with fewer keys
+    assert choose_num_splits(1, 2, 1, 64, 16, torch.float32, "cpu") == CPU_SPLITS > 1
+    assert choose_num_splits(1, 2, 1, 2, 16, torch.float32, "cpu") == 2
     o128 = split_kv_attention(q, k, k, num_splits=128, softmax_scale=0.25, window=(-1, -1), softcap=0.0)[0]
     o1 = split_kv_attention(q, k, k, num_splits=1, softmax_scale=0.25, window=(-1, -1), softcap=0.0)[0]
     assert (o128 - o1).abs().max() < 1e-5
@@ -185,7 +187,7 @@ def test_decode_split_model_properties():
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@settings(max_examples=5, deadline=None)
+@settings(max_examples=10, deadline=None, derandomize=True)  # the same examples every run
 @given(seed=st.integers(0, 2**31 - 1), M=st.sampled_from([1, 4, 19]), N=st.sampled_from([5, 33]),
        causal=st.booleans(), window=st.sampled_from([(-1, -1), (4, -1), (2, 3)]))
 def test_partial_key_and_query_blocks_tile_the_full_attention(backend, seed, M, N, causal, window):

@@ -86,12 +86,16 @@ def test_varlen_fp16_two_x_rule(small_state):
         assert err(a, r) <= 2 * err(lo, r) + 1e-5, (name, err(a, r), err(lo, r))
 
 
-def test_gate_floor(small_state):
-    """Gates below G_FLOOR (-40, -inf) decay by exp(G_FLOOR), not less, in every pass: at the first step,
-    behind a 1e12 initial state (exp(-30) * 1e12 ~ 0.09 against k v^T ~ 1: o, ht, dq) and for dh0 (the
-    only term, exp(-30) dS_0), against the reference on clamped gates (gradient 0 below the floor, as the
-    kernels give)."""
-    from tilefold.ops.gla.utils import G_FLOOR
+@pytest.mark.parametrize("backend,mode", [("triton", "fused_recurrent"), ("triton", "chunk"),
+                                          ("triton", "fused_chunk"), ("torch", "chunk")])
+def test_gate_floor(small_state, backend, mode):
+    """Gates below the floor, -30 (-40, -inf), decay by exp(-30), not less, in every pass and mode and on both
+    backends: at the first step, behind a 1e12 initial state (exp(-30) * 1e12 ~ 0.09 against k v^T ~ 1: o, ht, dq)
+    and for dh0 (the only term, exp(-30) dS_0), against the reference on clamped gates (gradient 0 below the floor,
+    as the kernels give). The floor is a literal here, not the library's G_FLOOR: a changed floor must fail (a floor
+    of -10 leaks exp(-10) of the reset state; reading G_FLOOR, the reference moved with it)."""
+    from gla_helpers import MODES
+    G_FLOOR = -30.0
 
     torch.manual_seed(36)
     q, k, v, g, h0 = make_inputs(2, 5, H, K, V)
@@ -103,6 +107,6 @@ def test_gate_floor(small_state):
         return naive_recurrent_gla(q, k, v, g.clamp(min=G_FLOOR), **kw)
 
     ref = run_with_grads(clamped, q, k, v, g, h0, do, dht)
-    with use_backend("triton"):
-        out = run_with_grads(fused_recurrent_gla, q, k, v, g, h0, do, dht)
-    check_all(out, ref, TOL[torch.float32], "floored gates")
+    with use_backend(backend):
+        out = run_with_grads(MODES[mode], q, k, v, g, h0, do, dht)
+    check_all(out, ref, TOL[torch.float32], f"floored gates {backend} {mode}")

@@ -41,7 +41,7 @@ def _states(N, B, M, H, D, dtype=torch.float32, scale=3.0):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=12, deadline=None, derandomize=True)  # the same examples every run
 @given(seed=st.integers(0, 2**31 - 1), M=st.sampled_from([1, 3, 17]), N=st.sampled_from([1, 20, 45]),
        heads=st.sampled_from([(2, 2), (4, 2), (2, 1)]), causal=st.booleans(),
        window=st.sampled_from([(-1, -1), (5, -1), (3, 2)]), softcap=st.sampled_from([0.0, 5.0]))
