@@ -28,7 +28,8 @@ _MASK_DOC = """
 """
 
 
-def _options(q, D, softmax_scale, causal, window_size, softcap, dropout_p, return_attn_probs):
+def _options(q, D, softmax_scale, causal, window_size, softcap, dropout_p, return_attn_probs, return_lse,
+             deterministic):
     if D > MAX_HEADDIM or D < 1:
         raise ValueError(f"q: expected head dim in [1, {MAX_HEADDIM}], got {D}")
     scale = _validate_scale(softmax_scale, D)
@@ -38,7 +39,9 @@ def _options(q, D, softmax_scale, causal, window_size, softcap, dropout_p, retur
     softcap = _validate_softcap(softcap)
     if not _is_real(dropout_p) or not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p: expected a number in [0, 1), got {dropout_p!r}")
-    _validate_bool("return_attn_probs", return_attn_probs)
+    for name, flag in (("return_attn_probs", return_attn_probs), ("return_lse", return_lse),
+                       ("deterministic", deterministic)):
+        _validate_bool(name, flag)
     return scale, left, right, softcap, float(dropout_p)
 
 
@@ -122,10 +125,8 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
         raise ValueError(f"k: expected batch {B} (as q), got {k.shape[0]}")
     _validate_grid_rows("q", B, H, q.device)
     scale, left, right, softcap, dropout_p = _options(q, D, softmax_scale, causal, window_size, softcap,
-                                                      dropout_p, return_attn_probs)
+                                                      dropout_p, return_attn_probs, return_lse, deterministic)
     num_splits = _validate_num_splits(num_splits)
-    _validate_bool("return_lse", return_lse)
-    _validate_bool("deterministic", deterministic)
     seed, offset = _rng_state(q.device, dropout_p)
     if num_splits != 1:
         if dropout_p > 0:
@@ -162,10 +163,8 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     max_seqlen_q, max_seqlen_k = int(max_seqlen_q), int(max_seqlen_k)
     _validate_grid_rows("cu_seqlens_q", cu_seqlens_q.numel() - 1, H, q.device)
     scale, left, right, softcap, dropout_p = _options(q, D, softmax_scale, causal, window_size, softcap,
-                                                      dropout_p, return_attn_probs)
+                                                      dropout_p, return_attn_probs, return_lse, deterministic)
     num_splits = _validate_num_splits(num_splits)
-    _validate_bool("return_lse", return_lse)
-    _validate_bool("deterministic", deterministic)
     seed, offset = _rng_state(q.device, dropout_p)
     if num_splits != 1:
         if dropout_p > 0:

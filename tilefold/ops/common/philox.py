@@ -14,8 +14,8 @@ import triton
 import triton.language as tl
 
 # the torch mirror and the host helpers, re-exported: the kernels' launchers import them from here
-from .philox_torch import (_M0, _M1, _W0, _W1, RNG_ARGS, ROUNDS, as_int32, dropout_args,  # noqa: F401
-                           dropout_keep_torch, dropout_threshold, keep_scale, philox_4x32_torch)
+from .philox_torch import (RNG_ARGS, as_int32, dropout_args, dropout_keep_torch, dropout_threshold,  # noqa: F401
+                           keep_scale)
 
 
 @triton.jit
