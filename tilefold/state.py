@@ -45,8 +45,11 @@ def merge(o_a: torch.Tensor, lse_a: torch.Tensor, o_b: torch.Tensor, lse_b: torc
 
 
 def merge_many(os: torch.Tensor, lses: torch.Tensor):
-    """⊕ over dim 0 of stacked states in one step (equal to folding ``merge`` in any order)."""
+    """⊕ over dim 0 of stacked states in one step (equal to folding ``merge`` in any order); no states: the
+    identity (0, -inf)."""
     lses = lses.float()
+    if os.shape[0] == 0:
+        return os.new_zeros(os.shape[1:], dtype=torch.float32), torch.full_like(lses[0:1].sum(0), float("-inf"))
     m = lses.max(dim=0).values
     m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
     e = torch.exp(lses - m.unsqueeze(0))

@@ -271,3 +271,12 @@ def test_merge_states_gpu(dtype):
                            torch.zeros(2, 3, 4, 64, device="cuda", dtype=dtype),
                            torch.full((2, 4, 3), INF, device="cuda"))
     assert (e_o == 0).all() and torch.isneginf(e_l).all()
+
+
+def test_merge_many_of_no_states_is_the_identity():
+    """the torch ⊕ over zero stacked states (state.merge_many, used by the CPU split path and merge_states): (0, -inf)
+    of the remaining shape, as merge_states with N = 0 (it raised IndexError on the empty max)"""
+    from tilefold.state import merge_many
+    o, lse = merge_many(torch.zeros(0, 2, 3, 4, dtype=torch.float16), torch.zeros(0, 2, 3))
+    assert o.shape == (2, 3, 4) and (o == 0).all() and o.dtype == torch.float32
+    assert lse.shape == (2, 3) and torch.isneginf(lse).all()

@@ -29,5 +29,6 @@ def naive_recurrent_gla(q, k, v, g, scale=None, initial_state=None, output_final
             h = h * gt.exp()[..., None] + kt[..., None] * vt[:, None, :]
             rows[b].append(scale * torch.einsum("hk,hkv->hv", qt, h))
         finals.append(h)
-    o = torch.stack([torch.stack(r, 0) if r else q.new_zeros(0, H, V) for r in rows], 0)
-    return o, (torch.stack(finals) if output_final_state else None)
+    o = torch.stack([torch.stack(r, 0) if r else q.new_zeros(0, H, V) for r in rows], 0) if B else q.new_zeros(0, T, H, V)
+    final = (torch.stack(finals) if finals else q.new_zeros(0, H, K, V)) if output_final_state else None
+    return o, final
