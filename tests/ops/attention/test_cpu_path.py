@@ -97,3 +97,32 @@ def test_tile_state_keep_under_autograd():
     p = torch.softmax(s.detach(), -1)
     assert torch.allclose(o, (p * keep) @ v.detach())
     assert s.grad is not None and torch.isfinite(s.grad).all()
+
+
+@pytest.mark.parametrize("kw", [dict(causal=True), dict(dropout_p=0.2)], ids=["causal", "dropout"])
+def test_no_quadratic_memory_cpu(kw, monkeypatch):
+    """The CPU fold's O(seqlen_q · KEY_TILE) promise (the GPU tier checks peak memory): with KEY_TILE = 16, no tensor
+    that forward + backward create holds a quarter of the (batch, heads, M, N) score matrix (one full score or
+    probability tile would hold all of it); the largest are (heads, M, KEY_TILE) tiles -- with dropout their four
+    Philox words -- and the inputs' own gradients."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Largest(TorchDispatchMode):
+        numel = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in (out if isinstance(out, (tuple, list)) else (out,)):
+                if isinstance(t, torch.Tensor):
+                    Largest.numel = max(Largest.numel, t.numel())
+            return out
+
+    monkeypatch.setattr(cpu, "KEY_TILE", 16)
+    B, H, M, D = 1, 2, 512, 16
+    for N in (512, 1024):
+        q, k, v = (torch.randn(B, n, H, D, requires_grad=True) for n in (M, N, N))
+        Largest.numel = 0
+        with tilefold.use_backend("torch"), Largest():
+            out = tilefold.attention(q, k, v, **kw)
+            torch.autograd.grad(out.sum(), (q, k, v))
+        assert 0 < Largest.numel < B * H * M * N // 4, (N, Largest.numel)

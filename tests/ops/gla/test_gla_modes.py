@@ -64,6 +64,7 @@ def test_triton_modes_fp16_gate_regimes(regime):
         for m, fn in MODES.items():
             out = run_with_grads(fn, q.half(), k.half(), v.half(), g, h0, do.half(), dht)
             check_all(out, ref, TOL[torch.float16], f"fp16 {m} {regime}")
+            assert out[0].dtype == torch.float16 and out[5].dtype == g.dtype == torch.float32  # o as q, dg as g
 
 
 @pytest.mark.parametrize("regime", list(GATE_REGIMES))
