@@ -126,3 +126,23 @@ def test_no_quadratic_memory_cpu(kw, monkeypatch):
             out = tilefold.attention(q, k, v, **kw)
             torch.autograd.grad(out.sum(), (q, k, v))
         assert 0 < Largest.numel < B * H * M * N // 4, (N, Largest.numel)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("H,HK", [(4, 1), (2, 2)], ids=["mqa", "mha"])
+def test_single_key_gradients_are_exactly_zero(backend, H, HK):
+    """seqlen_k = 1: P = 1, so dS = P (dP - delta) = 0 and dq = dk = 0 exactly, as torch's softmax backward gives
+    (it takes delta = sum_j P dP). The torch path computed delta = dO . O apart from dP's matmul and left ~1e-5 in
+    dk over 1023 rows (the 2x rule against torch's 0); the kernels' EXACT_DELTA orders their sum like dP's dot on
+    the GPU."""
+    torch.manual_seed(0)
+    q = torch.randn(1, 257, H, 32, requires_grad=True)
+    k, v = (torch.randn(1, 1, HK, 32, requires_grad=True) for _ in range(2))
+    with tilefold.use_backend(backend):
+        out = tilefold.attention(q, k, v)
+        dq, dk, dv = torch.autograd.grad(out, (q, k, v), torch.randn_like(out))
+    assert torch.equal(out, v.expand(1, 257, H, 32))
+    if backend == "torch":
+        assert (dq == 0).all() and (dk == 0).all()
+    else:  # under the interpreter tl.dot is numpy's matmul, whose order EXACT_DELTA cannot match: the 2x rule's atol
+        assert dq.abs().max() <= 1e-5 and dk.abs().max() <= 1e-5

@@ -120,9 +120,16 @@ def attention_bwd_cpu(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, wind
     adt = _acc_dtype(q.dtype)
     qs = _grouped(q, HK).to(adt) * softmax_scale  # scaled once: S = qs K^T, dK = dS^T qs
     dog = _grouped(dout, HK).to(adt)
-    delta = (dout.to(adt) * out.to(adt)).sum(-1).transpose(1, 2).reshape(B, HK, G, M)
-    if dlse is not None:
-        delta = delta - dlse.to(adt).reshape(B, HK, G, M)
+    # delta_i = sum_j P_ij dP_ij (the softmax backward's row term). With all keys in one tile it is that sum, as torch's
+    # softmax backward computes it, so a row that sees a single key gets dP - delta = 0 exactly (seqlen_k = 1: dq = dk
+    # = 0, as torch's; dO . O, rounded apart from dP's matmul, left ~1e-5 in dk over 1000 rows). Over several tiles
+    # the row is not whole in any of them: rowsum(dO * O), the same value up to rounding.
+    one_tile = N <= KEY_TILE
+    dlse_g = dlse.to(adt).reshape(B, HK, G, M) if dlse is not None else None
+    if not one_tile:
+        delta = (dout.to(adt) * out.to(adt)).sum(-1).transpose(1, 2).reshape(B, HK, G, M)
+        if dlse_g is not None:
+            delta = delta - dlse_g
     lse_g = lse.to(adt).reshape(B, HK, G, M)
     lse_g = torch.where(torch.isneginf(lse_g), torch.full_like(lse_g, float("inf")), lse_g)
     kt_all = k.transpose(1, 2).to(adt)
@@ -158,7 +165,13 @@ def attention_bwd_cpu(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, wind
             dp = torch.where(keep, dp * rs, torch.zeros_like(dp))
         else:
             dv[:, :, n0:n1] = torch.matmul(p.transpose(-1, -2), dor).sum(2)
-        ds = dp.sub_(delta[..., r0:r1].unsqueeze(-1)).mul_(p)  # in place: dP -> dS
+        if one_tile:
+            d_rows = (p * dp).sum(-1, keepdim=True)
+            if dlse_g is not None:
+                d_rows = d_rows - dlse_g[..., r0:r1].unsqueeze(-1)
+        else:
+            d_rows = delta[..., r0:r1].unsqueeze(-1)
+        ds = dp.sub_(d_rows).mul_(p)  # in place: dP -> dS
         if t is not None:
             ds.mul_(1.0 - t * t)
         dq[..., r0:r1, :] += torch.matmul(ds, kt)
