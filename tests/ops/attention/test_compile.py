@@ -140,3 +140,55 @@ def test_compile_fullgraph_varlen_gpu(dtype):
     k = torch.randn(300, 2, 128, device="cuda", dtype=dtype)
     v = torch.randn(300, 2, 128, device="cuda", dtype=dtype)
     _compare_compiled(VarlenAttn(cu_q, cu_k, 180, 255, causal=True), (q, k, v), "inductor", 1e-2, 1e-2)
+
+
+# ---------------------------------------------------------------------------------------------------
+# PyTorch features around the ops (found by an integration review)
+
+def test_compile_dynamic_fullgraph_cpu():
+    """dynamic=True traces the argument checks too (math.isfinite on them broke the graph, fullgraph failed)"""
+    q, k, v = _qkv(2, 16, 16, 4, 2, 32, torch.float32, "cpu", grad=True)
+    cu = torch.tensor([0, 5, 16], dtype=torch.int32)
+    f = torch.compile(lambda q, k, v: tilefold.attention(q, k, v, causal=True, softcap=3.0), fullgraph=True,
+                      dynamic=True, backend="aot_eager")
+    torch.testing.assert_close(f(q, k, v), tilefold.attention(q, k, v, causal=True, softcap=3.0))
+    g = torch.compile(lambda q, k, v: tilefold.varlen_attention(q, k, v, cu, cu, 11, 11, causal=True),
+                      fullgraph=True, dynamic=True, backend="aot_eager")
+    torch.testing.assert_close(g(q[0], k[0], v[0]), tilefold.varlen_attention(q[0], k[0], v[0], cu, cu, 11, 11,
+                                                                             causal=True))
+
+
+def test_meta_fake_and_vmap():
+    """meta tensors and FakeTensorMode give shapes (they bypassed the op's fake rule: .item() on meta), and vmap over a
+    leading dim equals the loop (it bypassed the op's batching: in-place arithmetic on a batched tensor)"""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    q, k = torch.empty(2, 5, 4, 16, device="meta"), torch.empty(2, 7, 2, 16, device="meta")
+    o, lse = tilefold.attention(q, k, k, return_lse=True)
+    assert o.shape == (2, 5, 4, 16) and o.device.type == "meta" and lse.shape == (2, 4, 5)
+    with FakeTensorMode():
+        qv, cu = torch.randn(16, 4, 32), torch.tensor([0, 5, 16], dtype=torch.int32)
+        o, lse = tilefold.varlen_attention(qv, qv, qv, cu, cu, 11, 11, causal=True, return_lse=True)
+        assert o.shape == (16, 4, 32) and lse.shape == (4, 16)
+    q5, k5, v5 = (torch.randn(3, 2, n, h, 16) for n, h in ((5, 4), (7, 2), (7, 2)))
+    o = torch.func.vmap(lambda a, b, c: tilefold.attention(a, b, c, causal=True))(q5, k5, v5)
+    ref = torch.stack([tilefold.attention(q5[i], k5[i], v5[i], causal=True) for i in range(3)])
+    torch.testing.assert_close(o, ref, rtol=0, atol=0)
+
+
+def test_autocast_keeps_fp32_arithmetic_cpu():
+    """under CPU autocast the torch fold's matmuls ran in bf16: lse from bf16 scores, the backward (outside autocast)
+    recomputing P in fp32 against it -- gradients 4e-2 off. The fold now computes in fp32 as documented."""
+    from tilefold.ops.attention.naive import attention_ref
+    torch.manual_seed(0)
+    q, k, v = (3 * torch.randn(2, 64, 4, 32) for _ in range(3))
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+    do = torch.randn(2, 64, 4, 32)
+    with tilefold.use_backend("torch"), torch.autocast("cpu", dtype=torch.bfloat16):
+        o = tilefold.attention(q, k, v, causal=True)
+    g = torch.autograd.grad(o, (q, k, v), do)
+    leaves = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    r, _ = attention_ref(*leaves, causal=True)
+    rg = torch.autograd.grad(r, leaves, do.double())
+    assert o.dtype == torch.float32
+    for a, b in zip((o,) + g, (r,) + rg):
+        assert ((a.double() - b).norm() / b.norm()).item() < 1e-5

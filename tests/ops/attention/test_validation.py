@@ -466,3 +466,17 @@ def test_dropout_p_range(value):
                  lambda: fa.flash_attn_func(q, q, q, dropout_p=value)):
         with raises("dropout_p"):
             call()
+
+
+def test_forced_triton_refuses_bf16_on_cpu():
+    """use_backend("triton") on bf16 CPU tensors under the interpreter gave errors ~1e8 silently (the automatic choice
+    keeps them on torch): refused with the reason"""
+    from tilefold.ops.common.dispatch import interpreter_enabled
+    if torch.cuda.is_available() or not interpreter_enabled():
+        pytest.skip("the CPU tier under TRITON_INTERPRET=1")
+    q = torch.randn(1, 4, 2, 16, dtype=torch.bfloat16)
+    with tilefold.use_backend("triton"):
+        with pytest.raises(RuntimeError, match="bf16"):
+            tilefold.attention(q, q, q)
+        with pytest.raises(RuntimeError, match="bf16"):
+            tilefold.gla.chunk_gla(q, q, q, -q.abs().float())

@@ -60,3 +60,23 @@ def test_bad_cu_seqlens(cu, words):
     for fn in MODES.values():
         with pytest.raises(ValueError, match="cu_seqlens: expected a contiguous tensor, got stride 2"):
             fn(q, k, v, g, cu_seqlens=strided)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_triton_double_backward_raises(mode):
+    """The kernels' backward is not differentiable: a second derivative through it was silently 0 (a gradient penalty
+    contributed nothing); it now raises at the second backward, and the first-order gradient is unchanged."""
+    from tilefold.ops.common.dispatch import interpreter_enabled, use_backend
+    fn = MODES[mode]
+    if not interpreter_enabled() and not torch.cuda.is_available():
+        pytest.skip("the Triton path needs TRITON_INTERPRET=1 or CUDA")
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    q, k, v = (torch.randn(1, 6, 2, 8, device=dev) for _ in range(3))
+    g = -torch.rand(1, 6, 2, 8, device=dev)
+    with use_backend("triton"):
+        a = q.clone().requires_grad_()
+        ga, = torch.autograd.grad(fn(a, k, v, g)[0].square().sum(), a, create_graph=True)
+        ga0, = torch.autograd.grad(fn(a, k, v, g)[0].square().sum(), a)
+        assert torch.equal(ga.detach(), ga0)
+        with pytest.raises(RuntimeError, match="double backward"):
+            torch.autograd.grad(ga.square().sum() + a.sum(), a)

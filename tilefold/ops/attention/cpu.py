@@ -12,12 +12,25 @@ in place (scores -> probabilities -> dS).
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ...state import merge, tile_state
 from ..common.philox_torch import dropout_keep_torch, dropout_threshold, keep_scale
 
 KEY_TILE = 256
+
+
+def _no_autocast(fn):
+    """The fold's arithmetic is in _acc_dtype (fp32 for 16-bit inputs) whatever the caller's autocast says: under CPU
+    autocast its matmuls ran in bf16, so the forward's lse came from bf16 scores while the backward (outside autocast)
+    recomputed P in fp32 against it -- gradients inconsistent with the forward, and eager unlike the compiled op."""
+    @functools.wraps(fn)
+    def wrapped(first, *args, **kwargs):
+        with torch.autocast(first.device.type, enabled=False):
+            return fn(first, *args, **kwargs)
+    return wrapped
 
 
 def _tile_visible(M, n0, n1, seqlen_k, shift, window, device, r0=0):
@@ -76,6 +89,7 @@ def _keep(B, HK, G, M, n0, n1, dropout_p, seed, offset, b_offset=0, r0=0):
     return dropout_keep_torch(seed, offset, bh, rows, cols, dropout_threshold(dropout_p))
 
 
+@_no_autocast
 def attention_fwd_cpu(q, k, v, *, softmax_scale, window, softcap, shift_extra=0, dropout_p=0.0, seed=0,
                       offset=0, b_offset=0):
     """q (B, M, H, D), k/v (B, N, HK, D) -> out (B, M, H, D) in q.dtype, lse (B, H, M) fp32."""
@@ -112,6 +126,7 @@ def attention_fwd_cpu(q, k, v, *, softmax_scale, window, softcap, shift_extra=0,
     return out, lse.reshape(B, H, M).contiguous()
 
 
+@_no_autocast
 def attention_bwd_cpu(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, softcap, shift_extra=0,
                       dropout_p=0.0, seed=0, offset=0, b_offset=0):
     B, M, H, D = q.shape
@@ -213,6 +228,7 @@ def varlen_bwd_cpu(dout, q, k, v, out, lse, cu_q, cu_k, *, dlse=None, **kw):
     return dq, dk, dv
 
 
+@_no_autocast
 def attention_probs(q, k, lse, *, softmax_scale, window, softcap, shift_extra=0, dropout_p=0.0, seed=0,
                     offset=0, b_offset=0):
     """The normalized probabilities (B, H, M, N) fp32 from the saved lse — the one O(M·N) output

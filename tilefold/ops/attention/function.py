@@ -142,10 +142,12 @@ class _AttentionFunction(torch.autograd.Function):
 
 
 def _eager(*tensors) -> bool:
-    """Plain tensors outside torch.compile / export: the custom-op layers can be skipped."""
+    """Plain tensors outside torch.compile / export: the custom-op layers can be skipped. Meta tensors and functorch's
+    wrapped tensors (vmap, grad) are of type torch.Tensor too but need the op's fake / batching rules."""
     if torch.compiler.is_compiling():
         return False
-    return all(t is None or type(t) is torch.Tensor for t in tensors)
+    return all(t is None or (type(t) is torch.Tensor and t.device.type != "meta"
+                             and not torch._C._functorch.is_functorch_wrapped_tensor(t)) for t in tensors)
 
 
 def attention_forward(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,

@@ -57,8 +57,12 @@ def backend_for(t: torch.Tensor) -> str:
             raise RuntimeError("tilefold's kernels need Triton, which is not installed (pip install triton; Linux "
                                "only): without it only CPU tensors run, on the torch implementation")
         return "torch"
-    if forced == "triton" and t.device.type != "cuda" and not interpreter_enabled():
-        raise RuntimeError("backend 'triton' on CPU tensors needs TRITON_INTERPRET=1 before import")
+    if forced == "triton" and t.device.type != "cuda":
+        if not interpreter_enabled():
+            raise RuntimeError("backend 'triton' on CPU tensors needs TRITON_INTERPRET=1 before import")
+        if t.dtype == torch.bfloat16:  # the automatic choice keeps these on torch; forced, they gave ~1e8 errors
+            raise RuntimeError("backend 'triton' on bf16 CPU tensors: the interpreter computes through numpy, which "
+                               "has no bf16, and its results are wrong; use fp16 / fp32 or the torch backend")
     if forced is not None:
         return forced
     if t.device.type == "cuda":

@@ -25,12 +25,10 @@ re-referencing keeps every exponent <= 0 there. Gates in (-30, 0] are used exact
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..common.dispatch import backend_for
-from ..common.validate import _is_real, _validate_bool, _validate_grid_rows
+from ..common.validate import _finite, _is_real, _validate_bool, _validate_grid_rows
 from .cpu import chunk_gla_torch
 from .utils import seq_info
 
@@ -65,7 +63,7 @@ def _validate(q, k, v, g, scale, initial_state, cu_seqlens):
     for name, x in (("k", k), ("v", v), ("g", g)):
         if x.device != q.device:
             raise ValueError(f"{name}: expected device {q.device} (q's), got {x.device}")
-    if scale is not None and (not _is_real(scale) or not math.isfinite(scale)):
+    if scale is not None and (not _is_real(scale) or not _finite(scale)):
         raise ValueError(f"scale: expected a finite real number or None, got {scale!r}")
     N = B
     if cu_seqlens is not None:
@@ -102,6 +100,31 @@ def _prep(q, k, v, g, initial_state):
             None if initial_state is None else initial_state.contiguous())
 
 
+class _NoDoubleBackward(torch.autograd.Function):
+    """A zero scalar that raises when differentiated (see ``_first_order_only``)."""
+
+    @staticmethod
+    def forward(ctx, *deps):
+        return deps[0].new_zeros(())
+
+    @staticmethod
+    def backward(ctx, _):
+        raise RuntimeError("the GLA kernels have no double backward (create_graph=True through chunk_gla / "
+                           "fused_chunk_gla / fused_recurrent_gla); the torch implementation on CPU tensors has one")
+
+
+def _first_order_only(grads, *deps):
+    """The Triton GLA backward is not differentiable: under create_graph=True its gradients would be constants and a
+    second derivative through them silently 0. Adding a zero that raises when differentiated, and that depends on
+    every input of the backward that requires grad, makes the second backward fail instead (torch's
+    once_differentiable does not: its error node hangs off detached copies, off any path autograd.grad follows)."""
+    live = [t for t in deps if isinstance(t, torch.Tensor) and t.requires_grad]
+    if not torch.is_grad_enabled() or not live:
+        return grads
+    z = _NoDoubleBackward.apply(*live)
+    return tuple(x + z if isinstance(x, torch.Tensor) else x for x in grads)
+
+
 class FusedRecurrentGLAFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, g, scale, h0, output_final_state, cu_seqlens):
@@ -120,7 +143,7 @@ class FusedRecurrentGLAFunction(torch.autograd.Function):
         q, k, v, g, h0, ht, cu = ctx.saved_tensors
         dq, dk, dv, dg, dh0 = fused_recurrent_gla_bwd(q, k, v, g, do.contiguous(), ctx.scale, h0, ht,
                                                       None if dht is None else dht.contiguous(), cu, ctx.N)
-        return dq, dk, dv, dg, None, dh0, None, None
+        return _first_order_only((dq, dk, dv, dg, None, dh0, None, None), do, dht, q, k, v, g, h0)
 
 
 class ChunkGLAFunction(torch.autograd.Function):
@@ -141,7 +164,7 @@ class ChunkGLAFunction(torch.autograd.Function):
         q, k, v, g, h0, ht, h, gc = ctx.saved_tensors
         dq, dk, dv, dg, dh0 = chunk_gla_bwd(q, k, v, g, do.contiguous(), ctx.scale, h0, ht,
                                             None if dht is None else dht.contiguous(), h, gc, ctx.info)
-        return dq, dk, dv, dg, None, dh0, None, None
+        return _first_order_only((dq, dk, dv, dg, None, dh0, None, None), do, dht, q, k, v, g, h0)
 
 
 class FusedChunkGLAFunction(torch.autograd.Function):
@@ -163,7 +186,7 @@ class FusedChunkGLAFunction(torch.autograd.Function):
         # the forward kept no states: the backward materializes them (chunk_gla's backward)
         dq, dk, dv, dg, dh0 = chunk_gla_bwd(q, k, v, g, do.contiguous(), ctx.scale, h0, ht,
                                             None if dht is None else dht.contiguous(), None, gc, ctx.info)
-        return dq, dk, dv, dg, None, dh0, None, None
+        return _first_order_only((dq, dk, dv, dg, None, dh0, None, None), do, dht, q, k, v, g, h0)
 
 
 def _run(fn, q, k, v, g, scale, initial_state, output_final_state, cu_seqlens):
