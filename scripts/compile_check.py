@@ -294,7 +294,8 @@ if __name__ == "__main__":
         sys.exit(0)
     for BM, BN, BD, w, s, tma in [(64, 128, 128, 8, 3, False), (64, 128, 128, 8, 3, True), (64, 128, 128, 8, 2, True),
                                   (64, 64, 128, 4, 3, True), (32, 64, 256, 4, 1, False)]:
-        for kern, cons in (("dkdv", dict(BLOCK_M=BM, BLOCK_N=BN, COMPENSATED=False, SEP_DLSE=False)), ("dq", dict(BLOCK_M=BN, BLOCK_N=BM, COMPENSATED=False, SEP_DLSE=False))):
+        for kern, cons in (("dkdv", dict(BLOCK_M=BM, BLOCK_N=BN, COMPENSATED=False, SEP_DLSE=False, SPLIT_D=1,
+                                                  ONE_LOOP=False, EVEN_M=False)), ("dq", dict(BLOCK_M=BN, BLOCK_N=BM, COMPENSATED=False, SEP_DLSE=False))):
             fn = attention_bwd_dkdv_kernel if kern == "dkdv" else attention_bwd_dq_kernel
             try:
                 r = compile_one(fn, dict(BLOCK_D=BD, USE_TMA=tma, **cons, **flags), warps=w, stages=s)
