@@ -77,7 +77,8 @@ def test_record_format():
                          headdim=128, seqlen_q=8192, seqlen_k=8192, causal=True, ms=1.0, tflops=540.0,
                          max_err=0.004)
     assert list(r) == ["op", "provider", "mode", "dtype", "batch", "heads", "heads_k", "headdim", "seqlen_q",
-                       "seqlen_k", "causal", "ms", "tflops", "gbps", "max_err", "gpu", "torch", "triton"]
+                       "seqlen_k", "causal", "ms", "tflops", "gbps", "max_err", "gpu", "torch", "triton", "cuda",
+                       "commit", "date", "env", "timing", "smoke"]
     assert r["dtype"] == "bfloat16" and r["gbps"] is None
     assert isinstance(r["gpu"], str) and r["torch"] == torch.__version__.split("+")[0]
     json.dumps(r)  # serializable
@@ -95,6 +96,10 @@ def test_write_json(tmp_path):
     path = core.write_json(recs, "attention", tmp_path / "out", gpu="Test GPU", date="2026-01-02")
     assert path == tmp_path / "out" / "attention-test-gpu-2026-01-02.json"
     assert json.loads(path.read_text()) == recs
+    # a second run the same day keeps the first
+    path2 = core.write_json(recs[:1], "attention", tmp_path / "out", gpu="Test GPU", date="2026-01-02")
+    assert path2 == tmp_path / "out" / "attention-test-gpu-2026-01-02-2.json"
+    assert json.loads(path.read_text()) == recs and json.loads(path2.read_text()) == recs[:1]
 
 
 def test_bench_ms_cpu_fallback():
@@ -201,7 +206,7 @@ def test_decode_rounds_cpu(tmp_path):
     table does not make a column of them."""
     import statistics
     records, _ = core.run_op("decode", quick=True, out_dir=tmp_path, plot=False, rounds=2)
-    main = [r for r in records if r["provider"] != "copy"]
+    main = [r for r in records if r["provider"] not in core.CEILINGS]
     assert main and all(len(r["ms_rounds"]) == 2 for r in main)
     assert all(abs(r["ms"] - statistics.median(r["ms_rounds"])) <= 1e-6 * r["ms"] for r in main)
     assert "ms_rounds" not in core.format_table(records)

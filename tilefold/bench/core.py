@@ -46,7 +46,8 @@ PLOT_OPTIONS: dict[str, dict] = {}
 
 MEASURE_KEYS = ("ms", "tflops", "gbps", "max_err")
 ROUND_KEYS = ("ms_rounds",)  # per-round measures (``--rounds``): kept in the JSON, not table columns
-META_KEYS = ("gpu", "torch", "triton")
+RUN_META_KEYS = ("cuda", "commit", "date", "env", "timing", "smoke")  # in the JSON, not in the printed table
+META_KEYS = ("gpu", "torch", "triton", *RUN_META_KEYS)
 
 
 def register(name: str, *, plot_x: str = "seqlen_q", plot_y: str = "tflops", ratios: tuple = ()):
@@ -126,7 +127,38 @@ def base_record(op: str, provider: str, mode: str, dtype, **fields) -> dict:
     rec.update(fields)
     rec.update(measures)
     rec.update({"gpu": gpu_name(), "torch": torch.__version__.split("+")[0], "triton": triton_version()})
+    rec.update(_run_meta())
     return rec
+
+
+def _run_meta() -> dict:
+    """What else a record needs to be read later: CUDA version, the source commit (when run from a git checkout), the
+    time, the TILEFOLD_* switches set, the timing method, and whether it is a CPU smoke run (meaningless numbers)."""
+    cuda = torch.cuda.is_available()
+    return {"cuda": torch.version.cuda, "commit": _git_commit(),
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("TILEFOLD_")},
+            "timing": ("triton do_bench median; 256 MB L2 flush before each call (host time beyond the flush's "
+                       "~60-90 us is timed)" if cuda else "CPU wall-clock median (smoke run)"),
+            "smoke": not cuda}
+
+
+_COMMIT: list = []
+
+
+def _git_commit():
+    if not _COMMIT:
+        import subprocess
+        try:
+            r = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).resolve().parent,
+                               capture_output=True, text=True, timeout=10)
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                   cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=10)
+            _COMMIT.append(r.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if r.returncode == 0
+                           else None)
+        except Exception:  # noqa: BLE001 - no git: an installed package
+            _COMMIT.append(None)
+    return _COMMIT[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,24 +208,48 @@ def copy_record(op: str, nbytes: int | None = None, dtype=torch.bfloat16) -> dic
     return rec
 
 
+def read_record(op: str, nbytes: int | None = None, dtype=torch.bfloat16) -> dict:
+    """The ``read`` provider: a sum over ``nbytes`` (sizes as ``copy_record``), ``gbps`` counting the bytes read once
+    -- the read-only stream, the matching ceiling for figures that count reads only (decode's K and V: a copy also
+    writes, and measured ~7% below what decode reads at, call 71)."""
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if nbytes is None:
+        nbytes = (2 << 30) if dev == "cuda" else (64 << 20)
+    esize = torch.empty((), dtype=dtype).element_size()
+    n = nbytes // esize
+    src = torch.randn(n, device=dev, dtype=torch.float32).to(dtype) if dev == "cpu" else \
+        torch.empty(n, device=dev, dtype=dtype).normal_()
+    ms = bench_ms(lambda: torch.sum(src, dtype=torch.float32))
+    rec = base_record(op, "read", "fwd", dtype, bytes=n * esize, ms=ms, gbps=gbps(n * esize, ms))
+    del src
+    if dev == "cuda":
+        torch.cuda.empty_cache()
+    return rec
+
+
+CEILINGS = ("copy", "read")  # the bandwidth providers every op knows
+
+
 def check_providers(providers, known) -> None:
-    """ValueError for a requested provider name the op does not know (``copy`` is always known)."""
+    """ValueError for a requested provider name the op does not know (``copy`` and ``read`` are always known)."""
     if providers is None:
         return
-    unknown = set(providers) - set(known) - {"copy"}
+    unknown = set(providers) - set(known) - set(CEILINGS)
     if unknown:
-        raise ValueError(f"providers: expected names from {list(known) + ['copy']}, got {sorted(unknown)}")
+        raise ValueError(f"providers: expected names from {list(known) + list(CEILINGS)}, got {sorted(unknown)}")
 
 
 def copy_records(op: str, providers=None) -> list[dict]:
-    """``[copy_record(op)]`` when the copy provider is wanted; a failure is reported, not raised."""
-    if providers is not None and "copy" not in providers:
-        return []
-    try:
-        return [copy_record(op)]
-    except Exception as e:  # noqa: BLE001
-        print(f"[copy] failed: {type(e).__name__}: {e}", file=sys.stderr)
-        return []
+    """The bandwidth ceilings wanted (``copy``: read + write, ``read``: read only); a failure is reported, not raised."""
+    out = []
+    for name, fn in (("copy", copy_record), ("read", read_record)):
+        if providers is not None and name not in providers:
+            continue
+        try:
+            out.append(fn(op))
+        except Exception as e:  # noqa: BLE001
+            print(f"[{name}] failed: {type(e).__name__}: {e}", file=sys.stderr)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,13 +378,19 @@ def _fmt(v) -> str:
 
 
 def _varying_keys(records: list[dict]) -> list[str]:
-    """Keys other than provider/measures/meta whose value differs between records (first-seen order)."""
+    """Keys other than provider/measures/meta whose value differs between records (first-seen order). A key that some
+    provider's records never carry (decode's num_splits, GLA's rms_err) describes that provider's run, not the case:
+    as a row key it would put each provider on its own rows and leave the ratio columns empty."""
     skip = {"op", "provider", *MEASURE_KEYS, *ROUND_KEYS, *META_KEYS}
     keys: list[str] = []
     for r in records:
         for k in r:
             if k not in skip and k not in keys:
                 keys.append(k)
+    by_provider: dict = {}
+    for r in records:
+        by_provider.setdefault(r.get("provider"), set()).update(r)
+    keys = [k for k in keys if all(k in ks for ks in by_provider.values())]
     return [k for k in keys if len({json.dumps(r.get(k)) for r in records}) > 1]
 
 
@@ -348,15 +410,17 @@ def format_table(records: list[dict], value: str | None = None, ratios: Iterable
     ratio, same run). Below it, the copy (bandwidth ceiling) records."""
     if not records:
         return "(no records)"
-    main = [r for r in records if r["provider"] != "copy"]
-    copies = [r for r in records if r["provider"] == "copy"]
+    main = [r for r in records if r["provider"] not in CEILINGS]
+    copies = [r for r in records if r["provider"] in CEILINGS]
     lines = []
     if main:
         keys = _case_keys(main)
         providers = list(dict.fromkeys(r["provider"] for r in main))
         varying = set(_varying_keys(main))
+        # the header: keys with one value over all records (a provider-only key such as num_splits is in neither)
         const = {k: main[0].get(k) for k in main[0]
-                 if k not in varying and k not in ("provider", *MEASURE_KEYS, *ROUND_KEYS)}
+                 if k not in varying and k not in ("provider", *MEASURE_KEYS, *ROUND_KEYS, *RUN_META_KEYS)
+                 and all(r.get(k) == main[0].get(k) for r in main)}
         lines.append("  ".join(f"{k}={_fmt(v)}" for k, v in const.items()))
 
         def cell(r):
@@ -397,8 +461,9 @@ def format_table(records: list[dict], value: str | None = None, ratios: Iterable
         if errs:
             lines.append("max_err (worst over cases): " + "  ".join(f"{p}={e:.3g}" for p, e in errs.items()))
     for r in copies:
-        lines.append(f"copy ({r.get('bytes', 0) / 2**30:.2f} GiB, {r['dtype']}): {r['ms']:.3f} ms, "
-                     f"{r['gbps']:.0f} GB/s (read + write)")
+        what = "read + write" if r["provider"] == "copy" else "read only"
+        lines.append(f"{r['provider']} ({r.get('bytes', 0) / 2**30:.2f} GiB, {r['dtype']}): {r['ms']:.3f} ms, "
+                     f"{r['gbps']:.0f} GB/s ({what})")
     return "\n".join(lines)
 
 
@@ -408,15 +473,25 @@ def print_table(records: list[dict], file=None, ratios: Iterable[str] = ()) -> N
 
 def result_path(op: str, out_dir: str | os.PathLike | None = None, gpu: str | None = None,
                 date: str | None = None, suffix: str = ".json") -> Path:
-    """``<out_dir>/<op>-<gpu-slug>-<date><suffix>``; out_dir defaults to ``benchmarks/results``."""
-    out = Path(out_dir) if out_dir is not None else Path("benchmarks") / "results"
+    """``<out_dir>/<op>-<gpu-slug>-<date><suffix>``; out_dir defaults to ``benchmarks/results`` (CPU smoke runs:
+    ``benchmarks/results/cpu-smoke``, apart from the GPU results)."""
+    gpu = gpu or gpu_name()
+    if out_dir is not None:
+        out = Path(out_dir)
+    else:
+        out = Path("benchmarks") / "results" / ("cpu-smoke" if not torch.cuda.is_available() else "")
     date = date or datetime.date.today().isoformat()
-    return out / f"{op}-{slug(gpu or gpu_name())}-{date}{suffix}"
+    return out / f"{op}-{slug(gpu)}-{date}{suffix}"
 
 
 def write_json(records: list[dict], op: str, out_dir=None, gpu: str | None = None, date: str | None = None) -> Path:
-    """Write the records (a JSON list, one object per measurement) and return the path."""
+    """Write the records (a JSON list, one object per measurement) and return the path; a file of the same name (an
+    earlier run that day) is kept: the new one gets -2, -3, ..."""
     path = result_path(op, out_dir, gpu=gpu, date=date)
+    n = 2
+    while path.exists():
+        path = result_path(op, out_dir, gpu=gpu, date=date, suffix=f"-{n}.json")
+        n += 1
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(records, indent=1) + "\n")
     return path
@@ -434,7 +509,7 @@ def plot_records(records: list[dict], path: str | os.PathLike, x: str = "seqlen_
     except ImportError:
         print("plot skipped: matplotlib is not installed (pip install matplotlib)", file=sys.stderr)
         return None
-    pts = [r for r in records if r.get(x) is not None and r.get(y) is not None and r["provider"] != "copy"]
+    pts = [r for r in records if r.get(x) is not None and r.get(y) is not None and r["provider"] not in CEILINGS]
     if not pts:
         print(f"plot skipped: no records with both {x!r} and {y!r}", file=sys.stderr)
         return None

@@ -1,9 +1,10 @@
 """``python -m tilefold bench decode``: split-KV decode bandwidth beside SDPA, in the same process.
 
-Providers: ``tilefold`` (``split_kv_attention`` with ``num_splits=0``: occupancy heuristic; the record
-carries the chosen ``num_splits``), ``sdpa-cudnn`` and ``sdpa-flash`` (SDPA pinned to one backend, with
-``enable_gqa=True``; where a backend refuses GQA the K/V heads are expanded *outside* the timed call and
-the record says ``kv_expanded: true``), and one ``copy`` record (the bandwidth ceiling).
+Providers: ``tilefold`` (the public ``tilefold.attention(..., num_splits=0)``: occupancy heuristic; the record
+carries the chosen ``num_splits``; until 2026-12-04's tenth session the bench called ``split_kv_attention`` and skipped
+the public checks), ``sdpa-cudnn`` and ``sdpa-flash`` (SDPA pinned to one backend, with ``enable_gqa=True``; where a
+backend refuses GQA the K/V heads are expanded *outside* the timed call and the record says ``kv_expanded: true``),
+and the bandwidth ceilings ``copy`` (read + write) and ``read`` (read only, the one that matches ``gbps``).
 
 Shapes: bf16, 32 query heads / 8 key heads, headdim 128, seqlen_q 1 and 16, no mask (SDPA's
 ``is_causal`` is top-left aligned, so a bottom-right causal decode mask is not comparable; for
@@ -43,11 +44,11 @@ def _cases(quick: bool, cuda: bool):
 
 
 def _tilefold():
-    from tilefold.ops.decode import choose_num_splits, split_kv_attention
+    import tilefold
+    from tilefold.ops.decode import choose_num_splits
 
-    def fn(q, k, v):
-        return split_kv_attention(q, k, v, num_splits=0, softmax_scale=q.shape[-1] ** -0.5, window=(-1, -1),
-                                  softcap=0.0)[0]
+    def fn(q, k, v):  # the public call (its checks and host path timed, as SDPA's are)
+        return tilefold.attention(q, k, v, num_splits=0)
 
     def splits(q, k):  # the count the call above uses (packed GQA rows: heads_k matters)
         return choose_num_splits(q.shape[0], q.shape[2], q.shape[1], k.shape[1], q.shape[3], q.dtype, q.device,

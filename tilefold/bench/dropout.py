@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from .core import attention_flops, base_record, bench_ms, register, tflops
+from .core import attention_flops, base_record, bench_ms, check_providers, register, tflops
 
 
 def _fns(provider):
@@ -31,6 +31,7 @@ def run(quick: bool, progress, providers=None) -> list[dict]:
         print("bench dropout needs CUDA", file=sys.stderr)
         return []
     B, H, D, S, dtype = 2, 16, 128, 8192, torch.bfloat16
+    check_providers(providers, ("tilefold", "sdpa-flash"))
     names = [p for p in ("tilefold", "sdpa-flash") if providers is None or p in providers]
     records = []
     cases = [(c, p) for c in (False, True) for p in (0.0, 0.1)]
