@@ -188,9 +188,9 @@ def bench_ms(fn: Callable[[], object], warmup: int = 25, rep: int = 100) -> floa
     return float(statistics.median(times))
 
 
-def copy_record(op: str, nbytes: int | None = None, dtype=torch.bfloat16) -> dict:
-    """The ``copy`` provider: a device-to-device copy of ``nbytes`` (default 2 GiB on CUDA, 64 MiB on
-    CPU), ``gbps`` counting bytes read + written — the bandwidth ceiling of this run."""
+def _ceiling_record(op: str, provider: str, nbytes: int | None, dtype, moves: int, make_call) -> dict:
+    """A bandwidth ceiling over ``nbytes`` of random ``dtype`` data (default 2 GiB on CUDA, 64 MiB on CPU):
+    ``make_call(src)`` is the timed call, ``moves`` how many times it moves the bytes (the ``gbps`` count)."""
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     if nbytes is None:
         nbytes = (2 << 30) if dev == "cuda" else (64 << 20)
@@ -198,33 +198,28 @@ def copy_record(op: str, nbytes: int | None = None, dtype=torch.bfloat16) -> dic
     n = nbytes // esize
     src = torch.randn(n, device=dev, dtype=torch.float32).to(dtype) if dev == "cpu" else \
         torch.empty(n, device=dev, dtype=dtype).normal_()
-    dst = torch.empty_like(src)
-    ms = bench_ms(lambda: dst.copy_(src))
-    moved = 2 * n * esize
-    rec = base_record(op, "copy", "fwd", dtype, bytes=n * esize, ms=ms, gbps=gbps(moved, ms))
-    del src, dst
-    if dev == "cuda":
-        torch.cuda.empty_cache()
-    return rec
-
-
-def read_record(op: str, nbytes: int | None = None, dtype=torch.bfloat16) -> dict:
-    """The ``read`` provider: a sum over ``nbytes`` (sizes as ``copy_record``), ``gbps`` counting the bytes read once
-    -- the read-only stream, the matching ceiling for figures that count reads only (decode's K and V: a copy also
-    writes, and measured ~7% below what decode reads at, call 71)."""
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    if nbytes is None:
-        nbytes = (2 << 30) if dev == "cuda" else (64 << 20)
-    esize = torch.empty((), dtype=dtype).element_size()
-    n = nbytes // esize
-    src = torch.randn(n, device=dev, dtype=torch.float32).to(dtype) if dev == "cpu" else \
-        torch.empty(n, device=dev, dtype=dtype).normal_()
-    ms = bench_ms(lambda: torch.sum(src, dtype=torch.float32))
-    rec = base_record(op, "read", "fwd", dtype, bytes=n * esize, ms=ms, gbps=gbps(n * esize, ms))
+    ms = bench_ms(make_call(src))
+    rec = base_record(op, provider, "fwd", dtype, bytes=n * esize, ms=ms, gbps=gbps(moves * n * esize, ms))
     del src
     if dev == "cuda":
         torch.cuda.empty_cache()
     return rec
+
+
+def copy_record(op: str, nbytes: int | None = None, dtype=torch.bfloat16) -> dict:
+    """The ``copy`` provider: a device-to-device copy, ``gbps`` counting bytes read + written — the read + write
+    bandwidth ceiling of this run."""
+    def make_call(src):
+        dst = torch.empty_like(src)
+        return lambda: dst.copy_(src)
+    return _ceiling_record(op, "copy", nbytes, dtype, 2, make_call)
+
+
+def read_record(op: str, nbytes: int | None = None, dtype=torch.bfloat16) -> dict:
+    """The ``read`` provider: a sum, ``gbps`` counting the bytes read once -- the read-only stream, the matching
+    ceiling for figures that count reads only (decode's K and V: a copy also writes, and measured ~7% below what
+    decode reads at, call 71)."""
+    return _ceiling_record(op, "read", nbytes, dtype, 1, lambda src: lambda: torch.sum(src, dtype=torch.float32))
 
 
 CEILINGS = ("copy", "read")  # the bandwidth providers every op knows

@@ -63,9 +63,17 @@ def _same(a, b):
 
 
 def _split_grid(monkeypatch, limit=5):
-    """3 sequences x 4 heads = 12 rows over (4, 3); the key heads' 6 rows over (4, 3)... every kernel on two axes"""
+    """3 sequences x 4 heads = 12 rows over (4, 3), the key heads' 6 rows over (2, 3): every kernel on two axes"""
     monkeypatch.setattr(host, "GRID_YZ_MAX", limit)
     decode_kernel.clear_plans()
+
+
+def _one_axis_then_two(run, monkeypatch):
+    """run() on the Triton kernels with the rows on one grid axis, then on two (the lowered cap)"""
+    with use_backend("triton"):
+        one = run()
+        _split_grid(monkeypatch)
+        return one, run()
 
 
 @needs_interpreter
@@ -74,15 +82,11 @@ def _split_grid(monkeypatch, limit=5):
                          ids=["causal", "window-softcap", "dropout", "split3"])
 def test_attention_bitwise_on_split_grid(kw, monkeypatch):
     """forward.py / backward.py kernels (the preprocess, dQ and dK/dV), split-KV on axis 2 beside the rows"""
-    if kw.get("dropout_p"):
-        torch.manual_seed(7)
-    with use_backend("triton"):
-        one = _attention_case(**kw)
-        _split_grid(monkeypatch)
-        if kw.get("dropout_p"):
-            torch.manual_seed(7)
-        two = _attention_case(**kw)
-    _same(one, two)
+    def run():
+        torch.manual_seed(7)  # the same dropout mask both times
+        return _attention_case(**kw)
+
+    _same(*_one_axis_then_two(run, monkeypatch))
 
 
 @needs_interpreter
@@ -95,11 +99,7 @@ def test_varlen_bitwise_on_split_grid(monkeypatch):
         o, lse = tilefold.varlen_attention(q, k, v, cu, cu, 13, 13, causal=True, return_lse=True)
         return (o.detach(), lse) + torch.autograd.grad(o.sum(), (q, k, v))
 
-    with use_backend("triton"):
-        one = run()
-        _split_grid(monkeypatch)
-        two = run()
-    _same(one, two)
+    _same(*_one_axis_then_two(run, monkeypatch))
 
 
 @needs_interpreter
@@ -135,11 +135,7 @@ def test_partial_attention_bitwise_on_split_grid(monkeypatch):
         return tilefold.partial_attention(q, k, v, q_start=20, k_start=16, seqlen_q_total=40, seqlen_k_total=40,
                                           causal=True)
 
-    with use_backend("triton"):
-        one = run()
-        _split_grid(monkeypatch)
-        two = run()
-    _same(one, two)
+    _same(*_one_axis_then_two(run, monkeypatch))
 
 
 @needs_interpreter
@@ -159,11 +155,7 @@ def test_gla_bitwise_on_split_grid(fn, monkeypatch):
         o, ht = fn(q, k, v, gate, initial_state=h0, output_final_state=True, cu_seqlens=cu)
         return (o.detach(), ht.detach()) + torch.autograd.grad((o.sum() + ht.sum()), (q, k, v, gate, h0))
 
-    with use_backend("triton"):
-        one = run()
-        _split_grid(monkeypatch)
-        two = run()
-    _same(one, two)
+    _same(*_one_axis_then_two(run, monkeypatch))
 
 
 @pytest.mark.gpu
