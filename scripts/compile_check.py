@@ -26,10 +26,13 @@ def compile_one(fn, cons, dtype="bf16", warps=4, stages=2):
     params = list(inspect.signature(fn.fn).parameters)
     if "SPLIT_D" in params and "SPLIT_D" not in cons:  # dK/dV kernel: head dim not split unless asked
         cons = dict(cons, SPLIT_D=1)
+    cons = _rng_words(fn, dict(cons))
     sig = {}
     for n in params:
         if n in cons:
             sig[n] = "constexpr"
+        elif n == "rng_words":
+            sig[n] = "*i32"
         elif n in PTR:
             sig[n] = "*" + dtype
         elif n in F32P:
@@ -136,6 +139,17 @@ def hd256_split_jobs():
     return [(BM, BN, w, s, bool(tma), sp, causal) for BM, BN, w, s, tma, sp in cands for causal in (False, True)]
 
 
+def _rng_words(fn, cons):
+    """Constexprs with defaults not given take their defaults; ``rng_words`` (dropout's key words in device memory)
+    is a None constexpr unless RNG_PTR is on (then an int32 pointer)."""
+    for n, prm in inspect.signature(fn.fn).parameters.items():
+        if n not in cons and "constexpr" in str(prm.annotation) and prm.default is not inspect.Parameter.empty:
+            cons[n] = prm.default
+    if "rng_words" in inspect.signature(fn.fn).parameters and not cons.get("RNG_PTR"):
+        cons["rng_words"] = None
+    return cons
+
+
 def _compile_as_launched(fn, cons, warps, stages):
     """Compile for sm_90 as a real launch specializes (16-divisible pointers, strides and D; constexpr
     flags not given: off, SPLIT_D 1) and disassemble the cubin. Returns (kernel, resources, SASS lines,
@@ -143,11 +157,13 @@ def _compile_as_launched(fn, cons, warps, stages):
     params = list(inspect.signature(fn.fn).parameters)
     if "SPLIT_D" in params and "SPLIT_D" not in cons:
         cons = dict(cons, SPLIT_D=1)
+    cons = _rng_words(fn, dict(cons))
     for n, prm in inspect.signature(fn.fn).parameters.items():  # constexpr flags added since: off
         if n not in cons and "constexpr" in str(prm.annotation):
             cons = dict(cons, **{n: False})
     sig = {n: "constexpr" if n in cons else "*bf16" if n in PTR else "*fp32" if n in F32P else
-           "*i32" if n.startswith("cu_") or n == "CNT" else "fp32" if n in FLOATS else "i32" for n in params}
+           "*i32" if n.startswith("cu_") or n in ("CNT", "rng_words") else "fp32" if n in FLOATS else "i32"
+           for n in params}
     div = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(params)
            if n not in cons and (sig[n].startswith("*") or n.startswith("stride_") or n == "D")}
     src = ASTSource(fn, sig, constexprs={(params.index(k),): v for k, v in cons.items()}, attrs=div)
@@ -260,13 +276,16 @@ if __name__ == "__main__" and "--loop-counts" in sys.argv:
             ("fwd 128x128", attention_fwd_kernel, dict(BLOCK_M=128, BLOCK_N=128, USE_TMA=True), 8, 3),
             ("dq 128x64", attention_bwd_dq_kernel, dict(BLOCK_M=128, BLOCK_N=64, USE_TMA=False), 8, 3),
             ("dkdv 64x128", attention_bwd_dkdv_kernel, dict(BLOCK_M=64, BLOCK_N=128, USE_TMA=False), 8, 3)]:
-        for drop in (False, True):
-            c = dict(FLAGS, BLOCK_D=128, HAS_DROPOUT=drop, IS_SPLIT=False, WARP_SPEC=False, RETURN_P=False, **cons)
+        # --rng-ptr: also dropout with its key words loaded from device memory (RNG_PTR: capture / torch.compile)
+        for drop, rng_ptr in ((False, False), (True, False)) + (((True, True),) if "--rng-ptr" in sys.argv else ()):
+            c = dict(FLAGS, BLOCK_D=128, HAS_DROPOUT=drop, IS_SPLIT=False, WARP_SPEC=False, RETURN_P=False,
+                     RNG_PTR=rng_ptr, **cons)
             c = {k: v for k, v in c.items() if k in inspect.signature(fn.fn).parameters}
+            tag = ("dropout" if drop else "p=0") + (" rng_ptr" if rng_ptr else "")
             try:
-                print(name, "dropout" if drop else "p=0", json.dumps(loop_counts(fn, c, w, st)), flush=True)
+                print(name, tag, json.dumps(loop_counts(fn, c, w, st)), flush=True)
             except Exception as ex:
-                print(name, "dropout" if drop else "p=0", "FAILED", str(ex).splitlines()[-1][:200], flush=True)
+                print(name, tag, "FAILED", str(ex).splitlines()[-1][:200], flush=True)
     sys.exit(0)
 
 if __name__ == "__main__" and ("--hd256" in sys.argv or "--hd256-variants" in sys.argv or "--hd256-split" in sys.argv):

@@ -21,7 +21,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: E4
 
 
 def compile_bwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_m=None, stages=None, regs=None,
-                dq=False, dropout=False, hd256=False, kv3d=False):
+                dq=False, dropout=False, hd256=False, kv3d=False, rng_ptr=False):
     if hd256:  # the head-dim-256 dK/dV (one 64-key block per program)
         bm, st = block_m or 64, stages or 2
         blocks = (("q_desc", bm), ("k_desc", 64), ("v_desc", 64), ("do_desc", bm))
@@ -42,7 +42,9 @@ def compile_bwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_m=N
     descs = {n: TensorDescriptor(x, [4096, 2048], [2048, 1], [blk, D], lay(blk)) for n, blk in blocks}
     params = list(inspect.signature(fn.fn).parameters)
     cons = dict(HEAD_D=D, STAGES=st, HAS_LO=left, HAS_HI=causal, CONSUMER_REGS=regs or B.CONSUMER_REGS, HAS_DROPOUT=dropout,
-                num_warps=4)
+                num_warps=4, RNG_PTR=rng_ptr)
+    if not rng_ptr:  # dropout's key words from a device tensor (graph capture, torch.compile) with rng_ptr
+        cons["rng_words"] = None
     x3 = torch.empty(2, 4096, 1024, dtype=dtype)
     lay3 = lambda blk: gl.NVMMASharedLayout.get_default_for([1, blk, D], gdt)  # noqa: E731
     if "KV3D" in params:  # the dQ kernel: K / V through rank-3 descriptors with --kv3d
@@ -65,6 +67,8 @@ def compile_bwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_m=N
             sig[n] = "*bf16" if dtype == torch.bfloat16 else "*fp16"
         elif n in ("LSE2", "DELTA"):
             sig[n] = "*fp32"
+        elif n == "rng_words":
+            sig[n] = "*i32"
         elif n in ("qk_scale", "sm_scale", "drop_rscale"):
             sig[n] = "fp32"
         else:
@@ -87,11 +91,12 @@ if __name__ == "__main__":
     ap.add_argument("--dropout", action="store_true")
     ap.add_argument("--hd256", action="store_true", help="the head-dim-256 dK/dV kernel (implies --d 256)")
     ap.add_argument("--kv3d", action="store_true", help="rank-3 descriptors for the other side's tiles (dQ: K / V; dK/dV: Q / dO)")
+    ap.add_argument("--rng-ptr", action="store_true", help="dropout's key words from a device tensor (RNG_PTR)")
     a = ap.parse_args()
     if a.hd256:
         a.d = 256
     k, sass, res = compile_bwd(a.d, a.causal, a.left, torch.float16 if a.fp16 else torch.bfloat16,
-                               a.block_m, a.stages, a.regs, a.dq, a.dropout, a.hd256, a.kv3d)
+                               a.block_m, a.stages, a.regs, a.dq, a.dropout, a.hd256, a.kv3d, a.rng_ptr)
     print(res.strip().splitlines()[-1] if res.strip() else "")
     print("shared", k.metadata.shared)
     ops = collections.Counter(re.findall(r"^\s+/\*[0-9a-f]{4,6}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", sass, re.M))

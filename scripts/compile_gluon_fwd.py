@@ -22,7 +22,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: E4
 _BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 
 
-def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=None, stages=None, ws=False, regs=232, pingpong=True, dropout=False, kv3d=False, mask_ws=False, mask_regs=None):
+def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=None, stages=None, ws=False, regs=232, pingpong=True, dropout=False, kv3d=False, mask_ws=False, mask_regs=None, rng_ptr=False):
     bn, st = F._config(D)
     bn, st = block_n or bn, stages or st
     gdt = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
@@ -49,6 +49,9 @@ def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=N
         if mask_ws and regs == 232:  # the shipped split with the producer (forward_sm90.MASK_CONSUMER_REGS)
             cons["CONSUMER_REGS"] = F.MASK_CONSUMER_REGS
         cons["KV_LAYOUT"] = gl.NVMMASharedLayout.get_default_for([bn, D], gdt) if kv3d else None
+        cons["RNG_PTR"] = rng_ptr  # dropout's key words loaded from a device tensor (graph capture, torch.compile)
+        if not rng_ptr:
+            cons["rng_words"] = None
     sig = {}
     for n in params:
         if n in cons:
@@ -59,6 +62,8 @@ def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=N
             sig[n] = "*bf16" if dtype == torch.bfloat16 else "*fp16"
         elif n == "LSE":
             sig[n] = "*fp32"
+        elif n == "rng_words":
+            sig[n] = "*i32"
         elif n in ("qk_scale", "drop_rscale"):
             sig[n] = "fp32"
         else:
@@ -97,8 +102,9 @@ if __name__ == "__main__":
     ap.add_argument("--mask-ws", action="store_true", help="dropout's mask from a producer partition")
     ap.add_argument("--mask-regs", type=int, help="the producer's registers (default forward_sm90.MASK_REGS)")
     ap.add_argument("--kv3d", action="store_true", help="K / V through rank-3 descriptors (ragged seqlen_k, batch > 1)")
+    ap.add_argument("--rng-ptr", action="store_true", help="dropout's key words from a device tensor (RNG_PTR)")
     a = ap.parse_args()
-    k, sass, res = compile_fwd(a.d, a.causal, a.left, block_n=a.block_n, stages=a.stages, ws=a.ws, regs=a.regs, pingpong=not a.no_pingpong, dropout=a.dropout, kv3d=a.kv3d, mask_ws=a.mask_ws, mask_regs=a.mask_regs)
+    k, sass, res = compile_fwd(a.d, a.causal, a.left, block_n=a.block_n, stages=a.stages, ws=a.ws, regs=a.regs, pingpong=not a.no_pingpong, dropout=a.dropout, kv3d=a.kv3d, mask_ws=a.mask_ws, mask_regs=a.mask_regs, rng_ptr=a.rng_ptr)
     print(res.strip().splitlines()[-1] if res.strip() else "")
     print("shared", k.metadata.shared, "spills LDL/STL", len(re.findall(r"\b(?:LDL|STL)\b", sass)))
     if a.dump:

@@ -192,3 +192,112 @@ def test_autocast_keeps_fp32_arithmetic_cpu():
     assert o.dtype == torch.float32
     for a, b in zip((o,) + g, (r,) + rg):
         assert ((a.double() - b).norm() / b.norm()).item() < 1e-5
+
+
+# ---------------------------------------------------------------------------------------------------
+# Dropout under torch.compile and CUDA graph capture: the Philox key is three words drawn on the device
+# (interface._dropout_key), so the call traces without a graph break and a captured graph draws a new mask per replay
+
+
+def _dropout_fwd(q, k, v, p=0.2, **opts):
+    out, lse, S = tilefold.attention(q, k, v, dropout_p=p, return_attn_probs=True, **opts)
+    return out, S
+
+
+def _dropout_step(q, k, v, do, fwd=_dropout_fwd, **opts):
+    """One dropout forward (``fwd``: compiled or not; with S_dmask) and its backward"""
+    out, S = fwd(q, k, v, **opts)
+    return (out, S) + torch.autograd.grad(out, (q, k, v), do)
+
+
+def _check_against_decoded_mask(res, q, k, v, do, p, compute_dtype, **opts):
+    """out and the gradients of one dropout step follow the mask its S_dmask carries (2x rule vs fp64)"""
+    from tilefold.ops.attention.naive import attention_ref
+    out, S, *g = res
+    keep = ~torch.signbit(S)
+    ref, _ = attention_ref(q, k, v, dropout_p=p, keep=keep, **opts)
+    low, _ = attention_ref(q, k, v, dropout_p=p, keep=keep, compute_dtype=compute_dtype, **opts)
+    rg = torch.autograd.grad(ref, (q, k, v), do.double())
+    lg = torch.autograd.grad(low, (q, k, v), do)
+    err = lambda a, b: (a.double() - b.double()).abs().max().item()  # noqa: E731
+    for a, r, lo in zip([out] + g, [ref, *rg], [low, *lg]):
+        assert err(a, r) <= 2 * err(lo, r) + 1e-5
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_compile_fullgraph_dropout_cpu(backend):
+    """fullgraph compile of a dropout step (it broke the graph while the key was read from the generator on the
+    host): out and gradients follow the mask S carries (so the backward regenerated the forward's mask), the same
+    seed gives the same result, the next call another mask."""
+    torch._dynamo.reset()
+    q, k, v = _qkv(2, 24, 40, 4, 2, 16, torch.float32, "cpu", grad=True)
+    do = torch.randn(2, 24, 4, 16)
+    fwd = torch.compile(_dropout_fwd, fullgraph=True, backend="aot_eager")
+    with tilefold.use_backend(backend):
+        torch.manual_seed(4)
+        a = _dropout_step(q, k, v, do, fwd, causal=True)
+        b = _dropout_step(q, k, v, do, fwd, causal=True)
+        torch.manual_seed(4)
+        a2 = _dropout_step(q, k, v, do, fwd, causal=True)
+    assert all(torch.equal(x, y) for x, y in zip(a, a2))
+    assert not torch.equal(torch.signbit(a[1]), torch.signbit(b[1]))
+    for res in (a, b):
+        _check_against_decoded_mask(res, q, k, v, do, 0.2, torch.float32, causal=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("D", [128, 96], ids=["hd128", "hd96"])
+def test_compile_fullgraph_dropout_gpu(D):
+    """inductor, fullgraph, bf16: hd128 takes the Hopper Gluon kernels on sm_90, hd96 the Triton ones"""
+    torch._dynamo.reset()
+    q, k, v = _qkv(2, 256, 384, 4, 2, D, torch.bfloat16, "cuda", grad=True)
+    do = torch.randn(2, 256, 4, D, device="cuda", dtype=torch.bfloat16)
+    fwd = torch.compile(_dropout_fwd, fullgraph=True)
+    a, b = (_dropout_step(q, k, v, do, fwd, causal=True) for _ in range(2))
+    assert not torch.equal(torch.signbit(a[1]), torch.signbit(b[1]))
+    for res in (a, b):
+        _check_against_decoded_mask(res, q, k, v, do, 0.2, torch.bfloat16, causal=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("D", [128, 96], ids=["hd128", "hd96"])
+def test_dropout_cuda_graph_capture_gpu(D):
+    """A dropout forward + backward captured in a CUDA graph after an eager warm-up (which compiles and loads the
+    kernels the capture launches): each replay draws a new mask, and each replay's out and gradients follow the
+    mask its S carries."""
+    q, k, v = _qkv(2, 256, 384, 4, 2, D, torch.bfloat16, "cuda", grad=True)
+    do = torch.randn(2, 256, 4, D, device="cuda", dtype=torch.bfloat16)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            _dropout_step(q, k, v, do, causal=True)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        res = _dropout_step(q, k, v, do, causal=True)
+    snaps = []
+    for _ in range(2):
+        graph.replay()
+        torch.cuda.synchronize()
+        snaps.append([t.clone() for t in res])
+    assert not torch.equal(torch.signbit(snaps[0][1]), torch.signbit(snaps[1][1]))
+    for snap in snaps:
+        _check_against_decoded_mask(snap, q, k, v, do, 0.2, torch.bfloat16, causal=True)
+
+
+def test_opcheck_dropout_ops_cpu():
+    """the forward, backward and S_dmask ops with dropout and a key tensor (schema, fake tensors, autograd
+    registration)"""
+    q, k, v = _qkv(1, 9, 13, 4, 2, 16, torch.float32, "cpu", grad=True)
+    words = torch.tensor([5, -7, 11], dtype=torch.int32)
+    with tilefold.use_backend("torch"):
+        fwd = _fwd_args(q, k, v, right=0) + (0.3, 0, 0, words)
+        torch.library.opcheck(torch.ops.tilefold.attention_fwd.default, fwd)
+        out, lse = torch.ops.tilefold.attention_fwd(*fwd)
+        out, lse = out.detach(), lse.detach()
+        bwd = (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out, lse, None, None, None, 9, 13, 0.25,
+               -1, 0, 0.0, 0, 0.3, 0, 0, words)
+        torch.library.opcheck(torch.ops.tilefold.attention_bwd.default, bwd)
+        probs = (q.detach(), k.detach(), v.detach(), None, None, 9, 13, lse, 0.25, -1, 0, 0.0, 0.3, words)
+        torch.library.opcheck(torch.ops.tilefold.attention_probs.default, probs)

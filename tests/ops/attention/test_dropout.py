@@ -7,8 +7,10 @@ import triton
 import triton.language as tl
 
 import tilefold
+from tilefold.ops.attention.interface import _dropout_key
 from tilefold.ops.attention.naive import attention_ref, varlen_attention_ref
 from tilefold.ops.common.philox import as_int32, dropout_keep, dropout_keep_torch, dropout_threshold
+from tilefold.ops.common.philox_torch import rng_seed_offset
 
 BACKENDS = ["torch", "triton"]
 
@@ -125,8 +127,7 @@ def test_cpu_and_kernel_draw_the_same_mask(H, HK):
             masks.append(torch.signbit(S))
     assert torch.equal(masks[0], masks[1])
     torch.manual_seed(99)
-    from tilefold.ops.attention.interface import _rng_state
-    seed, offset = _rng_state(q.device, 0.25)
+    seed, offset = rng_seed_offset(_dropout_key(q.device, 0.25))
     assert torch.equal(masks[0], ~_mirror_keep(seed, offset, 2, H, 40, 40, 0.25))
 
 
@@ -144,8 +145,7 @@ def test_cpu_and_kernel_draw_the_same_mask_varlen():
             masks.append(torch.signbit(S))
     assert torch.equal(masks[0], masks[1])
     torch.manual_seed(5)
-    from tilefold.ops.attention.interface import _rng_state
-    seed, offset = _rng_state(q.device, 0.3)
+    seed, offset = rng_seed_offset(_dropout_key(q.device, 0.3))
     want = ~_mirror_keep(seed, offset, 4, 4, 23, 23, 0.3)
     lens = (cu[1:] - cu[:-1]).tolist()
     for b, n in enumerate(lens):
@@ -187,7 +187,7 @@ def test_keep_scale_is_the_masks_keep_probability():
     from tilefold.ops.common.philox import dropout_args, keep_scale
     for p in (0.1, 0.5, 0.9999, 0.99999):
         assert keep_scale(p) == 65536 / (65536 - dropout_threshold(p))
-        assert dropout_args(p, 1, 2)[-1] == keep_scale(p)
+        assert dropout_args(p, 1, 2)[4] == keep_scale(p)
     assert keep_scale(0.0) == 1.0 and abs(keep_scale(0.1) * 0.9 - 1) < 1e-5
     torch.manual_seed(1)
     q = torch.zeros(1, 1024, 16, 16)
@@ -322,27 +322,28 @@ def test_rng_arguments_are_never_specialized():
         assert set(RNG_ARGS) <= names, kern
 
 
-def test_dropout_refused_under_graph_capture(monkeypatch):
-    """The seed / offset are host integers from torch's generator: a captured dropout call would replay one mask, so
-    it is refused with a message saying why (torch's own get_offset refuses too, less clearly: call 80); p = 0 is not
-    affected."""
-    from tilefold.ops.attention import interface
-    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
-    with pytest.raises(RuntimeError, match="CUDA graph capture"):
-        interface._rng_state(torch.device("cuda"), 0.1)
-    assert interface._rng_state(torch.device("cuda"), 0.0) == (0, 0)
+def test_dropout_key_is_drawn_on_the_device_by_the_generator():
+    """The key is three int32 words drawn on q's device from torch's generator (so capture and compile work, and the
+    host never reads the generator): reproducible with manual_seed, new words on the next call, none for p = 0."""
+    torch.manual_seed(3)
+    a = _dropout_key(torch.device("cpu"), 0.1)
+    b = _dropout_key(torch.device("cpu"), 0.1)
+    torch.manual_seed(3)
+    assert torch.equal(_dropout_key(torch.device("cpu"), 0.5), a)
+    assert a.dtype == torch.int32 and a.shape == (3,) and not torch.equal(a, b)
+    assert _dropout_key(torch.device("cpu"), 0.0) is None
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("state", [(1, 0, 0.2), (0, 1, 0.2), (1 << 32, 0, 0.2), (5, 3, 1 / 65536)],
+@pytest.mark.parametrize("state", [(1, 0, 0, 0.2), (0, 0, 1, 0.2), (0, 1, 0, 0.2), (5, 0, 3, 1 / 65536)],
                          ids=["seed1", "offset1", "seedhi1", "threshold1"])
 @pytest.mark.parametrize("D", [128, 96], ids=["hd128", "hd96"])
 def test_rng_values_equal_to_one_gpu(state, D, monkeypatch):
-    """Seeds / offsets / thresholds equal to 1 on every kernel (hd128 batch 2 takes the Hopper Gluon kernels on an
-    sm_90 GPU — checked —, hd96 the Triton ones): the mask is the torch mirror's (decoded from S_dmask), out and
-    gradients follow it."""
-    from tilefold.ops.attention import backward_sm90, config, forward_sm90
-    seed, offset, p = state
+    """Key words / thresholds equal to 1 on every kernel (hd128 batch 2 takes the Hopper Gluon kernels on an sm_90
+    GPU — checked —, hd96 the Triton ones): the mask is the torch mirror's (decoded from S_dmask), out and gradients
+    follow it. The words are loaded (RNG_PTR); the threshold is an integer argument Triton must not specialize."""
+    from tilefold.ops.attention import backward_sm90, config, forward_sm90, interface
+    lo, hi, offset, p = state
     gluon = D == 128 and forward_sm90.HAVE_GLUON and torch.cuda.get_device_capability()[0] == 9
     taken = []
     for mod, name in ((forward_sm90, "attention_fwd_sm90"), (backward_sm90, "attention_dkdv_sm90"),
@@ -352,16 +353,15 @@ def test_rng_values_equal_to_one_gpu(state, D, monkeypatch):
     if gluon:
         monkeypatch.setattr(config, "FWD_SM90", "1")
         monkeypatch.setattr(config, "BWD_SM90", "1")
-    torch.cuda.init()  # default_generators is empty until CUDA is initialized (the hd96 cases reach here first)
-    gen = torch.cuda.default_generators[torch.cuda.current_device()]
+    words = torch.tensor([lo, hi, offset], dtype=torch.int32, device="cuda")
+    monkeypatch.setattr(interface, "draw_rng_words", lambda device: words.clone())
+    seed = (hi << 32) | lo
     torch.manual_seed(0)
     q = torch.randn(2, 256, 4, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     k = torch.randn(2, 384, 2, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     v = torch.randn_like(k, requires_grad=True)
 
     def call(**kw):
-        gen.manual_seed(seed)
-        gen.set_offset(4 * offset)
         return tilefold.attention(q, k, v, dropout_p=p, causal=True, **kw)
     out, lse, S = call(return_attn_probs=True)
     out2 = call()
@@ -384,3 +384,37 @@ def test_rng_values_equal_to_one_gpu(state, D, monkeypatch):
         _check(a, r, lo)
     if gluon:
         assert set(taken) == {"attention_fwd_sm90", "attention_dkdv_sm90", "attention_dq_sm90"}, taken
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("varlen", [False, True], ids=["dense", "varlen"])
+def test_key_words_are_the_integer_key(backend, varlen):
+    """The kernels' two ways to take the Philox key -- integer arguments (seed, offset) or three int32 words loaded
+    from a tensor (RNG_PTR, what public calls use) -- give bitwise the same out, lse and gradients for the same key,
+    and S's signs are the torch mirror's mask of the integer key; the torch path reads the words on the device
+    (0-dim tensors), bitwise as with the integers."""
+    from tilefold.ops.attention import function
+    seed, offset = (0x1234_5678 << 32) | 0x9ABC_DEF0, 0xFEDC_BA98
+    words = torch.tensor([as_int32(seed), as_int32(seed >> 32), as_int32(offset)], dtype=torch.int32)
+    torch.manual_seed(0)
+    if varlen:
+        cu = torch.tensor([0, 9, 9, 30], dtype=torch.int32)
+        q = torch.randn(30, 4, 16, requires_grad=True)
+        k, v = (torch.randn(30, 2, 16, requires_grad=True) for _ in range(2))
+        meta, B, M, N = (cu, cu, 21, 21), 3, 21, 21
+    else:
+        q = torch.randn(2, 24, 4, 16, requires_grad=True)
+        k, v = (torch.randn(2, 33, 2, 16, requires_grad=True) for _ in range(2))
+        meta, B, M, N = (None, None, 24, 33), 2, 24, 33
+    res = []
+    with tilefold.use_backend(backend):
+        for key in ((seed, offset, None), (0, 0, words)):
+            out, lse = function.attention_forward(q, k, v, *meta, 0.25, 7, 0, 0.0, 0, 0.3, *key)
+            res.append((out, lse) + torch.autograd.grad((out * out).sum(), (q, k, v)))
+        S = function.attention_probs_forward(q, k, v, *meta, res[1][1], 0.25, 7, 0, 0.0, 0.3, words)
+    for a, b in zip(*res):
+        assert torch.equal(a, b)
+    visible = (S != 0) | torch.signbit(S)  # masked and padding positions are +0.0
+    drop = torch.signbit(S)
+    assert drop.any() and (visible & ~drop).any()
+    assert torch.equal(drop[visible], ~_mirror_keep(seed, offset, B, 4, M, N, 0.3)[visible])

@@ -22,7 +22,7 @@ from ..common.fold import LOG2E, score_transform
 from ..common.masks import block_order, grid_row, key_tiles, query_tiles, sequence_bounds, visible
 from ..common import launch as _launch
 from ..common.host import cdiv, rows_grid
-from ..common.philox import RNG_ARGS, dropout_args, dropout_keep
+from ..common.philox import RNG_ARGS, dropout_args, dropout_keep, rng_key
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 
 
@@ -230,19 +230,21 @@ def attention_bwd_dkdv_kernel(
     cu_seqlens_q, cu_seqlens_k,
     seqlen_q_fixed, seqlen_k_fixed, shift_extra, win_left, win_right,
     sm_scale, qk_scale, softcap_pre, softcap_post,
-    seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
+    seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, rng_words,
     HK, GROUP, D, dlse_plane,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     USE_TMA: tl.constexpr, COMPENSATED: tl.constexpr, SEP_DLSE: tl.constexpr, LPT: tl.constexpr,
     SPLIT_D: tl.constexpr, ONE_LOOP: tl.constexpr = False, EVEN_M: tl.constexpr = False,
+    RNG_PTR: tl.constexpr = False,
 ):
     # the first key blocks see the most queries under a causal mask: they go first
     # SPLIT_D = 2: axis 0 is (key block, head-dim half), the two halves of a block adjacent (they read
     # the same K, V, Q, dO tiles, from L2); each computes S and dP over the full head dim but accumulates
     # and stores only its half of dK and dV (half the accumulator registers, 1.5x the matmuls)
     pid_x, pid_bh, _ = block_order(LPT, False, 1)
+    seed_lo, seed_hi, rng_offset = rng_key(seed_lo, seed_hi, rng_offset, rng_words, RNG_PTR)
     pid_n = pid_x // SPLIT_D
     half = pid_x % SPLIT_D
     b = pid_bh // HK
@@ -392,15 +394,17 @@ def attention_bwd_dq_kernel(
     cu_seqlens_q, cu_seqlens_k,
     seqlen_q_fixed, seqlen_k_fixed, shift_extra, win_left, win_right,
     sm_scale, qk_scale, softcap_pre, softcap_post,
-    seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
+    seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, rng_words,
     H, GROUP, D, dlse_plane,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     USE_TMA: tl.constexpr, COMPENSATED: tl.constexpr, SEP_DLSE: tl.constexpr, LPT: tl.constexpr,
+    RNG_PTR: tl.constexpr = False,
 ):
     # heavy query blocks (most visible keys under a causal mask) first: a shorter tail
     pid_m, pid_bh, _ = block_order(LPT, True, 1)
+    seed_lo, seed_hi, rng_offset = rng_key(seed_lo, seed_hi, rng_offset, rng_words, RNG_PTR)
     b = pid_bh // H
     h = pid_bh % H
     hk = h // GROUP
@@ -478,9 +482,10 @@ def _strides(t):
 
 def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, softcap, cu_seqlens_q=None,
                   cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None, shift_extra=0,
-                  dropout_p=0.0, seed=0, offset=0):
+                  dropout_p=0.0, seed=0, offset=0, rng=None):
     """Launch the backward: returns dq, dk, dv (dtypes and shapes of q, k, v, contiguous).
-    ``dlse`` (optional, like lse) is the gradient flowing into the returned lse."""
+    ``dlse`` (optional, like lse) is the gradient flowing into the returned lse. The dropout mask is the forward's:
+    (seed, offset), or the words in ``rng`` when given (attention_fwd)."""
     varlen = cu_seqlens_q is not None
     if varlen:
         T, H, D = q.shape
@@ -542,8 +547,9 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
                       EVEN_D=BD == D, DOT_PREC=_cfg.dot_precision(q.dtype), BLOCK_D=BD,
                       COMPENSATED=exact, SEP_DLSE=sep_dlse, LPT=_cfg.lpt_order(left, right, varlen))
         scal = (cuq, cuk, M, N, shift_extra, max(left, 0), max(right, 0),
-                softmax_scale, softmax_scale * LOG2E, sc_pre, sc_post, *dropout_args(dropout_p, seed, offset))
+                softmax_scale, softmax_scale * LOG2E, sc_pre, sc_post, *dropout_args(dropout_p, seed, offset, rng))
         common["HAS_DROPOUT"] = dropout_p > 0
+        common["RNG_PTR"] = dropout_p > 0 and rng is not None
         # dK, dV: key blocks of BLOCK_N (the long side), query tiles of BLOCK_M; split over halves of the
         # head dim when the config asks (not for fp32: its exact delta needs dP as one dot, see the
         # preprocess kernel; and not below 16 columns per half, the smallest dot)
@@ -555,13 +561,13 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
     if gluon_dkdv:
         # Hopper: dK / dV from the warp-specialized Gluon kernel (backward_sm90.py)
         _sm90.attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, softmax_scale=softmax_scale, window=window,
-                                  dropout_p=dropout_p, seed=seed, offset=offset)
+                                  dropout_p=dropout_p, seed=seed, offset=offset, rng=rng)
     else:
         _dkdv_launch(q, k, v, dout, lse2, delta, dk, dv, slb, slh, slm, scal, HK, H, D, dlse_plane, cfg, split,
                      descriptors_ok, BD, left, right, exact, varlen, M, N, B, common)
     if gluon_dq:
         _sm90.attention_dq_sm90(q, k, v, dout, lse2, delta, dq, softmax_scale=softmax_scale, window=window,
-                                dropout_p=dropout_p, seed=seed, offset=offset)
+                                dropout_p=dropout_p, seed=seed, offset=offset, rng=rng)
     else:
         # dQ: query blocks of qcfg.BLOCK_M rows, key tiles of qcfg.BLOCK_N
         attention_bwd_dq_kernel[(cdiv(M, qcfg.BLOCK_M), *rows_grid(B, H))](

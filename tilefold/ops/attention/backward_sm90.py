@@ -79,7 +79,7 @@ from .forward_sm90 import _major, _plan_descs, _rows_view, _smem_layout, _smem_l
 from ..common.masks import query_tiles
 from ..common.philox import RNG_ARGS, dropout_args
 if HAVE_GLUON:
-    from ..common.philox import dropout_keep_gl
+    from ..common.philox import dropout_keep_gl, rng_key_gl
     from .forward_sm90 import _key_range, _mask_if_cut, _tma_rows, _ws_loader
 
 LOG2E = 1.4426950408889634
@@ -257,10 +257,11 @@ if HAVE_GLUON:
         q_desc, k_desc, v_desc, do_desc, LSE2, DELTA, DK, DV,
         stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh, stride_dvb, stride_dvn, stride_dvh,
         seqlen_q, seqlen_k, HK, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
-        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
+        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, rng_words,
         HEAD_D: gl.constexpr, STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr,
         CONSUMER_REGS: gl.constexpr, HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr,
         QD3D: gl.constexpr = False, QD_LAYOUT: gl.constexpr = None,
+        RNG_PTR: gl.constexpr = False,
     ):
         """Grid (key blocks of 2·WN keys, batch·key heads); the first key blocks see the most queries under
         a causal mask and go first. QD3D: Q / dO through rank-3 descriptors (QD_LAYOUT: their tiles' 2-D
@@ -270,6 +271,7 @@ if HAVE_GLUON:
         dtype: gl.constexpr = q_desc.dtype
         pid_n = gl.program_id(0)
         pid_bh = gl.program_id(1) + gl.program_id(2) * gl.num_programs(1)  # host.rows_grid
+        seed_lo, seed_hi, rng_offset = rng_key_gl(seed_lo, seed_hi, rng_offset, rng_words, RNG_PTR)
         b = pid_bh // HK
         hk = pid_bh % HK
         n0 = pid_n * (2 * WN)
@@ -410,10 +412,11 @@ if HAVE_GLUON:
         q_desc, k_desc, v_desc, do_desc, LSE2, DELTA, DQ,
         stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
         seqlen_q, seqlen_k, H, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
-        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
+        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, rng_words,
         HEAD_D: gl.constexpr, STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr,
         CONSUMER_REGS: gl.constexpr, HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr,
         KV3D: gl.constexpr = False, KV_LAYOUT: gl.constexpr = None,
+        RNG_PTR: gl.constexpr = False,
     ):
         """Grid (query blocks of 2·WG_M rows, batch·heads), heaviest (causal: last) blocks first. Q and dO of
         the block stay in shared memory; K and V tiles stream through the forward's loader and ring. KV3D:
@@ -423,6 +426,7 @@ if HAVE_GLUON:
         dtype: gl.constexpr = q_desc.dtype
         pid_m = gl.num_programs(0) - 1 - gl.program_id(0)
         pid_bh = gl.program_id(1) + gl.program_id(2) * gl.num_programs(1)  # host.rows_grid
+        seed_lo, seed_hi, rng_offset = rng_key_gl(seed_lo, seed_hi, rng_offset, rng_words, RNG_PTR)
         b = pid_bh // H
         h = pid_bh % H
         hk = h // GROUP
@@ -601,10 +605,11 @@ if HAVE_GLUON:
         q_desc, k_desc, v_desc, do_desc, LSE2, DELTA, DK, DV,
         stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh, stride_dvb, stride_dvn, stride_dvh,
         seqlen_q, seqlen_k, HK, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
-        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
+        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, rng_words,
         HEAD_D: gl.constexpr, STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr,
         CONSUMER_REGS: gl.constexpr, HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr,
         QD3D: gl.constexpr = False, QD_LAYOUT: gl.constexpr = None,
+        RNG_PTR: gl.constexpr = False,
     ):
         """dK / dV at head dim 256 (FA3's split): one program per 64 keys; warpgroup 0 owns head-dim columns
         [0, 128) of dK / dV, warpgroup 1 columns [128, 256) (128 accumulator registers each). Warpgroup 0
@@ -616,6 +621,7 @@ if HAVE_GLUON:
         dtype: gl.constexpr = q_desc.dtype
         pid_n = gl.program_id(0)
         pid_bh = gl.program_id(1) + gl.program_id(2) * gl.num_programs(1)  # host.rows_grid
+        seed_lo, seed_hi, rng_offset = rng_key_gl(seed_lo, seed_hi, rng_offset, rng_words, RNG_PTR)
         b = pid_bh // HK
         hk = pid_bh % HK
         n0 = pid_n * WN
@@ -885,7 +891,7 @@ _PLANS: dict = {}
 _LAUNCHES: dict = {}
 
 
-def _launch(kind, planner, tensors, outs, lse2, delta, *, softmax_scale, window, dropout_p, seed, offset):
+def _launch(kind, planner, tensors, outs, lse2, delta, *, softmax_scale, window, dropout_p, seed, offset, rng):
     """One dK/dV or dQ launch: its plan (cached per call shape, strides, dtype, options and the module switches
     it reads) and then the kernel, launched directly after its first call unless TILEFOLD_SM90_DIRECT_LAUNCH=0
     (forward_sm90.attention_fwd_sm90 does the same)."""
@@ -901,27 +907,30 @@ def _launch(kind, planner, tensors, outs, lse2, delta, *, softmax_scale, window,
             _PLANS.clear()
         plan = _PLANS[key] = planner(q, k, v, dout, lse2, *outs, softmax_scale, window, dropout_p > 0)
     descs = tuple(plain_descriptor(TensorDescriptor, t, *d) for t, d in zip(tensors, plan.descs))
-    drop = dropout_args(dropout_p, seed, offset)
+    drop = dropout_args(dropout_p, seed, offset, rng)
     args = descs + (lse2, delta) + tuple(outs) + plan.ints + drop
+    consts = plan.consts if rng is None else dict(plan.consts, RNG_PTR=dropout_p > 0)
     if launch.DIRECT_GLUON:
         cache = _LAUNCHES.get(plan.kernel)
         if cache is None:
             cache = _LAUNCHES[plan.kernel] = LaunchCache(plan.kernel)
-        cache.launch((key, *map(int_class, drop[:4]), lse2.data_ptr() % 16 == 0, delta.data_ptr() % 16 == 0) +
-                     tuple(o.data_ptr() % 16 == 0 for o in outs), plan.grid, args, plan.consts, num_warps=4)
+        cache.launch((key, *map(int_class, drop[:4]), rng is not None, lse2.data_ptr() % 16 == 0,
+                      delta.data_ptr() % 16 == 0) + tuple(o.data_ptr() % 16 == 0 for o in outs), plan.grid, args,
+                     consts, num_warps=4)
     else:
-        plan.kernel[plan.grid](*args, **plan.consts, num_warps=4)
+        plan.kernel[plan.grid](*args, **consts, num_warps=4)
 
 
 def attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, *, softmax_scale, window, dropout_p=0.0, seed=0,
-                        offset=0):
+                        offset=0, rng=None):
     """Write dK, dV (contiguous (B, N, HK, D)) of the backward whose preprocess gave lse2 / delta
     ((B, H, M) fp32, unit last stride)."""
     _launch("dkdv", _dkdv_plan, (q, k, v, dout), (dk, dv), lse2, delta, softmax_scale=softmax_scale, window=window,
-            dropout_p=dropout_p, seed=seed, offset=offset)
+            dropout_p=dropout_p, seed=seed, offset=offset, rng=rng)
 
 
-def attention_dq_sm90(q, k, v, dout, lse2, delta, dq, *, softmax_scale, window, dropout_p=0.0, seed=0, offset=0):
+def attention_dq_sm90(q, k, v, dout, lse2, delta, dq, *, softmax_scale, window, dropout_p=0.0, seed=0, offset=0,
+                      rng=None):
     """Write dQ (contiguous (B, M, H, D)) of the backward whose preprocess gave lse2 / delta."""
     _launch("dq", _dq_plan, (q, k, v, dout), (dq,), lse2, delta, softmax_scale=softmax_scale, window=window,
-            dropout_p=dropout_p, seed=seed, offset=offset)
+            dropout_p=dropout_p, seed=seed, offset=offset, rng=rng)

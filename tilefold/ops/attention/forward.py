@@ -16,7 +16,7 @@ from . import forward_sm90 as _sm90
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
 from ..common.masks import block_order, key_tiles, sequence_bounds, split_share, visible
 from ..common.host import cdiv, rows_grid
-from ..common.philox import RNG_ARGS, dropout_args, dropout_keep
+from ..common.philox import RNG_ARGS, dropout_args, dropout_keep, rng_key
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 
 
@@ -71,16 +71,17 @@ def attention_fwd_kernel(
     seqlen_q_fixed, seqlen_k_fixed, shift_extra, win_left, win_right,
     qk_scale, softcap_pre, softcap_post,
     H, GROUP, D, n_splits,
-    seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
+    seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, rng_words,
     P, stride_pb, stride_ph, stride_pm,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, IS_SPLIT: tl.constexpr,
     DOT_PREC: tl.constexpr, USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr,
-    HAS_DROPOUT: tl.constexpr, RETURN_P: tl.constexpr, LPT: tl.constexpr,
+    HAS_DROPOUT: tl.constexpr, RETURN_P: tl.constexpr, LPT: tl.constexpr, RNG_PTR: tl.constexpr = False,
 ):
     # heavy query blocks (most visible keys under a causal mask) first: a shorter tail
     pid_m, pid_bh, pid_s = block_order(LPT, True, n_splits)
+    seed_lo, seed_hi, rng_offset = rng_key(seed_lo, seed_hi, rng_offset, rng_words, RNG_PTR)
     b = pid_bh // H
     h = pid_bh % H
     hk = h // GROUP
@@ -192,11 +193,12 @@ def _qkv_strides(t):
 
 def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None, cu_seqlens_k=None,
                   max_seqlen_q=None, max_seqlen_k=None, shift_extra=0, num_splits=1,
-                  dropout_p=0.0, seed=0, offset=0, probs=None):
+                  dropout_p=0.0, seed=0, offset=0, rng=None, probs=None):
     """Launch the forward. ``window = (left, right)`` with -1 unbounded (causal already folded into
     right = 0). Returns (out, lse): out like q, lse (B, H, M) or (H, Tq) fp32 natural log.
     With num_splits > 1 returns fp32 partial states (num_splits, *out.shape) and (num_splits, *lse.shape).
-    dropout_p > 0 applies the Philox mask of (seed, offset) (tilefold.ops.common.philox). ``probs``: a
+    dropout_p > 0 applies the Philox mask of (seed, offset), or of the words in ``rng`` when given
+    (tilefold.ops.common.philox). ``probs``: a
     zero-filled fp32 (B, H, M, N) tensor (varlen: padded (B, H, max_seqlen_q, max_seqlen_k)) that
     receives the normalized probabilities with dropped elements' sign bit set."""
     varlen = cu_seqlens_q is not None
@@ -205,7 +207,7 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
             q, k, v, softcap=softcap, window=window, dropout_p=dropout_p, num_splits=num_splits,
             varlen=varlen, shift_extra=shift_extra, softmax_scale=softmax_scale):
         return _sm90.attention_fwd_sm90(q, k, v, softmax_scale=softmax_scale, window=window, dropout_p=dropout_p,
-                                        seed=seed, offset=offset)
+                                        seed=seed, offset=offset, rng=rng)
     if varlen:
         T, H, D = q.shape
         B = cu_seqlens_q.numel() - 1
@@ -269,12 +271,13 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
         M, N, shift_extra, max(left, 0), max(right, 0),
         softmax_scale * LOG2E, sc_pre, sc_post,
         H, H // HK, D, n_splits,
-        *dropout_args(dropout_p, seed, offset), P, sp[0], sp[1], sp[2],
+        *dropout_args(dropout_p, seed, offset, rng), P, sp[0], sp[1], sp[2],
         BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=BD,
         IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0,
         HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D, IS_SPLIT=split,
         DOT_PREC=_cfg.dot_precision(q.dtype), USE_TMA=use_tma, WARP_SPEC=use_tma and cfg.warp_spec,
         HAS_DROPOUT=has_drop, RETURN_P=probs is not None, LPT=_cfg.lpt_order(left, right, varlen),
+        RNG_PTR=has_drop and rng is not None,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return out, lse

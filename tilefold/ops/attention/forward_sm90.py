@@ -72,7 +72,7 @@ from ..common.host import cdiv, rows_grid
 from ..common.launch import LaunchCache, PLANS_MAX, int_class, plain_descriptor
 from ..common.philox import RNG_ARGS, dropout_args
 if HAVE_GLUON:
-    from ..common.philox import dropout_keep_gl
+    from ..common.philox import dropout_keep_gl, rng_key_gl
 
 LOG2E = 1.4426950408889634
 BLOCK_M = 128
@@ -432,12 +432,13 @@ if HAVE_GLUON:
         q_desc, k_desc, v_desc, O, LSE,
         stride_ob, stride_om, stride_oh, stride_lb, stride_lh,
         seqlen_q, seqlen_k, H, GROUP, shift, win_left, win_right, qk_scale,
-        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
+        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, rng_words,
         BLOCK_N: gl.constexpr, HEAD_D: gl.constexpr, STAGES: gl.constexpr,
         HAS_LO: gl.constexpr, HAS_HI: gl.constexpr, CONSUMER_REGS: gl.constexpr, PINGPONG: gl.constexpr,
         HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr, KV3D: gl.constexpr = False,
         KV_LAYOUT: gl.constexpr = None, MASK_WS: gl.constexpr = False, MASK_STAGES: gl.constexpr = 2,
         MASK_REGS: gl.constexpr = 56,
+        RNG_PTR: gl.constexpr = False,
     ):
         """Warp-specialized variant: two consumer warpgroups (the default partition and a 4-warp worker)
         of WG_M = 64 rows each, and a 1-warp TMA loader; no CTA-wide barrier in the loop, so the two
@@ -448,6 +449,7 @@ if HAVE_GLUON:
         dtype: gl.constexpr = q_desc.dtype
         pid_m = gl.num_programs(0) - 1 - gl.program_id(0)
         pid_bh = gl.program_id(1) + gl.program_id(2) * gl.num_programs(1)  # host.rows_grid
+        seed_lo, seed_hi, rng_offset = rng_key_gl(seed_lo, seed_hi, rng_offset, rng_words, RNG_PTR)
         b = pid_bh // H
         h = pid_bh % H
         hk = h // GROUP
@@ -732,7 +734,7 @@ if HAVE_GLUON:
     _FWD_LAUNCH = LaunchCache(attention_fwd_sm90_ws_kernel)
 
 
-def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0, offset=0):
+def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0, offset=0, rng=None):
     """out (contiguous, like q) and lse (B, H, M) fp32: the kernel writes both with unit last-dim stride.
 
     Host path: everything that is a function of the call's shapes, strides, dtype and options (grid, integer
@@ -755,11 +757,13 @@ def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0,
     lse = torch.empty(plan.lse_shape, device=q.device, dtype=torch.float32)
     args = (descs[0], descs[1], descs[2], out, lse) + plan.ints
     if ws:
-        drop = dropout_args(dropout_p, seed, offset)
+        drop = dropout_args(dropout_p, seed, offset, rng)
+        consts = plan.consts if rng is None else dict(plan.consts, RNG_PTR=dropout_p > 0)
         if launch.DIRECT_GLUON:
-            _FWD_LAUNCH.launch((key, *map(int_class, drop[:4])), plan.grid, args + drop, plan.consts, num_warps=4)
+            _FWD_LAUNCH.launch((key, *map(int_class, drop[:4]), rng is not None), plan.grid, args + drop, consts,
+                               num_warps=4)
         else:
-            attention_fwd_sm90_ws_kernel[plan.grid](*args, *drop, **plan.consts, num_warps=4)
+            attention_fwd_sm90_ws_kernel[plan.grid](*args, *drop, **consts, num_warps=4)
     else:
         attention_fwd_sm90_kernel[plan.grid](*args, **plan.consts, num_warps=NUM_WARPS)
     return out, lse

@@ -8,8 +8,8 @@ from ..common.validate import (MAX_HEADDIM, _is_real, _validate_bool, _validate_
                                _validate_softcap, _validate_tensor, _validate_window)
 from ..decode.splitkv import split_kv_attention
 from ..common.dispatch import backend_for
-from .cpu import attention_probs
-from .function import attention_forward, attention_fwd
+from ..common.philox_torch import draw_rng_words
+from .function import attention_forward, attention_probs_forward
 
 _MASK_DOC = """
     Masks are aligned to the bottom-right corner: with ``shift = seqlen_k - seqlen_q``, query ``i`` may
@@ -45,32 +45,16 @@ def _options(q, D, softmax_scale, causal, window_size, softcap, dropout_p, retur
     return scale, left, right, softcap, float(dropout_p)
 
 
-def _rng_state(device, dropout_p):
-    """(seed, offset) for one dropout call from torch's default generator of ``device``; advances it so
-    the next call draws a different mask. CUDA: the Philox generator's seed and offset (offset += 4).
-    CPU: seed = the generator's initial seed, offset drawn from it (so it advances too)."""
-    if dropout_p == 0.0:
-        return 0, 0
-    if device.type == "cuda":
-        if torch.cuda.is_current_stream_capturing():
-            # the seed / offset are host integers baked into the launch: every replay would reuse one mask (torch's
-            # generator refuses get_offset during capture anyway; this says why, call 80 in benchmarks/NOTES.md)
-            raise RuntimeError("dropout_p > 0 is not supported under CUDA graph capture: the dropout seed and offset "
-                               "are read from torch's generator on the host, so a captured call would replay one "
-                               "mask; capture with dropout_p=0 or run the dropout call eagerly")
-        idx = device.index if device.index is not None else torch.cuda.current_device()
-        gen = torch.cuda.default_generators[idx]
-        seed, offset = gen.initial_seed(), gen.get_offset()
-        gen.set_offset(offset + 4)
-        offset //= 4
-    else:
-        gen = torch.default_generator
-        seed = gen.initial_seed()
-        offset = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
-    seed &= (1 << 64) - 1
-    if seed >= 1 << 63:  # keep it a signed int64 for the op schema; the bits are what count
-        seed -= 1 << 64
-    return seed, offset & 0xFFFFFFFF
+def _dropout_key(device, dropout_p):
+    """The Philox key of one dropout call (None without dropout): three int32 words (seed low, seed high, offset)
+    drawn on ``device`` from torch's default generator of that device (``philox_torch.draw_rng_words``), which the
+    kernels load (RNG_PTR; the launchers' integer seed / offset stay 0). ``torch.manual_seed`` reproduces the words and
+    each call draws new ones. Drawn by a kernel rather than read from the generator on the host, so a dropout call
+    works under CUDA graph capture (each replay draws new words; the host integers would be baked into the graph,
+    one mask for every replay, and torch refuses to read the generator during capture) and under torch.compile /
+    export (traced, no graph break). One mode for eager, captured and compiled calls: a graph's warm-up compiles
+    the kernel its capture launches (a Triton kernel cannot be loaded during capture)."""
+    return draw_rng_words(device) if dropout_p > 0 else None
 
 
 def _check_qkv(q, k, v, ndim):
@@ -101,10 +85,11 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
         causal, window_size: the mask (below).
         softcap: if > 0, scores become ``softcap · tanh(scores / softcap)`` before the softmax.
         return_lse: also return lse (batch, heads, seqlen_q), fp32, natural log.
-        dropout_p: attention dropout, fused. The mask is a pure function of (seed, offset, batch, head,
-            row, column) — Philox, with seed and offset taken from torch's default generator of q's device
-            (``torch.manual_seed`` reproduces it; each call advances the generator). It is never stored: the
-            backward regenerates it. The drop probability is p = dropout_p rounded to a multiple of 1/65536
+        dropout_p: attention dropout, fused. The mask is a pure function of (key, batch, head, row,
+            column) — Philox, keyed by three 32-bit words drawn from torch's default generator of q's device
+            by a kernel (``torch.manual_seed`` reproduces it; each call draws a new key). It is never stored:
+            the backward regenerates it. Works under CUDA graph capture (each replay draws a new mask) and
+            torch.compile(fullgraph=True). The drop probability is p = dropout_p rounded to a multiple of 1/65536
             (at most 65535/65536), and kept probabilities are scaled by 1 / (1 - p) with that p, so the
             output's expectation is the output without dropout (for p near 1 the rounding matters: 0.9999 is
             65529/65536).
@@ -127,7 +112,7 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
     scale, left, right, softcap, dropout_p = _options(q, D, softmax_scale, causal, window_size, softcap,
                                                       dropout_p, return_attn_probs, return_lse, deterministic)
     num_splits = _validate_num_splits(num_splits)
-    seed, offset = _rng_state(q.device, dropout_p)
+    rng = _dropout_key(q.device, dropout_p)
     if num_splits != 1:
         if dropout_p > 0:
             raise NotImplementedError("num_splits != 1 with dropout_p > 0: split-KV is an inference path")
@@ -135,10 +120,10 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
                                       window=(left, right), softcap=softcap)
     else:
         out, lse = attention_forward(q, k, v, None, None, M, k.shape[1], scale, left, right, softcap, 0,
-                                    float(dropout_p), seed, offset)
+                                    float(dropout_p), 0, 0, rng)
     if return_attn_probs:
-        S = _probs(q, k, v, None, None, M, k.shape[1], lse, scale, (left, right), softcap,
-                   dropout_p, seed, offset)
+        S = attention_probs_forward(q, k, v, None, None, M, k.shape[1], lse, scale, left, right, softcap,
+                                    dropout_p, rng)
         return out, lse, S
     return (out, lse) if return_lse else out
 
@@ -165,7 +150,7 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     scale, left, right, softcap, dropout_p = _options(q, D, softmax_scale, causal, window_size, softcap,
                                                       dropout_p, return_attn_probs, return_lse, deterministic)
     num_splits = _validate_num_splits(num_splits)
-    seed, offset = _rng_state(q.device, dropout_p)
+    rng = _dropout_key(q.device, dropout_p)
     if num_splits != 1:
         if dropout_p > 0:
             raise NotImplementedError("num_splits != 1 with dropout_p > 0: split-KV is an inference path")
@@ -175,39 +160,12 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
                                       max_seqlen_k=max_seqlen_k)
     else:
         out, lse = attention_forward(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-                                    scale, left, right, softcap, 0, float(dropout_p), seed, offset)
+                                    scale, left, right, softcap, 0, float(dropout_p), 0, 0, rng)
     if return_attn_probs:
-        S = _probs(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, lse, scale,
-                   (left, right), softcap, dropout_p, seed, offset)
+        S = attention_probs_forward(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, lse, scale,
+                                    left, right, softcap, dropout_p, rng)
         return out, lse, S
     return (out, lse) if return_lse else out
-
-
-def _probs(q, k, v, cu_q, cu_k, max_q, max_k, lse, scale, window, softcap, dropout_p, seed, offset):
-    """S for return_attn_probs: (batch, heads, seqlen_q, seqlen_k); varlen padded to
-    (batch, heads, max_seqlen_q, max_seqlen_k) with sequence b in the top-left corner of S[b], padding
-    +0.0. The Triton path recomputes it in the forward kernel (RETURN_P); the torch path from lse."""
-    varlen = cu_q is not None
-    B = cu_q.numel() - 1 if varlen else q.shape[0]
-    S = torch.zeros(B, q.shape[-2], max_q, max_k, device=q.device, dtype=torch.float32)
-    with torch.no_grad():
-        if backend_for(q) == "triton":
-            attention_fwd(q, k, v, softmax_scale=scale, window=window, softcap=softcap, cu_seqlens_q=cu_q,
-                          cu_seqlens_k=cu_k, max_seqlen_q=max_q, max_seqlen_k=max_k, dropout_p=dropout_p,
-                          seed=seed, offset=offset, probs=S)
-            return S
-        drop = dict(dropout_p=dropout_p, seed=seed, offset=offset)
-        if not varlen:
-            return attention_probs(q, k, lse, softmax_scale=scale, window=window, softcap=softcap, **drop)
-        cq, ck = cu_q.tolist(), cu_k.tolist()
-        for b in range(B):
-            m, n = cq[b + 1] - cq[b], ck[b + 1] - ck[b]
-            if m == 0 or n == 0:
-                continue
-            S[b, :, :m, :n] = attention_probs(q[cq[b]:cq[b + 1]][None], k[ck[b]:ck[b + 1]][None],
-                                              lse[:, cq[b]:cq[b + 1]][None], softmax_scale=scale,
-                                              window=window, softcap=softcap, b_offset=b, **drop)[0]
-    return S
 
 
 attention.__doc__ += _MASK_DOC

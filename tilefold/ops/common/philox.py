@@ -41,6 +41,18 @@ def philox_4x32(c0, c1, c2, c3, k0, k1, N_ROUNDS: tl.constexpr):
 
 
 @triton.jit
+def rng_key(seed_lo, seed_hi, rng_offset, rng_words, RNG_PTR: tl.constexpr):
+    """The Philox key words (seed low / high, offset) of a dropout launch: the integer arguments, or with RNG_PTR the
+    three int32 words at ``rng_words`` (a device tensor drawn from torch's generator: under CUDA graph capture or
+    torch.compile, where the host cannot read the generator; see ``philox_torch.rng_words``)."""
+    if RNG_PTR:
+        seed_lo = tl.load(rng_words)
+        seed_hi = tl.load(rng_words + 1)
+        rng_offset = tl.load(rng_words + 2)
+    return seed_lo, seed_hi, rng_offset
+
+
+@triton.jit
 def dropout_keep(seed_lo, seed_hi, offset, bh, row_base, rows, col_base, cols, threshold):
     """Keep-mask of the elements (row_base + rows, col_base + cols), shape broadcast(rows, cols).
 
@@ -90,6 +102,15 @@ if _HAVE_GLUON:
     # the rounds are written once: philox_4x32's body uses only names Gluon shares with triton.language
     # (static_range, uint32 / uint64 casts, integer ops), so Gluon compiles the same function
     philox_4x32_gl = _gluon.jit(philox_4x32.fn)
+
+    @_gluon.jit
+    def rng_key_gl(seed_lo, seed_hi, rng_offset, rng_words, RNG_PTR: _gl.constexpr):
+        """rng_key for the Gluon kernels."""
+        if RNG_PTR:
+            seed_lo = _gl.load(rng_words)
+            seed_hi = _gl.load(rng_words + 1)
+            rng_offset = _gl.load(rng_words + 2)
+        return seed_lo, seed_hi, rng_offset
 
     @_gluon.jit
     def dropout_keep_gl(seed_lo, seed_hi, offset, bh, rows, col_base, cols, threshold):

@@ -44,7 +44,7 @@ def dropout_keep_torch(seed: int, offset: int, bh: torch.Tensor, rows: torch.Ten
     rkey = ((rows >> 4) << 3) | (rows & 7)
     ckey = ((cols >> 4) << 2) | ((cols >> 1) & 3)
     c0, c1, c3 = torch.broadcast_tensors(bh, rkey, ckey)
-    c2 = torch.full_like(c0, offset & _MASK32)
+    c2 = torch.zeros_like(c0) + (offset & _MASK32)  # offset: an int or a 0-dim tensor (rng_seed_offset)
     r = philox_4x32_torch(c0, c1, c2, c3, k0, k1)
     e = ((rows >> 3) & 1) * 4 + ((cols >> 3) & 1) * 2 + (cols & 1)
     e = torch.broadcast_to(e, c0.shape)
@@ -64,11 +64,28 @@ def keep_scale(p: float) -> float:
     return 65536.0 / (65536 - dropout_threshold(p))
 
 
-def dropout_args(dropout_p: float, seed: int, offset: int) -> tuple:
+def dropout_args(dropout_p: float, seed: int, offset: int, rng=None) -> tuple:
     """The dropout kernel arguments every attention kernel takes, in order: the Philox key (seed low / high 32 bits
-    and the offset, as int32 bit patterns), the 16-bit keep threshold and the kept values' scale (``keep_scale``)."""
+    and the offset, as int32 bit patterns), the 16-bit keep threshold, the kept values' scale (``keep_scale``) and
+    ``rng_words``: None, or the device words of ``draw_rng_words`` that replace the key when the launch sets
+    RNG_PTR (then seed and offset are unused)."""
     return (as_int32(seed), as_int32(seed >> 32), as_int32(offset), dropout_threshold(dropout_p),
-            keep_scale(dropout_p))
+            keep_scale(dropout_p), rng)
+
+
+def draw_rng_words(device) -> torch.Tensor:
+    """The Philox key of one dropout call as three int32 words (seed low, seed high, offset), drawn by a kernel from
+    torch's default generator of ``device`` into a tensor on it (the public calls' key: it works under CUDA graph
+    capture and torch.compile, where the host cannot read the generator; ``attention.interface._dropout_key``). The
+    kernels load the words (RNG_PTR); the torch path reads them through ``rng_seed_offset``."""
+    return torch.randint(-2 ** 31, 2 ** 31, (3,), dtype=torch.int32, device=device)
+
+
+def rng_seed_offset(rng: torch.Tensor):
+    """(seed, offset) of ``draw_rng_words``' words as 0-dim int64 tensors on their device (no host read, so it works
+    under graph capture): ``dropout_keep_torch`` takes them in place of the integers."""
+    w = rng.to(torch.int64) & _MASK32
+    return w[0] | (w[1] << 32), w[2]
 
 
 def as_int32(x: int) -> int:
