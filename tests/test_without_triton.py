@@ -39,6 +39,11 @@ po, pl = tilefold.partial_attention(q, k, v, q_start=0, k_start=0, seqlen_q_tota
 assert (po - o).abs().max() < 1e-5
 assert (tilefold.merge_state(o, lse, o, lse)[0] - o).abs().max() < 1e-5
 assert (flash_attn_func(q, k, v, causal=True) - o).abs().max() < 1e-5
+kc, vc = torch.zeros_like(k).detach(), torch.zeros_like(v).detach()
+kc[:, :30], vc[:, :30] = k[:, :30].detach(), v[:, :30].detach()
+ko = tilefold.attention_with_kvcache(q.detach(), kc, vc, k[:, 30:].detach(), v[:, 30:].detach(), cache_seqlens=30,
+                                     causal=True)
+assert (ko - o).abs().max() < 1e-5 and torch.equal(kc, k.detach())
 cu = torch.tensor([0, 10, 33], dtype=torch.int32)
 tilefold.varlen_attention(q[0], k[0, :33], v[0, :33], cu, cu, 23, 23, causal=True)
 from tilefold.gla import chunk_gla, fused_chunk_gla, fused_recurrent_gla

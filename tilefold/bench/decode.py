@@ -2,7 +2,8 @@
 
 Providers: ``tilefold`` (the public ``tilefold.attention(..., num_splits=0)``: occupancy heuristic; the record
 carries the chosen ``num_splits``; until 2026-12-04's tenth session the bench called ``split_kv_attention`` and skipped
-the public checks), ``sdpa-cudnn`` and ``sdpa-flash`` (SDPA pinned to one backend, with ``enable_gqa=True``; where a
+the public checks), ``tilefold-kvcache`` (``tilefold.attention_with_kvcache`` on the same K / V as a full cache, its
+lengths an int32 CUDA tensor made outside the timed call: what the per-sequence lengths cost), ``sdpa-cudnn`` and ``sdpa-flash`` (SDPA pinned to one backend, with ``enable_gqa=True``; where a
 backend refuses GQA the K/V heads are expanded *outside* the timed call and the record says ``kv_expanded: true``),
 and the bandwidth ceilings ``copy`` (read + write) and ``read`` (read only, the one that matches ``gbps``).
 
@@ -12,7 +13,7 @@ seqlen_q = 1 they coincide anyway), batch 1..32 against seqlen_k 8k..1M with K+V
 ``gbps`` = bytes of K and V read once / time (DESIGN.md §6). ``max_err``: max |out - fp32 reference|
 at batch 1, seqlen_k 8192 of the same seqlen_q.
 
-Without CUDA: a smoke run (fp32, tiny shapes, tilefold only); the numbers mean nothing.
+Without CUDA: a smoke run (fp32, tiny shapes, the tilefold providers only); the numbers mean nothing.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import torch
 
 from .core import base_record, bench_ms, check_providers, copy_records, gbps, register
 
-PROVIDERS = ("tilefold", "sdpa-cudnn", "sdpa-flash")
+PROVIDERS = ("tilefold", "tilefold-kvcache", "sdpa-cudnn", "sdpa-flash")
 H, HK, D = 32, 8, 128
 MAX_KV_BYTES = 17 << 30
 
@@ -57,6 +58,20 @@ def _tilefold():
     return fn, splits
 
 
+def _tilefold_kvcache():
+    import tilefold
+
+    lengths: dict = {}
+
+    def fn(q, k, v):  # every cache full: the same keys as the "tilefold" provider, through the length-aware path
+        key = (k.shape[0], k.shape[1], k.device)
+        if key not in lengths:
+            lengths[key] = torch.full((k.shape[0],), k.shape[1], dtype=torch.int32, device=k.device)
+        return tilefold.attention_with_kvcache(q, k, v, cache_seqlens=lengths[key])
+
+    return fn
+
+
 def _sdpa(name):
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -86,8 +101,8 @@ def run(quick: bool, progress, providers=None, rounds: int = 1) -> list[dict]:
     cuda = torch.cuda.is_available()
     device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
     if not cuda:
-        print("no CUDA: CPU smoke run (fp32, tiny shapes, tilefold only); the numbers mean nothing", file=sys.stderr)
-    names = [p for p in (PROVIDERS if cuda else ("tilefold",)) if providers is None or p in providers]
+        print("no CUDA: CPU smoke run (fp32, tiny shapes, the tilefold providers only); the numbers mean nothing", file=sys.stderr)
+    names = [p for p in (PROVIDERS if cuda else ("tilefold", "tilefold-kvcache")) if providers is None or p in providers]
     check_providers(providers, PROVIDERS)
     records: list[dict] = copy_records("decode", providers)
     fns, expand, splits_of = {}, {}, None
@@ -95,6 +110,8 @@ def run(quick: bool, progress, providers=None, rounds: int = 1) -> list[dict]:
         try:
             if p == "tilefold":
                 fns[p], splits_of = _tilefold()
+            elif p == "tilefold-kvcache":
+                fns[p] = _tilefold_kvcache()
             else:
                 fns[p] = _sdpa("CUDNN_ATTENTION" if p == "sdpa-cudnn" else "FLASH_ATTENTION")
         except Exception as e:  # noqa: BLE001
@@ -110,7 +127,7 @@ def run(quick: bool, progress, providers=None, rounds: int = 1) -> list[dict]:
     stop = False
 
     def call(p, q, k, v):
-        if p == "tilefold":
+        if p.startswith("tilefold"):
             return fns[p](q, k, v)
         if expand.get(p):
             return fns[p](q, k, v, gqa=False)
@@ -118,7 +135,7 @@ def run(quick: bool, progress, providers=None, rounds: int = 1) -> list[dict]:
 
     def prep(p, q, k, v):
         """SDPA GQA support check: try enable_gqa once; else expand K/V heads (outside the timing)."""
-        if p == "tilefold" or p in expand:
+        if p.startswith("tilefold") or p in expand:
             pass
         else:
             try:

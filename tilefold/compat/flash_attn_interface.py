@@ -17,13 +17,17 @@ window edge is unbounded, ``softcap <= 0`` is off, and q / k / v whose last dime
 - One-sided windows (``(left, -1)`` / ``(-1, right)``) follow the documented formula with -1 unbounded; with
   seqlen_q > seqlen_k flash_attn 2's kernels bound the open side at seqlen_k instead, so rows near the top can
   differ.
-- Not provided yet: ``alibi_slopes`` and ``block_table`` (NotImplementedError), ``flash_attn_with_kvcache``.
+- ``flash_attn_with_kvcache``: ``cache_batch_idx``, ``cache_leftpad`` and ``block_table`` (paged KV) are not provided
+  (NotImplementedError). Lengths in a CUDA tensor are not checked against the cache (that needs a device sync per
+  step); the kernels clamp them and the cache write skips positions outside the cache.
+- Not provided yet: ``alibi_slopes`` and ``block_table`` (NotImplementedError).
 """
 from __future__ import annotations
 
 import torch
 
 from ..ops.attention.interface import attention, varlen_attention
+from ..ops.decode.kvcache import attention_with_kvcache
 from ..ops.common.validate import _is_int, _is_real
 
 
@@ -32,7 +36,8 @@ def _desc(x):
     return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
 
 __all__ = ["flash_attn_func", "flash_attn_varlen_func", "flash_attn_qkvpacked_func",
-           "flash_attn_kvpacked_func", "flash_attn_varlen_qkvpacked_func", "flash_attn_varlen_kvpacked_func"]
+           "flash_attn_kvpacked_func", "flash_attn_varlen_qkvpacked_func", "flash_attn_varlen_kvpacked_func",
+           "flash_attn_with_kvcache"]
 
 
 def _fa2_options(window_size, softcap):
@@ -122,3 +127,21 @@ def flash_attn_varlen_kvpacked_func(q, kv, cu_seqlens_q, cu_seqlens_k, max_seqle
     return flash_attn_varlen_func(q, kv[:, 0], kv[:, 1], cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                                   max_seqlen_k, dropout_p, softmax_scale, causal, window_size, softcap,
                                   alibi_slopes, deterministic, return_attn_probs)
+
+
+def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None, rotary_sin=None, cache_seqlens=None,
+                            cache_batch_idx=None, cache_leftpad=None, block_table=None, softmax_scale=None,
+                            causal=False, window_size=(-1, -1), softcap=0.0, rotary_interleaved=True,
+                            alibi_slopes=None, num_splits=0, return_softmax_lse=False):
+    """flash_attn's decoding step: k / v appended to the caches in place at cache_seqlens, then q against each
+    sequence's filled keys (``tilefold.attention_with_kvcache``)."""
+    _unsupported(alibi_slopes, block_table)
+    for name, x in (("cache_batch_idx", cache_batch_idx), ("cache_leftpad", cache_leftpad)):
+        if x is not None:
+            raise NotImplementedError(f"{name} is not supported by tilefold yet")
+    window_size, softcap = _fa2_options(window_size, softcap)
+    q, k, v = _contiguous_last(q, k, v)
+    return attention_with_kvcache(q, k_cache, v_cache, k, v, cache_seqlens=cache_seqlens, softmax_scale=softmax_scale,
+                                  causal=causal, window_size=window_size, softcap=softcap, rotary_cos=rotary_cos,
+                                  rotary_sin=rotary_sin, rotary_interleaved=rotary_interleaved, num_splits=num_splits,
+                                  return_lse=return_softmax_lse)

@@ -32,6 +32,15 @@ def sequence_bounds(cu_seqlens_q, cu_seqlens_k, b, seqlen_q_fixed, seqlen_k_fixe
 
 
 @triton.jit
+def used_keys(seqlen_k, seqused_k, b, HAS_SEQUSED: tl.constexpr):
+    """The keys of sequence b the call attends to: seqlen_k, or with HAS_SEQUSED the first ``seqused_k[b]`` of them
+    (a padded KV cache's filled length), clamped into [0, seqlen_k] so a bad value cannot read past the keys."""
+    if HAS_SEQUSED:
+        seqlen_k = tl.minimum(tl.maximum(tl.load(seqused_k + b), 0), seqlen_k)
+    return seqlen_k
+
+
+@triton.jit
 def visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right,
             HAS_LO: tl.constexpr, HAS_HI: tl.constexpr):
     """Boolean [BM, BN] tile: may row offs_m see key offs_n."""

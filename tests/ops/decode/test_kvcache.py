@@ -1,0 +1,283 @@
+"""attention_with_kvcache (and the compat flash_attn_with_kvcache): a padded cache with per-sequence lengths, new keys
+appended in place, rotary, masks aligned to each sequence's length; against a reference written out per sequence in
+fp64 (2x rule), on both backends (the kernels under the interpreter on CPU)."""
+import math
+
+import pytest
+import torch
+
+import tilefold
+from tilefold.compat.flash_attn_interface import flash_attn_with_kvcache
+from tilefold.ops.attention.naive import attention_ref
+
+BACKENDS = ["torch", "triton"]
+
+
+def _rotary_ref(x, cos, sin, pos, interleaved):
+    """rotary by the definition, fp64: pair (a, b) at angle t -> (a cos t - b sin t, b cos t + a sin t)"""
+    x = x.double().clone()
+    half = cos.shape[1]
+    for b in range(x.shape[0]):
+        for i in range(x.shape[1]):
+            c, s = cos[pos[b][i]].double(), sin[pos[b][i]].double()
+            if interleaved:
+                a, bb = x[b, i, :, 0:2 * half:2].clone(), x[b, i, :, 1:2 * half:2].clone()
+                x[b, i, :, 0:2 * half:2] = a * c - bb * s
+                x[b, i, :, 1:2 * half:2] = bb * c + a * s
+            else:
+                a, bb = x[b, i, :, :half].clone(), x[b, i, :, half:2 * half].clone()
+                x[b, i, :, :half] = a * c - bb * s
+                x[b, i, :, half:2 * half] = bb * c + a * s
+    return x
+
+
+def _reference(q, k_cache, v_cache, k, v, seqlens, compute_dtype=torch.float64, rotary=None, **mask):
+    """(out, lse, k_cache', v_cache') by the semantics: rotate, write the new keys at seqlens[b] + i, attend each
+    sequence to its first seqlens[b] + seqlen_new keys"""
+    kc, vc = k_cache.clone(), v_cache.clone()
+    B, M = q.shape[:2]
+    S_new = 0 if k is None else k.shape[1]
+    qr = q
+    if rotary is not None:
+        cos, sin, inter = rotary
+        windowed = mask.get("causal", False) or mask.get("window_size", (-1, -1)) != (-1, -1)
+        qpos = [[seqlens[b] + (i if windowed else 0) for i in range(M)] for b in range(B)]
+        qr = _rotary_ref(q, cos, sin, qpos, inter).to(q.dtype)
+        if k is not None:
+            k = _rotary_ref(k, cos, sin, [[seqlens[b] + i for i in range(S_new)] for b in range(B)], inter).to(k.dtype)
+    for b in range(B):
+        if S_new:
+            kc[b, seqlens[b]:seqlens[b] + S_new] = k[b]
+            vc[b, seqlens[b]:seqlens[b] + S_new] = v[b]
+    outs, lses = [], []
+    for b in range(B):
+        n = seqlens[b] + S_new
+        o, l = attention_ref(qr[b:b + 1], kc[b:b + 1, :n], vc[b:b + 1, :n], compute_dtype=compute_dtype, **mask)
+        outs.append(o)
+        lses.append(l)
+    return torch.cat(outs), torch.cat(lses), kc, vc
+
+
+def _err(a, b):
+    return (a.double() - b.double()).abs().max().item()
+
+
+CASES = {
+    "decode_gqa_causal": dict(B=3, M=1, H=8, HK=2, D=32, L=70, S_new=1, lens=[0, 37, 69], causal=True),
+    "append4_window_softcap": dict(B=2, M=4, H=4, HK=4, D=16, L=50, S_new=4, lens=[5, 46], causal=True,
+                                   window_size=(9, 0), softcap=4.0),
+    "no_new_full_mqa": dict(B=2, M=3, H=4, HK=1, D=24, L=33, S_new=0, lens=[33, 12]),
+    "prefill_chunk_rotary": dict(B=2, M=20, H=2, HK=1, D=32, L=64, S_new=20, lens=[0, 30], causal=True,
+                                 rotary=(12, True)),
+    # 70 x 4 = 280 packed rows > DECODE_MAX_ROWS: the forward kernel (split or not), not the decode kernel
+    "chunk_forward_kernel": dict(B=2, M=70, H=4, HK=1, D=16, L=90, S_new=70, lens=[0, 20], causal=True),
+    "rotary_neox_noncausal": dict(B=2, M=2, H=2, HK=2, D=16, L=40, S_new=2, lens=[7, 19], rotary=(16, False)),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("splits", [1, 3, 0])
+def test_against_reference(backend, dtype, name, splits):
+    c = dict(CASES[name])
+    B, M, H, HK, D, L, S_new, lens = (c.pop(x) for x in ("B", "M", "H", "HK", "D", "L", "S_new", "lens"))
+    rot = c.pop("rotary", None)
+    torch.manual_seed(0)
+    q = torch.randn(B, M, H, D, dtype=dtype)
+    k_cache = torch.randn(B, L, HK, D, dtype=dtype)
+    v_cache = torch.randn(B, L, HK, D, dtype=dtype)
+    k = torch.randn(B, S_new, HK, D, dtype=dtype) if S_new else None
+    v = torch.randn(B, S_new, HK, D, dtype=dtype) if S_new else None
+    rotary = None
+    kw = {}
+    if rot is not None:
+        rd, inter = rot
+        ang = torch.arange(L)[:, None] * (10000.0 ** (-torch.arange(rd // 2) / (rd // 2)))[None, :]
+        rotary = (torch.cos(ang).to(dtype), torch.sin(ang).to(dtype), inter)
+        kw = dict(rotary_cos=rotary[0], rotary_sin=rotary[1], rotary_interleaved=inter)
+    q0 = q.clone()
+    ref, rlse, kc_ref, vc_ref = _reference(q, k_cache, v_cache, k, v, lens, rotary=rotary, **c)
+    low, _, _, _ = _reference(q, k_cache, v_cache, k, v, lens, compute_dtype=dtype, rotary=rotary, **c)
+    with tilefold.use_backend(backend):
+        out, lse = tilefold.attention_with_kvcache(q, k_cache, v_cache, k, v,
+                                                   cache_seqlens=torch.tensor(lens, dtype=torch.int32),
+                                                   num_splits=splits, return_lse=True, **c, **kw)
+    assert torch.equal(q, q0)  # q is not rotated in place
+    # the cache now holds the (rotated) new keys at their positions and nothing else changed
+    tol = 0 if rot is None else 2 * torch.finfo(dtype).eps
+    assert _err(k_cache, kc_ref) <= tol and torch.equal(v_cache, vc_ref.to(dtype))
+    assert _err(out, ref) <= 2 * _err(low, ref) + 1e-5
+    fin = torch.isfinite(rlse)
+    assert torch.equal(fin, torch.isfinite(lse)) and _err(lse[fin], rlse[fin]) <= 1e-4
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_masks_align_to_each_sequence_length(backend):
+    """causal with seqlen_q > 1 and different lengths: query i of sequence b sees keys up to
+    len_b - seqlen_q + i; a sequence whose window holds no key gets out 0, lse -inf"""
+    torch.manual_seed(1)
+    q = torch.randn(3, 5, 2, 16)
+    k_cache, v_cache = torch.randn(3, 40, 2, 16), torch.randn(3, 40, 2, 16)
+    lens = [0, 2, 40]
+    with tilefold.use_backend(backend):
+        out, lse = tilefold.attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=torch.tensor(lens, dtype=torch.int32),
+                                                   causal=True, return_lse=True)
+    assert (out[0] == 0).all() and torch.isneginf(lse[0]).all()
+    assert torch.isneginf(lse[1, :, :3]).all() and torch.isfinite(lse[1, :, 3:]).all()  # rows 0-2 see no key
+    ref, _ = attention_ref(q[2:], k_cache[2:], v_cache[2:], causal=True)
+    assert _err(out[2:], ref) < 1e-5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_int_lengths_and_default_full_cache(backend):
+    torch.manual_seed(2)
+    q = torch.randn(2, 1, 4, 16)
+    k_cache, v_cache = torch.randn(2, 30, 2, 16), torch.randn(2, 30, 2, 16)
+    with tilefold.use_backend(backend):
+        full = tilefold.attention_with_kvcache(q, k_cache, v_cache)
+        ten = tilefold.attention_with_kvcache(q, k_cache, v_cache, cache_seqlens=10)
+    assert _err(full, attention_ref(q, k_cache, v_cache)[0]) < 1e-5
+    assert _err(ten, attention_ref(q, k_cache[:, :10], v_cache[:, :10])[0]) < 1e-5
+
+
+def test_backends_agree_bitwise_on_the_cache_write():
+    """the append kernel (interpreter) and the torch write leave identical caches"""
+    torch.manual_seed(3)
+    q = torch.randn(2, 3, 4, 16)
+    k, v = torch.randn(2, 3, 2, 16), torch.randn(2, 3, 2, 16)
+    caches = []
+    for backend in BACKENDS:
+        kc, vc = torch.zeros(2, 20, 2, 16), torch.zeros(2, 20, 2, 16)
+        with tilefold.use_backend(backend):
+            tilefold.attention_with_kvcache(q, kc, vc, k, v, cache_seqlens=torch.tensor([4, 17], dtype=torch.int32))
+        caches.append((kc, vc))
+    assert torch.equal(caches[0][0], caches[1][0]) and torch.equal(caches[0][1], caches[1][1])
+    assert torch.equal(caches[0][0][1, 17:20], k[1]) and (caches[0][0][1, :17] == 0).all()
+
+
+def test_append_kernel_skips_positions_outside_the_cache():
+    """a CUDA tensor of lengths is not checked on the host (that would be a sync per step): the write skips positions
+    outside the cache instead of writing past it (the kernel, under the interpreter, called directly)"""
+    from tilefold.ops.decode.kvcache import _append
+    kc, vc = torch.zeros(2, 8, 1, 4), torch.zeros(2, 8, 1, 4)
+    k, v = torch.ones(2, 3, 1, 4), torch.ones(2, 3, 1, 4)
+    with tilefold.use_backend("triton"):
+        _append(kc, vc, k, v, torch.tensor([6, -2], dtype=torch.int32))
+    assert (kc[0, 6:] == 1).all() and (kc[0, :6] == 0).all()
+    assert (kc[1, :1] == 1).all() and (kc[1, 1:] == 0).all()
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (dict(cache_seqlens=28), "cache_seqlens: expected an int in \\[0, 27\\]"),
+    (dict(cache_seqlens=torch.tensor([3, 28], dtype=torch.int32)), "expected values in \\[0, 27\\]"),
+    (dict(cache_seqlens=torch.tensor([3, -1], dtype=torch.int32)), "expected values in"),
+    (dict(cache_seqlens=torch.tensor([3, 4])), "int32 tensor of shape \\(2,\\)"),
+    (dict(cache_seqlens=torch.tensor([3], dtype=torch.int32)), "int32 tensor of shape \\(2,\\)"),
+    (dict(cache_seqlens=None), "required when k / v are given"),
+    (dict(k=None), "k, v: expected both or neither"),
+    (dict(k=torch.randn(2, 3, 1, 16)), "k: expected shape \\(2, seqlen_new, 2, 16\\)"),
+    (dict(rotary_cos=torch.randn(30, 4)), "rotary_cos, rotary_sin: expected both or neither"),
+    (dict(rotary_cos=torch.randn(29, 4), rotary_sin=torch.randn(29, 4)), "at least seqlen_cache=30"),
+    (dict(rotary_cos=torch.randn(30, 9), rotary_sin=torch.randn(30, 9)), "rotary_dim in \\[2, 16\\]"),
+    (dict(causal="yes"), "causal: expected a bool"),
+    (dict(num_splits=-1), "num_splits"),
+])
+def test_bad_input_raises(bad, msg):
+    q = torch.randn(2, 1, 4, 16)
+    args = dict(k=torch.randn(2, 3, 2, 16), v=torch.randn(2, 3, 2, 16), cache_seqlens=5)
+    args.update(bad)
+    k_cache, v_cache = torch.randn(2, 30, 2, 16), torch.randn(2, 30, 2, 16)
+    before = k_cache.clone()
+    with pytest.raises(ValueError, match=msg):
+        tilefold.attention_with_kvcache(q, k_cache, v_cache, args.pop("k"), args.pop("v"), **args)
+    assert torch.equal(k_cache, before)  # nothing written before the checks
+
+
+def test_flash_attn_with_kvcache_compat():
+    """flash_attn's argument list and readings (negative window edge unbounded, return_softmax_lse); the arguments
+    tilefold does not support are refused by name"""
+    torch.manual_seed(4)
+    q = torch.randn(2, 1, 4, 16)
+    k_cache, v_cache = torch.randn(2, 30, 2, 16), torch.randn(2, 30, 2, 16)
+    k, v = torch.randn(2, 1, 2, 16), torch.randn(2, 1, 2, 16)
+    lens = torch.tensor([3, 20], dtype=torch.int32)
+    kc2, vc2 = k_cache.clone(), v_cache.clone()
+    out, lse = flash_attn_with_kvcache(q, k_cache, v_cache, k, v, cache_seqlens=lens, causal=True,
+                                       window_size=(-5, -1), return_softmax_lse=True)
+    want, wlse = tilefold.attention_with_kvcache(q, kc2, vc2, k, v, cache_seqlens=lens, causal=True, return_lse=True)
+    assert torch.equal(out, want) and torch.equal(lse, wlse) and torch.equal(k_cache, kc2)
+    for bad in (dict(cache_batch_idx=torch.tensor([1, 0], dtype=torch.int32)), dict(block_table=torch.zeros(2, 1)),
+                dict(cache_leftpad=torch.zeros(2, dtype=torch.int32)), dict(alibi_slopes=torch.ones(4))):
+        with pytest.raises(NotImplementedError, match=next(iter(bad))):
+            flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=lens, **bad)
+
+
+# ---------------------------------------------------------------------------------------------------
+# GPU tier
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("M,S_new", [(1, 1), (4, 4), (64, 64)], ids=["decode", "spec4", "chunk64"])
+def test_against_reference_gpu(dtype, M, S_new):
+    """hd128 GQA 32 / 8 heads, lengths from 0 to the end of an 8k cache, causal, rotary; the split choice of the
+    decode path (num_splits=0) and the forward kernel with splits for 64-row chunks"""
+    torch.manual_seed(5)
+    B, H, HK, D, L = 4, 32, 8, 128, 8192
+    lens = [0, 1000, 4097, L - S_new]
+    q = torch.randn(B, M, H, D, device="cuda", dtype=dtype)
+    k_cache = torch.randn(B, L, HK, D, device="cuda", dtype=dtype)
+    v_cache = torch.randn(B, L, HK, D, device="cuda", dtype=dtype)
+    k = torch.randn(B, S_new, HK, D, device="cuda", dtype=dtype)
+    v = torch.randn(B, S_new, HK, D, device="cuda", dtype=dtype)
+    ang = torch.arange(L, device="cuda")[:, None] * (10000.0 ** (-torch.arange(32, device="cuda") / 32))[None, :]
+    cos, sin = torch.cos(ang).to(dtype), torch.sin(ang).to(dtype)
+    ref, rlse, kc_ref, _ = _reference(q.cpu(), k_cache.cpu(), v_cache.cpu(), k.cpu(), v.cpu(), lens,
+                                      rotary=(cos.cpu(), sin.cpu(), False), causal=True)
+    low, _, _, _ = _reference(q.cpu(), k_cache.cpu(), v_cache.cpu(), k.cpu(), v.cpu(), lens, compute_dtype=dtype,
+                              rotary=(cos.cpu(), sin.cpu(), False), causal=True)
+    out, lse = tilefold.attention_with_kvcache(q, k_cache, v_cache, k, v,
+                                               cache_seqlens=torch.tensor(lens, dtype=torch.int32, device="cuda"),
+                                               causal=True, rotary_cos=cos, rotary_sin=sin, rotary_interleaved=False,
+                                               return_lse=True)
+    assert _err(k_cache.cpu(), kc_ref) <= 2 * torch.finfo(dtype).eps * 8
+    assert _err(out.cpu(), ref) <= 2 * _err(low, ref) + 1e-5
+    fin = torch.isfinite(rlse)
+    assert torch.equal(fin, torch.isfinite(lse.cpu())) and _err(lse.cpu()[fin], rlse[fin]) <= 1e-3
+
+
+@pytest.mark.gpu
+def test_cuda_graph_capture_gpu():
+    """a decode step (append + attention) captured once and replayed with the lengths advanced on the device: each
+    replay equals the eager step"""
+    torch.manual_seed(6)
+    B, H, HK, D, L = 2, 8, 2, 64, 512
+    q = torch.randn(B, 1, H, D, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(B, 1, HK, D, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    k_cache = torch.randn(B, L, HK, D, device="cuda", dtype=torch.bfloat16)
+    v_cache = torch.randn_like(k_cache)
+    kc0, vc0 = k_cache.clone(), v_cache.clone()
+    lens = torch.tensor([10, 300], dtype=torch.int32, device="cuda")
+    step = lambda: tilefold.attention_with_kvcache(q, k_cache, v_cache, k, v, cache_seqlens=lens,  # noqa: E731
+                                                   causal=True)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step()
+    outs = []
+    for _ in range(3):
+        lens += 1
+        graph.replay()
+        outs.append(out.clone())
+    kc, vc, ln = kc0.clone(), vc0.clone(), torch.tensor([10, 300], dtype=torch.int32, device="cuda")
+    for i in range(3):
+        ln += 1
+        want = tilefold.attention_with_kvcache(q, kc, vc, k, v, cache_seqlens=ln, causal=True)
+        assert torch.equal(outs[i], want), i
+    assert torch.equal(kc, k_cache) and torch.equal(vc, v_cache)

@@ -1,0 +1,241 @@
+"""Attention against a KV cache, the decoding step of a generative model: ``flash_attn_with_kvcache``'s semantics on
+tilefold's decode / split-KV kernels.
+
+The cache is padded: ``k_cache`` / ``v_cache`` (batch, seqlen_cache, heads_k, headdim) with sequence b's keys in
+positions ``[0, cache_seqlens[b])``. A step may bring new keys ``k`` / ``v`` (batch, seqlen_new, heads_k, headdim):
+they are written into the cache **in place** at positions ``cache_seqlens[b] ..`` (as flash_attn does; the caller's
+cache is the state being updated), then q attends to the first ``cache_seqlens[b] + seqlen_new`` keys of each
+sequence, with causal / window masks aligned to that length (bottom-right). Optional rotary embeddings are applied to
+q and to the new keys at their positions before the write.
+
+The per-sequence lengths reach the kernels as a device tensor (``seqused_k``): sequence b's key loop stops at its
+length, so a step reads only the filled part of the cache, and nothing is synchronized with the host. Lengths given as
+an int or a CPU tensor are checked on the host; a CUDA tensor is not (that needs a device sync per step): there the
+kernels clamp each length into [0, seqlen_cache] and the write skips positions outside the cache, so a bad length
+never reads or writes outside the tensors, but its result is meaningless.
+
+No gradient: this is an inference path (flash_attn's has none either).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..attention import cpu
+from ..common.dispatch import HAVE_TRITON, backend_for
+from ..common.host import visible_keys
+from ..common.validate import (MAX_HEADDIM, _is_int, _validate_bool, _validate_grid_rows, _validate_last_contiguous,
+                               _validate_num_splits, _validate_same, _validate_scale, _validate_softcap,
+                               _validate_tensor, _validate_window)
+
+if HAVE_TRITON:
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def kv_append_kernel(K_NEW, V_NEW, K_CACHE, V_CACHE, cache_seqlens,
+                         stride_nb, stride_nm, stride_nh, stride_vnb, stride_vnm, stride_vnh,
+                         stride_cb, stride_cn, stride_ch, stride_vcb, stride_vcn, stride_vch,
+                         seqlen_cache, HK, D, BLOCK_HD: tl.constexpr, BLOCK_D: tl.constexpr):
+        """Grid (seqlen_new, batch): new token i of sequence b goes to cache position cache_seqlens[b] + i, all its
+        heads_k · headdim values, K and V; a position outside [0, seqlen_cache) is not written."""
+        i = tl.program_id(0)
+        b = tl.program_id(1)
+        pos = tl.load(cache_seqlens + b) + i
+        if (pos >= 0) & (pos < seqlen_cache):
+            offs = tl.arange(0, BLOCK_HD)
+            h = offs // BLOCK_D
+            d = offs % BLOCK_D
+            ok = (h < HK) & (d < D)
+            b64 = b.to(tl.int64)
+            src = b64 * stride_nb + i.to(tl.int64) * stride_nm + h * stride_nh + d
+            dst = b64 * stride_cb + pos.to(tl.int64) * stride_cn + h * stride_ch + d
+            tl.store(K_CACHE + dst, tl.load(K_NEW + src, mask=ok), mask=ok)
+            src = b64 * stride_vnb + i.to(tl.int64) * stride_vnm + h * stride_vnh + d
+            dst = b64 * stride_vcb + pos.to(tl.int64) * stride_vcn + h * stride_vch + d
+            tl.store(V_CACHE + dst, tl.load(V_NEW + src, mask=ok), mask=ok)
+
+
+def _append(k_cache, v_cache, k, v, seqlens):
+    """Write k / v (B, S_new, HK, D) into the caches at positions seqlens[b] + i (seqlens: int32 (B,) on the
+    caches' device)."""
+    B, S_new, HK, D = k.shape
+    if B == 0 or S_new == 0 or HK == 0 or D == 0:
+        return
+    if backend_for(k_cache) == "triton":
+        bd = triton.next_power_of_2(D)
+        kv_append_kernel[(S_new, B)](k, v, k_cache, v_cache, seqlens, *k.stride()[:3], *v.stride()[:3],
+                                     *k_cache.stride()[:3], *v_cache.stride()[:3], k_cache.shape[1], HK, D,
+                                     BLOCK_HD=triton.next_power_of_2(HK) * bd, BLOCK_D=bd)
+        return
+    # torch path: the lengths were checked on the host (_lengths), every position is inside the cache
+    pos = seqlens.to(torch.int64)[:, None] + torch.arange(S_new, device=k.device)
+    bidx = torch.arange(B, device=k.device)[:, None].expand_as(pos)
+    k_cache[bidx, pos] = k
+    v_cache[bidx, pos] = v
+
+
+def _rotate(x, cos, sin, pos, interleaved):
+    """x (B, S, H, D) with its first rotary_dim = 2 · cos.shape[1] dims rotated by the angles of positions pos
+    (B, S) (clamped into the table: a bad length cannot index outside it), in fp32; the rest unchanged.
+    interleaved: dims (0, 1), (2, 3), ... are the pairs (GPT-J); else (i, i + rotary_dim / 2) (GPT-NeoX)."""
+    half = cos.shape[1]
+    pos = pos.clamp(0, cos.shape[0] - 1)
+    c = cos[pos].float()[:, :, None, :]
+    s = sin[pos].float()[:, :, None, :]
+    xr = x[..., :2 * half].float()
+    if interleaved:
+        x1, x2 = xr[..., 0::2], xr[..., 1::2]
+        rot = torch.stack((x1 * c - x2 * s, x2 * c + x1 * s), -1).flatten(-2)
+    else:
+        x1, x2 = xr[..., :half], xr[..., half:]
+        rot = torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), -1)
+    return torch.cat((rot.to(x.dtype), x[..., 2 * half:]), -1)
+
+
+def _lengths(cache_seqlens, B, L, S_new, device):
+    """cache_seqlens as an int32 (B,) tensor on ``device``; checked against the cache when an int or a CPU tensor."""
+    if cache_seqlens is None:
+        if S_new:
+            raise ValueError("cache_seqlens: required when k / v are given (where to write them)")
+        return torch.full((B,), L, dtype=torch.int32, device=device)
+    if _is_int(cache_seqlens):
+        if not 0 <= cache_seqlens <= L - S_new:
+            raise ValueError(f"cache_seqlens: expected an int in [0, {L - S_new}] (seqlen_cache {L} - seqlen_new "
+                             f"{S_new}), got {cache_seqlens}")
+        return torch.full((B,), int(cache_seqlens), dtype=torch.int32, device=device)
+    if not isinstance(cache_seqlens, torch.Tensor):
+        raise ValueError(f"cache_seqlens: expected an int or an int32 tensor of shape ({B},), "
+                         f"got {type(cache_seqlens).__name__}")
+    if cache_seqlens.dtype != torch.int32 or tuple(cache_seqlens.shape) != (B,):
+        raise ValueError(f"cache_seqlens: expected an int32 tensor of shape ({B},), got {cache_seqlens.dtype} of "
+                         f"shape {tuple(cache_seqlens.shape)}")
+    if cache_seqlens.device.type == "cpu":
+        if B and (int(cache_seqlens.min()) < 0 or int(cache_seqlens.max()) > L - S_new):
+            raise ValueError(f"cache_seqlens: expected values in [0, {L - S_new}] (seqlen_cache {L} - seqlen_new "
+                             f"{S_new}), got {cache_seqlens.tolist()}")
+        return cache_seqlens.to(device)
+    if cache_seqlens.device != device:
+        raise ValueError(f"cache_seqlens: expected device {device} (as q) or cpu, got {cache_seqlens.device}")
+    return cache_seqlens
+
+
+def _check(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin):
+    names = ("q", "k_cache", "v_cache")
+    for n, t in zip(names, (q, k_cache, v_cache)):
+        _validate_tensor(n, t, 4)
+        _validate_last_contiguous(n, t)
+    _validate_same(names, (q, k_cache, v_cache), "dtype")
+    _validate_same(names, (q, k_cache, v_cache), "device")
+    B, M, H, D = q.shape
+    if k_cache.shape != v_cache.shape:
+        raise ValueError(f"v_cache: expected shape {tuple(k_cache.shape)} (as k_cache), got {tuple(v_cache.shape)}")
+    if k_cache.shape[0] != B:
+        raise ValueError(f"k_cache: expected batch {B} (as q), got {k_cache.shape[0]}")
+    if k_cache.shape[-1] != D:
+        raise ValueError(f"k_cache: expected head dim {D} (as q), got {k_cache.shape[-1]}")
+    HK = k_cache.shape[2]
+    if HK < 1 or H % HK:
+        raise ValueError(f"k_cache: expected heads_k dividing heads={H}, got heads_k={HK}")
+    if not 1 <= D <= MAX_HEADDIM:
+        raise ValueError(f"q: expected head dim in [1, {MAX_HEADDIM}], got {D}")
+    if (k is None) != (v is None):
+        raise ValueError("k, v: expected both or neither")
+    if k is not None:
+        for n, t in (("k", k), ("v", v)):
+            _validate_tensor(n, t, 4)
+            _validate_last_contiguous(n, t)
+            _validate_same(("q", n), (q, t), "dtype")
+            _validate_same(("q", n), (q, t), "device")
+            if (t.shape[0], t.shape[2], t.shape[3]) != (B, HK, D):
+                raise ValueError(f"{n}: expected shape ({B}, seqlen_new, {HK}, {D}), got {tuple(t.shape)}")
+        if k.shape != v.shape:
+            raise ValueError(f"v: expected shape {tuple(k.shape)} (as k), got {tuple(v.shape)}")
+        if k_cache.data_ptr() == v_cache.data_ptr() and k_cache.numel():
+            raise ValueError("k_cache, v_cache: expected two tensors, got the same storage twice")
+    if (rotary_cos is None) != (rotary_sin is None):
+        raise ValueError("rotary_cos, rotary_sin: expected both or neither")
+    if rotary_cos is not None:
+        for n, t in (("rotary_cos", rotary_cos), ("rotary_sin", rotary_sin)):
+            _validate_tensor(n, t, 2)
+            _validate_same(("q", n), (q, t), "device")
+        if rotary_cos.shape != rotary_sin.shape:
+            raise ValueError(f"rotary_sin: expected shape {tuple(rotary_cos.shape)} (as rotary_cos), "
+                             f"got {tuple(rotary_sin.shape)}")
+        n_ro, half = rotary_cos.shape
+        if not 1 <= 2 * half <= D:
+            raise ValueError(f"rotary_cos: expected (seqlen_ro, rotary_dim / 2) with rotary_dim in [2, {D}], "
+                             f"got shape {tuple(rotary_cos.shape)}")
+        if n_ro < k_cache.shape[1]:
+            raise ValueError(f"rotary_cos: expected at least seqlen_cache={k_cache.shape[1]} positions, got {n_ro}")
+
+
+def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens=None, softmax_scale=None,
+                           causal=False, window_size=(-1, -1), softcap=0.0, rotary_cos=None, rotary_sin=None,
+                           rotary_interleaved=True, num_splits=0, return_lse=False):
+    """One decoding step against a padded KV cache (module docstring).
+
+    Args:
+        q: (batch, seqlen_q, heads, headdim).
+        k_cache, v_cache: (batch, seqlen_cache, heads_k, headdim), the same dtype / device as q, last dim
+            contiguous; written in place when k / v are given.
+        k, v: optional new keys / values (batch, seqlen_new, heads_k, headdim), appended at cache_seqlens.
+        cache_seqlens: the filled length of each sequence's cache before this step: an int, or an int32 tensor
+            (batch,) (on q's device or the CPU). Default (no k / v): every cache is full.
+        softmax_scale, causal, window_size, softcap: as :func:`tilefold.attention`, aligned bottom-right to each
+            sequence's length ``cache_seqlens[b] + seqlen_new`` (causal: query i sits at position
+            ``cache_seqlens[b] + seqlen_new - seqlen_q + i``).
+        rotary_cos, rotary_sin: optional (seqlen_ro >= seqlen_cache, rotary_dim / 2): rotary embedding of the first
+            rotary_dim dims of the new keys (at positions cache_seqlens[b] + i) and of q (at positions
+            cache_seqlens[b] + i when causal or windowed, else all at cache_seqlens[b]), computed in fp32.
+            rotary_interleaved: pairs (0, 1), (2, 3), ... (GPT-J) if True, else (i, i + rotary_dim / 2) (GPT-NeoX).
+        num_splits: split-KV programs per row (0: chosen by occupancy, 1: none).
+        return_lse: also return lse (batch, heads, seqlen_q) fp32.
+    Returns:
+        out (batch, seqlen_q, heads, headdim) in q.dtype [, lse]. No gradient flows (inference path).
+    """
+    _check(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin)
+    B, M, H, D = q.shape
+    L, HK = k_cache.shape[1], k_cache.shape[2]
+    S_new = 0 if k is None else k.shape[1]
+    _validate_grid_rows("q", B, H, q.device)
+    scale = _validate_scale(softmax_scale, D)
+    left, right = _validate_window(window_size)
+    if _validate_bool("causal", causal):
+        right = 0 if right < 0 else min(right, 0)
+    softcap = _validate_softcap(softcap)
+    rotary_interleaved = _validate_bool("rotary_interleaved", rotary_interleaved)
+    _validate_bool("return_lse", return_lse)
+    num_splits = _validate_num_splits(num_splits)
+    seqlens = _lengths(cache_seqlens, B, L, S_new, q.device)
+    with torch.no_grad():
+        if rotary_cos is not None:
+            steps = torch.arange(max(M, S_new), device=q.device)
+            start = seqlens.to(torch.int64)[:, None]
+            q_pos = start + steps[:M] if (left >= 0 or right >= 0) else start.expand(B, M)
+            q = _rotate(q, rotary_cos, rotary_sin, q_pos, rotary_interleaved)
+            if k is not None:
+                k = _rotate(k, rotary_cos, rotary_sin, start + steps[:S_new], rotary_interleaved)
+        if k is not None:
+            _append(k_cache, v_cache, k, v, seqlens)
+        used = seqlens + S_new if S_new else seqlens
+        out, lse = _attend(q, k_cache, v_cache, used, scale, (left, right), softcap, num_splits)
+    return (out, lse) if return_lse else out
+
+
+def _attend(q, k_cache, v_cache, used, scale, window, softcap, num_splits):
+    B, M, H, D = q.shape
+    L, HK = k_cache.shape[1], k_cache.shape[2]
+    if backend_for(q) == "triton":
+        from .splitkv import _choose_cached, _fwd_triton, _kpar_allowed
+        S = num_splits
+        if S == 0:
+            S = _choose_cached(B, H, HK, M, visible_keys(M, L, window[0]), D, q.dtype, q.device,
+                               window[0] >= 0 or window[1] >= 0, _kpar_allowed())
+        return _fwd_triton(q, k_cache, v_cache, S, scale, window, softcap, None, None, M, L, seqused_k=used)
+    # torch path: each sequence against its filled keys (split-KV changes nothing but speed there)
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    lse = torch.empty(B, H, M, dtype=torch.float32, device=q.device)
+    for b, n in enumerate(used.clamp(0, L).tolist()):
+        out[b:b + 1], lse[b:b + 1] = cpu.attention_fwd_cpu(q[b:b + 1], k_cache[b:b + 1, :n], v_cache[b:b + 1, :n],
+                                                           softmax_scale=scale, window=window, softcap=softcap)
+    return out, lse
