@@ -31,7 +31,7 @@ def compile_one(fn, cons, dtype="bf16", warps=4, stages=2):
     for n in params:
         if n in cons:
             sig[n] = "constexpr"
-        elif n in ("rng_words", "seqused_k"):
+        elif n in ("rng_words", "seqused_k", "cache_batch_idx"):
             sig[n] = "*i32"
         elif n in PTR:
             sig[n] = "*" + dtype
@@ -141,12 +141,13 @@ def hd256_split_jobs():
 
 def _rng_words(fn, cons):
     """Constexprs with defaults not given take their defaults; ``rng_words`` (dropout's key words in device memory)
-    is a None constexpr unless RNG_PTR is on (then an int32 pointer), ``seqused_k`` unless HAS_SEQUSED."""
+    is a None constexpr unless RNG_PTR is on (then an int32 pointer), ``seqused_k`` unless HAS_SEQUSED,
+    ``cache_batch_idx`` unless HAS_CACHE_IDX."""
     params = inspect.signature(fn.fn).parameters
     for n, prm in params.items():
         if n not in cons and "constexpr" in str(prm.annotation) and prm.default is not inspect.Parameter.empty:
             cons[n] = prm.default
-    for ptr, flag in (("rng_words", "RNG_PTR"), ("seqused_k", "HAS_SEQUSED")):
+    for ptr, flag in (("rng_words", "RNG_PTR"), ("seqused_k", "HAS_SEQUSED"), ("cache_batch_idx", "HAS_CACHE_IDX")):
         if ptr in params and not cons.get(flag):
             cons[ptr] = None
     return cons
@@ -164,7 +165,7 @@ def _compile_as_launched(fn, cons, warps, stages):
         if n not in cons and "constexpr" in str(prm.annotation):
             cons = dict(cons, **{n: False})
     sig = {n: "constexpr" if n in cons else "*bf16" if n in PTR else "*fp32" if n in F32P else
-           "*i32" if n.startswith("cu_") or n in ("CNT", "rng_words", "seqused_k") else "fp32" if n in FLOATS else "i32"
+           "*i32" if n.startswith("cu_") or n in ("CNT", "rng_words", "seqused_k", "cache_batch_idx") else "fp32" if n in FLOATS else "i32"
            for n in params}
     div = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(params)
            if n not in cons and (sig[n].startswith("*") or n.startswith("stride_") or n == "D")}

@@ -141,6 +141,31 @@ def test_int_lengths_and_default_full_cache(backend):
     assert _err(ten, attention_ref(q, k_cache[:, :10], v_cache[:, :10])[0]) < 1e-5
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("M", [2, 70], ids=["decode_kernel", "forward_kernel"])
+def test_cache_slots(backend, M):
+    """cache_batch_idx: sequence b reads and appends to cache row slots[b] of a larger pool; the other rows stay
+    untouched; equal to the call on the gathered caches (written back)"""
+    torch.manual_seed(7)
+    q = torch.randn(2, M, 4, 16)
+    k, v = torch.randn(2, M, 1, 16), torch.randn(2, M, 1, 16)
+    pool_k, pool_v = torch.randn(5, 100, 1, 16), torch.randn(5, 100, 1, 16)
+    slots = torch.tensor([3, 1], dtype=torch.int32)
+    lens = torch.tensor([9, 20], dtype=torch.int32)
+    gk, gv = pool_k[slots.long()].clone(), pool_v[slots.long()].clone()
+    pk, pv = pool_k.clone(), pool_v.clone()
+    with tilefold.use_backend(backend):
+        out = tilefold.attention_with_kvcache(q, pool_k, pool_v, k, v, cache_seqlens=lens, cache_batch_idx=slots,
+                                              causal=True, num_splits=2)
+        want = tilefold.attention_with_kvcache(q, gk, gv, k, v, cache_seqlens=lens, causal=True, num_splits=2)
+    assert torch.equal(out, want)
+    pk[slots.long()], pv[slots.long()] = gk, gv
+    assert torch.equal(pool_k, pk) and torch.equal(pool_v, pv)
+    ref, _, _, _ = _reference(q, pool_k[slots.long()], pool_v[slots.long()], None, None, (lens + M).tolist(),
+                              causal=True)
+    assert _err(out, ref) < 1e-5
+
+
 def test_backends_agree_bitwise_on_the_cache_write():
     """the append kernel (interpreter) and the torch write leave identical caches"""
     torch.manual_seed(3)
@@ -182,6 +207,8 @@ def test_append_kernel_skips_positions_outside_the_cache():
     (dict(rotary_cos=torch.randn(30, 9), rotary_sin=torch.randn(30, 9)), "rotary_dim in \\[2, 16\\]"),
     (dict(causal="yes"), "causal: expected a bool"),
     (dict(num_splits=-1), "num_splits"),
+    (dict(cache_batch_idx=torch.tensor([0, 2], dtype=torch.int32)), "cache_batch_idx: expected values in \\[0, 2\\)"),
+    (dict(cache_batch_idx=torch.tensor([0, 1])), "cache_batch_idx: expected an int32 tensor of shape \\(2,\\)"),
 ])
 def test_bad_input_raises(bad, msg):
     q = torch.randn(2, 1, 4, 16)
@@ -207,8 +234,8 @@ def test_flash_attn_with_kvcache_compat():
                                        window_size=(-5, -1), return_softmax_lse=True)
     want, wlse = tilefold.attention_with_kvcache(q, kc2, vc2, k, v, cache_seqlens=lens, causal=True, return_lse=True)
     assert torch.equal(out, want) and torch.equal(lse, wlse) and torch.equal(k_cache, kc2)
-    for bad in (dict(cache_batch_idx=torch.tensor([1, 0], dtype=torch.int32)), dict(block_table=torch.zeros(2, 1)),
-                dict(cache_leftpad=torch.zeros(2, dtype=torch.int32)), dict(alibi_slopes=torch.ones(4))):
+    for bad in (dict(block_table=torch.zeros(2, 1)), dict(cache_leftpad=torch.zeros(2, dtype=torch.int32)),
+                dict(alibi_slopes=torch.ones(4))):
         with pytest.raises(NotImplementedError, match=next(iter(bad))):
             flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=lens, **bad)
 

@@ -14,7 +14,7 @@ import triton.language as tl
 from . import config as _cfg
 from . import forward_sm90 as _sm90
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
-from ..common.masks import block_order, key_tiles, sequence_bounds, split_share, used_keys, visible
+from ..common.masks import block_order, cache_row, key_tiles, sequence_bounds, split_share, used_keys, visible
 from ..common.host import cdiv, rows_grid
 from ..common.philox import RNG_ARGS, dropout_args, dropout_keep, rng_key
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
@@ -67,7 +67,7 @@ def attention_fwd_kernel(
     stride_vb, stride_vn, stride_vh,
     stride_ob, stride_om, stride_oh, stride_os,
     stride_lb, stride_lh, stride_lm, stride_ls,
-    cu_seqlens_q, cu_seqlens_k, seqused_k,
+    cu_seqlens_q, cu_seqlens_k, seqused_k, cache_batch_idx, n_cache,
     seqlen_q_fixed, seqlen_k_fixed, shift_extra, win_left, win_right,
     qk_scale, softcap_pre, softcap_post,
     H, GROUP, D, n_splits,
@@ -78,7 +78,7 @@ def attention_fwd_kernel(
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, IS_SPLIT: tl.constexpr,
     DOT_PREC: tl.constexpr, USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr,
     HAS_DROPOUT: tl.constexpr, RETURN_P: tl.constexpr, LPT: tl.constexpr, RNG_PTR: tl.constexpr = False,
-    HAS_SEQUSED: tl.constexpr = False,
+    HAS_SEQUSED: tl.constexpr = False, HAS_CACHE_IDX: tl.constexpr = False,
 ):
     # heavy query blocks (most visible keys under a causal mask) first: a shorter tail
     pid_m, pid_bh, pid_s = block_order(LPT, True, n_splits)
@@ -100,8 +100,9 @@ def attention_fwd_kernel(
     row_ok = offs_m < seqlen_q
 
     q_base = Q + b.to(tl.int64) * stride_qb + q_start.to(tl.int64) * stride_qm + h.to(tl.int64) * stride_qh
-    k_base = K + b.to(tl.int64) * stride_kb + k_start.to(tl.int64) * stride_kn + hk.to(tl.int64) * stride_kh
-    v_base = V + b.to(tl.int64) * stride_vb + k_start.to(tl.int64) * stride_vn + hk.to(tl.int64) * stride_vh
+    kb = cache_row(b, cache_batch_idx, n_cache, HAS_CACHE_IDX).to(tl.int64)
+    k_base = K + kb * stride_kb + k_start.to(tl.int64) * stride_kn + hk.to(tl.int64) * stride_kh
+    v_base = V + kb * stride_vb + k_start.to(tl.int64) * stride_vn + hk.to(tl.int64) * stride_vh
     q_ptrs = q_base + offs_m[:, None] * stride_qm + offs_d[None, :]
     if EVEN_D:
         q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
@@ -195,7 +196,7 @@ def _qkv_strides(t):
 
 def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None, cu_seqlens_k=None,
                   max_seqlen_q=None, max_seqlen_k=None, shift_extra=0, num_splits=1,
-                  dropout_p=0.0, seed=0, offset=0, rng=None, probs=None, seqused_k=None):
+                  dropout_p=0.0, seed=0, offset=0, rng=None, probs=None, seqused_k=None, cache_batch_idx=None):
     """Launch the forward. ``window = (left, right)`` with -1 unbounded (causal already folded into
     right = 0). Returns (out, lse): out like q, lse (B, H, M) or (H, Tq) fp32 natural log.
     With num_splits > 1 returns fp32 partial states (num_splits, *out.shape) and (num_splits, *lse.shape).
@@ -204,11 +205,12 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
     zero-filled fp32 (B, H, M, N) tensor (varlen: padded (B, H, max_seqlen_q, max_seqlen_k)) that
     receives the normalized probabilities with dropped elements' sign bit set. ``seqused_k``: int32 (batch,), sequence
     b attends to its first seqused_k[b] keys (clamped to its length; a padded KV cache's filled part), the masks
-    aligned to that length."""
+    aligned to that length. ``cache_batch_idx``: int32 (batch,), sequence b reads K / V row cache_batch_idx[b] (clamped
+    into k's batch)."""
     varlen = cu_seqlens_q is not None
     # (returned probabilities are computed by a separate call whose out / lse are discarded: this kernel)
-    if probs is None and seqused_k is None and _cfg.FWD_SM90 != "0" and not _cfg.interpreter_enabled() and \
-            _sm90.supported(
+    cache_call = seqused_k is not None or cache_batch_idx is not None  # attention_with_kvcache: Triton kernel
+    if probs is None and not cache_call and _cfg.FWD_SM90 != "0" and not _cfg.interpreter_enabled() and _sm90.supported(
             q, k, v, softcap=softcap, window=window, dropout_p=dropout_p, num_splits=num_splits,
             varlen=varlen, shift_extra=shift_extra, softmax_scale=softmax_scale):
         return _sm90.attention_fwd_sm90(q, k, v, softmax_scale=softmax_scale, window=window, dropout_p=dropout_p,
@@ -274,6 +276,7 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
         sob, som, soh, so, slb, slh, slm, sl,
         cu_seqlens_q if varlen else dummy, cu_seqlens_k if varlen else dummy,
         seqused_k if seqused_k is not None else dummy,
+        cache_batch_idx if cache_batch_idx is not None else dummy, k.shape[0] if not varlen else 1,
         M, N, shift_extra, max(left, 0), max(right, 0),
         softmax_scale * LOG2E, sc_pre, sc_post,
         H, H // HK, D, n_splits,
@@ -284,6 +287,7 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
         DOT_PREC=_cfg.dot_precision(q.dtype), USE_TMA=use_tma, WARP_SPEC=use_tma and cfg.warp_spec,
         HAS_DROPOUT=has_drop, RETURN_P=probs is not None, LPT=_cfg.lpt_order(left, right, varlen),
         RNG_PTR=has_drop and rng is not None, HAS_SEQUSED=seqused_k is not None,
+        HAS_CACHE_IDX=cache_batch_idx is not None,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return out, lse

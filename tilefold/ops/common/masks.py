@@ -41,6 +41,15 @@ def used_keys(seqlen_k, seqused_k, b, HAS_SEQUSED: tl.constexpr):
 
 
 @triton.jit
+def cache_row(b, cache_batch_idx, n_cache, HAS_CACHE_IDX: tl.constexpr):
+    """The batch row of K / V that sequence b reads: b, or with HAS_CACHE_IDX ``cache_batch_idx[b]`` (a cache slot),
+    clamped into [0, n_cache) so a bad index cannot read outside K / V."""
+    if HAS_CACHE_IDX:
+        b = tl.minimum(tl.maximum(tl.load(cache_batch_idx + b), 0), n_cache - 1)
+    return b
+
+
+@triton.jit
 def visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right,
             HAS_LO: tl.constexpr, HAS_HI: tl.constexpr):
     """Boolean [BM, BN] tile: may row offs_m see key offs_n."""

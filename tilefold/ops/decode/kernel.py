@@ -32,7 +32,7 @@ from ..common.dispatch import interpreter_enabled
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
 from ..common.host import cdiv, next_pow2, rows_grid, visible_keys  # noqa: F401 (visible_keys: splitkv's)
 from ..common.launch import LaunchCache, stream_scratch
-from ..common.masks import grid_row, key_tiles, sequence_bounds, split_share, used_keys, visible
+from ..common.masks import cache_row, grid_row, key_tiles, sequence_bounds, split_share, used_keys, visible
 from ..common.tma import _major, ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 try:  # programmatic dependent launch (Triton >= 3.4)
     from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
@@ -124,7 +124,8 @@ def decode_fwd_kernel(
     stride_vb, stride_vn, stride_vh,
     stride_ob, stride_om, stride_oh, stride_os,
     stride_lb, stride_lh, stride_lm, stride_ls,
-    cu_seqlens_q, cu_seqlens_k, seqused_k, seqlen_q_fixed, seqlen_k_fixed, win_left, win_right,
+    cu_seqlens_q, cu_seqlens_k, seqused_k, cache_batch_idx, n_cache,
+    seqlen_q_fixed, seqlen_k_fixed, win_left, win_right,
     qk_scale, softcap_pre, softcap_post, HK, D, n_splits,
     OUT, LSE_OUT, CNT, stride_fb, stride_fm, stride_fh, stride_flb, stride_flh, stride_flm,
     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -132,6 +133,7 @@ def decode_fwd_kernel(
     EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, FUSED_COMBINE: tl.constexpr = False,
     COMBINE_UNROLL: tl.constexpr = 1, USE_TMA: tl.constexpr = False, FOLD_ROWS: tl.constexpr = 0,
     PDL: tl.constexpr = False, KPAR: tl.constexpr = 1, HAS_SEQUSED: tl.constexpr = False,
+    HAS_CACHE_IDX: tl.constexpr = False,
 ):
     """Grid (packed row blocks, B · HK, splits S). Writes the state of packed rows [r0, r0 + BLOCK_M) of
     (batch b, key head hk) over the pid_s-th of S equal BLOCK_N-aligned shares of the keys those rows can see
@@ -171,8 +173,9 @@ def decode_fwd_kernel(
     b64 = b.to(tl.int64)
     rows_q = (q_start + pos).to(tl.int64) * stride_qm + head.to(tl.int64) * stride_qh
     q = tl.load(Q + b64 * stride_qb + rows_q[:, None] + offs_d[None, :], mask=rd_ok, other=0.0)
-    k_base = K + b64 * stride_kb + k_start.to(tl.int64) * stride_kn + hk.to(tl.int64) * stride_kh
-    v_base = V + b64 * stride_vb + k_start.to(tl.int64) * stride_vn + hk.to(tl.int64) * stride_vh
+    kb64 = cache_row(b, cache_batch_idx, n_cache, HAS_CACHE_IDX).to(tl.int64)  # a cache slot, or b
+    k_base = K + kb64 * stride_kb + k_start.to(tl.int64) * stride_kn + hk.to(tl.int64) * stride_kh
+    v_base = V + kb64 * stride_vb + k_start.to(tl.int64) * stride_vn + hk.to(tl.int64) * stride_vh
     k_ptrs = k_base + offs_n0[:, None] * stride_kn + offs_d[None, :]
     v_ptrs = v_base + offs_n0[:, None] * stride_vn + offs_d[None, :]
     if USE_TMA:  # zero-filled past seqlen_k (and past D)
@@ -617,7 +620,7 @@ def clear_plans():
     getattr(decode_config, "cache_clear", lambda: None)()  # sweeps may have replaced it by a plain function
 
 
-def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seqused=False) -> _Plan:
+def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seqused=False, cache_idx=False) -> _Plan:
     varlen = cu_q is not None
     if varlen:
         T, H, D = q.shape
@@ -668,13 +671,15 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seq
     cons = dict(GROUP=G, BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=BD, IS_VARLEN=varlen, HAS_LO=left >= 0,
                 HAS_HI=right >= 0, HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D,
                 DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32", FUSED_COMBINE=fused,
-                COMBINE_UNROLL=1, USE_TMA=use_tma, FOLD_ROWS=0, KPAR=cfg.kpar, HAS_SEQUSED=seqused)
+                COMBINE_UNROLL=1, USE_TMA=use_tma, FOLD_ROWS=0, KPAR=cfg.kpar, HAS_SEQUSED=seqused,
+                HAS_CACHE_IDX=cache_idx)
     if fused:
         fr = fold_rows(M * G, cfg.BLOCK_M, varlen)
         # the whole-block fold ("block") keeps its measured unroll cap of 4
         cons.update(FOLD_ROWS=fr, COMBINE_UNROLL=combine_unroll(fr, BD) if fr else combine_unroll(cfg.BLOCK_M, BD, 4))
     a1 = (*_strides(q), *_strides(k), *_strides(v), *so3, sos, slb, slh, slm, sls)
-    a2 = (M, N, max(left, 0), max(right, 0), scale * LOG2E_F, sc_pre, sc_post, HK, D, S)
+    a2 = (k.shape[0] if not varlen else 1,  # n_cache: the K / V batch rows a cache slot may name
+          M, N, max(left, 0), max(right, 0), scale * LOG2E_F, sc_pre, sc_post, HK, D, S)
     a3 = (*fst, *flst)
     cgrid, ca, ccons, copts = None, (), {}, {}
     if S > 1 and not fused:
@@ -697,12 +702,14 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seq
                  a1, a2, a3, cons, dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages), cgrid, ca, ccons, copts)
 
 
-def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=None, max_k=None, seqused_k=None):
+def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=None, max_k=None, seqused_k=None,
+               cache_batch_idx=None):
     """Split-KV decode forward: returns (out like q, lse (B, H, M) / (H, T) fp32). ``S`` key ranges of
     BLOCK_N-aligned keys (S = 1: no split, the kernel writes the output directly); for S > 1 either two
     launches (the split kernel and the combine) or one (the last split of each row block combines; see
     fused_combine), no copies. ``seqused_k``: int32 (batch,), sequence b attends to its first seqused_k[b] keys
-    (clamped to its length), the masks aligned to that length.
+    (clamped to its length), the masks aligned to that length; ``cache_batch_idx``: int32 (batch,), sequence b reads
+    K / V row cache_batch_idx[b] (clamped into k's batch).
 
     Host path (decode at small batch is host-latency bound): everything that is not a tensor is a
     ``_Plan`` cached under a key of shapes, strides, dtypes, options, the modes read from the environment
@@ -712,7 +719,8 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
     if q.device.type == "cuda" and q.device.index is not None and q.device.index != torch.cuda.current_device():
         # launches and per-stream scratch follow the current device: make it q's
         with torch.cuda.device(q.device):
-            return decode_fwd(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seqused_k)
+            return decode_fwd(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seqused_k,
+                              cache_batch_idx)
     window = tuple(window)
     key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), q.dtype, k.dtype, v.dtype, q.device,
            S, scale, window, softcap, varlen, os.environ.get("TILEFOLD_DECODE_COMBINE", DECODE_COMBINE),
@@ -723,9 +731,12 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
         key += (cu_q.shape, cu_k.shape, cu_q.dtype, cu_k.dtype, cu_q.data_ptr() % 16, cu_k.data_ptr() % 16, int(max_q), int(max_k))
     if seqused_k is not None:
         key += ("seqused", seqused_k.data_ptr() % 16)
+    if cache_batch_idx is not None:
+        key += ("cache_idx", cache_batch_idx.data_ptr() % 16)
     plan = _PLANS.get(key)
     if plan is None:
-        plan = _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seqused_k is not None)
+        plan = _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seqused_k is not None,
+                          cache_batch_idx is not None)
         if len(_PLANS) >= 1024:
             _PLANS.clear()
         _PLANS[key] = plan
@@ -753,7 +764,9 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
         ensure_allocator()
     cu0, cu1 = (cu_q, cu_k) if varlen else (q, q)
     used = seqused_k if seqused_k is not None else q
-    _DECODE.launch(key, plan.grid, (q, k, v, o_dst, l_dst, *plan.a1, cu0, cu1, used, *plan.a2, out, lse, cnt, *plan.a3),
+    slot = cache_batch_idx if cache_batch_idx is not None else q
+    _DECODE.launch(key, plan.grid, (q, k, v, o_dst, l_dst, *plan.a1, cu0, cu1, used, slot, *plan.a2, out, lse, cnt,
+                                    *plan.a3),
                    plan.cons, **plan.options)
     if plan.cgrid is not None:
         _COMBINE.launch(key, plan.cgrid, (o_dst, l_dst, out, lse, *plan.ca), plan.ccons, num_warps=4, **plan.copts)

@@ -31,13 +31,17 @@ if HAVE_TRITON:
     import triton
     import triton.language as tl
 
+    from ..common.masks import cache_row
+
     @triton.jit
-    def kv_append_kernel(K_NEW, V_NEW, K_CACHE, V_CACHE, cache_seqlens,
+    def kv_append_kernel(K_NEW, V_NEW, K_CACHE, V_CACHE, cache_seqlens, cache_batch_idx, n_cache,
                          stride_nb, stride_nm, stride_nh, stride_vnb, stride_vnm, stride_vnh,
                          stride_cb, stride_cn, stride_ch, stride_vcb, stride_vcn, stride_vch,
-                         seqlen_cache, HK, D, BLOCK_HD: tl.constexpr, BLOCK_D: tl.constexpr):
-        """Grid (seqlen_new, batch): new token i of sequence b goes to cache position cache_seqlens[b] + i, all its
-        heads_k · headdim values, K and V; a position outside [0, seqlen_cache) is not written."""
+                         seqlen_cache, HK, D, BLOCK_HD: tl.constexpr, BLOCK_D: tl.constexpr,
+                         HAS_CACHE_IDX: tl.constexpr):
+        """Grid (seqlen_new, batch): new token i of sequence b goes to cache position cache_seqlens[b] + i of cache
+        row b (or cache_batch_idx[b], clamped), all its heads_k · headdim values, K and V; a position outside
+        [0, seqlen_cache) is not written."""
         i = tl.program_id(0)
         b = tl.program_id(1)
         pos = tl.load(cache_seqlens + b) + i
@@ -47,29 +51,33 @@ if HAVE_TRITON:
             d = offs % BLOCK_D
             ok = (h < HK) & (d < D)
             b64 = b.to(tl.int64)
+            row = cache_row(b, cache_batch_idx, n_cache, HAS_CACHE_IDX).to(tl.int64)
             src = b64 * stride_nb + i.to(tl.int64) * stride_nm + h * stride_nh + d
-            dst = b64 * stride_cb + pos.to(tl.int64) * stride_cn + h * stride_ch + d
+            dst = row * stride_cb + pos.to(tl.int64) * stride_cn + h * stride_ch + d
             tl.store(K_CACHE + dst, tl.load(K_NEW + src, mask=ok), mask=ok)
             src = b64 * stride_vnb + i.to(tl.int64) * stride_vnm + h * stride_vnh + d
-            dst = b64 * stride_vcb + pos.to(tl.int64) * stride_vcn + h * stride_vch + d
+            dst = row * stride_vcb + pos.to(tl.int64) * stride_vcn + h * stride_vch + d
             tl.store(V_CACHE + dst, tl.load(V_NEW + src, mask=ok), mask=ok)
 
 
-def _append(k_cache, v_cache, k, v, seqlens):
-    """Write k / v (B, S_new, HK, D) into the caches at positions seqlens[b] + i (seqlens: int32 (B,) on the
-    caches' device)."""
+def _append(k_cache, v_cache, k, v, seqlens, slots=None):
+    """Write k / v (B, S_new, HK, D) into the caches at positions seqlens[b] + i of row b, or of row slots[b]
+    (seqlens, slots: int32 (B,) on the caches' device)."""
     B, S_new, HK, D = k.shape
     if B == 0 or S_new == 0 or HK == 0 or D == 0:
         return
     if backend_for(k_cache) == "triton":
         bd = triton.next_power_of_2(D)
-        kv_append_kernel[(S_new, B)](k, v, k_cache, v_cache, seqlens, *k.stride()[:3], *v.stride()[:3],
+        kv_append_kernel[(S_new, B)](k, v, k_cache, v_cache, seqlens, slots if slots is not None else seqlens,
+                                     k_cache.shape[0], *k.stride()[:3], *v.stride()[:3],
                                      *k_cache.stride()[:3], *v_cache.stride()[:3], k_cache.shape[1], HK, D,
-                                     BLOCK_HD=triton.next_power_of_2(HK) * bd, BLOCK_D=bd)
+                                     BLOCK_HD=triton.next_power_of_2(HK) * bd, BLOCK_D=bd,
+                                     HAS_CACHE_IDX=slots is not None)
         return
     # torch path: the lengths were checked on the host (_lengths), every position is inside the cache
     pos = seqlens.to(torch.int64)[:, None] + torch.arange(S_new, device=k.device)
-    bidx = torch.arange(B, device=k.device)[:, None].expand_as(pos)
+    rows = slots.to(torch.int64) if slots is not None else torch.arange(B, device=k.device)
+    bidx = rows[:, None].expand_as(pos)
     k_cache[bidx, pos] = k
     v_cache[bidx, pos] = v
 
@@ -119,7 +127,27 @@ def _lengths(cache_seqlens, B, L, S_new, device):
     return cache_seqlens
 
 
-def _check(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin):
+def _slots(cache_batch_idx, B, n_cache, device):
+    """cache_batch_idx as an int32 (B,) tensor on ``device`` (or None); its values checked against the cache's batch
+    when it is a CPU tensor."""
+    if cache_batch_idx is None:
+        return None
+    if not isinstance(cache_batch_idx, torch.Tensor) or cache_batch_idx.dtype != torch.int32 \
+            or tuple(cache_batch_idx.shape) != (B,):
+        got = (f"{cache_batch_idx.dtype} of shape {tuple(cache_batch_idx.shape)}"
+               if isinstance(cache_batch_idx, torch.Tensor) else type(cache_batch_idx).__name__)
+        raise ValueError(f"cache_batch_idx: expected an int32 tensor of shape ({B},), got {got}")
+    if cache_batch_idx.device.type == "cpu":
+        if B and (int(cache_batch_idx.min()) < 0 or int(cache_batch_idx.max()) >= n_cache):
+            raise ValueError(f"cache_batch_idx: expected values in [0, {n_cache}) (the cache's batch), "
+                             f"got {cache_batch_idx.tolist()}")
+        return cache_batch_idx.to(device)
+    if cache_batch_idx.device != device:
+        raise ValueError(f"cache_batch_idx: expected device {device} (as q) or cpu, got {cache_batch_idx.device}")
+    return cache_batch_idx
+
+
+def _check(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, slots):
     names = ("q", "k_cache", "v_cache")
     for n, t in zip(names, (q, k_cache, v_cache)):
         _validate_tensor(n, t, 4)
@@ -129,8 +157,9 @@ def _check(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin):
     B, M, H, D = q.shape
     if k_cache.shape != v_cache.shape:
         raise ValueError(f"v_cache: expected shape {tuple(k_cache.shape)} (as k_cache), got {tuple(v_cache.shape)}")
-    if k_cache.shape[0] != B:
-        raise ValueError(f"k_cache: expected batch {B} (as q), got {k_cache.shape[0]}")
+    if not slots and k_cache.shape[0] != B:
+        raise ValueError(f"k_cache: expected batch {B} (as q; another batch needs cache_batch_idx), "
+                         f"got {k_cache.shape[0]}")
     if k_cache.shape[-1] != D:
         raise ValueError(f"k_cache: expected head dim {D} (as q), got {k_cache.shape[-1]}")
     HK = k_cache.shape[2]
@@ -169,18 +198,21 @@ def _check(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin):
             raise ValueError(f"rotary_cos: expected at least seqlen_cache={k_cache.shape[1]} positions, got {n_ro}")
 
 
-def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens=None, softmax_scale=None,
-                           causal=False, window_size=(-1, -1), softcap=0.0, rotary_cos=None, rotary_sin=None,
-                           rotary_interleaved=True, num_splits=0, return_lse=False):
+def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens=None, cache_batch_idx=None,
+                           softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0, rotary_cos=None,
+                           rotary_sin=None, rotary_interleaved=True, num_splits=0, return_lse=False):
     """One decoding step against a padded KV cache (module docstring).
 
     Args:
         q: (batch, seqlen_q, heads, headdim).
         k_cache, v_cache: (batch, seqlen_cache, heads_k, headdim), the same dtype / device as q, last dim
-            contiguous; written in place when k / v are given.
+            contiguous; written in place when k / v are given. With cache_batch_idx their batch may differ from q's.
         k, v: optional new keys / values (batch, seqlen_new, heads_k, headdim), appended at cache_seqlens.
         cache_seqlens: the filled length of each sequence's cache before this step: an int, or an int32 tensor
             (batch,) (on q's device or the CPU). Default (no k / v): every cache is full.
+        cache_batch_idx: optional int32 (batch,): sequence b uses cache row cache_batch_idx[b] (a slot of a cache
+            pool); checked against the cache's batch when on the CPU, clamped into it on the GPU. Duplicate slots
+            with k / v given: which sequence's keys land is unspecified (as in flash_attn).
         softmax_scale, causal, window_size, softcap: as :func:`tilefold.attention`, aligned bottom-right to each
             sequence's length ``cache_seqlens[b] + seqlen_new`` (causal: query i sits at position
             ``cache_seqlens[b] + seqlen_new - seqlen_q + i``).
@@ -193,7 +225,7 @@ def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens
     Returns:
         out (batch, seqlen_q, heads, headdim) in q.dtype [, lse]. No gradient flows (inference path).
     """
-    _check(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin)
+    _check(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_batch_idx is not None)
     B, M, H, D = q.shape
     L, HK = k_cache.shape[1], k_cache.shape[2]
     S_new = 0 if k is None else k.shape[1]
@@ -207,6 +239,7 @@ def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens
     _validate_bool("return_lse", return_lse)
     num_splits = _validate_num_splits(num_splits)
     seqlens = _lengths(cache_seqlens, B, L, S_new, q.device)
+    slots = _slots(cache_batch_idx, B, k_cache.shape[0], q.device)
     with torch.no_grad():
         if rotary_cos is not None:
             steps = torch.arange(max(M, S_new), device=q.device)
@@ -216,13 +249,13 @@ def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens
             if k is not None:
                 k = _rotate(k, rotary_cos, rotary_sin, start + steps[:S_new], rotary_interleaved)
         if k is not None:
-            _append(k_cache, v_cache, k, v, seqlens)
+            _append(k_cache, v_cache, k, v, seqlens, slots)
         used = seqlens + S_new if S_new else seqlens
-        out, lse = _attend(q, k_cache, v_cache, used, scale, (left, right), softcap, num_splits)
+        out, lse = _attend(q, k_cache, v_cache, used, slots, scale, (left, right), softcap, num_splits)
     return (out, lse) if return_lse else out
 
 
-def _attend(q, k_cache, v_cache, used, scale, window, softcap, num_splits):
+def _attend(q, k_cache, v_cache, used, slots, scale, window, softcap, num_splits):
     B, M, H, D = q.shape
     L, HK = k_cache.shape[1], k_cache.shape[2]
     if backend_for(q) == "triton":
@@ -231,11 +264,13 @@ def _attend(q, k_cache, v_cache, used, scale, window, softcap, num_splits):
         if S == 0:
             S = _choose_cached(B, H, HK, M, visible_keys(M, L, window[0]), D, q.dtype, q.device,
                                window[0] >= 0 or window[1] >= 0, _kpar_allowed())
-        return _fwd_triton(q, k_cache, v_cache, S, scale, window, softcap, None, None, M, L, seqused_k=used)
+        return _fwd_triton(q, k_cache, v_cache, S, scale, window, softcap, None, None, M, L, seqused_k=used,
+                           cache_batch_idx=slots)
     # torch path: each sequence against its filled keys (split-KV changes nothing but speed there)
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     lse = torch.empty(B, H, M, dtype=torch.float32, device=q.device)
-    for b, n in enumerate(used.clamp(0, L).tolist()):
-        out[b:b + 1], lse[b:b + 1] = cpu.attention_fwd_cpu(q[b:b + 1], k_cache[b:b + 1, :n], v_cache[b:b + 1, :n],
+    rows = slots.tolist() if slots is not None else range(B)
+    for b, (n, r) in enumerate(zip(used.clamp(0, L).tolist(), rows)):
+        out[b:b + 1], lse[b:b + 1] = cpu.attention_fwd_cpu(q[b:b + 1], k_cache[r:r + 1, :n], v_cache[r:r + 1, :n],
                                                            softmax_scale=scale, window=window, softcap=softcap)
     return out, lse
