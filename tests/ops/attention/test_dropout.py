@@ -418,3 +418,25 @@ def test_key_words_are_the_integer_key(backend, varlen):
     drop = torch.signbit(S)
     assert drop.any() and (visible & ~drop).any()
     assert torch.equal(drop[visible], ~_mirror_keep(seed, offset, B, 4, M, N, 0.3)[visible])
+
+
+def test_refused_split_dropout_leaves_the_generator_alone():
+    q, k, v = (torch.randn(1, 16, 2, 16) for _ in range(3))
+    state = torch.get_rng_state()
+    with pytest.raises(NotImplementedError, match="split-KV"):
+        tilefold.attention(q, k, v, dropout_p=0.1, num_splits=2)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_vmap_randomness():
+    """vmap over dropout calls (the key is drawn inside the mapped function, so torch's vmap randomness rule applies):
+    "different" draws a mask per element, "same" one for all; the default "error" refuses, as for torch's own
+    random ops"""
+    q, k, v = (torch.randn(1, 1, 24, 2, 16).expand(3, -1, -1, -1, -1) for _ in range(3))
+    f = lambda q, k, v: tilefold.attention(q, k, v, dropout_p=0.3)  # noqa: E731
+    with tilefold.use_backend("torch"):
+        diff = torch.func.vmap(f, randomness="different")(q, k, v)
+        same = torch.func.vmap(f, randomness="same")(q, k, v)
+        with pytest.raises(RuntimeError, match="randomness"):
+            torch.func.vmap(f)(q, k, v)
+    assert not torch.equal(diff[0], diff[1]) and torch.equal(same[0], same[1]) and torch.equal(same[0], same[2])

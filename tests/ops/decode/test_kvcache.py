@@ -40,7 +40,8 @@ def _reference(q, k_cache, v_cache, k, v, seqlens, compute_dtype=torch.float64, 
     qr = q
     if rotary is not None:
         cos, sin, inter = rotary
-        windowed = mask.get("causal", False) or mask.get("window_size", (-1, -1)) != (-1, -1)
+        L = k_cache.shape[1]  # flash_attn: a window edge >= seqlen_cache is no window
+        windowed = mask.get("causal", False) or any(0 <= w < L for w in mask.get("window_size", (-1, -1)))
         qpos = [[seqlens[b] + (i if windowed else 0) for i in range(M)] for b in range(B)]
         qr = _rotary_ref(q, cos, sin, qpos, inter).to(q.dtype)
         if k is not None:
@@ -71,6 +72,8 @@ CASES = {
                                  rotary=(12, True)),
     # 70 x 4 = 280 packed rows > DECODE_MAX_ROWS: the forward kernel (split or not), not the decode kernel
     "chunk_forward_kernel": dict(B=2, M=70, H=4, HK=1, D=16, L=90, S_new=70, lens=[0, 20], causal=True),
+    "rotary_window_past_cache": dict(B=2, M=3, H=2, HK=2, D=16, L=40, S_new=3, lens=[7, 19], window_size=(40, -1),
+                                     rotary=(8, True)),
     "rotary_neox_noncausal": dict(B=2, M=2, H=2, HK=2, D=16, L=40, S_new=2, lens=[7, 19], rotary=(16, False)),
 }
 
@@ -166,6 +169,24 @@ def test_cache_slots(backend, M):
     assert _err(out, ref) < 1e-5
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_strided_lengths_and_slots(backend):
+    """lengths / slots given as strided views (the kernels read them at unit stride: they are made contiguous)"""
+    torch.manual_seed(8)
+    q, k, v = torch.randn(2, 1, 2, 16), torch.randn(2, 1, 2, 16), torch.randn(2, 1, 2, 16)
+    pool_k, pool_v = torch.randn(3, 20, 2, 16), torch.randn(3, 20, 2, 16)
+    lens = torch.tensor([[3, 99], [10, 99]], dtype=torch.int32)[:, 0]
+    slots = torch.tensor([[2, 7], [0, 7]], dtype=torch.int32)[:, 0]
+    pk, pv = pool_k.clone(), pool_v.clone()
+    with tilefold.use_backend(backend):
+        out = tilefold.attention_with_kvcache(q, pool_k, pool_v, k, v, cache_seqlens=lens, cache_batch_idx=slots)
+    assert torch.equal(pool_k[2, 3], k[0, 0]) and torch.equal(pool_k[0, 10], k[1, 0])
+    pk[2, 3], pk[0, 10], pv[2, 3], pv[0, 10] = k[0, 0], k[1, 0], v[0, 0], v[1, 0]
+    assert torch.equal(pool_k, pk) and torch.equal(pool_v, pv)
+    for b, (r, n) in enumerate(((2, 4), (0, 11))):
+        assert _err(out[b:b + 1], attention_ref(q[b:b + 1], pool_k[r:r + 1, :n], pool_v[r:r + 1, :n])[0]) < 1e-5
+
+
 def test_backends_agree_bitwise_on_the_cache_write():
     """the append kernel (interpreter) and the torch write leave identical caches"""
     torch.manual_seed(3)
@@ -205,6 +226,8 @@ def test_append_kernel_skips_positions_outside_the_cache():
     (dict(rotary_cos=torch.randn(30, 4)), "rotary_cos, rotary_sin: expected both or neither"),
     (dict(rotary_cos=torch.randn(29, 4), rotary_sin=torch.randn(29, 4)), "at least seqlen_cache=30"),
     (dict(rotary_cos=torch.randn(30, 9), rotary_sin=torch.randn(30, 9)), "rotary_dim in \\[2, 16\\]"),
+    (dict(k=None, v=None, cache_seqlens=None, rotary_cos=torch.randn(30, 4), rotary_sin=torch.randn(30, 4)),
+     "expected with new keys"),
     (dict(causal="yes"), "causal: expected a bool"),
     (dict(num_splits=-1), "num_splits"),
     (dict(cache_batch_idx=torch.tensor([0, 2], dtype=torch.int32)), "cache_batch_idx: expected values in \\[0, 2\\)"),
@@ -285,7 +308,6 @@ def test_cuda_graph_capture_gpu():
     v = torch.randn_like(k)
     k_cache = torch.randn(B, L, HK, D, device="cuda", dtype=torch.bfloat16)
     v_cache = torch.randn_like(k_cache)
-    kc0, vc0 = k_cache.clone(), v_cache.clone()
     lens = torch.tensor([10, 300], dtype=torch.int32, device="cuda")
     step = lambda: tilefold.attention_with_kvcache(q, k_cache, v_cache, k, v, cache_seqlens=lens,  # noqa: E731
                                                    causal=True)
@@ -294,6 +316,7 @@ def test_cuda_graph_capture_gpu():
     with torch.cuda.stream(side):
         step()
     torch.cuda.current_stream().wait_stream(side)
+    kc0, vc0 = k_cache.clone(), v_cache.clone()  # after the warm-up's write; the capture itself writes nothing
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         out = step()

@@ -914,7 +914,8 @@ def _launch(kind, planner, tensors, outs, lse2, delta, *, softmax_scale, window,
         cache = _LAUNCHES.get(plan.kernel)
         if cache is None:
             cache = _LAUNCHES[plan.kernel] = LaunchCache(plan.kernel)
-        cache.launch((key, *map(int_class, drop[:4]), rng is not None, lse2.data_ptr() % 16 == 0,
+        rng_class = None if rng is None else rng.data_ptr() % 16  # the key words' pointer: None or its alignment
+        cache.launch((key, *map(int_class, drop[:4]), rng_class, lse2.data_ptr() % 16 == 0,
                       delta.data_ptr() % 16 == 0) + tuple(o.data_ptr() % 16 == 0 for o in outs), plan.grid, args,
                      consts, num_warps=4)
     else:

@@ -168,7 +168,7 @@ def attention_forward(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
     custom-op layers skipped in eager mode (module docstring)."""
     args = (q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, window_left,
             window_right, softcap, shift_extra, dropout_p, seed, offset, rng)
-    if not _eager(q, k, v, cu_seqlens_q, cu_seqlens_k):
+    if not _eager(q, k, v, cu_seqlens_q, cu_seqlens_k, rng):  # rng: batched under vmap(randomness="different")
         return attention_fwd_op(*args)
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         return _AttentionFunction.apply(*args)
@@ -241,6 +241,6 @@ def attention_probs_forward(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, m
     (the Triton launch inside cannot be traced), directly in eager mode."""
     args = (q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, lse, softmax_scale, window_left,
             window_right, softcap, dropout_p, rng)
-    if not _eager(q, k, v, cu_seqlens_q, cu_seqlens_k, lse):
+    if not _eager(q, k, v, cu_seqlens_q, cu_seqlens_k, lse, rng):
         return attention_probs_op(*(a.detach() if isinstance(a, torch.Tensor) else a for a in args))
     return _probs_impl(*args)

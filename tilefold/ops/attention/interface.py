@@ -112,10 +112,10 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
     scale, left, right, softcap, dropout_p = _options(q, D, softmax_scale, causal, window_size, softcap,
                                                       dropout_p, return_attn_probs, return_lse, deterministic)
     num_splits = _validate_num_splits(num_splits)
-    rng = _dropout_key(q.device, dropout_p)
+    if num_splits != 1 and dropout_p > 0:
+        raise NotImplementedError("num_splits != 1 with dropout_p > 0: split-KV is an inference path")
+    rng = _dropout_key(q.device, dropout_p)  # after the checks: a refused call leaves the generator alone
     if num_splits != 1:
-        if dropout_p > 0:
-            raise NotImplementedError("num_splits != 1 with dropout_p > 0: split-KV is an inference path")
         out, lse = split_kv_attention(q, k, v, num_splits=num_splits, softmax_scale=scale,
                                       window=(left, right), softcap=softcap)
     else:
@@ -150,10 +150,10 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     scale, left, right, softcap, dropout_p = _options(q, D, softmax_scale, causal, window_size, softcap,
                                                       dropout_p, return_attn_probs, return_lse, deterministic)
     num_splits = _validate_num_splits(num_splits)
-    rng = _dropout_key(q.device, dropout_p)
+    if num_splits != 1 and dropout_p > 0:
+        raise NotImplementedError("num_splits != 1 with dropout_p > 0: split-KV is an inference path")
+    rng = _dropout_key(q.device, dropout_p)  # after the checks: a refused call leaves the generator alone
     if num_splits != 1:
-        if dropout_p > 0:
-            raise NotImplementedError("num_splits != 1 with dropout_p > 0: split-KV is an inference path")
         out, lse = split_kv_attention(q, k, v, num_splits=num_splits, softmax_scale=scale,
                                       window=(left, right), softcap=softcap, cu_seqlens_q=cu_seqlens_q,
                                       cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max_seqlen_q,

@@ -22,7 +22,7 @@ import torch
 
 from ..attention import cpu
 from ..common.dispatch import HAVE_TRITON, backend_for
-from ..common.host import visible_keys
+from ..common.host import rows_grid, visible_keys
 from ..common.validate import (MAX_HEADDIM, _is_int, _validate_bool, _validate_grid_rows, _validate_last_contiguous,
                                _validate_num_splits, _validate_same, _validate_scale, _validate_softcap,
                                _validate_tensor, _validate_window)
@@ -43,7 +43,7 @@ if HAVE_TRITON:
         row b (or cache_batch_idx[b], clamped), all its heads_k · headdim values, K and V; a position outside
         [0, seqlen_cache) is not written."""
         i = tl.program_id(0)
-        b = tl.program_id(1)
+        b = tl.program_id(1) + tl.program_id(2) * tl.num_programs(1)  # host.rows_grid
         pos = tl.load(cache_seqlens + b) + i
         if (pos >= 0) & (pos < seqlen_cache):
             offs = tl.arange(0, BLOCK_HD)
@@ -68,7 +68,7 @@ def _append(k_cache, v_cache, k, v, seqlens, slots=None):
         return
     if backend_for(k_cache) == "triton":
         bd = triton.next_power_of_2(D)
-        kv_append_kernel[(S_new, B)](k, v, k_cache, v_cache, seqlens, slots if slots is not None else seqlens,
+        kv_append_kernel[(S_new, *rows_grid(B, 1))](k, v, k_cache, v_cache, seqlens, slots if slots is not None else seqlens,
                                      k_cache.shape[0], *k.stride()[:3], *v.stride()[:3],
                                      *k_cache.stride()[:3], *v_cache.stride()[:3], k_cache.shape[1], HK, D,
                                      BLOCK_HD=triton.next_power_of_2(HK) * bd, BLOCK_D=bd,
@@ -100,6 +100,15 @@ def _rotate(x, cos, sin, pos, interleaved):
     return torch.cat((rot.to(x.dtype), x[..., 2 * half:]), -1)
 
 
+def _dense_index(name, t, B, expected="an int32 tensor"):
+    """An int32 (B,) tensor with unit stride (the kernels read element b at offset b: a strided view is copied, on
+    its device, without a host sync)."""
+    if not isinstance(t, torch.Tensor) or t.dtype != torch.int32 or tuple(t.shape) != (B,):
+        got = f"{t.dtype} of shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"{name}: expected {expected} of shape ({B},), got {got}")
+    return t.contiguous()
+
+
 def _lengths(cache_seqlens, B, L, S_new, device):
     """cache_seqlens as an int32 (B,) tensor on ``device``; checked against the cache when an int or a CPU tensor."""
     if cache_seqlens is None:
@@ -111,12 +120,7 @@ def _lengths(cache_seqlens, B, L, S_new, device):
             raise ValueError(f"cache_seqlens: expected an int in [0, {L - S_new}] (seqlen_cache {L} - seqlen_new "
                              f"{S_new}), got {cache_seqlens}")
         return torch.full((B,), int(cache_seqlens), dtype=torch.int32, device=device)
-    if not isinstance(cache_seqlens, torch.Tensor):
-        raise ValueError(f"cache_seqlens: expected an int or an int32 tensor of shape ({B},), "
-                         f"got {type(cache_seqlens).__name__}")
-    if cache_seqlens.dtype != torch.int32 or tuple(cache_seqlens.shape) != (B,):
-        raise ValueError(f"cache_seqlens: expected an int32 tensor of shape ({B},), got {cache_seqlens.dtype} of "
-                         f"shape {tuple(cache_seqlens.shape)}")
+    cache_seqlens = _dense_index("cache_seqlens", cache_seqlens, B, "an int or an int32 tensor")
     if cache_seqlens.device.type == "cpu":
         if B and (int(cache_seqlens.min()) < 0 or int(cache_seqlens.max()) > L - S_new):
             raise ValueError(f"cache_seqlens: expected values in [0, {L - S_new}] (seqlen_cache {L} - seqlen_new "
@@ -132,11 +136,7 @@ def _slots(cache_batch_idx, B, n_cache, device):
     when it is a CPU tensor."""
     if cache_batch_idx is None:
         return None
-    if not isinstance(cache_batch_idx, torch.Tensor) or cache_batch_idx.dtype != torch.int32 \
-            or tuple(cache_batch_idx.shape) != (B,):
-        got = (f"{cache_batch_idx.dtype} of shape {tuple(cache_batch_idx.shape)}"
-               if isinstance(cache_batch_idx, torch.Tensor) else type(cache_batch_idx).__name__)
-        raise ValueError(f"cache_batch_idx: expected an int32 tensor of shape ({B},), got {got}")
+    cache_batch_idx = _dense_index("cache_batch_idx", cache_batch_idx, B)
     if cache_batch_idx.device.type == "cpu":
         if B and (int(cache_batch_idx.min()) < 0 or int(cache_batch_idx.max()) >= n_cache):
             raise ValueError(f"cache_batch_idx: expected values in [0, {n_cache}) (the cache's batch), "
@@ -183,6 +183,9 @@ def _check(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, slots):
             raise ValueError("k_cache, v_cache: expected two tensors, got the same storage twice")
     if (rotary_cos is None) != (rotary_sin is None):
         raise ValueError("rotary_cos, rotary_sin: expected both or neither")
+    if rotary_cos is not None and k is None:
+        raise ValueError("rotary_cos, rotary_sin: expected with new keys k / v (the rotary is applied to them and to "
+                         "q at their positions; flash_attn refuses it too)")
     if rotary_cos is not None:
         for n, t in (("rotary_cos", rotary_cos), ("rotary_sin", rotary_sin)):
             _validate_tensor(n, t, 2)
@@ -218,7 +221,8 @@ def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens
             ``cache_seqlens[b] + seqlen_new - seqlen_q + i``).
         rotary_cos, rotary_sin: optional (seqlen_ro >= seqlen_cache, rotary_dim / 2): rotary embedding of the first
             rotary_dim dims of the new keys (at positions cache_seqlens[b] + i) and of q (at positions
-            cache_seqlens[b] + i when causal or windowed, else all at cache_seqlens[b]), computed in fp32.
+            cache_seqlens[b] + i when causal or windowed -- a window edge >= seqlen_cache does not count --, else
+            all at cache_seqlens[b]), computed in fp32; needs k / v.
             rotary_interleaved: pairs (0, 1), (2, 3), ... (GPT-J) if True, else (i, i + rotary_dim / 2) (GPT-NeoX).
         num_splits: split-KV programs per row (0: chosen by occupancy, 1: none).
         return_lse: also return lse (batch, heads, seqlen_q) fp32.
@@ -244,7 +248,10 @@ def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens
         if rotary_cos is not None:
             steps = torch.arange(max(M, S_new), device=q.device)
             start = seqlens.to(torch.int64)[:, None]
-            q_pos = start + steps[:M] if (left >= 0 or right >= 0) else start.expand(B, M)
+            # q rows at their own positions when causal or windowed, else all at cache_seqlens (flash_attn's rule;
+            # like flash_attn, a window edge >= seqlen_cache counts as no window)
+            local = 0 <= left < L or 0 <= right < L
+            q_pos = start + steps[:M] if local else start.expand(B, M)
             q = _rotate(q, rotary_cos, rotary_sin, q_pos, rotary_interleaved)
             if k is not None:
                 k = _rotate(k, rotary_cos, rotary_sin, start + steps[:S_new], rotary_interleaved)
