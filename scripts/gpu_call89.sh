@@ -27,4 +27,9 @@ if [ "${PART:-2}" = 2 ] || [ -z "${PART:-}" ]; then
 TIER_S=${T3_S:-80} NPROC=15 PYTEST_K="decode or fused or split" bash scripts/gpu_tier.sh tests/ops/decode 2>&1 | tail -6
 cp "$OUT/gpu_tier.log" "$OUT/gpu_tier_call89_decode.log"; rm -f "$OUT/gpu_tier.log"
 timeout 120 python3 -m tilefold bench decode --quick --no-plot --out "$OUT" 2>&1 | tail -30
+# after part 1 (2026-12-05): the dropout key's two modes A/B (part 1's bench: bwd causal 239 TFLOP/s vs 266 in call 34)
+# and GLA fp16 errors beside fla (part 1: 6 fp16 GPU cases over the a-priori 1e-3 tolerance, dg up to 1.5e-3)
+timeout 100 python3 scripts/dropout_rng_ab.py --out "$OUT" 2>&1 | tail -10
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl 2>&1 | tail -2
+PYTHONPATH=/tmp/site:$PYTHONPATH timeout 150 python3 scripts/gla_fp16_error.py --out "$OUT" 2>&1 | tail -40
 fi
