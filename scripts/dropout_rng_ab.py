@@ -1,5 +1,6 @@
-"""Same-process A/B of the dropout key's two kernel modes (2026-12-05): integer arguments (seed, offset; the public
-path until cbf365f) vs three int32 words loaded from a device tensor (RNG_PTR, the public path since), on the dropout
+"""Same-process A/B of the dropout key's kernel modes (2026-12-05): integer arguments (seed, offset; the public
+path until cbf365f) vs three int32 words loaded from a device tensor once at the kernel's start (RNG_PTR, the public
+path since) vs the words' pointer passed as the seed and loaded inside each dropout_keep (KEY_AT_USE), on the dropout
 bench's shape (bf16, B 2, H 16, hd 128, 8k), forward and backward, causal and not; alternating order, 3 rounds,
 TFLOP/s of the median. Also checks the two give bitwise equal out / lse / dq / dk / dv for the same key.
 Usage: python scripts/dropout_rng_ab.py [--out DIR]"""
@@ -11,6 +12,7 @@ import torch
 import triton
 
 from tilefold.ops.attention.function import _bwd_impl, _fwd_impl
+from tilefold.ops.common import philox_torch
 from tilefold.ops.common.philox_torch import as_int32
 
 ap = argparse.ArgumentParser()
@@ -25,18 +27,20 @@ recs = []
 for causal in (False, True):
     right = 0 if causal else -1
     fl = 4 * B * H * N * N * D * (0.5 if causal else 1.0)
-    keys = {"int": (seed, offset, None), "words": (0, 0, words)}
+    keys = {"int": (seed, offset, None), "words": (0, 0, words), "words_at_use": (0, 0, words)}
     res = {}
     for name, key in keys.items():
+        philox_torch.KEY_AT_USE = name == "words_at_use"
         o, lse = _fwd_impl(q, k, v, None, None, N, N, D ** -0.5, -1, right, 0.0, 0, p, *key)
         g = _bwd_impl(do, q, k, v, o, lse, None, None, None, N, N, D ** -0.5, -1, right, 0.0, 0, p, *key)
         res[name] = (o, lse) + tuple(g)
-    same = all(torch.equal(x, y) for x, y in zip(res["int"], res["words"]))
+    same = all(torch.equal(x, y) for n in ("words", "words_at_use") for x, y in zip(res["int"], res[n]))
     o, lse = res["int"][:2]
     times = {(m, n): [] for m in ("fwd", "bwd") for n in keys}
     for r in range(3):
         for name in (keys if r % 2 == 0 else reversed(list(keys))):
             key = keys[name]
+            philox_torch.KEY_AT_USE = name == "words_at_use"
             times[("fwd", name)].append(triton.testing.do_bench(
                 lambda: _fwd_impl(q, k, v, None, None, N, N, D ** -0.5, -1, right, 0.0, 0, p, *key), rep=200))
             times[("bwd", name)].append(triton.testing.do_bench(

@@ -549,7 +549,7 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
         scal = (cuq, cuk, M, N, shift_extra, max(left, 0), max(right, 0),
                 softmax_scale, softmax_scale * LOG2E, sc_pre, sc_post, *dropout_args(dropout_p, seed, offset, rng))
         common["HAS_DROPOUT"] = dropout_p > 0
-        common["RNG_PTR"] = dropout_p > 0 and rng is not None
+        common["RNG_PTR"] = dropout_p > 0 and scal[-1] is not None
         # dK, dV: key blocks of BLOCK_N (the long side), query tiles of BLOCK_M; split over halves of the
         # head dim when the config asks (not for fp32: its exact delta needs dP as one dot, see the
         # preprocess kernel; and not below 16 columns per half, the smallest dot)

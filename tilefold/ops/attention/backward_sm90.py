@@ -74,7 +74,7 @@ except Exception:  # noqa: BLE001 - any import problem means: no Gluon path
 
 from ..common import launch
 from ..common.host import cdiv, rows_grid
-from ..common.launch import LaunchCache, PLANS_MAX, int_class, plain_descriptor
+from ..common.launch import LaunchCache, PLANS_MAX, arg_class, int_class, plain_descriptor
 from .forward_sm90 import _major, _plan_descs, _rows_view, _smem_layout, _smem_layout3, _view_spec
 from ..common.masks import query_tiles
 from ..common.philox import RNG_ARGS, dropout_args
@@ -909,13 +909,13 @@ def _launch(kind, planner, tensors, outs, lse2, delta, *, softmax_scale, window,
     descs = tuple(plain_descriptor(TensorDescriptor, t, *d) for t, d in zip(tensors, plan.descs))
     drop = dropout_args(dropout_p, seed, offset, rng)
     args = descs + (lse2, delta) + tuple(outs) + plan.ints + drop
-    consts = plan.consts if rng is None else dict(plan.consts, RNG_PTR=dropout_p > 0)
+    consts = plan.consts if drop[5] is None else dict(plan.consts, RNG_PTR=dropout_p > 0)
     if launch.DIRECT_GLUON:
         cache = _LAUNCHES.get(plan.kernel)
         if cache is None:
             cache = _LAUNCHES[plan.kernel] = LaunchCache(plan.kernel)
         rng_class = None if rng is None else rng.data_ptr() % 16  # the key words' pointer: None or its alignment
-        cache.launch((key, *map(int_class, drop[:4]), rng_class, lse2.data_ptr() % 16 == 0,
+        cache.launch((key, *map(arg_class, drop[:4]), rng_class, lse2.data_ptr() % 16 == 0,
                       delta.data_ptr() % 16 == 0) + tuple(o.data_ptr() % 16 == 0 for o in outs), plan.grid, args,
                      consts, num_warps=4)
     else:

@@ -270,6 +270,7 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
     has_drop = dropout_p > 0
     P = probs if probs is not None else lse
     sp = probs.stride() if probs is not None else (0, 0, 0, 0)
+    drop = dropout_args(dropout_p, seed, offset, rng)
     attention_fwd_kernel[grid](
         q, k, v, out, lse,
         sqb, sqm, sqh, skb, skn, skh, svb, svn, svh,
@@ -280,13 +281,13 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
         M, N, shift_extra, max(left, 0), max(right, 0),
         softmax_scale * LOG2E, sc_pre, sc_post,
         H, H // HK, D, n_splits,
-        *dropout_args(dropout_p, seed, offset, rng), P, sp[0], sp[1], sp[2],
+        *drop, P, sp[0], sp[1], sp[2],
         BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=BD,
         IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0,
         HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D, IS_SPLIT=split,
         DOT_PREC=_cfg.dot_precision(q.dtype), USE_TMA=use_tma, WARP_SPEC=use_tma and cfg.warp_spec,
         HAS_DROPOUT=has_drop, RETURN_P=probs is not None, LPT=_cfg.lpt_order(left, right, varlen),
-        RNG_PTR=has_drop and rng is not None, HAS_SEQUSED=seqused_k is not None,
+        RNG_PTR=has_drop and drop[5] is not None, HAS_SEQUSED=seqused_k is not None,
         HAS_CACHE_IDX=cache_batch_idx is not None,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )

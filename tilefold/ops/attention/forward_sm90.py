@@ -69,7 +69,7 @@ import os
 
 from ..common import launch
 from ..common.host import cdiv, rows_grid
-from ..common.launch import LaunchCache, PLANS_MAX, int_class, plain_descriptor
+from ..common.launch import LaunchCache, PLANS_MAX, arg_class, int_class, plain_descriptor
 from ..common.philox import RNG_ARGS, dropout_args
 if HAVE_GLUON:
     from ..common.philox import dropout_keep_gl, rng_key_gl
@@ -758,10 +758,10 @@ def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0,
     args = (descs[0], descs[1], descs[2], out, lse) + plan.ints
     if ws:
         drop = dropout_args(dropout_p, seed, offset, rng)
-        consts = plan.consts if rng is None else dict(plan.consts, RNG_PTR=dropout_p > 0)
+        consts = plan.consts if drop[5] is None else dict(plan.consts, RNG_PTR=dropout_p > 0)
         if launch.DIRECT_GLUON:  # the key words' pointer: None, or its 16-byte alignment class
             rng_class = None if rng is None else rng.data_ptr() % 16
-            _FWD_LAUNCH.launch((key, *map(int_class, drop[:4]), rng_class), plan.grid, args + drop, consts,
+            _FWD_LAUNCH.launch((key, *map(arg_class, drop[:4]), rng_class), plan.grid, args + drop, consts,
                                num_warps=4)
         else:
             attention_fwd_sm90_ws_kernel[plan.grid](*args, *drop, **consts, num_warps=4)

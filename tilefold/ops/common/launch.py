@@ -193,6 +193,13 @@ def int_class(x: int) -> tuple:
     return (x == 1, x % 16 == 0, -2 ** 31 <= x < 2 ** 31)
 
 
+def arg_class(x) -> tuple:
+    """``int_class`` of an int argument; of a tensor argument (a pointer) its 16-byte alignment."""
+    if isinstance(x, torch.Tensor):
+        return ("ptr", x.data_ptr() % 16 == 0)
+    return int_class(x)
+
+
 def plain_descriptor(cls, base, shape, strides, block_shape, layout):
     """A host tensor descriptor (Gluon's ``TensorDescriptor`` dataclass ``cls``) built without its per-object checks
     (rank, 16-byte alignment, positive shape, the layout's type), for a launcher that ran them once for the same

@@ -65,8 +65,13 @@ def dropout_keep(seed_lo, seed_hi, offset, bh, row_base, rows, col_base, cols, t
     them (forward, dQ) or 4 of them (dK/dV's transposed tile), so the compiler evaluates the Philox
     once per group per thread (common subexpressions); splitting the base from the offsets keeps the
     bits the group shares visible to it."""
-    k0 = seed_lo.to(tl.uint32, bitcast=True)
-    k1 = seed_hi.to(tl.uint32, bitcast=True)
+    if seed_lo.dtype.is_ptr():  # the key words in device memory (philox_torch.KEY_AT_USE), loaded where used
+        k0 = tl.load(seed_lo).to(tl.uint32, bitcast=True)
+        k1 = tl.load(seed_lo + 1).to(tl.uint32, bitcast=True)
+        offset = tl.load(seed_lo + 2)
+    else:
+        k0 = seed_lo.to(tl.uint32, bitcast=True)
+        k1 = seed_hi.to(tl.uint32, bitcast=True)
     # row key: row with bit 3 removed; column key: column with bits 0 and 3 removed
     rkey = (((rows >> 4) << 3) | (rows & 7)).to(tl.uint32) + (row_base >> 1)
     ckey = (((cols >> 4) << 2) | ((cols >> 1) & 3)).to(tl.uint32) + (col_base >> 2)
@@ -116,8 +121,13 @@ if _HAVE_GLUON:
     def dropout_keep_gl(seed_lo, seed_hi, offset, bh, rows, col_base, cols, threshold):
         """dropout_keep for a Gluon score tile: rows (absolute query rows) [R, 1] and cols (in-tile key
         offsets) [1, C] in slices of the tile's layout, col_base a multiple of 16."""
-        k0 = seed_lo.to(_gl.uint32, bitcast=True)
-        k1 = seed_hi.to(_gl.uint32, bitcast=True)
+        if seed_lo.dtype.is_ptr():  # the key words in device memory, loaded where the mask is made
+            k0 = _gl.load(seed_lo).to(_gl.uint32, bitcast=True)
+            k1 = _gl.load(seed_lo + 1).to(_gl.uint32, bitcast=True)
+            offset = _gl.load(seed_lo + 2)
+        else:
+            k0 = seed_lo.to(_gl.uint32, bitcast=True)
+            k1 = seed_hi.to(_gl.uint32, bitcast=True)
         rkey = (((rows >> 4) << 3) | (rows & 7)).to(_gl.uint32)
         ckey = (((cols >> 4) << 2) | ((cols >> 1) & 3)).to(_gl.uint32) + (col_base >> 2)
         zero = (rkey * 0) + (ckey * 0)

@@ -64,11 +64,18 @@ def keep_scale(p: float) -> float:
     return 65536.0 / (65536 - dropout_threshold(p))
 
 
+# experiment (call 89 A/B): the key words' pointer passed in the seed_lo slot, loaded inside dropout_keep at each use,
+# instead of loaded once at the kernel's start (RNG_PTR)
+KEY_AT_USE = False
+
+
 def dropout_args(dropout_p: float, seed: int, offset: int, rng=None) -> tuple:
     """The dropout kernel arguments every attention kernel takes, in order: the Philox key (seed low / high 32 bits
     and the offset, as int32 bit patterns), the 16-bit keep threshold, the kept values' scale (``keep_scale``) and
     ``rng_words``: None, or the device words of ``draw_rng_words`` that replace the key when the launch sets
     RNG_PTR (then seed and offset are unused)."""
+    if rng is not None and KEY_AT_USE:
+        return (rng, 0, 0, dropout_threshold(dropout_p), keep_scale(dropout_p), None)
     return (as_int32(seed), as_int32(seed >> 32), as_int32(offset), dropout_threshold(dropout_p),
             keep_scale(dropout_p), rng)
 
