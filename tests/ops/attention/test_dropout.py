@@ -388,12 +388,16 @@ def test_rng_values_equal_to_one_gpu(state, D, monkeypatch):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("varlen", [False, True], ids=["dense", "varlen"])
-def test_key_words_are_the_integer_key(backend, varlen):
+@pytest.mark.parametrize("at_use", [None, True, False], ids=["policy", "at_use", "at_start"])
+def test_key_words_are_the_integer_key(backend, varlen, at_use, monkeypatch):
     """The kernels' two ways to take the Philox key -- integer arguments (seed, offset) or three int32 words loaded
     from a tensor (RNG_PTR, what public calls use) -- give bitwise the same out, lse and gradients for the same key,
     and S's signs are the torch mirror's mask of the integer key; the torch path reads the words on the device
-    (0-dim tensors), bitwise as with the integers."""
+    (0-dim tensors), bitwise as with the integers. The kernels take the words loaded at their start (RNG_PTR) or
+    loaded where each mask is made (the pointer in the seed slot): both ways here."""
     from tilefold.ops.attention import function
+    from tilefold.ops.common import philox_torch
+    monkeypatch.setattr(philox_torch, "KEY_AT_USE", at_use)
     seed, offset = (0x1234_5678 << 32) | 0x9ABC_DEF0, 0xFEDC_BA98
     words = torch.tensor([as_int32(seed), as_int32(seed >> 32), as_int32(offset)], dtype=torch.int32)
     torch.manual_seed(0)

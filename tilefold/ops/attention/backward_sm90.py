@@ -907,14 +907,16 @@ def _launch(kind, planner, tensors, outs, lse2, delta, *, softmax_scale, window,
             _PLANS.clear()
         plan = _PLANS[key] = planner(q, k, v, dout, lse2, *outs, softmax_scale, window, dropout_p > 0)
     descs = tuple(plain_descriptor(TensorDescriptor, t, *d) for t, d in zip(tensors, plan.descs))
-    drop = dropout_args(dropout_p, seed, offset, rng)
+    # causal (an upper mask edge): the key words loaded where each mask is made (philox_torch.KEY_AT_USE: call 90,
+    # 259 vs 240 TFLOP/s loaded at the start, whose extra registers spill in the causal dK/dV)
+    drop = dropout_args(dropout_p, seed, offset, rng, at_use=window[1] >= 0)
     args = descs + (lse2, delta) + tuple(outs) + plan.ints + drop
     consts = plan.consts if drop[5] is None else dict(plan.consts, RNG_PTR=dropout_p > 0)
     if launch.DIRECT_GLUON:
         cache = _LAUNCHES.get(plan.kernel)
         if cache is None:
             cache = _LAUNCHES[plan.kernel] = LaunchCache(plan.kernel)
-        rng_class = None if rng is None else rng.data_ptr() % 16  # the key words' pointer: None or its alignment
+        rng_class = None if drop[5] is None else drop[5].data_ptr() % 16  # the key words' pointer: None / alignment
         cache.launch((key, *map(arg_class, drop[:4]), rng_class, lse2.data_ptr() % 16 == 0,
                       delta.data_ptr() % 16 == 0) + tuple(o.data_ptr() % 16 == 0 for o in outs), plan.grid, args,
                      consts, num_warps=4)

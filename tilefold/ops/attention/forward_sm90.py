@@ -760,7 +760,7 @@ def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0,
         drop = dropout_args(dropout_p, seed, offset, rng)
         consts = plan.consts if drop[5] is None else dict(plan.consts, RNG_PTR=dropout_p > 0)
         if launch.DIRECT_GLUON:  # the key words' pointer: None, or its 16-byte alignment class
-            rng_class = None if rng is None else rng.data_ptr() % 16
+            rng_class = None if drop[5] is None else drop[5].data_ptr() % 16
             _FWD_LAUNCH.launch((key, *map(arg_class, drop[:4]), rng_class), plan.grid, args + drop, consts,
                                num_warps=4)
         else:
