@@ -21,7 +21,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: E4
 
 
 def compile_bwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_m=None, stages=None, regs=None,
-                dq=False, dropout=False, hd256=False, kv3d=False, rng_ptr=False):
+                dq=False, dropout=False, hd256=False, kv3d=False, rng_ptr=False, key_at_use=False):
     if hd256:  # the head-dim-256 dK/dV (one 64-key block per program)
         bm, st = block_m or 64, stages or 2
         blocks = (("q_desc", bm), ("k_desc", 64), ("v_desc", 64), ("do_desc", bm))
@@ -67,7 +67,7 @@ def compile_bwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_m=N
             sig[n] = "*bf16" if dtype == torch.bfloat16 else "*fp16"
         elif n in ("LSE2", "DELTA"):
             sig[n] = "*fp32"
-        elif n == "rng_words":
+        elif n == "rng_words" or (n == "seed_lo" and key_at_use):  # key_at_use: the key words' pointer as the seed
             sig[n] = "*i32"
         elif n in ("qk_scale", "sm_scale", "drop_rscale"):
             sig[n] = "fp32"
@@ -92,11 +92,14 @@ if __name__ == "__main__":
     ap.add_argument("--hd256", action="store_true", help="the head-dim-256 dK/dV kernel (implies --d 256)")
     ap.add_argument("--kv3d", action="store_true", help="rank-3 descriptors for the other side's tiles (dQ: K / V; dK/dV: Q / dO)")
     ap.add_argument("--rng-ptr", action="store_true", help="dropout's key words from a device tensor (RNG_PTR)")
+    ap.add_argument("--key-at-use", action="store_true",
+                    help="dropout's key words' pointer in the seed slot, loaded at each use (philox_torch.KEY_AT_USE)")
     a = ap.parse_args()
     if a.hd256:
         a.d = 256
     k, sass, res = compile_bwd(a.d, a.causal, a.left, torch.float16 if a.fp16 else torch.bfloat16,
-                               a.block_m, a.stages, a.regs, a.dq, a.dropout, a.hd256, a.kv3d, a.rng_ptr)
+                               a.block_m, a.stages, a.regs, a.dq, a.dropout, a.hd256, a.kv3d, a.rng_ptr,
+                               a.key_at_use)
     print(res.strip().splitlines()[-1] if res.strip() else "")
     print("shared", k.metadata.shared)
     ops = collections.Counter(re.findall(r"^\s+/\*[0-9a-f]{4,6}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", sass, re.M))
