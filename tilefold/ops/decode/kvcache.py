@@ -18,11 +18,14 @@ No gradient: this is an inference path (flash_attn's has none either).
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from ..attention import cpu
 from ..common.dispatch import HAVE_TRITON, backend_for
 from ..common.host import rows_grid, visible_keys
+from . import splitkv
 from ..common.validate import (MAX_HEADDIM, _is_int, _validate_bool, _validate_grid_rows, _validate_last_contiguous,
                                _validate_num_splits, _validate_same, _validate_scale, _validate_softcap,
                                _validate_tensor, _validate_window)
@@ -244,7 +247,9 @@ def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens
     num_splits = _validate_num_splits(num_splits)
     seqlens = _lengths(cache_seqlens, B, L, S_new, q.device)
     slots = _slots(cache_batch_idx, B, k_cache.shape[0], q.device)
-    with torch.no_grad():
+    # no autograd record (an inference path); the guard costs host time, so only where something requires grad
+    grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k_cache, v_cache, k, v))
+    with torch.no_grad() if grad else contextlib.nullcontext():
         if rotary_cos is not None:
             steps = torch.arange(max(M, S_new), device=q.device)
             start = seqlens.to(torch.int64)[:, None]
@@ -266,12 +271,11 @@ def _attend(q, k_cache, v_cache, used, slots, scale, window, softcap, num_splits
     B, M, H, D = q.shape
     L, HK = k_cache.shape[1], k_cache.shape[2]
     if backend_for(q) == "triton":
-        from .splitkv import _choose_cached, _fwd_triton, _kpar_allowed
         S = num_splits
         if S == 0:
-            S = _choose_cached(B, H, HK, M, visible_keys(M, L, window[0]), D, q.dtype, q.device,
-                               window[0] >= 0 or window[1] >= 0, _kpar_allowed())
-        return _fwd_triton(q, k_cache, v_cache, S, scale, window, softcap, None, None, M, L, seqused_k=used,
+            S = splitkv._choose_cached(B, H, HK, M, visible_keys(M, L, window[0]), D, q.dtype, q.device,
+                                       window[0] >= 0 or window[1] >= 0, splitkv._kpar_allowed())
+        return splitkv._fwd_triton(q, k_cache, v_cache, S, scale, window, softcap, None, None, M, L, seqused_k=used,
                            cache_batch_idx=slots)
     # torch path: each sequence against its filled keys (split-KV changes nothing but speed there)
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
