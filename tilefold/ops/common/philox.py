@@ -43,8 +43,8 @@ def philox_4x32(c0, c1, c2, c3, k0, k1, N_ROUNDS: tl.constexpr):
 @triton.jit
 def rng_key(seed_lo, seed_hi, rng_offset, rng_words, RNG_PTR: tl.constexpr):
     """The Philox key words (seed low / high, offset) of a dropout launch: the integer arguments, or with RNG_PTR the
-    three int32 words at ``rng_words`` (a device tensor drawn from torch's generator: under CUDA graph capture or
-    torch.compile, where the host cannot read the generator; see ``philox_torch.rng_words``)."""
+    three int32 words at ``rng_words`` (the device tensor every public dropout call draws from torch's generator,
+    ``philox_torch.draw_rng_words``)."""
     if RNG_PTR:
         seed_lo = tl.load(rng_words)
         seed_hi = tl.load(rng_words + 1)
@@ -108,14 +108,8 @@ if _HAVE_GLUON:
     # (static_range, uint32 / uint64 casts, integer ops), so Gluon compiles the same function
     philox_4x32_gl = _gluon.jit(philox_4x32.fn)
 
-    @_gluon.jit
-    def rng_key_gl(seed_lo, seed_hi, rng_offset, rng_words, RNG_PTR: _gl.constexpr):
-        """rng_key for the Gluon kernels."""
-        if RNG_PTR:
-            seed_lo = _gl.load(rng_words)
-            seed_hi = _gl.load(rng_words + 1)
-            rng_offset = _gl.load(rng_words + 2)
-        return seed_lo, seed_hi, rng_offset
+    # rng_key's body is written with names Gluon shares too (a scalar load, constexpr branch)
+    rng_key_gl = _gluon.jit(rng_key.fn)
 
     @_gluon.jit
     def dropout_keep_gl(seed_lo, seed_hi, offset, bh, rows, col_base, cols, threshold):
