@@ -224,6 +224,13 @@ def _check_against_decoded_mask(res, q, k, v, do, p, compute_dtype, **opts):
         assert err(a, r) <= 2 * err(lo, r) + 1e-5
 
 
+def _check_two_steps(a, b, q, k, v, do, compute_dtype):
+    """two dropout steps: different masks, each one's out and gradients following its own mask (causal, p = 0.2)"""
+    assert not torch.equal(torch.signbit(a[1]), torch.signbit(b[1]))
+    for res in (a, b):
+        _check_against_decoded_mask(res, q, k, v, do, 0.2, compute_dtype, causal=True)
+
+
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_compile_fullgraph_dropout_cpu(backend):
     """fullgraph compile of a dropout step (it broke the graph while the key was read from the generator on the
@@ -240,9 +247,7 @@ def test_compile_fullgraph_dropout_cpu(backend):
         torch.manual_seed(4)
         a2 = _dropout_step(q, k, v, do, fwd, causal=True)
     assert all(torch.equal(x, y) for x, y in zip(a, a2))
-    assert not torch.equal(torch.signbit(a[1]), torch.signbit(b[1]))
-    for res in (a, b):
-        _check_against_decoded_mask(res, q, k, v, do, 0.2, torch.float32, causal=True)
+    _check_two_steps(a, b, q, k, v, do, torch.float32)
 
 
 @pytest.mark.gpu
@@ -254,9 +259,7 @@ def test_compile_fullgraph_dropout_gpu(D):
     do = torch.randn(2, 256, 4, D, device="cuda", dtype=torch.bfloat16)
     fwd = torch.compile(_dropout_fwd, fullgraph=True)
     a, b = (_dropout_step(q, k, v, do, fwd, causal=True) for _ in range(2))
-    assert not torch.equal(torch.signbit(a[1]), torch.signbit(b[1]))
-    for res in (a, b):
-        _check_against_decoded_mask(res, q, k, v, do, 0.2, torch.bfloat16, causal=True)
+    _check_two_steps(a, b, q, k, v, do, torch.bfloat16)
 
 
 @pytest.mark.gpu
@@ -281,9 +284,7 @@ def test_dropout_cuda_graph_capture_gpu(D):
         graph.replay()
         torch.cuda.synchronize()
         snaps.append([t.clone() for t in res])
-    assert not torch.equal(torch.signbit(snaps[0][1]), torch.signbit(snaps[1][1]))
-    for snap in snaps:
-        _check_against_decoded_mask(snap, q, k, v, do, 0.2, torch.bfloat16, causal=True)
+    _check_two_steps(snaps[0], snaps[1], q, k, v, do, torch.bfloat16)
 
 
 def test_opcheck_dropout_ops_cpu():

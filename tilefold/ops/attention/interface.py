@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 
 from ..common.validate import (MAX_HEADDIM, _is_real, _validate_bool, _validate_cu_seqlens, _validate_grid_rows,
-                               _validate_last_contiguous, _validate_num_splits, _validate_same, _validate_scale,
-                               _validate_softcap, _validate_tensor, _validate_window)
+                               _validate_num_splits, _validate_qkv, _validate_scale, _validate_softcap,
+                               _validate_window)
 from ..decode.splitkv import split_kv_attention
 from ..common.dispatch import backend_for
 from ..common.philox_torch import draw_rng_words
@@ -57,22 +57,6 @@ def _dropout_key(device, dropout_p):
     return draw_rng_words(device) if dropout_p > 0 else None
 
 
-def _check_qkv(q, k, v, ndim):
-    names = ("q", "k", "v")
-    for n, t in zip(names, (q, k, v)):
-        _validate_tensor(n, t, ndim)
-        _validate_last_contiguous(n, t)
-    _validate_same(names, (q, k, v), "dtype")
-    _validate_same(names, (q, k, v), "device")
-    if k.shape != v.shape:
-        raise ValueError(f"v: expected shape {tuple(k.shape)} (as k), got {tuple(v.shape)}")
-    if k.shape[-1] != q.shape[-1]:
-        raise ValueError(f"k: expected head dim {q.shape[-1]} (as q), got {k.shape[-1]}")
-    H, HK = q.shape[-2], k.shape[-2]
-    if HK < 1 or H % HK != 0:
-        raise ValueError(f"k: expected heads_k dividing heads={H}, got heads_k={HK}")
-
-
 def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
               return_lse=False, deterministic=False, dropout_p=0.0, return_attn_probs=False, num_splits=1):
     """Exact attention ``softmax(scale · q kᵀ) v``, fused: the seqlen_q × seqlen_k matrix is never stored.
@@ -104,7 +88,7 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
             states with ⊕ (split-KV; for decoding and long keys with few queries). 0 picks the number by
             occupancy, 1 (default) does not split.
     """
-    _check_qkv(q, k, v, 4)
+    _validate_qkv(q, k, v, 4)
     B, M, H, D = q.shape
     if k.shape[0] != B:
         raise ValueError(f"k: expected batch {B} (as q), got {k.shape[0]}")
@@ -138,7 +122,7 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     are allowed. Same options as :func:`attention`; lse is (heads, total_q). Masks are per sequence.
     With return_attn_probs, S is padded: (batch, heads, max_seqlen_q, max_seqlen_k), sequence b in the
     top-left corner of S[b], padding 0."""
-    _check_qkv(q, k, v, 3)
+    _validate_qkv(q, k, v, 3)
     T, H, D = q.shape
     _validate_cu_seqlens("cu_seqlens_q", cu_seqlens_q, T, max_seqlen_q, "max_seqlen_q", q.device)
     _validate_cu_seqlens("cu_seqlens_k", cu_seqlens_k, k.shape[0], max_seqlen_k, "max_seqlen_k", q.device)

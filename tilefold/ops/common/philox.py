@@ -53,6 +53,20 @@ def rng_key(seed_lo, seed_hi, rng_offset, rng_words, RNG_PTR: tl.constexpr):
 
 
 @triton.jit
+def key_words(seed_lo, seed_hi, offset):
+    """(k0, k1) uint32 and the offset of the Philox key: from the integer arguments, or loaded from the three words
+    a pointer in the seed slot points at (philox_torch.dropout_args with at_use), where the mask is made."""
+    if seed_lo.dtype.is_ptr():
+        k0 = tl.load(seed_lo).to(tl.uint32, bitcast=True)
+        k1 = tl.load(seed_lo + 1).to(tl.uint32, bitcast=True)
+        offset = tl.load(seed_lo + 2)
+    else:
+        k0 = seed_lo.to(tl.uint32, bitcast=True)
+        k1 = seed_hi.to(tl.uint32, bitcast=True)
+    return k0, k1, offset
+
+
+@triton.jit
 def dropout_keep(seed_lo, seed_hi, offset, bh, row_base, rows, col_base, cols, threshold):
     """Keep-mask of the elements (row_base + rows, col_base + cols), shape broadcast(rows, cols).
 
@@ -65,13 +79,7 @@ def dropout_keep(seed_lo, seed_hi, offset, bh, row_base, rows, col_base, cols, t
     them (forward, dQ) or 4 of them (dK/dV's transposed tile), so the compiler evaluates the Philox
     once per group per thread (common subexpressions); splitting the base from the offsets keeps the
     bits the group shares visible to it."""
-    if seed_lo.dtype.is_ptr():  # the key words in device memory (philox_torch.KEY_AT_USE), loaded where used
-        k0 = tl.load(seed_lo).to(tl.uint32, bitcast=True)
-        k1 = tl.load(seed_lo + 1).to(tl.uint32, bitcast=True)
-        offset = tl.load(seed_lo + 2)
-    else:
-        k0 = seed_lo.to(tl.uint32, bitcast=True)
-        k1 = seed_hi.to(tl.uint32, bitcast=True)
+    k0, k1, offset = key_words(seed_lo, seed_hi, offset)
     # row key: row with bit 3 removed; column key: column with bits 0 and 3 removed
     rkey = (((rows >> 4) << 3) | (rows & 7)).to(tl.uint32) + (row_base >> 1)
     ckey = (((cols >> 4) << 2) | ((cols >> 1) & 3)).to(tl.uint32) + (col_base >> 2)
@@ -108,20 +116,15 @@ if _HAVE_GLUON:
     # (static_range, uint32 / uint64 casts, integer ops), so Gluon compiles the same function
     philox_4x32_gl = _gluon.jit(philox_4x32.fn)
 
-    # rng_key's body is written with names Gluon shares too (a scalar load, constexpr branch)
+    # rng_key's and key_words' bodies are written with names Gluon shares too (scalar loads, casts, constexpr branches)
     rng_key_gl = _gluon.jit(rng_key.fn)
+    key_words_gl = _gluon.jit(key_words.fn)
 
     @_gluon.jit
     def dropout_keep_gl(seed_lo, seed_hi, offset, bh, rows, col_base, cols, threshold):
         """dropout_keep for a Gluon score tile: rows (absolute query rows) [R, 1] and cols (in-tile key
         offsets) [1, C] in slices of the tile's layout, col_base a multiple of 16."""
-        if seed_lo.dtype.is_ptr():  # the key words in device memory, loaded where the mask is made
-            k0 = _gl.load(seed_lo).to(_gl.uint32, bitcast=True)
-            k1 = _gl.load(seed_lo + 1).to(_gl.uint32, bitcast=True)
-            offset = _gl.load(seed_lo + 2)
-        else:
-            k0 = seed_lo.to(_gl.uint32, bitcast=True)
-            k1 = seed_hi.to(_gl.uint32, bitcast=True)
+        k0, k1, offset = key_words_gl(seed_lo, seed_hi, offset)
         rkey = (((rows >> 4) << 3) | (rows & 7)).to(_gl.uint32)
         ckey = (((cols >> 4) << 2) | ((cols >> 1) & 3)).to(_gl.uint32) + (col_base >> 2)
         zero = (rkey * 0) + (ckey * 0)

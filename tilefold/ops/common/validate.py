@@ -64,6 +64,25 @@ def _validate_int(name, x, lo=0) -> int:
     return int(x)
 
 
+def _validate_qkv(q, k, v, ndim, names=("q", "k", "v")):
+    """q and the keys / values of one attention call: tensors of ``ndim`` dims, float dtypes, last dim contiguous,
+    one dtype and device, k and v of one shape, k's head dim q's, heads_k dividing heads. ``names``: how the errors
+    call them (a KV cache's k_cache / v_cache)."""
+    for n, t in zip(names, (q, k, v)):
+        _validate_tensor(n, t, ndim)
+        _validate_last_contiguous(n, t)
+    _validate_same(names, (q, k, v), "dtype")
+    _validate_same(names, (q, k, v), "device")
+    nq, nk, nv = names
+    if k.shape != v.shape:
+        raise ValueError(f"{nv}: expected shape {tuple(k.shape)} (as {nk}), got {tuple(v.shape)}")
+    if k.shape[-1] != q.shape[-1]:
+        raise ValueError(f"{nk}: expected head dim {q.shape[-1]} (as {nq}), got {k.shape[-1]}")
+    H, HK = q.shape[-2], k.shape[-2]
+    if HK < 1 or H % HK != 0:
+        raise ValueError(f"{nk}: expected heads_k dividing heads={H}, got heads_k={HK}")
+
+
 def _validate_positive(name, x) -> float:
     """A finite real number > 0 (Python or numpy, not a bool), returned as a float."""
     if not _is_real(x) or not _finite(x) or x <= 0:

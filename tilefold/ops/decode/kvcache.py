@@ -27,7 +27,7 @@ from ..common.dispatch import HAVE_TRITON, backend_for
 from ..common.host import rows_grid, visible_keys
 from . import splitkv
 from ..common.validate import (MAX_HEADDIM, _is_int, _validate_bool, _validate_grid_rows, _validate_last_contiguous,
-                               _validate_num_splits, _validate_same, _validate_scale, _validate_softcap,
+                               _validate_num_splits, _validate_qkv, _validate_same, _validate_scale, _validate_softcap,
                                _validate_tensor, _validate_window)
 
 if HAVE_TRITON:
@@ -124,14 +124,20 @@ def _lengths(cache_seqlens, B, L, S_new, device):
                              f"{S_new}), got {cache_seqlens}")
         return torch.full((B,), int(cache_seqlens), dtype=torch.int32, device=device)
     cache_seqlens = _dense_index("cache_seqlens", cache_seqlens, B, "an int or an int32 tensor")
-    if cache_seqlens.device.type == "cpu":
-        if B and (int(cache_seqlens.min()) < 0 or int(cache_seqlens.max()) > L - S_new):
-            raise ValueError(f"cache_seqlens: expected values in [0, {L - S_new}] (seqlen_cache {L} - seqlen_new "
-                             f"{S_new}), got {cache_seqlens.tolist()}")
-        return cache_seqlens.to(device)
-    if cache_seqlens.device != device:
-        raise ValueError(f"cache_seqlens: expected device {device} (as q) or cpu, got {cache_seqlens.device}")
-    return cache_seqlens
+    return _on_device("cache_seqlens", cache_seqlens, 0, L - S_new + 1,
+                      f"[0, {L - S_new}] (seqlen_cache {L} - seqlen_new {S_new})", device)
+
+
+def _on_device(name, t, lo, hi, allowed, device):
+    """An index tensor on ``device``: a CPU tensor is checked against [lo, hi) (``allowed`` says it in the error) and
+    moved; a tensor on ``device`` is not checked (a host sync per step; the kernels clamp it)."""
+    if t.device.type == "cpu":
+        if t.numel() and (int(t.min()) < lo or int(t.max()) >= hi):
+            raise ValueError(f"{name}: expected values in {allowed}, got {t.tolist()}")
+        return t.to(device)
+    if t.device != device:
+        raise ValueError(f"{name}: expected device {device} (as q) or cpu, got {t.device}")
+    return t
 
 
 def _slots(cache_batch_idx, B, n_cache, device):
@@ -140,34 +146,16 @@ def _slots(cache_batch_idx, B, n_cache, device):
     if cache_batch_idx is None:
         return None
     cache_batch_idx = _dense_index("cache_batch_idx", cache_batch_idx, B)
-    if cache_batch_idx.device.type == "cpu":
-        if B and (int(cache_batch_idx.min()) < 0 or int(cache_batch_idx.max()) >= n_cache):
-            raise ValueError(f"cache_batch_idx: expected values in [0, {n_cache}) (the cache's batch), "
-                             f"got {cache_batch_idx.tolist()}")
-        return cache_batch_idx.to(device)
-    if cache_batch_idx.device != device:
-        raise ValueError(f"cache_batch_idx: expected device {device} (as q) or cpu, got {cache_batch_idx.device}")
-    return cache_batch_idx
+    return _on_device("cache_batch_idx", cache_batch_idx, 0, n_cache, f"[0, {n_cache}) (the cache's batch)", device)
 
 
 def _check(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, slots):
-    names = ("q", "k_cache", "v_cache")
-    for n, t in zip(names, (q, k_cache, v_cache)):
-        _validate_tensor(n, t, 4)
-        _validate_last_contiguous(n, t)
-    _validate_same(names, (q, k_cache, v_cache), "dtype")
-    _validate_same(names, (q, k_cache, v_cache), "device")
+    _validate_qkv(q, k_cache, v_cache, 4, ("q", "k_cache", "v_cache"))
     B, M, H, D = q.shape
-    if k_cache.shape != v_cache.shape:
-        raise ValueError(f"v_cache: expected shape {tuple(k_cache.shape)} (as k_cache), got {tuple(v_cache.shape)}")
+    HK = k_cache.shape[2]
     if not slots and k_cache.shape[0] != B:
         raise ValueError(f"k_cache: expected batch {B} (as q; another batch needs cache_batch_idx), "
                          f"got {k_cache.shape[0]}")
-    if k_cache.shape[-1] != D:
-        raise ValueError(f"k_cache: expected head dim {D} (as q), got {k_cache.shape[-1]}")
-    HK = k_cache.shape[2]
-    if HK < 1 or H % HK:
-        raise ValueError(f"k_cache: expected heads_k dividing heads={H}, got heads_k={HK}")
     if not 1 <= D <= MAX_HEADDIM:
         raise ValueError(f"q: expected head dim in [1, {MAX_HEADDIM}], got {D}")
     if (k is None) != (v is None):

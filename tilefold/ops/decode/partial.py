@@ -17,8 +17,7 @@ import torch
 
 from ..attention.function import attention_forward
 from ..common.validate import (MAX_HEADDIM, WINDOW_MAX, _validate_bool, _validate_grid_rows, _validate_int,
-                               _validate_last_contiguous, _validate_same, _validate_scale, _validate_softcap,
-                               _validate_tensor, _validate_window)
+                               _validate_qkv, _validate_scale, _validate_softcap, _validate_window)
 
 
 def global_shift_extra(q_start: int, k_start: int, seqlen_q: int, seqlen_k: int,
@@ -41,22 +40,11 @@ def partial_attention(q, k, v, *, q_start, k_start, seqlen_q_total, seqlen_k_tot
     Returns:
         (out (batch, seqlen_q, heads, headdim) in q.dtype, lse (batch, heads, seqlen_q) fp32).
     """
-    names = ("q", "k", "v")
-    for n, t in zip(names, (q, k, v)):
-        _validate_tensor(n, t, 4)
-        _validate_last_contiguous(n, t)
-    _validate_same(names, (q, k, v), "dtype")
-    _validate_same(names, (q, k, v), "device")
-    if k.shape != v.shape:
-        raise ValueError(f"v: expected shape {tuple(k.shape)} (as k), got {tuple(v.shape)}")
+    _validate_qkv(q, k, v, 4)
     B, M, H, D = q.shape
     N, HK = k.shape[1], k.shape[2]
     if k.shape[0] != B:
         raise ValueError(f"k: expected batch {B} (as q), got {k.shape[0]}")
-    if k.shape[-1] != D:
-        raise ValueError(f"k: expected head dim {D} (as q), got {k.shape[-1]}")
-    if HK < 1 or H % HK != 0:
-        raise ValueError(f"k: expected heads_k dividing heads={H}, got heads_k={HK}")
     if not 1 <= D <= MAX_HEADDIM:
         raise ValueError(f"q: expected head dim in [1, {MAX_HEADDIM}], got {D}")
     _validate_grid_rows("q", B, H, q.device)
