@@ -26,12 +26,12 @@ def compile_one(fn, cons, dtype="bf16", warps=4, stages=2):
     params = list(inspect.signature(fn.fn).parameters)
     if "SPLIT_D" in params and "SPLIT_D" not in cons:  # dK/dV kernel: head dim not split unless asked
         cons = dict(cons, SPLIT_D=1)
-    cons = _rng_words(fn, dict(cons))
+    cons = _optional_args(fn, dict(cons))
     sig = {}
     for n in params:
         if n in cons:
             sig[n] = "constexpr"
-        elif n in ("rng_words", "seqused_k", "cache_batch_idx"):
+        elif n in ("seqused_k", "cache_batch_idx") or (n == "seed_lo" and cons.get("RNG_PTR")):
             sig[n] = "*i32"
         elif n in PTR:
             sig[n] = "*" + dtype
@@ -139,15 +139,14 @@ def hd256_split_jobs():
     return [(BM, BN, w, s, bool(tma), sp, causal) for BM, BN, w, s, tma, sp in cands for causal in (False, True)]
 
 
-def _rng_words(fn, cons):
-    """Constexprs with defaults not given take their defaults; ``rng_words`` (dropout's key words in device memory)
-    is a None constexpr unless RNG_PTR is on (then an int32 pointer), ``seqused_k`` unless HAS_SEQUSED,
-    ``cache_batch_idx`` unless HAS_CACHE_IDX."""
+def _optional_args(fn, cons):
+    """Constexprs with defaults not given take their defaults; ``seqused_k`` is a None constexpr unless HAS_SEQUSED,
+    ``cache_batch_idx`` unless HAS_CACHE_IDX (RNG_PTR: seed_lo is the key words' pointer)."""
     params = inspect.signature(fn.fn).parameters
     for n, prm in params.items():
         if n not in cons and "constexpr" in str(prm.annotation) and prm.default is not inspect.Parameter.empty:
             cons[n] = prm.default
-    for ptr, flag in (("rng_words", "RNG_PTR"), ("seqused_k", "HAS_SEQUSED"), ("cache_batch_idx", "HAS_CACHE_IDX")):
+    for ptr, flag in (("seqused_k", "HAS_SEQUSED"), ("cache_batch_idx", "HAS_CACHE_IDX")):
         if ptr in params and not cons.get(flag):
             cons[ptr] = None
     return cons
@@ -160,12 +159,13 @@ def _compile_as_launched(fn, cons, warps, stages):
     params = list(inspect.signature(fn.fn).parameters)
     if "SPLIT_D" in params and "SPLIT_D" not in cons:
         cons = dict(cons, SPLIT_D=1)
-    cons = _rng_words(fn, dict(cons))
+    cons = _optional_args(fn, dict(cons))
     for n, prm in inspect.signature(fn.fn).parameters.items():  # constexpr flags added since: off
         if n not in cons and "constexpr" in str(prm.annotation):
             cons = dict(cons, **{n: False})
     sig = {n: "constexpr" if n in cons else "*bf16" if n in PTR else "*fp32" if n in F32P else
-           "*i32" if n.startswith("cu_") or n in ("CNT", "rng_words", "seqused_k", "cache_batch_idx") else "fp32" if n in FLOATS else "i32"
+           "*i32" if n.startswith("cu_") or n in ("CNT", "seqused_k", "cache_batch_idx")
+           or (n == "seed_lo" and cons.get("RNG_PTR")) else "fp32" if n in FLOATS else "i32"
            for n in params}
     div = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(params)
            if n not in cons and (sig[n].startswith("*") or n.startswith("stride_") or n == "D")}

@@ -42,9 +42,7 @@ def compile_bwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_m=N
     descs = {n: TensorDescriptor(x, [4096, 2048], [2048, 1], [blk, D], lay(blk)) for n, blk in blocks}
     params = list(inspect.signature(fn.fn).parameters)
     cons = dict(HEAD_D=D, STAGES=st, HAS_LO=left, HAS_HI=causal, CONSUMER_REGS=regs or B.CONSUMER_REGS, HAS_DROPOUT=dropout,
-                num_warps=4, RNG_PTR=rng_ptr)
-    if not rng_ptr:  # dropout's key words from a device tensor (graph capture, torch.compile) with rng_ptr
-        cons["rng_words"] = None
+                num_warps=4, RNG_PTR=rng_ptr)  # rng_ptr: the key words' pointer in the seed slot, loaded at the start
     x3 = torch.empty(2, 4096, 1024, dtype=dtype)
     lay3 = lambda blk: gl.NVMMASharedLayout.get_default_for([1, blk, D], gdt)  # noqa: E731
     if "KV3D" in params:  # the dQ kernel: K / V through rank-3 descriptors with --kv3d
@@ -67,7 +65,7 @@ def compile_bwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_m=N
             sig[n] = "*bf16" if dtype == torch.bfloat16 else "*fp16"
         elif n in ("LSE2", "DELTA"):
             sig[n] = "*fp32"
-        elif n == "rng_words" or (n == "seed_lo" and key_at_use):  # key_at_use: the key words' pointer as the seed
+        elif n == "seed_lo" and (rng_ptr or key_at_use):  # the key words' pointer in the seed slot
             sig[n] = "*i32"
         elif n in ("qk_scale", "sm_scale", "drop_rscale"):
             sig[n] = "fp32"

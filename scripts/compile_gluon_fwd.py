@@ -49,9 +49,7 @@ def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=N
         if mask_ws and regs == 232:  # the shipped split with the producer (forward_sm90.MASK_CONSUMER_REGS)
             cons["CONSUMER_REGS"] = F.MASK_CONSUMER_REGS
         cons["KV_LAYOUT"] = gl.NVMMASharedLayout.get_default_for([bn, D], gdt) if kv3d else None
-        cons["RNG_PTR"] = rng_ptr  # dropout's key words loaded from a device tensor (graph capture, torch.compile)
-        if not rng_ptr:
-            cons["rng_words"] = None
+        cons["RNG_PTR"] = rng_ptr  # dropout's key words: a pointer in the seed slot, loaded at the kernel's start
     sig = {}
     for n in params:
         if n in cons:
@@ -62,7 +60,7 @@ def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=N
             sig[n] = "*bf16" if dtype == torch.bfloat16 else "*fp16"
         elif n == "LSE":
             sig[n] = "*fp32"
-        elif n == "rng_words":
+        elif n == "seed_lo" and rng_ptr:
             sig[n] = "*i32"
         elif n in ("qk_scale", "drop_rscale"):
             sig[n] = "fp32"

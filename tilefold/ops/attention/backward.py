@@ -22,7 +22,7 @@ from ..common.fold import LOG2E, score_transform
 from ..common.masks import block_order, grid_row, key_tiles, query_tiles, sequence_bounds, visible
 from ..common import launch as _launch
 from ..common.host import cdiv, rows_grid
-from ..common.philox import RNG_ARGS, dropout_args, dropout_keep, rng_key
+from ..common.philox import RNG_ARGS, dropout_args, dropout_keep, rng_key, rng_ptr
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 
 
@@ -230,7 +230,7 @@ def attention_bwd_dkdv_kernel(
     cu_seqlens_q, cu_seqlens_k,
     seqlen_q_fixed, seqlen_k_fixed, shift_extra, win_left, win_right,
     sm_scale, qk_scale, softcap_pre, softcap_post,
-    seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, rng_words,
+    seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
     HK, GROUP, D, dlse_plane,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
@@ -244,7 +244,7 @@ def attention_bwd_dkdv_kernel(
     # the same K, V, Q, dO tiles, from L2); each computes S and dP over the full head dim but accumulates
     # and stores only its half of dK and dV (half the accumulator registers, 1.5x the matmuls)
     pid_x, pid_bh, _ = block_order(LPT, False, 1)
-    seed_lo, seed_hi, rng_offset = rng_key(seed_lo, seed_hi, rng_offset, rng_words, RNG_PTR)
+    seed_lo, seed_hi, rng_offset = rng_key(seed_lo, seed_hi, rng_offset, RNG_PTR)
     pid_n = pid_x // SPLIT_D
     half = pid_x % SPLIT_D
     b = pid_bh // HK
@@ -394,7 +394,7 @@ def attention_bwd_dq_kernel(
     cu_seqlens_q, cu_seqlens_k,
     seqlen_q_fixed, seqlen_k_fixed, shift_extra, win_left, win_right,
     sm_scale, qk_scale, softcap_pre, softcap_post,
-    seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, rng_words,
+    seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
     H, GROUP, D, dlse_plane,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
@@ -404,7 +404,7 @@ def attention_bwd_dq_kernel(
 ):
     # heavy query blocks (most visible keys under a causal mask) first: a shorter tail
     pid_m, pid_bh, _ = block_order(LPT, True, 1)
-    seed_lo, seed_hi, rng_offset = rng_key(seed_lo, seed_hi, rng_offset, rng_words, RNG_PTR)
+    seed_lo, seed_hi, rng_offset = rng_key(seed_lo, seed_hi, rng_offset, RNG_PTR)
     b = pid_bh // H
     h = pid_bh % H
     hk = h // GROUP
@@ -549,7 +549,7 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
         scal = (cuq, cuk, M, N, shift_extra, max(left, 0), max(right, 0),
                 softmax_scale, softmax_scale * LOG2E, sc_pre, sc_post, *dropout_args(dropout_p, seed, offset, rng))
         common["HAS_DROPOUT"] = dropout_p > 0
-        common["RNG_PTR"] = dropout_p > 0 and scal[-1] is not None
+        common["RNG_PTR"] = dropout_p > 0 and rng_ptr(rng)
         # dK, dV: key blocks of BLOCK_N (the long side), query tiles of BLOCK_M; split over halves of the
         # head dim when the config asks (not for fp32: its exact delta needs dP as one dot, see the
         # preprocess kernel; and not below 16 columns per half, the smallest dot)

@@ -77,7 +77,7 @@ from ..common.host import cdiv, rows_grid
 from ..common.launch import LaunchCache, PLANS_MAX, arg_class, int_class, plain_descriptor
 from .forward_sm90 import _major, _plan_descs, _rows_view, _smem_layout, _smem_layout3, _view_spec
 from ..common.masks import query_tiles
-from ..common.philox import RNG_ARGS, dropout_args
+from ..common.philox import RNG_ARGS, dropout_args, rng_ptr
 if HAVE_GLUON:
     from ..common.philox import dropout_keep_gl, rng_key_gl
     from .forward_sm90 import _key_range, _mask_if_cut, _tma_rows, _ws_loader
@@ -257,7 +257,7 @@ if HAVE_GLUON:
         q_desc, k_desc, v_desc, do_desc, LSE2, DELTA, DK, DV,
         stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh, stride_dvb, stride_dvn, stride_dvh,
         seqlen_q, seqlen_k, HK, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
-        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, rng_words,
+        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
         HEAD_D: gl.constexpr, STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr,
         CONSUMER_REGS: gl.constexpr, HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr,
         QD3D: gl.constexpr = False, QD_LAYOUT: gl.constexpr = None,
@@ -271,7 +271,7 @@ if HAVE_GLUON:
         dtype: gl.constexpr = q_desc.dtype
         pid_n = gl.program_id(0)
         pid_bh = gl.program_id(1) + gl.program_id(2) * gl.num_programs(1)  # host.rows_grid
-        seed_lo, seed_hi, rng_offset = rng_key_gl(seed_lo, seed_hi, rng_offset, rng_words, RNG_PTR)
+        seed_lo, seed_hi, rng_offset = rng_key_gl(seed_lo, seed_hi, rng_offset, RNG_PTR)
         b = pid_bh // HK
         hk = pid_bh % HK
         n0 = pid_n * (2 * WN)
@@ -412,7 +412,7 @@ if HAVE_GLUON:
         q_desc, k_desc, v_desc, do_desc, LSE2, DELTA, DQ,
         stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
         seqlen_q, seqlen_k, H, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
-        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, rng_words,
+        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
         HEAD_D: gl.constexpr, STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr,
         CONSUMER_REGS: gl.constexpr, HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr,
         KV3D: gl.constexpr = False, KV_LAYOUT: gl.constexpr = None,
@@ -426,7 +426,7 @@ if HAVE_GLUON:
         dtype: gl.constexpr = q_desc.dtype
         pid_m = gl.num_programs(0) - 1 - gl.program_id(0)
         pid_bh = gl.program_id(1) + gl.program_id(2) * gl.num_programs(1)  # host.rows_grid
-        seed_lo, seed_hi, rng_offset = rng_key_gl(seed_lo, seed_hi, rng_offset, rng_words, RNG_PTR)
+        seed_lo, seed_hi, rng_offset = rng_key_gl(seed_lo, seed_hi, rng_offset, RNG_PTR)
         b = pid_bh // H
         h = pid_bh % H
         hk = h // GROUP
@@ -605,7 +605,7 @@ if HAVE_GLUON:
         q_desc, k_desc, v_desc, do_desc, LSE2, DELTA, DK, DV,
         stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh, stride_dvb, stride_dvn, stride_dvh,
         seqlen_q, seqlen_k, HK, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
-        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, rng_words,
+        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
         HEAD_D: gl.constexpr, STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr,
         CONSUMER_REGS: gl.constexpr, HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr,
         QD3D: gl.constexpr = False, QD_LAYOUT: gl.constexpr = None,
@@ -621,7 +621,7 @@ if HAVE_GLUON:
         dtype: gl.constexpr = q_desc.dtype
         pid_n = gl.program_id(0)
         pid_bh = gl.program_id(1) + gl.program_id(2) * gl.num_programs(1)  # host.rows_grid
-        seed_lo, seed_hi, rng_offset = rng_key_gl(seed_lo, seed_hi, rng_offset, rng_words, RNG_PTR)
+        seed_lo, seed_hi, rng_offset = rng_key_gl(seed_lo, seed_hi, rng_offset, RNG_PTR)
         b = pid_bh // HK
         hk = pid_bh % HK
         n0 = pid_n * WN
@@ -909,15 +909,15 @@ def _launch(kind, planner, tensors, outs, lse2, delta, *, softmax_scale, window,
     descs = tuple(plain_descriptor(TensorDescriptor, t, *d) for t, d in zip(tensors, plan.descs))
     # causal (an upper mask edge): the key words loaded where each mask is made (philox_torch.KEY_AT_USE: call 90,
     # 259 vs 240 TFLOP/s loaded at the start, whose extra registers spill in the causal dK/dV)
-    drop = dropout_args(dropout_p, seed, offset, rng, at_use=window[1] >= 0)
+    drop = dropout_args(dropout_p, seed, offset, rng)
     args = descs + (lse2, delta) + tuple(outs) + plan.ints + drop
-    consts = plan.consts if drop[5] is None else dict(plan.consts, RNG_PTR=dropout_p > 0)
+    at_start = dropout_p > 0 and rng_ptr(rng, at_use=window[1] >= 0)
+    consts = dict(plan.consts, RNG_PTR=True) if at_start else plan.consts
     if launch.DIRECT_GLUON:
         cache = _LAUNCHES.get(plan.kernel)
         if cache is None:
             cache = _LAUNCHES[plan.kernel] = LaunchCache(plan.kernel)
-        rng_class = None if drop[5] is None else drop[5].data_ptr() % 16  # the key words' pointer: None / alignment
-        cache.launch((key, *map(arg_class, drop[:4]), rng_class, lse2.data_ptr() % 16 == 0,
+        cache.launch((key, *map(arg_class, drop[:4]), at_start, lse2.data_ptr() % 16 == 0,
                       delta.data_ptr() % 16 == 0) + tuple(o.data_ptr() % 16 == 0 for o in outs), plan.grid, args,
                      consts, num_warps=4)
     else:

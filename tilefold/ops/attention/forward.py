@@ -16,7 +16,7 @@ from . import forward_sm90 as _sm90
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
 from ..common.masks import block_order, cache_row, key_tiles, sequence_bounds, split_share, used_keys, visible
 from ..common.host import cdiv, rows_grid
-from ..common.philox import RNG_ARGS, dropout_args, dropout_keep, rng_key
+from ..common.philox import RNG_ARGS, dropout_args, dropout_keep, rng_key, rng_ptr
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 
 
@@ -71,7 +71,7 @@ def attention_fwd_kernel(
     seqlen_q_fixed, seqlen_k_fixed, shift_extra, win_left, win_right,
     qk_scale, softcap_pre, softcap_post,
     H, GROUP, D, n_splits,
-    seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, rng_words,
+    seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
     P, stride_pb, stride_ph, stride_pm,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
@@ -82,7 +82,7 @@ def attention_fwd_kernel(
 ):
     # heavy query blocks (most visible keys under a causal mask) first: a shorter tail
     pid_m, pid_bh, pid_s = block_order(LPT, True, n_splits)
-    seed_lo, seed_hi, rng_offset = rng_key(seed_lo, seed_hi, rng_offset, rng_words, RNG_PTR)
+    seed_lo, seed_hi, rng_offset = rng_key(seed_lo, seed_hi, rng_offset, RNG_PTR)
     b = pid_bh // H
     h = pid_bh % H
     hk = h // GROUP
@@ -287,7 +287,7 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
         HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D, IS_SPLIT=split,
         DOT_PREC=_cfg.dot_precision(q.dtype), USE_TMA=use_tma, WARP_SPEC=use_tma and cfg.warp_spec,
         HAS_DROPOUT=has_drop, RETURN_P=probs is not None, LPT=_cfg.lpt_order(left, right, varlen),
-        RNG_PTR=has_drop and drop[5] is not None, HAS_SEQUSED=seqused_k is not None,
+        RNG_PTR=has_drop and rng_ptr(rng), HAS_SEQUSED=seqused_k is not None,
         HAS_CACHE_IDX=cache_batch_idx is not None,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )

@@ -70,7 +70,7 @@ import os
 from ..common import launch
 from ..common.host import cdiv, rows_grid
 from ..common.launch import LaunchCache, PLANS_MAX, arg_class, int_class, plain_descriptor
-from ..common.philox import RNG_ARGS, dropout_args
+from ..common.philox import RNG_ARGS, dropout_args, rng_ptr
 if HAVE_GLUON:
     from ..common.philox import dropout_keep_gl, rng_key_gl
 
@@ -432,7 +432,7 @@ if HAVE_GLUON:
         q_desc, k_desc, v_desc, O, LSE,
         stride_ob, stride_om, stride_oh, stride_lb, stride_lh,
         seqlen_q, seqlen_k, H, GROUP, shift, win_left, win_right, qk_scale,
-        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, rng_words,
+        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
         BLOCK_N: gl.constexpr, HEAD_D: gl.constexpr, STAGES: gl.constexpr,
         HAS_LO: gl.constexpr, HAS_HI: gl.constexpr, CONSUMER_REGS: gl.constexpr, PINGPONG: gl.constexpr,
         HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr, KV3D: gl.constexpr = False,
@@ -449,7 +449,7 @@ if HAVE_GLUON:
         dtype: gl.constexpr = q_desc.dtype
         pid_m = gl.num_programs(0) - 1 - gl.program_id(0)
         pid_bh = gl.program_id(1) + gl.program_id(2) * gl.num_programs(1)  # host.rows_grid
-        seed_lo, seed_hi, rng_offset = rng_key_gl(seed_lo, seed_hi, rng_offset, rng_words, RNG_PTR)
+        seed_lo, seed_hi, rng_offset = rng_key_gl(seed_lo, seed_hi, rng_offset, RNG_PTR)
         b = pid_bh // H
         h = pid_bh % H
         hk = h // GROUP
@@ -758,10 +758,10 @@ def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0,
     args = (descs[0], descs[1], descs[2], out, lse) + plan.ints
     if ws:
         drop = dropout_args(dropout_p, seed, offset, rng)
-        consts = plan.consts if drop[5] is None else dict(plan.consts, RNG_PTR=dropout_p > 0)
+        consts = dict(plan.consts, RNG_PTR=True) if dropout_p > 0 and rng_ptr(rng) else plan.consts
         if launch.DIRECT_GLUON:  # the key words' pointer: None, or its 16-byte alignment class
-            rng_class = None if drop[5] is None else drop[5].data_ptr() % 16
-            _FWD_LAUNCH.launch((key, *map(arg_class, drop[:4]), rng_class), plan.grid, args + drop, consts,
+            _FWD_LAUNCH.launch((key, *map(arg_class, drop[:4]), consts is not plan.consts), plan.grid, args + drop,
+                               consts,
                                num_warps=4)
         else:
             attention_fwd_sm90_ws_kernel[plan.grid](*args, *drop, **consts, num_warps=4)

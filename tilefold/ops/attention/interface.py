@@ -48,11 +48,11 @@ def _options(q, D, softmax_scale, causal, window_size, softcap, dropout_p, retur
 def _dropout_key(device, dropout_p):
     """The Philox key of one dropout call (None without dropout): three int32 words (seed low, seed high, offset)
     drawn on ``device`` from torch's default generator of that device (``philox_torch.draw_rng_words``), which the
-    kernels load (RNG_PTR; the launchers' integer seed / offset stay 0). ``torch.manual_seed`` reproduces the words and
-    each call draws new ones. Drawn by a kernel rather than read from the generator on the host, so a dropout call
-    works under CUDA graph capture (each replay draws new words; the host integers would be baked into the graph,
-    one mask for every replay, and torch refuses to read the generator during capture) and under torch.compile /
-    export (traced, no graph break). One mode for eager, captured and compiled calls: a graph's warm-up compiles
+    kernels load (``philox_torch.dropout_args``: the words' pointer in the seed slot). ``torch.manual_seed`` reproduces
+    the words and each call draws new ones. Drawn by a kernel rather than read from the generator on the host, so a
+    dropout call works under CUDA graph capture (each replay draws new words; the host integers would be baked into
+    the graph, one mask for every replay, and torch refuses to read the generator during capture) and under
+    torch.compile / export (traced, no graph break). One mode for eager, captured and compiled calls: a graph's warm-up compiles
     the kernel its capture launches (a Triton kernel cannot be loaded during capture)."""
     return draw_rng_words(device) if dropout_p > 0 else None
 

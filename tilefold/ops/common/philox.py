@@ -15,7 +15,7 @@ import triton.language as tl
 
 # the torch mirror and the host helpers, re-exported: the kernels' launchers import them from here
 from .philox_torch import (RNG_ARGS, as_int32, dropout_args, dropout_keep_torch, dropout_threshold,  # noqa: F401
-                           keep_scale)
+                           keep_scale, rng_ptr)
 
 
 @triton.jit
@@ -41,14 +41,15 @@ def philox_4x32(c0, c1, c2, c3, k0, k1, N_ROUNDS: tl.constexpr):
 
 
 @triton.jit
-def rng_key(seed_lo, seed_hi, rng_offset, rng_words, RNG_PTR: tl.constexpr):
-    """The Philox key words (seed low / high, offset) of a dropout launch: the integer arguments, or with RNG_PTR the
-    three int32 words at ``rng_words`` (the device tensor every public dropout call draws from torch's generator,
-    ``philox_torch.draw_rng_words``)."""
+def rng_key(seed_lo, seed_hi, rng_offset, RNG_PTR: tl.constexpr):
+    """The Philox key of a dropout launch as the kernel keeps it: the integer arguments as given, or -- seed_lo a
+    pointer to the three int32 words every public dropout call draws (``philox_torch.draw_rng_words``) -- with
+    RNG_PTR the words loaded here, at the kernel's start; without it the pointer passes on and ``key_words`` loads
+    them where each mask is made (``philox_torch.dropout_args``)."""
     if RNG_PTR:
-        seed_lo = tl.load(rng_words)
-        seed_hi = tl.load(rng_words + 1)
-        rng_offset = tl.load(rng_words + 2)
+        rng_offset = tl.load(seed_lo + 2)
+        seed_hi = tl.load(seed_lo + 1)
+        seed_lo = tl.load(seed_lo)
     return seed_lo, seed_hi, rng_offset
 
 

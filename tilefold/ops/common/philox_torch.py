@@ -64,11 +64,11 @@ def keep_scale(p: float) -> float:
     return 65536.0 / (65536 - dropout_threshold(p))
 
 
-# Where a kernel takes the device key words (measured in calls 89-90, scripts/dropout_rng_ab.py, bf16 hd128 8k, TFLOP/s
+# Where a kernel loads the device key words (measured in calls 89-90, scripts/dropout_rng_ab.py, bf16 hd128 8k, TFLOP/s
 # int key -> words at the kernel start -> words at each use): at the start (RNG_PTR) costs 0.2-1.3% except on the causal
-# Gluon backward (-7.9%: spills in the causal dK/dV); at each use (the pointer passed in the seed slot, loaded inside
-# dropout_keep) costs 2.6-8.9% except there (-0.7%). None: each launcher's measured choice (``key_at_use``);
-# True / False force one mode everywhere (the A/B).
+# Gluon backward (-7.9%: spills in the causal dK/dV); at each use (philox.key_words inside dropout_keep) costs 2.6-8.9%
+# except there (-0.7%). None: each launcher's measured choice (``rng_ptr``'s at_use); True / False force one mode
+# everywhere (the A/B).
 KEY_AT_USE = None
 
 
@@ -76,16 +76,21 @@ def key_at_use(default: bool) -> bool:
     return default if KEY_AT_USE is None else KEY_AT_USE
 
 
-def dropout_args(dropout_p: float, seed: int, offset: int, rng=None, at_use: bool = False) -> tuple:
+def dropout_args(dropout_p: float, seed: int, offset: int, rng=None) -> tuple:
     """The dropout kernel arguments every attention kernel takes, in order: the Philox key (seed low / high 32 bits
-    and the offset, as int32 bit patterns), the 16-bit keep threshold, the kept values' scale (``keep_scale``) and
-    ``rng_words``: None, or the device words of ``draw_rng_words`` that replace the key when the launch sets
-    RNG_PTR (then seed and offset are unused). ``at_use``: the words' pointer goes in the seed slot instead and
-    dropout_keep loads them where it makes the mask (rng_words None: the kernel is compiled without RNG_PTR)."""
-    if rng is not None and key_at_use(at_use):
-        return (rng, 0, 0, dropout_threshold(dropout_p), keep_scale(dropout_p), None)
+    and the offset, as int32 bit patterns; or, with ``rng``, the device words of ``draw_rng_words`` in the seed
+    slot and zeros), the 16-bit keep threshold and the kept values' scale (``keep_scale``). With ``rng`` the launch
+    sets RNG_PTR = ``rng_ptr(rng, at_use)``."""
+    if rng is not None:
+        return (rng, 0, 0, dropout_threshold(dropout_p), keep_scale(dropout_p))
     return (as_int32(seed), as_int32(seed >> 32), as_int32(offset), dropout_threshold(dropout_p),
-            keep_scale(dropout_p), rng)
+            keep_scale(dropout_p))
+
+
+def rng_ptr(rng, at_use: bool = False) -> bool:
+    """The RNG_PTR constexpr of a launch: the key words (``rng``) loaded once at the kernel's start, unless the
+    launcher's measured choice ``at_use`` (or KEY_AT_USE) has them loaded where each mask is made."""
+    return rng is not None and not key_at_use(at_use)
 
 
 def draw_rng_words(device) -> torch.Tensor:
