@@ -1,12 +1,14 @@
 """Every GLA mode against the fp64 recurrence and against each other: outputs, final states and all
 gradients (dq, dk, dv, dg, d initial_state). CPU tier: Triton kernels under the interpreter (fp32, small
-shapes) and the torch path; GPU tier: bf16/fp32 at larger shapes."""
+shapes) and the torch path; GPU tier: bf16/fp32/fp16 at larger shapes."""
 import pytest
 import torch
 
 from tilefold.ops.common.dispatch import use_backend
 
-from gla_helpers import MODES, TOL, check_all, make_inputs, reference, rms_rel, run_with_grads
+from tilefold.ops.gla.naive import naive_recurrent_gla
+
+from gla_helpers import MODES, NAMES, TOL, check_all, make_inputs, reference, rms_rel, run_with_grads
 
 # (B, T, H, K, V): odd lengths, one step, several chunks, K != V, non-power-of-two dims
 INTERP_SHAPES = [(2, 63, 2, 60, 64), (1, 1, 1, 64, 60), (1, 100, 1, 64, 64)]
@@ -145,12 +147,28 @@ GPU_SHAPES = [(2, 1000, 4, 128, 128), (1, 130, 2, 256, 256), (2, 300, 3, 60, 64)
 @pytest.mark.parametrize("shape", GPU_SHAPES, ids=_ids)
 @pytest.mark.parametrize("mode", list(MODES))
 def test_gpu_mode_vs_reference(mode, shape, dtype):
+    """bf16 / fp32 within their RMS-relative tolerance. fp16 under the 2x rule instead: every output's max-abs error
+    against the fp64 recurrence within twice that of the same recurrence computed in torch in fp16. The fp16
+    tolerance (1e-3 RMS-relative, from the interpreter's fp32 dots) does not hold on the GPU, where the fp16 backward's
+    dots take fp32 operands at tf32 precision (10 mantissa bits, fp16's): calls 89-90 measured dg 1.5e-3, dv 1.1e-3
+    (benchmarks/NOTES.md, "GLA fp16 on the GPU")."""
     torch.manual_seed(5)
     q, k, v, g, h0 = make_inputs(*shape, dtype=dtype, device="cuda")
     do, dht = torch.randn_like(v), torch.randn_like(h0)
     ref = reference(q, k, v, g, h0, do, dht)
     out = run_with_grads(MODES[mode], q, k, v, g, h0, do, dht)
-    check_all(out, ref, TOL[dtype], f"{mode} {shape} {dtype}")
+    if dtype != torch.float16:
+        check_all(out, ref, TOL[dtype], f"{mode} {shape} {dtype}")
+        return
+    low = run_with_grads(naive_recurrent_gla, q, k, v, g, h0, do, dht, dtype=torch.float16)
+    assert all(torch.isfinite(x).all() for x in low), "the fp16 baseline overflowed: the rule would be vacuous"
+
+    def err(a, b):
+        return (a.double() - b.double()).abs().max().item()
+
+    errs = {n: (err(a, r), err(lo, r)) for n, a, r, lo in zip(NAMES, out, ref, low)}
+    bad = {n: e for n, e in errs.items() if not e[0] <= 2 * e[1]}
+    assert not bad, f"{mode} {shape}: max-abs error over 2x the fp16 torch recurrence's: {bad} (all: {errs})"
 
 
 @pytest.mark.gpu
