@@ -18,7 +18,8 @@ from tilefold.ops.decode.kernel import decode_fwd_kernel
 
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 PTRS = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*fp32", "LSE": "*fp32", "OUT": "*bf16", "LSE_OUT": "*fp32",
-        "CNT": "*i32", "cu_seqlens_q": "*i32", "cu_seqlens_k": "*i32", "seqused_k": "*i32", "cache_batch_idx": "*i32"}
+        "CNT": "*i32", "cu_seqlens_q": "*i32", "cu_seqlens_k": "*i32", "seqused_k": "*i32", "cache_batch_idx": "*i32",
+        "BLOCK_TABLE": "*i32"}
 FLOATS = {"qk_scale", "softcap_pre", "softcap_post"}
 
 
@@ -26,7 +27,7 @@ def compile_decode(cons, warps, stages):
     params = list(inspect.signature(decode_fwd_kernel.fn).parameters)
     base = dict(GROUP=4, BLOCK_D=128, IS_VARLEN=False, HAS_LO=False, HAS_HI=False, HAS_SOFTCAP=False, EVEN_D=True,
                 DOT_PREC="tf32", FUSED_COMBINE=False, COMBINE_UNROLL=1, USE_TMA=False, FOLD_ROWS=0, PDL=False, KPAR=1,
-                HAS_SEQUSED=False, HAS_CACHE_IDX=False)
+                HAS_SEQUSED=False, HAS_CACHE_IDX=False, PAGED=False)
     cons = dict(base, **cons)
     if not cons["HAS_SEQUSED"]:
         cons["seqused_k"] = None
@@ -62,5 +63,15 @@ if __name__ == "__main__":
                                                                 HAS_CACHE_IDX=True), 4, 3),
                               ("kpar32x3-causal-fused-seqused", dict(BLOCK_M=16, BLOCK_N=32, KPAR=4, HAS_HI=True,
                                                                      FUSED_COMBINE=True, FOLD_ROWS=4, COMBINE_UNROLL=16,
-                                                                     HAS_SEQUSED=True), 4, 3)]:
+                                                                     HAS_SEQUSED=True), 4, 3),
+                              # a paged cache (block_table): each tile's rows looked up in the table
+                              ("ptr16x64x3-seqused-paged", dict(BLOCK_M=16, BLOCK_N=64, HAS_SEQUSED=True, PAGED=True),
+                               4, 3),
+                              ("ptr16x64x3-causal-fused-seqused-paged", dict(BLOCK_M=16, BLOCK_N=64, HAS_HI=True,
+                                                                            FUSED_COMBINE=True, FOLD_ROWS=4,
+                                                                            COMBINE_UNROLL=16, HAS_SEQUSED=True,
+                                                                            PAGED=True), 4, 3),
+                              ("block64x64x4-seqused", dict(BLOCK_M=64, BLOCK_N=64, HAS_SEQUSED=True), 4, 4),
+                              ("block64x64x4-seqused-paged", dict(BLOCK_M=64, BLOCK_N=64, HAS_SEQUSED=True,
+                                                                  PAGED=True), 4, 4)]:
         print(json.dumps(dict(config=name, **compile_decode(cons, w, st))), flush=True)

@@ -3,7 +3,10 @@
 Providers: ``tilefold`` (the public ``tilefold.attention(..., num_splits=0)``: occupancy heuristic; the record
 carries the chosen ``num_splits``; until 2026-12-04's tenth session the bench called ``split_kv_attention`` and skipped
 the public checks), ``tilefold-kvcache`` (``tilefold.attention_with_kvcache`` on the same K / V as a full cache, its
-lengths an int32 CUDA tensor made outside the timed call: what the per-sequence lengths cost), ``sdpa-cudnn`` and ``sdpa-flash`` (SDPA pinned to one backend, with ``enable_gqa=True``; where a
+lengths an int32 CUDA tensor made outside the timed call: what the per-sequence lengths cost), ``tilefold-paged16`` /
+``tilefold-paged256`` (the same call on the same keys laid out as a paged cache of 16- / 256-key pages in a shuffled
+order, ``block_table``; pool and table built outside the timed call), ``sdpa-cudnn`` and ``sdpa-flash`` (SDPA pinned to
+one backend, with ``enable_gqa=True``; where a
 backend refuses GQA the K/V heads are expanded *outside* the timed call and the record says ``kv_expanded: true``),
 and the bandwidth ceilings ``copy`` (read + write) and ``read`` (read only, the one that matches ``gbps``).
 
@@ -25,7 +28,7 @@ import torch
 
 from .core import base_record, bench_ms, check_providers, copy_records, gbps, register
 
-PROVIDERS = ("tilefold", "tilefold-kvcache", "sdpa-cudnn", "sdpa-flash")
+PROVIDERS = ("tilefold", "tilefold-kvcache", "tilefold-paged16", "tilefold-paged256", "sdpa-cudnn", "sdpa-flash")
 H, HK, D = 32, 8, 128
 MAX_KV_BYTES = 17 << 30
 
@@ -72,6 +75,35 @@ def _tilefold_kvcache():
     return fn
 
 
+def _tilefold_paged(page: int):
+    """The same keys as a paged cache of ``page``-key pages (block_table), the pages in a shuffled order: copied into
+    the pool and the table built once per case (outside the timed call), as an inference server's cache would be."""
+    import tilefold
+
+    state: dict = {}
+
+    def fn(q, k, v):
+        key = (k.data_ptr(), k.shape, page)
+        if state.get("key") != key:
+            state.clear()
+            B, N, HK_, D_ = k.shape
+            nb = -(-N // page)
+            perm = torch.randperm(B * nb, device=k.device)
+            pool_k = torch.zeros(B * nb, page, HK_, D_, device=k.device, dtype=k.dtype)
+            pool_v = torch.zeros_like(pool_k)
+            pad = nb * page - N
+            kk = torch.nn.functional.pad(k, (0, 0, 0, 0, 0, pad)) if pad else k
+            vv = torch.nn.functional.pad(v, (0, 0, 0, 0, 0, pad)) if pad else v
+            pool_k[perm] = kk.reshape(B * nb, page, HK_, D_)
+            pool_v[perm] = vv.reshape(B * nb, page, HK_, D_)
+            state.update(key=key, pool=(pool_k, pool_v), table=perm.reshape(B, nb).to(torch.int32),
+                         lens=torch.full((B,), N, dtype=torch.int32, device=k.device))
+        pk, pv = state["pool"]
+        return tilefold.attention_with_kvcache(q, pk, pv, block_table=state["table"], cache_seqlens=state["lens"])
+
+    return fn
+
+
 def _sdpa(name):
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -102,7 +134,8 @@ def run(quick: bool, progress, providers=None, rounds: int = 1) -> list[dict]:
     device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
     if not cuda:
         print("no CUDA: CPU smoke run (fp32, tiny shapes, the tilefold providers only); the numbers mean nothing", file=sys.stderr)
-    names = [p for p in (PROVIDERS if cuda else ("tilefold", "tilefold-kvcache")) if providers is None or p in providers]
+    names = [p for p in (PROVIDERS if cuda else ("tilefold", "tilefold-kvcache", "tilefold-paged16"))
+             if providers is None or p in providers]
     check_providers(providers, PROVIDERS)
     records: list[dict] = copy_records("decode", providers)
     fns, expand, splits_of = {}, {}, None
@@ -112,6 +145,8 @@ def run(quick: bool, progress, providers=None, rounds: int = 1) -> list[dict]:
                 fns[p], splits_of = _tilefold()
             elif p == "tilefold-kvcache":
                 fns[p] = _tilefold_kvcache()
+            elif p.startswith("tilefold-paged"):
+                fns[p] = _tilefold_paged(int(p[len("tilefold-paged"):]))
             else:
                 fns[p] = _sdpa("CUDNN_ATTENTION" if p == "sdpa-cudnn" else "FLASH_ATTENTION")
         except Exception as e:  # noqa: BLE001

@@ -17,10 +17,11 @@ window edge is unbounded, ``softcap <= 0`` is off, and q / k / v whose last dime
 - One-sided windows (``(left, -1)`` / ``(-1, right)``) follow the documented formula with -1 unbounded; with
   seqlen_q > seqlen_k flash_attn 2's kernels bound the open side at seqlen_k instead, so rows near the top can
   differ.
-- ``flash_attn_with_kvcache``: ``cache_leftpad`` and ``block_table`` (paged KV) are not provided
-  (NotImplementedError). Lengths and slots in a CUDA tensor are not checked against the cache (that needs a device
-  sync per step); the kernels clamp them and the cache write skips positions outside the cache.
-- Not provided yet: ``alibi_slopes`` and ``block_table`` (NotImplementedError).
+- ``flash_attn_with_kvcache``: ``cache_leftpad`` is not provided (NotImplementedError). ``block_table`` (paged KV)
+  takes any page size (flash_attn 2 wants multiples of 256). Lengths, slots and block tables in a CUDA tensor are
+  not checked against the cache (that needs a device sync per step); the kernels clamp them and the cache write
+  skips positions outside the cache.
+- Not provided yet: ``alibi_slopes``, and ``block_table`` in ``flash_attn_varlen_func`` (NotImplementedError).
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def _unsupported(alibi_slopes=None, block_table=None):
     if alibi_slopes is not None:
         raise NotImplementedError("alibi_slopes is not supported by tilefold yet")
     if block_table is not None:
-        raise NotImplementedError("block_table (paged KV) is not supported by tilefold yet")
+        raise NotImplementedError("block_table (paged KV) is supported by flash_attn_with_kvcache only")
 
 
 def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
@@ -135,13 +136,14 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
                             alibi_slopes=None, num_splits=0, return_softmax_lse=False):
     """flash_attn's decoding step: k / v appended to the caches in place at cache_seqlens, then q against each
     sequence's filled keys (``tilefold.attention_with_kvcache``)."""
-    _unsupported(alibi_slopes, block_table)
+    _unsupported(alibi_slopes)
     if cache_leftpad is not None:
         raise NotImplementedError("cache_leftpad is not supported by tilefold yet")
     window_size, softcap = _fa2_options(window_size, softcap)
     q, k, v = _contiguous_last(q, k, v)
     return attention_with_kvcache(q, k_cache, v_cache, k, v, cache_seqlens=cache_seqlens,
-                                  cache_batch_idx=cache_batch_idx, softmax_scale=softmax_scale,
+                                  cache_batch_idx=cache_batch_idx, block_table=block_table,
+                                  softmax_scale=softmax_scale,
                                   causal=causal, window_size=window_size, softcap=softcap, rotary_cos=rotary_cos,
                                   rotary_sin=rotary_sin, rotary_interleaved=rotary_interleaved, num_splits=num_splits,
                                   return_lse=return_softmax_lse)

@@ -244,6 +244,121 @@ def test_bad_input_raises(bad, msg):
     assert torch.equal(k_cache, before)  # nothing written before the checks
 
 
+def _paged(k_cache, v_cache, page, n_spare, seed):
+    """The padded caches (B, L, HK, D) as a paged pool: each sequence's L / page pages at shuffled places among
+    n_spare extra (random) pages; returns (pool_k, pool_v, block_table int32 (B, L / page))."""
+    B, L = k_cache.shape[:2]
+    nb = L // page
+    g = torch.Generator().manual_seed(seed)
+    n_pages = B * nb + n_spare
+    where = torch.randperm(n_pages, generator=g)[:B * nb].reshape(B, nb)
+    pool_k = torch.randn(n_pages, page, *k_cache.shape[2:], generator=g).to(k_cache.dtype)
+    pool_v = torch.randn(n_pages, page, *v_cache.shape[2:], generator=g).to(v_cache.dtype)
+    pool_k[where.reshape(-1)] = k_cache.reshape(B * nb, page, *k_cache.shape[2:])
+    pool_v[where.reshape(-1)] = v_cache.reshape(B * nb, page, *v_cache.shape[2:])
+    return pool_k, pool_v, where.to(torch.int32)
+
+
+PAGED_CASES = {  # (B, M, H, HK, D, page, pages per sequence, S_new, lens, mask)
+    "decode_page1": (3, 1, 8, 2, 32, 1, 40, 1, [0, 17, 39], dict(causal=True)),
+    "decode_page5_window_softcap": (2, 2, 4, 2, 16, 5, 9, 2, [3, 43], dict(causal=True, window_size=(11, 0),
+                                                                            softcap=5.0)),
+    "decode_page16_mqa": (2, 3, 4, 1, 24, 16, 4, 0, [64, 20], {}),
+    "forward_kernel_page32": (2, 70, 4, 1, 16, 32, 5, 70, [0, 25], dict(causal=True)),  # 280 rows: pages gathered
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("name", list(PAGED_CASES))
+@pytest.mark.parametrize("splits", [1, 3, 0])
+def test_paged_cache(backend, dtype, name, splits):
+    """block_table: the same step on a paged pool (pages shuffled among spare ones, page sizes 1 / 5 / 16 / 32, i.e.
+    not all multiples of a key tile) equals the fp64 reference on the padded cache (2x rule); the new keys land in the
+    right page rows and nothing else in the pool changes"""
+    B, M, H, HK, D, page, nb, S_new, lens, mask = PAGED_CASES[name]
+    L = page * nb
+    torch.manual_seed(11)
+    q = torch.randn(B, M, H, D, dtype=dtype)
+    k_cache, v_cache = torch.randn(B, L, HK, D, dtype=dtype), torch.randn(B, L, HK, D, dtype=dtype)
+    k = torch.randn(B, S_new, HK, D, dtype=dtype) if S_new else None
+    v = torch.randn(B, S_new, HK, D, dtype=dtype) if S_new else None
+    pool_k, pool_v, table = _paged(k_cache, v_cache, page, 3, seed=len(name))
+    pool_v = pool_v.transpose(1, 2).contiguous().transpose(1, 2)  # V's row / head strides differ from K's
+    ref, rlse, kc_ref, vc_ref = _reference(q, k_cache, v_cache, k, v, lens, **mask)
+    low, _, _, _ = _reference(q, k_cache, v_cache, k, v, lens, compute_dtype=dtype, **mask)
+    spare = torch.ones(pool_k.shape[0], dtype=torch.bool)
+    spare[table.long().reshape(-1)] = False
+    pk0 = pool_k.clone()
+    with tilefold.use_backend(backend):
+        out, lse = tilefold.attention_with_kvcache(q, pool_k, pool_v, k, v, block_table=table,
+                                                   cache_seqlens=torch.tensor(lens, dtype=torch.int32),
+                                                   num_splits=splits, return_lse=True, **mask)
+    pages = table.long()
+    assert torch.equal(pool_k[pages].reshape(B, L, HK, D), kc_ref.to(dtype))
+    assert torch.equal(pool_v[pages].reshape(B, L, HK, D), vc_ref.to(dtype))
+    assert torch.equal(pool_k[spare], pk0[spare])
+    assert _err(out, ref) <= 2 * _err(low, ref) + 1e-5
+    fin = torch.isfinite(rlse)
+    assert torch.equal(fin, torch.isfinite(lse)) and _err(lse[fin], rlse[fin]) <= 1e-4
+
+
+def test_paged_decode_reads_pages_in_place(monkeypatch):
+    """decode shapes on the kernels read the pages through the block table (no gathered copy); larger calls and the
+    torch path gather"""
+    from tilefold.ops.decode import kvcache
+    calls = []
+    real = kvcache._gather_pages
+    monkeypatch.setattr(kvcache, "_gather_pages", lambda c, t: calls.append(1) or real(c, t))
+    torch.manual_seed(12)
+    pool_k, pool_v = torch.randn(6, 8, 2, 16), torch.randn(6, 8, 2, 16)
+    table = torch.tensor([[4, 0], [2, 5]], dtype=torch.int32)
+    for M, backend, gathered in ((1, "triton", 0), (70, "triton", 2), (1, "torch", 2)):  # 70 x 4 rows > 256
+        calls.clear()
+        with tilefold.use_backend(backend):
+            tilefold.attention_with_kvcache(torch.randn(2, M, 8, 16), pool_k, pool_v, block_table=table,
+                                            cache_seqlens=10)
+        assert len(calls) == gathered, (M, backend)
+
+
+def test_paged_bad_table_entries_never_read_outside():
+    """a block table on the device is not checked on the host: the kernels clamp its entries into the pool (here the
+    interpreter, with the check bypassed), so a bad entry reads a real page, never outside the pool"""
+    from tilefold.ops.decode import kvcache
+    torch.manual_seed(13)
+    pool_k, pool_v = torch.randn(3, 4, 1, 16), torch.randn(3, 4, 1, 16)
+    q = torch.randn(1, 1, 2, 16)
+    bad = torch.tensor([[7, -5]], dtype=torch.int32)  # clamped to pages 2 and 0
+    with tilefold.use_backend("triton"):
+        out = kvcache._attend(q, pool_k, pool_v, torch.tensor([8], dtype=torch.int32), None, 16 ** -0.5, (-1, -1),
+                              0.0, 1, bad)
+    want, _ = attention_ref(q, torch.cat((pool_k[2], pool_k[0]))[None], torch.cat((pool_v[2], pool_v[0]))[None])
+    assert _err(out[0], want) < 1e-5
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (dict(block_table=torch.tensor([[0, 3]], dtype=torch.int32)), "block_table: expected an int32 tensor of shape"),
+    (dict(block_table=torch.tensor([[0, 3], [1, 2]])), "block_table: expected an int32 tensor of shape"),
+    (dict(block_table=torch.zeros(2, 0, dtype=torch.int32)), "max_blocks >= 1"),
+    (dict(block_table=torch.tensor([[0, 6], [1, 2]], dtype=torch.int32)), "block_table: expected values in \\[0, 6\\)"),
+    (dict(block_table=torch.tensor([[0, 3], [1, 2]], dtype=torch.int32),
+          cache_batch_idx=torch.tensor([0, 1], dtype=torch.int32)), "at most one"),
+    (dict(block_table=torch.tensor([[0, 3], [1, 2]], dtype=torch.int32), cache_seqlens=10),
+     "cache_seqlens: expected an int in \\[0, 9\\]"),
+    (dict(block_table=torch.tensor([[0, 3], [1, 2]], dtype=torch.int32), rotary_cos=torch.randn(9, 4),
+          rotary_sin=torch.randn(9, 4)), "at least seqlen_cache=10"),
+])
+def test_paged_bad_input_raises(bad, msg):
+    q = torch.randn(2, 1, 4, 16)
+    pool_k, pool_v = torch.randn(6, 5, 2, 16), torch.randn(6, 5, 2, 16)
+    args = dict(k=torch.randn(2, 1, 2, 16), v=torch.randn(2, 1, 2, 16), cache_seqlens=3)
+    args.update(bad)
+    before = pool_k.clone()
+    with pytest.raises(ValueError, match=msg):
+        tilefold.attention_with_kvcache(q, pool_k, pool_v, args.pop("k"), args.pop("v"), **args)
+    assert torch.equal(pool_k, before)
+
+
 def test_flash_attn_with_kvcache_compat():
     """flash_attn's argument list and readings (negative window edge unbounded, return_softmax_lse); the arguments
     tilefold does not support are refused by name"""
@@ -257,8 +372,10 @@ def test_flash_attn_with_kvcache_compat():
                                        window_size=(-5, -1), return_softmax_lse=True)
     want, wlse = tilefold.attention_with_kvcache(q, kc2, vc2, k, v, cache_seqlens=lens, causal=True, return_lse=True)
     assert torch.equal(out, want) and torch.equal(lse, wlse) and torch.equal(k_cache, kc2)
-    for bad in (dict(block_table=torch.zeros(2, 1)), dict(cache_leftpad=torch.zeros(2, dtype=torch.int32)),
-                dict(alibi_slopes=torch.ones(4))):
+    table = torch.tensor([[1], [0]], dtype=torch.int32)  # block_table: each sequence's cache row as one 30-key page
+    paged = flash_attn_with_kvcache(q, kc2.clone(), vc2.clone(), cache_seqlens=lens + 1, block_table=table)
+    assert torch.equal(paged, tilefold.attention_with_kvcache(q, kc2.flip(0), vc2.flip(0), cache_seqlens=lens + 1))
+    for bad in (dict(cache_leftpad=torch.zeros(2, dtype=torch.int32)), dict(alibi_slopes=torch.ones(4))):
         with pytest.raises(NotImplementedError, match=next(iter(bad))):
             flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=lens, **bad)
 
@@ -331,3 +448,33 @@ def test_cuda_graph_capture_gpu():
         want = tilefold.attention_with_kvcache(q, kc, vc, k, v, cache_seqlens=ln, causal=True)
         assert torch.equal(outs[i], want), i
     assert torch.equal(kc, k_cache) and torch.equal(vc, v_cache)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("page", [16, 256, 1000])
+@pytest.mark.parametrize("M,S_new,splits", [(1, 1, 0), (1, 1, 1), (4, 4, 0), (64, 64, 0)],
+                         ids=["decode", "decode-nosplit", "spec4", "chunk64"])
+def test_paged_cache_gpu(page, M, S_new, splits):
+    """bf16 hd128, 32 / 8 heads, an 8k-key (page 1000: 8000) paged cache with shuffled pages among spare ones, lengths
+    from 0 to full, causal, against the fp64 reference on the padded cache (2x rule); the pool's page rows hold the new
+    keys; chunk64 (256 packed rows) still reads the pages in place, the decode kernel's 64-row tiles"""
+    torch.manual_seed(9)
+    B, H, HK, D = 4, 32, 8, 128
+    dtype = torch.bfloat16
+    nb = 8192 // page
+    L = nb * page
+    lens = [0, 1000, 4097, L - S_new]
+    q = torch.randn(B, M, H, D, dtype=dtype)
+    k_cache, v_cache = torch.randn(B, L, HK, D, dtype=dtype), torch.randn(B, L, HK, D, dtype=dtype)
+    k, v = torch.randn(B, S_new, HK, D, dtype=dtype), torch.randn(B, S_new, HK, D, dtype=dtype)
+    pool_k, pool_v, table = _paged(k_cache, v_cache, page, 5, seed=page)
+    ref, rlse, kc_ref, _ = _reference(q, k_cache, v_cache, k, v, lens, causal=True)
+    low, _, _, _ = _reference(q, k_cache, v_cache, k, v, lens, compute_dtype=dtype, causal=True)
+    pk, pv, tb = pool_k.cuda(), pool_v.cuda(), table.cuda()
+    out, lse = tilefold.attention_with_kvcache(q.cuda(), pk, pv, k.cuda(), v.cuda(), block_table=tb,
+                                               cache_seqlens=torch.tensor(lens, dtype=torch.int32, device="cuda"),
+                                               causal=True, num_splits=splits, return_lse=True)
+    assert torch.equal(pk.cpu()[table.long()].reshape(B, L, HK, D), kc_ref.to(dtype))
+    assert _err(out.cpu(), ref) <= 2 * _err(low, ref) + 1e-5
+    fin = torch.isfinite(rlse)
+    assert torch.equal(fin, torch.isfinite(lse.cpu())) and _err(lse.cpu()[fin], rlse[fin]) <= 1e-3

@@ -50,6 +50,16 @@ def cache_row(b, cache_batch_idx, n_cache, HAS_CACHE_IDX: tl.constexpr):
 
 
 @triton.jit
+def paged_rows(bt_row, offs_n, seqlen_k, page_size, n_pages):
+    """Where keys offs_n of one sequence live in a paged cache (block table row ``bt_row``): their page
+    ``bt_row[n // page_size]``, clamped into [0, n_pages) so a bad table entry cannot read outside K / V, and their
+    row in it, ``n % page_size``; both int64. Keys at or past seqlen_k read no table entry (page 0)."""
+    pg = tl.load(bt_row + offs_n // page_size, mask=offs_n < seqlen_k, other=0)
+    pg = tl.minimum(tl.maximum(pg, 0), n_pages - 1)
+    return pg.to(tl.int64), (offs_n % page_size).to(tl.int64)
+
+
+@triton.jit
 def visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right,
             HAS_LO: tl.constexpr, HAS_HI: tl.constexpr):
     """Boolean [BM, BN] tile: may row offs_m see key offs_n."""

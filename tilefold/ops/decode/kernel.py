@@ -32,7 +32,8 @@ from ..common.dispatch import interpreter_enabled
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
 from ..common.host import cdiv, next_pow2, rows_grid, visible_keys  # noqa: F401 (visible_keys: splitkv's)
 from ..common.launch import LaunchCache, stream_scratch
-from ..common.masks import cache_row, grid_row, key_tiles, sequence_bounds, split_share, used_keys, visible
+from ..common.masks import (cache_row, grid_row, key_tiles, paged_rows, sequence_bounds, split_share, used_keys,
+                            visible)
 from ..common.tma import _major, ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 try:  # programmatic dependent launch (Triton >= 3.4)
     from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
@@ -45,13 +46,21 @@ except ImportError:  # pragma: no cover - older Triton: the combine kernel is la
 @triton.jit
 def _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, pos, offs_n0, offs_d,
                   n_lo, n_hi, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
+                  bt_row, page_size, n_pages, stride_kp, stride_vp,
                   BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr, HAS_LO: tl.constexpr,
-                  HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr, USE_TMA: tl.constexpr):
-    """Fold key tiles [n_lo, n_hi) into (acc, l, m); ``pos`` are the rows' positions (mask rows)."""
+                  HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr, USE_TMA: tl.constexpr,
+                  PAGED: tl.constexpr):
+    """Fold key tiles [n_lo, n_hi) into (acc, l, m); ``pos`` are the rows' positions (mask rows). PAGED: k_desc /
+    v_desc are the key head's base pointers and each tile's rows are looked up in the block table row ``bt_row``
+    (pages of ``page_size`` keys, page strides stride_kp / stride_vp)."""
     k_ptrs += n_lo.to(tl.int64) * stride_kn
     v_ptrs += n_lo.to(tl.int64) * stride_vn
     for start_n in range(n_lo, n_hi, BLOCK_N):
         offs_n = start_n + offs_n0
+        if PAGED:
+            pg, r = paged_rows(bt_row, offs_n, seqlen_k, page_size, n_pages)
+            k_ptrs = k_desc + (pg * stride_kp + r * stride_kn)[:, None] + offs_d[None, :]
+            v_ptrs = v_desc + (pg * stride_vp + r * stride_vn)[:, None] + offs_d[None, :]
         k, v = load_kv_tile(k_ptrs, v_ptrs, k_desc, v_desc, start_n, offs_n, offs_d, seqlen_k, D,
                             MASKED, EVEN_D, USE_TMA)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
@@ -128,12 +137,13 @@ def decode_fwd_kernel(
     seqlen_q_fixed, seqlen_k_fixed, win_left, win_right,
     qk_scale, softcap_pre, softcap_post, HK, D, n_splits,
     OUT, LSE_OUT, CNT, stride_fb, stride_fm, stride_fh, stride_flb, stride_flh, stride_flm,
+    BLOCK_TABLE, stride_btb, page_size,
     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
     EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, FUSED_COMBINE: tl.constexpr = False,
     COMBINE_UNROLL: tl.constexpr = 1, USE_TMA: tl.constexpr = False, FOLD_ROWS: tl.constexpr = 0,
     PDL: tl.constexpr = False, KPAR: tl.constexpr = 1, HAS_SEQUSED: tl.constexpr = False,
-    HAS_CACHE_IDX: tl.constexpr = False,
+    HAS_CACHE_IDX: tl.constexpr = False, PAGED: tl.constexpr = False,
 ):
     """Grid (packed row blocks, B · HK, splits S). Writes the state of packed rows [r0, r0 + BLOCK_M) of
     (batch b, key head hk) over the pid_s-th of S equal BLOCK_N-aligned shares of the keys those rows can see
@@ -143,8 +153,11 @@ def decode_fwd_kernel(
     zero on entry) folds the block's S states into OUT / LSE_OUT itself and sets its counter back to zero:
     one launch. The counters are per-stream scratch reused by the next call on the stream (zero-filled
     once when allocated; fresh during CUDA graph capture).
-    KPAR > 1: the key range is folded as KPAR chunks side by side, one per warp (``_decode_kpar``; pointer loads)."""
+    KPAR > 1: the key range is folded as KPAR chunks side by side, one per warp (``_decode_kpar``; pointer loads).
+    PAGED: K / V are (n_pages, page_size, HK, D) and key n of sequence b lives in page BLOCK_TABLE[b, n // page_size]
+    (row stride stride_btb), row n % page_size (``masks.paged_rows``; pointer loads, KPAR = 1)."""
     tl.static_assert(KPAR == 1 or not USE_TMA, "the KPAR path loads K / V through pointers")
+    tl.static_assert(not PAGED or (KPAR == 1 and not USE_TMA), "a paged cache is read through pointers, KPAR = 1")
     if PDL:  # the combine kernel (a programmatic dependent launch) may start once every program got here
         gdc_launch_dependents()
     pid_m = tl.program_id(0)
@@ -178,7 +191,12 @@ def decode_fwd_kernel(
     v_base = V + kb64 * stride_vb + k_start.to(tl.int64) * stride_vn + hk.to(tl.int64) * stride_vh
     k_ptrs = k_base + offs_n0[:, None] * stride_kn + offs_d[None, :]
     v_ptrs = v_base + offs_n0[:, None] * stride_vn + offs_d[None, :]
-    if USE_TMA:  # zero-filled past seqlen_k (and past D)
+    bt_row = BLOCK_TABLE
+    if PAGED:  # the key head's base; each tile finds its pages (_decode_tiles)
+        bt_row = BLOCK_TABLE + b64 * stride_btb
+        k_desc = K + hk.to(tl.int64) * stride_kh
+        v_desc = V + hk.to(tl.int64) * stride_vh
+    elif USE_TMA:  # zero-filled past seqlen_k (and past D)
         k_desc = rows_descriptor(k_base, seqlen_k, D, stride_kn, BLOCK_N, BLOCK_D)
         v_desc = rows_descriptor(v_base, seqlen_k, D, stride_vn, BLOCK_N, BLOCK_D)
     else:
@@ -205,16 +223,16 @@ def decode_fwd_kernel(
         acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
         acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, pos,
                                       offs_n0, offs_d, n_start, f_lo, seqlen_k, shift, win_left, win_right, qk_scale,
-                                      softcap_pre, softcap_post, D, BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP,
-                                      DOT_PREC, USE_TMA)
+                                      softcap_pre, softcap_post, D, bt_row, page_size, n_cache, stride_kb, stride_vb,
+                                      BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, USE_TMA, PAGED)
         acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, pos,
                                       offs_n0, offs_d, f_lo, f_hi, seqlen_k, shift, win_left, win_right, qk_scale,
-                                      softcap_pre, softcap_post, D, BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP,
-                                      DOT_PREC, USE_TMA)
+                                      softcap_pre, softcap_post, D, bt_row, page_size, n_cache, stride_kb, stride_vb,
+                                      BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, USE_TMA, PAGED)
         acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, pos,
                                       offs_n0, offs_d, f_hi, n_end, seqlen_k, shift, win_left, win_right, qk_scale,
-                                      softcap_pre, softcap_post, D, BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP,
-                                      DOT_PREC, USE_TMA)
+                                      softcap_pre, softcap_post, D, bt_row, page_size, n_cache, stride_kb, stride_vb,
+                                      BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, USE_TMA, PAGED)
     o, lse = finalize(acc, l_i, m_i)
 
     s64 = pid_s.to(tl.int64)
@@ -607,6 +625,7 @@ class _Plan:
     copts: dict  # the combine kernel's launch options (launch_pdl)
 
 
+PAGED_EXTRA_STAGES = 2
 _PLANS: dict = {}
 _DECODE = LaunchCache(decode_fwd_kernel)
 _COMBINE = LaunchCache(decode_combine_kernel)
@@ -620,7 +639,9 @@ def clear_plans():
     getattr(decode_config, "cache_clear", lambda: None)()  # sweeps may have replaced it by a plain function
 
 
-def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seqused=False, cache_idx=False) -> _Plan:
+def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seqused=False, cache_idx=False,
+               paged_keys=0) -> _Plan:
+    """``paged_keys``: a paged cache's capacity per sequence (block table columns x page size), 0 when not paged."""
     varlen = cu_q is not None
     if varlen:
         T, H, D = q.shape
@@ -629,7 +650,7 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seq
         lse_shape = (H, T)
     else:
         B, M, H, D = q.shape
-        N = k.shape[1]
+        N = paged_keys or k.shape[1]
         lse_shape = (B, H, M)
     out_shape = tuple(q.shape)
     HK = k.shape[-2]
@@ -640,7 +661,7 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seq
     # block64_tiles does)
     rows_per_block = 64 if block64_tiles(M * G, D, q.dtype) else 16
     cfg = select_config(M * G, D, q.dtype, q.device, n_vis, S, B * HK * cdiv(max(M * G, 1), rows_per_block),
-                        num_sms(q.device), kpar_mode())
+                        num_sms(q.device), "0" if paged_keys else kpar_mode())  # pages: pointer tiles, no KPAR
     BD = block_d(D)
     if S > 1:  # no more splits than the visible keys fill: the kernel shares out S ways the block's keys from the
         # BLOCK_N-aligned start of its window (exact for one row block of a fixed-length batch; for varlen an estimate
@@ -667,12 +688,12 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seq
         flst = (0, lst[0], lst[1]) if varlen else lst
     else:
         fst, flst = (0, 0, 0), (0, 0, 0)
-    use_tma = cfg.kpar == 1 and decode_tma(cfg) and tma_ok(k, v)
+    use_tma = cfg.kpar == 1 and not paged_keys and decode_tma(cfg) and tma_ok(k, v)
     cons = dict(GROUP=G, BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=BD, IS_VARLEN=varlen, HAS_LO=left >= 0,
                 HAS_HI=right >= 0, HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D,
                 DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32", FUSED_COMBINE=fused,
                 COMBINE_UNROLL=1, USE_TMA=use_tma, FOLD_ROWS=0, KPAR=cfg.kpar, HAS_SEQUSED=seqused,
-                HAS_CACHE_IDX=cache_idx)
+                HAS_CACHE_IDX=cache_idx, PAGED=bool(paged_keys))
     if fused:
         fr = fold_rows(M * G, cfg.BLOCK_M, varlen)
         # the whole-block fold ("block") keeps its measured unroll cap of 4
@@ -698,18 +719,24 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seq
             copts["launch_pdl"] = True
     n_o = S * math.prod(out_shape) if S > 1 else 0
     n_l = S * math.prod(lse_shape) if S > 1 else 0
+    # a paged cache: each tile's addresses come from a load of the block table, and Triton's pipeliner gives the K / V
+    # loads fewer buffers for that (offline sm_90, bf16 hd128, 16x64 tile: one buffer at 3-4 stages, two at 5 -- as
+    # the unpaged tile at 3; 64x64: two at 4, three at 5-6), so two stages more (unmeasured on a GPU)
+    stages = cfg.num_stages + (PAGED_EXTRA_STAGES if paged_keys else 0)
     return _Plan(out_shape, lse_shape, q.numel() == 0, S, n_o, n_l, fused, grid[0] * B * HK, use_tma, grid,
-                 a1, a2, a3, cons, dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages), cgrid, ca, ccons, copts)
+                 a1, a2, a3, cons, dict(num_warps=cfg.num_warps, num_stages=stages), cgrid, ca, ccons, copts)
 
 
 def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=None, max_k=None, seqused_k=None,
-               cache_batch_idx=None):
+               cache_batch_idx=None, block_table=None):
     """Split-KV decode forward: returns (out like q, lse (B, H, M) / (H, T) fp32). ``S`` key ranges of
     BLOCK_N-aligned keys (S = 1: no split, the kernel writes the output directly); for S > 1 either two
     launches (the split kernel and the combine) or one (the last split of each row block combines; see
     fused_combine), no copies. ``seqused_k``: int32 (batch,), sequence b attends to its first seqused_k[b] keys
     (clamped to its length), the masks aligned to that length; ``cache_batch_idx``: int32 (batch,), sequence b reads
-    K / V row cache_batch_idx[b] (clamped into k's batch).
+    K / V row cache_batch_idx[b] (clamped into k's batch); ``block_table``: int32 (batch, max_blocks) with unit column
+    stride, k / v (n_pages, page_size, HK, D): a paged cache of max_blocks · page_size keys per sequence, key n of
+    sequence b in page block_table[b, n // page_size] (clamped into [0, n_pages)).
 
     Host path (decode at small batch is host-latency bound): everything that is not a tensor is a
     ``_Plan`` cached under a key of shapes, strides, dtypes, options, the modes read from the environment
@@ -720,7 +747,7 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
         # launches and per-stream scratch follow the current device: make it q's
         with torch.cuda.device(q.device):
             return decode_fwd(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seqused_k,
-                              cache_batch_idx)
+                              cache_batch_idx, block_table)
     window = tuple(window)
     key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), q.dtype, k.dtype, v.dtype, q.device,
            S, scale, window, softcap, varlen, os.environ.get("TILEFOLD_DECODE_COMBINE", DECODE_COMBINE),
@@ -733,10 +760,15 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
         key += ("seqused", seqused_k.data_ptr() % 16)
     if cache_batch_idx is not None:
         key += ("cache_idx", cache_batch_idx.data_ptr() % 16)
+    paged_keys, bt_args = 0, (0, 0)
+    if block_table is not None:
+        paged_keys = block_table.shape[1] * k.shape[1]
+        bt_args = (block_table.stride(0), k.shape[1])
+        key += ("paged", block_table.shape, bt_args, block_table.data_ptr() % 16)
     plan = _PLANS.get(key)
     if plan is None:
         plan = _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seqused_k is not None,
-                          cache_batch_idx is not None)
+                          cache_batch_idx is not None, paged_keys)
         if len(_PLANS) >= 1024:
             _PLANS.clear()
         _PLANS[key] = plan
@@ -765,8 +797,9 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
     cu0, cu1 = (cu_q, cu_k) if varlen else (q, q)
     used = seqused_k if seqused_k is not None else q
     slot = cache_batch_idx if cache_batch_idx is not None else q
+    bt = block_table if block_table is not None else q
     _DECODE.launch(key, plan.grid, (q, k, v, o_dst, l_dst, *plan.a1, cu0, cu1, used, slot, *plan.a2, out, lse, cnt,
-                                    *plan.a3),
+                                    *plan.a3, bt, *bt_args),
                    plan.cons, **plan.options)
     if plan.cgrid is not None:
         _COMBINE.launch(key, plan.cgrid, (o_dst, l_dst, out, lse, *plan.ca), plan.ccons, num_warps=4, **plan.copts)

@@ -8,6 +8,11 @@ cache is the state being updated), then q attends to the first ``cache_seqlens[b
 sequence, with causal / window masks aligned to that length (bottom-right). Optional rotary embeddings are applied to
 q and to the new keys at their positions before the write.
 
+A paged cache (``block_table``, vLLM's layout as flash_attn takes it): K / V are pools of pages (n_pages,
+page_size, heads_k, headdim) and row b of the block table lists sequence b's pages in order, so key n of sequence b
+lives in page ``block_table[b, n // page_size]`` at row ``n % page_size``. The decode kernel looks each key tile's
+pages up (pointer loads, any page size); larger calls gather the pages first.
+
 The per-sequence lengths reach the kernels as a device tensor (``seqused_k``): sequence b's key loop stops at its
 length, so a step reads only the filled part of the cache, and nothing is synchronized with the host. Lengths given as
 an int or a CPU tensor are checked on the host; a CUDA tensor is not (that needs a device sync per step): there the
@@ -34,16 +39,18 @@ if HAVE_TRITON:
     import triton
     import triton.language as tl
 
-    from ..common.masks import cache_row
+    from ..common.masks import cache_row, paged_rows
 
     @triton.jit
     def kv_append_kernel(K_NEW, V_NEW, K_CACHE, V_CACHE, cache_seqlens, cache_batch_idx, n_cache,
                          stride_nb, stride_nm, stride_nh, stride_vnb, stride_vnm, stride_vnh,
                          stride_cb, stride_cn, stride_ch, stride_vcb, stride_vcn, stride_vch,
-                         seqlen_cache, HK, D, BLOCK_HD: tl.constexpr, BLOCK_D: tl.constexpr,
-                         HAS_CACHE_IDX: tl.constexpr):
+                         seqlen_cache, HK, D, BLOCK_TABLE, stride_btb, page_size,
+                         BLOCK_HD: tl.constexpr, BLOCK_D: tl.constexpr, HAS_CACHE_IDX: tl.constexpr,
+                         PAGED: tl.constexpr = False):
         """Grid (seqlen_new, batch): new token i of sequence b goes to cache position cache_seqlens[b] + i of cache
-        row b (or cache_batch_idx[b], clamped), all its heads_k · headdim values, K and V; a position outside
+        row b (or cache_batch_idx[b], clamped; PAGED: row (pos % page_size) of page BLOCK_TABLE[b, pos // page_size],
+        clamped into the n_cache pages), all its heads_k · headdim values, K and V; a position outside
         [0, seqlen_cache) is not written."""
         i = tl.program_id(0)
         b = tl.program_id(1) + tl.program_id(2) * tl.num_programs(1)  # host.rows_grid
@@ -54,7 +61,10 @@ if HAVE_TRITON:
             d = offs % BLOCK_D
             ok = (h < HK) & (d < D)
             b64 = b.to(tl.int64)
-            row = cache_row(b, cache_batch_idx, n_cache, HAS_CACHE_IDX).to(tl.int64)
+            if PAGED:
+                row, pos = paged_rows(BLOCK_TABLE + b64 * stride_btb, pos, seqlen_cache, page_size, n_cache)
+            else:
+                row = cache_row(b, cache_batch_idx, n_cache, HAS_CACHE_IDX).to(tl.int64)
             src = b64 * stride_nb + i.to(tl.int64) * stride_nm + h * stride_nh + d
             dst = row * stride_cb + pos.to(tl.int64) * stride_cn + h * stride_ch + d
             tl.store(K_CACHE + dst, tl.load(K_NEW + src, mask=ok), mask=ok)
@@ -63,24 +73,32 @@ if HAVE_TRITON:
             tl.store(V_CACHE + dst, tl.load(V_NEW + src, mask=ok), mask=ok)
 
 
-def _append(k_cache, v_cache, k, v, seqlens, slots=None):
-    """Write k / v (B, S_new, HK, D) into the caches at positions seqlens[b] + i of row b, or of row slots[b]
-    (seqlens, slots: int32 (B,) on the caches' device)."""
+def _append(k_cache, v_cache, k, v, seqlens, slots=None, block_table=None):
+    """Write k / v (B, S_new, HK, D) into the caches at positions seqlens[b] + i of row b, or of row slots[b], or of
+    sequence b's pages (block_table (B, max_blocks), pages of k_cache.shape[1] keys) (seqlens, slots, block_table:
+    int32 on the caches' device)."""
     B, S_new, HK, D = k.shape
     if B == 0 or S_new == 0 or HK == 0 or D == 0:
         return
+    page = k_cache.shape[1]
+    L = block_table.shape[1] * page if block_table is not None else page
     if backend_for(k_cache) == "triton":
         bd = triton.next_power_of_2(D)
+        bt_args = (block_table, block_table.stride(0), page) if block_table is not None else (seqlens, 0, 0)
         kv_append_kernel[(S_new, *rows_grid(B, 1))](k, v, k_cache, v_cache, seqlens, slots if slots is not None else seqlens,
                                      k_cache.shape[0], *k.stride()[:3], *v.stride()[:3],
-                                     *k_cache.stride()[:3], *v_cache.stride()[:3], k_cache.shape[1], HK, D,
+                                     *k_cache.stride()[:3], *v_cache.stride()[:3], L, HK, D, *bt_args,
                                      BLOCK_HD=triton.next_power_of_2(HK) * bd, BLOCK_D=bd,
-                                     HAS_CACHE_IDX=slots is not None)
+                                     HAS_CACHE_IDX=slots is not None, PAGED=block_table is not None)
         return
-    # torch path: the lengths were checked on the host (_lengths), every position is inside the cache
+    # torch path: the lengths (and a block table) were checked on the host, every position is inside the cache
     pos = seqlens.to(torch.int64)[:, None] + torch.arange(S_new, device=k.device)
-    rows = slots.to(torch.int64) if slots is not None else torch.arange(B, device=k.device)
-    bidx = rows[:, None].expand_as(pos)
+    if block_table is not None:
+        bidx = block_table.to(torch.int64).gather(1, pos // page)
+        pos = pos % page
+    else:
+        rows = slots.to(torch.int64) if slots is not None else torch.arange(B, device=k.device)
+        bidx = rows[:, None].expand_as(pos)
     k_cache[bidx, pos] = k
     v_cache[bidx, pos] = v
 
@@ -149,13 +167,36 @@ def _slots(cache_batch_idx, B, n_cache, device):
     return _on_device("cache_batch_idx", cache_batch_idx, 0, n_cache, f"[0, {n_cache}) (the cache's batch)", device)
 
 
-def _check(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, slots):
+def _block_table(block_table, B, n_pages, device):
+    """block_table as an int32 (B, max_blocks) tensor on ``device`` with unit column stride (a copy on its device
+    otherwise); its entries checked against the n_pages pages when it is a CPU tensor."""
+    if (not isinstance(block_table, torch.Tensor) or block_table.dtype != torch.int32 or block_table.dim() != 2
+            or block_table.shape[0] != B or block_table.shape[1] < 1):
+        got = (f"{block_table.dtype} of shape {tuple(block_table.shape)}" if isinstance(block_table, torch.Tensor)
+               else type(block_table).__name__)
+        raise ValueError(f"block_table: expected an int32 tensor of shape ({B}, max_blocks >= 1), got {got}")
+    if block_table.stride(1) != 1:
+        block_table = block_table.contiguous()
+    return _on_device("block_table", block_table, 0, n_pages, f"[0, {n_pages}) (k_cache's pages)", device)
+
+
+def _check(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, slots, block_table):
     _validate_qkv(q, k_cache, v_cache, 4, ("q", "k_cache", "v_cache"))
     B, M, H, D = q.shape
     HK = k_cache.shape[2]
-    if not slots and k_cache.shape[0] != B:
-        raise ValueError(f"k_cache: expected batch {B} (as q; another batch needs cache_batch_idx), "
-                         f"got {k_cache.shape[0]}")
+    if block_table is not None:
+        if slots:
+            raise ValueError("cache_batch_idx, block_table: expected at most one (a paged cache names its pages per "
+                             "sequence in block_table)")
+        if k_cache.shape[1] < 1:
+            raise ValueError("k_cache: expected pages of at least one key with block_table, got page size 0")
+        L = (block_table.shape[1] if isinstance(block_table, torch.Tensor) and block_table.dim() == 2 else 0) \
+            * k_cache.shape[1]
+    else:
+        L = k_cache.shape[1]
+        if not slots and k_cache.shape[0] != B:
+            raise ValueError(f"k_cache: expected batch {B} (as q; another batch needs cache_batch_idx), "
+                             f"got {k_cache.shape[0]}")
     if not 1 <= D <= MAX_HEADDIM:
         raise ValueError(f"q: expected head dim in [1, {MAX_HEADDIM}], got {D}")
     if (k is None) != (v is None):
@@ -188,12 +229,12 @@ def _check(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, slots):
         if not 1 <= 2 * half <= D:
             raise ValueError(f"rotary_cos: expected (seqlen_ro, rotary_dim / 2) with rotary_dim in [2, {D}], "
                              f"got shape {tuple(rotary_cos.shape)}")
-        if n_ro < k_cache.shape[1]:
-            raise ValueError(f"rotary_cos: expected at least seqlen_cache={k_cache.shape[1]} positions, got {n_ro}")
+        if n_ro < L:
+            raise ValueError(f"rotary_cos: expected at least seqlen_cache={L} positions, got {n_ro}")
 
 
 def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens=None, cache_batch_idx=None,
-                           softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0, rotary_cos=None,
+                           block_table=None, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0, rotary_cos=None,
                            rotary_sin=None, rotary_interleaved=True, num_splits=0, return_lse=False):
     """One decoding step against a padded KV cache (module docstring).
 
@@ -207,6 +248,13 @@ def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens
         cache_batch_idx: optional int32 (batch,): sequence b uses cache row cache_batch_idx[b] (a slot of a cache
             pool); checked against the cache's batch when on the CPU, clamped into it on the GPU. Duplicate slots
             with k / v given: which sequence's keys land is unspecified (as in flash_attn).
+        block_table: optional int32 (batch, max_blocks): a paged cache. k_cache / v_cache are then
+            (n_pages, page_size, heads_k, headdim), any page_size >= 1, and sequence b's key n lives in page
+            ``block_table[b, n // page_size]``, row ``n % page_size``; seqlen_cache = max_blocks · page_size. Entries are
+            checked against n_pages when the table is on the CPU, clamped into it on the GPU (as cache_seqlens). Not
+            with cache_batch_idx. Decode shapes (seqlen_q · heads / heads_k <= 256) read the pages in place; larger
+            calls, and CPU tensors, first gather each sequence's pages into a contiguous copy (one more read and write
+            of max_blocks · page_size keys per sequence).
         softmax_scale, causal, window_size, softcap: as :func:`tilefold.attention`, aligned bottom-right to each
             sequence's length ``cache_seqlens[b] + seqlen_new`` (causal: query i sits at position
             ``cache_seqlens[b] + seqlen_new - seqlen_q + i``).
@@ -220,9 +268,14 @@ def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens
     Returns:
         out (batch, seqlen_q, heads, headdim) in q.dtype [, lse]. No gradient flows (inference path).
     """
-    _check(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_batch_idx is not None)
+    _check(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_batch_idx is not None, block_table)
     B, M, H, D = q.shape
-    L, HK = k_cache.shape[1], k_cache.shape[2]
+    HK = k_cache.shape[2]
+    if block_table is not None:
+        block_table = _block_table(block_table, B, k_cache.shape[0], q.device)
+        L = block_table.shape[1] * k_cache.shape[1]
+    else:
+        L = k_cache.shape[1]
     S_new = 0 if k is None else k.shape[1]
     _validate_grid_rows("q", B, H, q.device)
     scale = _validate_scale(softmax_scale, D)
@@ -249,22 +302,35 @@ def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens
             if k is not None:
                 k = _rotate(k, rotary_cos, rotary_sin, start + steps[:S_new], rotary_interleaved)
         if k is not None:
-            _append(k_cache, v_cache, k, v, seqlens, slots)
+            _append(k_cache, v_cache, k, v, seqlens, slots, block_table)
         used = seqlens + S_new if S_new else seqlens
-        out, lse = _attend(q, k_cache, v_cache, used, slots, scale, (left, right), softcap, num_splits)
+        out, lse = _attend(q, k_cache, v_cache, used, slots, scale, (left, right), softcap, num_splits, block_table)
     return (out, lse) if return_lse else out
 
 
-def _attend(q, k_cache, v_cache, used, slots, scale, window, softcap, num_splits):
+def _gather_pages(cache, block_table):
+    """A paged cache (n_pages, page_size, HK, D) as the contiguous (B, max_blocks · page_size, HK, D) of each
+    sequence's pages (entries clamped into the pages, as the kernels do)."""
+    pages = block_table.to(torch.int64).clamp(0, cache.shape[0] - 1)
+    B, nb = pages.shape
+    return cache[pages.reshape(-1)].reshape(B, nb * cache.shape[1], *cache.shape[2:])
+
+
+def _attend(q, k_cache, v_cache, used, slots, scale, window, softcap, num_splits, block_table=None):
     B, M, H, D = q.shape
-    L, HK = k_cache.shape[1], k_cache.shape[2]
-    if backend_for(q) == "triton":
+    HK = k_cache.shape[2]
+    triton_path = backend_for(q) == "triton"
+    if block_table is not None and not (triton_path and M * (H // HK) <= splitkv.DECODE_MAX_ROWS):
+        # the forward kernel and the torch path read contiguous rows: gather the pages
+        k_cache, v_cache, block_table = _gather_pages(k_cache, block_table), _gather_pages(v_cache, block_table), None
+    L = block_table.shape[1] * k_cache.shape[1] if block_table is not None else k_cache.shape[1]
+    if triton_path:
         S = num_splits
         if S == 0:
             S = splitkv._choose_cached(B, H, HK, M, visible_keys(M, L, window[0]), D, q.dtype, q.device,
                                        window[0] >= 0 or window[1] >= 0, splitkv._kpar_allowed())
         return splitkv._fwd_triton(q, k_cache, v_cache, S, scale, window, softcap, None, None, M, L, seqused_k=used,
-                           cache_batch_idx=slots)
+                                   cache_batch_idx=slots, block_table=block_table)
     # torch path: each sequence against its filled keys (split-KV changes nothing but speed there)
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     lse = torch.empty(B, H, M, dtype=torch.float32, device=q.device)
