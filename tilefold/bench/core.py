@@ -188,6 +188,26 @@ def bench_ms(fn: Callable[[], object], warmup: int = 25, rep: int = 100) -> floa
     return float(statistics.median(times))
 
 
+def wall_us(fn: Callable[[], object], calls: int = 300) -> float:
+    """Microseconds per call of ``calls`` back-to-back calls (one sync after the last), no L2 flush: max(host time,
+    GPU time) per call, the cost an eager loop of small calls sees. Where the host is the bound (decode at small batch)
+    this is the host path's time, which ``bench_ms`` partly hides behind its L2 flush; where the GPU is, inputs that
+    fit in L2 stay there between calls (faster than ``bench_ms``). On CPU: plain wall time."""
+    cuda = torch.cuda.is_available()
+    if not cuda:  # smoke runs: a few calls
+        calls = min(calls, 5)
+    for _ in range(10 if cuda else 1):
+        fn()
+    if cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    if cuda:
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / calls * 1e6
+
+
 def _ceiling_record(op: str, provider: str, nbytes: int | None, dtype, moves: int, make_call) -> dict:
     """A bandwidth ceiling over ``nbytes`` of random ``dtype`` data (default 2 GiB on CUDA, 64 MiB on CPU):
     ``make_call(src)`` is the timed call, ``moves`` how many times it moves the bytes (the ``gbps`` count)."""

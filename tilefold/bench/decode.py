@@ -13,7 +13,9 @@ and the bandwidth ceilings ``copy`` (read + write) and ``read`` (read only, the 
 Shapes: bf16, 32 query heads / 8 key heads, headdim 128, seqlen_q 1 and 16, no mask (SDPA's
 ``is_causal`` is top-left aligned, so a bottom-right causal decode mask is not comparable; for
 seqlen_q = 1 they coincide anyway), batch 1..32 against seqlen_k 8k..1M with K+V at most ~17 GB.
-``gbps`` = bytes of K and V read once / time (DESIGN.md §6). ``max_err``: max |out - fp32 reference|
+``gbps`` = bytes of K and V read once / time (DESIGN.md §6). Up to K + V of B=4 32k the records also carry ``wall_us``
+(``core.wall_us``: per call of 300 back-to-back calls, no L2 flush), the measure of the host-bound cases, where
+``gbps`` (do_bench, whose L2 flush hides part of the host time) measures neither the kernel nor the wall clock. ``max_err``: max |out - fp32 reference|
 at batch 1, seqlen_k 8192 of the same seqlen_q.
 
 Without CUDA: a smoke run (fp32, tiny shapes, the tilefold providers only); the numbers mean nothing.
@@ -26,11 +28,12 @@ import sys
 
 import torch
 
-from .core import base_record, bench_ms, check_providers, copy_records, gbps, register
+from .core import base_record, bench_ms, check_providers, copy_records, gbps, register, wall_us
 
 PROVIDERS = ("tilefold", "tilefold-kvcache", "tilefold-paged16", "tilefold-paged256", "sdpa-cudnn", "sdpa-flash")
 H, HK, D = 32, 8, 128
 MAX_KV_BYTES = 17 << 30
+WALL_MAX_ELEMS = 2 * 4 * 32768 * 8 * 128  # wall_us for K + V up to B=4 32k (B=1 8k / 32k, B=4 8k / 32k: host-bound)
 
 
 def _cases(quick: bool, cuda: bool):
@@ -206,6 +209,8 @@ def run(quick: bool, progress, providers=None, rounds: int = 1) -> list[dict]:
                     kk, vv = prep(p, q, k, v)
                     ms = bench_ms(lambda: call(p, q, kk, vv))
                     extra = {}
+                    if 2 * B * N * HK * D <= WALL_MAX_ELEMS:  # small cases, where host time decides
+                        extra["wall_us"] = round(wall_us(lambda: call(p, q, kk, vv)), 2)
                     if p == "tilefold":
                         extra["num_splits"] = splits_of(q, k)
                     if expand.get(p):
