@@ -19,9 +19,12 @@ cp "$OUT/gpu_tier.log" "$OUT/gpu_tier_call91_gla.log"; rm -f "$OUT/gpu_tier.log"
 timeout 90 python3 scripts/gla_fp16_error.py --no-fla --out "$OUT" 2>&1 | tail -16
 timeout 100 python3 -m tilefold bench dropout --no-plot --out "$OUT" 2>&1 | tr '\r' '\n' | grep -v "it/s\]$" | tail -14
 fi
-if [ "${PART:-2}" = 2 ]; then
+if [ "${PART:-2}" = 2 ] || [ "${PART:-}" = 23 ]; then
 TIER_S=150 NPROC=12 bash scripts/gpu_tier.sh tests/ops/decode/test_kvcache.py 2>&1 | tail -8
 cp "$OUT/gpu_tier.log" "$OUT/gpu_tier_call91_kvcache.log"; rm -f "$OUT/gpu_tier.log"
 timeout 240 python3 -m tilefold bench decode --quick --no-plot --out "$OUT" \
   --providers tilefold,tilefold-paged16,tilefold-paged256,sdpa-cudnn 2>&1 | tr '\r' '\n' | grep -v "it/s\]$" | tail -30
+fi
+if [ "${PART:-3}" = 3 ] || [ "${PART:-}" = 23 ]; then  # after the host-path trim (env_get, one stream_scratches call): the probe again
+timeout 150 python3 scripts/kvcache_small_probe.py --out "$OUT" 2>&1 | grep "^N="
 fi

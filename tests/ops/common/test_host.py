@@ -25,3 +25,16 @@ def test_non_int_arguments():
     g = make_fx(lambda x: x.new_zeros(next_pow2(x.shape[0]) + cdiv(x.shape[0], 4)),
                 tracing_mode="symbolic")(torch.ones(5))
     assert g(torch.ones(9)).shape == (16 + 3,)
+
+
+def test_env_get_follows_os_environ(monkeypatch):
+    """env_get reads what os.environ holds at each call (set, changed, deleted; non-ASCII values)"""
+    from tilefold.ops.common.host import env_get
+    monkeypatch.delenv("TILEFOLD_TEST_SWITCH", raising=False)
+    assert env_get("TILEFOLD_TEST_SWITCH", "dflt") == "dflt"
+    monkeypatch.setenv("TILEFOLD_TEST_SWITCH", "1")
+    assert env_get("TILEFOLD_TEST_SWITCH", "dflt") == "1"
+    monkeypatch.setenv("TILEFOLD_TEST_SWITCH", "é0")
+    assert env_get("TILEFOLD_TEST_SWITCH", "dflt") == "é0"
+    monkeypatch.delenv("TILEFOLD_TEST_SWITCH")
+    assert env_get("TILEFOLD_TEST_SWITCH", "dflt") == "dflt"

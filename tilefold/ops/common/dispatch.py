@@ -15,6 +15,8 @@ import threading
 
 import torch
 
+from .host import env_get
+
 _local = threading.local()
 
 # Triton is a Linux package: without it the library still imports and runs its torch implementation on CPU tensors
@@ -34,7 +36,7 @@ def missing_triton(what: str):
 
 
 def interpreter_enabled() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    return env_get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 @contextlib.contextmanager

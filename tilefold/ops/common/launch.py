@@ -171,19 +171,30 @@ def stream_scratch(name: str, numel: int, dtype: torch.dtype, device: torch.devi
     """A 1-D buffer of at least ``numel`` elements for use on the current stream of ``device``. ``zero``:
     the buffer is all zeros when first handed out, and the caller's kernels leave it all zeros again (the
     fused combine's counters); otherwise its contents are undefined."""
-    nbytes = numel * torch.empty((), dtype=dtype).element_size()
-    if nbytes > SCRATCH_MAX_BYTES or torch.cuda.is_current_stream_capturing():
-        return (torch.zeros if zero else torch.empty)(numel, dtype=dtype, device=device)
+    return stream_scratches(device, (name, numel, dtype, zero))[0]
+
+
+def stream_scratches(device: torch.device, *specs):
+    """``stream_scratch`` for several buffers ``(name, numel, dtype, zero)`` at once: the capture check, the stream
+    handle and the thread id are looked up once (host time: the decode path takes three buffers per call)."""
+    capturing = torch.cuda.is_current_stream_capturing()
     idx = device.index if device.index is not None else torch.cuda.current_device()
     # per host thread too: two threads on one stream could otherwise interleave a split launch and its
     # combine launch around each other's writes to the same partial states
-    key = (name, dtype, idx, _raw_stream(idx), threading.get_ident())
-    buf = _SCRATCH.get(key)
-    if buf is None or buf.numel() < numel:
-        buf = (torch.zeros if zero else torch.empty)(max(numel, 2 * (buf.numel() if buf is not None else 0)),
-                                                     dtype=dtype, device=device)
-        _SCRATCH[key] = buf
-    return buf
+    where = (idx, _raw_stream(idx), threading.get_ident())
+    out = []
+    for name, numel, dtype, zero in specs:
+        if capturing or numel * dtype.itemsize > SCRATCH_MAX_BYTES:
+            out.append((torch.zeros if zero else torch.empty)(numel, dtype=dtype, device=device))
+            continue
+        key = (name, dtype, where)
+        buf = _SCRATCH.get(key)
+        if buf is None or buf.numel() < numel:
+            buf = (torch.zeros if zero else torch.empty)(max(numel, 2 * (buf.numel() if buf is not None else 0)),
+                                                         dtype=dtype, device=device)
+            _SCRATCH[key] = buf
+        out.append(buf)
+    return out
 
 
 def int_class(x: int) -> tuple:

@@ -30,8 +30,8 @@ import triton.language as tl
 
 from ..common.dispatch import interpreter_enabled
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
-from ..common.host import cdiv, next_pow2, rows_grid, visible_keys  # noqa: F401 (visible_keys: splitkv's)
-from ..common.launch import LaunchCache, stream_scratch
+from ..common.host import cdiv, env_get, next_pow2, rows_grid, visible_keys  # noqa: F401 (visible_keys: splitkv's)
+from ..common.launch import LaunchCache, stream_scratches
 from ..common.masks import (cache_row, grid_row, key_tiles, paged_rows, sequence_bounds, split_share, used_keys,
                             visible)
 from ..common.tma import _major, ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
@@ -470,7 +470,7 @@ DECODE_COMBINE = "auto"
 
 
 def fused_combine(kv_bytes: int = 0) -> bool:
-    mode = os.environ.get("TILEFOLD_DECODE_COMBINE", DECODE_COMBINE)
+    mode = env_get("TILEFOLD_DECODE_COMBINE", DECODE_COMBINE)
     if mode not in ("kernel", "fused", "auto"):
         raise ValueError(f"TILEFOLD_DECODE_COMBINE must be 'kernel', 'fused' or 'auto', got {mode!r}")
     if mode == "auto":
@@ -544,7 +544,7 @@ def kpar_ok(rows: int, D: int, dtype: torch.dtype) -> bool:
 
 
 def kpar_mode() -> str:
-    mode = os.environ.get("TILEFOLD_DECODE_KPAR", "auto")
+    mode = env_get("TILEFOLD_DECODE_KPAR", "auto")
     if mode not in ("auto", "0", "1"):
         raise ValueError(f"TILEFOLD_DECODE_KPAR must be 0, 1 or auto, got {mode!r}")
     return mode
@@ -576,7 +576,7 @@ def _kpar_auto_ok() -> bool:
 def decode_tma(cfg: DecodeConfig) -> bool:
     """Whether K/V tiles go through tensor descriptors: the config's choice, or TILEFOLD_DECODE_TMA=0 / 1
     (read per call) to force pointer loads / descriptors (where tma_ok allows)."""
-    mode = os.environ.get("TILEFOLD_DECODE_TMA", "auto")
+    mode = env_get("TILEFOLD_DECODE_TMA", "auto")
     if mode not in ("auto", "0", "1"):
         raise ValueError(f"TILEFOLD_DECODE_TMA must be 0, 1 or auto, got {mode!r}")
     return cfg.use_tma if mode == "auto" else mode == "1"
@@ -750,8 +750,8 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
                               cache_batch_idx, block_table)
     window = tuple(window)
     key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), q.dtype, k.dtype, v.dtype, q.device,
-           S, scale, window, softcap, varlen, os.environ.get("TILEFOLD_DECODE_COMBINE", DECODE_COMBINE),
-           os.environ.get("TILEFOLD_DECODE_TMA", "auto"), os.environ.get("TILEFOLD_DECODE_KPAR", "auto"), FOLD_MODE,
+           S, scale, window, softcap, varlen, env_get("TILEFOLD_DECODE_COMBINE", DECODE_COMBINE),
+           env_get("TILEFOLD_DECODE_TMA", "auto"), env_get("TILEFOLD_DECODE_KPAR", "auto"), FOLD_MODE,
            DECODE_PDL, FUSED_MAX_KV_BYTES,
            q.data_ptr() % 16, k.data_ptr() % 16, v.data_ptr() % 16)
     if varlen:
@@ -777,21 +777,19 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
     lse = torch.empty(plan.lse_shape, device=dev, dtype=torch.float32)
     if plan.empty:
         return out, lse
-    cuda = dev.type == "cuda"
+    o_dst, l_dst, cnt = out, lse, q
     if plan.S > 1:
-        if cuda:
-            o_dst = stream_scratch("decode_o", plan.o_numel, torch.float32, dev)
-            l_dst = stream_scratch("decode_lse", plan.l_numel, torch.float32, dev)
+        # the counters are zero on entry; the program that combines a row block zeroes its counter again
+        specs = [("decode_o", plan.o_numel, torch.float32, False), ("decode_lse", plan.l_numel, torch.float32, False)]
+        if plan.fused:
+            specs.append(("decode_cnt", plan.n_cnt, torch.int32, True))
+        if dev.type == "cuda":
+            bufs = stream_scratches(dev, *specs)
         else:
-            o_dst = torch.empty(plan.o_numel, device=dev, dtype=torch.float32)
-            l_dst = torch.empty(plan.l_numel, device=dev, dtype=torch.float32)
-    else:
-        o_dst, l_dst = out, lse
-    if plan.fused:  # zero on entry; the program that combines a row block zeroes its counter again
-        cnt = (stream_scratch("decode_cnt", plan.n_cnt, torch.int32, dev, zero=True) if cuda
-               else torch.zeros(plan.n_cnt, device=dev, dtype=torch.int32))
-    else:
-        cnt = q
+            bufs = [(torch.zeros if z else torch.empty)(n, device=dev, dtype=dt) for _, n, dt, z in specs]
+        o_dst, l_dst = bufs[0], bufs[1]
+        if plan.fused:
+            cnt = bufs[2]
     if plan.use_tma:
         ensure_allocator()
     cu0, cu1 = (cu_q, cu_k) if varlen else (q, q)

@@ -50,7 +50,7 @@ from ... import state
 from ..attention import cpu
 from ..attention.function import attention_backward
 from ..common.dispatch import HAVE_TRITON, backend_for, interpreter_enabled
-from ..common.host import cdiv, visible_keys
+from ..common.host import cdiv, env_get, visible_keys
 from ..common.validate import MAX_SPLITS as _CAP, _validate_int, _validate_num_splits, _validate_window
 
 if HAVE_TRITON:
@@ -134,7 +134,7 @@ def even_splits(programs: int, seqlen_k: int, sms: int, kpar: bool = False) -> i
 def _kpar_allowed() -> bool:
     """Whether the split choice may count on KPAR's one-wave tile (TILEFOLD_DECODE_KPAR not "0", read per call; an
     invalid value is reported by the decode plan, not here, so calls that never reach the decode kernel don't fail)."""
-    return HAVE_TRITON and os.environ.get("TILEFOLD_DECODE_KPAR", "auto") != "0" and _kpar_auto_ok()
+    return HAVE_TRITON and env_get("TILEFOLD_DECODE_KPAR", "auto") != "0" and _kpar_auto_ok()
 
 
 @functools.lru_cache(maxsize=1024)
