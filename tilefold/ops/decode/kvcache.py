@@ -61,12 +61,13 @@ if HAVE_TRITON:
             d = offs % BLOCK_D
             ok = (h < HK) & (d < D)
             b64 = b.to(tl.int64)
-            if PAGED:
-                row, pos = paged_rows(BLOCK_TABLE + b64 * stride_btb, pos, seqlen_cache, page_size, n_cache)
+            if PAGED:  # (a name per type: Triton refuses an int32 redefined as int64 in one branch)
+                row, at = paged_rows(BLOCK_TABLE + b64 * stride_btb, pos, seqlen_cache, page_size, n_cache)
             else:
                 row = cache_row(b, cache_batch_idx, n_cache, HAS_CACHE_IDX).to(tl.int64)
+                at = pos.to(tl.int64)
             src = b64 * stride_nb + i.to(tl.int64) * stride_nm + h * stride_nh + d
-            dst = row * stride_cb + pos.to(tl.int64) * stride_cn + h * stride_ch + d
+            dst = row * stride_cb + at * stride_cn + h * stride_ch + d
             tl.store(K_CACHE + dst, tl.load(K_NEW + src, mask=ok), mask=ok)
             src = b64 * stride_vnb + i.to(tl.int64) * stride_vnm + h * stride_vnh + d
             dst = row * stride_vcb + pos.to(tl.int64) * stride_vcn + h * stride_vch + d
