@@ -187,6 +187,23 @@ def run(quick: bool, progress, providers=None, rounds: int = 1) -> list[dict]:
             return k.repeat_interleave(g, 2), v.repeat_interleave(g, 2)
         return k, v
 
+    # warm-up pass over the first case (untimed): the first case timed right after the compiles measured every
+    # provider slower than later runs of the same shape did (calls 89-91: tilefold at B=1 8k 66-90 us by do_bench, 30 us
+    # in a later process; wall_us 101 us against a host time of 63 us measured afterwards)
+    if cuda and cases:
+        B, M, N = cases[0]
+        q = torch.randn(B, M, H, D, device=device, dtype=dtype)
+        k = torch.randn(B, N, HK, D, device=device, dtype=dtype)
+        v = torch.randn(B, N, HK, D, device=device, dtype=dtype)
+        for p in names:
+            if p in fns:
+                try:
+                    kk, vv = prep(p, q, k, v)
+                    bench_ms(lambda: call(p, q, kk, vv))
+                    wall_us(lambda: call(p, q, kk, vv))
+                except Exception:  # noqa: BLE001 - reported when the case is timed
+                    pass
+        del q, k, v
     # rounds > 1: the whole grid again with fresh tensors (a pass's outliers are whole measurements: placement,
     # clocks), every provider of a case on the same tensors; the record keeps the median and each round's ms
     for _ in range(rounds):
