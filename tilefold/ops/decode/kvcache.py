@@ -70,7 +70,7 @@ if HAVE_TRITON:
             dst = row * stride_cb + at * stride_cn + h * stride_ch + d
             tl.store(K_CACHE + dst, tl.load(K_NEW + src, mask=ok), mask=ok)
             src = b64 * stride_vnb + i.to(tl.int64) * stride_vnm + h * stride_vnh + d
-            dst = row * stride_vcb + pos.to(tl.int64) * stride_vcn + h * stride_vch + d
+            dst = row * stride_vcb + at * stride_vcn + h * stride_vch + d
             tl.store(V_CACHE + dst, tl.load(V_NEW + src, mask=ok), mask=ok)
 
 
@@ -235,8 +235,8 @@ def _check(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, slots, block_table
 
 
 def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens=None, cache_batch_idx=None,
-                           block_table=None, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0, rotary_cos=None,
-                           rotary_sin=None, rotary_interleaved=True, num_splits=0, return_lse=False):
+                           block_table=None, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
+                           rotary_cos=None, rotary_sin=None, rotary_interleaved=True, num_splits=0, return_lse=False):
     """One decoding step against a padded KV cache (module docstring).
 
     Args:
