@@ -478,3 +478,13 @@ def test_paged_cache_gpu(page, M, S_new, splits):
     assert _err(out.cpu(), ref) <= 2 * _err(low, ref) + 1e-5
     fin = torch.isfinite(rlse)
     assert torch.equal(fin, torch.isfinite(lse.cpu())) and _err(lse.cpu()[fin], rlse[fin]) <= 1e-3
+
+
+def test_paged_config_replaces_the_32_key_descriptor_tile():
+    """the paged plan's tile (call 92's sweep): the 32-key descriptor tile of long splits becomes the 64-key pointer
+    tile (3 stages + PAGED_EXTRA_STAGES); the others keep their tiles"""
+    from tilefold.ops.decode import kernel as K
+    stream = K.DecodeConfig(16, 32, 4, 4, 4, use_tma=True)
+    assert K.paged_config(stream) == K.DecodeConfig(16, 64, 4, 3, 4)
+    for cfg in (K.DecodeConfig(16, 128, 4, 2, 3, use_tma=True), K.DecodeConfig(16, 64, 4, 3, 3), K.BLOCK64_CONFIG):
+        assert K.paged_config(cfg) == cfg

@@ -626,6 +626,17 @@ class _Plan:
 
 
 PAGED_EXTRA_STAGES = 2
+
+
+def paged_config(cfg: DecodeConfig) -> DecodeConfig:
+    """The tile of a paged cache's plan (pointer loads): the 32-key descriptor tile of long splits (STREAM_KEYS) becomes
+    the 64-key pointer tile. Call 92's sweep (scripts/decode_paged_sweep.py, 256-key pages, GB/s against the contiguous
+    call): 32-key pointer tile at 6 stages / 64-key at 5 -- B=1 1M 3257 / 4378 (4362), B=8 128k 3162 / 4282 (4382),
+    B=32 32k 3208 / 4046 (4393). The 128-key descriptor tile (MID_KEYS) stays, as a pointer tile (B=32 8k: 3880, the best
+    of the sweep)."""
+    if cfg.use_tma and cfg.BLOCK_N == 32:
+        return DecodeConfig(cfg.BLOCK_M, 64, cfg.num_warps, 3, cfg.ctas_per_sm)
+    return cfg
 _PLANS: dict = {}
 _DECODE = LaunchCache(decode_fwd_kernel)
 _COMBINE = LaunchCache(decode_combine_kernel)
@@ -662,6 +673,8 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seq
     rows_per_block = 64 if block64_tiles(M * G, D, q.dtype) else 16
     cfg = select_config(M * G, D, q.dtype, q.device, n_vis, S, B * HK * cdiv(max(M * G, 1), rows_per_block),
                         num_sms(q.device), "0" if paged_keys else kpar_mode())  # pages: pointer tiles, no KPAR
+    if paged_keys:
+        cfg = paged_config(cfg)
     BD = block_d(D)
     if S > 1:  # no more splits than the visible keys fill: the kernel shares out S ways the block's keys from the
         # BLOCK_N-aligned start of its window (exact for one row block of a fixed-length batch; for varlen an estimate
