@@ -205,8 +205,22 @@ def test_decode_rounds_cpu(tmp_path):
     """The decode bench on CPU (smoke shapes) with 2 rounds: each record keeps both rounds' ms and their median; the
     table does not make a column of them."""
     import statistics
-    records, _ = core.run_op("decode", quick=True, out_dir=tmp_path, plot=False, rounds=2)
+    # one provider: each decode call runs under the interpreter here (the paged provider made this test ~5 min)
+    records, _ = core.run_op("decode", quick=True, out_dir=tmp_path, plot=False, rounds=2, providers=["tilefold"])
     main = [r for r in records if r["provider"] not in core.CEILINGS]
     assert main and all(len(r["ms_rounds"]) == 2 for r in main)
     assert all(abs(r["ms"] - statistics.median(r["ms_rounds"])) <= 1e-6 * r["ms"] for r in main)
     assert "ms_rounds" not in core.format_table(records)
+
+
+def test_decode_paged_provider_matches_the_contiguous_call():
+    """the bench's paged providers lay the same keys out as shuffled pages (a length not a multiple of the page too)"""
+    import tilefold
+    from tilefold.bench.decode import _tilefold_paged
+    torch.manual_seed(3)
+    q, k = torch.randn(2, 1, 4, 16), torch.randn(2, 37, 2, 16)
+    v = torch.randn_like(k)
+    with tilefold.use_backend("torch"):
+        want = tilefold.attention(q, k, v)
+        for page in (16, 256):
+            assert torch.allclose(_tilefold_paged(page)(q, k, v), want, atol=1e-5)

@@ -226,7 +226,7 @@ def run(quick: bool, progress, providers=None, rounds: int = 1) -> list[dict]:
                     kk, vv = prep(p, q, k, v)
                     ms = bench_ms(lambda: call(p, q, kk, vv))
                     extra = {}
-                    if 2 * B * N * HK * D <= WALL_MAX_ELEMS:  # small cases, where host time decides
+                    if cuda and 2 * B * N * HK * D <= WALL_MAX_ELEMS:  # small cases, where host time decides
                         extra["wall_us"] = round(wall_us(lambda: call(p, q, kk, vv)), 2)
                     if p == "tilefold":
                         extra["num_splits"] = splits_of(q, k)
