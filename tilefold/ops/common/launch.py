@@ -9,7 +9,7 @@ alignment is in it -- ``LaunchCache`` launches the compiled kernel it got from t
 key directly (``CompiledKernel.run``, with Triton's launch hooks, so profilers still see it). The first
 call per key, the interpreter, and calls while Triton's JIT hooks are set go through ``fn[grid]``.
 
-``stream_scratch`` keeps small per-(device, stream) buffers (split-KV partial states, the combine's
+``stream_scratches`` keeps small per-(device, stream) buffers (split-KV partial states, the combine's
 counters) alive between calls: kernels on one stream run in order, so a buffer reused on the same stream
 is never in use by an earlier call. During CUDA graph capture it hands out fresh buffers instead (a graph
 may be replayed on another stream)."""
@@ -167,16 +167,11 @@ _SCRATCH: dict = {}
 SCRATCH_MAX_BYTES = 32 << 20  # larger requests get a fresh allocation per call
 
 
-def stream_scratch(name: str, numel: int, dtype: torch.dtype, device: torch.device, zero: bool = False):
-    """A 1-D buffer of at least ``numel`` elements for use on the current stream of ``device``. ``zero``:
-    the buffer is all zeros when first handed out, and the caller's kernels leave it all zeros again (the
-    fused combine's counters); otherwise its contents are undefined."""
-    return stream_scratches(device, (name, numel, dtype, zero))[0]
-
-
 def stream_scratches(device: torch.device, *specs):
-    """``stream_scratch`` for several buffers ``(name, numel, dtype, zero)`` at once: the capture check, the stream
-    handle and the thread id are looked up once (host time: the decode path takes three buffers per call)."""
+    """1-D buffers of at least ``numel`` elements each, ``specs`` = ``(name, numel, dtype, zero)``, for use on the
+    current stream of ``device``. ``zero``: the buffer is all zeros when first handed out, and the caller's kernels
+    leave it all zeros again (the fused combine's counters); otherwise its contents are undefined. The capture check,
+    the stream handle and the thread id are looked up once per call (host time: the decode path takes three buffers)."""
     capturing = torch.cuda.is_current_stream_capturing()
     idx = device.index if device.index is not None else torch.cuda.current_device()
     # per host thread too: two threads on one stream could otherwise interleave a split launch and its

@@ -182,6 +182,7 @@ def _block_table(block_table, B, n_pages, device):
 
 
 def _check(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, slots, block_table):
+    """The tensor arguments' checks; returns (seqlen_cache, the block table on q's device or None)."""
     _validate_qkv(q, k_cache, v_cache, 4, ("q", "k_cache", "v_cache"))
     B, M, H, D = q.shape
     HK = k_cache.shape[2]
@@ -191,8 +192,8 @@ def _check(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, slots, block_table
                              "sequence in block_table)")
         if k_cache.shape[1] < 1:
             raise ValueError("k_cache: expected pages of at least one key with block_table, got page size 0")
-        L = (block_table.shape[1] if isinstance(block_table, torch.Tensor) and block_table.dim() == 2 else 0) \
-            * k_cache.shape[1]
+        block_table = _block_table(block_table, B, k_cache.shape[0], q.device)
+        L = block_table.shape[1] * k_cache.shape[1]
     else:
         L = k_cache.shape[1]
         if not slots and k_cache.shape[0] != B:
@@ -232,6 +233,7 @@ def _check(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, slots, block_table
                              f"got shape {tuple(rotary_cos.shape)}")
         if n_ro < L:
             raise ValueError(f"rotary_cos: expected at least seqlen_cache={L} positions, got {n_ro}")
+    return L, block_table
 
 
 def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens=None, cache_batch_idx=None,
@@ -269,14 +271,9 @@ def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens
     Returns:
         out (batch, seqlen_q, heads, headdim) in q.dtype [, lse]. No gradient flows (inference path).
     """
-    _check(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_batch_idx is not None, block_table)
+    L, block_table = _check(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, cache_batch_idx is not None,
+                            block_table)
     B, M, H, D = q.shape
-    HK = k_cache.shape[2]
-    if block_table is not None:
-        block_table = _block_table(block_table, B, k_cache.shape[0], q.device)
-        L = block_table.shape[1] * k_cache.shape[1]
-    else:
-        L = k_cache.shape[1]
     S_new = 0 if k is None else k.shape[1]
     _validate_grid_rows("q", B, H, q.device)
     scale = _validate_scale(softmax_scale, D)
