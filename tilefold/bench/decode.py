@@ -15,7 +15,8 @@ Shapes: bf16, 32 query heads / 8 key heads, headdim 128, seqlen_q 1 and 16, no m
 seqlen_q = 1 they coincide anyway), batch 1..32 against seqlen_k 8k..1M with K+V at most ~17 GB.
 ``gbps`` = bytes of K and V read once / time (DESIGN.md §6). Up to K + V of B=4 32k the records also carry ``wall_us``
 (``core.wall_us``: per call of 300 back-to-back calls, no L2 flush), the measure of the host-bound cases, where
-``gbps`` (do_bench, whose L2 flush hides part of the host time) measures neither the kernel nor the wall clock. ``max_err``: max |out - fp32 reference|
+``gbps`` (do_bench, whose L2 flush hides part of the host time) measures neither the kernel nor the wall clock.
+``max_err``: max |out - fp32 reference|
 at batch 1, seqlen_k 8192 of the same seqlen_q.
 
 Without CUDA: a smoke run (fp32, tiny shapes, the tilefold providers only); the numbers mean nothing.
