@@ -21,7 +21,9 @@ window edge is unbounded, ``softcap <= 0`` is off, and q / k / v whose last dime
   takes any page size (flash_attn 2 wants multiples of 256). Lengths, slots and block tables in a CUDA tensor are
   not checked against the cache (that needs a device sync per step); the kernels clamp them and the cache write
   skips positions outside the cache.
-- Not provided yet: ``alibi_slopes``, and ``block_table`` in ``flash_attn_varlen_func`` (NotImplementedError).
+- ``flash_attn_varlen_func(block_table=)`` (paged K / V): forward only (NotImplementedError when an input
+  requires grad, with dropout or return_attn_probs); any page size; see ``tilefold.varlen_attention``.
+- Not provided yet: ``alibi_slopes`` (NotImplementedError).
 """
 from __future__ import annotations
 
@@ -58,11 +60,9 @@ def _contiguous_last(*ts):
                  and t.stride(-1) != 1 else t for t in ts)
 
 
-def _unsupported(alibi_slopes=None, block_table=None):
+def _unsupported(alibi_slopes=None):
     if alibi_slopes is not None:
         raise NotImplementedError("alibi_slopes is not supported by tilefold yet")
-    if block_table is not None:
-        raise NotImplementedError("block_table (paged KV) is supported by flash_attn_with_kvcache only")
 
 
 def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
@@ -97,14 +97,15 @@ def flash_attn_kvpacked_func(q, kv, dropout_p=0.0, softmax_scale=None, causal=Fa
 def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, dropout_p=0.0,
                            softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
                            alibi_slopes=None, deterministic=False, return_attn_probs=False, block_table=None):
-    """q (total_q, heads, d), k/v (total_k, heads_k, d), cu_seqlens int32 (batch + 1,)."""
-    _unsupported(alibi_slopes, block_table)
+    """q (total_q, heads, d), k/v (total_k, heads_k, d), cu_seqlens int32 (batch + 1,); with ``block_table`` k / v
+    are page pools (n_pages, page_size, heads_k, d) and cu_seqlens_k gives each sequence's length in its pages."""
+    _unsupported(alibi_slopes)
     q, k, v = _contiguous_last(q, k, v)
     window_size, softcap = _fa2_options(window_size, softcap)
     return varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                             softmax_scale=softmax_scale, causal=causal, window_size=window_size,
                             softcap=softcap, deterministic=deterministic, dropout_p=dropout_p,
-                            return_attn_probs=return_attn_probs)
+                            return_attn_probs=return_attn_probs, block_table=block_table)
 
 
 def flash_attn_varlen_qkvpacked_func(qkv, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None,

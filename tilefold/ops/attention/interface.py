@@ -4,8 +4,9 @@ from __future__ import annotations
 import torch
 
 from ..common.validate import (MAX_HEADDIM, _is_real, _validate_bool, _validate_cu_seqlens, _validate_grid_rows,
-                               _validate_num_splits, _validate_qkv, _validate_scale, _validate_softcap,
-                               _validate_window)
+                               _validate_last_contiguous, _validate_num_splits, _validate_qkv, _validate_same,
+                               _validate_scale, _validate_softcap, _validate_tensor, _validate_window)
+from ..decode import kvcache
 from ..decode.splitkv import split_kv_attention
 from ..common.dispatch import backend_for
 from ..common.philox_torch import draw_rng_words
@@ -115,13 +116,27 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
 def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *,
                      softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
                      return_lse=False, deterministic=False, dropout_p=0.0, return_attn_probs=False,
-                     num_splits=1):
+                     num_splits=1, block_table=None):
     """Attention over packed sequences: q (total_q, heads, headdim), k/v (total_k, heads_k, headdim);
     sequence b is rows ``cu_seqlens_q[b]:cu_seqlens_q[b+1]`` of q and ``cu_seqlens_k[b]:cu_seqlens_k[b+1]``
     of k/v (int32, batch + 1 values, starting at 0). max_seqlen_q/k bound the lengths. Empty sequences
     are allowed. Same options as :func:`attention`; lse is (heads, total_q). Masks are per sequence.
     With return_attn_probs, S is padded: (batch, heads, max_seqlen_q, max_seqlen_k), sequence b in the
-    top-left corner of S[b], padding 0."""
+    top-left corner of S[b], padding 0.
+
+    ``block_table``: optional int32 (batch, max_blocks), a paged KV cache (flash_attn's ``flash_attn_varlen_func``
+    with a block table, e.g. chunked prefill against vLLM-style pages). k / v are then pools of pages (n_pages,
+    page_size, heads_k, headdim), any page_size >= 1, and sequence b's keys are the first ``cu_seqlens_k[b + 1] -
+    cu_seqlens_k[b]`` keys of its pages: key n in page ``block_table[b, n // page_size]``, row ``n % page_size``
+    (cu_seqlens_k gives lengths only; each length <= max_blocks · page_size). Entries are checked against n_pages
+    when the table is on the CPU, clamped into the pool on the GPU. An inference path: no dropout, no
+    return_attn_probs, and no gradient (NotImplementedError when an input requires grad). Decode shapes (max_seqlen_q ·
+    heads / heads_k <= 256) read the pages in place; larger calls first gather each sequence's pages into a
+    contiguous copy (batch · max_blocks · page_size keys)."""
+    if block_table is not None:
+        return _varlen_paged(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, block_table,
+                             softmax_scale, causal, window_size, softcap, return_lse, deterministic, dropout_p,
+                             return_attn_probs, num_splits)
     _validate_qkv(q, k, v, 3)
     T, H, D = q.shape
     _validate_cu_seqlens("cu_seqlens_q", cu_seqlens_q, T, max_seqlen_q, "max_seqlen_q", q.device)
@@ -149,6 +164,51 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
         S = attention_probs_forward(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, lse, scale,
                                     left, right, softcap, dropout_p, rng)
         return out, lse, S
+    return (out, lse) if return_lse else out
+
+
+def _varlen_paged(q, k, v, cu_q, cu_k, max_q, max_k, block_table, softmax_scale, causal, window_size, softcap,
+                  return_lse, deterministic, dropout_p, return_attn_probs, num_splits):
+    """varlen_attention with a block table: the checks, then ``kvcache.paged_varlen``."""
+    _validate_tensor("q", q, 3)
+    _validate_last_contiguous("q", q)
+    for n, t in (("k", k), ("v", v)):
+        _validate_tensor(n, t, 4)
+        _validate_last_contiguous(n, t)
+    _validate_same(("q", "k", "v"), (q, k, v), "dtype")
+    _validate_same(("q", "k", "v"), (q, k, v), "device")
+    if k.shape != v.shape:
+        raise ValueError(f"v: expected shape {tuple(k.shape)} (as k), got {tuple(v.shape)}")
+    T, H, D = q.shape
+    n_pages, page, HK = k.shape[:3]
+    if k.shape[-1] != D:
+        raise ValueError(f"k: expected head dim {D} (as q), got {k.shape[-1]}")
+    if HK < 1 or H % HK:
+        raise ValueError(f"k: expected heads_k dividing heads={H}, got heads_k={HK}")
+    if page < 1:
+        raise ValueError("k: expected pages of at least one key with block_table, got page size 0")
+    _validate_cu_seqlens("cu_seqlens_q", cu_q, T, max_q, "max_seqlen_q", q.device)
+    longest = _validate_cu_seqlens("cu_seqlens_k", cu_k, None, max_k, "max_seqlen_k", q.device)
+    if cu_q.numel() != cu_k.numel():
+        raise ValueError(f"cu_seqlens_k: expected {cu_q.numel()} values (as cu_seqlens_q), got {cu_k.numel()}")
+    B = cu_q.numel() - 1
+    table = kvcache._block_table(block_table, B, n_pages, q.device)
+    L = table.shape[1] * page
+    if longest is not None and longest > L:
+        raise ValueError(f"cu_seqlens_k: expected lengths <= block_table's capacity max_blocks x page_size = {L}, "
+                         f"got a sequence of {longest} keys")
+    _validate_grid_rows("cu_seqlens_q", B, H, q.device)
+    scale, left, right, softcap, dropout_p = _options(q, D, softmax_scale, causal, window_size, softcap,
+                                                      dropout_p, return_attn_probs, return_lse, deterministic)
+    num_splits = _validate_num_splits(num_splits)
+    if dropout_p > 0 or return_attn_probs:
+        raise NotImplementedError("block_table: a paged cache is an inference path (no dropout_p, no "
+                                  "return_attn_probs)")
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        raise NotImplementedError("block_table: a paged cache is an inference path with no backward; call under "
+                                  "torch.no_grad() or pass tensors that do not require grad")
+    out, lse = kvcache.paged_varlen(q, k, v, cu_q, cu_k, max_q, max_k, table, scale, (left, right), softcap,
+                                    num_splits)
     return (out, lse) if return_lse else out
 
 

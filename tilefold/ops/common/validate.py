@@ -128,8 +128,9 @@ def _is_fake(t) -> bool:
 
 
 def _validate_cu_seqlens(name, cu, total, max_seqlen, max_name, device):
-    """cu_seqlens: int32 (batch+1,), starts at 0, non-decreasing, last == total; max_seqlen >= every
-    length. The value checks read the tensor on the host (skipped while torch.compile traces)."""
+    """cu_seqlens: int32 (batch+1,), starts at 0, non-decreasing, last == total (any total when ``total`` is None: a
+    paged cache's lengths); max_seqlen >= every length. The value checks read the tensor on the host (skipped while
+    torch.compile traces). Returns the longest length (None when the values were not read)."""
     if not isinstance(cu, torch.Tensor):
         raise ValueError(f"{name}: expected an int32 torch.Tensor, got {type(cu).__name__}")
     if cu.dtype != torch.int32:
@@ -143,18 +144,19 @@ def _validate_cu_seqlens(name, cu, total, max_seqlen, max_name, device):
     if not _is_int(max_seqlen) or max_seqlen < 0:
         raise ValueError(f"{max_name}: expected an int >= 0, got {max_seqlen!r}")
     if torch.compiler.is_compiling() or cu.device.type == "meta" or _is_fake(cu):
-        return  # no values to read (traced, meta, or FakeTensorMode outside a compile)
+        return None  # no values to read (traced, meta, or FakeTensorMode outside a compile)
     vals = cu.tolist()
     if vals[0] != 0:
         raise ValueError(f"{name}: expected first value 0, got {vals[0]}")
     lens = [b - a for a, b in zip(vals[:-1], vals[1:])]
     if any(n < 0 for n in lens):
         raise ValueError(f"{name}: expected non-decreasing values, got {vals}")
-    if vals[-1] != total:
+    if total is not None and vals[-1] != total:
         raise ValueError(f"{name}: expected last value == total tokens {total}, got {vals[-1]}")
     longest = max(lens, default=0)
     if longest > max_seqlen:
         raise ValueError(f"{max_name}: expected >= the longest sequence ({longest}), got {max_seqlen}")
+    return longest
 
 
 def _validate_grid_rows(name, batch, heads, device):

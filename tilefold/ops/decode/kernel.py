@@ -167,6 +167,8 @@ def decode_fwd_kernel(
     q_start, seqlen_q, k_start, seqlen_k = sequence_bounds(cu_seqlens_q, cu_seqlens_k, b, seqlen_q_fixed,
                                                            seqlen_k_fixed, IS_VARLEN)
     seqlen_k = used_keys(seqlen_k, seqused_k, b, HAS_SEQUSED)  # a padded KV cache's filled part
+    if PAGED:  # no further than the block table's capacity (seqlen_k_fixed; a packed call's lengths come from cu_seqlens_k)
+        seqlen_k = tl.minimum(seqlen_k, seqlen_k_fixed)
     n_rows = seqlen_q * GROUP
     r0 = pid_m * BLOCK_M
     if r0 >= n_rows:
@@ -658,6 +660,8 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seq
         T, H, D = q.shape
         B = cu_q.shape[0] - 1
         M, N = int(max_q), int(max_k)
+        if paged_keys:  # the kernel clamps each sequence's length to the table's capacity
+            N = min(N, paged_keys)
         lse_shape = (H, T)
     else:
         B, M, H, D = q.shape
@@ -712,7 +716,7 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seq
         # the whole-block fold ("block") keeps its measured unroll cap of 4
         cons.update(FOLD_ROWS=fr, COMBINE_UNROLL=combine_unroll(fr, BD) if fr else combine_unroll(cfg.BLOCK_M, BD, 4))
     a1 = (*_strides(q), *_strides(k), *_strides(v), *so3, sos, slb, slh, slm, sls)
-    a2 = (k.shape[0] if not varlen else 1,  # n_cache: the K / V batch rows a cache slot may name
+    a2 = (k.shape[0] if not varlen or paged_keys else 1,  # n_cache: the K / V batch rows (pages) a slot may name
           M, N, max(left, 0), max(right, 0), scale * LOG2E_F, sc_pre, sc_post, HK, D, S)
     a3 = (*fst, *flst)
     cgrid, ca, ccons, copts = None, (), {}, {}

@@ -176,6 +176,8 @@ def _block_table(block_table, B, n_pages, device):
         got = (f"{block_table.dtype} of shape {tuple(block_table.shape)}" if isinstance(block_table, torch.Tensor)
                else type(block_table).__name__)
         raise ValueError(f"block_table: expected an int32 tensor of shape ({B}, max_blocks >= 1), got {got}")
+    if n_pages < 1:
+        raise ValueError("k_cache: expected at least one page with block_table, got 0")
     if block_table.stride(1) != 1:
         block_table = block_table.contiguous()
     return _on_device("block_table", block_table, 0, n_pages, f"[0, {n_pages}) (k_cache's pages)", device)
@@ -337,3 +339,42 @@ def _attend(q, k_cache, v_cache, used, slots, scale, window, softcap, num_splits
         out[b:b + 1], lse[b:b + 1] = cpu.attention_fwd_cpu(q[b:b + 1], k_cache[r:r + 1, :n], v_cache[r:r + 1, :n],
                                                            softmax_scale=scale, window=window, softcap=softcap)
     return out, lse
+
+
+def paged_varlen(q, k_pages, v_pages, cu_q, cu_k, max_q, max_k, block_table, scale, window, softcap, num_splits):
+    """Packed sequences against a paged cache (``tilefold.varlen_attention(..., block_table=)``, flash_attn's
+    ``flash_attn_varlen_func`` with a block table): q (total_q, H, D) with cu_q; sequence b's keys are the first
+    ``cu_k[b + 1] - cu_k[b]`` keys of its pages, key n in page ``block_table[b, n // page_size]``, row
+    ``n % page_size``. Inputs validated by the caller (lengths within the table's capacity, table on q's device).
+    Decode shapes on the kernels read the pages in place (the decode kernel, lengths from cu_k); larger calls gather
+    each sequence's pages into a (B · capacity) packed copy and attend to its first lengths[b] keys (``seqused_k``);
+    the torch path gathers and packs each sequence's keys."""
+    T, H, D = q.shape
+    HK, page = k_pages.shape[2], k_pages.shape[1]
+    B = cu_q.numel() - 1
+    L = block_table.shape[1] * page
+    M, N = int(max_q), min(int(max_k), L)
+    if backend_for(q) == "triton":
+        S = num_splits
+        if S == 0:
+            S = splitkv._choose_cached(B, H, HK, M, visible_keys(M, N, window[0]), D, q.dtype, q.device,
+                                       window[0] >= 0 or window[1] >= 0, splitkv._kpar_allowed())
+        if M * (H // HK) <= splitkv.DECODE_MAX_ROWS:
+            return splitkv._fwd_triton(q, k_pages, v_pages, S, scale, window, softcap, cu_q, cu_k, M, N,
+                                       block_table=block_table)
+        if (B + 1) * L >= 2 ** 31:  # the gathered copy's sequence starts are int32
+            raise ValueError(f"block_table: batch x capacity = {B} x {L} keys is too large to gather for "
+                             f"max_seqlen_q={M}; split the batch")
+        kg = _gather_pages(k_pages, block_table).reshape(B * L, HK, D)
+        vg = _gather_pages(v_pages, block_table).reshape(B * L, HK, D)
+        starts = torch.arange(0, (B + 1) * L, L, dtype=torch.int32, device=q.device)
+        used = (cu_k[1:] - cu_k[:-1]).contiguous()
+        return splitkv._fwd_triton(q, kg, vg, S, scale, window, softcap, cu_q, starts, M, N, seqused_k=used)
+    lens = (cu_k[1:] - cu_k[:-1]).clamp(0, L).tolist()
+    kg, vg = _gather_pages(k_pages, block_table), _gather_pages(v_pages, block_table)
+    kp = torch.cat([kg[b, :n] for b, n in enumerate(lens)]) if B else kg.reshape(0, HK, D)
+    vp = torch.cat([vg[b, :n] for b, n in enumerate(lens)]) if B else vg.reshape(0, HK, D)
+    cu = torch.zeros(B + 1, dtype=torch.int32, device=q.device)
+    if B:
+        cu[1:] = torch.tensor(lens, dtype=torch.int32).cumsum(0)
+    return splitkv._fwd_torch(q, kp, vp, max(num_splits, 1), scale, window, softcap, cu_q, cu)

@@ -1,0 +1,205 @@
+"""varlen_attention(..., block_table=) and the compat flash_attn_varlen_func(block_table=): packed query sequences
+against a paged KV pool, each sequence's keys the first cu_seqlens_k lengths of its pages; against a reference
+written out per sequence in fp64 (2x rule), on both backends (the kernels under the interpreter on CPU)."""
+import pytest
+import torch
+
+import tilefold
+from tilefold.compat.flash_attn_interface import flash_attn_varlen_func
+from tilefold.ops.attention.naive import attention_ref
+
+BACKENDS = ["torch", "triton"]
+
+
+def _cu(lens, device="cpu"):
+    return torch.tensor([0] + list(torch.tensor(lens).cumsum(0).tolist()), dtype=torch.int32, device=device)
+
+
+def _pool(B, nb, page, HK, D, n_spare, dtype, seed, device="cpu"):
+    """A page pool with each sequence's nb pages at shuffled places among n_spare extra pages; returns (pool_k,
+    pool_v with other row / head strides than K's, block_table int32 (B, nb))."""
+    g = torch.Generator().manual_seed(seed)
+    n_pages = B * nb + n_spare
+    table = torch.randperm(n_pages, generator=g)[:B * nb].reshape(B, nb).to(torch.int32)
+    pool_k = torch.randn(n_pages, page, HK, D, generator=g).to(dtype).to(device)
+    pool_v = torch.randn(n_pages, page, HK, D, generator=g).to(dtype).to(device)
+    pool_v = pool_v.transpose(1, 2).contiguous().transpose(1, 2)
+    return pool_k, pool_v, table.to(device)
+
+
+def _reference(q, pool_k, pool_v, table, lens_q, lens_k, compute_dtype=torch.float64, **mask):
+    """(out, lse (H, total_q)): sequence b's q rows against the first lens_k[b] keys of its pages, by the definition"""
+    page = pool_k.shape[1]
+    outs, lses = [], []
+    q0 = 0
+    for b, (m, n) in enumerate(zip(lens_q, lens_k)):
+        keys = torch.arange(n, device=q.device)
+        rows = table[b].long()[keys // page], keys % page
+        kb, vb = pool_k[rows][None], pool_v[rows][None]
+        o, l = attention_ref(q[None, q0:q0 + m], kb, vb, compute_dtype=compute_dtype, **mask)
+        outs.append(o[0])
+        lses.append(l[0])
+        q0 += m
+    return torch.cat(outs), torch.cat(lses, dim=-1)
+
+
+def _err(a, b):
+    return (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
+
+
+CASES = {  # (lens_q, lens_k, H, HK, D, page, pages per sequence, mask)
+    # max_seqlen_q * G <= 256: the decode kernel reads the pages in place
+    "decode_page5_gqa_causal": ([1, 2, 1], [0, 17, 45], 8, 2, 32, 5, 9, dict(causal=True)),
+    "decode_page1_window_softcap": ([3, 0, 2], [12, 3, 30], 4, 2, 16, 1, 30, dict(causal=True, window_size=(7, 0),
+                                                                                  softcap=5.0)),
+    "decode_page16_mqa_nomask": ([4, 1], [40, 64], 4, 1, 24, 16, 4, {}),
+    # 70 x 4 = 280 packed rows: pages gathered, the forward kernel with per-sequence used lengths
+    "prefill_page16_causal": ([70, 3], [80, 96], 4, 1, 16, 16, 6, dict(causal=True)),
+    "prefill_page7_window": ([65, 66], [66, 20], 4, 1, 16, 7, 10, dict(window_size=(20, 3))),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("splits", [1, 3, 0])
+def test_against_reference(backend, dtype, name, splits):
+    lens_q, lens_k, H, HK, D, page, nb, mask = CASES[name]
+    B = len(lens_q)
+    torch.manual_seed(21)
+    q = torch.randn(sum(lens_q), H, D, dtype=dtype)
+    pool_k, pool_v, table = _pool(B, nb, page, HK, D, 3, dtype, seed=len(name))
+    before = (q.clone(), pool_k.clone(), pool_v.clone(), table.clone())
+    ref, rlse = _reference(q, pool_k, pool_v, table, lens_q, lens_k, **mask)
+    low, _ = _reference(q, pool_k, pool_v, table, lens_q, lens_k, compute_dtype=dtype, **mask)
+    with tilefold.use_backend(backend):
+        out, lse = tilefold.varlen_attention(q, pool_k, pool_v, _cu(lens_q), _cu(lens_k), max(lens_q), max(lens_k),
+                                             block_table=table, num_splits=splits, return_lse=True, **mask)
+    assert out.shape == q.shape and out.dtype == dtype and lse.shape == (H, q.shape[0])
+    assert _err(out, ref) <= 2 * _err(low, ref) + 1e-5
+    fin = torch.isfinite(rlse)
+    assert torch.equal(fin, torch.isfinite(lse)) and _err(lse[fin], rlse[fin]) <= 1e-4
+    for t, t0 in zip((q, pool_k, pool_v, table), before):
+        assert torch.equal(t, t0)  # nothing of the caller's is written
+
+
+def test_decode_shapes_read_pages_in_place(monkeypatch):
+    """decode shapes on the kernels go through the block table (no gathered copy); larger calls and the torch path
+    gather"""
+    from tilefold.ops.decode import kvcache
+    calls = []
+    real = kvcache._gather_pages
+    monkeypatch.setattr(kvcache, "_gather_pages", lambda c, t: calls.append(1) or real(c, t))
+    torch.manual_seed(22)
+    pool_k, pool_v = torch.randn(6, 8, 2, 16), torch.randn(6, 8, 2, 16)
+    table = torch.tensor([[4, 0], [2, 5]], dtype=torch.int32)
+    for M, backend, gathered in ((1, "triton", 0), (70, "triton", 2), (1, "torch", 2)):  # 70 x 4 rows > 256
+        calls.clear()
+        with tilefold.use_backend(backend):
+            tilefold.varlen_attention(torch.randn(2 * M, 8, 16), pool_k, pool_v, _cu([M, M]), _cu([10, 16]), M, 16,
+                                      block_table=table)
+        assert len(calls) == gathered, (M, backend)
+
+
+@pytest.mark.parametrize("M", [1, 70], ids=["decode_kernel", "forward_kernel"])
+def test_lengths_past_the_table_and_bad_entries_never_read_outside(M):
+    """the host checks cu_seqlens_k against the table's capacity and a CPU table's entries; past those checks (a
+    caller of the inner function, or a CUDA table) the kernels clamp: a length past max_blocks x page_size attends to
+    the capacity, and an entry outside the pool reads a clamped page -- never the next table row or outside the pool"""
+    from tilefold.ops.decode import kvcache
+    torch.manual_seed(23)
+    pool_k, pool_v = torch.randn(4, 4, 1, 16), torch.randn(4, 4, 1, 16)
+    q = torch.randn(M, 4, 16)
+    table = torch.tensor([[7, -5], [1, 3]], dtype=torch.int32)  # row 0 clamps to pages 3 and 0; row 1 follows it
+    cu_k = torch.tensor([0, 11, 11], dtype=torch.int32)  # sequence 0 claims 11 keys of a capacity of 8
+    with tilefold.use_backend("triton"):
+        out, lse = kvcache.paged_varlen(q, pool_k, pool_v, _cu([M, 0]), cu_k, M, 11, table, 16 ** -0.5, (-1, -1),
+                                        0.0, 1)
+    keys = torch.cat((pool_k[3], pool_k[0]))[None]
+    vals = torch.cat((pool_v[3], pool_v[0]))[None]
+    want, _ = attention_ref(q[None], keys, vals)
+    assert _err(out, want[0]) < 1e-5
+
+
+def test_compat_flash_attn_varlen_func():
+    """flash_attn_varlen_func(block_table=) is varlen_attention(block_table=), causal bottom-right per sequence"""
+    torch.manual_seed(24)
+    pool_k, pool_v, table = _pool(2, 3, 8, 2, 16, 2, torch.float32, seed=5)
+    q = torch.randn(5, 4, 16)
+    args = (q, pool_k, pool_v, _cu([2, 3]), _cu([20, 9]), 3, 20)
+    want = tilefold.varlen_attention(*args, causal=True, block_table=table)
+    got = flash_attn_varlen_func(*args, causal=True, block_table=table)
+    assert torch.equal(got, want)
+    ref, _ = _reference(q, pool_k, pool_v, table, [2, 3], [20, 9], causal=True)
+    assert _err(got, ref) < 1e-5
+
+
+def _args():
+    torch.manual_seed(25)
+    return dict(q=torch.randn(3, 4, 16), k=torch.randn(6, 5, 2, 16), v=torch.randn(6, 5, 2, 16),
+                cu_seqlens_q=_cu([1, 2]), cu_seqlens_k=_cu([7, 10]), max_seqlen_q=2, max_seqlen_k=10,
+                block_table=torch.tensor([[0, 3], [1, 2]], dtype=torch.int32))
+
+
+def _call(args, **extra):
+    pos = [args.pop(n) for n in ("q", "k", "v", "cu_seqlens_q", "cu_seqlens_k", "max_seqlen_q", "max_seqlen_k")]
+    return tilefold.varlen_attention(*pos, **args, **extra)
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (dict(block_table=torch.tensor([[0, 3]], dtype=torch.int32)), "block_table: expected an int32 tensor of shape"),
+    (dict(block_table=torch.tensor([[0, 3], [1, 2]])), "block_table: expected an int32 tensor of shape"),
+    (dict(block_table=torch.zeros(2, 0, dtype=torch.int32)), "max_blocks >= 1"),
+    (dict(block_table=torch.tensor([[0, 6], [1, 2]], dtype=torch.int32)), "block_table: expected values in \\[0, 6\\)"),
+    (dict(cu_seqlens_k=_cu([7, 11]), max_seqlen_k=11), "capacity max_blocks x page_size = 10"),
+    (dict(cu_seqlens_k=_cu([7, 10]), max_seqlen_k=9), "max_seqlen_k: expected >= the longest"),
+    (dict(cu_seqlens_k=torch.tensor([1, 7, 10], dtype=torch.int32)), "cu_seqlens_k: expected first value 0"),
+    (dict(cu_seqlens_k=_cu([7])), "cu_seqlens_k: expected 3 values"),
+    (dict(k=torch.randn(30, 2, 16)), "k: expected 4 dims"),
+    (dict(k=torch.randn(6, 5, 2, 8), v=torch.randn(6, 5, 2, 8)), "k: expected head dim 16"),
+    (dict(k=torch.randn(6, 5, 3, 16), v=torch.randn(6, 5, 3, 16)), "heads_k dividing"),
+    (dict(v=torch.randn(6, 4, 2, 16)), "v: expected shape"),
+    (dict(k=torch.randn(6, 0, 2, 16), v=torch.randn(6, 0, 2, 16)), "page size 0"),
+    (dict(k=torch.randn(0, 5, 2, 16), v=torch.randn(0, 5, 2, 16)), "at least one page"),
+])
+def test_bad_input_raises(bad, msg):
+    args = _args()
+    args.update(bad)
+    with pytest.raises(ValueError, match=msg):
+        _call(args)
+
+
+@pytest.mark.parametrize("extra", [dict(dropout_p=0.1), dict(return_attn_probs=True), "grad"])
+def test_inference_only(extra):
+    """no dropout, probabilities or gradient with a block table: refused, not silently dropped"""
+    args = _args()
+    if extra == "grad":
+        args["q"].requires_grad_(True)
+        extra = {}
+    with pytest.raises(NotImplementedError, match="inference path"):
+        _call(args, **extra)
+    args = _args()
+    args["q"].requires_grad_(True)
+    with torch.no_grad():  # under no_grad a tensor that requires grad is fine
+        _call(args)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("page", [16, 256])
+@pytest.mark.parametrize("lens_q", [[1, 1, 1, 1], [3, 1, 4, 2], [300, 1, 129, 64]], ids=["decode", "spec", "prefill"])
+def test_against_reference_gpu(page, lens_q):
+    """bf16, 32 / 8 heads hd128, mixed lengths up to 4k keys in 256 shuffled pages' worth of pool"""
+    dev = "cuda"
+    torch.manual_seed(26)
+    lens_k = [4000, 1, 2500, 700]
+    B, H, HK, D = 4, 32, 8, 128
+    nb = -(-max(lens_k) // page)
+    pool_k, pool_v, table = _pool(B, nb, page, HK, D, 5, torch.bfloat16, seed=page, device=dev)
+    q = torch.randn(sum(lens_q), H, D, dtype=torch.bfloat16, device=dev)
+    ref, rlse = _reference(q, pool_k, pool_v, table, lens_q, lens_k, causal=True)
+    low, _ = _reference(q, pool_k, pool_v, table, lens_q, lens_k, compute_dtype=torch.bfloat16, causal=True)
+    out, lse = tilefold.varlen_attention(q, pool_k, pool_v, _cu(lens_q, dev), _cu(lens_k, dev), max(lens_q),
+                                         max(lens_k), block_table=table, causal=True, num_splits=0, return_lse=True)
+    assert _err(out, ref) <= 2 * _err(low, ref) + 1e-5
+    fin = torch.isfinite(rlse)
+    assert _err(lse[fin], rlse[fin]) <= 1e-3
