@@ -31,7 +31,7 @@ def compile_one(fn, cons, dtype="bf16", warps=4, stages=2):
     for n in params:
         if n in cons:
             sig[n] = "constexpr"
-        elif n in ("seqused_k", "cache_batch_idx") or (n == "seed_lo" and cons.get("RNG_PTR")):
+        elif n in ("seqused_k", "cache_batch_idx", "cache_leftpad") or (n == "seed_lo" and cons.get("RNG_PTR")):
             sig[n] = "*i32"
         elif n in PTR:
             sig[n] = "*" + dtype
@@ -141,12 +141,13 @@ def hd256_split_jobs():
 
 def _optional_args(fn, cons):
     """Constexprs with defaults not given take their defaults; ``seqused_k`` is a None constexpr unless HAS_SEQUSED,
-    ``cache_batch_idx`` unless HAS_CACHE_IDX (RNG_PTR: seed_lo is the key words' pointer)."""
+    ``cache_batch_idx`` unless HAS_CACHE_IDX, ``cache_leftpad`` unless HAS_LEFTPAD (RNG_PTR: seed_lo is the key words'
+    pointer)."""
     params = inspect.signature(fn.fn).parameters
     for n, prm in params.items():
         if n not in cons and "constexpr" in str(prm.annotation) and prm.default is not inspect.Parameter.empty:
             cons[n] = prm.default
-    for ptr, flag in (("seqused_k", "HAS_SEQUSED"), ("cache_batch_idx", "HAS_CACHE_IDX")):
+    for ptr, flag in (("seqused_k", "HAS_SEQUSED"), ("cache_batch_idx", "HAS_CACHE_IDX"), ("cache_leftpad", "HAS_LEFTPAD")):
         if ptr in params and not cons.get(flag):
             cons[ptr] = None
     return cons
@@ -164,7 +165,7 @@ def _compile_as_launched(fn, cons, warps, stages):
         if n not in cons and "constexpr" in str(prm.annotation):
             cons = dict(cons, **{n: False})
     sig = {n: "constexpr" if n in cons else "*bf16" if n in PTR else "*fp32" if n in F32P else
-           "*i32" if n.startswith("cu_") or n in ("CNT", "seqused_k", "cache_batch_idx")
+           "*i32" if n.startswith("cu_") or n in ("CNT", "seqused_k", "cache_batch_idx", "cache_leftpad")
            or (n == "seed_lo" and cons.get("RNG_PTR")) else "fp32" if n in FLOATS else "i32"
            for n in params}
     div = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(params)

@@ -19,7 +19,7 @@ from tilefold.ops.decode.kernel import decode_fwd_kernel
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 PTRS = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*fp32", "LSE": "*fp32", "OUT": "*bf16", "LSE_OUT": "*fp32",
         "CNT": "*i32", "cu_seqlens_q": "*i32", "cu_seqlens_k": "*i32", "seqused_k": "*i32", "cache_batch_idx": "*i32",
-        "BLOCK_TABLE": "*i32"}
+        "BLOCK_TABLE": "*i32", "cache_leftpad": "*i32"}
 FLOATS = {"qk_scale", "softcap_pre", "softcap_post"}
 
 
@@ -27,12 +27,14 @@ def compile_decode(cons, warps, stages):
     params = list(inspect.signature(decode_fwd_kernel.fn).parameters)
     base = dict(GROUP=4, BLOCK_D=128, IS_VARLEN=False, HAS_LO=False, HAS_HI=False, HAS_SOFTCAP=False, EVEN_D=True,
                 DOT_PREC="tf32", FUSED_COMBINE=False, COMBINE_UNROLL=1, USE_TMA=False, FOLD_ROWS=0, PDL=False, KPAR=1,
-                HAS_SEQUSED=False, HAS_CACHE_IDX=False, PAGED=False)
+                HAS_SEQUSED=False, HAS_CACHE_IDX=False, PAGED=False, HAS_LEFTPAD=False)
     cons = dict(base, **cons)
     if not cons["HAS_SEQUSED"]:
         cons["seqused_k"] = None
     if not cons["HAS_CACHE_IDX"]:
         cons["cache_batch_idx"] = None
+    if not cons["HAS_LEFTPAD"]:
+        cons["cache_leftpad"] = None
     sig = {n: "constexpr" if n in cons else PTRS.get(n, "fp32" if n in FLOATS else "i32") for n in params}
     div = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(params)
            if n not in cons and (sig[n].startswith("*") or n.startswith("stride_") or n == "D")}
@@ -72,6 +74,16 @@ if __name__ == "__main__":
                                                                             COMBINE_UNROLL=16, HAS_SEQUSED=True,
                                                                             PAGED=True), 4, 3),
                               ("block64x64x4-seqused", dict(BLOCK_M=64, BLOCK_N=64, HAS_SEQUSED=True), 4, 4),
+                              # a left-padded cache (cache_leftpad), with descriptors and with KPAR
+                              ("ptr16x64x3-seqused-leftpad", dict(BLOCK_M=16, BLOCK_N=64, HAS_SEQUSED=True,
+                                                                  HAS_LEFTPAD=True), 4, 3),
+                              ("desc16x32x4-seqused-slots-leftpad", dict(BLOCK_M=16, BLOCK_N=32, HAS_SEQUSED=True,
+                                                                         HAS_CACHE_IDX=True, HAS_LEFTPAD=True,
+                                                                         USE_TMA=True), 4, 4),
+                              ("kpar32x3-causal-fused-seqused-leftpad", dict(BLOCK_M=16, BLOCK_N=32, KPAR=4, HAS_HI=True,
+                                                                             FUSED_COMBINE=True, FOLD_ROWS=4,
+                                                                             COMBINE_UNROLL=16, HAS_SEQUSED=True,
+                                                                             HAS_LEFTPAD=True), 4, 3),
                               ("block64x64x4-seqused-paged", dict(BLOCK_M=64, BLOCK_N=64, HAS_SEQUSED=True,
                                                                   PAGED=True), 4, 4)]:
         print(json.dumps(dict(config=name, **compile_decode(cons, w, st))), flush=True)

@@ -17,8 +17,8 @@ window edge is unbounded, ``softcap <= 0`` is off, and q / k / v whose last dime
 - One-sided windows (``(left, -1)`` / ``(-1, right)``) follow the documented formula with -1 unbounded; with
   seqlen_q > seqlen_k flash_attn 2's kernels bound the open side at seqlen_k instead, so rows near the top can
   differ.
-- ``flash_attn_with_kvcache``: ``cache_leftpad`` is not provided (NotImplementedError). ``block_table`` (paged KV)
-  takes any page size (flash_attn 2 wants multiples of 256). Lengths, slots and block tables in a CUDA tensor are
+- ``flash_attn_with_kvcache``: ``block_table`` (paged KV)
+  takes any page size (flash_attn 2 wants multiples of 256). Lengths, slots, left pads and block tables in a CUDA tensor are
   not checked against the cache (that needs a device sync per step); the kernels clamp them and the cache write
   skips positions outside the cache.
 - ``flash_attn_varlen_func(block_table=)`` (paged K / V): forward only (NotImplementedError when an input
@@ -138,8 +138,6 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
     """flash_attn's decoding step: k / v appended to the caches in place at cache_seqlens, then q against each
     sequence's filled keys (``tilefold.attention_with_kvcache``)."""
     _unsupported(alibi_slopes)
-    if cache_leftpad is not None:
-        raise NotImplementedError("cache_leftpad is not supported by tilefold yet")
     window_size, softcap = _fa2_options(window_size, softcap)
     q, k, v = _contiguous_last(q, k, v)
     return attention_with_kvcache(q, k_cache, v_cache, k, v, cache_seqlens=cache_seqlens,
@@ -147,4 +145,4 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
                                   softmax_scale=softmax_scale,
                                   causal=causal, window_size=window_size, softcap=softcap, rotary_cos=rotary_cos,
                                   rotary_sin=rotary_sin, rotary_interleaved=rotary_interleaved, num_splits=num_splits,
-                                  return_lse=return_softmax_lse)
+                                  return_lse=return_softmax_lse, cache_leftpad=cache_leftpad)

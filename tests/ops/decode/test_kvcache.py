@@ -31,9 +31,9 @@ def _rotary_ref(x, cos, sin, pos, interleaved):
     return x
 
 
-def _reference(q, k_cache, v_cache, k, v, seqlens, compute_dtype=torch.float64, rotary=None, **mask):
+def _reference(q, k_cache, v_cache, k, v, seqlens, compute_dtype=torch.float64, rotary=None, pads=None, **mask):
     """(out, lse, k_cache', v_cache') by the semantics: rotate, write the new keys at seqlens[b] + i, attend each
-    sequence to its first seqlens[b] + seqlen_new keys"""
+    sequence to its first seqlens[b] + seqlen_new keys (from pads[b] on: a left-padded cache)"""
     kc, vc = k_cache.clone(), v_cache.clone()
     B, M = q.shape[:2]
     S_new = 0 if k is None else k.shape[1]
@@ -53,7 +53,8 @@ def _reference(q, k_cache, v_cache, k, v, seqlens, compute_dtype=torch.float64, 
     outs, lses = [], []
     for b in range(B):
         n = seqlens[b] + S_new
-        o, l = attention_ref(qr[b:b + 1], kc[b:b + 1, :n], vc[b:b + 1, :n], compute_dtype=compute_dtype, **mask)
+        lo = 0 if pads is None else pads[b]
+        o, l = attention_ref(qr[b:b + 1], kc[b:b + 1, lo:n], vc[b:b + 1, lo:n], compute_dtype=compute_dtype, **mask)
         outs.append(o)
         lses.append(l)
     return torch.cat(outs), torch.cat(lses), kc, vc
@@ -113,6 +114,94 @@ def test_against_reference(backend, dtype, name, splits):
     assert _err(out, ref) <= 2 * _err(low, ref) + 1e-5
     fin = torch.isfinite(rlse)
     assert torch.equal(fin, torch.isfinite(lse)) and _err(lse[fin], rlse[fin]) <= 1e-4
+
+
+LEFTPAD_CASES = {  # a CASES entry and each sequence's left padding (<= its filled length)
+    "decode_gqa_causal": [0, 10, 69],  # the last sequence: only its new key is left
+    "append4_window_softcap": [5, 20],
+    "prefill_chunk_rotary": [0, 29],
+    "chunk_forward_kernel": [0, 13],  # 280 packed rows: the forward kernel
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("name", list(LEFTPAD_CASES))
+@pytest.mark.parametrize("splits", [1, 3, 0])
+def test_left_padded_cache(backend, dtype, name, splits):
+    """cache_leftpad: sequence b attends to cache positions [pad_b, cache_seqlens_b + seqlen_new), the new keys land
+    at cache_seqlens_b, the masks align to the end (a pad removes keys, it does not move the queries) and rotary
+    positions stay the cache positions -- flash_attn's semantics; against the fp64 reference (2x rule)"""
+    c = dict(CASES[name])
+    B, M, H, HK, D, L, S_new, lens = (c.pop(x) for x in ("B", "M", "H", "HK", "D", "L", "S_new", "lens"))
+    rot = c.pop("rotary", None)
+    pads = LEFTPAD_CASES[name]
+    torch.manual_seed(3)
+    q = torch.randn(B, M, H, D, dtype=dtype)
+    k_cache, v_cache = torch.randn(B, L, HK, D, dtype=dtype), torch.randn(B, L, HK, D, dtype=dtype)
+    k = torch.randn(B, S_new, HK, D, dtype=dtype) if S_new else None
+    v = torch.randn(B, S_new, HK, D, dtype=dtype) if S_new else None
+    rotary, kw = None, {}
+    if rot is not None:
+        rd, inter = rot
+        ang = torch.arange(L)[:, None] * (10000.0 ** (-torch.arange(rd // 2) / (rd // 2)))[None, :]
+        rotary = (torch.cos(ang).to(dtype), torch.sin(ang).to(dtype), inter)
+        kw = dict(rotary_cos=rotary[0], rotary_sin=rotary[1], rotary_interleaved=inter)
+    ref, rlse, kc_ref, vc_ref = _reference(q, k_cache, v_cache, k, v, lens, rotary=rotary, pads=pads, **c)
+    low, _, _, _ = _reference(q, k_cache, v_cache, k, v, lens, compute_dtype=dtype, rotary=rotary, pads=pads, **c)
+    pad_t = torch.tensor(pads, dtype=torch.int32)
+    with tilefold.use_backend(backend):
+        out, lse = tilefold.attention_with_kvcache(q, k_cache, v_cache, k, v,
+                                                   cache_seqlens=torch.tensor(lens, dtype=torch.int32),
+                                                   cache_leftpad=pad_t, num_splits=splits, return_lse=True, **c, **kw)
+    assert torch.equal(pad_t, torch.tensor(pads, dtype=torch.int32))
+    tol = 0 if rot is None else 2 * torch.finfo(dtype).eps
+    assert _err(k_cache, kc_ref) <= tol and torch.equal(v_cache, vc_ref.to(dtype))
+    assert _err(out, ref) <= 2 * _err(low, ref) + 1e-5
+    fin = torch.isfinite(rlse)
+    assert torch.equal(fin, torch.isfinite(lse)) and _err(lse[fin], rlse[fin]) <= 1e-4
+
+
+@pytest.mark.parametrize("M", [1, 70], ids=["decode_kernel", "forward_kernel"])
+def test_left_pad_with_slots_and_clamping(M):
+    """cache_leftpad with cache_batch_idx (the pad is per sequence, the slot picks the cache row); on the kernels a
+    pad past the sequence's length (a CUDA tensor is not checked on the host; here the inner function) clamps to
+    it: no keys, output 0 and lse -inf, never a read before the row"""
+    from tilefold.ops.decode import kvcache
+    torch.manual_seed(4)
+    kc, vc = torch.randn(3, 24, 1, 16), torch.randn(3, 24, 1, 16)
+    q = torch.randn(2, M, 4, 16)
+    slots = torch.tensor([2, 0], dtype=torch.int32)
+    with tilefold.use_backend("triton"):
+        out = tilefold.attention_with_kvcache(q, kc, vc, cache_seqlens=torch.tensor([20, 9], dtype=torch.int32),
+                                              cache_batch_idx=slots,
+                                              cache_leftpad=torch.tensor([6, 0], dtype=torch.int32))
+        bad, lse = kvcache._attend(q, kc, vc, torch.tensor([20, 9], dtype=torch.int32), slots, 0.25, (-1, -1), 0.0, 1,
+                                   None, torch.tensor([21, -3], dtype=torch.int32))
+    want0, _ = attention_ref(q[:1], kc[2:3, 6:20], vc[2:3, 6:20])
+    want1, _ = attention_ref(q[1:], kc[0:1, :9], vc[0:1, :9])
+    assert _err(out[:1], want0) < 1e-5 and _err(out[1:], want1) < 1e-5
+    assert torch.equal(bad[0], torch.zeros_like(bad[0])) and bool(torch.isneginf(lse[0]).all())
+    assert _err(bad[1:], want1) < 1e-5  # a negative pad is 0
+
+
+@pytest.mark.parametrize("bad, msg, exc", [
+    (dict(cache_leftpad=torch.tensor([0, 4], dtype=torch.int32)), "cache_leftpad: expected values <= cache_seqlens",
+     ValueError),
+    (dict(cache_leftpad=torch.tensor([0, 2])), "cache_leftpad: expected an int32 tensor", ValueError),
+    (dict(cache_leftpad=torch.tensor([0], dtype=torch.int32)), "cache_leftpad: expected an int32 tensor", ValueError),
+    (dict(cache_leftpad=torch.tensor([0, -1], dtype=torch.int32)), "cache_leftpad: expected values in", ValueError),
+    (dict(cache_leftpad=torch.tensor([0, 1], dtype=torch.int32), block_table=torch.tensor([[0], [1]], dtype=torch.int32)),
+     "paged cache has no left padding", NotImplementedError),
+])
+def test_left_pad_bad_input_raises(bad, msg, exc):
+    q = torch.randn(2, 1, 4, 16)
+    k_cache, v_cache = torch.randn(2, 30, 2, 16), torch.randn(2, 30, 2, 16)
+    before = k_cache.clone()
+    with pytest.raises(exc, match=msg):
+        tilefold.attention_with_kvcache(q, k_cache, v_cache, torch.randn(2, 1, 2, 16), torch.randn(2, 1, 2, 16),
+                                        cache_seqlens=3, **bad)
+    assert torch.equal(k_cache, before)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -360,8 +449,8 @@ def test_paged_bad_input_raises(bad, msg):
 
 
 def test_flash_attn_with_kvcache_compat():
-    """flash_attn's argument list and readings (negative window edge unbounded, return_softmax_lse); the arguments
-    tilefold does not support are refused by name"""
+    """flash_attn's argument list and readings (negative window edge unbounded, return_softmax_lse, block_table,
+    cache_leftpad); alibi_slopes, which tilefold does not support, is refused by name"""
     torch.manual_seed(4)
     q = torch.randn(2, 1, 4, 16)
     k_cache, v_cache = torch.randn(2, 30, 2, 16), torch.randn(2, 30, 2, 16)
@@ -375,9 +464,12 @@ def test_flash_attn_with_kvcache_compat():
     table = torch.tensor([[1], [0]], dtype=torch.int32)  # block_table: each sequence's cache row as one 30-key page
     paged = flash_attn_with_kvcache(q, kc2.clone(), vc2.clone(), cache_seqlens=lens + 1, block_table=table)
     assert torch.equal(paged, tilefold.attention_with_kvcache(q, kc2.flip(0), vc2.flip(0), cache_seqlens=lens + 1))
-    for bad in (dict(cache_leftpad=torch.zeros(2, dtype=torch.int32)), dict(alibi_slopes=torch.ones(4))):
-        with pytest.raises(NotImplementedError, match=next(iter(bad))):
-            flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=lens, **bad)
+    pads = torch.tensor([1, 7], dtype=torch.int32)
+    left = flash_attn_with_kvcache(q, kc2.clone(), vc2.clone(), cache_seqlens=lens, cache_leftpad=pads, causal=True)
+    assert torch.equal(left, tilefold.attention_with_kvcache(q, kc2, vc2, cache_seqlens=lens, cache_leftpad=pads,
+                                                             causal=True))
+    with pytest.raises(NotImplementedError, match="alibi_slopes"):
+        flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=lens, alibi_slopes=torch.ones(4))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -387,12 +479,15 @@ def test_flash_attn_with_kvcache_compat():
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("M,S_new", [(1, 1), (4, 4), (64, 64)], ids=["decode", "spec4", "chunk64"])
-def test_against_reference_gpu(dtype, M, S_new):
+@pytest.mark.parametrize("leftpad", [False, True], ids=["", "leftpad"])
+def test_against_reference_gpu(dtype, M, S_new, leftpad):
     """hd128 GQA 32 / 8 heads, lengths from 0 to the end of an 8k cache, causal, rotary; the split choice of the
-    decode path (num_splits=0) and the forward kernel with splits for 64-row chunks"""
+    decode path (num_splits=0) and the forward kernel with splits for 64-row chunks; with left pads (one of them the
+    whole filled length)"""
     torch.manual_seed(5)
     B, H, HK, D, L = 4, 32, 8, 128, 8192
     lens = [0, 1000, 4097, L - S_new]
+    pads = [0, 1000, 33, 5000] if leftpad else None
     q = torch.randn(B, M, H, D, device="cuda", dtype=dtype)
     k_cache = torch.randn(B, L, HK, D, device="cuda", dtype=dtype)
     v_cache = torch.randn(B, L, HK, D, device="cuda", dtype=dtype)
@@ -401,13 +496,14 @@ def test_against_reference_gpu(dtype, M, S_new):
     ang = torch.arange(L, device="cuda")[:, None] * (10000.0 ** (-torch.arange(32, device="cuda") / 32))[None, :]
     cos, sin = torch.cos(ang).to(dtype), torch.sin(ang).to(dtype)
     ref, rlse, kc_ref, _ = _reference(q.cpu(), k_cache.cpu(), v_cache.cpu(), k.cpu(), v.cpu(), lens,
-                                      rotary=(cos.cpu(), sin.cpu(), False), causal=True)
+                                      rotary=(cos.cpu(), sin.cpu(), False), causal=True, pads=pads)
     low, _, _, _ = _reference(q.cpu(), k_cache.cpu(), v_cache.cpu(), k.cpu(), v.cpu(), lens, compute_dtype=dtype,
-                              rotary=(cos.cpu(), sin.cpu(), False), causal=True)
+                              rotary=(cos.cpu(), sin.cpu(), False), causal=True, pads=pads)
+    extra = dict(cache_leftpad=torch.tensor(pads, dtype=torch.int32, device="cuda")) if leftpad else {}
     out, lse = tilefold.attention_with_kvcache(q, k_cache, v_cache, k, v,
                                                cache_seqlens=torch.tensor(lens, dtype=torch.int32, device="cuda"),
                                                causal=True, rotary_cos=cos, rotary_sin=sin, rotary_interleaved=False,
-                                               return_lse=True)
+                                               return_lse=True, **extra)
     assert _err(k_cache.cpu(), kc_ref) <= 2 * torch.finfo(dtype).eps * 8
     assert _err(out.cpu(), ref) <= 2 * _err(low, ref) + 1e-5
     fin = torch.isfinite(rlse)

@@ -14,7 +14,8 @@ import triton.language as tl
 from . import config as _cfg
 from . import forward_sm90 as _sm90
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
-from ..common.masks import block_order, cache_row, key_tiles, sequence_bounds, split_share, used_keys, visible
+from ..common.masks import (block_order, cache_row, key_tiles, left_pad, sequence_bounds, split_share, used_keys,
+                            visible)
 from ..common.host import cdiv, rows_grid
 from ..common.philox import RNG_ARGS, dropout_args, dropout_keep, rng_key, rng_ptr
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
@@ -67,7 +68,7 @@ def attention_fwd_kernel(
     stride_vb, stride_vn, stride_vh,
     stride_ob, stride_om, stride_oh, stride_os,
     stride_lb, stride_lh, stride_lm, stride_ls,
-    cu_seqlens_q, cu_seqlens_k, seqused_k, cache_batch_idx, n_cache,
+    cu_seqlens_q, cu_seqlens_k, seqused_k, cache_batch_idx, cache_leftpad, n_cache,
     seqlen_q_fixed, seqlen_k_fixed, shift_extra, win_left, win_right,
     qk_scale, softcap_pre, softcap_post,
     H, GROUP, D, n_splits,
@@ -78,7 +79,7 @@ def attention_fwd_kernel(
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, IS_SPLIT: tl.constexpr,
     DOT_PREC: tl.constexpr, USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr,
     HAS_DROPOUT: tl.constexpr, RETURN_P: tl.constexpr, LPT: tl.constexpr, RNG_PTR: tl.constexpr = False,
-    HAS_SEQUSED: tl.constexpr = False, HAS_CACHE_IDX: tl.constexpr = False,
+    HAS_SEQUSED: tl.constexpr = False, HAS_CACHE_IDX: tl.constexpr = False, HAS_LEFTPAD: tl.constexpr = False,
 ):
     # heavy query blocks (most visible keys under a causal mask) first: a shorter tail
     pid_m, pid_bh, pid_s = block_order(LPT, True, n_splits)
@@ -89,6 +90,7 @@ def attention_fwd_kernel(
     q_start, seqlen_q, k_start, seqlen_k = sequence_bounds(cu_seqlens_q, cu_seqlens_k, b, seqlen_q_fixed,
                                                            seqlen_k_fixed, IS_VARLEN)
     seqlen_k = used_keys(seqlen_k, seqused_k, b, HAS_SEQUSED)
+    k_start, seqlen_k = left_pad(k_start, seqlen_k, cache_leftpad, b, HAS_LEFTPAD)
     m0 = pid_m * BLOCK_M
     if m0 >= seqlen_q:
         return
@@ -196,7 +198,8 @@ def _qkv_strides(t):
 
 def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None, cu_seqlens_k=None,
                   max_seqlen_q=None, max_seqlen_k=None, shift_extra=0, num_splits=1,
-                  dropout_p=0.0, seed=0, offset=0, rng=None, probs=None, seqused_k=None, cache_batch_idx=None):
+                  dropout_p=0.0, seed=0, offset=0, rng=None, probs=None, seqused_k=None, cache_batch_idx=None,
+                  cache_leftpad=None):
     """Launch the forward. ``window = (left, right)`` with -1 unbounded (causal already folded into
     right = 0). Returns (out, lse): out like q, lse (B, H, M) or (H, Tq) fp32 natural log.
     With num_splits > 1 returns fp32 partial states (num_splits, *out.shape) and (num_splits, *lse.shape).
@@ -206,10 +209,12 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
     receives the normalized probabilities with dropped elements' sign bit set. ``seqused_k``: int32 (batch,), sequence
     b attends to its first seqused_k[b] keys (clamped to its length; a padded KV cache's filled part), the masks
     aligned to that length. ``cache_batch_idx``: int32 (batch,), sequence b reads K / V row cache_batch_idx[b] (clamped
-    into k's batch)."""
+    into k's batch). ``cache_leftpad``: int32 (batch,), sequence b's keys start cache_leftpad[b] rows in (clamped into
+    its length)."""
     varlen = cu_seqlens_q is not None
     # (returned probabilities are computed by a separate call whose out / lse are discarded: this kernel)
-    cache_call = seqused_k is not None or cache_batch_idx is not None  # attention_with_kvcache: Triton kernel
+    # attention_with_kvcache: the Triton kernel
+    cache_call = seqused_k is not None or cache_batch_idx is not None or cache_leftpad is not None
     if probs is None and not cache_call and _cfg.FWD_SM90 != "0" and not _cfg.interpreter_enabled() and _sm90.supported(
             q, k, v, softcap=softcap, window=window, dropout_p=dropout_p, num_splits=num_splits,
             varlen=varlen, shift_extra=shift_extra, softmax_scale=softmax_scale):
@@ -277,7 +282,8 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
         sob, som, soh, so, slb, slh, slm, sl,
         cu_seqlens_q if varlen else dummy, cu_seqlens_k if varlen else dummy,
         seqused_k if seqused_k is not None else dummy,
-        cache_batch_idx if cache_batch_idx is not None else dummy, k.shape[0] if not varlen else 1,
+        cache_batch_idx if cache_batch_idx is not None else dummy,
+        cache_leftpad if cache_leftpad is not None else dummy, k.shape[0] if not varlen else 1,
         M, N, shift_extra, max(left, 0), max(right, 0),
         softmax_scale * LOG2E, sc_pre, sc_post,
         H, H // HK, D, n_splits,
@@ -288,7 +294,7 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
         DOT_PREC=_cfg.dot_precision(q.dtype), USE_TMA=use_tma, WARP_SPEC=use_tma and cfg.warp_spec,
         HAS_DROPOUT=has_drop, RETURN_P=probs is not None, LPT=_cfg.lpt_order(left, right, varlen),
         RNG_PTR=has_drop and rng_ptr(rng), HAS_SEQUSED=seqused_k is not None,
-        HAS_CACHE_IDX=cache_batch_idx is not None,
+        HAS_CACHE_IDX=cache_batch_idx is not None, HAS_LEFTPAD=cache_leftpad is not None,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return out, lse

@@ -41,6 +41,17 @@ def used_keys(seqlen_k, seqused_k, b, HAS_SEQUSED: tl.constexpr):
 
 
 @triton.jit
+def left_pad(k_start, seqlen_k, cache_leftpad, b, HAS_LEFTPAD: tl.constexpr):
+    """A left-padded cache: sequence b's keys start ``cache_leftpad[b]`` rows in (clamped into [0, seqlen_k]), so its
+    keys are rows [k_start + pad, k_start + seqlen_k) and it has seqlen_k - pad of them (the masks align to that)."""
+    if HAS_LEFTPAD:
+        pad = tl.minimum(tl.maximum(tl.load(cache_leftpad + b), 0), seqlen_k)
+        k_start = k_start + pad
+        seqlen_k = seqlen_k - pad
+    return k_start, seqlen_k
+
+
+@triton.jit
 def cache_row(b, cache_batch_idx, n_cache, HAS_CACHE_IDX: tl.constexpr):
     """The batch row of K / V that sequence b reads: b, or with HAS_CACHE_IDX ``cache_batch_idx[b]`` (a cache slot),
     clamped into [0, n_cache) so a bad index cannot read outside K / V."""

@@ -32,7 +32,7 @@ from ..common.dispatch import interpreter_enabled
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
 from ..common.host import cdiv, env_get, next_pow2, rows_grid, visible_keys  # noqa: F401 (visible_keys: splitkv's)
 from ..common.launch import LaunchCache, stream_scratches
-from ..common.masks import (cache_row, grid_row, key_tiles, paged_rows, sequence_bounds, split_share, used_keys,
+from ..common.masks import (cache_row, grid_row, key_tiles, left_pad, paged_rows, sequence_bounds, split_share, used_keys,
                             visible)
 from ..common.tma import _major, ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 try:  # programmatic dependent launch (Triton >= 3.4)
@@ -133,7 +133,7 @@ def decode_fwd_kernel(
     stride_vb, stride_vn, stride_vh,
     stride_ob, stride_om, stride_oh, stride_os,
     stride_lb, stride_lh, stride_lm, stride_ls,
-    cu_seqlens_q, cu_seqlens_k, seqused_k, cache_batch_idx, n_cache,
+    cu_seqlens_q, cu_seqlens_k, seqused_k, cache_batch_idx, cache_leftpad, n_cache,
     seqlen_q_fixed, seqlen_k_fixed, win_left, win_right,
     qk_scale, softcap_pre, softcap_post, HK, D, n_splits,
     OUT, LSE_OUT, CNT, stride_fb, stride_fm, stride_fh, stride_flb, stride_flh, stride_flm,
@@ -143,7 +143,7 @@ def decode_fwd_kernel(
     EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, FUSED_COMBINE: tl.constexpr = False,
     COMBINE_UNROLL: tl.constexpr = 1, USE_TMA: tl.constexpr = False, FOLD_ROWS: tl.constexpr = 0,
     PDL: tl.constexpr = False, KPAR: tl.constexpr = 1, HAS_SEQUSED: tl.constexpr = False,
-    HAS_CACHE_IDX: tl.constexpr = False, PAGED: tl.constexpr = False,
+    HAS_CACHE_IDX: tl.constexpr = False, PAGED: tl.constexpr = False, HAS_LEFTPAD: tl.constexpr = False,
 ):
     """Grid (packed row blocks, B · HK, splits S). Writes the state of packed rows [r0, r0 + BLOCK_M) of
     (batch b, key head hk) over the pid_s-th of S equal BLOCK_N-aligned shares of the keys those rows can see
@@ -155,9 +155,11 @@ def decode_fwd_kernel(
     once when allocated; fresh during CUDA graph capture).
     KPAR > 1: the key range is folded as KPAR chunks side by side, one per warp (``_decode_kpar``; pointer loads).
     PAGED: K / V are (n_pages, page_size, HK, D) and key n of sequence b lives in page BLOCK_TABLE[b, n // page_size]
-    (row stride stride_btb), row n % page_size (``masks.paged_rows``; pointer loads, KPAR = 1)."""
+    (row stride stride_btb), row n % page_size (``masks.paged_rows``; pointer loads, KPAR = 1).
+    HAS_LEFTPAD: sequence b's keys start cache_leftpad[b] rows into its cache (``masks.left_pad``; not with PAGED)."""
     tl.static_assert(KPAR == 1 or not USE_TMA, "the KPAR path loads K / V through pointers")
     tl.static_assert(not PAGED or (KPAR == 1 and not USE_TMA), "a paged cache is read through pointers, KPAR = 1")
+    tl.static_assert(not (PAGED and HAS_LEFTPAD), "a paged cache has no left padding")
     if PDL:  # the combine kernel (a programmatic dependent launch) may start once every program got here
         gdc_launch_dependents()
     pid_m = tl.program_id(0)
@@ -169,6 +171,7 @@ def decode_fwd_kernel(
     seqlen_k = used_keys(seqlen_k, seqused_k, b, HAS_SEQUSED)  # a padded KV cache's filled part
     if PAGED:  # no further than the block table's capacity (seqlen_k_fixed; a packed call's lengths come from cu_seqlens_k)
         seqlen_k = tl.minimum(seqlen_k, seqlen_k_fixed)
+    k_start, seqlen_k = left_pad(k_start, seqlen_k, cache_leftpad, b, HAS_LEFTPAD)
     n_rows = seqlen_q * GROUP
     r0 = pid_m * BLOCK_M
     if r0 >= n_rows:
@@ -653,7 +656,7 @@ def clear_plans():
 
 
 def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seqused=False, cache_idx=False,
-               paged_keys=0) -> _Plan:
+               paged_keys=0, leftpad=False) -> _Plan:
     """``paged_keys``: a paged cache's capacity per sequence (block table columns x page size), 0 when not paged."""
     varlen = cu_q is not None
     if varlen:
@@ -710,7 +713,7 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seq
                 HAS_HI=right >= 0, HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D,
                 DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32", FUSED_COMBINE=fused,
                 COMBINE_UNROLL=1, USE_TMA=use_tma, FOLD_ROWS=0, KPAR=cfg.kpar, HAS_SEQUSED=seqused,
-                HAS_CACHE_IDX=cache_idx, PAGED=bool(paged_keys))
+                HAS_CACHE_IDX=cache_idx, PAGED=bool(paged_keys), HAS_LEFTPAD=leftpad)
     if fused:
         fr = fold_rows(M * G, cfg.BLOCK_M, varlen)
         # the whole-block fold ("block") keeps its measured unroll cap of 4
@@ -745,7 +748,7 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seq
 
 
 def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=None, max_k=None, seqused_k=None,
-               cache_batch_idx=None, block_table=None):
+               cache_batch_idx=None, block_table=None, cache_leftpad=None):
     """Split-KV decode forward: returns (out like q, lse (B, H, M) / (H, T) fp32). ``S`` key ranges of
     BLOCK_N-aligned keys (S = 1: no split, the kernel writes the output directly); for S > 1 either two
     launches (the split kernel and the combine) or one (the last split of each row block combines; see
@@ -753,7 +756,8 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
     (clamped to its length), the masks aligned to that length; ``cache_batch_idx``: int32 (batch,), sequence b reads
     K / V row cache_batch_idx[b] (clamped into k's batch); ``block_table``: int32 (batch, max_blocks) with unit column
     stride, k / v (n_pages, page_size, HK, D): a paged cache of max_blocks · page_size keys per sequence, key n of
-    sequence b in page block_table[b, n // page_size] (clamped into [0, n_pages)).
+    sequence b in page block_table[b, n // page_size] (clamped into [0, n_pages)); ``cache_leftpad``: int32 (batch,),
+    sequence b's keys start cache_leftpad[b] rows into its cache (clamped into its length; not with block_table).
 
     Host path (decode at small batch is host-latency bound): everything that is not a tensor is a
     ``_Plan`` cached under a key of shapes, strides, dtypes, options, the modes read from the environment
@@ -764,7 +768,7 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
         # launches and per-stream scratch follow the current device: make it q's
         with torch.cuda.device(q.device):
             return decode_fwd(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seqused_k,
-                              cache_batch_idx, block_table)
+                              cache_batch_idx, block_table, cache_leftpad)
     window = tuple(window)
     key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), q.dtype, k.dtype, v.dtype, q.device,
            S, scale, window, softcap, varlen, env_get("TILEFOLD_DECODE_COMBINE", DECODE_COMBINE),
@@ -777,6 +781,8 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
         key += ("seqused", seqused_k.data_ptr() % 16)
     if cache_batch_idx is not None:
         key += ("cache_idx", cache_batch_idx.data_ptr() % 16)
+    if cache_leftpad is not None:
+        key += ("leftpad", cache_leftpad.data_ptr() % 16)
     paged_keys, bt_args = 0, (0, 0)
     if block_table is not None:
         paged_keys = block_table.shape[1] * k.shape[1]
@@ -785,7 +791,7 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
     plan = _PLANS.get(key)
     if plan is None:
         plan = _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seqused_k is not None,
-                          cache_batch_idx is not None, paged_keys)
+                          cache_batch_idx is not None, paged_keys, cache_leftpad is not None)
         if len(_PLANS) >= 1024:
             _PLANS.clear()
         _PLANS[key] = plan
@@ -812,8 +818,9 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
     cu0, cu1 = (cu_q, cu_k) if varlen else (q, q)
     used = seqused_k if seqused_k is not None else q
     slot = cache_batch_idx if cache_batch_idx is not None else q
+    pad = cache_leftpad if cache_leftpad is not None else q
     bt = block_table if block_table is not None else q
-    _DECODE.launch(key, plan.grid, (q, k, v, o_dst, l_dst, *plan.a1, cu0, cu1, used, slot, *plan.a2, out, lse, cnt,
+    _DECODE.launch(key, plan.grid, (q, k, v, o_dst, l_dst, *plan.a1, cu0, cu1, used, slot, pad, *plan.a2, out, lse, cnt,
                                     *plan.a3, bt, *bt_args),
                    plan.cons, **plan.options)
     if plan.cgrid is not None:

@@ -168,6 +168,23 @@ def _slots(cache_batch_idx, B, n_cache, device):
     return _on_device("cache_batch_idx", cache_batch_idx, 0, n_cache, f"[0, {n_cache}) (the cache's batch)", device)
 
 
+def _leftpad(cache_leftpad, cache_seqlens, B, L, device):
+    """cache_leftpad as an int32 (B,) tensor on ``device`` (or None). On the CPU its values are checked against [0, L]
+    and, where cache_seqlens is an int or a CPU tensor, against each sequence's filled length (a sequence's keys are
+    positions [cache_leftpad[b], cache_seqlens[b] + seqlen_new) of its cache)."""
+    if cache_leftpad is None:
+        return None
+    pads = _dense_index("cache_leftpad", cache_leftpad, B)
+    if pads.device.type == "cpu":
+        lens = (torch.full((B,), cache_seqlens) if _is_int(cache_seqlens) else
+                cache_seqlens if isinstance(cache_seqlens, torch.Tensor) and cache_seqlens.device.type == "cpu" else
+                torch.full((B,), L) if cache_seqlens is None else None)
+        if lens is not None and B and bool((pads > lens.to(torch.int64)).any()):
+            raise ValueError(f"cache_leftpad: expected values <= cache_seqlens (where each sequence's keys start, "
+                             f"before its end), got {pads.tolist()} against {lens.tolist()}")
+    return _on_device("cache_leftpad", pads, 0, L + 1, f"[0, {L}] (seqlen_cache {L})", device)
+
+
 def _block_table(block_table, B, n_pages, device):
     """block_table as an int32 (B, max_blocks) tensor on ``device`` with unit column stride (a copy on its device
     otherwise); its entries checked against the n_pages pages when it is a CPU tensor."""
@@ -240,7 +257,8 @@ def _check(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, slots, block_table
 
 def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens=None, cache_batch_idx=None,
                            block_table=None, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
-                           rotary_cos=None, rotary_sin=None, rotary_interleaved=True, num_splits=0, return_lse=False):
+                           rotary_cos=None, rotary_sin=None, rotary_interleaved=True, num_splits=0, return_lse=False,
+                           cache_leftpad=None):
     """One decoding step against a padded KV cache (module docstring).
 
     Args:
@@ -260,9 +278,14 @@ def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens
             with cache_batch_idx. Decode shapes (seqlen_q · heads / heads_k <= 256) read the pages in place; larger
             calls, and CPU tensors, first gather each sequence's pages into a contiguous copy (one more read and write
             of max_blocks · page_size keys per sequence).
+        cache_leftpad: optional int32 (batch,): a left-padded cache, sequence b's keys are cache positions
+            ``[cache_leftpad[b], cache_seqlens[b] + seqlen_new)`` (flash_attn's ``cache_leftpad``); new keys are still
+            written at cache_seqlens[b], rotary positions stay the cache positions. Checked (<= cache_seqlens) when on
+            the CPU, clamped on the GPU. Not with block_table.
         softmax_scale, causal, window_size, softcap: as :func:`tilefold.attention`, aligned bottom-right to each
             sequence's length ``cache_seqlens[b] + seqlen_new`` (causal: query i sits at position
-            ``cache_seqlens[b] + seqlen_new - seqlen_q + i``).
+            ``cache_seqlens[b] + seqlen_new - seqlen_q + i``; a left padding removes keys, it does not move the
+            queries).
         rotary_cos, rotary_sin: optional (seqlen_ro >= seqlen_cache, rotary_dim / 2): rotary embedding of the first
             rotary_dim dims of the new keys (at positions cache_seqlens[b] + i) and of q (at positions
             cache_seqlens[b] + i when causal or windowed -- a window edge >= seqlen_cache does not count --, else
@@ -286,6 +309,10 @@ def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens
     rotary_interleaved = _validate_bool("rotary_interleaved", rotary_interleaved)
     _validate_bool("return_lse", return_lse)
     num_splits = _validate_num_splits(num_splits)
+    if cache_leftpad is not None and block_table is not None:
+        raise NotImplementedError("cache_leftpad with block_table: a paged cache has no left padding (flash_attn "
+                                  "refuses the pair too)")
+    pads = _leftpad(cache_leftpad, cache_seqlens, B, L, q.device)
     seqlens = _lengths(cache_seqlens, B, L, S_new, q.device)
     slots = _slots(cache_batch_idx, B, k_cache.shape[0], q.device)
     # no autograd record (an inference path); the guard costs host time, so only where something requires grad
@@ -304,7 +331,8 @@ def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens
         if k is not None:
             _append(k_cache, v_cache, k, v, seqlens, slots, block_table)
         used = seqlens + S_new if S_new else seqlens
-        out, lse = _attend(q, k_cache, v_cache, used, slots, scale, (left, right), softcap, num_splits, block_table)
+        out, lse = _attend(q, k_cache, v_cache, used, slots, scale, (left, right), softcap, num_splits, block_table,
+                           pads)
     return (out, lse) if return_lse else out
 
 
@@ -316,7 +344,7 @@ def _gather_pages(cache, block_table):
     return cache[pages.reshape(-1)].reshape(B, nb * cache.shape[1], *cache.shape[2:])
 
 
-def _attend(q, k_cache, v_cache, used, slots, scale, window, softcap, num_splits, block_table=None):
+def _attend(q, k_cache, v_cache, used, slots, scale, window, softcap, num_splits, block_table=None, pads=None):
     B, M, H, D = q.shape
     HK = k_cache.shape[2]
     triton_path = backend_for(q) == "triton"
@@ -330,13 +358,15 @@ def _attend(q, k_cache, v_cache, used, slots, scale, window, softcap, num_splits
             S = splitkv._choose_cached(B, H, HK, M, visible_keys(M, L, window[0]), D, q.dtype, q.device,
                                        window[0] >= 0 or window[1] >= 0, splitkv._kpar_allowed())
         return splitkv._fwd_triton(q, k_cache, v_cache, S, scale, window, softcap, None, None, M, L, seqused_k=used,
-                                   cache_batch_idx=slots, block_table=block_table)
+                                   cache_batch_idx=slots, block_table=block_table, cache_leftpad=pads)
     # torch path: each sequence against its filled keys (split-KV changes nothing but speed there)
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     lse = torch.empty(B, H, M, dtype=torch.float32, device=q.device)
     rows = slots.tolist() if slots is not None else range(B)
-    for b, (n, r) in enumerate(zip(used.clamp(0, L).tolist(), rows)):
-        out[b:b + 1], lse[b:b + 1] = cpu.attention_fwd_cpu(q[b:b + 1], k_cache[r:r + 1, :n], v_cache[r:r + 1, :n],
+    ends = used.clamp(0, L).tolist()
+    starts = [min(max(p, 0), n) for p, n in zip(pads.tolist(), ends)] if pads is not None else [0] * B
+    for b, (lo, n, r) in enumerate(zip(starts, ends, rows)):
+        out[b:b + 1], lse[b:b + 1] = cpu.attention_fwd_cpu(q[b:b + 1], k_cache[r:r + 1, lo:n], v_cache[r:r + 1, lo:n],
                                                            softmax_scale=scale, window=window, softcap=softcap)
     return out, lse
 
