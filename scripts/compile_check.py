@@ -31,7 +31,7 @@ def compile_one(fn, cons, dtype="bf16", warps=4, stages=2):
     for n in params:
         if n in cons:
             sig[n] = "constexpr"
-        elif n in ("seqused_k", "cache_batch_idx", "cache_leftpad") or (n == "seed_lo" and cons.get("RNG_PTR")):
+        elif n in ("seqused_k", "cache_batch_idx", "cache_leftpad", "BLOCK_TABLE") or (n == "seed_lo" and cons.get("RNG_PTR")):
             sig[n] = "*i32"
         elif n in PTR:
             sig[n] = "*" + dtype
@@ -165,7 +165,7 @@ def _compile_as_launched(fn, cons, warps, stages):
         if n not in cons and "constexpr" in str(prm.annotation):
             cons = dict(cons, **{n: False})
     sig = {n: "constexpr" if n in cons else "*bf16" if n in PTR else "*fp32" if n in F32P else
-           "*i32" if n.startswith("cu_") or n in ("CNT", "seqused_k", "cache_batch_idx", "cache_leftpad")
+           "*i32" if n.startswith("cu_") or n in ("CNT", "seqused_k", "cache_batch_idx", "cache_leftpad", "BLOCK_TABLE")
            or (n == "seed_lo" and cons.get("RNG_PTR")) else "fp32" if n in FLOATS else "i32"
            for n in params}
     div = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(params)

@@ -353,7 +353,7 @@ PAGED_CASES = {  # (B, M, H, HK, D, page, pages per sequence, S_new, lens, mask)
     "decode_page5_window_softcap": (2, 2, 4, 2, 16, 5, 9, 2, [3, 43], dict(causal=True, window_size=(11, 0),
                                                                             softcap=5.0)),
     "decode_page16_mqa": (2, 3, 4, 1, 24, 16, 4, 0, [64, 20], {}),
-    "forward_kernel_page32": (2, 70, 4, 1, 16, 32, 5, 70, [0, 25], dict(causal=True)),  # 280 rows: pages gathered
+    "forward_kernel_page32": (2, 70, 4, 1, 16, 32, 5, 70, [0, 25], dict(causal=True)),  # 280 rows: the forward kernel
 }
 
 
@@ -373,7 +373,9 @@ def test_paged_cache(backend, dtype, name, splits):
     k = torch.randn(B, S_new, HK, D, dtype=dtype) if S_new else None
     v = torch.randn(B, S_new, HK, D, dtype=dtype) if S_new else None
     pool_k, pool_v, table = _paged(k_cache, v_cache, page, 3, seed=len(name))
-    pool_v = pool_v.transpose(1, 2).contiguous().transpose(1, 2)  # V's row / head strides differ from K's
+    wide = torch.zeros(pool_v.shape[0], HK, page + 3, D, dtype=dtype)  # V's page / row / head strides differ from K's
+    wide[:, :, :page] = pool_v.transpose(1, 2)
+    pool_v = wide.transpose(1, 2)[:, :page]
     ref, rlse, kc_ref, vc_ref = _reference(q, k_cache, v_cache, k, v, lens, **mask)
     low, _, _, _ = _reference(q, k_cache, v_cache, k, v, lens, compute_dtype=dtype, **mask)
     spare = torch.ones(pool_k.shape[0], dtype=torch.bool)
@@ -393,8 +395,8 @@ def test_paged_cache(backend, dtype, name, splits):
 
 
 def test_paged_decode_reads_pages_in_place(monkeypatch):
-    """decode shapes on the kernels read the pages through the block table (no gathered copy); larger calls and the
-    torch path gather"""
+    """the kernels read the pages through the block table (no gathered copy): the decode kernel, and the forward kernel
+    for more than 256 packed rows; the torch path gathers"""
     from tilefold.ops.decode import kvcache
     calls = []
     real = kvcache._gather_pages
@@ -402,7 +404,7 @@ def test_paged_decode_reads_pages_in_place(monkeypatch):
     torch.manual_seed(12)
     pool_k, pool_v = torch.randn(6, 8, 2, 16), torch.randn(6, 8, 2, 16)
     table = torch.tensor([[4, 0], [2, 5]], dtype=torch.int32)
-    for M, backend, gathered in ((1, "triton", 0), (70, "triton", 2), (1, "torch", 2)):  # 70 x 4 rows > 256
+    for M, backend, gathered in ((1, "triton", 0), (70, "triton", 0), (1, "torch", 2)):  # 70 x 4 rows > 256
         calls.clear()
         with tilefold.use_backend(backend):
             tilefold.attention_with_kvcache(torch.randn(2, M, 8, 16), pool_k, pool_v, block_table=table,

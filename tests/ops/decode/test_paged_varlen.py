@@ -17,14 +17,15 @@ def _cu(lens, device="cpu"):
 
 def _pool(B, nb, page, HK, D, n_spare, dtype, seed, device="cpu"):
     """A page pool with each sequence's nb pages at shuffled places among n_spare extra pages; returns (pool_k,
-    pool_v with other row / head strides than K's, block_table int32 (B, nb))."""
+    pool_v with other page / row / head strides than K's, block_table int32 (B, nb))."""
     g = torch.Generator().manual_seed(seed)
     n_pages = B * nb + n_spare
     table = torch.randperm(n_pages, generator=g)[:B * nb].reshape(B, nb).to(torch.int32)
     pool_k = torch.randn(n_pages, page, HK, D, generator=g).to(dtype).to(device)
     pool_v = torch.randn(n_pages, page, HK, D, generator=g).to(dtype).to(device)
-    pool_v = pool_v.transpose(1, 2).contiguous().transpose(1, 2)
-    return pool_k, pool_v, table.to(device)
+    wide = torch.zeros(n_pages, HK, page + 3, D, dtype=dtype, device=device)  # pages 3 rows apart, heads outermost
+    wide[:, :, :page] = pool_v.transpose(1, 2)
+    return pool_k, wide.transpose(1, 2)[:, :page], table.to(device)
 
 
 def _reference(q, pool_k, pool_v, table, lens_q, lens_k, compute_dtype=torch.float64, **mask):
@@ -53,7 +54,7 @@ CASES = {  # (lens_q, lens_k, H, HK, D, page, pages per sequence, mask)
     "decode_page1_window_softcap": ([3, 0, 2], [12, 3, 30], 4, 2, 16, 1, 30, dict(causal=True, window_size=(7, 0),
                                                                                   softcap=5.0)),
     "decode_page16_mqa_nomask": ([4, 1], [40, 64], 4, 1, 24, 16, 4, {}),
-    # 70 x 4 = 280 packed rows: pages gathered, the forward kernel with per-sequence used lengths
+    # 70 x 4 = 280 packed rows: the forward kernel reads the pages
     "prefill_page16_causal": ([70, 3], [80, 96], 4, 1, 16, 16, 6, dict(causal=True)),
     "prefill_page7_window": ([65, 66], [66, 20], 4, 1, 16, 7, 10, dict(window_size=(20, 3))),
 }
@@ -83,9 +84,9 @@ def test_against_reference(backend, dtype, name, splits):
         assert torch.equal(t, t0)  # nothing of the caller's is written
 
 
-def test_decode_shapes_read_pages_in_place(monkeypatch):
-    """decode shapes on the kernels go through the block table (no gathered copy); larger calls and the torch path
-    gather"""
+def test_kernels_read_pages_in_place(monkeypatch):
+    """the kernels go through the block table (no gathered copy): the decode kernel, and the forward kernel for more
+    than 256 packed rows; the torch path gathers"""
     from tilefold.ops.decode import kvcache
     calls = []
     real = kvcache._gather_pages
@@ -93,7 +94,7 @@ def test_decode_shapes_read_pages_in_place(monkeypatch):
     torch.manual_seed(22)
     pool_k, pool_v = torch.randn(6, 8, 2, 16), torch.randn(6, 8, 2, 16)
     table = torch.tensor([[4, 0], [2, 5]], dtype=torch.int32)
-    for M, backend, gathered in ((1, "triton", 0), (70, "triton", 2), (1, "torch", 2)):  # 70 x 4 rows > 256
+    for M, backend, gathered in ((1, "triton", 0), (70, "triton", 0), (1, "torch", 2)):  # 70 x 4 rows > 256
         calls.clear()
         with tilefold.use_backend(backend):
             tilefold.varlen_attention(torch.randn(2 * M, 8, 16), pool_k, pool_v, _cu([M, M]), _cu([10, 16]), M, 16,

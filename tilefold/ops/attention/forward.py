@@ -14,8 +14,8 @@ import triton.language as tl
 from . import config as _cfg
 from . import forward_sm90 as _sm90
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
-from ..common.masks import (block_order, cache_row, key_tiles, left_pad, sequence_bounds, split_share, used_keys,
-                            visible)
+from ..common.masks import (block_order, cache_row, key_tiles, left_pad, paged_rows, sequence_bounds, split_share,
+                            used_keys, visible)
 from ..common.host import cdiv, rows_grid
 from ..common.philox import RNG_ARGS, dropout_args, dropout_keep, rng_key, rng_ptr
 from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
@@ -36,12 +36,20 @@ def _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stri
                BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr,
                HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr,
                USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr,
-               seed_lo, seed_hi, rng_offset, drop_thr, bh, BLOCK_M: tl.constexpr, HAS_DROPOUT: tl.constexpr):
+               seed_lo, seed_hi, rng_offset, drop_thr, bh, BLOCK_M: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+               bt_row, page_size, n_pages, stride_kp, stride_vp, PAGED: tl.constexpr):
+    """Fold key tiles [n_lo, n_hi) into (acc, l, m). PAGED: k_desc / v_desc are the key head's base pointers and each
+    tile's rows are looked up in the block table row ``bt_row`` (pages of ``page_size`` keys, page strides stride_kp /
+    stride_vp; ``masks.paged_rows``)."""
     if not USE_TMA:
         k_ptrs += n_lo.to(tl.int64) * stride_kn
         v_ptrs += n_lo.to(tl.int64) * stride_vn
     for start_n in tl.range(n_lo, n_hi, BLOCK_N, warp_specialize=WARP_SPEC):
         offs_n = start_n + offs_n0
+        if PAGED:
+            pg, r = paged_rows(bt_row, offs_n, seqlen_k, page_size, n_pages)
+            k_ptrs = k_desc + (pg * stride_kp + r * stride_kn)[:, None] + offs_d[None, :]
+            v_ptrs = v_desc + (pg * stride_vp + r * stride_vn)[:, None] + offs_d[None, :]
         k, v = load_kv_tile(k_ptrs, v_ptrs, k_desc, v_desc, start_n, offs_n, offs_d, seqlen_k, D,
                             MASKED, EVEN_D, USE_TMA)
         s = _scores(q, k, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP, DOT_PREC)
@@ -74,13 +82,20 @@ def attention_fwd_kernel(
     H, GROUP, D, n_splits,
     seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
     P, stride_pb, stride_ph, stride_pm,
+    BLOCK_TABLE, stride_btb, page_size,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, IS_SPLIT: tl.constexpr,
     DOT_PREC: tl.constexpr, USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr,
     HAS_DROPOUT: tl.constexpr, RETURN_P: tl.constexpr, LPT: tl.constexpr, RNG_PTR: tl.constexpr = False,
     HAS_SEQUSED: tl.constexpr = False, HAS_CACHE_IDX: tl.constexpr = False, HAS_LEFTPAD: tl.constexpr = False,
+    PAGED: tl.constexpr = False,
 ):
+    """PAGED: K / V are (n_pages = n_cache, page_size, HK, D) and key n of sequence b lives in page
+    BLOCK_TABLE[b, n // page_size] (row stride stride_btb), row n % page_size; at most seqlen_k_fixed (the table's
+    capacity) keys per sequence; pointer loads, no dropout / RETURN_P."""
+    tl.static_assert(not PAGED or not (USE_TMA or HAS_DROPOUT or RETURN_P or HAS_LEFTPAD),
+                     "a paged cache is read through pointers, without dropout, probabilities or left padding")
     # heavy query blocks (most visible keys under a causal mask) first: a shorter tail
     pid_m, pid_bh, pid_s = block_order(LPT, True, n_splits)
     seed_lo, seed_hi, rng_offset = rng_key(seed_lo, seed_hi, rng_offset, RNG_PTR)
@@ -90,6 +105,8 @@ def attention_fwd_kernel(
     q_start, seqlen_q, k_start, seqlen_k = sequence_bounds(cu_seqlens_q, cu_seqlens_k, b, seqlen_q_fixed,
                                                            seqlen_k_fixed, IS_VARLEN)
     seqlen_k = used_keys(seqlen_k, seqused_k, b, HAS_SEQUSED)
+    if PAGED:  # no further than the block table's capacity (a packed call's lengths come from cu_seqlens_k)
+        seqlen_k = tl.minimum(seqlen_k, seqlen_k_fixed)
     k_start, seqlen_k = left_pad(k_start, seqlen_k, cache_leftpad, b, HAS_LEFTPAD)
     m0 = pid_m * BLOCK_M
     if m0 >= seqlen_q:
@@ -112,7 +129,12 @@ def attention_fwd_kernel(
         q = tl.load(q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < D), other=0.0)
     k_ptrs = k_base + offs_n0[:, None] * stride_kn + offs_d[None, :]
     v_ptrs = v_base + offs_n0[:, None] * stride_vn + offs_d[None, :]
-    if USE_TMA:
+    bt_row = BLOCK_TABLE
+    if PAGED:  # the key head's base; each tile finds its pages (_fwd_tiles)
+        bt_row = BLOCK_TABLE + b.to(tl.int64) * stride_btb
+        k_desc = K + hk.to(tl.int64) * stride_kh
+        v_desc = V + hk.to(tl.int64) * stride_vh
+    elif USE_TMA:
         k_desc = rows_descriptor(k_base, seqlen_k, D, stride_kn, BLOCK_N, BLOCK_D)
         v_desc = rows_descriptor(v_base, seqlen_k, D, stride_vn, BLOCK_N, BLOCK_D)
     else:
@@ -136,17 +158,20 @@ def attention_fwd_kernel(
                                offs_d, n_start, f_lo, seqlen_k, shift, win_left, win_right,
                                qk_scale, softcap_pre, softcap_post, D,
                                BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, USE_TMA, False,
-                               seed_lo, seed_hi, rng_offset, drop_thr, pid_bh, BLOCK_M, HAS_DROPOUT)
+                               seed_lo, seed_hi, rng_offset, drop_thr, pid_bh, BLOCK_M, HAS_DROPOUT,
+                               bt_row, page_size, n_cache, stride_kb, stride_vb, PAGED)
     acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0,
                                offs_d, f_lo, f_hi, seqlen_k, shift, win_left, win_right,
                                qk_scale, softcap_pre, softcap_post, D,
                                BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, USE_TMA, WARP_SPEC,
-                               seed_lo, seed_hi, rng_offset, drop_thr, pid_bh, BLOCK_M, HAS_DROPOUT)
+                               seed_lo, seed_hi, rng_offset, drop_thr, pid_bh, BLOCK_M, HAS_DROPOUT,
+                               bt_row, page_size, n_cache, stride_kb, stride_vb, PAGED)
     acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0,
                                offs_d, f_hi, n_end, seqlen_k, shift, win_left, win_right,
                                qk_scale, softcap_pre, softcap_post, D,
                                BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, USE_TMA, False,
-                               seed_lo, seed_hi, rng_offset, drop_thr, pid_bh, BLOCK_M, HAS_DROPOUT)
+                               seed_lo, seed_hi, rng_offset, drop_thr, pid_bh, BLOCK_M, HAS_DROPOUT,
+                               bt_row, page_size, n_cache, stride_kb, stride_vb, PAGED)
     o, lse = finalize(acc, l_i, m_i)
     if HAS_DROPOUT:
         o = o * drop_rscale
@@ -199,7 +224,7 @@ def _qkv_strides(t):
 def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None, cu_seqlens_k=None,
                   max_seqlen_q=None, max_seqlen_k=None, shift_extra=0, num_splits=1,
                   dropout_p=0.0, seed=0, offset=0, rng=None, probs=None, seqused_k=None, cache_batch_idx=None,
-                  cache_leftpad=None):
+                  cache_leftpad=None, block_table=None):
     """Launch the forward. ``window = (left, right)`` with -1 unbounded (causal already folded into
     right = 0). Returns (out, lse): out like q, lse (B, H, M) or (H, Tq) fp32 natural log.
     With num_splits > 1 returns fp32 partial states (num_splits, *out.shape) and (num_splits, *lse.shape).
@@ -210,11 +235,13 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
     b attends to its first seqused_k[b] keys (clamped to its length; a padded KV cache's filled part), the masks
     aligned to that length. ``cache_batch_idx``: int32 (batch,), sequence b reads K / V row cache_batch_idx[b] (clamped
     into k's batch). ``cache_leftpad``: int32 (batch,), sequence b's keys start cache_leftpad[b] rows in (clamped into
-    its length)."""
+    its length). ``block_table``: int32 (batch, max_blocks) with unit column stride, k / v (n_pages, page_size, HK, D): a
+    paged cache of max_blocks · page_size keys per sequence (no dropout, probs or left padding)."""
     varlen = cu_seqlens_q is not None
     # (returned probabilities are computed by a separate call whose out / lse are discarded: this kernel)
     # attention_with_kvcache: the Triton kernel
-    cache_call = seqused_k is not None or cache_batch_idx is not None or cache_leftpad is not None
+    cache_call = (seqused_k is not None or cache_batch_idx is not None or cache_leftpad is not None
+                  or block_table is not None)
     if probs is None and not cache_call and _cfg.FWD_SM90 != "0" and not _cfg.interpreter_enabled() and _sm90.supported(
             q, k, v, softcap=softcap, window=window, dropout_p=dropout_p, num_splits=num_splits,
             varlen=varlen, shift_extra=shift_extra, softmax_scale=softmax_scale):
@@ -229,10 +256,13 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
         B, M, H, D = q.shape
         N = k.shape[1]
         lse_shape = (B, H, M)
+    paged = block_table is not None
+    if paged:  # a sequence's keys: at most the table's capacity
+        N = min(N, block_table.shape[1] * k.shape[1]) if varlen else block_table.shape[1] * k.shape[1]
     HK = k.shape[-2]
     left, right = window
     cfg = _cfg.fwd_config(D, left >= 0 or right >= 0, q.dtype, q.device, dropout_p > 0 or probs is not None)
-    if cfg.use_tma and not tma_ok(k, v):
+    if cfg.use_tma and (paged or not tma_ok(k, v)):
         cfg = cfg.for_pointers()
     BD = _cfg.block_d(D)
     split = num_splits > 1
@@ -266,7 +296,7 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
     else:
         sc_pre, sc_post = 0.0, 0.0
     dummy = cu_seqlens_q if varlen else q
-    use_tma = cfg.use_tma and tma_ok(k, v)
+    use_tma = cfg.use_tma and not paged and tma_ok(k, v)
     if use_tma:
         ensure_allocator()
     n_splits = num_splits if split else 1
@@ -283,18 +313,19 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
         cu_seqlens_q if varlen else dummy, cu_seqlens_k if varlen else dummy,
         seqused_k if seqused_k is not None else dummy,
         cache_batch_idx if cache_batch_idx is not None else dummy,
-        cache_leftpad if cache_leftpad is not None else dummy, k.shape[0] if not varlen else 1,
+        cache_leftpad if cache_leftpad is not None else dummy, k.shape[0] if not varlen or paged else 1,
         M, N, shift_extra, max(left, 0), max(right, 0),
         softmax_scale * LOG2E, sc_pre, sc_post,
         H, H // HK, D, n_splits,
         *drop, P, sp[0], sp[1], sp[2],
+        block_table if paged else dummy, block_table.stride(0) if paged else 0, k.shape[1] if paged else 0,
         BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=BD,
         IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0,
         HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D, IS_SPLIT=split,
         DOT_PREC=_cfg.dot_precision(q.dtype), USE_TMA=use_tma, WARP_SPEC=use_tma and cfg.warp_spec,
         HAS_DROPOUT=has_drop, RETURN_P=probs is not None, LPT=_cfg.lpt_order(left, right, varlen),
         RNG_PTR=has_drop and rng_ptr(rng), HAS_SEQUSED=seqused_k is not None,
-        HAS_CACHE_IDX=cache_batch_idx is not None, HAS_LEFTPAD=cache_leftpad is not None,
+        HAS_CACHE_IDX=cache_batch_idx is not None, HAS_LEFTPAD=cache_leftpad is not None, PAGED=paged,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return out, lse

@@ -130,9 +130,8 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     cu_seqlens_k[b]`` keys of its pages: key n in page ``block_table[b, n // page_size]``, row ``n % page_size``
     (cu_seqlens_k gives lengths only; each length <= max_blocks · page_size). Entries are checked against n_pages
     when the table is on the CPU, clamped into the pool on the GPU. An inference path: no dropout, no
-    return_attn_probs, and no gradient (NotImplementedError when an input requires grad). Decode shapes (max_seqlen_q ·
-    heads / heads_k <= 256) read the pages in place; larger calls first gather each sequence's pages into a
-    contiguous copy (batch · max_blocks · page_size keys)."""
+    return_attn_probs, and no gradient (NotImplementedError when an input requires grad). The kernels read the pages
+    in place (the decode kernel for max_seqlen_q · heads / heads_k <= 256, else the forward kernel)."""
     if block_table is not None:
         return _varlen_paged(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, block_table,
                              softmax_scale, causal, window_size, softcap, return_lse, deterministic, dropout_p,

@@ -11,7 +11,7 @@ q and to the new keys at their positions before the write.
 A paged cache (``block_table``, vLLM's layout as flash_attn takes it): K / V are pools of pages (n_pages,
 page_size, heads_k, headdim) and row b of the block table lists sequence b's pages in order, so key n of sequence b
 lives in page ``block_table[b, n // page_size]`` at row ``n % page_size``. The decode kernel looks each key tile's
-pages up (pointer loads, any page size); larger calls gather the pages first.
+pages up (pointer loads, any page size), and so does the forward kernel for larger calls.
 
 The per-sequence lengths reach the kernels as a device tensor (``seqused_k``): sequence b's key loop stops at its
 length, so a step reads only the filled part of the cache, and nothing is synchronized with the host. Lengths given as
@@ -275,9 +275,8 @@ def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens
             (n_pages, page_size, heads_k, headdim), any page_size >= 1, and sequence b's key n lives in page
             ``block_table[b, n // page_size]``, row ``n % page_size``; seqlen_cache = max_blocks · page_size. Entries are
             checked against n_pages when the table is on the CPU, clamped into it on the GPU (as cache_seqlens). Not
-            with cache_batch_idx. Decode shapes (seqlen_q · heads / heads_k <= 256) read the pages in place; larger
-            calls, and CPU tensors, first gather each sequence's pages into a contiguous copy (one more read and write
-            of max_blocks · page_size keys per sequence).
+            with cache_batch_idx. The kernels read the pages in place; with CPU tensors (the torch path) each
+            sequence's pages are first gathered into a contiguous copy.
         cache_leftpad: optional int32 (batch,): a left-padded cache, sequence b's keys are cache positions
             ``[cache_leftpad[b], cache_seqlens[b] + seqlen_new)`` (flash_attn's ``cache_leftpad``); new keys are still
             written at cache_seqlens[b], rotary positions stay the cache positions. Checked (<= cache_seqlens) when on
@@ -348,8 +347,7 @@ def _attend(q, k_cache, v_cache, used, slots, scale, window, softcap, num_splits
     B, M, H, D = q.shape
     HK = k_cache.shape[2]
     triton_path = backend_for(q) == "triton"
-    if block_table is not None and not (triton_path and M * (H // HK) <= splitkv.DECODE_MAX_ROWS):
-        # the forward kernel and the torch path read contiguous rows: gather the pages
+    if block_table is not None and not triton_path:  # the torch path reads contiguous rows: gather the pages
         k_cache, v_cache, block_table = _gather_pages(k_cache, block_table), _gather_pages(v_cache, block_table), None
     L = block_table.shape[1] * k_cache.shape[1] if block_table is not None else k_cache.shape[1]
     if triton_path:
@@ -376,9 +374,8 @@ def paged_varlen(q, k_pages, v_pages, cu_q, cu_k, max_q, max_k, block_table, sca
     ``flash_attn_varlen_func`` with a block table): q (total_q, H, D) with cu_q; sequence b's keys are the first
     ``cu_k[b + 1] - cu_k[b]`` keys of its pages, key n in page ``block_table[b, n // page_size]``, row
     ``n % page_size``. Inputs validated by the caller (lengths within the table's capacity, table on q's device).
-    Decode shapes on the kernels read the pages in place (the decode kernel, lengths from cu_k); larger calls gather
-    each sequence's pages into a (B · capacity) packed copy and attend to its first lengths[b] keys (``seqused_k``);
-    the torch path gathers and packs each sequence's keys."""
+    The kernels read the pages in place (the decode kernel for decode shapes, else the forward kernel; lengths from
+    cu_k, clamped to the capacity); the torch path gathers and packs each sequence's keys."""
     T, H, D = q.shape
     HK, page = k_pages.shape[2], k_pages.shape[1]
     B = cu_q.numel() - 1
@@ -389,17 +386,8 @@ def paged_varlen(q, k_pages, v_pages, cu_q, cu_k, max_q, max_k, block_table, sca
         if S == 0:
             S = splitkv._choose_cached(B, H, HK, M, visible_keys(M, N, window[0]), D, q.dtype, q.device,
                                        window[0] >= 0 or window[1] >= 0, splitkv._kpar_allowed())
-        if M * (H // HK) <= splitkv.DECODE_MAX_ROWS:
-            return splitkv._fwd_triton(q, k_pages, v_pages, S, scale, window, softcap, cu_q, cu_k, M, N,
-                                       block_table=block_table)
-        if (B + 1) * L >= 2 ** 31:  # the gathered copy's sequence starts are int32
-            raise ValueError(f"block_table: batch x capacity = {B} x {L} keys is too large to gather for "
-                             f"max_seqlen_q={M}; split the batch")
-        kg = _gather_pages(k_pages, block_table).reshape(B * L, HK, D)
-        vg = _gather_pages(v_pages, block_table).reshape(B * L, HK, D)
-        starts = torch.arange(0, (B + 1) * L, L, dtype=torch.int32, device=q.device)
-        used = (cu_k[1:] - cu_k[:-1]).contiguous()
-        return splitkv._fwd_triton(q, kg, vg, S, scale, window, softcap, cu_q, starts, M, N, seqused_k=used)
+        return splitkv._fwd_triton(q, k_pages, v_pages, S, scale, window, softcap, cu_q, cu_k, M, N,
+                                   block_table=block_table)
     lens = (cu_k[1:] - cu_k[:-1]).clamp(0, L).tolist()
     kg, vg = _gather_pages(k_pages, block_table), _gather_pages(v_pages, block_table)
     kp = torch.cat([kg[b, :n] for b, n in enumerate(lens)]) if B else kg.reshape(0, HK, D)

@@ -211,19 +211,18 @@ def choose_num_splits(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head
 
 def _fwd_triton(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seqused_k=None, cache_batch_idx=None,
                 block_table=None, cache_leftpad=None):
-    """``block_table`` (a paged cache) only for decode shapes (packed rows <= DECODE_MAX_ROWS): the caller gathers
-    the pages of larger calls (``kvcache._attend``)."""
+    """``block_table``: a paged cache, read in place by the decode kernel (packed rows <= DECODE_MAX_ROWS) or the
+    forward kernel."""
     H, HK = q.shape[-2], k.shape[-2]
     M = max_q if cu_q is not None else q.shape[1]
     if M * (H // HK) <= DECODE_MAX_ROWS:
         return decode_fwd(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seqused_k, cache_batch_idx,
                           block_table, cache_leftpad)
-    assert block_table is None, "paged K / V reach the forward kernel gathered"
     from ..merge.kernel import merge_fwd
 
     kw = dict(softmax_scale=scale, window=window, softcap=softcap, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
               max_seqlen_q=max_q, max_seqlen_k=max_k, seqused_k=seqused_k, cache_batch_idx=cache_batch_idx,
-              cache_leftpad=cache_leftpad)
+              cache_leftpad=cache_leftpad, block_table=block_table)
     if S <= 1:
         return attention_fwd(q, k, v, **kw)
     o_parts, l_parts = attention_fwd(q, k, v, num_splits=S, **kw)
