@@ -13,8 +13,14 @@ def env_get(name: str, default: str) -> str:
     through os.environ.get (call 91's profile)."""
     if _ENV_DATA is None:
         return os.environ.get(name, default)
-    v = _ENV_DATA.get(name.encode())
-    return default if v is None else os.fsdecode(v)  # as os.environ decodes (surrogateescape)
+    key = _ENV_KEYS.get(name)
+    if key is None:
+        key = _ENV_KEYS[name] = os.fsencode(name)  # as os.environ encodes (surrogateescape)
+    v = _ENV_DATA.get(key)
+    return default if v is None else os.fsdecode(v)  # as os.environ decodes
+
+
+_ENV_KEYS: dict = {}
 
 
 def cdiv(a: int, b: int) -> int:

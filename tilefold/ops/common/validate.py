@@ -34,14 +34,22 @@ def _validate_last_contiguous(name, t):
         raise ValueError(f"{name}: expected the last dimension contiguous (stride 1), got strides {t.stride()}")
 
 
+# The exact-type tests first: isinstance against the numbers ABCs costs ~0.5 us per call (~2 us on the GPU machine's
+# host), and a decode call makes several (host-latency bound at small batch).
 def _is_int(x) -> bool:
     """An integer (Python or numpy), not a bool."""
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+    t = type(x)
+    if t is int:
+        return True
+    return t is not bool and isinstance(x, numbers.Integral)
 
 
 def _is_real(x) -> bool:
     """A real number (Python or numpy), not a bool."""
-    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+    t = type(x)
+    if t is float or t is int:
+        return True
+    return t is not bool and isinstance(x, numbers.Real)
 
 
 def _finite(x) -> bool:
@@ -91,6 +99,10 @@ def _validate_positive(name, x) -> float:
 
 
 def _validate_window(window_size):
+    if type(window_size) is tuple and len(window_size) == 2:  # the common case, without the generic checks below
+        left, right = window_size
+        if type(left) is int and type(right) is int and left >= -1 and right >= -1:
+            return min(left, WINDOW_MAX), min(right, WINDOW_MAX)
     if not (isinstance(window_size, (tuple, list)) and len(window_size) == 2
             and all(_is_int(w) for w in window_size)):
         raise ValueError(f"window_size: expected a pair of ints (left, right), got {window_size!r}")

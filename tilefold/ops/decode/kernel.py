@@ -764,13 +764,14 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
     and every input pointer's 16-byte alignment; the kernels are launched through ``LaunchCache`` (no
     per-call re-specialization) and the partial states and counters live in per-stream scratch."""
     varlen = cu_q is not None
-    if q.device.type == "cuda" and q.device.index is not None and q.device.index != torch.cuda.current_device():
+    dev = q.device
+    if dev.type == "cuda" and dev.index is not None and dev.index != torch.cuda.current_device():
         # launches and per-stream scratch follow the current device: make it q's
-        with torch.cuda.device(q.device):
+        with torch.cuda.device(dev):
             return decode_fwd(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seqused_k,
                               cache_batch_idx, block_table, cache_leftpad)
     window = tuple(window)
-    key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), q.dtype, k.dtype, v.dtype, q.device,
+    key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), q.dtype, k.dtype, v.dtype, dev,
            S, scale, window, softcap, varlen, env_get("TILEFOLD_DECODE_COMBINE", DECODE_COMBINE),
            env_get("TILEFOLD_DECODE_TMA", "auto"), env_get("TILEFOLD_DECODE_KPAR", "auto"), FOLD_MODE,
            DECODE_PDL, FUSED_MAX_KV_BYTES,
@@ -795,7 +796,6 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
         if len(_PLANS) >= 1024:
             _PLANS.clear()
         _PLANS[key] = plan
-    dev = q.device
     out = torch.empty(plan.out_shape, device=dev, dtype=q.dtype)
     lse = torch.empty(plan.lse_shape, device=dev, dtype=torch.float32)
     if plan.empty:
