@@ -22,7 +22,8 @@ window edge is unbounded, ``softcap <= 0`` is off, and q / k / v whose last dime
   not checked against the cache (that needs a device sync per step); the kernels clamp them and the cache write
   skips positions outside the cache.
 - ``flash_attn_varlen_func(block_table=)`` (paged K / V): forward only (NotImplementedError when an input
-  requires grad, with dropout or return_attn_probs); any page size; see ``tilefold.varlen_attention``.
+  requires grad or with dropout); ``return_attn_probs=True`` gives (out, lse, an empty tensor), as flash_attn does
+  without dropout; any page size; see ``tilefold.varlen_attention``.
 - Not provided yet: ``alibi_slopes`` (NotImplementedError).
 """
 from __future__ import annotations
@@ -102,6 +103,14 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     _unsupported(alibi_slopes)
     q, k, v = _contiguous_last(q, k, v)
     window_size, softcap = _fa2_options(window_size, softcap)
+    if block_table is not None and return_attn_probs and _is_real(dropout_p) and dropout_p == 0:
+        # flash_attn returns (out, lse, an empty tensor) here (it has probabilities only with dropout): the usual way
+        # to get lse; tilefold has no probabilities for paged K / V
+        out, lse = varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                                    softmax_scale=softmax_scale, causal=causal, window_size=window_size,
+                                    softcap=softcap, deterministic=deterministic, return_lse=True,
+                                    block_table=block_table)
+        return out, lse, q.new_empty(0)
     return varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                             softmax_scale=softmax_scale, causal=causal, window_size=window_size,
                             softcap=softcap, deterministic=deterministic, dropout_p=dropout_p,

@@ -193,14 +193,19 @@ def test_left_pad_with_slots_and_clamping(M):
     (dict(cache_leftpad=torch.tensor([0, -1], dtype=torch.int32)), "cache_leftpad: expected values in", ValueError),
     (dict(cache_leftpad=torch.tensor([0, 1], dtype=torch.int32), block_table=torch.tensor([[0], [1]], dtype=torch.int32)),
      "paged cache has no left padding", NotImplementedError),
+    (dict(cache_leftpad=torch.tensor([0, 1], dtype=torch.int32), cache_seqlens=-1), "cache_seqlens: expected",
+     ValueError),
+    (dict(cache_leftpad=torch.tensor([0, 1], dtype=torch.int32), cache_seqlens=torch.tensor([3, 4, 5], dtype=torch.int32)),
+     "cache_seqlens: expected", ValueError),
 ])
 def test_left_pad_bad_input_raises(bad, msg, exc):
+    """(cache_seqlens' own checks come first: a bad cache_seqlens is named, not blamed on cache_leftpad)"""
     q = torch.randn(2, 1, 4, 16)
     k_cache, v_cache = torch.randn(2, 30, 2, 16), torch.randn(2, 30, 2, 16)
     before = k_cache.clone()
     with pytest.raises(exc, match=msg):
         tilefold.attention_with_kvcache(q, k_cache, v_cache, torch.randn(2, 1, 2, 16), torch.randn(2, 1, 2, 16),
-                                        cache_seqlens=3, **bad)
+                                        **dict(dict(cache_seqlens=3), **bad))
     assert torch.equal(k_cache, before)
 
 

@@ -131,8 +131,11 @@ def test_compat_flash_attn_varlen_func():
     want = tilefold.varlen_attention(*args, causal=True, block_table=table)
     got = flash_attn_varlen_func(*args, causal=True, block_table=table)
     assert torch.equal(got, want)
-    ref, _ = _reference(q, pool_k, pool_v, table, [2, 3], [20, 9], causal=True)
+    ref, rlse = _reference(q, pool_k, pool_v, table, [2, 3], [20, 9], causal=True)
     assert _err(got, ref) < 1e-5
+    # return_attn_probs without dropout: (out, lse, an empty tensor), as flash_attn (the usual way to get lse)
+    out, lse, S = flash_attn_varlen_func(*args, causal=True, block_table=table, return_attn_probs=True)
+    assert torch.equal(out, want) and S.numel() == 0 and _err(lse, rlse) < 1e-5
 
 
 def _args():

@@ -257,8 +257,8 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
         N = k.shape[1]
         lse_shape = (B, H, M)
     paged = block_table is not None
-    if paged:  # a sequence's keys: at most the table's capacity
-        N = min(N, block_table.shape[1] * k.shape[1]) if varlen else block_table.shape[1] * k.shape[1]
+    if paged:  # the kernel clamps each sequence's keys to the table's capacity (not to max_seqlen_k, as unpaged varlen)
+        N = block_table.shape[1] * k.shape[1]
     HK = k.shape[-2]
     left, right = window
     cfg = _cfg.fwd_config(D, left >= 0 or right >= 0, q.dtype, q.device, dropout_p > 0 or probs is not None)

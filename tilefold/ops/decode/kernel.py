@@ -663,7 +663,7 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seq
         T, H, D = q.shape
         B = cu_q.shape[0] - 1
         M, N = int(max_q), int(max_k)
-        if paged_keys:  # the kernel clamps each sequence's length to the table's capacity
+        if paged_keys:  # plan for at most the table's capacity (the kernel clamps each length to it)
             N = min(N, paged_keys)
         lse_shape = (H, T)
     else:
@@ -720,7 +720,7 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seq
         cons.update(FOLD_ROWS=fr, COMBINE_UNROLL=combine_unroll(fr, BD) if fr else combine_unroll(cfg.BLOCK_M, BD, 4))
     a1 = (*_strides(q), *_strides(k), *_strides(v), *so3, sos, slb, slh, slm, sls)
     a2 = (k.shape[0] if not varlen or paged_keys else 1,  # n_cache: the K / V batch rows (pages) a slot may name
-          M, N, max(left, 0), max(right, 0), scale * LOG2E_F, sc_pre, sc_post, HK, D, S)
+          M, paged_keys or N, max(left, 0), max(right, 0), scale * LOG2E_F, sc_pre, sc_post, HK, D, S)
     a3 = (*fst, *flst)
     cgrid, ca, ccons, copts = None, (), {}, {}
     if S > 1 and not fused:

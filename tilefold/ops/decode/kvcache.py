@@ -311,8 +311,8 @@ def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens
     if cache_leftpad is not None and block_table is not None:
         raise NotImplementedError("cache_leftpad with block_table: a paged cache has no left padding (flash_attn "
                                   "refuses the pair too)")
-    pads = _leftpad(cache_leftpad, cache_seqlens, B, L, q.device)
     seqlens = _lengths(cache_seqlens, B, L, S_new, q.device)
+    pads = _leftpad(cache_leftpad, cache_seqlens, B, L, q.device)  # after cache_seqlens' own checks
     slots = _slots(cache_batch_idx, B, k_cache.shape[0], q.device)
     # no autograd record (an inference path); the guard costs host time, so only where something requires grad
     grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k_cache, v_cache, k, v))
