@@ -87,8 +87,10 @@ def _tilefold_paged(page: int):
     state: dict = {}
 
     def fn(q, k, v):
-        key = (k.data_ptr(), k.shape, page)
-        if state.get("key") != key:
+        # keyed by the tensors themselves (held, so their memory is not reused): a data_ptr key matched a new tensor
+        # that the allocator placed where a freed one of the same shape had been, and the call read the old pool
+        # (call 93: the error check at seqlen_q 1 met the warm-up's freed keys: max_err 0.097 for a correct kernel)
+        if state.get("k") is not k or state.get("v") is not v:
             state.clear()
             B, N, HK_, D_ = k.shape
             nb = -(-N // page)
@@ -100,7 +102,7 @@ def _tilefold_paged(page: int):
             vv = torch.nn.functional.pad(v, (0, 0, 0, 0, 0, pad)) if pad else v
             pool_k[perm] = kk.reshape(B * nb, page, HK_, D_)
             pool_v[perm] = vv.reshape(B * nb, page, HK_, D_)
-            state.update(key=key, pool=(pool_k, pool_v), table=perm.reshape(B, nb).to(torch.int32),
+            state.update(k=k, v=v, pool=(pool_k, pool_v), table=perm.reshape(B, nb).to(torch.int32),
                          lens=torch.full((B,), N, dtype=torch.int32, device=k.device))
         pk, pv = state["pool"]
         return tilefold.attention_with_kvcache(q, pk, pv, block_table=state["table"], cache_seqlens=state["lens"])
