@@ -1,5 +1,6 @@
 """Paged prefill against contiguous: tilefold.varlen_attention with a block table (the forward kernel reading the
-pages in place) vs the same sequences packed contiguously, and vs gathering the pages first then the contiguous call.
+pages in place: descriptors over the pool where pages hold whole key tiles, else pointer loads) vs the same
+sequences packed contiguously, and vs gathering the pages first then the contiguous call.
 bf16, 32 / 8 heads hd128, causal; one process, TFLOP/s by triton's do_bench (L2 flushed).
 
   python scripts/paged_prefill_bench.py --out DIR
@@ -55,7 +56,8 @@ if __name__ == "__main__":
     ap.add_argument("--out", default=".")
     a = ap.parse_args()
     res = []
-    for B, Mq, Nk, page in ((4, 2048, 8192, 256), (4, 2048, 8192, 16), (8, 512, 16384, 256), (1, 8192, 8192, 256)):
+    for B, Mq, Nk, page in ((4, 2048, 8192, 256), (4, 2048, 8192, 128), (4, 2048, 8192, 16), (8, 512, 16384, 256),
+                             (1, 8192, 8192, 256)):
         for r in case(B, Mq, Nk, page):
             print(json.dumps(r), flush=True)
             res.append(r)

@@ -102,6 +102,77 @@ def test_kernels_read_pages_in_place(monkeypatch):
         assert len(calls) == gathered, (M, backend)
 
 
+def _poison_past_lengths(pool_k, pool_v, table, lens_k):
+    """rows no sequence owns (past each length, spare pages) set to NaN in K and Inf in V: a kernel that lets one of
+    them into a score or the accumulator returns NaN"""
+    page = pool_k.shape[1]
+    owned = torch.zeros(pool_k.shape[:2], dtype=torch.bool, device=pool_k.device)
+    for b, n in enumerate(lens_k):
+        keys = torch.arange(n, device=pool_k.device)
+        owned[table[b].long()[keys // page], keys % page] = True
+    pool_k[~owned] = float("nan")
+    pool_v[~owned] = float("inf")
+
+
+@pytest.fixture
+def forward_launches(monkeypatch):
+    """the forward kernel's launches (their USE_TMA / PAGED / BLOCK_N), with ``force_descriptors()`` making the
+    interpreter take the descriptor loads a Hopper GPU takes (16 x 16 tiles)"""
+    from tilefold.ops.attention import config as C, forward as F
+
+    class Launches(list):
+        pass
+    seen = Launches()
+    kern = F.attention_fwd_kernel
+
+    class Spy:
+        def __getitem__(self, grid):
+            launch = kern[grid]
+
+            def call(*a, **kw):
+                seen.append({n: kw[n] for n in ("USE_TMA", "PAGED", "BLOCK_N")})
+                return launch(*a, **kw)
+            return call
+
+    monkeypatch.setattr(F, "attention_fwd_kernel", Spy())
+
+    def force_descriptors():
+        monkeypatch.setattr(F, "tma_ok", lambda k, v: True)
+        monkeypatch.setattr(F, "ensure_allocator", lambda: None)
+        monkeypatch.setattr(C, "fwd_config", lambda *a, **kw: C.KernelConfig(16, 16, 4, 1, use_tma=True))
+    seen.force_descriptors = force_descriptors
+    return seen
+
+
+@pytest.mark.parametrize("mask", [dict(causal=True), dict(window_size=(20, 3), softcap=5.0), {}],
+                         ids=["causal", "window_softcap", "full"])
+@pytest.mark.parametrize("splits", [1, 3])
+@pytest.mark.parametrize("page,v_layout,tma", [(32, "contiguous", True), (16, "contiguous", True),
+                                               (32, "strided", False), (24, "contiguous", False)],
+                         ids=["page32", "page16", "v_page_stride", "page24"])
+def test_forward_kernel_descriptors_over_the_pool(forward_launches, mask, splits, page, v_layout, tma):
+    """more than 256 packed rows on a GPU with descriptors: each key tile is one box of one page (pages holding whole
+    tiles, a pool's pages consecutive rows), else pointer loads. The rows past each length are NaN / Inf in the pool
+    (the boxes read them, unlike the pointer loads): the result is the reference's all the same"""
+    forward_launches.force_descriptors()
+    torch.manual_seed(27)
+    lens_q, lens_k, H, HK, D = [70, 3, 0], [95, 40, 7], 4, 1, 16
+    nb = -(-max(lens_k) // page)
+    pool_k, pool_v, table = _pool(3, nb, page, HK, D, 2, torch.float32, seed=page)
+    if v_layout == "contiguous":
+        pool_v = pool_v.contiguous()
+    _poison_past_lengths(pool_k, pool_v, table, lens_k)
+    q = torch.randn(sum(lens_q), H, D)
+    ref, rlse = _reference(q, pool_k, pool_v, table, lens_q, lens_k, **mask)
+    with tilefold.use_backend("triton"):
+        out, lse = tilefold.varlen_attention(q, pool_k, pool_v, _cu(lens_q), _cu(lens_k), max(lens_q), max(lens_k),
+                                             block_table=table, num_splits=splits, return_lse=True, **mask)
+    assert forward_launches and all(c["PAGED"] and c["USE_TMA"] == tma for c in forward_launches)
+    assert _err(out, ref) < 1e-5
+    fin = torch.isfinite(rlse)
+    assert torch.equal(fin, torch.isfinite(lse)) and _err(lse[fin], rlse[fin]) < 1e-5
+
+
 @pytest.mark.parametrize("M", [1, 70], ids=["decode_kernel", "forward_kernel"])
 def test_lengths_past_the_table_and_bad_entries_never_read_outside(M):
     """the host checks cu_seqlens_k against the table's capacity and a CPU table's entries; past those checks (a
@@ -189,16 +260,22 @@ def test_inference_only(extra):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("v_layout", ["strided", "contiguous"])
 @pytest.mark.parametrize("page", [16, 256])
 @pytest.mark.parametrize("lens_q", [[1, 1, 1, 1], [3, 1, 4, 2], [300, 1, 129, 64]], ids=["decode", "spec", "prefill"])
-def test_against_reference_gpu(page, lens_q):
-    """bf16, 32 / 8 heads hd128, mixed lengths up to 4k keys in 256 shuffled pages' worth of pool"""
+def test_against_reference_gpu(page, lens_q, v_layout):
+    """bf16, 32 / 8 heads hd128, mixed lengths up to 4k keys in 256 shuffled pages' worth of pool, the rows no sequence
+    owns NaN / Inf; prefill with page 256 and contiguous pools: the forward kernel's descriptors over the pool (on
+    sm_90), with V's other page stride its pointer loads"""
     dev = "cuda"
     torch.manual_seed(26)
     lens_k = [4000, 1, 2500, 700]
     B, H, HK, D = 4, 32, 8, 128
     nb = -(-max(lens_k) // page)
     pool_k, pool_v, table = _pool(B, nb, page, HK, D, 5, torch.bfloat16, seed=page, device=dev)
+    if v_layout == "contiguous":
+        pool_v = pool_v.contiguous()
+    _poison_past_lengths(pool_k, pool_v, table, lens_k)
     q = torch.randn(sum(lens_q), H, D, dtype=torch.bfloat16, device=dev)
     ref, rlse = _reference(q, pool_k, pool_v, table, lens_q, lens_k, causal=True)
     low, _ = _reference(q, pool_k, pool_v, table, lens_q, lens_k, compute_dtype=torch.bfloat16, causal=True)

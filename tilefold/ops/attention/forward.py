@@ -18,7 +18,7 @@ from ..common.masks import (block_order, cache_row, key_tiles, left_pad, paged_r
                             used_keys, visible)
 from ..common.host import cdiv, rows_grid
 from ..common.philox import RNG_ARGS, dropout_args, dropout_keep, rng_key, rng_ptr
-from ..common.tma import ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
+from ..common.tma import ensure_allocator, load_kv_tile, paged_tma_ok, rows_descriptor, tma_ok
 
 
 @triton.jit
@@ -38,20 +38,32 @@ def _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stri
                USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr,
                seed_lo, seed_hi, rng_offset, drop_thr, bh, BLOCK_M: tl.constexpr, HAS_DROPOUT: tl.constexpr,
                bt_row, page_size, n_pages, stride_kp, stride_vp, PAGED: tl.constexpr):
-    """Fold key tiles [n_lo, n_hi) into (acc, l, m). PAGED: k_desc / v_desc are the key head's base pointers and each
-    tile's rows are looked up in the block table row ``bt_row`` (pages of ``page_size`` keys, page strides stride_kp /
-    stride_vp; ``masks.paged_rows``)."""
+    """Fold key tiles [n_lo, n_hi) into (acc, l, m). PAGED: each tile's rows are looked up in the block table row
+    ``bt_row`` (pages of ``page_size`` keys): with USE_TMA k_desc / v_desc are descriptors over the pool's rows and a
+    tile is one box of one page; else they are the key head's base pointers and each row finds its page (page strides
+    stride_kp / stride_vp; ``masks.paged_rows``)."""
     if not USE_TMA:
         k_ptrs += n_lo.to(tl.int64) * stride_kn
         v_ptrs += n_lo.to(tl.int64) * stride_vn
     for start_n in tl.range(n_lo, n_hi, BLOCK_N, warp_specialize=WARP_SPEC):
         offs_n = start_n + offs_n0
-        if PAGED:
-            pg, r = paged_rows(bt_row, offs_n, seqlen_k, page_size, n_pages)
-            k_ptrs = k_desc + (pg * stride_kp + r * stride_kn)[:, None] + offs_d[None, :]
-            v_ptrs = v_desc + (pg * stride_vp + r * stride_vn)[:, None] + offs_d[None, :]
-        k, v = load_kv_tile(k_ptrs, v_ptrs, k_desc, v_desc, start_n, offs_n, offs_d, seqlen_k, D,
-                            MASKED, EVEN_D, USE_TMA)
+        if PAGED and USE_TMA:
+            # the tile lies in one page (page_size % BLOCK_N == 0): one table entry, then one box of the pool's rows
+            # (k_desc / v_desc: (n_pages · page_size, D) descriptors); rows past seqlen_k in the last page are the
+            # pool's own contents, not zero-filled: their scores are masked below and their V rows zeroed here
+            pg = tl.load(bt_row + start_n // page_size)
+            row = (tl.minimum(tl.maximum(pg, 0), n_pages - 1) * page_size + start_n % page_size).to(tl.int32)
+            k = k_desc.load([row, 0])
+            v = v_desc.load([row, 0])
+            if MASKED:
+                v = tl.where((offs_n < seqlen_k)[:, None], v, 0.0)
+        else:
+            if PAGED:
+                pg, r = paged_rows(bt_row, offs_n, seqlen_k, page_size, n_pages)
+                k_ptrs = k_desc + (pg * stride_kp + r * stride_kn)[:, None] + offs_d[None, :]
+                v_ptrs = v_desc + (pg * stride_vp + r * stride_vn)[:, None] + offs_d[None, :]
+            k, v = load_kv_tile(k_ptrs, v_ptrs, k_desc, v_desc, start_n, offs_n, offs_d, seqlen_k, D,
+                                MASKED, EVEN_D, USE_TMA)
         s = _scores(q, k, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP, DOT_PREC)
         if MASKED:
             ok = visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
@@ -93,9 +105,10 @@ def attention_fwd_kernel(
 ):
     """PAGED: K / V are (n_pages = n_cache, page_size, HK, D) and key n of sequence b lives in page
     BLOCK_TABLE[b, n // page_size] (row stride stride_btb), row n % page_size; at most seqlen_k_fixed (the table's
-    capacity) keys per sequence; pointer loads, no dropout / RETURN_P."""
-    tl.static_assert(not PAGED or not (USE_TMA or HAS_DROPOUT or RETURN_P or HAS_LEFTPAD),
-                     "a paged cache is read through pointers, without dropout, probabilities or left padding")
+    capacity) keys per sequence; no dropout / RETURN_P / left padding. PAGED with USE_TMA: each pool's pages are
+    consecutive rows (page stride = page_size · row stride) and page_size % BLOCK_N == 0 (the launcher checks)."""
+    tl.static_assert(not PAGED or not (HAS_DROPOUT or RETURN_P or HAS_LEFTPAD),
+                     "a paged cache is read without dropout, probabilities or left padding")
     # heavy query blocks (most visible keys under a causal mask) first: a shorter tail
     pid_m, pid_bh, pid_s = block_order(LPT, True, n_splits)
     seed_lo, seed_hi, rng_offset = rng_key(seed_lo, seed_hi, rng_offset, RNG_PTR)
@@ -130,10 +143,16 @@ def attention_fwd_kernel(
     k_ptrs = k_base + offs_n0[:, None] * stride_kn + offs_d[None, :]
     v_ptrs = v_base + offs_n0[:, None] * stride_vn + offs_d[None, :]
     bt_row = BLOCK_TABLE
-    if PAGED:  # the key head's base; each tile finds its pages (_fwd_tiles)
+    if PAGED:  # each tile finds its page(s) (_fwd_tiles): descriptors over the key head's pool rows, or its base
         bt_row = BLOCK_TABLE + b.to(tl.int64) * stride_btb
-        k_desc = K + hk.to(tl.int64) * stride_kh
-        v_desc = V + hk.to(tl.int64) * stride_vh
+        if USE_TMA:
+            k_desc = rows_descriptor(K + hk.to(tl.int64) * stride_kh, n_cache * page_size, D, stride_kn, BLOCK_N,
+                                     BLOCK_D)
+            v_desc = rows_descriptor(V + hk.to(tl.int64) * stride_vh, n_cache * page_size, D, stride_vn, BLOCK_N,
+                                     BLOCK_D)
+        else:
+            k_desc = K + hk.to(tl.int64) * stride_kh
+            v_desc = V + hk.to(tl.int64) * stride_vh
     elif USE_TMA:
         k_desc = rows_descriptor(k_base, seqlen_k, D, stride_kn, BLOCK_N, BLOCK_D)
         v_desc = rows_descriptor(v_base, seqlen_k, D, stride_vn, BLOCK_N, BLOCK_D)
@@ -262,7 +281,7 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
     HK = k.shape[-2]
     left, right = window
     cfg = _cfg.fwd_config(D, left >= 0 or right >= 0, q.dtype, q.device, dropout_p > 0 or probs is not None)
-    if cfg.use_tma and (paged or not tma_ok(k, v)):
+    if cfg.use_tma and (not tma_ok(k, v) or paged and not paged_tma_ok(k, v, cfg.BLOCK_N)):
         cfg = cfg.for_pointers()
     BD = _cfg.block_d(D)
     split = num_splits > 1
@@ -296,7 +315,7 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
     else:
         sc_pre, sc_post = 0.0, 0.0
     dummy = cu_seqlens_q if varlen else q
-    use_tma = cfg.use_tma and not paged and tma_ok(k, v)
+    use_tma = cfg.use_tma and tma_ok(k, v) and (not paged or paged_tma_ok(k, v, cfg.BLOCK_N))
     if use_tma:
         ensure_allocator()
     n_splits = num_splits if split else 1

@@ -75,3 +75,13 @@ def tma_ok(k, v):
     return True
 
 
+
+
+def paged_tma_ok(k, v, block_n):
+    """Whether the forward kernel may read a paged pool (n_pages, page_size, HK, D) through descriptors over its rows
+    (tma_ok besides): every key tile lies in one page (page_size % block_n == 0), a pool's pages are consecutive rows
+    (page stride = page_size · row stride), and the rows are counted in int32 (TMA coordinates)."""
+    n_pages, page = k.shape[0], k.shape[1]
+    if page % block_n or n_pages * page >= 2 ** 31:
+        return False
+    return all(t.stride(0) == page * t.stride(1) for t in (k, v))
