@@ -1,5 +1,6 @@
-"""Paged prefill against contiguous: tilefold.varlen_attention with a block table (the forward kernel reading the
-pages in place: descriptors over the pool where pages hold whole key tiles, else pointer loads) vs the same
+"""Paged prefill against contiguous: tilefold.varlen_attention with a block table (the
+shipped policy: descriptors over the pool where pages hold whole key tiles, else the pages gathered first up to
+kvcache.PAGED_GATHER_MAX_BYTES), the same call forced in place (pointer loads where no descriptors), vs the same
 sequences packed contiguously, and vs gathering the pages first then the contiguous call.
 bf16, 32 / 8 heads hd128, causal; one process, TFLOP/s by triton's do_bench (L2 flushed).
 
@@ -13,6 +14,7 @@ import torch
 import triton
 
 import tilefold
+from tilefold.ops.decode import kvcache
 from tilefold.ops.decode.kvcache import _gather_pages
 
 
@@ -30,6 +32,13 @@ def case(B, Mq, Nk, page, H=32, HK=8, D=128, dtype=torch.bfloat16):
     kc = _gather_pages(pk, table)[:, :Nk].reshape(B * Nk, HK, D).contiguous()
     vc = _gather_pages(pv, table)[:, :Nk].reshape(B * Nk, HK, D).contiguous()
     paged = lambda: tilefold.varlen_attention(q, pk, pv, cu_q, cu_k, Mq, Nk, causal=True, block_table=table)
+
+    def in_place():  # no gather whatever the pool (kvcache.PAGED_GATHER_MAX_BYTES = 0)
+        cap, kvcache.PAGED_GATHER_MAX_BYTES = kvcache.PAGED_GATHER_MAX_BYTES, 0
+        try:
+            return paged()
+        finally:
+            kvcache.PAGED_GATHER_MAX_BYTES = cap
     contig = lambda: tilefold.varlen_attention(q, kc, vc, cu_q, cu_k, Mq, Nk, causal=True)
 
     def gathered():
@@ -38,12 +47,13 @@ def case(B, Mq, Nk, page, H=32, HK=8, D=128, dtype=torch.bfloat16):
         return tilefold.varlen_attention(q, k, v, cu_q, cu_k, Mq, Nk, causal=True)
 
     ref = contig()
-    err = (paged() - ref).abs().max().item()
+    err = max((paged() - ref).abs().max().item(), (in_place() - ref).abs().max().item())
     # causal bottom-right: query i of Mq sees Nk - Mq + i + 1 keys
     flops = 4 * B * H * D * (Mq * (Nk - Mq) + Mq * (Mq + 1) / 2)
     rows = []
     with torch.no_grad():
-        for name, fn in (("contiguous", contig), ("paged", paged), ("gather+contiguous", gathered)):
+        for name, fn in (("contiguous", contig), ("paged", paged), ("paged-in-place", in_place),
+                         ("gather+contiguous", gathered)):
             fn()
             ms = triton.testing.do_bench(fn, warmup=25, rep=150)
             rows.append(dict(provider=name, batch=B, seqlen_q=Mq, seqlen_k=Nk, page=page, ms=ms,

@@ -366,10 +366,31 @@ PAGED_CASES = {  # (B, M, H, HK, D, page, pages per sequence, S_new, lens, mask)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("name", list(PAGED_CASES))
 @pytest.mark.parametrize("splits", [1, 3, 0])
-def test_paged_cache(backend, dtype, name, splits):
+def test_paged_cache(monkeypatch, backend, dtype, name, splits):
     """block_table: the same step on a paged pool (pages shuffled among spare ones, page sizes 1 / 5 / 16 / 32, i.e.
     not all multiples of a key tile) equals the fp64 reference on the padded cache (2x rule); the new keys land in the
-    right page rows and nothing else in the pool changes"""
+    right page rows and nothing else in the pool changes. The kernels read the pages in place
+    (PAGED_GATHER_MAX_BYTES = 0: under the interpreter, without descriptors, the shipped cap gathers the forward
+    kernel's call first; test_paged_forward_call_gathers_first)"""
+    from tilefold.ops.decode import kvcache
+    monkeypatch.setattr(kvcache, "PAGED_GATHER_MAX_BYTES", 0)
+    _paged_case(backend, dtype, name, splits)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("splits", [1, 0])
+def test_paged_forward_call_gathers_first(monkeypatch, dtype, splits):
+    """the shipped policy: the forward kernel's paged call without descriptors gathers the pages (K and V) first, then
+    attends as a padded cache -- the same checks as in place"""
+    from tilefold.ops.decode import kvcache
+    calls = []
+    real = kvcache._gather_pages
+    monkeypatch.setattr(kvcache, "_gather_pages", lambda c, t: calls.append(1) or real(c, t))
+    _paged_case("triton", dtype, "forward_kernel_page32", splits)
+    assert len(calls) == 2
+
+
+def _paged_case(backend, dtype, name, splits):
     B, M, H, HK, D, page, nb, S_new, lens, mask = PAGED_CASES[name]
     L = page * nb
     torch.manual_seed(11)
@@ -399,18 +420,22 @@ def test_paged_cache(backend, dtype, name, splits):
     assert torch.equal(fin, torch.isfinite(lse)) and _err(lse[fin], rlse[fin]) <= 1e-4
 
 
-def test_paged_decode_reads_pages_in_place(monkeypatch):
-    """the kernels read the pages through the block table (no gathered copy): the decode kernel, and the forward kernel
-    for more than 256 packed rows; the torch path gathers"""
+@pytest.mark.parametrize("cap", [0, None], ids=["in_place", "shipped_policy"])
+def test_paged_decode_reads_pages_in_place(monkeypatch, cap):
+    """the kernels read the pages through the block table (no gathered copy): the decode kernel always, the forward
+    kernel (more than 256 packed rows) where it reads the pool through descriptors or the copy would pass
+    PAGED_GATHER_MAX_BYTES (the interpreter has no descriptors: the shipped cap gathers); the torch path gathers"""
     from tilefold.ops.decode import kvcache
+    if cap is not None:
+        monkeypatch.setattr(kvcache, "PAGED_GATHER_MAX_BYTES", cap)
     calls = []
     real = kvcache._gather_pages
     monkeypatch.setattr(kvcache, "_gather_pages", lambda c, t: calls.append(1) or real(c, t))
     torch.manual_seed(12)
     pool_k, pool_v = torch.randn(6, 8, 2, 16), torch.randn(6, 8, 2, 16)
     table = torch.tensor([[4, 0], [2, 5]], dtype=torch.int32)
-    for M, backend, gathered in ((1, "triton", 0), (70, "triton", 0), (1, "torch", 2)):  # 70 x 4 rows > 256
-        calls.clear()
+    for M, backend, gathered in ((1, "triton", 0), (70, "triton", 0 if cap == 0 else 2), (1, "torch", 2)):
+        calls.clear()  # 70 x 4 rows > 256
         with tilefold.use_backend(backend):
             tilefold.attention_with_kvcache(torch.randn(2, M, 8, 16), pool_k, pool_v, block_table=table,
                                             cache_seqlens=10)

@@ -11,6 +11,16 @@ from tilefold.ops.attention.naive import attention_ref
 BACKENDS = ["torch", "triton"]
 
 
+@pytest.fixture(autouse=True)
+def in_place(request, monkeypatch):
+    """the kernels read the pages in place in the CPU tests (kvcache.PAGED_GATHER_MAX_BYTES = 0): under the interpreter
+    there are no descriptors, so the shipped policy would gather the forward kernel's calls first;
+    test_gather_first_policy runs that policy. GPU tests choose their policy themselves."""
+    from tilefold.ops.decode import kvcache
+    if request.node.get_closest_marker("gpu") is None:
+        monkeypatch.setattr(kvcache, "PAGED_GATHER_MAX_BYTES", 0)
+
+
 def _cu(lens, device="cpu"):
     return torch.tensor([0] + list(torch.tensor(lens).cumsum(0).tolist()), dtype=torch.int32, device=device)
 
@@ -84,18 +94,22 @@ def test_against_reference(backend, dtype, name, splits):
         assert torch.equal(t, t0)  # nothing of the caller's is written
 
 
-def test_kernels_read_pages_in_place(monkeypatch):
-    """the kernels go through the block table (no gathered copy): the decode kernel, and the forward kernel for more
-    than 256 packed rows; the torch path gathers"""
+@pytest.mark.parametrize("cap", [0, None], ids=["in_place", "shipped_policy"])
+def test_kernels_read_pages_in_place(monkeypatch, cap):
+    """the kernels go through the block table (no gathered copy): the decode kernel always, the forward kernel (more
+    than 256 packed rows) where it reads the pool through descriptors or the copy would pass PAGED_GATHER_MAX_BYTES
+    (under the interpreter no descriptors: the shipped cap gathers); the torch path gathers"""
     from tilefold.ops.decode import kvcache
+    if cap is None:
+        monkeypatch.undo()
     calls = []
     real = kvcache._gather_pages
     monkeypatch.setattr(kvcache, "_gather_pages", lambda c, t: calls.append(1) or real(c, t))
     torch.manual_seed(22)
     pool_k, pool_v = torch.randn(6, 8, 2, 16), torch.randn(6, 8, 2, 16)
     table = torch.tensor([[4, 0], [2, 5]], dtype=torch.int32)
-    for M, backend, gathered in ((1, "triton", 0), (70, "triton", 0), (1, "torch", 2)):  # 70 x 4 rows > 256
-        calls.clear()
+    for M, backend, gathered in ((1, "triton", 0), (70, "triton", 0 if cap == 0 else 2), (1, "torch", 2)):
+        calls.clear()  # 70 x 4 rows > 256
         with tilefold.use_backend(backend):
             tilefold.varlen_attention(torch.randn(2 * M, 8, 16), pool_k, pool_v, _cu([M, M]), _cu([10, 16]), M, 16,
                                       block_table=table)
@@ -259,14 +273,50 @@ def test_inference_only(extra):
         _call(args)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("name", [n for n in CASES if n.startswith("prefill")])
+@pytest.mark.parametrize("splits", [1, 0])
+def test_gather_first_policy(monkeypatch, dtype, name, splits):
+    """the shipped policy on a forward-kernel call without descriptors: the pages gathered into one packed copy, each
+    sequence's first lengths keys attended (seqused_k) -- the 2x rule as in place; above the cap, in place"""
+    from tilefold.ops.decode import kvcache
+    monkeypatch.undo()
+    calls = []
+    real = kvcache._gather_pages
+    monkeypatch.setattr(kvcache, "_gather_pages", lambda c, t: calls.append(1) or real(c, t))
+    lens_q, lens_k, H, HK, D, page, nb, mask = CASES[name]
+    torch.manual_seed(28)
+    q = torch.randn(sum(lens_q), H, D, dtype=dtype)
+    pool_k, pool_v, table = _pool(len(lens_q), nb, page, HK, D, 3, dtype, seed=len(name))
+    _poison_past_lengths(pool_k, pool_v, table, lens_k)
+    ref, rlse = _reference(q, pool_k, pool_v, table, lens_q, lens_k, **mask)
+    low, _ = _reference(q, pool_k, pool_v, table, lens_q, lens_k, compute_dtype=dtype, **mask)
+    copy = 2 * len(lens_q) * nb * page * HK * D * pool_k.element_size()
+    for cap, gathered in ((copy, 2), (copy - 1, 0)):
+        monkeypatch.setattr(kvcache, "PAGED_GATHER_MAX_BYTES", cap)
+        calls.clear()
+        with tilefold.use_backend("triton"):
+            out, lse = tilefold.varlen_attention(q, pool_k, pool_v, _cu(lens_q), _cu(lens_k), max(lens_q),
+                                                 max(lens_k), block_table=table, num_splits=splits, return_lse=True,
+                                                 **mask)
+        assert len(calls) == gathered
+        assert _err(out, ref) <= 2 * _err(low, ref) + 1e-5
+        fin = torch.isfinite(rlse)
+        assert torch.equal(fin, torch.isfinite(lse)) and _err(lse[fin], rlse[fin]) <= 1e-4
+
+
 @pytest.mark.gpu
+@pytest.mark.parametrize("policy", ["shipped", "in_place"])
 @pytest.mark.parametrize("v_layout", ["strided", "contiguous"])
 @pytest.mark.parametrize("page", [16, 256])
 @pytest.mark.parametrize("lens_q", [[1, 1, 1, 1], [3, 1, 4, 2], [300, 1, 129, 64]], ids=["decode", "spec", "prefill"])
-def test_against_reference_gpu(page, lens_q, v_layout):
+def test_against_reference_gpu(monkeypatch, page, lens_q, v_layout, policy):
     """bf16, 32 / 8 heads hd128, mixed lengths up to 4k keys in 256 shuffled pages' worth of pool, the rows no sequence
-    owns NaN / Inf; prefill with page 256 and contiguous pools: the forward kernel's descriptors over the pool (on
-    sm_90), with V's other page stride its pointer loads"""
+    owns NaN / Inf. Prefill: with page 256 and contiguous pools the forward kernel's descriptors over the pool (sm_90);
+    otherwise the shipped policy gathers the pages first, "in_place" (no gather) the pointer loads"""
+    from tilefold.ops.decode import kvcache
+    if policy == "in_place":
+        monkeypatch.setattr(kvcache, "PAGED_GATHER_MAX_BYTES", 0)
     dev = "cuda"
     torch.manual_seed(26)
     lens_k = [4000, 1, 2500, 700]

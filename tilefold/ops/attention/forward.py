@@ -240,6 +240,13 @@ def _qkv_strides(t):
     return 0, st[0], st[1]
 
 
+def paged_reads_descriptors(q, k, v, window) -> bool:
+    """Whether attention_fwd reads the paged pool k / v (n_pages, page_size, HK, D) through descriptors (one box per
+    key tile) rather than through pointer loads (per-row page lookups)."""
+    cfg = _cfg.fwd_config(k.shape[-1], window[0] >= 0 or window[1] >= 0, q.dtype, q.device)
+    return cfg.use_tma and tma_ok(k, v) and paged_tma_ok(k, v, cfg.BLOCK_N)
+
+
 def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None, cu_seqlens_k=None,
                   max_seqlen_q=None, max_seqlen_k=None, shift_extra=0, num_splits=1,
                   dropout_p=0.0, seed=0, offset=0, rng=None, probs=None, seqused_k=None, cache_batch_idx=None,

@@ -343,11 +343,31 @@ def _gather_pages(cache, block_table):
     return cache[pages.reshape(-1)].reshape(B, nb * cache.shape[1], *cache.shape[2:])
 
 
+# Paged prefill (the forward kernel: more than DECODE_MAX_ROWS packed query rows per key head) where the pool cannot be
+# read through descriptors (pages that do not hold whole key tiles, a V with its own page stride, no TMA): the forward
+# kernel's pointer loads in place ran at 0.55-0.68x the contiguous call, gathering the pages first and then the
+# contiguous call at 0.88-1.03x (call 93, H100, bf16 hd128 causal, pages of 16 and 256; benchmarks/NOTES.md). Such calls
+# gather while the copy of K and V stays within PAGED_GATHER_MAX_BYTES and read in place beyond (memory over speed).
+PAGED_GATHER_MAX_BYTES = 1 << 30
+
+
+def _gather_first(q, k_pages, v_pages, B, capacity, rows, window) -> bool:
+    """Whether a paged call on the kernels gathers its pages first (PAGED_GATHER_MAX_BYTES)."""
+    if rows <= splitkv.DECODE_MAX_ROWS:
+        return False  # the decode kernel reads pages in place at the contiguous call's speed (call 93)
+    if 2 * B * capacity * k_pages.shape[2] * k_pages.shape[3] * k_pages.element_size() > PAGED_GATHER_MAX_BYTES:
+        return False
+    from ..attention.forward import paged_reads_descriptors
+    return not paged_reads_descriptors(q, k_pages, v_pages, window)
+
+
 def _attend(q, k_cache, v_cache, used, slots, scale, window, softcap, num_splits, block_table=None, pads=None):
     B, M, H, D = q.shape
     HK = k_cache.shape[2]
     triton_path = backend_for(q) == "triton"
-    if block_table is not None and not triton_path:  # the torch path reads contiguous rows: gather the pages
+    if block_table is not None and (not triton_path or _gather_first(q, k_cache, v_cache, B, block_table.shape[1]
+                                                                     * k_cache.shape[1], M * (H // HK), window)):
+        # the torch path reads contiguous rows; the kernels where _gather_first says so: gather the pages
         k_cache, v_cache, block_table = _gather_pages(k_cache, block_table), _gather_pages(v_cache, block_table), None
     L = block_table.shape[1] * k_cache.shape[1] if block_table is not None else k_cache.shape[1]
     if triton_path:
@@ -375,7 +395,9 @@ def paged_varlen(q, k_pages, v_pages, cu_q, cu_k, max_q, max_k, block_table, sca
     ``cu_k[b + 1] - cu_k[b]`` keys of its pages, key n in page ``block_table[b, n // page_size]``, row
     ``n % page_size``. Inputs validated by the caller (lengths within the table's capacity, table on q's device).
     The kernels read the pages in place (the decode kernel for decode shapes, else the forward kernel; lengths from
-    cu_k, clamped to the capacity); the torch path gathers and packs each sequence's keys."""
+    cu_k, clamped to the capacity) except where ``_gather_first`` gathers them into a (B · capacity) packed copy
+    first (each sequence's first lengths[b] keys attended through ``seqused_k``); the torch path gathers and packs each
+    sequence's keys."""
     T, H, D = q.shape
     HK, page = k_pages.shape[2], k_pages.shape[1]
     B = cu_q.numel() - 1
@@ -386,6 +408,12 @@ def paged_varlen(q, k_pages, v_pages, cu_q, cu_k, max_q, max_k, block_table, sca
         if S == 0:
             S = splitkv._choose_cached(B, H, HK, M, visible_keys(M, N, window[0]), D, q.dtype, q.device,
                                        window[0] >= 0 or window[1] >= 0, splitkv._kpar_allowed())
+        if _gather_first(q, k_pages, v_pages, B, L, M * (H // HK), window):
+            kg = _gather_pages(k_pages, block_table).reshape(B * L, HK, D)
+            vg = _gather_pages(v_pages, block_table).reshape(B * L, HK, D)
+            starts = torch.arange(0, (B + 1) * L, L, dtype=torch.int32, device=q.device)
+            return splitkv._fwd_triton(q, kg, vg, S, scale, window, softcap, cu_q, starts, M, N,
+                                       seqused_k=(cu_k[1:] - cu_k[:-1]).contiguous())
         return splitkv._fwd_triton(q, k_pages, v_pages, S, scale, window, softcap, cu_q, cu_k, M, N,
                                    block_table=block_table)
     lens = (cu_k[1:] - cu_k[:-1]).clamp(0, L).tolist()
