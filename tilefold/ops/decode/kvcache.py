@@ -275,8 +275,10 @@ def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens
             (n_pages, page_size, heads_k, headdim), any page_size >= 1, and sequence b's key n lives in page
             ``block_table[b, n // page_size]``, row ``n % page_size``; seqlen_cache = max_blocks · page_size. Entries are
             checked against n_pages when the table is on the CPU, clamped into it on the GPU (as cache_seqlens). Not
-            with cache_batch_idx. The kernels read the pages in place; with CPU tensors (the torch path) each
-            sequence's pages are first gathered into a contiguous copy.
+            with cache_batch_idx. The kernels read the pages in place, except the forward kernel's calls (seqlen_q ·
+            heads / heads_k > 256) where the pool cannot be read through descriptors: those gather the pages first
+            while the copy stays within PAGED_GATHER_MAX_BYTES (as varlen_attention's block_table). With CPU
+            tensors (the torch path) each sequence's pages are first gathered into a contiguous copy.
         cache_leftpad: optional int32 (batch,): a left-padded cache, sequence b's keys are cache positions
             ``[cache_leftpad[b], cache_seqlens[b] + seqlen_new)`` (flash_attn's ``cache_leftpad``); new keys are still
             written at cache_seqlens[b], rotary positions stay the cache positions. Checked (<= cache_seqlens) when on
