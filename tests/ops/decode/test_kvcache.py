@@ -390,7 +390,28 @@ def test_paged_forward_call_gathers_first(monkeypatch, dtype, splits):
     assert len(calls) == 2
 
 
-def _paged_case(backend, dtype, name, splits):
+def test_paged_forward_call_through_descriptors(monkeypatch):
+    """the forward kernel's paged call with descriptors forced under the interpreter (16 x 16 tiles, pages of 32,
+    contiguous pools): the new keys appended into their pages first, then read as boxes of the pool's rows"""
+    from tilefold.ops.attention import config as C, forward as F
+    from tilefold.ops.decode import kvcache
+    monkeypatch.setattr(kvcache, "PAGED_GATHER_MAX_BYTES", 0)
+    monkeypatch.setattr(F, "tma_ok", lambda k, v: True)
+    monkeypatch.setattr(F, "ensure_allocator", lambda: None)
+    monkeypatch.setattr(C, "fwd_config", lambda *a, **kw: C.KernelConfig(16, 16, 4, 1, use_tma=True))
+    seen = []
+    kern = F.attention_fwd_kernel
+
+    class Spy:
+        def __getitem__(self, grid):
+            launch = kern[grid]
+            return lambda *a, **kw: seen.append(kw["USE_TMA"]) or launch(*a, **kw)
+    monkeypatch.setattr(F, "attention_fwd_kernel", Spy())
+    _paged_case("triton", torch.float32, "forward_kernel_page32", 1, v_strided=False)
+    assert seen == [True]
+
+
+def _paged_case(backend, dtype, name, splits, v_strided=True):
     B, M, H, HK, D, page, nb, S_new, lens, mask = PAGED_CASES[name]
     L = page * nb
     torch.manual_seed(11)
@@ -399,9 +420,10 @@ def _paged_case(backend, dtype, name, splits):
     k = torch.randn(B, S_new, HK, D, dtype=dtype) if S_new else None
     v = torch.randn(B, S_new, HK, D, dtype=dtype) if S_new else None
     pool_k, pool_v, table = _paged(k_cache, v_cache, page, 3, seed=len(name))
-    wide = torch.zeros(pool_v.shape[0], HK, page + 3, D, dtype=dtype)  # V's page / row / head strides differ from K's
-    wide[:, :, :page] = pool_v.transpose(1, 2)
-    pool_v = wide.transpose(1, 2)[:, :page]
+    if v_strided:
+        wide = torch.zeros(pool_v.shape[0], HK, page + 3, D, dtype=dtype)  # V's page / row / head strides differ
+        wide[:, :, :page] = pool_v.transpose(1, 2)
+        pool_v = wide.transpose(1, 2)[:, :page]
     ref, rlse, kc_ref, vc_ref = _reference(q, k_cache, v_cache, k, v, lens, **mask)
     low, _, _, _ = _reference(q, k_cache, v_cache, k, v, lens, compute_dtype=dtype, **mask)
     spare = torch.ones(pool_k.shape[0], dtype=torch.bool)

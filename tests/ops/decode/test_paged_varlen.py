@@ -170,7 +170,7 @@ def test_forward_kernel_descriptors_over_the_pool(forward_launches, mask, splits
     (the boxes read them, unlike the pointer loads): the result is the reference's all the same"""
     forward_launches.force_descriptors()
     torch.manual_seed(27)
-    lens_q, lens_k, H, HK, D = [70, 3, 0], [95, 40, 7], 4, 1, 16
+    lens_q, lens_k, H, HK, D = [70, 3, 0], [95, 40, 7], 8, 2, 16  # 70 x 4 packed rows: the forward kernel
     nb = -(-max(lens_k) // page)
     pool_k, pool_v, table = _pool(3, nb, page, HK, D, 2, torch.float32, seed=page)
     if v_layout == "contiguous":
@@ -205,6 +205,44 @@ def test_lengths_past_the_table_and_bad_entries_never_read_outside(M):
     vals = torch.cat((pool_v[3], pool_v[0]))[None]
     want, _ = attention_ref(q[None], keys, vals)
     assert _err(out, want[0]) < 1e-5
+
+
+def test_descriptors_clamp_bad_table_entries(forward_launches):
+    """the descriptor path clamps a CUDA table's entries into the pool as the pointer path does (an entry past the
+    pool or negative reads a real page), and each key head reads its own columns of the pool's rows (HK = 2)"""
+    from tilefold.ops.decode import kvcache
+    forward_launches.force_descriptors()
+    torch.manual_seed(29)
+    pool_k, pool_v = torch.randn(4, 16, 2, 16), torch.randn(4, 16, 2, 16)
+    q = torch.randn(70, 8, 16)  # 70 x 4 packed rows
+    table = torch.tensor([[7, -5, 1], [1, 3, 2]], dtype=torch.int32)  # row 0 clamps to pages 3, 0, 1
+    with tilefold.use_backend("triton"):
+        out, lse = kvcache.paged_varlen(q, pool_k, pool_v, _cu([70, 0]), _cu([40, 0]), 70, 40, table, 16 ** -0.5,
+                                        (-1, 0), 0.0, 1)
+    assert forward_launches and all(c["USE_TMA"] for c in forward_launches)
+    keys = torch.cat((pool_k[3], pool_k[0], pool_k[1]))[None, :40]
+    vals = torch.cat((pool_v[3], pool_v[0], pool_v[1]))[None, :40]
+    want, _ = attention_ref(q[None], keys, vals, causal=True)
+    assert _err(out, want[0]) < 1e-5
+
+
+def test_gathered_copy_spans_the_pages_max_seqlen_k_reaches(monkeypatch):
+    """the gather-first policy copies the pages max_seqlen_k reaches, not the table's whole width"""
+    from tilefold.ops.decode import kvcache
+    monkeypatch.undo()
+    widths = []
+    real = kvcache._gather_pages
+    monkeypatch.setattr(kvcache, "_gather_pages", lambda c, t: widths.append(t.shape[1]) or real(c, t))
+    torch.manual_seed(30)
+    pool_k, pool_v = torch.randn(40, 8, 1, 16), torch.randn(40, 8, 1, 16)
+    table = torch.randperm(40)[:36].reshape(2, 18).to(torch.int32)  # capacity 144 keys, 20 used at most
+    q = torch.randn(140, 4, 16)
+    with tilefold.use_backend("triton"):
+        out = tilefold.varlen_attention(q, pool_k, pool_v, _cu([70, 70]), _cu([20, 9]), 70, 20, block_table=table,
+                                        causal=True)
+    assert widths == [3, 3]
+    ref, _ = _reference(q, pool_k, pool_v, table, [70, 70], [20, 9], causal=True)
+    assert _err(out, ref) < 1e-5
 
 
 def test_compat_flash_attn_varlen_func():

@@ -131,11 +131,12 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     (cu_seqlens_k gives lengths only; each length <= max_blocks · page_size). Entries are checked against n_pages
     when the table is on the CPU, clamped into the pool on the GPU. An inference path: no dropout, no
     return_attn_probs, and no gradient (NotImplementedError when an input requires grad). The decode kernel (for
-    max_seqlen_q · heads / heads_k <= 256) reads the pages in place; the forward kernel does on Hopper where pages
-    hold whole key tiles (page_size a multiple of 128 at head dims <= 128, of 64 above) in a pool whose pages are
-    consecutive rows, and otherwise gathers the pages into a contiguous copy first while that copy stays within
-    ``tilefold.ops.decode.kvcache.PAGED_GATHER_MAX_BYTES`` (1 GiB; faster than its per-row page lookups), reading in
-    place beyond it."""
+    max_seqlen_q · heads / heads_k <= 256) reads the pages in place. The forward kernel does where it can read the
+    pool through TMA descriptors (sm_90+, fp16 / bf16, a power-of-two head dim, 16-byte aligned base and strides, a
+    pool's pages consecutive rows, pages holding whole key tiles: page_size a multiple of 128 at head dims <= 128, of
+    64 above); otherwise it gathers the pages max_seqlen_k reaches into a contiguous copy first while that copy (K and
+    V) stays within ``tilefold.ops.decode.kvcache.PAGED_GATHER_MAX_BYTES`` (1 GiB: faster than its per-row page
+    lookups) and reads in place beyond it."""
     if block_table is not None:
         return _varlen_paged(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, block_table,
                              softmax_scale, causal, window_size, softcap, return_lse, deterministic, dropout_p,

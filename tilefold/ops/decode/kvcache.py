@@ -397,9 +397,9 @@ def paged_varlen(q, k_pages, v_pages, cu_q, cu_k, max_q, max_k, block_table, sca
     ``cu_k[b + 1] - cu_k[b]`` keys of its pages, key n in page ``block_table[b, n // page_size]``, row
     ``n % page_size``. Inputs validated by the caller (lengths within the table's capacity, table on q's device).
     The kernels read the pages in place (the decode kernel for decode shapes, else the forward kernel; lengths from
-    cu_k, clamped to the capacity) except where ``_gather_first`` gathers them into a (B · capacity) packed copy
-    first (each sequence's first lengths[b] keys attended through ``seqused_k``); the torch path gathers and packs each
-    sequence's keys."""
+    cu_k, clamped to the capacity) except where ``_gather_first`` gathers the pages max_k reaches into a (B ·
+    those pages' keys) packed copy first (each sequence's first lengths[b] keys attended through ``seqused_k``, clamped
+    to that copy's rows as max_k plans); the torch path gathers and packs each sequence's keys."""
     T, H, D = q.shape
     HK, page = k_pages.shape[2], k_pages.shape[1]
     B = cu_q.numel() - 1
@@ -410,10 +410,12 @@ def paged_varlen(q, k_pages, v_pages, cu_q, cu_k, max_q, max_k, block_table, sca
         if S == 0:
             S = splitkv._choose_cached(B, H, HK, M, visible_keys(M, N, window[0]), D, q.dtype, q.device,
                                        window[0] >= 0 or window[1] >= 0, splitkv._kpar_allowed())
-        if _gather_first(q, k_pages, v_pages, B, L, M * (H // HK), window):
-            kg = _gather_pages(k_pages, block_table).reshape(B * L, HK, D)
-            vg = _gather_pages(v_pages, block_table).reshape(B * L, HK, D)
-            starts = torch.arange(0, (B + 1) * L, L, dtype=torch.int32, device=q.device)
+        used_pages = max(1, -(-N // page))  # the pages max_seqlen_k reaches: the copy scales with it, not the table
+        if _gather_first(q, k_pages, v_pages, B, used_pages * page, M * (H // HK), window):
+            Lg = used_pages * page
+            kg = _gather_pages(k_pages, block_table[:, :used_pages]).reshape(B * Lg, HK, D)
+            vg = _gather_pages(v_pages, block_table[:, :used_pages]).reshape(B * Lg, HK, D)
+            starts = torch.arange(0, (B + 1) * Lg, Lg, dtype=torch.int32, device=q.device)
             return splitkv._fwd_triton(q, kg, vg, S, scale, window, softcap, cu_q, starts, M, N,
                                        seqused_k=(cu_k[1:] - cu_k[:-1]).contiguous())
         return splitkv._fwd_triton(q, k_pages, v_pages, S, scale, window, softcap, cu_q, cu_k, M, N,
