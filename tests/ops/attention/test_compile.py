@@ -143,6 +143,92 @@ def test_compile_fullgraph_varlen_gpu(dtype):
 
 
 # ---------------------------------------------------------------------------------------------------
+# varlen under CUDA graph capture: cu_seqlens are not read on the host while a graph captures (a host read fails the
+# capture); the graph reads the cu_seqlens / block_table / q / k / v tensors' contents at each replay
+
+
+def _capture(fn):
+    """fn's result tensors from a CUDA graph captured after two eager warm-up calls on a side stream (which compile
+    and load the kernels the capture launches), and the graph"""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        res = fn()
+    return graph, res
+
+
+def _refill(*ts):
+    for t in ts:
+        t.copy_(torch.randn_like(t))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("D", [128, 96], ids=["hd128", "hd96"])
+def test_varlen_cuda_graph_capture_gpu(D):
+    """varlen forward + backward captured once, replayed with new q / k / v / dout and new sequence boundaries
+    written into the captured tensors: each replay equals the eager call on those values (forward bitwise)"""
+    dev, dt = "cuda", torch.bfloat16
+    cu_q = torch.tensor([0, 70, 70, 200], dtype=torch.int32, device=dev)
+    cu_k = torch.tensor([0, 90, 150, 300], dtype=torch.int32, device=dev)
+    q = torch.randn(200, 4, D, device=dev, dtype=dt, requires_grad=True)
+    k = torch.randn(300, 2, D, device=dev, dtype=dt, requires_grad=True)
+    v = torch.randn(300, 2, D, device=dev, dtype=dt, requires_grad=True)
+    do = torch.randn(200, 4, D, device=dev, dtype=dt)
+    step = lambda: (lambda o: (o,) + torch.autograd.grad(o, (q, k, v), do))(  # noqa: E731
+        tilefold.varlen_attention(q, k, v, cu_q, cu_k, 140, 150, causal=True))
+    graph, res = _capture(step)
+    for bounds in (([0, 70, 70, 200], [0, 90, 150, 300]), ([0, 0, 140, 200], [0, 150, 160, 300])):
+        cu_q.copy_(torch.tensor(bounds[0], dtype=torch.int32))
+        cu_k.copy_(torch.tensor(bounds[1], dtype=torch.int32))
+        with torch.no_grad():
+            _refill(q, k, v, do)
+        graph.replay()
+        torch.cuda.synchronize()
+        eager = step()
+        assert torch.equal(res[0], eager[0])
+        for a, b in zip(res[1:], eager[1:]):
+            torch.testing.assert_close(a, b, atol=2e-2, rtol=1e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("page", [128, 16])
+@pytest.mark.parametrize("max_q", [300, 1], ids=["prefill", "decode"])
+def test_paged_varlen_cuda_graph_capture_gpu(page, max_q):
+    """varlen_attention with a block table (and the compat flash_attn_varlen_func) captured once, replayed with the
+    table permuted, new lengths and new pools written into the captured tensors: each replay equals the eager call"""
+    from tilefold.compat.flash_attn_interface import flash_attn_varlen_func
+
+    dev, dt, B, H, HK, D = "cuda", torch.bfloat16, 3, 8, 2, 128
+    nb = -(-1024 // page)
+    pool_k = torch.randn(B * nb + 5, page, HK, D, device=dev, dtype=dt)
+    pool_v = torch.randn_like(pool_k)
+    table = torch.randperm(B * nb + 5, device=dev)[:B * nb].reshape(B, nb).to(torch.int32)
+    lens_q = [min(max_q, n) for n in (300, 1, 200)]
+    cu_q = torch.tensor([0] + lens_q, device=dev).cumsum(0).to(torch.int32)
+    cu_k = torch.tensor([0, 700, 701, 1724], dtype=torch.int32, device=dev)  # lengths 700, 1, 1023
+    q = torch.randn(int(cu_q[-1]), H, D, device=dev, dtype=dt)
+    fns = (lambda: tilefold.varlen_attention(q, pool_k, pool_v, cu_q, cu_k, max_q, 1024, causal=True,  # noqa: E731
+                                             block_table=table),
+           lambda: flash_attn_varlen_func(q, pool_k, pool_v, cu_q, cu_k, max_q, 1024, causal=True,  # noqa: E731
+                                          block_table=table))
+    with torch.no_grad():
+        for fn in fns:
+            graph, out = _capture(fn)
+            for lens_k in ([700, 1, 1023], [1024, 512, 3]):
+                cu_k.copy_(torch.tensor([0] + lens_k).cumsum(0).to(torch.int32))
+                table.copy_(table[torch.randperm(B, device=dev)].flip(1))
+                _refill(q, pool_k, pool_v)
+                graph.replay()
+                torch.cuda.synchronize()
+                assert torch.equal(out, fn())
+
+
+# ---------------------------------------------------------------------------------------------------
 # PyTorch features around the ops (found by an integration review)
 
 def test_compile_dynamic_fullgraph_cpu():

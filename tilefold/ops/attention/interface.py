@@ -121,6 +121,9 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     sequence b is rows ``cu_seqlens_q[b]:cu_seqlens_q[b+1]`` of q and ``cu_seqlens_k[b]:cu_seqlens_k[b+1]``
     of k/v (int32, batch + 1 values, starting at 0). max_seqlen_q/k bound the lengths. Empty sequences
     are allowed. Same options as :func:`attention`; lse is (heads, total_q). Masks are per sequence.
+    The cu_seqlens values are checked on the host (one sync per call), except while torch.compile traces or a CUDA
+    graph captures the call (capturable, as flash_attn's): there they are not read and must be valid -- the kernels
+    trust them as flash_attn's do (a last value past total_q / total_k reads and writes out of bounds).
     With return_attn_probs, S is padded: (batch, heads, max_seqlen_q, max_seqlen_k), sequence b in the
     top-left corner of S[b], padding 0.
 

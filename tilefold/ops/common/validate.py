@@ -141,8 +141,10 @@ def _is_fake(t) -> bool:
 
 def _validate_cu_seqlens(name, cu, total, max_seqlen, max_name, device):
     """cu_seqlens: int32 (batch+1,), starts at 0, non-decreasing, last == total (any total when ``total`` is None: a
-    paged cache's lengths); max_seqlen >= every length. The value checks read the tensor on the host (skipped while
-    torch.compile traces). Returns the longest length (None when the values were not read)."""
+    paged cache's lengths); max_seqlen >= every length. The value checks read the tensor on the host: skipped while
+    torch.compile traces and while a CUDA graph captures on the current stream (a host read there fails the capture;
+    the values must then be valid, as flash_attn never checks them). Returns the longest length (None when the values
+    were not read)."""
     if not isinstance(cu, torch.Tensor):
         raise ValueError(f"{name}: expected an int32 torch.Tensor, got {type(cu).__name__}")
     if cu.dtype != torch.int32:
@@ -157,6 +159,8 @@ def _validate_cu_seqlens(name, cu, total, max_seqlen, max_name, device):
         raise ValueError(f"{max_name}: expected an int >= 0, got {max_seqlen!r}")
     if torch.compiler.is_compiling() or cu.device.type == "meta" or _is_fake(cu):
         return None  # no values to read (traced, meta, or FakeTensorMode outside a compile)
+    if cu.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return None  # a graph being captured: the values exist only at replay
     vals = cu.tolist()
     if vals[0] != 0:
         raise ValueError(f"{name}: expected first value 0, got {vals[0]}")
