@@ -18,7 +18,7 @@ from tilefold.ops.attention.backward import (attention_bwd_dkdv_kernel, attentio
                                              attention_bwd_preprocess_kernel)
 
 PTR = {"Q", "K", "V", "O", "DO", "DK", "DV", "DQ"}
-F32P = {"LSE", "LSE2", "DELTA", "DLSE", "P"}
+F32P = {"LSE", "LSE2", "DELTA", "DLSE", "P", "ALIBI"}
 FLOATS = {"qk_scale", "softcap_pre", "softcap_post", "sm_scale", "drop_rscale"}
 
 

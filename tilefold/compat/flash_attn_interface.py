@@ -24,7 +24,8 @@ window edge is unbounded, ``softcap <= 0`` is off, and q / k / v whose last dime
 - ``flash_attn_varlen_func(block_table=)`` (paged K / V): forward only (NotImplementedError when an input
   requires grad or with dropout); ``return_attn_probs=True`` gives (out, lse, an empty tensor), as flash_attn does
   without dropout; any page size; see ``tilefold.varlen_attention``.
-- Not provided yet: ``alibi_slopes`` (NotImplementedError).
+- ``alibi_slopes``: flash_attn's ALiBi (Triton kernels, forward and backward); not with ``block_table`` or in
+  ``flash_attn_with_kvcache`` yet (NotImplementedError).
 """
 from __future__ import annotations
 
@@ -63,18 +64,17 @@ def _contiguous_last(*ts):
 
 def _unsupported(alibi_slopes=None):
     if alibi_slopes is not None:
-        raise NotImplementedError("alibi_slopes is not supported by tilefold yet")
+        raise NotImplementedError("alibi_slopes with flash_attn_with_kvcache is not supported by tilefold yet")
 
 
 def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
                     softcap=0.0, alibi_slopes=None, deterministic=False, return_attn_probs=False):
     """q (batch, seqlen_q, heads, d), k/v (batch, seqlen_k, heads_k, d) -> out, or (out, lse, S)."""
-    _unsupported(alibi_slopes)
     q, k, v = _contiguous_last(q, k, v)
     window_size, softcap = _fa2_options(window_size, softcap)
     return attention(q, k, v, softmax_scale=softmax_scale, causal=causal, window_size=window_size,
                      softcap=softcap, deterministic=deterministic, dropout_p=dropout_p,
-                     return_attn_probs=return_attn_probs)
+                     return_attn_probs=return_attn_probs, alibi_slopes=alibi_slopes)
 
 
 def flash_attn_qkvpacked_func(qkv, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
@@ -100,7 +100,6 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
                            alibi_slopes=None, deterministic=False, return_attn_probs=False, block_table=None):
     """q (total_q, heads, d), k/v (total_k, heads_k, d), cu_seqlens int32 (batch + 1,); with ``block_table`` k / v
     are page pools (n_pages, page_size, heads_k, d) and cu_seqlens_k gives each sequence's length in its pages."""
-    _unsupported(alibi_slopes)
     q, k, v = _contiguous_last(q, k, v)
     window_size, softcap = _fa2_options(window_size, softcap)
     if block_table is not None and return_attn_probs and _is_real(dropout_p) and dropout_p == 0:
@@ -109,12 +108,12 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
         out, lse = varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                                     softmax_scale=softmax_scale, causal=causal, window_size=window_size,
                                     softcap=softcap, deterministic=deterministic, return_lse=True,
-                                    block_table=block_table)
+                                    block_table=block_table, alibi_slopes=alibi_slopes)
         return out, lse, q.new_empty(0)
     return varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                             softmax_scale=softmax_scale, causal=causal, window_size=window_size,
                             softcap=softcap, deterministic=deterministic, dropout_p=dropout_p,
-                            return_attn_probs=return_attn_probs, block_table=block_table)
+                            return_attn_probs=return_attn_probs, block_table=block_table, alibi_slopes=alibi_slopes)
 
 
 def flash_attn_varlen_qkvpacked_func(qkv, cu_seqlens, max_seqlen, dropout_p=0.0, softmax_scale=None,

@@ -270,6 +270,8 @@ def run_reference(q, k, v, opts, compute_dtype, *, dout=None, dlse=None, grad_in
               window_size=tuple(opts.get("window_size", (-1, -1))), compute_dtype=compute_dtype)
     if "softmax_scale" in opts:
         kw["softmax_scale"] = opts["softmax_scale"]
+    if opts.get("alibi_slopes") is not None:
+        kw["alibi_slopes"] = opts["alibi_slopes"]
     if varlen is None:
         out, lse = attention_ref(*xs, **kw)
     else:

@@ -19,7 +19,7 @@ import triton.language as tl
 from . import backward_sm90 as _sm90
 from . import config as _cfg
 from ..common.fold import LOG2E, score_transform
-from ..common.masks import block_order, grid_row, key_tiles, query_tiles, sequence_bounds, visible
+from ..common.masks import alibi_distance, block_order, grid_row, key_tiles, query_tiles, sequence_bounds, visible
 from ..common import launch as _launch
 from ..common.host import cdiv, rows_grid
 from ..common.philox import RNG_ARGS, dropout_args, dropout_keep, rng_key, rng_ptr
@@ -92,13 +92,16 @@ def _kahan_add(total, comp, x):
 
 @triton.jit
 def _probs_t(k, qT, k_o, qT_o, lse2, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP: tl.constexpr,
-             DOT_PREC: tl.constexpr, SPLIT_D: tl.constexpr):
+             DOT_PREC: tl.constexpr, SPLIT_D: tl.constexpr, alibi_slope, offs_n, offs_m, shift,
+             HAS_ALIBI: tl.constexpr):
     """Recompute P^T [BN, BM] (and the softcap's tanh, for its derivative) from K and Q^T (SPLIT_D = 2:
-    the program's own head-dim half k, qT plus the other half k_o, qT_o)."""
+    the program's own head-dim half k, qT plus the other half k_o, qT_o); HAS_ALIBI: with the forward's bias."""
     qkT = tl.dot(k, qT, input_precision=DOT_PREC)
     if SPLIT_D > 1:
         qkT = tl.dot(k_o, qT_o, qkT, input_precision=DOT_PREC)
     sT, t = score_transform(qkT, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP)
+    if HAS_ALIBI:
+        sT = sT - alibi_slope * tl.abs(offs_m[None, :] + shift - offs_n[:, None]).to(tl.float32)
     pT = tl.math.exp2(sT - lse2[None, :])
     return pT, t
 
@@ -140,7 +143,8 @@ def _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_
                 seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, bh, n0,
                 BLOCK_N: tl.constexpr, HAS_DROPOUT: tl.constexpr, USE_TMA: tl.constexpr,
                 COMPENSATED: tl.constexpr, dlse_plane, SEP_DLSE: tl.constexpr, SPLIT_D: tl.constexpr,
-                full_lo=0, full_hi=0, RUNTIME_MASK: tl.constexpr = False, EVEN_M: tl.constexpr = False):
+                full_lo=0, full_hi=0, RUNTIME_MASK: tl.constexpr = False, EVEN_M: tl.constexpr = False,
+                alibi_slope=0.0, HAS_ALIBI: tl.constexpr = False):
     """Fold query tiles [m_lo, m_hi) into dK, dV (columns offs_d). RUNTIME_MASK (with MASKED): tiles
     starting in [full_lo, full_hi) are fully visible and skip the mask (one loop instead of three).
     SPLIT_D = 2: S and dP also take the other head-dim half (k_o, v_o and the *_o pointers / column c_oth); dK, dV only the own half.
@@ -175,7 +179,7 @@ def _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_
             else:
                 dl = tl.load(delta_ptrs + dlse_plane)
         pT, t = _probs_t(k, qT, k_o, qT_o, lse2, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP, DOT_PREC,
-                         SPLIT_D)
+                         SPLIT_D, alibi_slope, offs_n, offs_m, shift, HAS_ALIBI)
         if RUNTIME_MASK:
             if (start_m < full_lo) | (start_m >= full_hi):
                 okT = tl.trans(visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI))
@@ -231,13 +235,13 @@ def attention_bwd_dkdv_kernel(
     seqlen_q_fixed, seqlen_k_fixed, shift_extra, win_left, win_right,
     sm_scale, qk_scale, softcap_pre, softcap_post,
     seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
-    HK, GROUP, D, dlse_plane,
+    HK, GROUP, D, dlse_plane, ALIBI, stride_alb,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     USE_TMA: tl.constexpr, COMPENSATED: tl.constexpr, SEP_DLSE: tl.constexpr, LPT: tl.constexpr,
     SPLIT_D: tl.constexpr, ONE_LOOP: tl.constexpr = False, EVEN_M: tl.constexpr = False,
-    RNG_PTR: tl.constexpr = False,
+    RNG_PTR: tl.constexpr = False, HAS_ALIBI: tl.constexpr = False,
 ):
     # the first key blocks see the most queries under a causal mask: they go first
     # SPLIT_D = 2: axis 0 is (key block, head-dim half), the two halves of a block adjacent (they read
@@ -289,6 +293,9 @@ def attention_bwd_dkdv_kernel(
                                              BLOCK_M, BLOCK_N, HAS_LO, HAS_HI)
     for g in range(0, GROUP):
         h = hk * GROUP + g
+        alibi_slope = 0.0
+        if HAS_ALIBI:
+            alibi_slope = tl.load(ALIBI + b.to(tl.int64) * stride_alb + h) * LOG2E
         q_ptrs = Q + b.to(tl.int64) * stride_qb + q_start.to(tl.int64) * stride_qm + h.to(tl.int64) * stride_qh \
             + offs_m0[None, :] * stride_qm + offs_d[:, None]
         do_ptrs = DO + b.to(tl.int64) * stride_dob + q_start.to(tl.int64) * stride_dom + h.to(tl.int64) * stride_doh \
@@ -318,7 +325,7 @@ def attention_bwd_dkdv_kernel(
                                        BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
                                        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
                                        BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE, SPLIT_D,
-                                       f_lo, f_hi, ONE_LOOP, EVEN_M)
+                                       f_lo, f_hi, ONE_LOOP, EVEN_M, alibi_slope, HAS_ALIBI)
         if not ONE_LOOP:
             dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_ptrs_o, q_desc, do_desc,
                                            lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
@@ -326,7 +333,8 @@ def attention_bwd_dkdv_kernel(
                                            win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                                            BLOCK_M, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
                                            seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
-                                           BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE, SPLIT_D)
+                                           BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE, SPLIT_D,
+                                           0, 0, False, False, alibi_slope, HAS_ALIBI)
             dk, dv, dkc, dvc = _dkdv_tiles(dk, dv, dkc, dvc, k, v, k_o, v_o, q_ptrs, do_ptrs, q_ptrs_o, do_ptrs_o, q_desc, do_desc,
                                            lse2_ptrs, delta_ptrs, stride_qm, stride_dom,
                                            stride_lm, offs_n, offs_m0, offs_d, offs_do, c_own, c_oth, f_hi, m_end, seqlen_q, seqlen_k, shift,
@@ -334,7 +342,7 @@ def attention_bwd_dkdv_kernel(
                                            BLOCK_M, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
                                            seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, b * HK * GROUP + h, n0,
                                            BLOCK_N, HAS_DROPOUT, USE_TMA, COMPENSATED, dlse_plane, SEP_DLSE, SPLIT_D,
-                                           0, 0, False, EVEN_M)
+                                           0, 0, False, EVEN_M, alibi_slope, HAS_ALIBI)
     dk = dk * sm_scale
     dk_ptrs = DK + b.to(tl.int64) * stride_dkb + (k_start + offs_n[:, None]).to(tl.int64) * stride_dkn \
         + hk * stride_dkh + offs_d[None, :]
@@ -351,7 +359,7 @@ def _dq_tiles(dq, dqc, q, do, lse2, delta, dl, k_ptrs, v_ptrs, k_desc, v_desc, s
               HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr,
               seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, bh,
               BLOCK_M: tl.constexpr, HAS_DROPOUT: tl.constexpr, USE_TMA: tl.constexpr,
-              COMPENSATED: tl.constexpr, SEP_DLSE: tl.constexpr):
+              COMPENSATED: tl.constexpr, SEP_DLSE: tl.constexpr, alibi_slope, HAS_ALIBI: tl.constexpr):
     k_ptrs += n_lo.to(tl.int64) * stride_kn
     v_ptrs += n_lo.to(tl.int64) * stride_vn
     for start_n in range(n_lo, n_hi, BLOCK_N):
@@ -360,6 +368,8 @@ def _dq_tiles(dq, dqc, q, do, lse2, delta, dl, k_ptrs, v_ptrs, k_desc, v_desc, s
                             MASKED, EVEN_D, USE_TMA)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
         s, t = score_transform(qk, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP)
+        if HAS_ALIBI:
+            s = s - alibi_slope * alibi_distance(offs_m, offs_n, shift)
         p = tl.math.exp2(s - lse2[:, None])
         if MASKED:
             ok = visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
@@ -395,12 +405,12 @@ def attention_bwd_dq_kernel(
     seqlen_q_fixed, seqlen_k_fixed, shift_extra, win_left, win_right,
     sm_scale, qk_scale, softcap_pre, softcap_post,
     seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
-    H, GROUP, D, dlse_plane,
+    H, GROUP, D, dlse_plane, ALIBI, stride_alb,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     USE_TMA: tl.constexpr, COMPENSATED: tl.constexpr, SEP_DLSE: tl.constexpr, LPT: tl.constexpr,
-    RNG_PTR: tl.constexpr = False,
+    RNG_PTR: tl.constexpr = False, HAS_ALIBI: tl.constexpr = False,
 ):
     # heavy query blocks (most visible keys under a causal mask) first: a shorter tail
     pid_m, pid_bh, _ = block_order(LPT, True, 1)
@@ -414,6 +424,9 @@ def attention_bwd_dq_kernel(
     if m0 >= seqlen_q:
         return
     shift = seqlen_k - seqlen_q + shift_extra
+    alibi_slope = 0.0
+    if HAS_ALIBI:
+        alibi_slope = tl.load(ALIBI + b.to(tl.int64) * stride_alb + h) * LOG2E
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_n0 = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -453,17 +466,17 @@ def attention_bwd_dq_kernel(
                    n_start, f_lo, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                    BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
                    seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, BLOCK_M, HAS_DROPOUT, USE_TMA,
-                        COMPENSATED, SEP_DLSE)
+                        COMPENSATED, SEP_DLSE, alibi_slope, HAS_ALIBI)
     dq, dqc = _dq_tiles(dq, dqc, q, do, lse2, delta, dl, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
                    f_lo, f_hi, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                    BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
                    seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, BLOCK_M, HAS_DROPOUT, USE_TMA,
-                        COMPENSATED, SEP_DLSE)
+                        COMPENSATED, SEP_DLSE, alibi_slope, HAS_ALIBI)
     dq, dqc = _dq_tiles(dq, dqc, q, do, lse2, delta, dl, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0, offs_d,
                    f_hi, n_end, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
                    BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
                    seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, BLOCK_M, HAS_DROPOUT, USE_TMA,
-                        COMPENSATED, SEP_DLSE)
+                        COMPENSATED, SEP_DLSE, alibi_slope, HAS_ALIBI)
     dq = dq * sm_scale
     tl.store(DQ + b.to(tl.int64) * stride_dqb + (q_start + offs_m[:, None]).to(tl.int64) * stride_dqm
              + h * stride_dqh + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=qd_mask)
@@ -482,8 +495,9 @@ def _strides(t):
 
 def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, softcap, cu_seqlens_q=None,
                   cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None, shift_extra=0,
-                  dropout_p=0.0, seed=0, offset=0, rng=None):
-    """Launch the backward: returns dq, dk, dv (dtypes and shapes of q, k, v, contiguous).
+                  dropout_p=0.0, seed=0, offset=0, rng=None, alibi=None):
+    """Launch the backward: returns dq, dk, dv (dtypes and shapes of q, k, v, contiguous). ``alibi``: the forward's
+    (batch, heads) fp32 ALiBi slopes or None (Triton kernels only).
     ``dlse`` (optional, like lse) is the gradient flowing into the returned lse. The dropout mask is the forward's:
     (seed, offset), or the words in ``rng`` when given (attention_fwd)."""
     varlen = cu_seqlens_q is not None
@@ -506,7 +520,8 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
         return dq, dk, dv
     gluon_dkdv, gluon_dq = _sm90.plan(
         q, k, v, dout, softcap=softcap, dropout_p=dropout_p, varlen=varlen, shift_extra=shift_extra,
-        softmax_scale=softmax_scale) if _cfg.BWD_SM90 != "0" and not _cfg.interpreter_enabled() else (False, False)
+        softmax_scale=softmax_scale) if _cfg.BWD_SM90 != "0" and not _cfg.interpreter_enabled() and alibi is None \
+        else (False, False)
     triton_kernels = not (gluon_dkdv and gluon_dq)  # their tile configuration is worked out only if one runs
     if triton_kernels:
         cfg = _cfg.bwd_config(D, left >= 0 or right >= 0, q.dtype, q.device)
@@ -550,6 +565,8 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
                 softmax_scale, softmax_scale * LOG2E, sc_pre, sc_post, *dropout_args(dropout_p, seed, offset, rng))
         common["HAS_DROPOUT"] = dropout_p > 0
         common["RNG_PTR"] = dropout_p > 0 and rng_ptr(rng)
+        common["HAS_ALIBI"] = alibi is not None
+        al = (alibi, alibi.stride(0)) if alibi is not None else (dummy, 0)
         # dK, dV: key blocks of BLOCK_N (the long side), query tiles of BLOCK_M; split over halves of the
         # head dim when the config asks (not for fp32: its exact delta needs dP as one dot, see the
         # preprocess kernel; and not below 16 columns per half, the smallest dot)
@@ -564,7 +581,7 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
                                   dropout_p=dropout_p, seed=seed, offset=offset, rng=rng)
     else:
         _dkdv_launch(q, k, v, dout, lse2, delta, dk, dv, slb, slh, slm, scal, HK, H, D, dlse_plane, cfg, split,
-                     descriptors_ok, BD, left, right, exact, varlen, M, N, B, common)
+                     descriptors_ok, BD, left, right, exact, varlen, M, N, B, common, al)
     if gluon_dq:
         _sm90.attention_dq_sm90(q, k, v, dout, lse2, delta, dq, softmax_scale=softmax_scale, window=window,
                                 dropout_p=dropout_p, seed=seed, offset=offset, rng=rng)
@@ -573,7 +590,7 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
         attention_bwd_dq_kernel[(cdiv(M, qcfg.BLOCK_M), *rows_grid(B, H))](
             q, k, v, dout, lse2, delta, dq,
             *_strides(q), *_strides(k), *_strides(v), *_strides(dout), slb, slh, slm,
-            *_strides(dq), *scal, H, H // HK, D, dlse_plane,
+            *_strides(dq), *scal, H, H // HK, D, dlse_plane, *al,
             BLOCK_M=qcfg.BLOCK_M, BLOCK_N=qcfg.BLOCK_N, USE_TMA=qcfg.use_tma and descriptors_ok,
             num_warps=qcfg.num_warps, num_stages=qcfg.num_stages, **common)
     return dq, dk, dv
@@ -596,11 +613,11 @@ def _preprocess(out, dout, lse, dlse, delta, lse2, strides, cuq, ints, consts, g
 
 
 def _dkdv_launch(q, k, v, dout, lse2, delta, dk, dv, slb, slh, slm, scal, HK, H, D, dlse_plane, cfg, split,
-                 descriptors_ok, BD, left, right, exact, varlen, M, N, B, common):
+                 descriptors_ok, BD, left, right, exact, varlen, M, N, B, common, al):
     attention_bwd_dkdv_kernel[(cdiv(N, cfg.BLOCK_N) * split, *rows_grid(B, HK))](
         q, k, v, dout, lse2, delta, dk, dv,
         *_strides(q), *_strides(k), *_strides(v), *_strides(dout), slb, slh, slm,
-        *_strides(dk), *_strides(dv), *scal, HK, H // HK, D, dlse_plane,
+        *_strides(dk), *_strides(dv), *scal, HK, H // HK, D, dlse_plane, *al,
         BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, USE_TMA=cfg.use_tma and descriptors_ok, SPLIT_D=split,
         ONE_LOOP=_cfg.dkdv_one_loop(BD, left >= 0 or right >= 0, exact), EVEN_M=not varlen and M % cfg.BLOCK_M == 0,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages, **common)

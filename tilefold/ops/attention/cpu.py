@@ -60,6 +60,15 @@ def _tile_rows(M, n0, n1, shift, window):
     return r0, r1, cut
 
 
+def _alibi_bias(alibi, HK, r0, r1, n0, n1, shift, dtype):
+    """(B, HK, G, r1 - r0, n1 - n0) tile of ``-slope · |i + shift - j|`` (ALiBi, flash_attn's convention) for query
+    rows r0..r1-1 and keys n0..n1-1; ``alibi`` the (B, H) slopes."""
+    i = torch.arange(r0, r1, dtype=dtype).unsqueeze(1)
+    j = torch.arange(n0, n1, dtype=dtype).unsqueeze(0)
+    B, H = alibi.shape
+    return -alibi.to(dtype).reshape(B, HK, H // HK, 1, 1) * (i + shift - j).abs()
+
+
 def _acc_dtype(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -91,8 +100,9 @@ def _keep(B, HK, G, M, n0, n1, dropout_p, seed, offset, b_offset=0, r0=0):
 
 @_no_autocast
 def attention_fwd_cpu(q, k, v, *, softmax_scale, window, softcap, shift_extra=0, dropout_p=0.0, seed=0,
-                      offset=0, b_offset=0):
-    """q (B, M, H, D), k/v (B, N, HK, D) -> out (B, M, H, D) in q.dtype, lse (B, H, M) fp32."""
+                      offset=0, b_offset=0, alibi=None):
+    """q (B, M, H, D), k/v (B, N, HK, D) -> out (B, M, H, D) in q.dtype, lse (B, H, M) fp32. ``alibi``: (B, H)
+    slopes or None."""
     B, M, H, D = q.shape
     N, HK = k.shape[1], k.shape[2]
     adt = _acc_dtype(q.dtype)
@@ -110,6 +120,8 @@ def attention_fwd_cpu(q, k, v, *, softmax_scale, window, softcap, shift_extra=0,
         s = torch.matmul(qs[..., r0:r1, :], kt_all[:, :, n0:n1].unsqueeze(2).transpose(-1, -2))
         if softcap > 0:
             s = torch.tanh(s.div_(softcap)).mul_(softcap)
+        if alibi is not None:
+            s.add_(_alibi_bias(alibi, HK, r0, r1, n0, n1, shift, adt))
         if cut:
             ok = _tile_visible(r1, n0, n1, N, shift, window, q.device, r0)
             if not bool(ok.any()):
@@ -128,7 +140,7 @@ def attention_fwd_cpu(q, k, v, *, softmax_scale, window, softcap, shift_extra=0,
 
 @_no_autocast
 def attention_bwd_cpu(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, softcap, shift_extra=0,
-                      dropout_p=0.0, seed=0, offset=0, b_offset=0):
+                      dropout_p=0.0, seed=0, offset=0, b_offset=0, alibi=None):
     B, M, H, D = q.shape
     N, HK = k.shape[1], k.shape[2]
     G = H // HK
@@ -166,6 +178,8 @@ def attention_bwd_cpu(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, wind
         if softcap > 0:
             t = torch.tanh(s.div_(softcap))
             s = t * softcap
+        if alibi is not None:
+            s.add_(_alibi_bias(alibi, HK, r0, r1, n0, n1, shift, adt))
         p = s.sub_(lse_g[..., r0:r1].unsqueeze(-1)).exp_()  # in place: S -> P
         if cut:
             ok = _tile_visible(r1, n0, n1, N, shift, window, q.device, r0)
@@ -201,19 +215,20 @@ def _split(t, cu, b):
     return t[int(cu[b]):int(cu[b + 1])].unsqueeze(0)
 
 
-def varlen_fwd_cpu(q, k, v, cu_q, cu_k, **kw):
+def varlen_fwd_cpu(q, k, v, cu_q, cu_k, alibi=None, **kw):
     T, H, D = q.shape
     out = torch.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype)
     lse = torch.empty(H, T, dtype=torch.float32)
     cu_q, cu_k = cu_q.tolist(), cu_k.tolist()
     for b in range(len(cu_q) - 1):
-        o, l = attention_fwd_cpu(_split(q, cu_q, b), _split(k, cu_k, b), _split(v, cu_k, b), b_offset=b, **kw)
+        o, l = attention_fwd_cpu(_split(q, cu_q, b), _split(k, cu_k, b), _split(v, cu_k, b), b_offset=b,
+                                 alibi=None if alibi is None else alibi[b:b + 1], **kw)
         out[cu_q[b]:cu_q[b + 1]] = o[0]
         lse[:, cu_q[b]:cu_q[b + 1]] = l[0]
     return out, lse
 
 
-def varlen_bwd_cpu(dout, q, k, v, out, lse, cu_q, cu_k, *, dlse=None, **kw):
+def varlen_bwd_cpu(dout, q, k, v, out, lse, cu_q, cu_k, *, dlse=None, alibi=None, **kw):
     dq = torch.empty(q.shape, dtype=q.dtype)
     dk = torch.zeros(k.shape, dtype=k.dtype)
     dv = torch.zeros(v.shape, dtype=v.dtype)
@@ -223,20 +238,22 @@ def varlen_bwd_cpu(dout, q, k, v, out, lse, cu_q, cu_k, *, dlse=None, **kw):
         dl = None if dlse is None else dlse[:, qs:qe].unsqueeze(0)
         g = attention_bwd_cpu(dout[qs:qe].unsqueeze(0), q[qs:qe].unsqueeze(0), k[ks:ke].unsqueeze(0),
                               v[ks:ke].unsqueeze(0), out[qs:qe].unsqueeze(0), lse[:, qs:qe].unsqueeze(0),
-                              dlse=dl, b_offset=b, **kw)
+                              dlse=dl, b_offset=b, alibi=None if alibi is None else alibi[b:b + 1], **kw)
         dq[qs:qe], dk[ks:ke], dv[ks:ke] = g[0][0], g[1][0], g[2][0]
     return dq, dk, dv
 
 
 @_no_autocast
 def attention_probs(q, k, lse, *, softmax_scale, window, softcap, shift_extra=0, dropout_p=0.0, seed=0,
-                    offset=0, b_offset=0):
+                    offset=0, b_offset=0, alibi=None):
     """The normalized probabilities (B, H, M, N) fp32 from the saved lse — the one O(M·N) output
     (``return_attn_probs``; for testing and analysis). Device-agnostic torch."""
     B, M, H, D = q.shape
     N, HK = k.shape[1], k.shape[2]
     qg = _grouped(q, HK).float()
     s, _ = _scores(qg, k.transpose(1, 2).float(), softmax_scale, softcap)
+    if alibi is not None:
+        s = s + _alibi_bias(alibi, HK, 0, M, 0, N, N - M + shift_extra, torch.float32).to(s.device)
     ok = _tile_visible(M, 0, N, N, N - M + shift_extra, window, q.device)
     lse_g = lse.float().reshape(B, HK, H // HK, M)
     lse_g = torch.where(torch.isneginf(lse_g), torch.full_like(lse_g, float("inf")), lse_g)

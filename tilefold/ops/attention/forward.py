@@ -14,8 +14,8 @@ import triton.language as tl
 from . import config as _cfg
 from . import forward_sm90 as _sm90
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
-from ..common.masks import (block_order, cache_row, key_tiles, left_pad, paged_rows, sequence_bounds, split_share,
-                            used_keys, visible)
+from ..common.masks import (alibi_distance, block_order, cache_row, key_tiles, left_pad, paged_rows, sequence_bounds,
+                            split_share, used_keys, visible)
 from ..common.host import cdiv, rows_grid
 from ..common.philox import RNG_ARGS, dropout_args, dropout_keep, rng_key, rng_ptr
 from ..common.tma import ensure_allocator, load_kv_tile, paged_tma_ok, rows_descriptor, tma_ok
@@ -37,8 +37,10 @@ def _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stri
                HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr,
                USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr,
                seed_lo, seed_hi, rng_offset, drop_thr, bh, BLOCK_M: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-               bt_row, page_size, n_pages, stride_kp, stride_vp, PAGED: tl.constexpr):
-    """Fold key tiles [n_lo, n_hi) into (acc, l, m). PAGED: each tile's rows are looked up in the block table row
+               bt_row, page_size, n_pages, stride_kp, stride_vp, PAGED: tl.constexpr,
+               alibi_slope=0.0, HAS_ALIBI: tl.constexpr = False):
+    """Fold key tiles [n_lo, n_hi) into (acc, l, m). HAS_ALIBI: scores get ``-alibi_slope · |i + shift - j|`` (the
+    slope in log2 units, as the scores). PAGED: each tile's rows are looked up in the block table row
     ``bt_row`` (pages of ``page_size`` keys): with USE_TMA k_desc / v_desc are descriptors over the pool's rows and a
     tile is one box of one page; else they are the key head's base pointers and each row finds its page (page strides
     stride_kp / stride_vp; ``masks.paged_rows``)."""
@@ -71,6 +73,8 @@ def _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stri
             k, v = load_kv_tile(k_ptrs, v_ptrs, k_desc, v_desc, start_n, offs_n, offs_d, seqlen_k, D,
                                 MASKED, EVEN_D, USE_TMA)
         s = _scores(q, k, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP, DOT_PREC)
+        if HAS_ALIBI:
+            s = s - alibi_slope * alibi_distance(offs_m, offs_n, shift)
         if MASKED:
             ok = visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
             s = tl.where(ok, s, float("-inf"))
@@ -100,19 +104,21 @@ def attention_fwd_kernel(
     H, GROUP, D, n_splits,
     seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
     P, stride_pb, stride_ph, stride_pm,
-    BLOCK_TABLE, stride_btb, page_size,
+    BLOCK_TABLE, stride_btb, page_size, ALIBI, stride_alb,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
     HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, IS_SPLIT: tl.constexpr,
     DOT_PREC: tl.constexpr, USE_TMA: tl.constexpr, WARP_SPEC: tl.constexpr,
     HAS_DROPOUT: tl.constexpr, RETURN_P: tl.constexpr, LPT: tl.constexpr, RNG_PTR: tl.constexpr = False,
     HAS_SEQUSED: tl.constexpr = False, HAS_CACHE_IDX: tl.constexpr = False, HAS_LEFTPAD: tl.constexpr = False,
-    PAGED: tl.constexpr = False,
+    PAGED: tl.constexpr = False, HAS_ALIBI: tl.constexpr = False,
 ):
     """PAGED: K / V are (n_pages = n_cache, page_size, HK, D) and key n of sequence b lives in page
     BLOCK_TABLE[b, n // page_size] (row stride stride_btb), row n % page_size; at most seqlen_k_fixed (the table's
     capacity) keys per sequence; no dropout / RETURN_P / left padding. PAGED with USE_TMA: each pool's pages are
-    consecutive rows (page stride = page_size · row stride) and page_size % BLOCK_N == 0 (the launcher checks)."""
+    consecutive rows (page stride = page_size · row stride) and page_size % BLOCK_N == 0 (the launcher checks).
+    HAS_ALIBI: ALIBI (batch, heads) fp32 slopes (row stride stride_alb, 0 for one row shared by the batch); query head
+    h's scores get ``-ALIBI[b, h] · |i + shift - j|`` after the scale and softcap (flash_attn's alibi_slopes)."""
     tl.static_assert(not PAGED or not (HAS_DROPOUT or RETURN_P or HAS_LEFTPAD),
                      "a paged cache is read without dropout, probabilities or left padding")
     # heavy query blocks (most visible keys under a causal mask) first: a shorter tail
@@ -131,6 +137,9 @@ def attention_fwd_kernel(
     if m0 >= seqlen_q:
         return
     shift = seqlen_k - seqlen_q + shift_extra
+    alibi_slope = 0.0
+    if HAS_ALIBI:
+        alibi_slope = tl.load(ALIBI + b.to(tl.int64) * stride_alb + h) * LOG2E
 
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_n0 = tl.arange(0, BLOCK_N)
@@ -184,19 +193,19 @@ def attention_fwd_kernel(
                                qk_scale, softcap_pre, softcap_post, D,
                                BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, USE_TMA, False,
                                seed_lo, seed_hi, rng_offset, drop_thr, pid_bh, BLOCK_M, HAS_DROPOUT,
-                               bt_row, page_size, n_cache, stride_kb, stride_vb, PAGED)
+                               bt_row, page_size, n_cache, stride_kb, stride_vb, PAGED, alibi_slope, HAS_ALIBI)
     acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0,
                                offs_d, f_lo, f_hi, seqlen_k, shift, win_left, win_right,
                                qk_scale, softcap_pre, softcap_post, D,
                                BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, USE_TMA, WARP_SPEC,
                                seed_lo, seed_hi, rng_offset, drop_thr, pid_bh, BLOCK_M, HAS_DROPOUT,
-                               bt_row, page_size, n_cache, stride_kb, stride_vb, PAGED)
+                               bt_row, page_size, n_cache, stride_kb, stride_vb, PAGED, alibi_slope, HAS_ALIBI)
     acc, l_i, m_i = _fwd_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, offs_m, offs_n0,
                                offs_d, f_hi, n_end, seqlen_k, shift, win_left, win_right,
                                qk_scale, softcap_pre, softcap_post, D,
                                BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, USE_TMA, False,
                                seed_lo, seed_hi, rng_offset, drop_thr, pid_bh, BLOCK_M, HAS_DROPOUT,
-                               bt_row, page_size, n_cache, stride_kb, stride_vb, PAGED)
+                               bt_row, page_size, n_cache, stride_kb, stride_vb, PAGED, alibi_slope, HAS_ALIBI)
     o, lse = finalize(acc, l_i, m_i)
     if HAS_DROPOUT:
         o = o * drop_rscale
@@ -211,6 +220,8 @@ def attention_fwd_kernel(
                 kmask = kmask & (offs_d[None, :] < D)
             k = tl.load(k_base + offs_n[:, None] * stride_kn + offs_d[None, :], mask=kmask, other=0.0)
             s = _scores(q, k, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP, DOT_PREC)
+            if HAS_ALIBI:
+                s = s - alibi_slope * alibi_distance(offs_m, offs_n, shift)
             ok = visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
             p = tl.where(ok, tl.math.exp2(s - lse2[:, None]), 0.0)
             if HAS_DROPOUT:
@@ -256,7 +267,7 @@ def paged_reads_descriptors(q, k, v, window) -> bool:
 def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None, cu_seqlens_k=None,
                   max_seqlen_q=None, max_seqlen_k=None, shift_extra=0, num_splits=1,
                   dropout_p=0.0, seed=0, offset=0, rng=None, probs=None, seqused_k=None, cache_batch_idx=None,
-                  cache_leftpad=None, block_table=None):
+                  cache_leftpad=None, block_table=None, alibi=None):
     """Launch the forward. ``window = (left, right)`` with -1 unbounded (causal already folded into
     right = 0). Returns (out, lse): out like q, lse (B, H, M) or (H, Tq) fp32 natural log.
     With num_splits > 1 returns fp32 partial states (num_splits, *out.shape) and (num_splits, *lse.shape).
@@ -268,13 +279,15 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
     aligned to that length. ``cache_batch_idx``: int32 (batch,), sequence b reads K / V row cache_batch_idx[b] (clamped
     into k's batch). ``cache_leftpad``: int32 (batch,), sequence b's keys start cache_leftpad[b] rows in (clamped into
     its length). ``block_table``: int32 (batch, max_blocks) with unit column stride, k / v (n_pages, page_size, HK, D): a
-    paged cache of max_blocks · page_size keys per sequence (no dropout, probs or left padding)."""
+    paged cache of max_blocks · page_size keys per sequence (no dropout, probs or left padding). ``alibi``: fp32 (batch,
+    heads) ALiBi slopes, or None (flash_attn's alibi_slopes; the Gluon kernel does not take them)."""
     varlen = cu_seqlens_q is not None
     # (returned probabilities are computed by a separate call whose out / lse are discarded: this kernel)
     # attention_with_kvcache: the Triton kernel
     cache_call = (seqused_k is not None or cache_batch_idx is not None or cache_leftpad is not None
                   or block_table is not None)
-    if probs is None and not cache_call and _cfg.FWD_SM90 != "0" and not _cfg.interpreter_enabled() and _sm90.supported(
+    if probs is None and not cache_call and alibi is None and _cfg.FWD_SM90 != "0" and not _cfg.interpreter_enabled() \
+            and _sm90.supported(
             q, k, v, softcap=softcap, window=window, dropout_p=dropout_p, num_splits=num_splits,
             varlen=varlen, shift_extra=shift_extra, softmax_scale=softmax_scale):
         return _sm90.attention_fwd_sm90(q, k, v, softmax_scale=softmax_scale, window=window, dropout_p=dropout_p,
@@ -351,6 +364,7 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
         H, H // HK, D, n_splits,
         *drop, P, sp[0], sp[1], sp[2],
         block_table if paged else dummy, block_table.stride(0) if paged else 0, k.shape[1] if paged else 0,
+        alibi if alibi is not None else dummy, alibi.stride(0) if alibi is not None else 0,
         BLOCK_M=cfg.BLOCK_M, BLOCK_N=cfg.BLOCK_N, BLOCK_D=BD,
         IS_VARLEN=varlen, HAS_LO=left >= 0, HAS_HI=right >= 0,
         HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D, IS_SPLIT=split,
@@ -358,6 +372,7 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
         HAS_DROPOUT=has_drop, RETURN_P=probs is not None, LPT=_cfg.lpt_order(left, right, varlen),
         RNG_PTR=has_drop and rng_ptr(rng), HAS_SEQUSED=seqused_k is not None,
         HAS_CACHE_IDX=cache_batch_idx is not None, HAS_LEFTPAD=cache_leftpad is not None, PAGED=paged,
+        HAS_ALIBI=alibi is not None,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return out, lse

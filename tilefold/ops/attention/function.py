@@ -42,15 +42,15 @@ def _torch_drop(dropout_p, seed, offset, rng) -> dict:
 
 
 def _fwd_impl(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
-              window_left, window_right, softcap, shift_extra, dropout_p=0.0, seed=0, offset=0, rng=None):
+              window_left, window_right, softcap, shift_extra, dropout_p=0.0, seed=0, offset=0, rng=None, alibi=None):
     window = (window_left, window_right)
     if backend_for(q) == "triton":
         return attention_fwd(q, k, v, softmax_scale=softmax_scale, window=window, softcap=softcap,
                              cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k,
                              max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, shift_extra=shift_extra,
-                             dropout_p=dropout_p, seed=seed, offset=offset, rng=rng)
+                             dropout_p=dropout_p, seed=seed, offset=offset, rng=rng, alibi=alibi)
     kw = dict(softmax_scale=softmax_scale, window=window, softcap=softcap, shift_extra=shift_extra,
-              **_torch_drop(dropout_p, seed, offset, rng))
+              alibi=alibi, **_torch_drop(dropout_p, seed, offset, rng))
     if cu_seqlens_q is not None:
         return cpu.varlen_fwd_cpu(q, k, v, cu_seqlens_q, cu_seqlens_k, **kw)
     return cpu.attention_fwd_cpu(q, k, v, **kw)
@@ -62,14 +62,15 @@ def attention_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                      max_seqlen_q: int, max_seqlen_k: int, softmax_scale: float,
                      window_left: int, window_right: int, softcap: float,
                      shift_extra: int, dropout_p: float = 0.0, seed: int = 0,
-                     offset: int = 0, rng: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     offset: int = 0, rng: Optional[torch.Tensor] = None,
+                     alibi: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
     return _fwd_impl(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
-                     window_left, window_right, softcap, shift_extra, dropout_p, seed, offset, rng)
+                     window_left, window_right, softcap, shift_extra, dropout_p, seed, offset, rng, alibi)
 
 
 @attention_fwd_op.register_fake
 def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
-      window_left, window_right, softcap, shift_extra, dropout_p=0.0, seed=0, offset=0, rng=None):
+      window_left, window_right, softcap, shift_extra, dropout_p=0.0, seed=0, offset=0, rng=None, alibi=None):
     out = torch.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype, device=q.device)
     lse = torch.empty(_lse_shape(q, cu_seqlens_q), dtype=torch.float32, device=q.device)
     return out, lse
@@ -77,15 +78,15 @@ def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_s
 
 def _bwd_impl(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
               softmax_scale, window_left, window_right, softcap, shift_extra, dropout_p=0.0, seed=0, offset=0,
-              rng=None):
+              rng=None, alibi=None):
     window = (window_left, window_right)
     if backend_for(q) == "triton":
         return attention_bwd(dout, q, k, v, out, lse, dlse=dlse, softmax_scale=softmax_scale, window=window,
                              softcap=softcap, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k,
                              max_seqlen_q=max_seqlen_q, max_seqlen_k=max_seqlen_k, shift_extra=shift_extra,
-                             dropout_p=dropout_p, seed=seed, offset=offset, rng=rng)
+                             dropout_p=dropout_p, seed=seed, offset=offset, rng=rng, alibi=alibi)
     kw = dict(softmax_scale=softmax_scale, window=window, softcap=softcap, shift_extra=shift_extra,
-              **_torch_drop(dropout_p, seed, offset, rng))
+              alibi=alibi, **_torch_drop(dropout_p, seed, offset, rng))
     if cu_seqlens_q is not None:
         return cpu.varlen_bwd_cpu(dout, q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k, dlse=dlse, **kw)
     return cpu.attention_bwd_cpu(dout, q, k, v, out, lse, dlse=dlse, **kw)
@@ -98,38 +99,40 @@ def attention_bwd_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: to
                      max_seqlen_q: int, max_seqlen_k: int, softmax_scale: float,
                      window_left: int, window_right: int, softcap: float,
                      shift_extra: int, dropout_p: float = 0.0, seed: int = 0,
-                     offset: int = 0, rng: Optional[torch.Tensor] = None
+                     offset: int = 0, rng: Optional[torch.Tensor] = None, alibi: Optional[torch.Tensor] = None
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return _bwd_impl(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-                     softmax_scale, window_left, window_right, softcap, shift_extra, dropout_p, seed, offset, rng)
+                     softmax_scale, window_left, window_right, softcap, shift_extra, dropout_p, seed, offset, rng,
+                     alibi)
 
 
 @attention_bwd_op.register_fake
 def _(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-      softmax_scale, window_left, window_right, softcap, shift_extra, dropout_p=0.0, seed=0, offset=0, rng=None):
+      softmax_scale, window_left, window_right, softcap, shift_extra, dropout_p=0.0, seed=0, offset=0, rng=None,
+      alibi=None):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
 def _setup_context(ctx, inputs, output):
     ctx.set_materialize_grads(False)
     q, k, v, cu_q, cu_k, max_q, max_k, scale, wl, wr, softcap, shift_extra = inputs[:12]
-    dropout_p, seed, offset, rng = (tuple(inputs[12:]) + (0.0, 0, 0, None)[len(inputs) - 12:])
+    dropout_p, seed, offset, rng, alibi = (tuple(inputs[12:]) + (0.0, 0, 0, None, None)[len(inputs) - 12:])
     out, lse = output
     # the dropout mask is not saved: the backward regenerates it from (seed, offset) or the words rng
-    ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k, rng)
+    ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k, rng, alibi)
     ctx.args = (max_q, max_k, scale, wl, wr, softcap, shift_extra, dropout_p, seed, offset)
 
 
 def _backward(ctx, dout, dlse, bwd=attention_bwd_op):
-    q, k, v, out, lse, cu_q, cu_k, rng = ctx.saved_tensors
+    q, k, v, out, lse, cu_q, cu_k, rng, alibi = ctx.saved_tensors
     if dout is None:
         dout = torch.zeros_like(out)
     if dout.stride(-1) != 1:
         dout = dout.contiguous()
     if dlse is not None:
         dlse = dlse.contiguous()
-    dq, dk, dv = bwd(dout, q, k, v, out, lse, dlse, cu_q, cu_k, *ctx.args, rng)
-    return (dq, dk, dv) + (None,) * 13
+    dq, dk, dv = bwd(dout, q, k, v, out, lse, dlse, cu_q, cu_k, *ctx.args, rng, alibi)
+    return (dq, dk, dv) + (None,) * 14
 
 
 attention_fwd_op.register_autograd(_backward, setup_context=_setup_context)
@@ -141,9 +144,9 @@ class _AttentionFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, cu_q, cu_k, max_q, max_k, scale, wl, wr, softcap, shift_extra,
-                dropout_p=0.0, seed=0, offset=0, rng=None):
+                dropout_p=0.0, seed=0, offset=0, rng=None, alibi=None):
         inputs = (q, k, v, cu_q, cu_k, max_q, max_k, scale, wl, wr, softcap, shift_extra, dropout_p, seed, offset,
-                  rng)
+                  rng, alibi)
         output = _fwd_impl(*inputs)
         _setup_context(ctx, inputs, output)
         return output
@@ -163,12 +166,13 @@ def _eager(*tensors) -> bool:
 
 
 def attention_forward(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale,
-                      window_left, window_right, softcap, shift_extra, dropout_p=0.0, seed=0, offset=0, rng=None):
+                      window_left, window_right, softcap, shift_extra, dropout_p=0.0, seed=0, offset=0, rng=None,
+                      alibi=None):
     """attention_fwd_op's semantics (returns out, lse; differentiable in q, k, v through both), with the
-    custom-op layers skipped in eager mode (module docstring)."""
+    custom-op layers skipped in eager mode (module docstring). ``alibi``: (batch, heads) fp32 slopes or None."""
     args = (q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, window_left,
-            window_right, softcap, shift_extra, dropout_p, seed, offset, rng)
-    if not _eager(q, k, v, cu_seqlens_q, cu_seqlens_k, rng):  # rng: batched under vmap(randomness="different")
+            window_right, softcap, shift_extra, dropout_p, seed, offset, rng, alibi)
+    if not _eager(q, k, v, cu_seqlens_q, cu_seqlens_k, rng, alibi):  # rng: batched under vmap(randomness="different")
         return attention_fwd_op(*args)
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         return _AttentionFunction.apply(*args)
@@ -191,7 +195,8 @@ def attention_backward(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k
     return _bwd_impl(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k, *args)
 
 
-def _probs_impl(q, k, v, cu_q, cu_k, max_q, max_k, lse, scale, window_left, window_right, softcap, dropout_p, rng):
+def _probs_impl(q, k, v, cu_q, cu_k, max_q, max_k, lse, scale, window_left, window_right, softcap, dropout_p, rng,
+                alibi=None):
     """S for return_attn_probs: (batch, heads, seqlen_q, seqlen_k); varlen padded to
     (batch, heads, max_seqlen_q, max_seqlen_k) with sequence b in the top-left corner of S[b], padding
     +0.0. The Triton path recomputes it in the forward kernel (RETURN_P); the torch path from lse."""
@@ -203,11 +208,12 @@ def _probs_impl(q, k, v, cu_q, cu_k, max_q, max_k, lse, scale, window_left, wind
         if backend_for(q) == "triton":
             attention_fwd(q, k, v, softmax_scale=scale, window=window, softcap=softcap, cu_seqlens_q=cu_q,
                           cu_seqlens_k=cu_k, max_seqlen_q=max_q, max_seqlen_k=max_k, dropout_p=dropout_p,
-                          rng=rng, probs=S)
+                          rng=rng, probs=S, alibi=alibi)
             return S
         drop = _torch_drop(dropout_p, 0, 0, rng)
         if not varlen:
-            return cpu.attention_probs(q, k, lse, softmax_scale=scale, window=window, softcap=softcap, **drop)
+            return cpu.attention_probs(q, k, lse, softmax_scale=scale, window=window, softcap=softcap, alibi=alibi,
+                                       **drop)
         cq, ck = cu_q.tolist(), cu_k.tolist()
         for b in range(B):
             m, n = cq[b + 1] - cq[b], ck[b + 1] - ck[b]
@@ -215,7 +221,8 @@ def _probs_impl(q, k, v, cu_q, cu_k, max_q, max_k, lse, scale, window_left, wind
                 continue
             S[b, :, :m, :n] = cpu.attention_probs(q[cq[b]:cq[b + 1]][None], k[ck[b]:ck[b + 1]][None],
                                                   lse[:, cq[b]:cq[b + 1]][None], softmax_scale=scale,
-                                                  window=window, softcap=softcap, b_offset=b, **drop)[0]
+                                                  window=window, softcap=softcap, b_offset=b,
+                                                  alibi=None if alibi is None else alibi[b:b + 1], **drop)[0]
     return S
 
 
@@ -223,24 +230,24 @@ def _probs_impl(q, k, v, cu_q, cu_k, max_q, max_k, lse, scale, window_left, wind
 def attention_probs_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: Optional[torch.Tensor],
                        cu_seqlens_k: Optional[torch.Tensor], max_seqlen_q: int, max_seqlen_k: int, lse: torch.Tensor,
                        softmax_scale: float, window_left: int, window_right: int, softcap: float, dropout_p: float,
-                       rng: Optional[torch.Tensor]) -> torch.Tensor:
+                       rng: Optional[torch.Tensor], alibi: Optional[torch.Tensor] = None) -> torch.Tensor:
     return _probs_impl(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, lse, softmax_scale,
-                       window_left, window_right, softcap, dropout_p, rng)
+                       window_left, window_right, softcap, dropout_p, rng, alibi)
 
 
 @attention_probs_op.register_fake
 def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, lse, softmax_scale, window_left,
-      window_right, softcap, dropout_p, rng):
+      window_right, softcap, dropout_p, rng, alibi=None):
     B = cu_seqlens_q.shape[0] - 1 if cu_seqlens_q is not None else q.shape[0]
     return torch.empty(B, q.shape[-2], max_seqlen_q, max_seqlen_k, device=q.device, dtype=torch.float32)
 
 
 def attention_probs_forward(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, lse, softmax_scale,
-                            window_left, window_right, softcap, dropout_p, rng):
+                            window_left, window_right, softcap, dropout_p, rng, alibi=None):
     """S_dmask of return_attn_probs (no gradient), through the custom op under torch.compile / for tensor subclasses
     (the Triton launch inside cannot be traced), directly in eager mode."""
     args = (q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, lse, softmax_scale, window_left,
-            window_right, softcap, dropout_p, rng)
-    if not _eager(q, k, v, cu_seqlens_q, cu_seqlens_k, lse, rng):
+            window_right, softcap, dropout_p, rng, alibi)
+    if not _eager(q, k, v, cu_seqlens_q, cu_seqlens_k, lse, rng, alibi):
         return attention_probs_op(*(a.detach() if isinstance(a, torch.Tensor) else a for a in args))
     return _probs_impl(*args)

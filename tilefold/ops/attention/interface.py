@@ -46,6 +46,24 @@ def _options(q, D, softmax_scale, causal, window_size, softcap, dropout_p, retur
     return scale, left, right, softcap, float(dropout_p)
 
 
+def _alibi(alibi_slopes, B, H, device, num_splits):
+    """alibi_slopes as the kernels read them: fp32 (B, H) with unit column stride (a (H,) tensor broadcast over the
+    batch with row stride 0), detached (flash_attn's slopes carry no gradient); None without ALiBi."""
+    if alibi_slopes is None:
+        return None
+    if not isinstance(alibi_slopes, torch.Tensor) or alibi_slopes.dtype != torch.float32 or \
+            tuple(alibi_slopes.shape) not in ((H,), (B, H)):
+        got = (f"{alibi_slopes.dtype} of shape {tuple(alibi_slopes.shape)}" if isinstance(alibi_slopes, torch.Tensor)
+               else type(alibi_slopes).__name__)
+        raise ValueError(f"alibi_slopes: expected a float32 tensor of shape ({H},) or ({B}, {H}), got {got}")
+    if alibi_slopes.device != device:
+        raise ValueError(f"alibi_slopes: expected device {device} (as q), got {alibi_slopes.device}")
+    if num_splits != 1:
+        raise NotImplementedError("alibi_slopes with num_splits != 1 is not supported")
+    t = alibi_slopes.detach().contiguous()
+    return t.expand(B, H) if t.dim() == 1 else t
+
+
 def _dropout_key(device, dropout_p):
     """The Philox key of one dropout call (None without dropout): three int32 words (seed low, seed high, offset)
     drawn on ``device`` from torch's default generator of that device (``philox_torch.draw_rng_words``), which the
@@ -59,7 +77,8 @@ def _dropout_key(device, dropout_p):
 
 
 def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
-              return_lse=False, deterministic=False, dropout_p=0.0, return_attn_probs=False, num_splits=1):
+              return_lse=False, deterministic=False, dropout_p=0.0, return_attn_probs=False, num_splits=1,
+              alibi_slopes=None):
     """Exact attention ``softmax(scale · q kᵀ) v``, fused: the seqlen_q × seqlen_k matrix is never stored.
 
     Args:
@@ -88,6 +107,10 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
         num_splits: split each row's key loop over this many programs and merge their (out, lse)
             states with ⊕ (split-KV; for decoding and long keys with few queries). 0 picks the number by
             occupancy, 1 (default) does not split.
+        alibi_slopes: ALiBi, as flash_attn's: float32 (heads,) or (batch, heads); query head h's score of
+            query i and key j gets ``-alibi_slopes[h] · |i + seqlen_k - seqlen_q - j|`` added after the scale and
+            softcap (the distance aligned to the bottom-right corner, as the masks). No gradient flows to the
+            slopes. Runs the Triton kernels (not the Hopper Gluon ones); not with num_splits != 1.
     """
     _validate_qkv(q, k, v, 4)
     B, M, H, D = q.shape
@@ -99,16 +122,17 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
     num_splits = _validate_num_splits(num_splits)
     if num_splits != 1 and dropout_p > 0:
         raise NotImplementedError("num_splits != 1 with dropout_p > 0: split-KV is an inference path")
+    alibi = _alibi(alibi_slopes, B, H, q.device, num_splits)
     rng = _dropout_key(q.device, dropout_p)  # after the checks: a refused call leaves the generator alone
     if num_splits != 1:
         out, lse = split_kv_attention(q, k, v, num_splits=num_splits, softmax_scale=scale,
                                       window=(left, right), softcap=softcap)
     else:
         out, lse = attention_forward(q, k, v, None, None, M, k.shape[1], scale, left, right, softcap, 0,
-                                    float(dropout_p), 0, 0, rng)
+                                    float(dropout_p), 0, 0, rng, alibi)
     if return_attn_probs:
         S = attention_probs_forward(q, k, v, None, None, M, k.shape[1], lse, scale, left, right, softcap,
-                                    dropout_p, rng)
+                                    dropout_p, rng, alibi)
         return out, lse, S
     return (out, lse) if return_lse else out
 
@@ -116,7 +140,7 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
 def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *,
                      softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
                      return_lse=False, deterministic=False, dropout_p=0.0, return_attn_probs=False,
-                     num_splits=1, block_table=None):
+                     num_splits=1, block_table=None, alibi_slopes=None):
     """Attention over packed sequences: q (total_q, heads, headdim), k/v (total_k, heads_k, headdim);
     sequence b is rows ``cu_seqlens_q[b]:cu_seqlens_q[b+1]`` of q and ``cu_seqlens_k[b]:cu_seqlens_k[b+1]``
     of k/v (int32, batch + 1 values, starting at 0). max_seqlen_q/k bound the lengths. Empty sequences
@@ -139,8 +163,11 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     pool's pages consecutive rows, pages holding whole key tiles: page_size a multiple of 128 at head dims <= 128, of
     64 above); otherwise it gathers the pages max_seqlen_k reaches into a contiguous copy first while that copy (K and
     V) stays within ``tilefold.ops.decode.kvcache.PAGED_GATHER_MAX_BYTES`` (1 GiB: faster than its per-row page
-    lookups) and reads in place beyond it."""
+    lookups) and reads in place beyond it. ``alibi_slopes``: as :func:`attention` (per sequence, the distance
+    aligned to each sequence's bottom-right corner); not with block_table."""
     if block_table is not None:
+        if alibi_slopes is not None:
+            raise NotImplementedError("alibi_slopes with block_table is not supported")
         return _varlen_paged(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, block_table,
                              softmax_scale, causal, window_size, softcap, return_lse, deterministic, dropout_p,
                              return_attn_probs, num_splits)
@@ -158,6 +185,7 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     num_splits = _validate_num_splits(num_splits)
     if num_splits != 1 and dropout_p > 0:
         raise NotImplementedError("num_splits != 1 with dropout_p > 0: split-KV is an inference path")
+    alibi = _alibi(alibi_slopes, cu_seqlens_q.numel() - 1, H, q.device, num_splits)
     rng = _dropout_key(q.device, dropout_p)  # after the checks: a refused call leaves the generator alone
     if num_splits != 1:
         out, lse = split_kv_attention(q, k, v, num_splits=num_splits, softmax_scale=scale,
@@ -166,10 +194,10 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
                                       max_seqlen_k=max_seqlen_k)
     else:
         out, lse = attention_forward(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-                                    scale, left, right, softcap, 0, float(dropout_p), 0, 0, rng)
+                                    scale, left, right, softcap, 0, float(dropout_p), 0, 0, rng, alibi)
     if return_attn_probs:
         S = attention_probs_forward(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, lse, scale,
-                                    left, right, softcap, dropout_p, rng)
+                                    left, right, softcap, dropout_p, rng, alibi)
         return out, lse, S
     return (out, lse) if return_lse else out
 

@@ -30,8 +30,9 @@ def visible_mask(M: int, N: int, causal: bool, window_size=(-1, -1), device=None
 
 
 def attention_ref(q, k, v, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
-                  compute_dtype=torch.float64, dropout_p=0.0, keep=None, shift=None):
-    """Materialized attention. ``keep`` (B, H, M, N) bool applies dropout with 1/(1-p) scaling."""
+                  compute_dtype=torch.float64, dropout_p=0.0, keep=None, shift=None, alibi_slopes=None):
+    """Materialized attention. ``keep`` (B, H, M, N) bool applies dropout with 1/(1-p) scaling. ``alibi_slopes``
+    (H,) or (B, H): scores get ``-slope · |i + shift - j|`` after the scale and softcap (flash_attn's ALiBi)."""
     B, M, H, D = q.shape
     N, HK = k.shape[1], k.shape[2]
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(D)
@@ -42,6 +43,11 @@ def attention_ref(q, k, v, softmax_scale=None, causal=False, window_size=(-1, -1
     s = torch.matmul(qc, kc.transpose(-1, -2)) * scale
     if softcap > 0:
         s = softcap * torch.tanh(s / softcap)
+    if alibi_slopes is not None:
+        i = torch.arange(M, device=q.device, dtype=compute_dtype).unsqueeze(1)
+        j = torch.arange(N, device=q.device, dtype=compute_dtype).unsqueeze(0)
+        dist = (i + (N - M if shift is None else shift) - j).abs()
+        s = s - alibi_slopes.to(compute_dtype).expand(B, H).reshape(B, H, 1, 1) * dist
     ok = visible_mask(M, N, causal, window_size, device=q.device, shift=shift)
     s = s.masked_fill(~ok, float("-inf"))
     lse = torch.logsumexp(s, dim=-1)
@@ -57,11 +63,13 @@ def attention_ref(q, k, v, softmax_scale=None, causal=False, window_size=(-1, -1
 def varlen_attention_ref(q, k, v, cu_seqlens_q, cu_seqlens_k, **kw):
     """Per-sequence loop over ``attention_ref``: q (Tq, H, D), k/v (Tk, HK, D). lse (H, Tq)."""
     cdt = kw.get("compute_dtype", torch.float64)
+    slopes = kw.pop("alibi_slopes", None)
     outs, lses = [], []
     for b in range(len(cu_seqlens_q) - 1):
         qs, qe = int(cu_seqlens_q[b]), int(cu_seqlens_q[b + 1])
         ks, ke = int(cu_seqlens_k[b]), int(cu_seqlens_k[b + 1])
-        o, l = attention_ref(q[None, qs:qe], k[None, ks:ke], v[None, ks:ke], **kw)
+        sb = None if slopes is None else slopes if slopes.dim() == 1 else slopes[b]
+        o, l = attention_ref(q[None, qs:qe], k[None, ks:ke], v[None, ks:ke], alibi_slopes=sb, **kw)
         outs.append(o[0])
         lses.append(l[0])
     H, D = q.shape[1], v.shape[2]

@@ -84,6 +84,13 @@ def visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right,
 
 
 @triton.jit
+def alibi_distance(offs_m, offs_n, shift):
+    """fp32 [BM, BN] tile of |i + shift - j|: the distance ALiBi's slope multiplies (aligned to the bottom-right
+    corner, as the masks; flash_attn's convention)."""
+    return tl.abs(offs_m[:, None] + shift - offs_n[None, :]).to(tl.float32)
+
+
+@triton.jit
 def key_tiles(m0, seqlen_q, seqlen_k, shift, win_left, win_right, split_lo, split_hi,
               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
               HAS_LO: tl.constexpr, HAS_HI: tl.constexpr):

@@ -1,0 +1,154 @@
+"""ALiBi (flash_attn's ``alibi_slopes``): scores get ``-slope[h] · |i + seqlen_k - seqlen_q - j|`` after the scale and
+softcap. Out, lse and every gradient against the fp64 reference with the bias under the 2x rule (both CPU backends,
+the Triton kernels on the GPU), varlen per sequence, the probabilities of return_attn_probs, the compat functions, and
+the refusals."""
+import pytest
+import torch
+
+import attention_helpers as h
+
+import tilefold
+from tilefold.compat import flash_attn_interface as fa
+from tilefold.ops.attention.naive import attention_ref
+
+BACKENDS = ["torch", "triton"]
+
+
+def _slopes(B, H, per_batch, device):
+    """ALiBi's geometric slopes 2^(-8 (h + 1) / H), scaled up (x4) so the bias dominates the scores and a wrong
+    distance or sign shows; per batch: each batch row its own multiple."""
+    base = 4 * torch.pow(2.0, -8.0 * torch.arange(1, H + 1, dtype=torch.float64) / H)
+    if per_batch:
+        base = base[None, :] * torch.linspace(0.5, 1.5, B, dtype=torch.float64)[:, None]
+    return base.to(torch.float32).to(device)
+
+
+CPU_CASES = [
+    h.Case(2, 37, 53, 4, 2, 32),
+    h.Case(2, 37, 53, 4, 2, 32, causal=True),
+    h.Case(1, 53, 20, 4, 1, 40, causal=True),  # seqlen_q > seqlen_k: rows with no key
+    h.Case(2, 29, 29, 2, 2, 16, window=(6, 3), softcap=5.0),
+]
+
+
+@pytest.mark.parametrize("per_batch", [False, True], ids=["heads", "batch_heads"])
+@pytest.mark.parametrize("dtype", h.CPU_DTYPES, ids=h.dtype_id)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("c", CPU_CASES, ids=h.case_id)
+def test_alibi_cpu(c, backend, dtype, per_batch):
+    slopes = _slopes(c.B, c.H, per_batch, "cpu")
+    kept = slopes.clone()
+    h.check_case(c, dtype, backend=backend, grad=True, device="cpu", opts=dict(alibi_slopes=slopes))
+    assert torch.equal(slopes, kept)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_alibi_varlen_cpu(backend):
+    """per sequence: the distance aligned to each sequence's own bottom-right corner, its own slopes"""
+    from test_varlen import check_varlen
+    lens_q, lens_k = [5, 0, 1, 20], [9, 4, 1, 24]
+    check_varlen(lens_q, lens_k, 4, 2, 32, torch.float32,
+                 dict(causal=True, alibi_slopes=_slopes(4, 4, True, "cpu")), backend, "cpu")
+    check_varlen(lens_q, lens_k, 4, 2, 32, torch.float16, dict(alibi_slopes=_slopes(4, 4, False, "cpu")), backend,
+                 "cpu")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_alibi_changes_the_result_cpu(backend):
+    """the bias is applied (a test that passes with the bias ignored would be empty): out differs from the call
+    without it by far more than the 2x bound"""
+    q, k, v = (torch.randn(1, 24, 2, 16) for _ in range(3))
+    with tilefold.use_backend(backend):
+        a = tilefold.attention(q, k, v, causal=True)
+        b = tilefold.attention(q, k, v, causal=True, alibi_slopes=torch.tensor([1.0, 0.25]))
+    assert (a - b).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_alibi_attn_probs_cpu(backend):
+    q, k, v = (torch.randn(2, 13, 4, 16) for _ in range(3))
+    slopes = _slopes(2, 4, True, "cpu")
+    with tilefold.use_backend(backend):
+        out, lse, S = tilefold.attention(q, k, v, causal=True, alibi_slopes=slopes, return_attn_probs=True)
+    ref, _ = attention_ref(q, k, v, causal=True, alibi_slopes=slopes)
+    s = torch.matmul(q.double().transpose(1, 2), k.double().transpose(1, 2).transpose(-1, -2)) * 16 ** -0.5
+    s = s - slopes.double()[:, :, None, None] * (torch.arange(13.0)[:, None] - torch.arange(13.0)[None, :]).abs()
+    s = s.masked_fill(torch.ones(13, 13, dtype=torch.bool).triu(1), float("-inf"))
+    torch.testing.assert_close(S.double(), torch.softmax(s, -1), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-4)
+
+
+def test_alibi_compat_cpu():
+    """flash_attn_func / flash_attn_varlen_func pass alibi_slopes through (same result as tilefold's functions)"""
+    q, k, v = (torch.randn(2, 11, 4, 16) for _ in range(3))
+    sl = _slopes(2, 4, False, "cpu")
+    assert torch.equal(fa.flash_attn_func(q, k, v, causal=True, alibi_slopes=sl),
+                       tilefold.attention(q, k, v, causal=True, alibi_slopes=sl))
+    cu = torch.tensor([0, 4, 11], dtype=torch.int32)
+    qp, kp, vp = q[0], k[0], v[0]
+    assert torch.equal(fa.flash_attn_varlen_func(qp, kp, vp, cu, cu, 7, 7, alibi_slopes=sl),
+                       tilefold.varlen_attention(qp, kp, vp, cu, cu, 7, 7, alibi_slopes=sl))
+
+
+def test_alibi_refusals_cpu():
+    q = torch.randn(2, 5, 4, 16)
+    for bad, what in ((torch.ones(4, dtype=torch.float64), "float64"), (torch.ones(3), "shape"),
+                      (torch.ones(2, 4, 1), "shape"), ([1.0] * 4, "list"), (torch.ones(1, 4), "shape")):
+        with pytest.raises(ValueError, match="alibi_slopes"):
+            tilefold.attention(q, q, q, alibi_slopes=bad)
+    with pytest.raises(NotImplementedError, match="alibi_slopes"):
+        tilefold.attention(q, q, q, alibi_slopes=torch.ones(4), num_splits=2)
+    pool = torch.randn(3, 4, 4, 16)
+    cu = torch.tensor([0, 5], dtype=torch.int32)
+    with pytest.raises(NotImplementedError, match="alibi_slopes"):
+        tilefold.varlen_attention(q[0], pool, pool, cu, cu, 5, 5, block_table=torch.zeros(1, 2, dtype=torch.int32),
+                                  alibi_slopes=torch.ones(4))
+    with pytest.raises(NotImplementedError, match="alibi_slopes"):
+        fa.flash_attn_with_kvcache(q, q, q, alibi_slopes=torch.ones(4))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("per_batch", [False, True], ids=["heads", "batch_heads"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=h.dtype_id)
+@pytest.mark.parametrize("c", [h.Case(2, 256, 384, 8, 2, 128), h.Case(2, 256, 384, 8, 2, 128, causal=True),
+                               h.Case(1, 1023, 113, 4, 4, 64, causal=True),
+                               h.Case(2, 113, 1023, 4, 1, 96, window=(64, 16), softcap=30.0)], ids=h.case_id)
+def test_alibi_gpu(c, dtype, per_batch):
+    """the Triton kernels (hd128 bf16 would take the Hopper Gluon kernels without ALiBi)"""
+    h.check_case(c, dtype, grad=True, device="cuda", opts=dict(alibi_slopes=_slopes(c.B, c.H, per_batch, "cuda")))
+
+
+@pytest.mark.gpu
+def test_alibi_varlen_gpu():
+    from test_varlen import check_varlen
+    check_varlen([300, 0, 1, 200], [250, 40, 1, 513], 8, 2, 128, torch.bfloat16,
+                 dict(causal=True, alibi_slopes=_slopes(4, 8, True, "cuda")), None, "cuda")
+
+
+def test_alibi_custom_ops_cpu():
+    """the forward / backward / probabilities ops with a slopes tensor under opcheck (schema, fake tensors, autograd
+    registration), and a fullgraph compile (aot_eager) of a step with ALiBi: compiled == eager, out and gradients"""
+    from tilefold.ops.attention import function  # noqa: F401  (registers torch.ops.tilefold.*)
+    q, k, v = (torch.randn(2, 9, 4, 16, requires_grad=True) for _ in range(3))
+    sl = _slopes(2, 4, True, "cpu")
+    with tilefold.use_backend("torch"):
+        fwd = (q, k, v, None, None, 9, 9, 0.25, -1, 0, 0.0, 0, 0.0, 0, 0, None, sl)
+        torch.library.opcheck(torch.ops.tilefold.attention_fwd.default, fwd)
+        out, lse = torch.ops.tilefold.attention_fwd(*fwd)
+        bwd = (torch.randn_like(out), q.detach(), k.detach(), v.detach(), out.detach(), lse.detach(), None, None,
+               None, 9, 9, 0.25, -1, 0, 0.0, 0, 0.0, 0, 0, None, sl)
+        torch.library.opcheck(torch.ops.tilefold.attention_bwd.default, bwd)
+        torch.library.opcheck(torch.ops.tilefold.attention_probs.default,
+                              (q.detach(), k.detach(), v.detach(), None, None, 9, 9, lse.detach(), 0.25, -1, 0, 0.0,
+                               0.0, None, sl))
+
+        def step(q, k, v):
+            return tilefold.attention(q, k, v, causal=True, alibi_slopes=sl)
+
+        torch._dynamo.reset()
+        do = torch.randn(2, 9, 4, 16)
+        eager = step(q, k, v)
+        comp = torch.compile(step, fullgraph=True, backend="aot_eager")(q, k, v)
+        torch.testing.assert_close(comp, eager, atol=1e-6, rtol=1e-5)
+        for a, b in zip(torch.autograd.grad(comp, (q, k, v), do), torch.autograd.grad(eager, (q, k, v), do)):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
