@@ -87,7 +87,10 @@ def visible(offs_m, offs_n, seqlen_k, shift, win_left, win_right,
 def alibi_distance(offs_m, offs_n, shift):
     """fp32 [BM, BN] tile of |i + shift - j|: the distance ALiBi's slope multiplies (aligned to the bottom-right
     corner, as the masks; flash_attn's convention)."""
-    return tl.abs(offs_m[:, None] + shift - offs_n[None, :]).to(tl.float32)
+    # the two index vectors converted before the broadcast (a conversion per row and per column, not per element);
+    # integers below 2^24 are exact in fp32 and so is their difference: per element one subtraction, whose absolute
+    # value the caller's multiply-add takes as an operand modifier
+    return tl.abs((offs_m + shift).to(tl.float32)[:, None] - offs_n.to(tl.float32)[None, :])
 
 
 @triton.jit
