@@ -25,7 +25,9 @@ window edge is unbounded, ``softcap <= 0`` is off, and q / k / v whose last dime
   requires grad or with dropout); ``return_attn_probs=True`` gives (out, lse, an empty tensor), as flash_attn does
   without dropout; any page size; see ``tilefold.varlen_attention``.
 - ``alibi_slopes``: flash_attn's ALiBi (Triton kernels, forward and backward); not with ``block_table`` or in
-  ``flash_attn_with_kvcache`` yet (NotImplementedError).
+  ``flash_attn_with_kvcache`` yet (NotImplementedError). With ``causal=True`` flash_attn 2 adds only ``slope · j`` (the
+  row constant cancels in the softmax), so its lse is larger by ``slope · (i + seqlen_k - seqlen_q)``; tilefold's lse
+  includes the whole bias. Outputs agree.
 """
 from __future__ import annotations
 
