@@ -152,3 +152,44 @@ def test_alibi_custom_ops_cpu():
         torch.testing.assert_close(comp, eager, atol=1e-6, rtol=1e-5)
         for a, b in zip(torch.autograd.grad(comp, (q, k, v), do), torch.autograd.grad(eager, (q, k, v), do)):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_alibi_with_dropout_cpu(backend):
+    """ALiBi with dropout: out, lse and the gradients follow the mask S carries (fp64 reference with the decoded mask
+    and the bias), and |S| is the softmax with the bias"""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 21, 4, 16, requires_grad=True) for _ in range(3))
+    sl = _slopes(2, 4, True, "cpu")
+    do = torch.randn(2, 21, 4, 16)
+    with tilefold.use_backend(backend):
+        out, lse, S = tilefold.attention(q, k, v, dropout_p=0.3, return_attn_probs=True, alibi_slopes=sl, causal=True)
+        g = torch.autograd.grad(out, (q, k, v), do)
+    xs = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    ref, ref_lse = attention_ref(*xs, dropout_p=0.3, keep=~torch.signbit(S), causal=True, alibi_slopes=sl)
+    rg = torch.autograd.grad(ref, xs, do.double())
+    for a, b in zip((out, lse) + g, (ref, ref_lse) + rg):
+        torch.testing.assert_close(a.double(), b.double(), atol=1e-5, rtol=1e-4)
+    _, p_lse = attention_ref(*xs, causal=True, alibi_slopes=sl)
+    torch.testing.assert_close(lse.double(), p_lse, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+def test_alibi_with_dropout_gpu():
+    """bf16 hd128 GQA with dropout and ALiBi (the Triton kernels): out and gradients follow the mask S carries, 2x rule
+    against the fp64 and bf16 references with the decoded mask and the bias"""
+    torch.manual_seed(0)
+    q = torch.randn(2, 256, 8, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    k, v = (torch.randn(2, 384, 2, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+    sl = _slopes(2, 8, True, "cuda")
+    do = torch.randn(2, 256, 8, 128, device="cuda", dtype=torch.bfloat16)
+    out, lse, S = tilefold.attention(q, k, v, dropout_p=0.2, return_attn_probs=True, alibi_slopes=sl, causal=True)
+    g = torch.autograd.grad(out, (q, k, v), do)
+    keep = ~torch.signbit(S)
+    res, refs = dict(out=out, dq=g[0], dk=g[1], dv=g[2]), []
+    for dt in (torch.float64, torch.bfloat16):
+        xs = [t.detach().to(dt).requires_grad_() for t in (q, k, v)]
+        o, _ = attention_ref(*xs, dropout_p=0.2, keep=keep, causal=True, alibi_slopes=sl, compute_dtype=dt)
+        gr = torch.autograd.grad(o, xs, do.to(dt))
+        refs.append(dict(out=o, dq=gr[0], dk=gr[1], dv=gr[2]))
+    h.check_all(res, refs[0], refs[1], label="alibi + dropout")
