@@ -193,3 +193,94 @@ def test_alibi_with_dropout_gpu():
         gr = torch.autograd.grad(o, xs, do.to(dt))
         refs.append(dict(out=o, dq=gr[0], dk=gr[1], dv=gr[2]))
     h.check_all(res, refs[0], refs[1], label="alibi + dropout")
+
+
+# ---------------------------------------------------------------------------------------------------
+# gaps a review found (mutations of these paths that the tests above let through)
+
+
+def _probs_ref(q, k, slopes, mask_opts):
+    """(B, H, M, N) fp64 softmax with the bias, the mask of ``mask_opts`` (bottom-right aligned)"""
+    from tilefold.ops.attention.naive import visible_mask
+    B, M, H, D = q.shape
+    N = k.shape[1]
+    s = torch.matmul(q.double().transpose(1, 2),
+                     k.double().repeat_interleave(H // k.shape[2], 2).transpose(1, 2).transpose(-1, -2)) * D ** -0.5
+    dist = (torch.arange(M, dtype=torch.float64)[:, None] + (N - M) - torch.arange(N, dtype=torch.float64)).abs()
+    s = s - slopes.double().expand(B, H)[:, :, None, None] * dist
+    ok = visible_mask(M, N, mask_opts.get("causal", False), mask_opts.get("window_size", (-1, -1)))
+    return torch.softmax(s.masked_fill(~ok, float("-inf")), -1).nan_to_num(0.0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mask_opts", [dict(), dict(causal=True), dict(window_size=(3, 5))],
+                         ids=["full", "causal", "win3_5"])
+@pytest.mark.parametrize("shape", [(11, 19), (19, 11)], ids=["q11_k19", "q19_k11"])
+def test_alibi_probs_uneven_cpu(shape, mask_opts, backend):
+    """return_attn_probs with seqlen_q != seqlen_k: the distance aligned to the bottom-right corner in S too"""
+    M, N = shape
+    q, k, v = torch.randn(2, M, 4, 16), torch.randn(2, N, 2, 16), torch.randn(2, N, 2, 16)
+    sl = _slopes(2, 4, True, "cpu")
+    with tilefold.use_backend(backend):
+        _, _, S = tilefold.attention(q, k, v, alibi_slopes=sl, return_attn_probs=True, **mask_opts)
+    torch.testing.assert_close(S.double(), _probs_ref(q, k, sl, mask_opts), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_alibi_varlen_probs_cpu(backend):
+    """varlen return_attn_probs: sequence b's corner of S[b] is its own softmax with its own slopes"""
+    lens_q, lens_k = [7, 0, 12, 5], [13, 3, 9, 5]
+    cu_q, cu_k = h.make_cu(lens_q, "cpu"), h.make_cu(lens_k, "cpu")
+    q, k, v = torch.randn(sum(lens_q), 4, 16), torch.randn(sum(lens_k), 2, 16), torch.randn(sum(lens_k), 2, 16)
+    sl = _slopes(4, 4, True, "cpu")
+    with tilefold.use_backend(backend):
+        _, _, S = tilefold.varlen_attention(q, k, v, cu_q, cu_k, 12, 13, causal=True, alibi_slopes=sl,
+                                            return_attn_probs=True)
+    for b, (m, n) in enumerate(zip(lens_q, lens_k)):
+        if m == 0:
+            continue
+        qs, ks = int(cu_q[b]), int(cu_k[b])
+        ref = _probs_ref(q[None, qs:qs + m], k[None, ks:ks + n], sl[b], dict(causal=True))[0]
+        torch.testing.assert_close(S[b, :, :m, :n].double(), ref, atol=1e-5, rtol=1e-4)
+        assert (S[b, :, m:] == 0).all() and (S[b, :, :, n:] == 0).all()
+
+
+def test_alibi_dkdv_one_loop_cpu():
+    """hd128 fp16 causal takes the dK/dV kernel's one-loop variant (ONE_LOOP) under the interpreter"""
+    h.check_case(h.Case(1, 20, 37, 4, 2, 128, causal=True), torch.float16, backend="triton", grad=True,
+                 device="cpu", opts=dict(alibi_slopes=_slopes(1, 4, False, "cpu")))
+
+
+def test_alibi_dkdv_split_d_cpu(monkeypatch):
+    """the dK/dV kernel with its head dim split over two programs (SPLIT_D = 2) recomputes P with the bias"""
+    from tilefold.ops.attention import config as C
+    monkeypatch.setattr(C, "bwd_config", lambda *a, **kw: C.KernelConfig(16, 16, 4, 1, dkdv_split_d=2))
+    h.check_case(h.Case(1, 33, 50, 8, 2, 32, causal=True), torch.float16, backend="triton", grad=True, device="cpu",
+                 opts=dict(alibi_slopes=_slopes(1, 8, False, "cpu")))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_alibi_strided_slopes_cpu(backend):
+    """a non-contiguous (batch, heads) slopes tensor (a transposed view) gives the contiguous tensor's result"""
+    q, k, v = (torch.randn(3, 9, 4, 16) for _ in range(3))
+    sl = _slopes(3, 4, True, "cpu")
+    view = sl.t().contiguous().t()
+    assert not view.is_contiguous()
+    with tilefold.use_backend(backend):
+        assert torch.equal(tilefold.attention(q, k, v, alibi_slopes=view), tilefold.attention(q, k, v, alibi_slopes=sl))
+
+
+def test_alibi_packed_compat_cpu():
+    """the packed compat variants pass alibi_slopes on (same result as flash_attn_func / flash_attn_varlen_func)"""
+    q, k, v = (torch.randn(2, 10, 4, 16) for _ in range(3))
+    sl = _slopes(2, 4, False, "cpu")
+    want = fa.flash_attn_func(q, k, v, causal=True, alibi_slopes=sl)
+    assert torch.equal(fa.flash_attn_qkvpacked_func(torch.stack((q, k, v), 2), causal=True, alibi_slopes=sl), want)
+    assert torch.equal(fa.flash_attn_kvpacked_func(q, torch.stack((k, v), 2), causal=True, alibi_slopes=sl), want)
+    cu = torch.tensor([0, 10, 20], dtype=torch.int32)
+    qp, kp, vp = q.reshape(20, 4, 16), k.reshape(20, 4, 16), v.reshape(20, 4, 16)
+    want = fa.flash_attn_varlen_func(qp, kp, vp, cu, cu, 10, 10, causal=True, alibi_slopes=sl)
+    assert torch.equal(fa.flash_attn_varlen_qkvpacked_func(torch.stack((qp, kp, vp), 1), cu, 10, causal=True,
+                                                           alibi_slopes=sl), want)
+    assert torch.equal(fa.flash_attn_varlen_kvpacked_func(qp, torch.stack((kp, vp), 1), cu, cu, 10, 10, causal=True,
+                                                          alibi_slopes=sl), want)

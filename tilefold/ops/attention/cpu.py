@@ -63,8 +63,8 @@ def _tile_rows(M, n0, n1, shift, window):
 def _alibi_bias(alibi, HK, r0, r1, n0, n1, shift, dtype):
     """(B, HK, G, r1 - r0, n1 - n0) tile of ``-slope · |i + shift - j|`` (ALiBi, flash_attn's convention) for query
     rows r0..r1-1 and keys n0..n1-1; ``alibi`` the (B, H) slopes."""
-    i = torch.arange(r0, r1, dtype=dtype).unsqueeze(1)
-    j = torch.arange(n0, n1, dtype=dtype).unsqueeze(0)
+    i = torch.arange(r0, r1, dtype=dtype, device=alibi.device).unsqueeze(1)
+    j = torch.arange(n0, n1, dtype=dtype, device=alibi.device).unsqueeze(0)
     B, H = alibi.shape
     return -alibi.to(dtype).reshape(B, HK, H // HK, 1, 1) * (i + shift - j).abs()
 
@@ -253,7 +253,7 @@ def attention_probs(q, k, lse, *, softmax_scale, window, softcap, shift_extra=0,
     qg = _grouped(q, HK).float()
     s, _ = _scores(qg, k.transpose(1, 2).float(), softmax_scale, softcap)
     if alibi is not None:
-        s = s + _alibi_bias(alibi, HK, 0, M, 0, N, N - M + shift_extra, torch.float32).to(s.device)
+        s = s + _alibi_bias(alibi, HK, 0, M, 0, N, N - M + shift_extra, torch.float32)
     ok = _tile_visible(M, 0, N, N, N - M + shift_extra, window, q.device)
     lse_g = lse.float().reshape(B, HK, H // HK, M)
     lse_g = torch.where(torch.isneginf(lse_g), torch.full_like(lse_g, float("inf")), lse_g)

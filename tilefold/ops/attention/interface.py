@@ -110,7 +110,8 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
         alibi_slopes: ALiBi, as flash_attn's: float32 (heads,) or (batch, heads); query head h's score of
             query i and key j gets ``-alibi_slopes[h] · |i + seqlen_k - seqlen_q - j|`` added after the scale and
             softcap (the distance aligned to the bottom-right corner, as the masks). No gradient flows to the
-            slopes. Runs the Triton kernels (not the Hopper Gluon ones); not with num_splits != 1.
+            slopes; their values are not checked (a host read per call): an infinite slope gives NaN at
+            distance 0, as in flash_attn. Runs the Triton kernels (not the Hopper Gluon ones); not with num_splits != 1.
     """
     _validate_qkv(q, k, v, 4)
     B, M, H, D = q.shape
