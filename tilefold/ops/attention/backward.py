@@ -101,7 +101,7 @@ def _probs_t(k, qT, k_o, qT_o, lse2, qk_scale, softcap_pre, softcap_post, HAS_SO
         qkT = tl.dot(k_o, qT_o, qkT, input_precision=DOT_PREC)
     sT, t = score_transform(qkT, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP)
     if HAS_ALIBI:
-        sT = sT - alibi_slope * tl.abs((offs_m + shift).to(tl.float32)[None, :] - offs_n.to(tl.float32)[:, None])
+        sT = sT - alibi_slope * alibi_distance(offs_n, offs_m, -shift)  # key-major: |j - shift - i| = |i + shift - j|
     pT = tl.math.exp2(sT - lse2[None, :])
     return pT, t
 
