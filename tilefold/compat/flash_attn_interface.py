@@ -24,8 +24,8 @@ window edge is unbounded, ``softcap <= 0`` is off, and q / k / v whose last dime
 - ``flash_attn_varlen_func(block_table=)`` (paged K / V): forward only (NotImplementedError when an input
   requires grad or with dropout); ``return_attn_probs=True`` gives (out, lse, an empty tensor), as flash_attn does
   without dropout; any page size; see ``tilefold.varlen_attention``.
-- ``alibi_slopes``: flash_attn's ALiBi (Triton kernels, forward and backward); not with ``block_table`` or in
-  ``flash_attn_with_kvcache`` yet (NotImplementedError). With ``causal=True`` flash_attn 2 adds only ``slope · j`` (the
+- ``alibi_slopes``: flash_attn's ALiBi (Triton kernels, forward and backward; split-KV, the decode kernel, paged
+  K / V and ``flash_attn_with_kvcache``, where the distance counts keys after a left padding). With ``causal=True`` flash_attn 2 adds only ``slope · j`` (the
   row constant cancels in the softmax), so its lse is larger by ``slope · (i + seqlen_k - seqlen_q)``; tilefold's lse
   includes the whole bias. Outputs agree.
 """
@@ -62,11 +62,6 @@ def _contiguous_last(*ts):
     the head dim at stride 1; the other strides stay as given)."""
     return tuple(t.contiguous() if isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape[-1] > 1
                  and t.stride(-1) != 1 else t for t in ts)
-
-
-def _unsupported(alibi_slopes=None):
-    if alibi_slopes is not None:
-        raise NotImplementedError("alibi_slopes with flash_attn_with_kvcache is not supported by tilefold yet")
 
 
 def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
@@ -147,7 +142,6 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
                             alibi_slopes=None, num_splits=0, return_softmax_lse=False):
     """flash_attn's decoding step: k / v appended to the caches in place at cache_seqlens, then q against each
     sequence's filled keys (``tilefold.attention_with_kvcache``)."""
-    _unsupported(alibi_slopes)
     window_size, softcap = _fa2_options(window_size, softcap)
     q, k, v = _contiguous_last(q, k, v)
     return attention_with_kvcache(q, k_cache, v_cache, k, v, cache_seqlens=cache_seqlens,
@@ -155,4 +149,5 @@ def flash_attn_with_kvcache(q, k_cache, v_cache, k=None, v=None, rotary_cos=None
                                   softmax_scale=softmax_scale,
                                   causal=causal, window_size=window_size, softcap=softcap, rotary_cos=rotary_cos,
                                   rotary_sin=rotary_sin, rotary_interleaved=rotary_interleaved, num_splits=num_splits,
-                                  return_lse=return_softmax_lse, cache_leftpad=cache_leftpad)
+                                  return_lse=return_softmax_lse, cache_leftpad=cache_leftpad,
+                                  alibi_slopes=alibi_slopes)

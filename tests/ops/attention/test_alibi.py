@@ -1,7 +1,7 @@
 """ALiBi (flash_attn's ``alibi_slopes``): scores get ``-slope[h] · |i + seqlen_k - seqlen_q - j|`` after the scale and
 softcap. Out, lse and every gradient against the fp64 reference with the bias under the 2x rule (both CPU backends,
 the Triton kernels on the GPU), varlen per sequence, the probabilities of return_attn_probs, the compat functions, and
-the refusals."""
+bad slopes. The split-KV / decode / paged / KV-cache paths: tests/ops/decode/test_alibi_decode.py."""
 import pytest
 import torch
 
@@ -90,21 +90,23 @@ def test_alibi_compat_cpu():
                        tilefold.varlen_attention(qp, kp, vp, cu, cu, 7, 7, alibi_slopes=sl))
 
 
-def test_alibi_refusals_cpu():
+def test_alibi_bad_slopes_cpu():
     q = torch.randn(2, 5, 4, 16)
     for bad, what in ((torch.ones(4, dtype=torch.float64), "float64"), (torch.ones(3), "shape"),
                       (torch.ones(2, 4, 1), "shape"), ([1.0] * 4, "list"), (torch.ones(1, 4), "shape")):
         with pytest.raises(ValueError, match="alibi_slopes"):
             tilefold.attention(q, q, q, alibi_slopes=bad)
-    with pytest.raises(NotImplementedError, match="alibi_slopes"):
-        tilefold.attention(q, q, q, alibi_slopes=torch.ones(4), num_splits=2)
+    # the split-KV, paged and KV-cache paths take the slopes (tests/ops/decode/test_alibi_decode.py) and check them
     pool = torch.randn(3, 4, 4, 16)
     cu = torch.tensor([0, 5], dtype=torch.int32)
-    with pytest.raises(NotImplementedError, match="alibi_slopes"):
-        tilefold.varlen_attention(q[0], pool, pool, cu, cu, 5, 5, block_table=torch.zeros(1, 2, dtype=torch.int32),
-                                  alibi_slopes=torch.ones(4))
-    with pytest.raises(NotImplementedError, match="alibi_slopes"):
-        fa.flash_attn_with_kvcache(q, q, q, alibi_slopes=torch.ones(4))
+    for bad in (torch.ones(4, dtype=torch.float64), torch.ones(3)):
+        with pytest.raises(ValueError, match="alibi_slopes"):
+            tilefold.attention(q, q, q, alibi_slopes=bad, num_splits=2)
+        with pytest.raises(ValueError, match="alibi_slopes"):
+            tilefold.varlen_attention(q[0], pool, pool, cu, cu, 5, 5,
+                                      block_table=torch.zeros(1, 2, dtype=torch.int32), alibi_slopes=bad)
+        with pytest.raises(ValueError, match="alibi_slopes"):
+            fa.flash_attn_with_kvcache(q, q, q, alibi_slopes=bad)
 
 
 @pytest.mark.gpu

@@ -504,7 +504,7 @@ def test_paged_bad_input_raises(bad, msg):
 
 def test_flash_attn_with_kvcache_compat():
     """flash_attn's argument list and readings (negative window edge unbounded, return_softmax_lse, block_table,
-    cache_leftpad); alibi_slopes, which tilefold does not support, is refused by name"""
+    cache_leftpad); alibi_slopes passes through (tests/ops/decode/test_alibi_decode.py), bad slopes refused by name"""
     torch.manual_seed(4)
     q = torch.randn(2, 1, 4, 16)
     k_cache, v_cache = torch.randn(2, 30, 2, 16), torch.randn(2, 30, 2, 16)
@@ -522,8 +522,8 @@ def test_flash_attn_with_kvcache_compat():
     left = flash_attn_with_kvcache(q, kc2.clone(), vc2.clone(), cache_seqlens=lens, cache_leftpad=pads, causal=True)
     assert torch.equal(left, tilefold.attention_with_kvcache(q, kc2, vc2, cache_seqlens=lens, cache_leftpad=pads,
                                                              causal=True))
-    with pytest.raises(NotImplementedError, match="alibi_slopes"):
-        flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=lens, alibi_slopes=torch.ones(4))
+    with pytest.raises(ValueError, match="alibi_slopes"):
+        flash_attn_with_kvcache(q, k_cache, v_cache, cache_seqlens=lens, alibi_slopes=torch.ones(3))
 
 
 # ---------------------------------------------------------------------------------------------------

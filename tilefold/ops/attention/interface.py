@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..common.validate import (MAX_HEADDIM, _is_real, _validate_bool, _validate_cu_seqlens, _validate_grid_rows,
+from ..common.validate import (MAX_HEADDIM, _alibi, _is_real, _validate_bool, _validate_cu_seqlens, _validate_grid_rows,
                                _validate_last_contiguous, _validate_num_splits, _validate_qkv, _validate_same,
                                _validate_scale, _validate_softcap, _validate_tensor, _validate_window)
 from ..decode import kvcache
@@ -44,24 +44,6 @@ def _options(q, D, softmax_scale, causal, window_size, softcap, dropout_p, retur
                        ("deterministic", deterministic)):
         _validate_bool(name, flag)
     return scale, left, right, softcap, float(dropout_p)
-
-
-def _alibi(alibi_slopes, B, H, device, num_splits):
-    """alibi_slopes as the kernels read them: fp32 (B, H) with unit column stride (a (H,) tensor broadcast over the
-    batch with row stride 0), detached (flash_attn's slopes carry no gradient); None without ALiBi."""
-    if alibi_slopes is None:
-        return None
-    if not isinstance(alibi_slopes, torch.Tensor) or alibi_slopes.dtype != torch.float32 or \
-            tuple(alibi_slopes.shape) not in ((H,), (B, H)):
-        got = (f"{alibi_slopes.dtype} of shape {tuple(alibi_slopes.shape)}" if isinstance(alibi_slopes, torch.Tensor)
-               else type(alibi_slopes).__name__)
-        raise ValueError(f"alibi_slopes: expected a float32 tensor of shape ({H},) or ({B}, {H}), got {got}")
-    if alibi_slopes.device != device:
-        raise ValueError(f"alibi_slopes: expected device {device} (as q), got {alibi_slopes.device}")
-    if num_splits != 1:
-        raise NotImplementedError("alibi_slopes with num_splits != 1 is not supported")
-    t = alibi_slopes.detach().contiguous()
-    return t.expand(B, H) if t.dim() == 1 else t
 
 
 def _dropout_key(device, dropout_p):
@@ -111,7 +93,8 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
             query i and key j gets ``-alibi_slopes[h] · |i + seqlen_k - seqlen_q - j|`` added after the scale and
             softcap (the distance aligned to the bottom-right corner, as the masks). No gradient flows to the
             slopes; their values are not checked (a host read per call): an infinite slope gives NaN at
-            distance 0, as in flash_attn. Runs the Triton kernels (not the Hopper Gluon ones); not with num_splits != 1.
+            distance 0, as in flash_attn. Runs the Triton kernels (not the Hopper Gluon ones), split-KV and the
+            decode kernel too.
     """
     _validate_qkv(q, k, v, 4)
     B, M, H, D = q.shape
@@ -123,11 +106,11 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
     num_splits = _validate_num_splits(num_splits)
     if num_splits != 1 and dropout_p > 0:
         raise NotImplementedError("num_splits != 1 with dropout_p > 0: split-KV is an inference path")
-    alibi = _alibi(alibi_slopes, B, H, q.device, num_splits)
+    alibi = _alibi(alibi_slopes, B, H, q.device)
     rng = _dropout_key(q.device, dropout_p)  # after the checks: a refused call leaves the generator alone
     if num_splits != 1:
         out, lse = split_kv_attention(q, k, v, num_splits=num_splits, softmax_scale=scale,
-                                      window=(left, right), softcap=softcap)
+                                      window=(left, right), softcap=softcap, alibi=alibi)
     else:
         out, lse = attention_forward(q, k, v, None, None, M, k.shape[1], scale, left, right, softcap, 0,
                                     float(dropout_p), 0, 0, rng, alibi)
@@ -165,13 +148,11 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     64 above); otherwise it gathers the pages max_seqlen_k reaches into a contiguous copy first while that copy (K and
     V) stays within ``tilefold.ops.decode.kvcache.PAGED_GATHER_MAX_BYTES`` (1 GiB: faster than its per-row page
     lookups) and reads in place beyond it. ``alibi_slopes``: as :func:`attention` (per sequence, the distance
-    aligned to each sequence's bottom-right corner); not with block_table."""
+    aligned to each sequence's bottom-right corner), with block_table too."""
     if block_table is not None:
-        if alibi_slopes is not None:
-            raise NotImplementedError("alibi_slopes with block_table is not supported")
         return _varlen_paged(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, block_table,
                              softmax_scale, causal, window_size, softcap, return_lse, deterministic, dropout_p,
-                             return_attn_probs, num_splits)
+                             return_attn_probs, num_splits, alibi_slopes)
     _validate_qkv(q, k, v, 3)
     T, H, D = q.shape
     _validate_cu_seqlens("cu_seqlens_q", cu_seqlens_q, T, max_seqlen_q, "max_seqlen_q", q.device)
@@ -186,13 +167,13 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     num_splits = _validate_num_splits(num_splits)
     if num_splits != 1 and dropout_p > 0:
         raise NotImplementedError("num_splits != 1 with dropout_p > 0: split-KV is an inference path")
-    alibi = _alibi(alibi_slopes, cu_seqlens_q.numel() - 1, H, q.device, num_splits)
+    alibi = _alibi(alibi_slopes, cu_seqlens_q.numel() - 1, H, q.device)
     rng = _dropout_key(q.device, dropout_p)  # after the checks: a refused call leaves the generator alone
     if num_splits != 1:
         out, lse = split_kv_attention(q, k, v, num_splits=num_splits, softmax_scale=scale,
                                       window=(left, right), softcap=softcap, cu_seqlens_q=cu_seqlens_q,
                                       cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max_seqlen_q,
-                                      max_seqlen_k=max_seqlen_k)
+                                      max_seqlen_k=max_seqlen_k, alibi=alibi)
     else:
         out, lse = attention_forward(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                                     scale, left, right, softcap, 0, float(dropout_p), 0, 0, rng, alibi)
@@ -204,7 +185,7 @@ def varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
 
 
 def _varlen_paged(q, k, v, cu_q, cu_k, max_q, max_k, block_table, softmax_scale, causal, window_size, softcap,
-                  return_lse, deterministic, dropout_p, return_attn_probs, num_splits):
+                  return_lse, deterministic, dropout_p, return_attn_probs, num_splits, alibi_slopes=None):
     """varlen_attention with a block table: the checks, then ``kvcache.paged_varlen``."""
     _validate_tensor("q", q, 3)
     _validate_last_contiguous("q", q)
@@ -240,11 +221,12 @@ def _varlen_paged(q, k, v, cu_q, cu_k, max_q, max_k, block_table, softmax_scale,
     if dropout_p > 0 or return_attn_probs:
         raise NotImplementedError("block_table: a paged cache is an inference path (no dropout_p, no "
                                   "return_attn_probs)")
+    alibi = _alibi(alibi_slopes, B, H, q.device)
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         raise NotImplementedError("block_table: a paged cache is an inference path with no backward; call under "
                                   "torch.no_grad() or pass tensors that do not require grad")
     out, lse = kvcache.paged_varlen(q, k, v, cu_q, cu_k, max_q, max_k, table, scale, (left, right), softcap,
-                                    num_splits)
+                                    num_splits, alibi)
     return (out, lse) if return_lse else out
 
 

@@ -194,3 +194,19 @@ def _validate_num_splits(num_splits):
         raise ValueError(f"num_splits: expected an int in [0, {MAX_SPLITS}] (0 = choose by occupancy, 1 = no split), "
                          f"got {num_splits!r}")
     return int(num_splits)
+
+
+def _alibi(alibi_slopes, B, H, device):
+    """alibi_slopes as the kernels read them: fp32 (B, H) with unit column stride (a (H,) tensor broadcast over the
+    batch with row stride 0), detached (flash_attn's slopes carry no gradient); None without ALiBi."""
+    if alibi_slopes is None:
+        return None
+    if not isinstance(alibi_slopes, torch.Tensor) or alibi_slopes.dtype != torch.float32 or \
+            tuple(alibi_slopes.shape) not in ((H,), (B, H)):
+        got = (f"{alibi_slopes.dtype} of shape {tuple(alibi_slopes.shape)}" if isinstance(alibi_slopes, torch.Tensor)
+               else type(alibi_slopes).__name__)
+        raise ValueError(f"alibi_slopes: expected a float32 tensor of shape ({H},) or ({B}, {H}), got {got}")
+    if alibi_slopes.device != device:
+        raise ValueError(f"alibi_slopes: expected device {device} (as q), got {alibi_slopes.device}")
+    t = alibi_slopes.detach().contiguous()
+    return t.expand(B, H) if t.dim() == 1 else t

@@ -32,7 +32,7 @@ from ..common.dispatch import interpreter_enabled
 from ..common.fold import LOG2E, finalize, fold_step, score_transform
 from ..common.host import cdiv, env_get, next_pow2, rows_grid, visible_keys  # noqa: F401 (visible_keys: splitkv's)
 from ..common.launch import LaunchCache, stream_scratches
-from ..common.masks import (cache_row, grid_row, key_tiles, left_pad, paged_rows, sequence_bounds, split_share, used_keys,
+from ..common.masks import (alibi_distance, cache_row, grid_row, key_tiles, left_pad, paged_rows, sequence_bounds, split_share, used_keys,
                             visible)
 from ..common.tma import _major, ensure_allocator, load_kv_tile, rows_descriptor, tma_ok
 try:  # programmatic dependent launch (Triton >= 3.4)
@@ -46,13 +46,14 @@ except ImportError:  # pragma: no cover - older Triton: the combine kernel is la
 @triton.jit
 def _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, pos, offs_n0, offs_d,
                   n_lo, n_hi, seqlen_k, shift, win_left, win_right, qk_scale, softcap_pre, softcap_post, D,
-                  bt_row, page_size, n_pages, stride_kp, stride_vp,
+                  bt_row, page_size, n_pages, stride_kp, stride_vp, slope,
                   BLOCK_N: tl.constexpr, MASKED: tl.constexpr, EVEN_D: tl.constexpr, HAS_LO: tl.constexpr,
                   HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr, USE_TMA: tl.constexpr,
-                  PAGED: tl.constexpr):
+                  PAGED: tl.constexpr, HAS_ALIBI: tl.constexpr):
     """Fold key tiles [n_lo, n_hi) into (acc, l, m); ``pos`` are the rows' positions (mask rows). PAGED: k_desc /
     v_desc are the key head's base pointers and each tile's rows are looked up in the block table row ``bt_row``
-    (pages of ``page_size`` keys, page strides stride_kp / stride_vp)."""
+    (pages of ``page_size`` keys, page strides stride_kp / stride_vp). HAS_ALIBI: ``slope`` [BLOCK_M] holds each
+    packed row's ALiBi slope in log2 units; scores get ``-slope · |pos + shift - n|``."""
     k_ptrs += n_lo.to(tl.int64) * stride_kn
     v_ptrs += n_lo.to(tl.int64) * stride_vn
     for start_n in range(n_lo, n_hi, BLOCK_N):
@@ -65,6 +66,8 @@ def _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, s
                             MASKED, EVEN_D, USE_TMA)
         qk = tl.dot(q, tl.trans(k), input_precision=DOT_PREC)
         s, _ = score_transform(qk, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP)
+        if HAS_ALIBI:
+            s = s - slope[:, None] * alibi_distance(pos, offs_n, shift)
         if MASKED:
             ok = visible(pos, offs_n, seqlen_k, shift, win_left, win_right, HAS_LO, HAS_HI)
             s = tl.where(ok, s, float("-inf"))
@@ -77,9 +80,9 @@ def _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, s
 
 @triton.jit
 def _decode_kpar(q, k_base, v_base, stride_kn, stride_vn, pos, offs_d, n_lo, n_hi, shift, win_left, win_right,
-                 qk_scale, softcap_pre, softcap_post, D, W: tl.constexpr, BLOCK_M: tl.constexpr,
+                 qk_scale, softcap_pre, softcap_post, D, slope, W: tl.constexpr, BLOCK_M: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, EVEN_D: tl.constexpr, HAS_LO: tl.constexpr,
-                 HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr):
+                 HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr, DOT_PREC: tl.constexpr, HAS_ALIBI: tl.constexpr):
     """Keys [n_lo, n_hi) (n_hi <= seqlen_k) in W contiguous chunks of whole BLOCK_N tiles, folded side by side: one
     batched (3-D) dot per step takes a BLOCK_N tile of every chunk, and with num_warps == W each warp owns one chunk's
     scores, probabilities and state, so no tile crosses warps (the 2-D path's P·V takes P in another warp layout: a
@@ -110,6 +113,9 @@ def _decode_kpar(q, k_base, v_base, stride_kn, stride_vn, pos, offs_d, n_lo, n_h
         v = tl.load(v_ptrs, mask=ld, other=0.0)
         qk = tl.dot(q3, tl.permute(k, (0, 2, 1)), input_precision=DOT_PREC)
         s, _ = score_transform(qk, qk_scale, softcap_pre, softcap_post, HAS_SOFTCAP)
+        if HAS_ALIBI:  # -slope · |pos + shift - n| (masks.alibi_distance over the chunk axis)
+            s = s - slope[None, :, None] * tl.abs((pos + shift).to(tl.float32)[None, :, None]
+                                                  - n.to(tl.float32)[:, None, :])
         ok = ok_n[:, None, :]
         if HAS_HI:
             ok = ok & (n[:, None, :] - pos3 <= shift + win_right)
@@ -137,13 +143,14 @@ def decode_fwd_kernel(
     seqlen_q_fixed, seqlen_k_fixed, win_left, win_right,
     qk_scale, softcap_pre, softcap_post, HK, D, n_splits,
     OUT, LSE_OUT, CNT, stride_fb, stride_fm, stride_fh, stride_flb, stride_flh, stride_flm,
-    BLOCK_TABLE, stride_btb, page_size,
+    BLOCK_TABLE, stride_btb, page_size, ALIBI, stride_alb,
     GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
     IS_VARLEN: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
     EVEN_D: tl.constexpr, DOT_PREC: tl.constexpr, FUSED_COMBINE: tl.constexpr = False,
     COMBINE_UNROLL: tl.constexpr = 1, USE_TMA: tl.constexpr = False, FOLD_ROWS: tl.constexpr = 0,
     PDL: tl.constexpr = False, KPAR: tl.constexpr = 1, HAS_SEQUSED: tl.constexpr = False,
     HAS_CACHE_IDX: tl.constexpr = False, PAGED: tl.constexpr = False, HAS_LEFTPAD: tl.constexpr = False,
+    HAS_ALIBI: tl.constexpr = False,
 ):
     """Grid (packed row blocks, B · HK, splits S). Writes the state of packed rows [r0, r0 + BLOCK_M) of
     (batch b, key head hk) over the pid_s-th of S equal BLOCK_N-aligned shares of the keys those rows can see
@@ -156,7 +163,10 @@ def decode_fwd_kernel(
     KPAR > 1: the key range is folded as KPAR chunks side by side, one per warp (``_decode_kpar``; pointer loads).
     PAGED: K / V are (n_pages, page_size, HK, D) and key n of sequence b lives in page BLOCK_TABLE[b, n // page_size]
     (row stride stride_btb), row n % page_size (``masks.paged_rows``; pointer loads, KPAR = 1).
-    HAS_LEFTPAD: sequence b's keys start cache_leftpad[b] rows into its cache (``masks.left_pad``; not with PAGED)."""
+    HAS_LEFTPAD: sequence b's keys start cache_leftpad[b] rows into its cache (``masks.left_pad``; not with PAGED).
+    HAS_ALIBI: ALIBI (batch, heads) fp32 slopes (row stride stride_alb, 0 for one row shared by the batch); packed row
+    r (query head h, position i) gets ``-ALIBI[b, h] · |i + shift - n|`` on its score of key n, after the scale and
+    softcap (flash_attn's alibi_slopes; positions and keys counted within the sequence's keys, after a left pad)."""
     tl.static_assert(KPAR == 1 or not USE_TMA, "the KPAR path loads K / V through pointers")
     tl.static_assert(not PAGED or (KPAR == 1 and not USE_TMA), "a paged cache is read through pointers, KPAR = 1")
     tl.static_assert(not (PAGED and HAS_LEFTPAD), "a paged cache has no left padding")
@@ -189,6 +199,9 @@ def decode_fwd_kernel(
         rd_ok = row_ok[:, None] & (offs_d[None, :] < D)
 
     b64 = b.to(tl.int64)
+    slope = 0.0
+    if HAS_ALIBI:  # each packed row's own head's slope, in log2 units as the scores
+        slope = tl.load(ALIBI + b64 * stride_alb + head, mask=row_ok, other=0.0) * LOG2E
     rows_q = (q_start + pos).to(tl.int64) * stride_qm + head.to(tl.int64) * stride_qh
     q = tl.load(Q + b64 * stride_qb + rows_q[:, None] + offs_d[None, :], mask=rd_ok, other=0.0)
     kb64 = cache_row(b, cache_batch_idx, n_cache, HAS_CACHE_IDX).to(tl.int64)  # a cache slot, or b
@@ -220,8 +233,9 @@ def decode_fwd_kernel(
 
     if KPAR > 1:
         acc, l_i, m_i = _decode_kpar(q, k_base, v_base, stride_kn, stride_vn, pos, offs_d, n_start, n_end, shift,
-                                     win_left, win_right, qk_scale, softcap_pre, softcap_post, D, KPAR, BLOCK_M,
-                                     BLOCK_N, BLOCK_D, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC)
+                                     win_left, win_right, qk_scale, softcap_pre, softcap_post, D, slope, KPAR,
+                                     BLOCK_M, BLOCK_N, BLOCK_D, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC,
+                                     HAS_ALIBI)
     else:
         m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -229,15 +243,18 @@ def decode_fwd_kernel(
         acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, pos,
                                       offs_n0, offs_d, n_start, f_lo, seqlen_k, shift, win_left, win_right, qk_scale,
                                       softcap_pre, softcap_post, D, bt_row, page_size, n_cache, stride_kb, stride_vb,
-                                      BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, USE_TMA, PAGED)
+                                      slope, BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, USE_TMA, PAGED,
+                                      HAS_ALIBI)
         acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, pos,
                                       offs_n0, offs_d, f_lo, f_hi, seqlen_k, shift, win_left, win_right, qk_scale,
                                       softcap_pre, softcap_post, D, bt_row, page_size, n_cache, stride_kb, stride_vb,
-                                      BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, USE_TMA, PAGED)
+                                      slope, BLOCK_N, False, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, USE_TMA, PAGED,
+                                      HAS_ALIBI)
         acc, l_i, m_i = _decode_tiles(acc, l_i, m_i, q, k_ptrs, v_ptrs, k_desc, v_desc, stride_kn, stride_vn, pos,
                                       offs_n0, offs_d, f_hi, n_end, seqlen_k, shift, win_left, win_right, qk_scale,
                                       softcap_pre, softcap_post, D, bt_row, page_size, n_cache, stride_kb, stride_vb,
-                                      BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, USE_TMA, PAGED)
+                                      slope, BLOCK_N, True, EVEN_D, HAS_LO, HAS_HI, HAS_SOFTCAP, DOT_PREC, USE_TMA, PAGED,
+                                      HAS_ALIBI)
     o, lse = finalize(acc, l_i, m_i)
 
     s64 = pid_s.to(tl.int64)
@@ -656,7 +673,7 @@ def clear_plans():
 
 
 def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seqused=False, cache_idx=False,
-               paged_keys=0, leftpad=False) -> _Plan:
+               paged_keys=0, leftpad=False, alibi=False) -> _Plan:
     """``paged_keys``: a paged cache's capacity per sequence (block table columns x page size), 0 when not paged."""
     varlen = cu_q is not None
     if varlen:
@@ -713,7 +730,7 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seq
                 HAS_HI=right >= 0, HAS_SOFTCAP=softcap > 0, EVEN_D=BD == D,
                 DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32", FUSED_COMBINE=fused,
                 COMBINE_UNROLL=1, USE_TMA=use_tma, FOLD_ROWS=0, KPAR=cfg.kpar, HAS_SEQUSED=seqused,
-                HAS_CACHE_IDX=cache_idx, PAGED=bool(paged_keys), HAS_LEFTPAD=leftpad)
+                HAS_CACHE_IDX=cache_idx, PAGED=bool(paged_keys), HAS_LEFTPAD=leftpad, HAS_ALIBI=alibi)
     if fused:
         fr = fold_rows(M * G, cfg.BLOCK_M, varlen)
         # the whole-block fold ("block") keeps its measured unroll cap of 4
@@ -748,7 +765,7 @@ def _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seq
 
 
 def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=None, max_k=None, seqused_k=None,
-               cache_batch_idx=None, block_table=None, cache_leftpad=None):
+               cache_batch_idx=None, block_table=None, cache_leftpad=None, alibi=None):
     """Split-KV decode forward: returns (out like q, lse (B, H, M) / (H, T) fp32). ``S`` key ranges of
     BLOCK_N-aligned keys (S = 1: no split, the kernel writes the output directly); for S > 1 either two
     launches (the split kernel and the combine) or one (the last split of each row block combines; see
@@ -757,7 +774,8 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
     K / V row cache_batch_idx[b] (clamped into k's batch); ``block_table``: int32 (batch, max_blocks) with unit column
     stride, k / v (n_pages, page_size, HK, D): a paged cache of max_blocks · page_size keys per sequence, key n of
     sequence b in page block_table[b, n // page_size] (clamped into [0, n_pages)); ``cache_leftpad``: int32 (batch,),
-    sequence b's keys start cache_leftpad[b] rows into its cache (clamped into its length; not with block_table).
+    sequence b's keys start cache_leftpad[b] rows into its cache (clamped into its length; not with block_table);
+    ``alibi``: fp32 (batch, heads) ALiBi slopes with unit column stride (row stride 0: one row for the batch), or None.
 
     Host path (decode at small batch is host-latency bound): everything that is not a tensor is a
     ``_Plan`` cached under a key of shapes, strides, dtypes, options, the modes read from the environment
@@ -769,7 +787,7 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
         # launches and per-stream scratch follow the current device: make it q's
         with torch.cuda.device(dev):
             return decode_fwd(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seqused_k,
-                              cache_batch_idx, block_table, cache_leftpad)
+                              cache_batch_idx, block_table, cache_leftpad, alibi)
     window = tuple(window)
     key = (q.shape, q.stride(), k.shape, k.stride(), v.shape, v.stride(), q.dtype, k.dtype, v.dtype, dev,
            S, scale, window, softcap, varlen, env_get("TILEFOLD_DECODE_COMBINE", DECODE_COMBINE),
@@ -784,6 +802,10 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
         key += ("cache_idx", cache_batch_idx.data_ptr() % 16)
     if cache_leftpad is not None:
         key += ("leftpad", cache_leftpad.data_ptr() % 16)
+    alb_args = (q, 0)
+    if alibi is not None:
+        alb_args = (alibi, alibi.stride(0))
+        key += ("alibi", alibi.stride(0), alibi.data_ptr() % 16)
     paged_keys, bt_args = 0, (0, 0)
     if block_table is not None:
         paged_keys = block_table.shape[1] * k.shape[1]
@@ -792,7 +814,7 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
     plan = _PLANS.get(key)
     if plan is None:
         plan = _make_plan(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seqused_k is not None,
-                          cache_batch_idx is not None, paged_keys, cache_leftpad is not None)
+                          cache_batch_idx is not None, paged_keys, cache_leftpad is not None, alibi is not None)
         if len(_PLANS) >= 1024:
             _PLANS.clear()
         _PLANS[key] = plan
@@ -821,7 +843,7 @@ def decode_fwd(q, k, v, S, scale, window, softcap, cu_q=None, cu_k=None, max_q=N
     pad = cache_leftpad if cache_leftpad is not None else q
     bt = block_table if block_table is not None else q
     _DECODE.launch(key, plan.grid, (q, k, v, o_dst, l_dst, *plan.a1, cu0, cu1, used, slot, pad, *plan.a2, out, lse, cnt,
-                                    *plan.a3, bt, *bt_args),
+                                    *plan.a3, bt, *bt_args, *alb_args),
                    plan.cons, **plan.options)
     if plan.cgrid is not None:
         _COMBINE.launch(key, plan.cgrid, (o_dst, l_dst, out, lse, *plan.ca), plan.ccons, num_warps=4, **plan.copts)

@@ -31,7 +31,7 @@ from ..attention import cpu
 from ..common.dispatch import HAVE_TRITON, backend_for
 from ..common.host import rows_grid, visible_keys
 from . import splitkv
-from ..common.validate import (MAX_HEADDIM, _is_int, _validate_bool, _validate_grid_rows, _validate_last_contiguous,
+from ..common.validate import (MAX_HEADDIM, _alibi, _is_int, _validate_bool, _validate_grid_rows, _validate_last_contiguous,
                                _validate_num_splits, _validate_qkv, _validate_same, _validate_scale, _validate_softcap,
                                _validate_tensor, _validate_window)
 
@@ -258,7 +258,7 @@ def _check(q, k_cache, v_cache, k, v, rotary_cos, rotary_sin, slots, block_table
 def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens=None, cache_batch_idx=None,
                            block_table=None, softmax_scale=None, causal=False, window_size=(-1, -1), softcap=0.0,
                            rotary_cos=None, rotary_sin=None, rotary_interleaved=True, num_splits=0, return_lse=False,
-                           cache_leftpad=None):
+                           cache_leftpad=None, alibi_slopes=None):
     """One decoding step against a padded KV cache (module docstring).
 
     Args:
@@ -293,6 +293,10 @@ def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens
             all at cache_seqlens[b]), computed in fp32; needs k / v.
             rotary_interleaved: pairs (0, 1), (2, 3), ... (GPT-J) if True, else (i, i + rotary_dim / 2) (GPT-NeoX).
         num_splits: split-KV programs per row (0: chosen by occupancy, 1: none).
+        alibi_slopes: ALiBi, as :func:`tilefold.attention` (float32 (heads,) or (batch, heads), flash_attn's
+            alibi_slopes): query head h's score of query i and key j gets ``-alibi_slopes[h] · |i + seqlen_k - seqlen_q
+            - j|`` with seqlen_k = ``cache_seqlens[b] + seqlen_new`` (keys counted from the first after a left
+            padding: seqlen_k and j both exclude the cache_leftpad[b] padded positions).
         return_lse: also return lse (batch, heads, seqlen_q) fp32.
     Returns:
         out (batch, seqlen_q, heads, headdim) in q.dtype [, lse]. No gradient flows (inference path).
@@ -310,6 +314,7 @@ def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens
     rotary_interleaved = _validate_bool("rotary_interleaved", rotary_interleaved)
     _validate_bool("return_lse", return_lse)
     num_splits = _validate_num_splits(num_splits)
+    alibi = _alibi(alibi_slopes, B, H, q.device)
     if cache_leftpad is not None and block_table is not None:
         raise NotImplementedError("cache_leftpad with block_table: a paged cache has no left padding (flash_attn "
                                   "refuses the pair too)")
@@ -333,7 +338,7 @@ def attention_with_kvcache(q, k_cache, v_cache, k=None, v=None, *, cache_seqlens
             _append(k_cache, v_cache, k, v, seqlens, slots, block_table)
         used = seqlens + S_new if S_new else seqlens
         out, lse = _attend(q, k_cache, v_cache, used, slots, scale, (left, right), softcap, num_splits, block_table,
-                           pads)
+                           pads, alibi)
     return (out, lse) if return_lse else out
 
 
@@ -363,7 +368,8 @@ def _gather_first(q, k_pages, v_pages, B, capacity, rows, window) -> bool:
     return not paged_reads_descriptors(q, k_pages, v_pages, window)
 
 
-def _attend(q, k_cache, v_cache, used, slots, scale, window, softcap, num_splits, block_table=None, pads=None):
+def _attend(q, k_cache, v_cache, used, slots, scale, window, softcap, num_splits, block_table=None, pads=None,
+            alibi=None):
     B, M, H, D = q.shape
     HK = k_cache.shape[2]
     triton_path = backend_for(q) == "triton"
@@ -378,7 +384,7 @@ def _attend(q, k_cache, v_cache, used, slots, scale, window, softcap, num_splits
             S = splitkv._choose_cached(B, H, HK, M, visible_keys(M, L, window[0]), D, q.dtype, q.device,
                                        window[0] >= 0 or window[1] >= 0, splitkv._kpar_allowed())
         return splitkv._fwd_triton(q, k_cache, v_cache, S, scale, window, softcap, None, None, M, L, seqused_k=used,
-                                   cache_batch_idx=slots, block_table=block_table, cache_leftpad=pads)
+                                   cache_batch_idx=slots, block_table=block_table, cache_leftpad=pads, alibi=alibi)
     # torch path: each sequence against its filled keys (split-KV changes nothing but speed there)
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     lse = torch.empty(B, H, M, dtype=torch.float32, device=q.device)
@@ -387,11 +393,13 @@ def _attend(q, k_cache, v_cache, used, slots, scale, window, softcap, num_splits
     starts = [min(max(p, 0), n) for p, n in zip(pads.tolist(), ends)] if pads is not None else [0] * B
     for b, (lo, n, r) in enumerate(zip(starts, ends, rows)):
         out[b:b + 1], lse[b:b + 1] = cpu.attention_fwd_cpu(q[b:b + 1], k_cache[r:r + 1, lo:n], v_cache[r:r + 1, lo:n],
-                                                           softmax_scale=scale, window=window, softcap=softcap)
+                                                           softmax_scale=scale, window=window, softcap=softcap,
+                                                           alibi=None if alibi is None else alibi[b:b + 1])
     return out, lse
 
 
-def paged_varlen(q, k_pages, v_pages, cu_q, cu_k, max_q, max_k, block_table, scale, window, softcap, num_splits):
+def paged_varlen(q, k_pages, v_pages, cu_q, cu_k, max_q, max_k, block_table, scale, window, softcap, num_splits,
+                 alibi=None):
     """Packed sequences against a paged cache (``tilefold.varlen_attention(..., block_table=)``, flash_attn's
     ``flash_attn_varlen_func`` with a block table): q (total_q, H, D) with cu_q; sequence b's keys are the first
     ``cu_k[b + 1] - cu_k[b]`` keys of its pages, key n in page ``block_table[b, n // page_size]``, row
@@ -417,9 +425,9 @@ def paged_varlen(q, k_pages, v_pages, cu_q, cu_k, max_q, max_k, block_table, sca
             vg = _gather_pages(v_pages, block_table[:, :used_pages]).reshape(B * Lg, HK, D)
             starts = torch.arange(0, (B + 1) * Lg, Lg, dtype=torch.int32, device=q.device)
             return splitkv._fwd_triton(q, kg, vg, S, scale, window, softcap, cu_q, starts, M, N,
-                                       seqused_k=(cu_k[1:] - cu_k[:-1]).contiguous())
+                                       seqused_k=(cu_k[1:] - cu_k[:-1]).contiguous(), alibi=alibi)
         return splitkv._fwd_triton(q, k_pages, v_pages, S, scale, window, softcap, cu_q, cu_k, M, N,
-                                   block_table=block_table)
+                                   block_table=block_table, alibi=alibi)
     lens = (cu_k[1:] - cu_k[:-1]).clamp(0, L).tolist()
     kg, vg = _gather_pages(k_pages, block_table), _gather_pages(v_pages, block_table)
     kp = torch.cat([kg[b, :n] for b, n in enumerate(lens)]) if B else kg.reshape(0, HK, D)
@@ -427,4 +435,4 @@ def paged_varlen(q, k_pages, v_pages, cu_q, cu_k, max_q, max_k, block_table, sca
     cu = torch.zeros(B + 1, dtype=torch.int32, device=q.device)
     if B:
         cu[1:] = torch.tensor(lens, dtype=torch.int32).cumsum(0)
-    return splitkv._fwd_torch(q, kp, vp, max(num_splits, 1), scale, window, softcap, cu_q, cu)
+    return splitkv._fwd_torch(q, kp, vp, max(num_splits, 1), scale, window, softcap, cu_q, cu, alibi)

@@ -210,19 +210,19 @@ def choose_num_splits(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head
 
 
 def _fwd_triton(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seqused_k=None, cache_batch_idx=None,
-                block_table=None, cache_leftpad=None):
+                block_table=None, cache_leftpad=None, alibi=None):
     """``block_table``: a paged cache, read in place by the decode kernel (packed rows <= DECODE_MAX_ROWS) or the
-    forward kernel."""
+    forward kernel. ``alibi``: fp32 (batch, heads) slopes or None."""
     H, HK = q.shape[-2], k.shape[-2]
     M = max_q if cu_q is not None else q.shape[1]
     if M * (H // HK) <= DECODE_MAX_ROWS:
         return decode_fwd(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, seqused_k, cache_batch_idx,
-                          block_table, cache_leftpad)
+                          block_table, cache_leftpad, alibi)
     from ..merge.kernel import merge_fwd
 
     kw = dict(softmax_scale=scale, window=window, softcap=softcap, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
               max_seqlen_q=max_q, max_seqlen_k=max_k, seqused_k=seqused_k, cache_batch_idx=cache_batch_idx,
-              cache_leftpad=cache_leftpad, block_table=block_table)
+              cache_leftpad=cache_leftpad, block_table=block_table, alibi=alibi)
     if S <= 1:
         return attention_fwd(q, k, v, **kw)
     o_parts, l_parts = attention_fwd(q, k, v, num_splits=S, **kw)
@@ -237,36 +237,37 @@ def _split_ranges(N: int, S: int, block: int):
     return [(lo, min(N, lo + size)) for lo in range(0, N, size)]
 
 
-def _fwd_torch_one(q, k, v, S, scale, window, softcap):
-    """Batched layout on CPU: partial states of key ranges (global-position masks), merged by ⊕."""
+def _fwd_torch_one(q, k, v, S, scale, window, softcap, alibi=None):
+    """Batched layout on CPU: partial states of key ranges (global-position masks and ALiBi distances), merged by
+    ⊕."""
     B, M, H, D = q.shape
     N = k.shape[1]
     ranges = _split_ranges(N, S, 1)
     if S <= 1 or len(ranges) <= 1:
-        return cpu.attention_fwd_cpu(q, k, v, softmax_scale=scale, window=window, softcap=softcap)
+        return cpu.attention_fwd_cpu(q, k, v, softmax_scale=scale, window=window, softcap=softcap, alibi=alibi)
     adt = torch.float64 if q.dtype == torch.float64 else torch.float32
     outs, lses = [], []
     for lo, hi in ranges:
         n = hi - lo
         shift_extra = (N - M) - lo - (n - M)  # local shift n - M + extra == global shift N - M - lo
         o, l = cpu.attention_fwd_cpu(q.to(adt), k[:, lo:hi].to(adt), v[:, lo:hi].to(adt), softmax_scale=scale,
-                                     window=window, softcap=softcap, shift_extra=shift_extra)
+                                     window=window, softcap=softcap, shift_extra=shift_extra, alibi=alibi)
         outs.append(o)
         lses.append(l)
     o, lse = state.merge_many(torch.stack(outs), torch.stack(lses).transpose(-1, -2))
     return o.to(q.dtype), lse.transpose(-1, -2).contiguous()
 
 
-def _fwd_torch(q, k, v, S, scale, window, softcap, cu_q, cu_k):
+def _fwd_torch(q, k, v, S, scale, window, softcap, cu_q, cu_k, alibi=None):
     if cu_q is None:
-        return _fwd_torch_one(q, k, v, S, scale, window, softcap)
+        return _fwd_torch_one(q, k, v, S, scale, window, softcap, alibi)
     T, H, D = q.shape
     out = torch.empty(q.shape[:-1] + (v.shape[-1],), dtype=q.dtype)
     lse = torch.empty(H, T, dtype=torch.float32)
     cq, ck = cu_q.tolist(), cu_k.tolist()
     for b in range(len(cq) - 1):
         o, l = _fwd_torch_one(q[None, cq[b]:cq[b + 1]], k[None, ck[b]:ck[b + 1]], v[None, ck[b]:ck[b + 1]],
-                              S, scale, window, softcap)
+                              S, scale, window, softcap, None if alibi is None else alibi[b:b + 1])
         out[cq[b]:cq[b + 1]] = o[0]
         lse[:, cq[b]:cq[b + 1]] = l[0]
     return out, lse
@@ -276,38 +277,39 @@ class SplitKVFunction(torch.autograd.Function):
     """Forward: split-KV + combine; backward: the attention backward on the merged (out, lse)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, cu_q, cu_k, S, scale, left, right, softcap, max_q, max_k):
+    def forward(ctx, q, k, v, cu_q, cu_k, S, scale, left, right, softcap, max_q, max_k, alibi):
         window = (left, right)
         if backend_for(q) == "triton":
-            out, lse = _fwd_triton(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k)
+            out, lse = _fwd_triton(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, alibi=alibi)
         else:
-            out, lse = _fwd_torch(q, k, v, S, scale, window, softcap, cu_q, cu_k)
-        ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k)
+            out, lse = _fwd_torch(q, k, v, S, scale, window, softcap, cu_q, cu_k, alibi)
+        ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k, alibi)
         ctx.args = (max_q, max_k, scale, left, right, softcap, 0)
         ctx.set_materialize_grads(False)
         return out, lse
 
     @staticmethod
     def backward(ctx, dout, dlse):
-        q, k, v, out, lse, cu_q, cu_k = ctx.saved_tensors
+        q, k, v, out, lse, cu_q, cu_k, alibi = ctx.saved_tensors
         if dout is None:
             dout = torch.zeros_like(out)
         dout = dout.contiguous()
         if dlse is not None:
             dlse = dlse.contiguous()
-        dq, dk, dv = attention_backward(dout, q, k, v, out, lse, dlse, cu_q, cu_k, *ctx.args)
-        return dq, dk, dv, None, None, None, None, None, None, None, None, None
+        dq, dk, dv = attention_backward(dout, q, k, v, out, lse, dlse, cu_q, cu_k, *ctx.args, 0.0, 0, 0, None, alibi)
+        return dq, dk, dv, None, None, None, None, None, None, None, None, None, None
 
 
 def split_kv_attention(q, k, v, *, num_splits, softmax_scale, window, softcap, cu_seqlens_q=None,
-                       cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None):
+                       cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None, alibi=None):
     """Attention with the key loop split over ``num_splits`` programs per (query block, batch, head)
     and a combine kernel (see the module docstring). Inputs are assumed validated by the public
     function (``window = (left, right)`` with causal folded into right = 0, scale a float).
 
     q (B, M, H, D) / k, v (B, N, HK, D), or varlen q (Tq, H, D) / k, v (Tk, HK, D) with cu_seqlens and
     max_seqlen. ``num_splits``: 0 chooses by occupancy, 1 runs the unsplit kernel, S > 1 uses S ranges
-    of BLOCK_N-aligned keys (ranges past the end give the identity). Returns (out in q.dtype, lse fp32
+    of BLOCK_N-aligned keys (ranges past the end give the identity). ``alibi``: fp32 (batch, heads) ALiBi slopes (unit
+    column stride) or None; no gradient flows to them. Returns (out in q.dtype, lse fp32
     (B, H, M) or (H, Tq)); differentiable in q, k, v."""
     num_splits = _validate_num_splits(num_splits)
     varlen = cu_seqlens_q is not None
@@ -328,7 +330,7 @@ def split_kv_attention(q, k, v, *, num_splits, softmax_scale, window, softcap, c
         # inference: no autograd node (decode is host-latency bound at small batch; DESIGN.md §6 notes)
         if backend_for(q) == "triton":
             return _fwd_triton(q, k, v, S, scale, window, softcap, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
-                               max_seqlen_k)
-        return _fwd_torch(q, k, v, S, scale, window, softcap, cu_seqlens_q, cu_seqlens_k)
+                               max_seqlen_k, alibi=alibi)
+        return _fwd_torch(q, k, v, S, scale, window, softcap, cu_seqlens_q, cu_seqlens_k, alibi)
     return SplitKVFunction.apply(q, k, v, cu_seqlens_q, cu_seqlens_k, S, scale, int(left), int(right), softcap,
-                                 int(max_seqlen_q), int(max_seqlen_k))
+                                 int(max_seqlen_q), int(max_seqlen_k), alibi)
