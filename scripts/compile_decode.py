@@ -2,12 +2,14 @@
 pointers and strides): registers, stack, shared memory, SASS instructions and local-memory ops per config.
 
   python scripts/compile_decode.py            # the shipped tiles and the KPAR tiles, bf16 hd128, 4 packed rows
+  python scripts/compile_decode.py alibi      # only the configs whose name holds "alibi" (and their pairs without)
 """
 import inspect
 import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
 
 import triton
@@ -19,7 +21,7 @@ from tilefold.ops.decode.kernel import decode_fwd_kernel
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 PTRS = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*fp32", "LSE": "*fp32", "OUT": "*bf16", "LSE_OUT": "*fp32",
         "CNT": "*i32", "cu_seqlens_q": "*i32", "cu_seqlens_k": "*i32", "seqused_k": "*i32", "cache_batch_idx": "*i32",
-        "BLOCK_TABLE": "*i32", "cache_leftpad": "*i32"}
+        "BLOCK_TABLE": "*i32", "cache_leftpad": "*i32", "ALIBI": "*fp32"}
 FLOATS = {"qk_scale", "softcap_pre", "softcap_post"}
 
 
@@ -27,7 +29,7 @@ def compile_decode(cons, warps, stages):
     params = list(inspect.signature(decode_fwd_kernel.fn).parameters)
     base = dict(GROUP=4, BLOCK_D=128, IS_VARLEN=False, HAS_LO=False, HAS_HI=False, HAS_SOFTCAP=False, EVEN_D=True,
                 DOT_PREC="tf32", FUSED_COMBINE=False, COMBINE_UNROLL=1, USE_TMA=False, FOLD_ROWS=0, PDL=False, KPAR=1,
-                HAS_SEQUSED=False, HAS_CACHE_IDX=False, PAGED=False, HAS_LEFTPAD=False)
+                HAS_SEQUSED=False, HAS_CACHE_IDX=False, PAGED=False, HAS_LEFTPAD=False, HAS_ALIBI=False)
     cons = dict(base, **cons)
     if not cons["HAS_SEQUSED"]:
         cons["seqused_k"] = None
@@ -85,5 +87,20 @@ if __name__ == "__main__":
                                                                              COMBINE_UNROLL=16, HAS_SEQUSED=True,
                                                                              HAS_LEFTPAD=True), 4, 3),
                               ("block64x64x4-seqused-paged", dict(BLOCK_M=64, BLOCK_N=64, HAS_SEQUSED=True,
-                                                                  PAGED=True), 4, 4)]:
+                                                                  PAGED=True), 4, 4),
+                              # ALiBi (each packed row its own slope), against the same configs without it
+                              ("alibi-pair:desc16x32x4", dict(BLOCK_M=16, BLOCK_N=32, USE_TMA=True), 4, 4),
+                              ("alibi:desc16x32x4", dict(BLOCK_M=16, BLOCK_N=32, USE_TMA=True, HAS_ALIBI=True), 4, 4),
+                              ("alibi-pair:kpar32x3-causal", dict(BLOCK_M=16, BLOCK_N=32, KPAR=4, HAS_HI=True), 4, 3),
+                              ("alibi:kpar32x3-causal", dict(BLOCK_M=16, BLOCK_N=32, KPAR=4, HAS_HI=True,
+                                                             HAS_ALIBI=True), 4, 3),
+                              ("alibi-pair:block64x64x4-seqused", dict(BLOCK_M=64, BLOCK_N=64, HAS_SEQUSED=True), 4, 4),
+                              ("alibi:block64x64x4-seqused", dict(BLOCK_M=64, BLOCK_N=64, HAS_SEQUSED=True,
+                                                                  HAS_ALIBI=True), 4, 4),
+                              ("alibi-pair:ptr16x64x5-seqused-paged", dict(BLOCK_M=16, BLOCK_N=64, HAS_SEQUSED=True,
+                                                                           PAGED=True), 4, 5),
+                              ("alibi:ptr16x64x5-seqused-paged", dict(BLOCK_M=16, BLOCK_N=64, HAS_SEQUSED=True,
+                                                                      PAGED=True, HAS_ALIBI=True), 4, 5)]:
+        if len(sys.argv) > 1 and sys.argv[1] not in name:
+            continue
         print(json.dumps(dict(config=name, **compile_decode(cons, w, st))), flush=True)
