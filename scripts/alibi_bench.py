@@ -1,5 +1,6 @@
-"""ALiBi's cost: tilefold.attention with alibi_slopes (the Triton kernels) against the same call without (the Hopper
-Gluon kernels where they apply) and without ALiBi on the Triton kernels (config FWD_SM90 / BWD_SM90 = "0"), bf16,
+"""ALiBi's cost: tilefold.attention with and without alibi_slopes, as dispatched (on sm_90 the Gluon forward, with
+ALiBi since the sixteenth session; the backward with ALiBi on the Triton kernels) and on the Triton kernels alone
+(config FWD_SM90 / BWD_SM90 = "0"), bf16,
 hd128, 32 heads, seqlen 8k, batch 2, causal and not; forward and forward + backward, TFLOP/s by triton's do_bench,
 providers interleaved over three rounds (median). One JSON line per record.
 
@@ -39,7 +40,8 @@ def main(out_dir):
                 finally:
                     cfg.FWD_SM90, cfg.BWD_SM90 = saved
             return f
-        provs = {"tilefold": (False, False), "tilefold-triton": (False, True), "tilefold-alibi": (True, True)}
+        provs = {"tilefold": (False, False), "tilefold-alibi": (True, False), "tilefold-triton": (False, True),
+                 "tilefold-triton-alibi": (True, True)}
         for bwd in (False, True):
             times = {p: [] for p in provs}
             for p, (al, tr) in provs.items():

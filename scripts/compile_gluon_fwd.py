@@ -22,7 +22,8 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: E4
 _BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 
 
-def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=None, stages=None, ws=False, regs=232, pingpong=True, dropout=False, kv3d=False, mask_ws=False, mask_regs=None, rng_ptr=False):
+def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=None, stages=None, ws=False, regs=232, pingpong=True, dropout=False, kv3d=False, mask_ws=False, mask_regs=None, rng_ptr=False,
+                alibi=False):
     bn, st = F._config(D)
     bn, st = block_n or bn, stages or st
     gdt = gl.bfloat16 if dtype == torch.bfloat16 else gl.float16
@@ -50,6 +51,7 @@ def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=N
             cons["CONSUMER_REGS"] = F.MASK_CONSUMER_REGS
         cons["KV_LAYOUT"] = gl.NVMMASharedLayout.get_default_for([bn, D], gdt) if kv3d else None
         cons["RNG_PTR"] = rng_ptr  # dropout's key words: a pointer in the seed slot, loaded at the kernel's start
+        cons["HAS_ALIBI"] = alibi
     sig = {}
     for n in params:
         if n in cons:
@@ -58,7 +60,7 @@ def compile_fwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_n=N
             sig[n] = mangle_type(descs[["q_desc", "k_desc", "v_desc"].index(n)])
         elif n == "O":
             sig[n] = "*bf16" if dtype == torch.bfloat16 else "*fp16"
-        elif n == "LSE":
+        elif n in ("LSE", "ALIBI"):
             sig[n] = "*fp32"
         elif n == "seed_lo" and rng_ptr:
             sig[n] = "*i32"
@@ -101,8 +103,10 @@ if __name__ == "__main__":
     ap.add_argument("--mask-regs", type=int, help="the producer's registers (default forward_sm90.MASK_REGS)")
     ap.add_argument("--kv3d", action="store_true", help="K / V through rank-3 descriptors (ragged seqlen_k, batch > 1)")
     ap.add_argument("--rng-ptr", action="store_true", help="dropout's key words from a device tensor (RNG_PTR)")
+    ap.add_argument("--alibi", action="store_true", help="ALiBi slopes (HAS_ALIBI, the warp-specialized kernel)")
     a = ap.parse_args()
-    k, sass, res = compile_fwd(a.d, a.causal, a.left, block_n=a.block_n, stages=a.stages, ws=a.ws, regs=a.regs, pingpong=not a.no_pingpong, dropout=a.dropout, kv3d=a.kv3d, mask_ws=a.mask_ws, mask_regs=a.mask_regs, rng_ptr=a.rng_ptr)
+    k, sass, res = compile_fwd(a.d, a.causal, a.left, block_n=a.block_n, stages=a.stages, ws=a.ws, regs=a.regs, pingpong=not a.no_pingpong, dropout=a.dropout, kv3d=a.kv3d, mask_ws=a.mask_ws, mask_regs=a.mask_regs, rng_ptr=a.rng_ptr,
+                               alibi=a.alibi)
     print(res.strip().splitlines()[-1] if res.strip() else "")
     print("shared", k.metadata.shared, "spills LDL/STL", len(re.findall(r"\b(?:LDL|STL)\b", sass)))
     if a.dump:

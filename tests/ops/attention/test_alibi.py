@@ -116,7 +116,7 @@ def test_alibi_bad_slopes_cpu():
                                h.Case(1, 1023, 113, 4, 4, 64, causal=True),
                                h.Case(2, 113, 1023, 4, 1, 96, window=(64, 16), softcap=30.0)], ids=h.case_id)
 def test_alibi_gpu(c, dtype, per_batch):
-    """the Triton kernels (hd128 bf16 would take the Hopper Gluon kernels without ALiBi)"""
+    """the kernels the dispatch picks (on sm_90 the Gluon forward for the first three cases)"""
     h.check_case(c, dtype, grad=True, device="cuda", opts=dict(alibi_slopes=_slopes(c.B, c.H, per_batch, "cuda")))
 
 
@@ -176,9 +176,39 @@ def test_alibi_with_dropout_cpu(backend):
     torch.testing.assert_close(lse.double(), p_lse, atol=1e-5, rtol=1e-5)
 
 
+GLUON_CASES = [h.Case(2, 256, 384, 8, 2, 128), h.Case(2, 256, 384, 8, 2, 128, causal=True),
+               h.Case(2, 1000, 1500, 4, 2, 128, causal=True),  # ragged key tiles at batch 2 (rank-3 descriptors)
+               h.Case(1, 1023, 300, 4, 4, 64, causal=True),  # rows that see no key
+               h.Case(2, 700, 2048, 4, 1, 64, window=(300, -1)), h.Case(1, 1000, 1000, 4, 2, 256, causal=True)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("per_batch", [False, True], ids=["heads", "batch_heads"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=h.dtype_id)
+@pytest.mark.parametrize("c", GLUON_CASES, ids=h.case_id)
+def test_alibi_gluon_forward_gpu(c, dtype, per_batch, monkeypatch):
+    """the Hopper warp-specialized forward with ALiBi (slopes / scale on the unscaled scores): it takes the call (on
+    sm_90), out / lse / gradients (its lse feeds the Triton backward) under the 2x rule"""
+    from tilefold.ops.attention import config as cfg
+    from tilefold.ops.attention import forward_sm90 as sm90
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("the Gluon kernels are sm_90 only")
+    calls = []
+    real = sm90.attention_fwd_sm90
+
+    def counted(*a, **kw):
+        calls.append(kw.get("alibi") is not None)
+        return real(*a, **kw)
+    monkeypatch.setattr(sm90, "attention_fwd_sm90", counted)
+    monkeypatch.setattr(cfg, "FWD_SM90", "1")
+    monkeypatch.setattr(sm90, "HD256", True)
+    h.check_case(c, dtype, grad=True, device="cuda", opts=dict(alibi_slopes=_slopes(c.B, c.H, per_batch, "cuda")))
+    assert calls and all(calls), calls
+
+
 @pytest.mark.gpu
 def test_alibi_with_dropout_gpu():
-    """bf16 hd128 GQA with dropout and ALiBi (the Triton kernels): out and gradients follow the mask S carries, 2x rule
+    """bf16 hd128 GQA with dropout and ALiBi (the Gluon forward on sm_90, the Triton backward): out and gradients follow the mask S carries, 2x rule
     against the fp64 and bf16 references with the decoded mask and the bias"""
     torch.manual_seed(0)
     q = torch.randn(2, 256, 8, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)

@@ -280,18 +280,18 @@ def attention_fwd(q, k, v, *, softmax_scale, window, softcap, cu_seqlens_q=None,
     into k's batch). ``cache_leftpad``: int32 (batch,), sequence b's keys start cache_leftpad[b] rows in (clamped into
     its length). ``block_table``: int32 (batch, max_blocks) with unit column stride, k / v (n_pages, page_size, HK, D): a
     paged cache of max_blocks · page_size keys per sequence (no dropout, probs or left padding). ``alibi``: fp32 (batch,
-    heads) ALiBi slopes, or None (flash_attn's alibi_slopes; the Gluon kernel does not take them)."""
+    heads) ALiBi slopes, or None (flash_attn's alibi_slopes; the warp-specialized Gluon kernel takes them too)."""
     varlen = cu_seqlens_q is not None
     # (returned probabilities are computed by a separate call whose out / lse are discarded: this kernel)
     # attention_with_kvcache: the Triton kernel
     cache_call = (seqused_k is not None or cache_batch_idx is not None or cache_leftpad is not None
                   or block_table is not None)
-    if probs is None and not cache_call and alibi is None and _cfg.FWD_SM90 != "0" and not _cfg.interpreter_enabled() \
+    if probs is None and not cache_call and _cfg.FWD_SM90 != "0" and not _cfg.interpreter_enabled() \
             and _sm90.supported(
             q, k, v, softcap=softcap, window=window, dropout_p=dropout_p, num_splits=num_splits,
-            varlen=varlen, shift_extra=shift_extra, softmax_scale=softmax_scale):
+            varlen=varlen, shift_extra=shift_extra, softmax_scale=softmax_scale, alibi=alibi is not None):
         return _sm90.attention_fwd_sm90(q, k, v, softmax_scale=softmax_scale, window=window, dropout_p=dropout_p,
-                                        seed=seed, offset=offset, rng=rng)
+                                        seed=seed, offset=offset, rng=rng, alibi=alibi)
     if varlen:
         T, H, D = q.shape
         B = cu_seqlens_q.numel() - 1

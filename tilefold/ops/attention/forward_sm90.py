@@ -121,6 +121,15 @@ if HAVE_GLUON:
         return s
 
     @gluon.jit
+    def _alibi_bias(s, offs_m, n, offs_n0, shift, alibi_k):
+        """ALiBi on unscaled scores: ``s - alibi_k · |i + shift - j|`` with alibi_k = slope / softmax_scale, so that
+        after the softmax's scale the bias is ``-slope · |i + shift - j|`` (flash_attn's). The distance from the row
+        and column index vectors converted to fp32 before the broadcast (as masks.alibi_distance)."""
+        dist = gl.abs(gl.expand_dims((offs_m + shift).to(gl.float32), 1)
+                      - gl.expand_dims((n + offs_n0).to(gl.float32), 0))
+        return s - alibi_k * dist
+
+    @gluon.jit
     def _softmax_first(s, qk_scale):
         """The first tile's (m, l, p): m in log2 units, from the unscaled scores (scale > 0)."""
         m_i = gl.max(s, axis=1) * qk_scale
@@ -347,12 +356,14 @@ if HAVE_GLUON:
                      mask_empty, O, LSE,
                      stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b, h, m0, n_lo, num_tiles,
                      seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
-                     seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, bh,
+                     seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, bh, alibi_k,
                      WG: gl.constexpr, WG_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_D: gl.constexpr,
                      STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr, PINGPONG: gl.constexpr,
-                     HAS_DROPOUT: gl.constexpr, MASK_WS: gl.constexpr, MASK_STAGES: gl.constexpr):
+                     HAS_DROPOUT: gl.constexpr, MASK_WS: gl.constexpr, MASK_STAGES: gl.constexpr,
+                     HAS_ALIBI: gl.constexpr):
         """One warpgroup: rows [m0 + WG·WG_M, + WG_M) of the block; the loop of the non-specialized kernel,
-        releasing each K slot after its scores and each V slot after its P·V."""
+        releasing each K slot after its scores and each V slot after its P·V. HAS_ALIBI: the scores get
+        ``-alibi_k · |i + shift - j|`` before the softmax (``_alibi_bias``)."""
         dtype: gl.constexpr = q_smem.dtype
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, BLOCK_N, 16])
@@ -380,6 +391,8 @@ if HAVE_GLUON:
             mbarrier.arrive(k_empty.index(0), count=1)
             s = _mask_if_cut(s, offs_m, n_lo, offs_n0, r0, last_row, seqlen_k, shift, win_left, win_right,
                              BLOCK_N, HAS_LO, HAS_HI)
+            if HAS_ALIBI:
+                s = _alibi_bias(s, offs_m, n_lo, offs_n0, shift, alibi_k)
             m_i, l_i, p = _softmax_first(s, qk_scale)
             if HAS_DROPOUT:  # l counts every probability; only the kept ones reach the accumulator
                 if MASK_WS:
@@ -407,6 +420,8 @@ if HAVE_GLUON:
                 mbarrier.arrive(k_empty.index(slot), count=1)
                 s = _mask_if_cut(s, offs_m, n, offs_n0, r0, last_row, seqlen_k, shift, win_left, win_right,
                                  BLOCK_N, HAS_LO, HAS_HI)
+                if HAS_ALIBI:
+                    s = _alibi_bias(s, offs_m, n, offs_n0, shift, alibi_k)
                 m_i, l_i, p, alpha = _softmax_next(s, m_i, l_i, qk_scale)
                 acc = warpgroup_mma_wait(0, deps=(o_tok,))
                 gl.thread_barrier()
@@ -432,19 +447,22 @@ if HAVE_GLUON:
         q_desc, k_desc, v_desc, O, LSE,
         stride_ob, stride_om, stride_oh, stride_lb, stride_lh,
         seqlen_q, seqlen_k, H, GROUP, shift, win_left, win_right, qk_scale,
-        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
+        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, ALIBI, stride_alb,
         BLOCK_N: gl.constexpr, HEAD_D: gl.constexpr, STAGES: gl.constexpr,
         HAS_LO: gl.constexpr, HAS_HI: gl.constexpr, CONSUMER_REGS: gl.constexpr, PINGPONG: gl.constexpr,
         HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr, KV3D: gl.constexpr = False,
         KV_LAYOUT: gl.constexpr = None, MASK_WS: gl.constexpr = False, MASK_STAGES: gl.constexpr = 2,
         MASK_REGS: gl.constexpr = 56,
-        RNG_PTR: gl.constexpr = False,
+        RNG_PTR: gl.constexpr = False, HAS_ALIBI: gl.constexpr = False,
     ):
         """Warp-specialized variant: two consumer warpgroups (the default partition and a 4-warp worker)
         of WG_M = 64 rows each, and a 1-warp TMA loader; no CTA-wide barrier in the loop, so the two
         warpgroups drift apart and one's softmax can run under the other's matrix products. KV3D: K / V come
         through rank-3 (batch, seqlen_k, heads_k·head_dim) descriptors (KV_LAYOUT: the 2-D shared layout of
-        their tiles), so a ragged last key tile is zero-filled instead of reaching into the next batch."""
+        their tiles), so a ragged last key tile is zero-filled instead of reaching into the next batch. HAS_ALIBI:
+        ALIBI (batch, heads) fp32 slopes (row stride stride_alb, 0 for one row shared by the batch): query head h's
+        scores get ``-ALIBI[b, h] · |i + shift - j|`` (flash_attn's alibi_slopes; the unscaled scores get it divided by
+        the softmax scale, qk_scale / log2(e))."""
         WG_M: gl.constexpr = q_desc.block_type.shape[0]
         dtype: gl.constexpr = q_desc.dtype
         pid_m = gl.num_programs(0) - 1 - gl.program_id(0)
@@ -454,6 +472,9 @@ if HAVE_GLUON:
         h = pid_bh % H
         hk = h // GROUP
         m0 = pid_m * (2 * WG_M)
+        alibi_k = 0.0
+        if HAS_ALIBI:
+            alibi_k = gl.load(ALIBI + b.to(gl.int64) * stride_alb + h) * (1.4426950408889634 / qk_scale)
         n_lo, num_tiles = _key_range(m0, 2 * WG_M, seqlen_k, shift, win_left, win_right, BLOCK_N, HAS_LO, HAS_HI)
 
         q_smem = gl.allocate_shared_memory(dtype, [2, WG_M, HEAD_D], q_desc.layout)
@@ -504,13 +525,15 @@ if HAVE_GLUON:
                 (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, mask_smem,
                                 mask_full, mask_empty, O, LSE, stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b,
                                 h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
-                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, 0, WG_M, BLOCK_N,
-                                HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT, MASK_WS, MASK_STAGES)),
+                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, alibi_k, 0, WG_M,
+                                BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT, MASK_WS, MASK_STAGES,
+                                HAS_ALIBI)),
                 (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, mask_smem,
                                 mask_full, mask_empty, O, LSE, stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b,
                                 h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
-                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, 1, WG_M, BLOCK_N,
-                                HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT, MASK_WS, MASK_STAGES)),
+                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, alibi_k, 1, WG_M,
+                                BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT, MASK_WS, MASK_STAGES,
+                                HAS_ALIBI)),
                 (_ws_mask, (mask_smem, mask_full, mask_empty, seed_lo, seed_hi, rng_offset, drop_thr, pid_bh, m0, n_lo,
                             num_tiles, WG_M, BLOCK_N, MASK_STAGES)),
                 (_ws_loader, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, b, n_lo, seqlen_k,
@@ -521,13 +544,15 @@ if HAVE_GLUON:
                 (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, mask_smem,
                                 mask_full, mask_empty, O, LSE, stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b,
                                 h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
-                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, 0, WG_M, BLOCK_N,
-                                HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT, MASK_WS, MASK_STAGES)),
+                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, alibi_k, 0, WG_M,
+                                BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT, MASK_WS, MASK_STAGES,
+                                HAS_ALIBI)),
                 (_ws_consumer, (q_smem, q_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty, pp_bar, mask_smem,
                                 mask_full, mask_empty, O, LSE, stride_ob, stride_om, stride_oh, stride_lb, stride_lh, b,
                                 h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale,
-                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, 1, WG_M, BLOCK_N,
-                                HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT, MASK_WS, MASK_STAGES)),
+                                seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh, alibi_k, 1, WG_M,
+                                BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, PINGPONG, HAS_DROPOUT, MASK_WS, MASK_STAGES,
+                                HAS_ALIBI)),
                 (_ws_loader, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, b, n_lo, seqlen_k,
                               kv_col, num_tiles, BLOCK_N, STAGES, KV3D)),
             ], [4, 1], [CONSUMER_REGS, 24])
@@ -543,10 +568,14 @@ def _rows_view(t):
     return B * S, H * D, ss
 
 
-def supported(q, k, v, *, softcap, window, dropout_p, num_splits, varlen, shift_extra, softmax_scale=1.0) -> bool:
+def supported(q, k, v, *, softcap, window, dropout_p, num_splits, varlen, shift_extra, softmax_scale=1.0,
+              alibi=False) -> bool:
     """Whether the Gluon forward computes out / lse of this call (else forward.py's kernel). The kernel
-    takes row maxima of the unscaled scores, so the scale must be positive."""
+    takes row maxima of the unscaled scores, so the scale must be positive. ``alibi``: slopes given (the
+    warp-specialized kernel takes them unless TILEFOLD_FWD_SM90_ALIBI=0)."""
     if not HAVE_GLUON or varlen or softcap > 0 or num_splits > 1 or not softmax_scale > 0:
+        return False
+    if alibi and not (ALIBI and VARIANT == "ws"):
         return False
     if dropout_p > 0 and not (DROPOUT and VARIANT == "ws"):
         return False
@@ -663,6 +692,8 @@ PINGPONG_DIMS = (128,)  # head dims that ping-pong under "auto"
 # on the H200 (call 53, hd128 8k: 348 / 307 TFLOP/s non-causal / causal against 436 / 404 with the rounds in the
 # consumers; one producer warp per SM sub-partition does not keep up; benchmarks/NOTES.md)
 MASK_WS = os.environ.get("TILEFOLD_FWD_SM90_MASK_WS", "0") == "1"
+# ALiBi (alibi_slopes) in the warp-specialized kernel; "0" sends ALiBi calls to forward.py's kernel
+ALIBI = os.environ.get("TILEFOLD_FWD_SM90_ALIBI", "1") != "0"
 MASK_STAGES = 2
 # registers with the producer (setmaxnreg in the PTX; the 1-warp loader is padded to a warpgroup): worker consumer 224,
 # producer 56, loader 24, and the default-partition consumer gets the rest, 208 (128 x (208 + 224 + 56 + 24) = 65536);
@@ -697,7 +728,7 @@ def _plan_descs(tensors, specs):
     return tuple(specs)
 
 
-def _fwd_plan(q, k, v, softmax_scale, window, has_dropout):
+def _fwd_plan(q, k, v, softmax_scale, window, has_dropout, has_alibi=False):
     B, M, H, D = q.shape
     N, HK = k.shape[1], k.shape[2]
     left, right = window
@@ -723,7 +754,7 @@ def _fwd_plan(q, k, v, softmax_scale, window, has_dropout):
                            HAS_HI=right >= 0, CONSUMER_REGS=MASK_CONSUMER_REGS if mask_ws else CONSUMER_REGS,
                            PINGPONG=(D in PINGPONG_DIMS) if PINGPONG is None else PINGPONG,
                            KV3D=kv3d, KV_LAYOUT=kv_lay if kv3d else None, MASK_WS=mask_ws,
-                           MASK_STAGES=MASK_STAGES, MASK_REGS=MASK_REGS)
+                           MASK_STAGES=MASK_STAGES, MASK_REGS=MASK_REGS, HAS_ALIBI=has_alibi)
     else:
         plan.consts = dict(BLOCK_N=BLOCK_N, HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0, HAS_HI=right >= 0)
     return plan
@@ -734,33 +765,35 @@ if HAVE_GLUON:
     _FWD_LAUNCH = LaunchCache(attention_fwd_sm90_ws_kernel)
 
 
-def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0, offset=0, rng=None):
+def attention_fwd_sm90(q, k, v, *, softmax_scale, window, dropout_p=0.0, seed=0, offset=0, rng=None, alibi=None):
     """out (contiguous, like q) and lse (B, H, M) fp32: the kernel writes both with unit last-dim stride.
 
     Host path: everything that is a function of the call's shapes, strides, dtype and options (grid, integer
     arguments, descriptor shapes and layouts, constexprs) is a plan cached per such key; per call only the
     descriptors' base tensors, out / lse and the dropout seed change. The warp-specialized kernel is then launched
     directly (LaunchCache, keyed by the plan and the dropout integers' specialization classes) unless
-    TILEFOLD_SM90_DIRECT_LAUNCH=0."""
+    TILEFOLD_SM90_DIRECT_LAUNCH=0. ``alibi``: fp32 (batch, heads) slopes with unit column stride, or None (the
+    warp-specialized kernel only)."""
     ws = VARIANT == "ws"
     # every module switch the plan reads is in the key (tests and sweeps change them between calls)
     key = (q.shape, k.shape, v.shape, q.stride(), k.stride(), v.stride(), q.dtype, window, softmax_scale,
            dropout_p > 0, VARIANT, KV3D, PINGPONG, _CFG_ENV, CONSUMER_REGS, MASK_WS, MASK_REGS, MASK_CONSUMER_REGS,
-           MASK_STAGES)
+           MASK_STAGES, alibi is not None, ALIBI)
     plan = _FWD_PLANS.get(key)
     if plan is None:
         if len(_FWD_PLANS) >= PLANS_MAX:
             _FWD_PLANS.clear()
-        plan = _FWD_PLANS[key] = _fwd_plan(q, k, v, softmax_scale, window, dropout_p > 0)
+        plan = _FWD_PLANS[key] = _fwd_plan(q, k, v, softmax_scale, window, dropout_p > 0, alibi is not None)
     descs = [plain_descriptor(TensorDescriptor, t, *d) for t, d in zip((q, k, v), plan.descs)]
     out = torch.empty(plan.out_shape, device=q.device, dtype=q.dtype)
     lse = torch.empty(plan.lse_shape, device=q.device, dtype=torch.float32)
     args = (descs[0], descs[1], descs[2], out, lse) + plan.ints
     if ws:
         drop = dropout_args(dropout_p, seed, offset, rng)
+        drop = drop + ((alibi, alibi.stride(0)) if alibi is not None else (lse, 0))
         consts = dict(plan.consts, RNG_PTR=True) if dropout_p > 0 and rng_ptr(rng) else plan.consts
-        if launch.DIRECT_GLUON:  # the key words' pointer: None, or its 16-byte alignment class
-            _FWD_LAUNCH.launch((key, *map(arg_class, drop[:4]), consts is not plan.consts), plan.grid, args + drop,
+        if launch.DIRECT_GLUON:  # the classes of the key words' pointer (or ints) and of the slopes' pointer / stride
+            _FWD_LAUNCH.launch((key, *map(arg_class, drop[:4] + drop[5:]), consts is not plan.consts), plan.grid, args + drop,
                                consts,
                                num_warps=4)
         else:

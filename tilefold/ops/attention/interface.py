@@ -93,8 +93,8 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
             query i and key j gets ``-alibi_slopes[h] · |i + seqlen_k - seqlen_q - j|`` added after the scale and
             softcap (the distance aligned to the bottom-right corner, as the masks). No gradient flows to the
             slopes; their values are not checked (a host read per call): an infinite slope gives NaN at
-            distance 0, as in flash_attn. Runs the Triton kernels (not the Hopper Gluon ones), split-KV and the
-            decode kernel too.
+            distance 0, as in flash_attn. The forward runs on the Hopper warp-specialized Gluon kernel where it
+            applies, the backward on the Triton kernels; split-KV and the decode kernel take the slopes too.
     """
     _validate_qkv(q, k, v, 4)
     B, M, H, D = q.shape
