@@ -2,7 +2,7 @@
 ALiBi since the sixteenth session; the backward with ALiBi on the Triton kernels) and on the Triton kernels alone
 (config FWD_SM90 / BWD_SM90 = "0"), bf16,
 hd128, 32 heads, seqlen 8k, batch 2, causal and not; forward and forward + backward, TFLOP/s by triton's do_bench,
-providers interleaved over three rounds (median). One JSON line per record.
+providers interleaved over --rounds rounds (default 3; median). One JSON line per record.
 
   python scripts/alibi_bench.py --out DIR
 """
@@ -17,7 +17,7 @@ import tilefold
 from tilefold.ops.attention import config as cfg
 
 
-def main(out_dir):
+def main(out_dir, rounds=3):
     B, N, H, D = 2, 8192, 32, 128
     g = torch.Generator(device="cuda").manual_seed(0)
     q, k, v = (torch.randn(B, N, H, D, device="cuda", dtype=torch.bfloat16, generator=g).requires_grad_()
@@ -46,11 +46,11 @@ def main(out_dir):
             times = {p: [] for p in provs}
             for p, (al, tr) in provs.items():
                 run(al, tr, bwd)()
-            for _ in range(3):
+            for _ in range(rounds):
                 for p, (al, tr) in provs.items():
                     times[p].append(triton.testing.do_bench(run(al, tr, bwd), warmup=10, rep=80))
             for p in provs:
-                ms = sorted(times[p])[1]
+                ms = sorted(times[p])[len(times[p]) // 2]
                 fl = flops_f * (3.5 if bwd else 1.0)  # backward 2.5x the forward's matmul work
                 r = dict(provider=p, causal=causal, mode="fwd+bwd" if bwd else "fwd", batch=B, seqlen=N, heads=H,
                          headdim=D, ms=ms, ms_rounds=times[p], tflops=fl / ms / 1e9)
@@ -63,4 +63,6 @@ def main(out_dir):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=".")
-    main(ap.parse_args().out)
+    ap.add_argument("--rounds", type=int, default=3)
+    a = ap.parse_args()
+    main(a.out, a.rounds)

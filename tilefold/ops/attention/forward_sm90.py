@@ -130,6 +130,44 @@ if HAVE_GLUON:
         return s - alibi_k * dist
 
     @gluon.jit
+    def _alibi_tile(s, offs_m, n, offs_n0, k_cols, first_row, last_row, shift, alibi_k, BLOCK_N: gl.constexpr):
+        """ALiBi of the key tile at n as (s', row): the biased scores are ``s' - row`` (row per query row), so the
+        softmax subtracts ``row`` once per row (``_softmax_*_rows``) instead of a bias per element. With
+        R = i + shift - n and C = j - n (``k_cols`` = C as fp32, loop-invariant): a tile wholly at or left of every
+        row's diagonal has |R - C| = R - C, so s' = s + alibi_k · C and row = alibi_k · R (one fma per element); wholly
+        at or right of it, the same with -alibi_k; a tile crossing a diagonal takes the distance per element
+        (``_alibi_bias``) and row = 0. Both terms stay small (C < BLOCK_N), so nothing large cancels in s'."""
+        left_of = n + BLOCK_N - 1 <= first_row + shift
+        if left_of | (n >= last_row + shift):
+            sk = gl.where(left_of, alibi_k, -alibi_k)
+            s = gl.fma(gl.expand_dims(k_cols, 0), sk, s)
+            row = (offs_m + (shift - n)).to(gl.float32) * sk
+        else:
+            s = _alibi_bias(s, offs_m, n, offs_n0, shift, alibi_k)
+            row = offs_m.to(gl.float32) * 0.0
+        return s, row
+
+    @gluon.jit
+    def _softmax_first_rows(s, row, qk_scale):
+        """_softmax_first of the scores ``s - row`` (row: a per-row offset, unscaled)."""
+        rq = row * qk_scale
+        m_i = gl.max(s, axis=1) * qk_scale - rq
+        m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
+        p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(m_use + rq, 1)))
+        return m_i, gl.sum(p, axis=1), p
+
+    @gluon.jit
+    def _softmax_next_rows(s, row, m_i, l_i, qk_scale):
+        """_softmax_next of the scores ``s - row``."""
+        rq = row * qk_scale
+        m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale - rq)
+        m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = gl.exp2(m_i - m_use)
+        p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(m_use + rq, 1)))
+        l_i = l_i * alpha + gl.sum(p, axis=1)
+        return m_new, l_i, p, alpha
+
+    @gluon.jit
     def _softmax_first(s, qk_scale):
         """The first tile's (m, l, p): m in log2 units, from the unscaled scores (scale > 0)."""
         m_i = gl.max(s, axis=1) * qk_scale
@@ -363,7 +401,7 @@ if HAVE_GLUON:
                      HAS_ALIBI: gl.constexpr):
         """One warpgroup: rows [m0 + WG·WG_M, + WG_M) of the block; the loop of the non-specialized kernel,
         releasing each K slot after its scores and each V slot after its P·V. HAS_ALIBI: the scores get
-        ``-alibi_k · |i + shift - j|`` before the softmax (``_alibi_bias``)."""
+        ``-alibi_k · |i + shift - j|`` before the softmax (``_alibi_tile``)."""
         dtype: gl.constexpr = q_smem.dtype
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, BLOCK_N, 16])
@@ -383,6 +421,10 @@ if HAVE_GLUON:
         acc = gl.zeros([WG_M, HEAD_D], gl.float32, layout=o_layout)
         s_zero = gl.zeros([WG_M, BLOCK_N], gl.float32, layout=s_layout)
         last_row = r0 + WG_M - 1
+        k_cols = offs_n0.to(gl.float32)  # ALiBi's column index C (_alibi_tile); unused without it
+        # the per-row form of ALiBi where it fits the registers: at head dim 256 (the O accumulator is twice as large)
+        # it spilled offline (28 LDL / STL), the per-element distance did not
+        ALIBI_LINEAR: gl.constexpr = HEAD_D <= 128
         mbarrier.wait(q_bar.index(WG), 0)
         if num_tiles > 0:
             mbarrier.wait(k_full.index(0), 0)
@@ -391,9 +433,13 @@ if HAVE_GLUON:
             mbarrier.arrive(k_empty.index(0), count=1)
             s = _mask_if_cut(s, offs_m, n_lo, offs_n0, r0, last_row, seqlen_k, shift, win_left, win_right,
                              BLOCK_N, HAS_LO, HAS_HI)
-            if HAS_ALIBI:
-                s = _alibi_bias(s, offs_m, n_lo, offs_n0, shift, alibi_k)
-            m_i, l_i, p = _softmax_first(s, qk_scale)
+            if HAS_ALIBI and ALIBI_LINEAR:
+                s, a_row = _alibi_tile(s, offs_m, n_lo, offs_n0, k_cols, r0, last_row, shift, alibi_k, BLOCK_N)
+                m_i, l_i, p = _softmax_first_rows(s, a_row, qk_scale)
+            else:
+                if HAS_ALIBI:
+                    s = _alibi_bias(s, offs_m, n_lo, offs_n0, shift, alibi_k)
+                m_i, l_i, p = _softmax_first(s, qk_scale)
             if HAS_DROPOUT:  # l counts every probability; only the kept ones reach the accumulator
                 if MASK_WS:
                     keep = _mask_tile(mask_smem, mask_full, mask_empty, 0, WG, s_layout, MASK_STAGES)
@@ -420,9 +466,13 @@ if HAVE_GLUON:
                 mbarrier.arrive(k_empty.index(slot), count=1)
                 s = _mask_if_cut(s, offs_m, n, offs_n0, r0, last_row, seqlen_k, shift, win_left, win_right,
                                  BLOCK_N, HAS_LO, HAS_HI)
-                if HAS_ALIBI:
-                    s = _alibi_bias(s, offs_m, n, offs_n0, shift, alibi_k)
-                m_i, l_i, p, alpha = _softmax_next(s, m_i, l_i, qk_scale)
+                if HAS_ALIBI and ALIBI_LINEAR:
+                    s, a_row = _alibi_tile(s, offs_m, n, offs_n0, k_cols, r0, last_row, shift, alibi_k, BLOCK_N)
+                    m_i, l_i, p, alpha = _softmax_next_rows(s, a_row, m_i, l_i, qk_scale)
+                else:
+                    if HAS_ALIBI:
+                        s = _alibi_bias(s, offs_m, n, offs_n0, shift, alibi_k)
+                    m_i, l_i, p, alpha = _softmax_next(s, m_i, l_i, qk_scale)
                 acc = warpgroup_mma_wait(0, deps=(o_tok,))
                 gl.thread_barrier()
                 mbarrier.arrive(v_empty.index(prev), count=1)
