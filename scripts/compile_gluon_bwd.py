@@ -21,7 +21,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: E4
 
 
 def compile_bwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_m=None, stages=None, regs=None,
-                dq=False, dropout=False, hd256=False, kv3d=False, rng_ptr=False, key_at_use=False):
+                dq=False, dropout=False, hd256=False, kv3d=False, rng_ptr=False, key_at_use=False, alibi=False):
     if hd256:  # the head-dim-256 dK/dV (one 64-key block per program)
         bm, st = block_m or 64, stages or 2
         blocks = (("q_desc", bm), ("k_desc", 64), ("v_desc", 64), ("do_desc", bm))
@@ -42,7 +42,7 @@ def compile_bwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_m=N
     descs = {n: TensorDescriptor(x, [4096, 2048], [2048, 1], [blk, D], lay(blk)) for n, blk in blocks}
     params = list(inspect.signature(fn.fn).parameters)
     cons = dict(HEAD_D=D, STAGES=st, HAS_LO=left, HAS_HI=causal, CONSUMER_REGS=regs or B.CONSUMER_REGS, HAS_DROPOUT=dropout,
-                num_warps=4, RNG_PTR=rng_ptr)  # rng_ptr: the key words' pointer in the seed slot, loaded at the start
+                num_warps=4, RNG_PTR=rng_ptr, HAS_ALIBI=alibi)  # rng_ptr: the key words' pointer in the seed slot, loaded at the start
     x3 = torch.empty(2, 4096, 1024, dtype=dtype)
     lay3 = lambda blk: gl.NVMMASharedLayout.get_default_for([1, blk, D], gdt)  # noqa: E731
     if "KV3D" in params:  # the dQ kernel: K / V through rank-3 descriptors with --kv3d
@@ -63,7 +63,7 @@ def compile_bwd(D=128, causal=False, left=False, dtype=torch.bfloat16, block_m=N
             sig[n] = mangle_type(descs[n])
         elif n in ("DK", "DV", "DQ"):
             sig[n] = "*bf16" if dtype == torch.bfloat16 else "*fp16"
-        elif n in ("LSE2", "DELTA"):
+        elif n in ("LSE2", "DELTA", "ALIBI"):
             sig[n] = "*fp32"
         elif n == "seed_lo" and (rng_ptr or key_at_use):  # the key words' pointer in the seed slot
             sig[n] = "*i32"
@@ -92,12 +92,13 @@ if __name__ == "__main__":
     ap.add_argument("--rng-ptr", action="store_true", help="dropout's key words from a device tensor (RNG_PTR)")
     ap.add_argument("--key-at-use", action="store_true",
                     help="dropout's key words' pointer in the seed slot, loaded at each use (philox_torch.KEY_AT_USE)")
+    ap.add_argument("--alibi", action="store_true", help="ALiBi slopes (HAS_ALIBI)")
     a = ap.parse_args()
     if a.hd256:
         a.d = 256
     k, sass, res = compile_bwd(a.d, a.causal, a.left, torch.float16 if a.fp16 else torch.bfloat16,
                                a.block_m, a.stages, a.regs, a.dq, a.dropout, a.hd256, a.kv3d, a.rng_ptr,
-                               a.key_at_use)
+                               a.key_at_use, a.alibi)
     print(res.strip().splitlines()[-1] if res.strip() else "")
     print("shared", k.metadata.shared)
     ops = collections.Counter(re.findall(r"^\s+/\*[0-9a-f]{4,6}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", sass, re.M))

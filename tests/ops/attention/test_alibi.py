@@ -186,24 +186,31 @@ GLUON_CASES = [h.Case(2, 256, 384, 8, 2, 128), h.Case(2, 256, 384, 8, 2, 128, ca
 @pytest.mark.parametrize("per_batch", [False, True], ids=["heads", "batch_heads"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=h.dtype_id)
 @pytest.mark.parametrize("c", GLUON_CASES, ids=h.case_id)
-def test_alibi_gluon_forward_gpu(c, dtype, per_batch, monkeypatch):
-    """the Hopper warp-specialized forward with ALiBi (slopes / scale on the unscaled scores): it takes the call (on
-    sm_90), out / lse / gradients (its lse feeds the Triton backward) under the 2x rule"""
+def test_alibi_gluon_gpu(c, dtype, per_batch, monkeypatch):
+    """the Hopper warp-specialized kernels with ALiBi (slope / scale on the unscaled scores): the forward, dK / dV and
+    dQ kernels each take the call with the slopes (on sm_90), out / lse / gradients under the 2x rule"""
+    from tilefold.ops.attention import backward as bw
+    from tilefold.ops.attention import backward_sm90 as bsm90
     from tilefold.ops.attention import config as cfg
     from tilefold.ops.attention import forward_sm90 as sm90
     if torch.cuda.get_device_capability()[0] != 9:
         pytest.skip("the Gluon kernels are sm_90 only")
-    calls = []
-    real = sm90.attention_fwd_sm90
+    calls = {"fwd": [], "dkdv": [], "dq": []}
 
-    def counted(*a, **kw):
-        calls.append(kw.get("alibi") is not None)
-        return real(*a, **kw)
-    monkeypatch.setattr(sm90, "attention_fwd_sm90", counted)
+    def counting(name, real):
+        def counted(*a, **kw):
+            calls[name].append(kw.get("alibi") is not None)
+            return real(*a, **kw)
+        return counted
+    monkeypatch.setattr(sm90, "attention_fwd_sm90", counting("fwd", sm90.attention_fwd_sm90))
+    monkeypatch.setattr(bw._sm90, "attention_dkdv_sm90", counting("dkdv", bsm90.attention_dkdv_sm90))
+    monkeypatch.setattr(bw._sm90, "attention_dq_sm90", counting("dq", bsm90.attention_dq_sm90))
     monkeypatch.setattr(cfg, "FWD_SM90", "1")
+    monkeypatch.setattr(cfg, "BWD_SM90", "1")
     monkeypatch.setattr(sm90, "HD256", True)
+    monkeypatch.setattr(bsm90, "HD256", True)
     h.check_case(c, dtype, grad=True, device="cuda", opts=dict(alibi_slopes=_slopes(c.B, c.H, per_batch, "cuda")))
-    assert calls and all(calls), calls
+    assert all(v and all(v) for v in calls.values()), calls
 
 
 @pytest.mark.gpu

@@ -497,7 +497,7 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
                   cu_seqlens_k=None, max_seqlen_q=None, max_seqlen_k=None, shift_extra=0,
                   dropout_p=0.0, seed=0, offset=0, rng=None, alibi=None):
     """Launch the backward: returns dq, dk, dv (dtypes and shapes of q, k, v, contiguous). ``alibi``: the forward's
-    (batch, heads) fp32 ALiBi slopes or None (Triton kernels only).
+    (batch, heads) fp32 ALiBi slopes or None (the Triton and the Hopper Gluon kernels).
     ``dlse`` (optional, like lse) is the gradient flowing into the returned lse. The dropout mask is the forward's:
     (seed, offset), or the words in ``rng`` when given (attention_fwd)."""
     varlen = cu_seqlens_q is not None
@@ -520,7 +520,7 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
         return dq, dk, dv
     gluon_dkdv, gluon_dq = _sm90.plan(
         q, k, v, dout, softcap=softcap, dropout_p=dropout_p, varlen=varlen, shift_extra=shift_extra,
-        softmax_scale=softmax_scale) if _cfg.BWD_SM90 != "0" and not _cfg.interpreter_enabled() and alibi is None \
+        softmax_scale=softmax_scale, alibi=alibi is not None) if _cfg.BWD_SM90 != "0" and not _cfg.interpreter_enabled() \
         else (False, False)
     triton_kernels = not (gluon_dkdv and gluon_dq)  # their tile configuration is worked out only if one runs
     if triton_kernels:
@@ -578,13 +578,13 @@ def attention_bwd(dout, q, k, v, out, lse, *, dlse=None, softmax_scale, window, 
     if gluon_dkdv:
         # Hopper: dK / dV from the warp-specialized Gluon kernel (backward_sm90.py)
         _sm90.attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, softmax_scale=softmax_scale, window=window,
-                                  dropout_p=dropout_p, seed=seed, offset=offset, rng=rng)
+                                  dropout_p=dropout_p, seed=seed, offset=offset, rng=rng, alibi=alibi)
     else:
         _dkdv_launch(q, k, v, dout, lse2, delta, dk, dv, slb, slh, slm, scal, HK, H, D, dlse_plane, cfg, split,
                      descriptors_ok, BD, left, right, exact, varlen, M, N, B, common, al)
     if gluon_dq:
         _sm90.attention_dq_sm90(q, k, v, dout, lse2, delta, dq, softmax_scale=softmax_scale, window=window,
-                                dropout_p=dropout_p, seed=seed, offset=offset, rng=rng)
+                                dropout_p=dropout_p, seed=seed, offset=offset, rng=rng, alibi=alibi)
     else:
         # dQ: query blocks of qcfg.BLOCK_M rows, key tiles of qcfg.BLOCK_N
         attention_bwd_dq_kernel[(cdiv(M, qcfg.BLOCK_M), *rows_grid(B, H))](

@@ -80,7 +80,7 @@ from ..common.masks import query_tiles
 from ..common.philox import RNG_ARGS, dropout_args, rng_ptr
 if HAVE_GLUON:
     from ..common.philox import dropout_keep_gl, rng_key_gl
-    from .forward_sm90 import _key_range, _mask_if_cut, _tma_rows, _ws_loader
+    from .forward_sm90 import _alibi_bias, _key_range, _mask_if_cut, _tma_rows, _ws_loader
 
 LOG2E = 1.4426950408889634
 WG_N = 64          # keys per consumer warpgroup (the wgmma M)
@@ -104,13 +104,17 @@ if HAVE_GLUON:
 
     @gluon.jit
     def _probs_t(s, lse2, offs_n, offs_m, nw, m, shift, win_left, win_right, qk_scale,
-                 seed_lo, seed_hi, rng_offset, drop_thr, b, H, h,
+                 seed_lo, seed_hi, rng_offset, drop_thr, b, H, h, alibi_k,
                  WN: gl.constexpr, BLOCK_M: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr,
-                 HAS_DROPOUT: gl.constexpr):
+                 HAS_DROPOUT: gl.constexpr, HAS_ALIBI: gl.constexpr):
         """P^T of the key-major score tile S^T (keys offs_n from nw, queries offs_m from m): exp2(S^T·scale -
         lse2), zero where the mask cuts the tile (query i sees key j iff i + shift - win_left <= j <= i +
         shift + win_right; one uniform branch), and with dropout the dropped elements negated (the forward's
-        Philox mask, generated key-major)."""
+        Philox mask, generated key-major). HAS_ALIBI: the unscaled scores first get ``-alibi_k · |i + shift - j|``
+        (the forward's ALiBi, alibi_k = slope / scale; the distance from fp32 index vectors)."""
+        if HAS_ALIBI:
+            s = s - alibi_k * gl.abs(gl.expand_dims(offs_n.to(gl.float32), 1)
+                                     - gl.expand_dims((offs_m + shift).to(gl.float32), 0))
         p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(lse2, 0)))
         need = False
         if HAS_HI:
@@ -186,10 +190,10 @@ if HAVE_GLUON:
                       LSE2, DELTA, DK, DV, stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh,
                       stride_dvb, stride_dvn, stride_dvh, b, hk, n0, m_start, n_mt, num_tiles,
                       seqlen_q, seqlen_k, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
-                      seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, H,
+                      seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, H, ALIBI, stride_alb,
                       WG: gl.constexpr, WN: gl.constexpr, BLOCK_M: gl.constexpr, HEAD_D: gl.constexpr,
                       STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr,
-                      HAS_DROPOUT: gl.constexpr):
+                      HAS_DROPOUT: gl.constexpr, HAS_ALIBI: gl.constexpr):
         """One warpgroup: keys [n0 + WG·WN, + WN) of the block, their dK / dV over every query tile.
         Dropout: the forward's Philox mask regenerated key-major (rows = keys) and carried in the sign of
         P^T: its positive part feeds dV (scaled by 1 / (1 - p) once, at the end), its magnitude
@@ -231,8 +235,12 @@ if HAVE_GLUON:
             dp_tok = warpgroup_mma(v_tile, do_smem.index(slot).permute((1, 0)), s_zero, use_acc=False,
                                    is_async=True)
             s = warpgroup_mma_wait(1, deps=(s_tok,))
+            alibi_k = 0.0
+            if HAS_ALIBI:  # this tile's query head's slope, over the scale (scores are unscaled here)
+                alibi_k = gl.load(ALIBI + b.to(gl.int64) * stride_alb + h) * (1.4426950408889634 / qk_scale)
             p = _probs_t(s, lse2, offs_n, offs_m, nw, m, shift, win_left, win_right, qk_scale,
-                         seed_lo, seed_hi, rng_offset, drop_thr, b, H, h, WN, BLOCK_M, HAS_LO, HAS_HI, HAS_DROPOUT)
+                         seed_lo, seed_hi, rng_offset, drop_thr, b, H, h, alibi_k, WN, BLOCK_M, HAS_LO, HAS_HI,
+                         HAS_DROPOUT, HAS_ALIBI)
             if HAS_DROPOUT:
                 p_op = gl.convert_layout(gl.maximum(p, 0.0).to(dtype), p_layout)
             else:
@@ -257,11 +265,11 @@ if HAVE_GLUON:
         q_desc, k_desc, v_desc, do_desc, LSE2, DELTA, DK, DV,
         stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh, stride_dvb, stride_dvn, stride_dvh,
         seqlen_q, seqlen_k, HK, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
-        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
+        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, ALIBI, stride_alb,
         HEAD_D: gl.constexpr, STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr,
         CONSUMER_REGS: gl.constexpr, HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr,
         QD3D: gl.constexpr = False, QD_LAYOUT: gl.constexpr = None,
-        RNG_PTR: gl.constexpr = False,
+        RNG_PTR: gl.constexpr = False, HAS_ALIBI: gl.constexpr = False,
     ):
         """Grid (key blocks of 2·WN keys, batch·key heads); the first key blocks see the most queries under
         a causal mask and go first. QD3D: Q / dO through rank-3 descriptors (QD_LAYOUT: their tiles' 2-D
@@ -301,14 +309,14 @@ if HAVE_GLUON:
                              LSE2, DELTA, DK, DV, stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh,
                              stride_dvb, stride_dvn, stride_dvh, b, hk, n0, m_start, n_mt, num_tiles,
                              seqlen_q, seqlen_k, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
-                             seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, HK * GROUP,
-                             0, WN, BLOCK_M, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT)),
+                             seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, HK * GROUP, ALIBI, stride_alb,
+                             0, WN, BLOCK_M, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT, HAS_ALIBI)),
             (_bwd_consumer, (q_smem, k_smem, v_smem, do_smem, kv_bar, q_full, do_full, q_empty, do_empty,
                              LSE2, DELTA, DK, DV, stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh,
                              stride_dvb, stride_dvn, stride_dvh, b, hk, n0, m_start, n_mt, num_tiles,
                              seqlen_q, seqlen_k, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
-                             seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, HK * GROUP,
-                             1, WN, BLOCK_M, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT)),
+                             seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, HK * GROUP, ALIBI, stride_alb,
+                             1, WN, BLOCK_M, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT, HAS_ALIBI)),
             (_bwd_loader, (q_desc, k_desc, v_desc, do_desc, q_smem, k_smem, v_smem, do_smem, kv_bar,
                            q_full, do_full, q_empty, do_empty, b, hk, n0, m_start, n_mt, num_tiles,
                            seqlen_q, seqlen_k, GROUP, BLOCK_M, HEAD_D, STAGES, 2, QD3D)),
@@ -321,9 +329,10 @@ if HAVE_GLUON:
     def _dq_consumer(q_smem, do_smem, qdo_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty,
                      LSE2, DELTA, DQ, stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
                      b, h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right, qk_scale, sm_scale,
-                     seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, bh,
+                     seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, bh, alibi_k,
                      WG: gl.constexpr, WG_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_D: gl.constexpr,
-                     STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr, HAS_DROPOUT: gl.constexpr):
+                     STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr, HAS_DROPOUT: gl.constexpr,
+                     HAS_ALIBI: gl.constexpr):
         """One warpgroup: dQ of rows [m0 + WG·WG_M, + WG_M) over the key tiles they see. The product
         dQ += dS_{j-1} K_{j-1} is issued behind S_j and dP_j, so it runs under the exponentials of tile j;
         V slots are released after dP, K slots after the dQ product that reads them."""
@@ -358,6 +367,8 @@ if HAVE_GLUON:
             s = warpgroup_mma_wait(1, deps=(s_tok,))
             s = _mask_if_cut(s, offs_m, n_lo, offs_n0, r0, last_row, seqlen_k, shift, win_left, win_right,
                              BLOCK_N, HAS_LO, HAS_HI)
+            if HAS_ALIBI:
+                s = _alibi_bias(s, offs_m, n_lo, offs_n0, shift, alibi_k)
             p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(lse2, 1)))
             dp = warpgroup_mma_wait(0, deps=(dp_tok,))
             gl.thread_barrier()
@@ -382,6 +393,8 @@ if HAVE_GLUON:
                 s = warpgroup_mma_wait(2, deps=(s_tok,))
                 s = _mask_if_cut(s, offs_m, n, offs_n0, r0, last_row, seqlen_k, shift, win_left, win_right,
                                  BLOCK_N, HAS_LO, HAS_HI)
+                if HAS_ALIBI:
+                    s = _alibi_bias(s, offs_m, n, offs_n0, shift, alibi_k)
                 p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(lse2, 1)))
                 # p and ds ride along as deps of the waits: the compiler then computes them before the
                 # wait (while dP and the dQ product run) instead of sinking the exponentials past it
@@ -412,11 +425,11 @@ if HAVE_GLUON:
         q_desc, k_desc, v_desc, do_desc, LSE2, DELTA, DQ,
         stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
         seqlen_q, seqlen_k, H, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
-        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
+        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, ALIBI, stride_alb,
         HEAD_D: gl.constexpr, STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr,
         CONSUMER_REGS: gl.constexpr, HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr,
         KV3D: gl.constexpr = False, KV_LAYOUT: gl.constexpr = None,
-        RNG_PTR: gl.constexpr = False,
+        RNG_PTR: gl.constexpr = False, HAS_ALIBI: gl.constexpr = False,
     ):
         """Grid (query blocks of 2·WG_M rows, batch·heads), heaviest (causal: last) blocks first. Q and dO of
         the block stay in shared memory; K and V tiles stream through the forward's loader and ring. KV3D:
@@ -432,6 +445,9 @@ if HAVE_GLUON:
         hk = h // GROUP
         m0 = pid_m * (2 * WG_M)
         n_lo, num_tiles = _key_range(m0, 2 * WG_M, seqlen_k, shift, win_left, win_right, BLOCK_N, HAS_LO, HAS_HI)
+        alibi_k = 0.0
+        if HAS_ALIBI:  # the slope over the scale: the scores are unscaled here
+            alibi_k = gl.load(ALIBI + b.to(gl.int64) * stride_alb + h) * (1.4426950408889634 / qk_scale)
 
         q_smem = gl.allocate_shared_memory(dtype, [2, WG_M, HEAD_D], q_desc.layout)
         do_smem = gl.allocate_shared_memory(dtype, [2, WG_M, HEAD_D], do_desc.layout)
@@ -463,12 +479,12 @@ if HAVE_GLUON:
                             LSE2, DELTA, DQ, stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
                             b, h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right,
                             qk_scale, sm_scale, seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
-                            0, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT)),
+                            alibi_k, 0, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT, HAS_ALIBI)),
             (_dq_consumer, (q_smem, do_smem, qdo_bar, k_smem, v_smem, k_full, v_full, k_empty, v_empty,
                             LSE2, DELTA, DQ, stride_lb, stride_lh, stride_qb, stride_qm, stride_qh,
                             b, h, m0, n_lo, num_tiles, seqlen_q, seqlen_k, shift, win_left, win_right,
                             qk_scale, sm_scale, seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, pid_bh,
-                            1, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT)),
+                            alibi_k, 1, WG_M, BLOCK_N, HEAD_D, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT, HAS_ALIBI)),
             (_ws_loader, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, k_empty, v_empty, b, n_lo, seqlen_k,
                           kv_col, num_tiles, BLOCK_N, STAGES, KV3D)),
         ], [4, 1], [CONSUMER_REGS, 24])
@@ -482,9 +498,9 @@ if HAVE_GLUON:
                   LSE2, DELTA, DK, DV, stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh,
                   stride_dvb, stride_dvn, stride_dvh, b, hk, n0, m_start, n_mt, num_tiles,
                   seqlen_q, seqlen_k, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
-                  seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, H,
+                  seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, H, ALIBI, stride_alb,
                   WN: gl.constexpr, BLOCK_M: gl.constexpr, HALF: gl.constexpr, STAGES: gl.constexpr,
-                  HAS_LO: gl.constexpr, HAS_HI: gl.constexpr, HAS_DROPOUT: gl.constexpr):
+                  HAS_LO: gl.constexpr, HAS_HI: gl.constexpr, HAS_DROPOUT: gl.constexpr, HAS_ALIBI: gl.constexpr):
         """Warpgroup 0: S^T = K Q^T over the whole head dim, P^T (to shared memory for warpgroup 1), dS^T from
         warpgroup 1's dP^T (back to shared memory), and dK / dV for head-dim columns [0, HALF)."""
         dtype: gl.constexpr = q_smem.dtype
@@ -514,8 +530,12 @@ if HAVE_GLUON:
             s_tok = warpgroup_mma(k_smem.index(0), q_smem.index(slot).permute((1, 0)), s_zero, use_acc=False,
                                   is_async=True)
             s = warpgroup_mma_wait(0, deps=(s_tok,))
+            alibi_k = 0.0
+            if HAS_ALIBI:  # this tile's query head's slope, over the scale (scores are unscaled here)
+                alibi_k = gl.load(ALIBI + b.to(gl.int64) * stride_alb + h) * (1.4426950408889634 / qk_scale)
             p = _probs_t(s, lse2, offs_n, offs_m, n0, m, shift, win_left, win_right, qk_scale,
-                         seed_lo, seed_hi, rng_offset, drop_thr, b, H, h, WN, BLOCK_M, HAS_LO, HAS_HI, HAS_DROPOUT)
+                         seed_lo, seed_hi, rng_offset, drop_thr, b, H, h, alibi_k, WN, BLOCK_M, HAS_LO, HAS_HI,
+                         HAS_DROPOUT, HAS_ALIBI)
             if HAS_DROPOUT:
                 p_lo = gl.maximum(p, 0.0).to(dtype)
             else:
@@ -605,11 +625,11 @@ if HAVE_GLUON:
         q_desc, k_desc, v_desc, do_desc, LSE2, DELTA, DK, DV,
         stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh, stride_dvb, stride_dvn, stride_dvh,
         seqlen_q, seqlen_k, HK, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
-        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale,
+        seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, ALIBI, stride_alb,
         HEAD_D: gl.constexpr, STAGES: gl.constexpr, HAS_LO: gl.constexpr, HAS_HI: gl.constexpr,
         CONSUMER_REGS: gl.constexpr, HAS_DROPOUT: gl.constexpr, num_warps: gl.constexpr,
         QD3D: gl.constexpr = False, QD_LAYOUT: gl.constexpr = None,
-        RNG_PTR: gl.constexpr = False,
+        RNG_PTR: gl.constexpr = False, HAS_ALIBI: gl.constexpr = False,
     ):
         """dK / dV at head dim 256 (FA3's split): one program per 64 keys; warpgroup 0 owns head-dim columns
         [0, 128) of dK / dV, warpgroup 1 columns [128, 256) (128 accumulator registers each). Warpgroup 0
@@ -662,8 +682,8 @@ if HAVE_GLUON:
                          LSE2, DELTA, DK, DV, stride_lb, stride_lh, stride_dkb, stride_dkn, stride_dkh,
                          stride_dvb, stride_dvn, stride_dvh, b, hk, n0, m_start, n_mt, num_tiles,
                          seqlen_q, seqlen_k, GROUP, shift, win_left, win_right, qk_scale, sm_scale,
-                         seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, HK * GROUP,
-                         WN, BLOCK_M, HALF, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT)),
+                         seed_lo, seed_hi, rng_offset, drop_thr, drop_rscale, HK * GROUP, ALIBI, stride_alb,
+                         WN, BLOCK_M, HALF, STAGES, HAS_LO, HAS_HI, HAS_DROPOUT, HAS_ALIBI)),
             (_h256_wg1, (q_smem, v_smem, do_smem, kv_bar, q_full, do_full, q_empty, do_empty,
                          pT_smem, dsT_smem, dpT_smem, xb.index(0), xb.index(1), xb.index(2), xb.index(3),
                          xb.index(4), xb.index(5),
@@ -765,6 +785,9 @@ KV3D = os.environ.get("TILEFOLD_BWD_SM90_KV3D", "1") != "0"
 # on unless "0" (first GPU run, call 35: its tests passed, 1.42-1.46x FA2's backward at 8k / 16k)
 HD256 = os.environ.get("TILEFOLD_BWD_SM90_HD256", "1") != "0"
 
+# ALiBi (alibi_slopes) in the three kernels; "0" sends ALiBi backwards to backward.py's kernels
+ALIBI = os.environ.get("TILEFOLD_BWD_SM90_ALIBI", "1") != "0"
+
 
 def _scope_ok(q, k, v, dout, *, softcap, dropout_p, varlen, shift_extra, head_dims=(64, 128)) -> bool:
     if not HAVE_GLUON or varlen or softcap > 0 or (dropout_p > 0 and not DROPOUT) or shift_extra != 0:
@@ -776,9 +799,11 @@ def _scope_ok(q, k, v, dout, *, softcap, dropout_p, varlen, shift_extra, head_di
     return _major(q.device.index if q.device.index is not None else torch.cuda.current_device()) == 9
 
 
-def plan(q, k, v, dout, *, softcap, dropout_p, varlen, shift_extra, softmax_scale):
+def plan(q, k, v, dout, *, softcap, dropout_p, varlen, shift_extra, softmax_scale, alibi=False):
     """(dK/dV on the Gluon kernel, dQ on the Gluon kernel) for one backward: the scope and view checks run
-    once for both."""
+    once for both. ``alibi``: slopes given (taken unless TILEFOLD_BWD_SM90_ALIBI=0)."""
+    if alibi and not ALIBI:
+        return False, False
     dims = (64, 128, 256) if HD256 else (64, 128)
     if not (_scope_ok(q, k, v, dout, softcap=softcap, dropout_p=dropout_p, varlen=varlen, shift_extra=shift_extra,
                       head_dims=dims) and _views_ok(q, k, v, dout)):
@@ -843,7 +868,7 @@ class _BwdPlan:
     __slots__ = ("grid", "descs", "ints", "consts", "kernel")
 
 
-def _dkdv_plan(q, k, v, dout, lse2, dk, dv, softmax_scale, window, has_dropout):
+def _dkdv_plan(q, k, v, dout, lse2, dk, dv, softmax_scale, window, has_dropout, has_alibi=False):
     B, M, H, D = q.shape
     N, HK = k.shape[1], k.shape[2]
     left, right = window
@@ -862,11 +887,11 @@ def _dkdv_plan(q, k, v, dout, lse2, dk, dv, softmax_scale, window, has_dropout):
                  dv.stride(0), dv.stride(1), dv.stride(2),
                  M, N, HK, H // HK, N - M, max(left, 0), max(right, 0), softmax_scale * LOG2E, softmax_scale)
     plan.consts = dict(HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0, HAS_HI=right >= 0, CONSUMER_REGS=CONSUMER_REGS,
-                       HAS_DROPOUT=has_dropout, QD3D=qd3d, QD_LAYOUT=q_lay if qd3d else None)
+                       HAS_DROPOUT=has_dropout, QD3D=qd3d, QD_LAYOUT=q_lay if qd3d else None, HAS_ALIBI=has_alibi)
     return plan
 
 
-def _dq_plan(q, k, v, dout, lse2, dq, softmax_scale, window, has_dropout):
+def _dq_plan(q, k, v, dout, lse2, dq, softmax_scale, window, has_dropout, has_alibi=False):
     B, M, H, D = q.shape
     N, HK = k.shape[1], k.shape[2]
     left, right = window
@@ -883,7 +908,7 @@ def _dq_plan(q, k, v, dout, lse2, dq, softmax_scale, window, has_dropout):
     plan.ints = (lse2.stride(0), lse2.stride(1), dq.stride(0), dq.stride(1), dq.stride(2),
                  M, N, H, H // HK, N - M, max(left, 0), max(right, 0), softmax_scale * LOG2E, softmax_scale)
     plan.consts = dict(HEAD_D=D, STAGES=STAGES, HAS_LO=left >= 0, HAS_HI=right >= 0, CONSUMER_REGS=CONSUMER_REGS,
-                       HAS_DROPOUT=has_dropout, KV3D=kv3d, KV_LAYOUT=kv_lay if kv3d else None)
+                       HAS_DROPOUT=has_dropout, KV3D=kv3d, KV_LAYOUT=kv_lay if kv3d else None, HAS_ALIBI=has_alibi)
     return plan
 
 
@@ -891,7 +916,8 @@ _PLANS: dict = {}
 _LAUNCHES: dict = {}
 
 
-def _launch(kind, planner, tensors, outs, lse2, delta, *, softmax_scale, window, dropout_p, seed, offset, rng):
+def _launch(kind, planner, tensors, outs, lse2, delta, *, softmax_scale, window, dropout_p, seed, offset, rng,
+            alibi=None):
     """One dK/dV or dQ launch: its plan (cached per call shape, strides, dtype, options and the module switches
     it reads) and then the kernel, launched directly after its first call unless TILEFOLD_SM90_DIRECT_LAUNCH=0
     (forward_sm90.attention_fwd_sm90 does the same)."""
@@ -900,24 +926,26 @@ def _launch(kind, planner, tensors, outs, lse2, delta, *, softmax_scale, window,
     key = (kind, q.shape, k.shape, q.stride(), k.stride(), v.stride(), dout.stride(), lse2.stride(),
            tuple(o.stride() for o in outs), q.dtype, tuple(o.dtype for o in outs), lse2.dtype, delta.dtype, window,
            softmax_scale, dropout_p > 0, KV3D, _CFG_ENV,
-           _DQ_CFG_ENV, CONSUMER_REGS)
+           _DQ_CFG_ENV, CONSUMER_REGS, alibi is not None)
     plan = _PLANS.get(key)
     if plan is None:
         if len(_PLANS) >= PLANS_MAX:
             _PLANS.clear()
-        plan = _PLANS[key] = planner(q, k, v, dout, lse2, *outs, softmax_scale, window, dropout_p > 0)
+        plan = _PLANS[key] = planner(q, k, v, dout, lse2, *outs, softmax_scale, window, dropout_p > 0,
+                                     alibi is not None)
     descs = tuple(plain_descriptor(TensorDescriptor, t, *d) for t, d in zip(tensors, plan.descs))
     # causal (an upper mask edge): the key words loaded where each mask is made (philox_torch.KEY_AT_USE: call 90,
     # 259 vs 240 TFLOP/s loaded at the start, whose extra registers spill in the causal dK/dV)
     drop = dropout_args(dropout_p, seed, offset, rng)
-    args = descs + (lse2, delta) + tuple(outs) + plan.ints + drop
+    alb = (alibi, alibi.stride(0)) if alibi is not None else (lse2, 0)
+    args = descs + (lse2, delta) + tuple(outs) + plan.ints + drop + alb
     at_start = dropout_p > 0 and rng_ptr(rng, at_use=window[1] >= 0)
     consts = dict(plan.consts, RNG_PTR=True) if at_start else plan.consts
     if launch.DIRECT_GLUON:
         cache = _LAUNCHES.get(plan.kernel)
         if cache is None:
             cache = _LAUNCHES[plan.kernel] = LaunchCache(plan.kernel)
-        cache.launch((key, *map(arg_class, drop[:4]), at_start, lse2.data_ptr() % 16 == 0,
+        cache.launch((key, *map(arg_class, drop[:4] + alb), at_start, lse2.data_ptr() % 16 == 0,
                       delta.data_ptr() % 16 == 0) + tuple(o.data_ptr() % 16 == 0 for o in outs), plan.grid, args,
                      consts, num_warps=4)
     else:
@@ -925,15 +953,15 @@ def _launch(kind, planner, tensors, outs, lse2, delta, *, softmax_scale, window,
 
 
 def attention_dkdv_sm90(q, k, v, dout, lse2, delta, dk, dv, *, softmax_scale, window, dropout_p=0.0, seed=0,
-                        offset=0, rng=None):
+                        offset=0, rng=None, alibi=None):
     """Write dK, dV (contiguous (B, N, HK, D)) of the backward whose preprocess gave lse2 / delta
-    ((B, H, M) fp32, unit last stride)."""
+    ((B, H, M) fp32, unit last stride). ``alibi``: the forward's (batch, heads) fp32 slopes or None."""
     _launch("dkdv", _dkdv_plan, (q, k, v, dout), (dk, dv), lse2, delta, softmax_scale=softmax_scale, window=window,
-            dropout_p=dropout_p, seed=seed, offset=offset, rng=rng)
+            dropout_p=dropout_p, seed=seed, offset=offset, rng=rng, alibi=alibi)
 
 
 def attention_dq_sm90(q, k, v, dout, lse2, delta, dq, *, softmax_scale, window, dropout_p=0.0, seed=0, offset=0,
-                      rng=None):
+                      rng=None, alibi=None):
     """Write dQ (contiguous (B, M, H, D)) of the backward whose preprocess gave lse2 / delta."""
     _launch("dq", _dq_plan, (q, k, v, dout), (dq,), lse2, delta, softmax_scale=softmax_scale, window=window,
-            dropout_p=dropout_p, seed=seed, offset=offset, rng=rng)
+            dropout_p=dropout_p, seed=seed, offset=offset, rng=rng, alibi=alibi)
