@@ -29,7 +29,7 @@ def main(out_dir, rounds=3, gluon_bwd=False, modes=(False, True)):
     for causal in (False, True):
         flops_f = 4 * B * H * D * N * N / (2 if causal else 1)
 
-        def run(alibi, triton_only, bwd, gluon_bwd_alibi="0"):
+        def run(alibi, triton_only, bwd, gluon_bwd_alibi=False):
             def f():
                 saved = cfg.FWD_SM90, cfg.BWD_SM90, bsm90.ALIBI
                 if triton_only:
@@ -44,8 +44,8 @@ def main(out_dir, rounds=3, gluon_bwd=False, modes=(False, True)):
             return f
         provs = {"tilefold": (False, False), "tilefold-alibi": (True, False), "tilefold-triton": (False, True),
                  "tilefold-triton-alibi": (True, True)}
-        if gluon_bwd:  # the opt-in Gluon backward with ALiBi (TILEFOLD_BWD_SM90_ALIBI = 1 / dq)
-            provs.update({"tilefold-alibi-gluon-bwd": (True, False, "1"), "tilefold-alibi-gluon-dq": (True, False, "dq")})
+        if gluon_bwd:  # the opt-in Gluon backward with ALiBi (TILEFOLD_BWD_SM90_ALIBI=1)
+            provs["tilefold-alibi-gluon-bwd"] = (True, False, True)
         for bwd in modes:
             times = {p: [] for p in provs}
             for p, a in provs.items():
@@ -68,7 +68,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=".")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--gluon-bwd", action="store_true", help="also the opt-in Gluon backward with ALiBi (1 / dq)")
+    ap.add_argument("--gluon-bwd", action="store_true", help="also the opt-in Gluon backward with ALiBi")
     ap.add_argument("--bwd-only", action="store_true", help="forward + backward records only")
     a = ap.parse_args()
     main(a.out, a.rounds, a.gluon_bwd, (True,) if a.bwd_only else (False, True))

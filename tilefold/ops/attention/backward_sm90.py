@@ -786,13 +786,11 @@ KV3D = os.environ.get("TILEFOLD_BWD_SM90_KV3D", "1") != "0"
 HD256 = os.environ.get("TILEFOLD_BWD_SM90_HD256", "1") != "0"
 
 # ALiBi (alibi_slopes) in the Gluon backward: "0" (default) sends ALiBi backwards to backward.py's kernels, "1" runs
-# dK / dV and dQ here, "dq" only dQ. Opt-in: correct (the ALiBi GPU tests pass with it), but slower on the H100 --
+# dK / dV and dQ here. Opt-in: correct (the ALiBi GPU tests pass with it), but slower on the H100 --
 # call 104, bf16 hd128 8k, forward + backward 392 / 367 TFLOP/s (non-causal / causal) with both kernels here against
 # 426 / 392 with backward.py's (the dK/dV kernel's spills grow with the distance terms: offline LDL/STL 16/15 -> 34/30,
 # causal 63/57 -> 96/90)
-ALIBI = os.environ.get("TILEFOLD_BWD_SM90_ALIBI", "0")
-if ALIBI not in ("0", "1", "dq"):
-    raise ValueError(f"TILEFOLD_BWD_SM90_ALIBI must be 0, 1 or dq, got {ALIBI!r}")
+ALIBI = os.environ.get("TILEFOLD_BWD_SM90_ALIBI", "0") == "1"
 
 
 def _scope_ok(q, k, v, dout, *, softcap, dropout_p, varlen, shift_extra, head_dims=(64, 128)) -> bool:
@@ -808,14 +806,14 @@ def _scope_ok(q, k, v, dout, *, softcap, dropout_p, varlen, shift_extra, head_di
 def plan(q, k, v, dout, *, softcap, dropout_p, varlen, shift_extra, softmax_scale, alibi=False):
     """(dK/dV on the Gluon kernel, dQ on the Gluon kernel) for one backward: the scope and view checks run
     once for both. ``alibi``: slopes given (ALIBI says which kernels take them)."""
-    if alibi and ALIBI == "0":
+    if alibi and not ALIBI:
         return False, False
     dims = (64, 128, 256) if HD256 else (64, 128)
     if not (_scope_ok(q, k, v, dout, softcap=softcap, dropout_p=dropout_p, varlen=varlen, shift_extra=shift_extra,
                       head_dims=dims) and _views_ok(q, k, v, dout)):
         return False, False
     # dQ masks scores with -inf before the exponent, so its scale must be positive
-    return _dkdv_batches_ok(q, k) and not (alibi and ALIBI == "dq"), softmax_scale > 0 and _dq_batches_ok(q, k)
+    return _dkdv_batches_ok(q, k), softmax_scale > 0 and _dq_batches_ok(q, k)
 
 
 def supported(q, k, v, dout, *, softcap, window, dropout_p, varlen, shift_extra) -> bool:
