@@ -24,7 +24,8 @@ window edge is unbounded, ``softcap <= 0`` is off, and q / k / v whose last dime
 - ``flash_attn_varlen_func(block_table=)`` (paged K / V): forward only (NotImplementedError when an input
   requires grad or with dropout); ``return_attn_probs=True`` gives (out, lse, an empty tensor), as flash_attn does
   without dropout; any page size; see ``tilefold.varlen_attention``.
-- ``alibi_slopes``: flash_attn's ALiBi (Triton kernels, forward and backward; split-KV, the decode kernel, paged
+- ``alibi_slopes``: flash_attn's ALiBi (forward and backward: the forward on the Hopper Gluon kernel where it applies,
+  the backward on the Triton kernels; split-KV, the decode kernel, paged
   K / V and ``flash_attn_with_kvcache``, where the distance counts keys after a left padding). With ``causal=True`` flash_attn 2 adds only ``slope · j`` (the
   row constant cancels in the softmax), so its lse is larger by ``slope · (i + seqlen_k - seqlen_q)``; tilefold's lse
   includes the whole bias. Outputs agree.

@@ -127,6 +127,24 @@ def test_alibi_varlen_gpu():
                  dict(causal=True, alibi_slopes=_slopes(4, 8, True, "cuda")), None, "cuda")
 
 
+def test_alibi_gluon_backward_dispatch_cpu(monkeypatch):
+    """the Gluon backward's plan with slopes (its scope and view checks stubbed: no sm_90 here): off unless the opt-in
+    switch is on, and then dK / dV only with a positive scale (they divide the slope by it), dQ as without ALiBi"""
+    from tilefold.ops.attention import backward_sm90 as bsm90
+    monkeypatch.setattr(bsm90, "_scope_ok", lambda *a, **kw: True)
+    monkeypatch.setattr(bsm90, "_views_ok", lambda *a, **kw: True)
+    q = torch.randn(1, 128, 2, 64)
+    args = (q, q, q, q)
+    kw = dict(softcap=0.0, dropout_p=0.0, varlen=False, shift_extra=0)
+    monkeypatch.setattr(bsm90, "ALIBI", False)
+    assert bsm90.plan(*args, softmax_scale=0.5, alibi=True, **kw) == (False, False)
+    assert bsm90.plan(*args, softmax_scale=0.5, alibi=False, **kw) == (True, True)
+    monkeypatch.setattr(bsm90, "ALIBI", True)
+    assert bsm90.plan(*args, softmax_scale=0.5, alibi=True, **kw) == (True, True)
+    assert bsm90.plan(*args, softmax_scale=0.0, alibi=True, **kw) == (False, False)
+    assert bsm90.plan(*args, softmax_scale=0.0, alibi=False, **kw) == (True, False)
+
+
 def test_alibi_custom_ops_cpu():
     """the forward / backward / probabilities ops with a slopes tensor under opcheck (schema, fake tensors, autograd
     registration), and a fullgraph compile (aot_eager) of a step with ALiBi: compiled == eager, out and gradients"""

@@ -63,6 +63,39 @@ def test_alibi_num_splits_cpu(c, backend, dtype, S):
     assert torch.equal(slopes, kept)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_alibi_split_inference_cpu(backend):
+    """the split paths' inference branch (no input requires grad: no autograd node), batched and varlen"""
+    torch.manual_seed(8)
+    q, k, v = torch.randn(2, 3, 8, 16), torch.randn(2, 50, 2, 16), torch.randn(2, 50, 2, 16)
+    sl = _slopes(2, 8, True)
+    ref, rlse = attention_ref(q, k, v, causal=True, alibi_slopes=sl)
+    low, _ = attention_ref(q, k, v, causal=True, alibi_slopes=sl, compute_dtype=torch.float32)
+    with tilefold.use_backend(backend):
+        o, l = tilefold.attention(q, k, v, causal=True, num_splits=3, alibi_slopes=sl, return_lse=True)
+        cu_q = torch.tensor([0, 3, 6], dtype=torch.int32)
+        cu_k = torch.tensor([0, 50, 100], dtype=torch.int32)
+        vo, vl = tilefold.varlen_attention(q.reshape(6, 8, 16), k.reshape(100, 2, 16), v.reshape(100, 2, 16), cu_q,
+                                           cu_k, 3, 50, causal=True, num_splits=3, alibi_slopes=sl, return_lse=True)
+    _check(o, l, ref, rlse, low, "batched")
+    _check(vo, vl, ref.reshape(6, 8, 16), rlse.permute(1, 0, 2).reshape(8, 6), low.reshape(6, 8, 16), "varlen")
+
+
+def test_alibi_slopes_on_another_device_raise():
+    """slopes on another device than q: a ValueError at each public function (meta stands in for a GPU here)"""
+    q = torch.randn(2, 1, 4, 16)
+    kc = torch.randn(2, 8, 2, 16)
+    bad = torch.ones(4, device="meta")
+    cu = torch.tensor([0, 1, 2], dtype=torch.int32)
+    calls = [lambda: tilefold.attention(q, kc, kc, alibi_slopes=bad, num_splits=2),
+             lambda: tilefold.varlen_attention(q[:, 0], kc[0], kc[0], cu, torch.tensor([0, 4, 8], dtype=torch.int32),
+                                               1, 4, alibi_slopes=bad),
+             lambda: tilefold.attention_with_kvcache(q, kc, kc.clone(), alibi_slopes=bad)]
+    for call in calls:
+        with pytest.raises(ValueError, match="alibi_slopes: expected device"):
+            call()
+
+
 @pytest.mark.parametrize("combine", ["kernel", "fused"])
 def test_alibi_decode_combine_modes_cpu(monkeypatch, combine):
     """the same states folded by the combine kernel or by the last split program: both equal the reference; heads

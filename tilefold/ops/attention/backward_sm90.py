@@ -52,7 +52,9 @@ attention_bwd_dkdv_sm90_hd256_kernel, which splits the head dim over the two war
 through shared memory.
 
 Scope: CUDA capability 9.x, fp16 / bf16, head dim 64, 128 or 256, fixed lengths, no softcap (those stay on
-backward.py's kernels). No interpreter runs Gluon: the CPU tier tests the dispatch, the GPU tier the
+backward.py's kernels); ALiBi only with TILEFOLD_BWD_SM90_ALIBI=1 (the distance per element in _probs_t and the dQ
+consumer; slower than backward.py's kernels on an H100, benchmarks/NOTES.md), and then dK / dV only with a positive scale
+(the slope is divided by it). No interpreter runs Gluon: the CPU tier tests the dispatch, the GPU tier the
 kernels (tests/ops/attention/test_backward_sm90.py).
 """
 from __future__ import annotations
@@ -805,7 +807,7 @@ def _scope_ok(q, k, v, dout, *, softcap, dropout_p, varlen, shift_extra, head_di
 
 def plan(q, k, v, dout, *, softcap, dropout_p, varlen, shift_extra, softmax_scale, alibi=False):
     """(dK/dV on the Gluon kernel, dQ on the Gluon kernel) for one backward: the scope and view checks run
-    once for both. ``alibi``: slopes given (ALIBI says which kernels take them)."""
+    once for both. ``alibi``: slopes given (the kernels take them only with ALIBI)."""
     if alibi and not ALIBI:
         return False, False
     dims = (64, 128, 256) if HD256 else (64, 128)
@@ -813,7 +815,8 @@ def plan(q, k, v, dout, *, softcap, dropout_p, varlen, shift_extra, softmax_scal
                       head_dims=dims) and _views_ok(q, k, v, dout)):
         return False, False
     # dQ masks scores with -inf before the exponent, so its scale must be positive
-    return _dkdv_batches_ok(q, k), softmax_scale > 0 and _dq_batches_ok(q, k)
+    # with ALiBi dK / dV divide the slope by the scale (its scores are unscaled): a positive scale there too
+    return _dkdv_batches_ok(q, k) and (softmax_scale > 0 or not alibi), softmax_scale > 0 and _dq_batches_ok(q, k)
 
 
 def supported(q, k, v, dout, *, softcap, window, dropout_p, varlen, shift_extra) -> bool:

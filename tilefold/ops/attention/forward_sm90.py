@@ -38,8 +38,8 @@ tiles and two slots (Q 64 KiB + 2 x (K + V) 128 KiB = 192 KiB of shared memory; 
 the O accumulator being 128 of them).
 
 Scope (the launcher falls back to forward.py's kernel otherwise): CUDA capability 9.x, fp16 / bf16,
-head dim 64, 128 or 256, a positive scale, fixed lengths (no cu_seqlens), no softcap, no split-KV, dropout
-only in the warp-specialized variant (returned probabilities come from a separate call of forward.py's
+head dim 64, 128 or 256, a positive scale, fixed lengths (no cu_seqlens), no softcap, no split-KV, dropout and
+ALiBi (``_alibi_tile``; TILEFOLD_FWD_SM90_ALIBI=0 opts out) only in the warp-specialized variant (returned probabilities come from a separate call of forward.py's
 kernel whose out / lse are discarded); Q, K and V rows of consecutive batches evenly spaced (so a
 (batch·seqlen, heads·head_dim) view exists, e.g. contiguous or packed-QKV layouts) with TMA-compatible
 alignment. Rows past the end of a batch read the next batch's rows: for Q the row mask never stores

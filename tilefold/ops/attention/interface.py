@@ -94,7 +94,8 @@ def attention(q, k, v, *, softmax_scale=None, causal=False, window_size=(-1, -1)
             softcap (the distance aligned to the bottom-right corner, as the masks). No gradient flows to the
             slopes; their values are not checked (a host read per call): an infinite slope gives NaN at
             distance 0, as in flash_attn. The forward runs on the Hopper warp-specialized Gluon kernel where it
-            applies, the backward on the Triton kernels; split-KV and the decode kernel take the slopes too.
+            applies, the backward on the Triton kernels (TILEFOLD_BWD_SM90_ALIBI=1: the Gluon ones); split-KV and the
+            decode kernel take the slopes too.
     """
     _validate_qkv(q, k, v, 4)
     B, M, H, D = q.shape
