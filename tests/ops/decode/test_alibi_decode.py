@@ -383,3 +383,49 @@ def test_alibi_num_splits_gpu(c, S):
     tiles, the forward kernel's split path"""
     h.check_case(c, torch.bfloat16, grad=True, device="cuda",
                  opts=dict(alibi_slopes=_slopes(c.B, c.H, True, "cuda") / 16, num_splits=S))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# partial attention: the ALiBi distance in global positions, so merged partial states equal the whole attention
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", [(17, 45, 4, 2, dict(causal=True)), (20, 9, 2, 1, dict(causal=True)),
+                                  (3, 45, 4, 4, dict(window_size=(5, 2), softcap=5.0)), (17, 20, 2, 2, {})],
+                         ids=["causal_gqa", "q_longer_mqa", "window_softcap", "full"])
+def test_alibi_partial_states_merge_to_full_cpu(backend, case):
+    """keys cut into ranges, a query range of the rows, each range's state by partial_attention with per-batch
+    slopes, merged by merge_states: out / lse and the gradients of q, k, v (through the merge) under the 2x rule
+    against the whole attention with ALiBi"""
+    from tilefold.ops.decode import partial_attention
+    from tilefold.ops.merge import merge_states
+    M, N, H, HK, opts = case
+    B, D = 2, 16
+    torch.manual_seed(M * N)
+    q, k, v = torch.randn(B, M, H, D), torch.randn(B, N, HK, D), torch.randn(B, N, HK, D)
+    sl = _slopes(B, H, True)
+    qa, qb = (1, M - 1) if M > 2 else (0, M)
+    cuts = [0, 4, N // 2, N - 1, N] if N > 5 else [0, N]
+    dout = torch.randn(B, qb - qa, H, D)
+
+    def grads(out, xs):
+        return torch.autograd.grad(out, xs, dout.to(out.dtype))
+
+    res = {}
+    for dt in (torch.float64, torch.float32):  # the truth, and the same computation in the input precision
+        xs = [t.to(dt).requires_grad_() for t in (q, k, v)]
+        o, l = attention_ref(*xs, compute_dtype=dt, alibi_slopes=sl, **opts)
+        res[dt] = (o[:, qa:qb], l[:, :, qa:qb].float() if dt != torch.float64 else l[:, :, qa:qb],
+                   *grads(o[:, qa:qb], xs))
+    xs = [t.clone().requires_grad_() for t in (q, k, v)]
+    with tilefold.use_backend(backend):
+        states = [partial_attention(xs[0][:, qa:qb], xs[1][:, a:b], xs[2][:, a:b], q_start=qa, k_start=a,
+                                    seqlen_q_total=M, seqlen_k_total=N, alibi_slopes=sl, **opts)
+                  for a, b in zip(cuts[:-1], cuts[1:])]
+        o, l = merge_states(torch.stack([s[0] for s in states]), torch.stack([s[1] for s in states]))
+        g = grads(o, xs)
+    ref, low = res[torch.float64], res[torch.float32]
+    for name, a, r, lo in zip(("out", "lse", "dq", "dk", "dv"), (o, l) + g, ref, low):
+        fin = torch.isfinite(r)
+        assert torch.equal(fin, torch.isfinite(a)), name
+        assert _err(a[fin], r[fin]) <= 2 * _err(lo[fin], r[fin]) + 1e-5, (name, _err(a[fin], r[fin]))

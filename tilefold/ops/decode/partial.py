@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..attention.function import attention_forward
-from ..common.validate import (MAX_HEADDIM, WINDOW_MAX, _validate_bool, _validate_grid_rows, _validate_int,
+from ..common.validate import (MAX_HEADDIM, WINDOW_MAX, _alibi, _validate_bool, _validate_grid_rows, _validate_int,
                                _validate_qkv, _validate_scale, _validate_softcap, _validate_window)
 
 
@@ -28,7 +28,7 @@ def global_shift_extra(q_start: int, k_start: int, seqlen_q: int, seqlen_k: int,
 
 
 def partial_attention(q, k, v, *, q_start, k_start, seqlen_q_total, seqlen_k_total, causal=False,
-                      window_size=(-1, -1), softcap=0.0, softmax_scale=None):
+                      window_size=(-1, -1), softcap=0.0, softmax_scale=None, alibi_slopes=None):
     """Attention state of query rows ``[q_start, q_start + seqlen_q)`` against keys
     ``[k_start, k_start + seqlen_k)`` of a (seqlen_q_total × seqlen_k_total) attention.
 
@@ -37,6 +37,9 @@ def partial_attention(q, k, v, *, q_start, k_start, seqlen_q_total, seqlen_k_tot
         q_start, k_start: global position of the first query row / key of the slices.
         seqlen_q_total, seqlen_k_total: lengths of the whole sequences (they set the mask's diagonal).
         causal, window_size, softcap, softmax_scale: as :func:`tilefold.attention`, in global positions.
+        alibi_slopes: ALiBi as :func:`tilefold.attention` (float32 (heads,) or (batch, heads)), its distance in global
+            positions too (``|i + seqlen_k_total - seqlen_q_total - j|``), so the merged partial states equal the
+            whole attention with ALiBi. No gradient flows to the slopes.
     Returns:
         (out (batch, seqlen_q, heads, headdim) in q.dtype, lse (batch, heads, seqlen_q) fp32).
     """
@@ -65,5 +68,8 @@ def partial_attention(q, k, v, *, q_start, k_start, seqlen_q_total, seqlen_k_tot
     if _validate_bool("causal", causal):
         right = 0 if right < 0 else min(right, 0)
     softcap = _validate_softcap(softcap)
+    alibi = _alibi(alibi_slopes, B, H, q.device)
     shift_extra = global_shift_extra(q_start, k_start, M, N, seqlen_q_total, seqlen_k_total)
-    return attention_forward(q, k, v, None, None, M, N, scale, left, right, softcap, shift_extra)
+    # the kernels' ALiBi distance |i + shift - j| uses the same shifted diagonal as the masks: global distances
+    return attention_forward(q, k, v, None, None, M, N, scale, left, right, softcap, shift_extra, 0.0, 0, 0, None,
+                             alibi)
