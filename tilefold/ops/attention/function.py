@@ -140,20 +140,34 @@ attention_fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 class _AttentionFunction(torch.autograd.Function):
     """The eager twin of attention_fwd_op's registered autograd: same context, same backward, without the
-    custom-op layers."""
+    custom-op layers. Its separate setup_context also makes it usable under torch.func.grad (functorch runs the
+    forward on the unwrapped tensors), which the custom op's generated autograd is not."""
 
     @staticmethod
-    def forward(ctx, q, k, v, cu_q, cu_k, max_q, max_k, scale, wl, wr, softcap, shift_extra,
+    def forward(q, k, v, cu_q, cu_k, max_q, max_k, scale, wl, wr, softcap, shift_extra,
                 dropout_p=0.0, seed=0, offset=0, rng=None, alibi=None):
-        inputs = (q, k, v, cu_q, cu_k, max_q, max_k, scale, wl, wr, softcap, shift_extra, dropout_p, seed, offset,
-                  rng, alibi)
-        output = _fwd_impl(*inputs)
+        return _fwd_impl(q, k, v, cu_q, cu_k, max_q, max_k, scale, wl, wr, softcap, shift_extra, dropout_p, seed,
+                         offset, rng, alibi)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
         _setup_context(ctx, inputs, output)
-        return output
 
     @staticmethod
     def backward(ctx, dout, dlse):
         return _backward(ctx, dout, dlse, bwd=attention_backward)
+
+
+def _grad_transform(*tensors) -> bool:
+    """Inside torch.func.grad / vjp (outside torch.compile and vmap): some tensor is functorch's grad-tracking
+    wrapper and none is batched or fake. The custom op's generated autograd refuses functorch transforms, so such calls
+    take _AttentionFunction (and their backward _AttentionBackwardFunction)."""
+    if torch.compiler.is_compiling():
+        return False
+    tensors = [t for t in tensors if isinstance(t, torch.Tensor)]
+    wrapped = [t for t in tensors if torch._C._functorch.is_functorch_wrapped_tensor(t)]
+    return bool(wrapped) and all(torch._C._functorch.is_gradtrackingtensor(t) for t in wrapped) and all(
+        t.device.type != "meta" for t in tensors)
 
 
 def _eager(*tensors) -> bool:
@@ -173,6 +187,8 @@ def attention_forward(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
     args = (q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, window_left,
             window_right, softcap, shift_extra, dropout_p, seed, offset, rng, alibi)
     if not _eager(q, k, v, cu_seqlens_q, cu_seqlens_k, rng, alibi):  # rng: batched under vmap(randomness="different")
+        if _grad_transform(q, k, v, cu_seqlens_q, cu_seqlens_k, rng, alibi):
+            return _AttentionFunction.apply(*args)
         return attention_fwd_op(*args)
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         return _AttentionFunction.apply(*args)
@@ -184,11 +200,31 @@ def _records_graph(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+class _AttentionBackwardFunction(torch.autograd.Function):
+    """The backward under torch.func.grad / vjp: functorch runs this forward on the unwrapped tensors (the kernels
+    need plain ones); differentiating it again raises, as attention_bwd_op's missing formula does."""
+
+    @staticmethod
+    def forward(dout, q, k, v, out, lse, dlse, cu_q, cu_k, *args):
+        return _bwd_impl(dout, q, k, v, out, lse, dlse, cu_q, cu_k, *args)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError("tilefold attention: a second derivative (double backward) is not supported")
+
+
 def attention_backward(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k, *args):
     """attention_bwd_op, with the custom-op layers skipped in eager mode. Under create_graph=True the custom
     op runs: double backward is unsupported, and its missing autograd formula raises at the second backward;
     _bwd_impl would record nothing on the Triton path (a gradient penalty silently dropped) and the torch
-    fold's ops on the CPU path (a backend-dependent second derivative)."""
+    fold's ops on the CPU path (a backend-dependent second derivative). Under torch.func.grad:
+    _AttentionBackwardFunction."""
+    if _grad_transform(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k, *args[-2:]):
+        return _AttentionBackwardFunction.apply(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k, *args)
     if (not _eager(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k)
             or _records_graph(dout, q, k, v, out, lse, dlse)):
         return attention_bwd_op(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k, *args)
