@@ -58,6 +58,26 @@ def test_func_grad_varlen_and_dropout(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_func_grad_split_kv(backend):
+    """the split-KV path (its own autograd.Function) under torch.func.grad, batched and varlen"""
+    torch.manual_seed(3)
+    q, k, v = torch.randn(2, 3, 4, 16), torch.randn(2, 40, 2, 16), torch.randn(2, 40, 2, 16)
+    sl = torch.tensor([0.5, 0.25, 1.0, 2.0])
+
+    def f(q, k, v):
+        with tilefold.use_backend(backend):
+            return _loss(*tilefold.attention(q, k, v, causal=True, num_splits=3, alibi_slopes=sl, return_lse=True))
+    _compare(f, (q, k, v))
+    cu_q = torch.tensor([0, 3, 6], dtype=torch.int32)
+    cu_k = torch.tensor([0, 40, 80], dtype=torch.int32)
+
+    def g(q, k, v):
+        with tilefold.use_backend(backend):
+            return _loss(*tilefold.varlen_attention(q, k, v, cu_q, cu_k, 3, 40, num_splits=2, return_lse=True))
+    _compare(g, (q.reshape(6, 4, 16), k.reshape(80, 2, 16), v.reshape(80, 2, 16)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_func_vjp_and_second_order(backend):
     torch.manual_seed(2)
     q, k, v = (torch.randn(1, 8, 2, 16) for _ in range(3))

@@ -277,16 +277,19 @@ class SplitKVFunction(torch.autograd.Function):
     """Forward: split-KV + combine; backward: the attention backward on the merged (out, lse)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, cu_q, cu_k, S, scale, left, right, softcap, max_q, max_k, alibi):
+    def forward(q, k, v, cu_q, cu_k, S, scale, left, right, softcap, max_q, max_k, alibi):
         window = (left, right)
         if backend_for(q) == "triton":
-            out, lse = _fwd_triton(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, alibi=alibi)
-        else:
-            out, lse = _fwd_torch(q, k, v, S, scale, window, softcap, cu_q, cu_k, alibi)
+            return _fwd_triton(q, k, v, S, scale, window, softcap, cu_q, cu_k, max_q, max_k, alibi=alibi)
+        return _fwd_torch(q, k, v, S, scale, window, softcap, cu_q, cu_k, alibi)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # a separate setup_context: usable under torch.func.grad / vjp too
+        q, k, v, cu_q, cu_k, S, scale, left, right, softcap, max_q, max_k, alibi = inputs
+        out, lse = output
         ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k, alibi)
         ctx.args = (max_q, max_k, scale, left, right, softcap, 0)
         ctx.set_materialize_grads(False)
-        return out, lse
 
     @staticmethod
     def backward(ctx, dout, dlse):
