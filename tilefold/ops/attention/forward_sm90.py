@@ -130,58 +130,58 @@ if HAVE_GLUON:
         return s - alibi_k * dist
 
     @gluon.jit
-    def _alibi_tile(s, offs_m, n, offs_n0, k_cols, first_row, last_row, shift, alibi_k, BLOCK_N: gl.constexpr):
+    def _alibi_tile(s, offs_m, n, offs_n0, k_cols, first_row, last_row, shift, alibi_k, BLOCK_N: gl.constexpr,
+                    LINEAR: gl.constexpr):
         """ALiBi of the key tile at n as (s', row): the biased scores are ``s' - row`` (row per query row), so the
-        softmax subtracts ``row`` once per row (``_softmax_*_rows``) instead of a bias per element. With
+        softmax subtracts ``row`` once per row (``_softmax_first`` / ``_softmax_next`` with HAS_ROW) instead of a bias per element. With
         R = i + shift - n and C = j - n (``k_cols`` = C as fp32, loop-invariant): a tile wholly at or left of every
         row's diagonal has |R - C| = R - C, so s' = s + alibi_k · C and row = alibi_k · R (one fma per element); wholly
         at or right of it, the same with -alibi_k; a tile crossing a diagonal takes the distance per element
-        (``_alibi_bias``) and row = 0. Both terms stay small (C < BLOCK_N), so nothing large cancels in s'."""
-        left_of = n + BLOCK_N - 1 <= first_row + shift
-        if left_of | (n >= last_row + shift):
-            sk = gl.where(left_of, alibi_k, -alibi_k)
-            s = gl.fma(gl.expand_dims(k_cols, 0), sk, s)
-            row = (offs_m + (shift - n)).to(gl.float32) * sk
+        (``_alibi_bias``) and row = 0. Not LINEAR: every tile takes the distance per element (row unused). Both terms stay small (C < BLOCK_N), so nothing large cancels in s'."""
+        if LINEAR:
+            left_of = n + BLOCK_N - 1 <= first_row + shift
+            if left_of | (n >= last_row + shift):
+                sk = gl.where(left_of, alibi_k, -alibi_k)
+                s = gl.fma(gl.expand_dims(k_cols, 0), sk, s)
+                row = (offs_m + (shift - n)).to(gl.float32) * sk
+            else:
+                s = _alibi_bias(s, offs_m, n, offs_n0, shift, alibi_k)
+                row = offs_m.to(gl.float32) * 0.0
         else:
             s = _alibi_bias(s, offs_m, n, offs_n0, shift, alibi_k)
-            row = offs_m.to(gl.float32) * 0.0
+            row = 0.0
         return s, row
 
     @gluon.jit
-    def _softmax_first_rows(s, row, qk_scale):
-        """_softmax_first of the scores ``s - row`` (row: a per-row offset, unscaled)."""
-        rq = row * qk_scale
-        m_i = gl.max(s, axis=1) * qk_scale - rq
-        m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
-        p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(m_use + rq, 1)))
+    def _softmax_first(s, qk_scale, row, HAS_ROW: gl.constexpr):
+        """The first tile's (m, l, p): m in log2 units, from the unscaled scores (scale > 0). HAS_ROW: of the scores
+        ``s - row`` (row: a per-row offset, unscaled; ALiBi's ``_alibi_tile``), subtracted once per row."""
+        if HAS_ROW:
+            rq = row * qk_scale
+            m_i = gl.max(s, axis=1) * qk_scale - rq
+            m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
+            p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(m_use + rq, 1)))
+        else:
+            m_i = gl.max(s, axis=1) * qk_scale
+            m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
+            p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(m_use, 1)))
         return m_i, gl.sum(p, axis=1), p
 
     @gluon.jit
-    def _softmax_next_rows(s, row, m_i, l_i, qk_scale):
-        """_softmax_next of the scores ``s - row``."""
-        rq = row * qk_scale
-        m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale - rq)
-        m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = gl.exp2(m_i - m_use)
-        p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(m_use + rq, 1)))
-        l_i = l_i * alpha + gl.sum(p, axis=1)
-        return m_new, l_i, p, alpha
-
-    @gluon.jit
-    def _softmax_first(s, qk_scale):
-        """The first tile's (m, l, p): m in log2 units, from the unscaled scores (scale > 0)."""
-        m_i = gl.max(s, axis=1) * qk_scale
-        m_use = gl.where(m_i == float("-inf"), 0.0, m_i)
-        p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(m_use, 1)))
-        return m_i, gl.sum(p, axis=1), p
-
-    @gluon.jit
-    def _softmax_next(s, m_i, l_i, qk_scale):
-        """(m, l) ⊕ tile: the new (m, l), the tile's p relative to the new m, and the accumulator's rescale."""
-        m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale)
-        m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = gl.exp2(m_i - m_use)
-        p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(m_use, 1)))
+    def _softmax_next(s, m_i, l_i, qk_scale, row, HAS_ROW: gl.constexpr):
+        """(m, l) ⊕ tile: the new (m, l), the tile's p relative to the new m, and the accumulator's rescale.
+        HAS_ROW: of the scores ``s - row`` (as _softmax_first)."""
+        if HAS_ROW:
+            rq = row * qk_scale
+            m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale - rq)
+            m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
+            alpha = gl.exp2(m_i - m_use)
+            p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(m_use + rq, 1)))
+        else:
+            m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale)
+            m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
+            alpha = gl.exp2(m_i - m_use)
+            p = gl.exp2(gl.fma(s, qk_scale, -gl.expand_dims(m_use, 1)))
         l_i = l_i * alpha + gl.sum(p, axis=1)
         return m_new, l_i, p, alpha
 
@@ -276,7 +276,7 @@ if HAVE_GLUON:
             s = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False)
             s = _mask_if_cut(s, offs_m, n_lo, offs_n0, m0, last_row, seqlen_k, shift, win_left, win_right,
                              BLOCK_N, HAS_LO, HAS_HI)
-            m_i, l_i, p = _softmax_first(s, qk_scale)
+            m_i, l_i, p = _softmax_first(s, qk_scale, 0.0, False)
             p_op = gl.convert_layout(p.to(dtype), p_layout)
 
             for t in range(1, num_tiles):
@@ -292,7 +292,7 @@ if HAVE_GLUON:
                 s = warpgroup_mma_wait(1, deps=(s_tok,))
                 s = _mask_if_cut(s, offs_m, n, offs_n0, m0, last_row, seqlen_k, shift, win_left, win_right,
                                  BLOCK_N, HAS_LO, HAS_HI)
-                m_i, l_i, p, alpha = _softmax_next(s, m_i, l_i, qk_scale)
+                m_i, l_i, p, alpha = _softmax_next(s, m_i, l_i, qk_scale, 0.0, False)
                 acc = warpgroup_mma_wait(0, deps=(o_tok,))
                 acc = acc * gl.expand_dims(gl.convert_layout(alpha, row_o), 1)
                 p_op = gl.convert_layout(p.to(dtype), p_layout)
@@ -433,13 +433,11 @@ if HAVE_GLUON:
             mbarrier.arrive(k_empty.index(0), count=1)
             s = _mask_if_cut(s, offs_m, n_lo, offs_n0, r0, last_row, seqlen_k, shift, win_left, win_right,
                              BLOCK_N, HAS_LO, HAS_HI)
-            if HAS_ALIBI and ALIBI_LINEAR:
-                s, a_row = _alibi_tile(s, offs_m, n_lo, offs_n0, k_cols, r0, last_row, shift, alibi_k, BLOCK_N)
-                m_i, l_i, p = _softmax_first_rows(s, a_row, qk_scale)
-            else:
-                if HAS_ALIBI:
-                    s = _alibi_bias(s, offs_m, n_lo, offs_n0, shift, alibi_k)
-                m_i, l_i, p = _softmax_first(s, qk_scale)
+            a_row = 0.0
+            if HAS_ALIBI:
+                s, a_row = _alibi_tile(s, offs_m, n_lo, offs_n0, k_cols, r0, last_row, shift, alibi_k, BLOCK_N,
+                                       ALIBI_LINEAR)
+            m_i, l_i, p = _softmax_first(s, qk_scale, a_row, HAS_ALIBI and ALIBI_LINEAR)
             if HAS_DROPOUT:  # l counts every probability; only the kept ones reach the accumulator
                 if MASK_WS:
                     keep = _mask_tile(mask_smem, mask_full, mask_empty, 0, WG, s_layout, MASK_STAGES)
@@ -466,13 +464,10 @@ if HAVE_GLUON:
                 mbarrier.arrive(k_empty.index(slot), count=1)
                 s = _mask_if_cut(s, offs_m, n, offs_n0, r0, last_row, seqlen_k, shift, win_left, win_right,
                                  BLOCK_N, HAS_LO, HAS_HI)
-                if HAS_ALIBI and ALIBI_LINEAR:
-                    s, a_row = _alibi_tile(s, offs_m, n, offs_n0, k_cols, r0, last_row, shift, alibi_k, BLOCK_N)
-                    m_i, l_i, p, alpha = _softmax_next_rows(s, a_row, m_i, l_i, qk_scale)
-                else:
-                    if HAS_ALIBI:
-                        s = _alibi_bias(s, offs_m, n, offs_n0, shift, alibi_k)
-                    m_i, l_i, p, alpha = _softmax_next(s, m_i, l_i, qk_scale)
+                if HAS_ALIBI:
+                    s, a_row = _alibi_tile(s, offs_m, n, offs_n0, k_cols, r0, last_row, shift, alibi_k, BLOCK_N,
+                                           ALIBI_LINEAR)
+                m_i, l_i, p, alpha = _softmax_next(s, m_i, l_i, qk_scale, a_row, HAS_ALIBI and ALIBI_LINEAR)
                 acc = warpgroup_mma_wait(0, deps=(o_tok,))
                 gl.thread_barrier()
                 mbarrier.arrive(v_empty.index(prev), count=1)
