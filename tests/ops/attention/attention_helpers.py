@@ -374,3 +374,12 @@ class KernelRecorder:
         def run(*args, **kwargs):
             self.calls.append((grid, args, kwargs))
         return run
+
+
+def alibi_slopes(B, H, per_batch, device=DEVICE):
+    """ALiBi's geometric slopes 2^(-8 (h + 1) / H), scaled up (x4) so the bias dominates the scores and a wrong
+    distance, sign, head or batch row shows; per batch: each batch row its own multiple (fp32 (B, H), else (H,))."""
+    base = 4 * torch.pow(2.0, -8.0 * torch.arange(1, H + 1, dtype=torch.float64) / H)
+    if per_batch:
+        base = base[None, :] * torch.linspace(0.5, 1.5, B, dtype=torch.float64)[:, None]
+    return base.to(torch.float32).to(device)

@@ -14,13 +14,7 @@ from tilefold.ops.attention.naive import attention_ref
 BACKENDS = ["torch", "triton"]
 
 
-def _slopes(B, H, per_batch, device):
-    """ALiBi's geometric slopes 2^(-8 (h + 1) / H), scaled up (x4) so the bias dominates the scores and a wrong
-    distance or sign shows; per batch: each batch row its own multiple."""
-    base = 4 * torch.pow(2.0, -8.0 * torch.arange(1, H + 1, dtype=torch.float64) / H)
-    if per_batch:
-        base = base[None, :] * torch.linspace(0.5, 1.5, B, dtype=torch.float64)[:, None]
-    return base.to(torch.float32).to(device)
+_slopes = h.alibi_slopes
 
 
 CPU_CASES = [

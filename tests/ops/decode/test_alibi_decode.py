@@ -18,17 +18,14 @@ import tilefold  # noqa: E402
 from tilefold.compat.flash_attn_interface import flash_attn_with_kvcache  # noqa: E402
 from tilefold.ops.attention.naive import attention_ref  # noqa: E402
 from tilefold.ops.decode import kernel as K  # noqa: E402
+from test_kvcache import _reference as _kvcache_reference  # noqa: E402
+from test_paged_varlen import _pool, _reference as _paged_reference  # noqa: E402
 
 BACKENDS = ["torch", "triton"]
 
 
 def _slopes(B, H, per_batch, device="cpu"):
-    """ALiBi's geometric slopes 2^(-8 (h + 1) / H), x4 so the bias dominates the scores (a wrong distance, sign, head
-    or batch row shows); per batch: each batch row its own multiple."""
-    base = 4 * torch.pow(2.0, -8.0 * torch.arange(1, H + 1, dtype=torch.float64) / H)
-    if per_batch:
-        base = base[None, :] * torch.linspace(0.5, 1.5, B, dtype=torch.float64)[:, None]
-    return base.to(torch.float32).to(device)
+    return h.alibi_slopes(B, H, per_batch, device)
 
 
 def _err(a, b):
@@ -168,29 +165,6 @@ def test_alibi_varlen_splits_cpu(backend, S):
 # paged K / V (varlen_attention(block_table=))
 
 
-def _pool(B, nb, page, HK, D, n_spare, dtype, seed):
-    g = torch.Generator().manual_seed(seed)
-    n_pages = B * nb + n_spare
-    table = torch.randperm(n_pages, generator=g)[:B * nb].reshape(B, nb).to(torch.int32)
-    pool_k = torch.randn(n_pages, page, HK, D, generator=g).to(dtype)
-    pool_v = torch.randn(n_pages, page, HK, D, generator=g).to(dtype)
-    return pool_k, pool_v, table
-
-
-def _paged_reference(q, pool_k, pool_v, table, lens_q, lens_k, slopes, compute_dtype=torch.float64, **mask):
-    page = pool_k.shape[1]
-    outs, lses, q0 = [], [], 0
-    for b, (m, n) in enumerate(zip(lens_q, lens_k)):
-        keys = torch.arange(n)
-        rows = table[b].long()[keys // page], keys % page
-        o, l = attention_ref(q[None, q0:q0 + m], pool_k[rows][None], pool_v[rows][None], compute_dtype=compute_dtype,
-                             alibi_slopes=slopes[b:b + 1], **mask)
-        outs.append(o[0])
-        lses.append(l[0])
-        q0 += m
-    return torch.cat(outs), torch.cat(lses, dim=-1)
-
-
 PAGED_CASES = {  # (lens_q, lens_k, H, HK, D, page, pages per sequence, mask)
     "decode_page5_gqa_causal": ([1, 2, 1], [0, 17, 45], 8, 2, 32, 5, 9, dict(causal=True)),
     "decode_page16_window_softcap": ([3, 2], [40, 30], 4, 2, 16, 16, 3, dict(causal=True, window_size=(7, 0),
@@ -212,10 +186,11 @@ def test_alibi_paged_varlen_cpu(monkeypatch, name, backend, splits, gather):
     B = len(lens_q)
     torch.manual_seed(21)
     q = torch.randn(sum(lens_q), H, D).half()
-    pool_k, pool_v, table = _pool(B, nb, page, HK, D, 3, torch.float16, 5)
+    pool_k, pool_v, table = _pool(B, nb, page, HK, D, 3, torch.float16, 5)  # V with its own page / row strides
     sl = _slopes(B, H, True)
-    ref, rlse = _paged_reference(q, pool_k, pool_v, table, lens_q, lens_k, sl, **mask)
-    low, _ = _paged_reference(q, pool_k, pool_v, table, lens_q, lens_k, sl, compute_dtype=torch.float16, **mask)
+    ref, rlse = _paged_reference(q, pool_k, pool_v, table, lens_q, lens_k, slopes=sl, **mask)
+    low, _ = _paged_reference(q, pool_k, pool_v, table, lens_q, lens_k, compute_dtype=torch.float16, slopes=sl,
+                              **mask)
     cu_q = torch.tensor([0] + torch.tensor(lens_q).cumsum(0).tolist(), dtype=torch.int32)
     cu_k = torch.tensor([0] + torch.tensor(lens_k).cumsum(0).tolist(), dtype=torch.int32)
     with tilefold.use_backend(backend):
@@ -231,24 +206,9 @@ def test_alibi_paged_varlen_cpu(monkeypatch, name, backend, splits, gather):
 
 def _kv_reference(q, k_cache, v_cache, k, v, seqlens, slopes, pads=None, slots=None, compute_dtype=torch.float64,
                   **mask):
-    """the new keys written at seqlens[b] + i of cache row slots[b] (or b), then sequence b against its keys
-    [pads[b], seqlens[b] + seqlen_new) with its own slopes (the distance counted within those keys)"""
-    kc, vc = k_cache.clone(), v_cache.clone()
-    B = q.shape[0]
-    S_new = 0 if k is None else k.shape[1]
-    rows = slots if slots is not None else list(range(B))
-    for b in range(B):
-        if S_new:
-            kc[rows[b], seqlens[b]:seqlens[b] + S_new] = k[b]
-            vc[rows[b], seqlens[b]:seqlens[b] + S_new] = v[b]
-    outs, lses = [], []
-    for b in range(B):
-        n, lo, r = seqlens[b] + S_new, (0 if pads is None else pads[b]), rows[b]
-        o, l = attention_ref(q[b:b + 1], kc[r:r + 1, lo:n], vc[r:r + 1, lo:n], compute_dtype=compute_dtype,
-                             alibi_slopes=slopes[b:b + 1], **mask)
-        outs.append(o)
-        lses.append(l)
-    return torch.cat(outs), torch.cat(lses)
+    """test_kvcache's reference (out, lse) with per-sequence slopes and cache slots"""
+    return _kvcache_reference(q, k_cache, v_cache, k, v, seqlens, compute_dtype=compute_dtype, pads=pads, slots=slots,
+                              slopes=slopes, **mask)[:2]
 
 
 KV_CASES = {  # B, M, H, HK, D, L, S_new, lens, pads, slots, mask

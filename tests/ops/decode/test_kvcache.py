@@ -31,9 +31,11 @@ def _rotary_ref(x, cos, sin, pos, interleaved):
     return x
 
 
-def _reference(q, k_cache, v_cache, k, v, seqlens, compute_dtype=torch.float64, rotary=None, pads=None, **mask):
-    """(out, lse, k_cache', v_cache') by the semantics: rotate, write the new keys at seqlens[b] + i, attend each
-    sequence to its first seqlens[b] + seqlen_new keys (from pads[b] on: a left-padded cache)"""
+def _reference(q, k_cache, v_cache, k, v, seqlens, compute_dtype=torch.float64, rotary=None, pads=None, slots=None,
+               slopes=None, **mask):
+    """(out, lse, k_cache', v_cache') by the semantics: rotate, write the new keys at seqlens[b] + i of cache row
+    slots[b] (or b), attend each sequence to its first seqlens[b] + seqlen_new keys (from pads[b] on: a left-padded
+    cache), with its row of the (batch, heads) ALiBi ``slopes``"""
     kc, vc = k_cache.clone(), v_cache.clone()
     B, M = q.shape[:2]
     S_new = 0 if k is None else k.shape[1]
@@ -46,15 +48,18 @@ def _reference(q, k_cache, v_cache, k, v, seqlens, compute_dtype=torch.float64, 
         qr = _rotary_ref(q, cos, sin, qpos, inter).to(q.dtype)
         if k is not None:
             k = _rotary_ref(k, cos, sin, [[seqlens[b] + i for i in range(S_new)] for b in range(B)], inter).to(k.dtype)
+    rows = slots if slots is not None else list(range(B))
     for b in range(B):
         if S_new:
-            kc[b, seqlens[b]:seqlens[b] + S_new] = k[b]
-            vc[b, seqlens[b]:seqlens[b] + S_new] = v[b]
+            kc[rows[b], seqlens[b]:seqlens[b] + S_new] = k[b]
+            vc[rows[b], seqlens[b]:seqlens[b] + S_new] = v[b]
     outs, lses = [], []
     for b in range(B):
-        n = seqlens[b] + S_new
+        n, r = seqlens[b] + S_new, rows[b]
         lo = 0 if pads is None else pads[b]
-        o, l = attention_ref(qr[b:b + 1], kc[b:b + 1, lo:n], vc[b:b + 1, lo:n], compute_dtype=compute_dtype, **mask)
+        sb = None if slopes is None else slopes[b:b + 1]
+        o, l = attention_ref(qr[b:b + 1], kc[r:r + 1, lo:n], vc[r:r + 1, lo:n], compute_dtype=compute_dtype,
+                             alibi_slopes=sb, **mask)
         outs.append(o)
         lses.append(l)
     return torch.cat(outs), torch.cat(lses), kc, vc

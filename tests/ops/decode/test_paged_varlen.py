@@ -38,8 +38,9 @@ def _pool(B, nb, page, HK, D, n_spare, dtype, seed, device="cpu"):
     return pool_k, wide.transpose(1, 2)[:, :page], table.to(device)
 
 
-def _reference(q, pool_k, pool_v, table, lens_q, lens_k, compute_dtype=torch.float64, **mask):
-    """(out, lse (H, total_q)): sequence b's q rows against the first lens_k[b] keys of its pages, by the definition"""
+def _reference(q, pool_k, pool_v, table, lens_q, lens_k, compute_dtype=torch.float64, slopes=None, **mask):
+    """(out, lse (H, total_q)): sequence b's q rows against the first lens_k[b] keys of its pages, by the definition
+    (``slopes``: (batch, heads) ALiBi slopes, sequence b's row)"""
     page = pool_k.shape[1]
     outs, lses = [], []
     q0 = 0
@@ -47,7 +48,8 @@ def _reference(q, pool_k, pool_v, table, lens_q, lens_k, compute_dtype=torch.flo
         keys = torch.arange(n, device=q.device)
         rows = table[b].long()[keys // page], keys % page
         kb, vb = pool_k[rows][None], pool_v[rows][None]
-        o, l = attention_ref(q[None, q0:q0 + m], kb, vb, compute_dtype=compute_dtype, **mask)
+        sb = None if slopes is None else slopes[b:b + 1]
+        o, l = attention_ref(q[None, q0:q0 + m], kb, vb, compute_dtype=compute_dtype, alibi_slopes=sb, **mask)
         outs.append(o[0])
         lses.append(l[0])
         q0 += m
